@@ -1,0 +1,17 @@
+"""splitaudit: audit image dataset splits for leakage and explain surprising train/validation metrics.
+
+The pipeline, one package per stage: :mod:`~splitaudit.scan` -> :mod:`~splitaudit.features` ->
+:mod:`~splitaudit.neighbors` -> :mod:`~splitaudit.checks` -> :mod:`~splitaudit.report` -> :mod:`~splitaudit.render`.
+Start with :func:`audit`.
+"""
+
+from .api import audit
+from .errors import CheckError, ConfigError, InvalidParameterError, SplitauditError
+from .report import AuditReport, Evidence, Finding, ImageRef, Severity, SplitSummary, Verdict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuditReport", "CheckError", "ConfigError", "Evidence", "Finding", "ImageRef", "InvalidParameterError",
+    "Severity", "SplitSummary", "SplitauditError", "Verdict", "__version__", "audit",
+]

@@ -1,0 +1,120 @@
+"""The public entry point: :func:`audit` runs scan -> features -> neighbours -> checks -> report."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .checks import AuditContext, all_checks, resolve_selection
+from .errors import invalid_parameter
+from .features import FeatureCache, HashOptions
+from .features.extract import DEFAULT_MAX_PIXELS
+from .report import AuditReport, Severity, build_report
+from .scan import scan
+
+Progress = Callable[[str, int, int], None]
+
+
+def audit(
+    *splits: Any,
+    manifest: str | os.PathLike[str] | None = None,
+    group_by: str | None = None,
+    select: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    check_options: Mapping[str, Mapping[str, Any]] | None = None,
+    fail_on: str | Severity = "error",
+    max_leak_fraction: float = 0.0,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    draft: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Progress | None = None,
+) -> AuditReport:
+    """Audit dataset splits for leakage and mismatches.
+
+    Parameters
+    ----------
+    *splits:
+        Two or more splits, the training split first. Each is a folder (``train/<class>/*.jpg`` or flat), an
+        ``(x, y)`` tuple of arrays or an ``x`` array as ``keras.datasets`` returns them (uint8, or float in
+        ``[0, 1]``). Folders are named after their folder, arrays ``train``/``val``/``test`` by position. A single
+        mapping ``{name: source}`` names them explicitly.
+    manifest:
+        A CSV file with ``path,label,split`` (optional ``group``) columns instead of ``splits``.
+    group_by:
+        A regular expression on each path relative to its split root; its first capture group names the image's
+        group (patient, camera, session) for the ``group-leakage`` check.
+    select, ignore:
+        Check names to run (default: all) and to skip. See :func:`splitaudit.checks.all_checks`.
+    check_options:
+        ``{check name: {parameter: value}}``, e.g. ``{"near-duplicates": {"max_phash": 8}}``.
+    fail_on:
+        ``"error"``, ``"warning"`` or ``"info"``: the lowest severity that makes the verdict fail.
+    max_leak_fraction:
+        Tolerated share (0-1) of each split's images that copy an image of an earlier split; below it, copy
+        findings are still reported but do not fail the verdict.
+    cache, cache_dir:
+        Use the incremental feature cache (default: ``$SPLITAUDIT_CACHE_DIR`` or the user cache folder).
+    workers:
+        Processes for decoding and hashing (default: one per available core).
+    draft, max_pixels:
+        Decode JPEGs at reduced scale for hashing (faster, same verdicts); refuse images above ``max_pixels``.
+    progress:
+        Called as ``progress(stage, done, total)`` during long work.
+
+    Returns
+    -------
+    AuditReport
+        Findings sorted by severity, per-split summaries and the verdict (``report.failed``).
+
+    Raises
+    ------
+    SplitauditError
+        For bad arguments, unreadable inputs (a missing folder, a malformed manifest) or a check that crashed.
+        Unreadable *images* are never raised: they are findings.
+    """
+    severity = Severity.parse(fail_on, name="fail_on")
+    if isinstance(max_leak_fraction, bool) or not isinstance(max_leak_fraction, (int, float)) or not 0 <= max_leak_fraction <= 1:
+        raise invalid_parameter("max_leak_fraction", "a float in [0, 1]", max_leak_fraction)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise invalid_parameter("workers", "None or an int >= 1", workers)
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise invalid_parameter("max_pixels", "an int >= 1", max_pixels)
+    known = all_checks()
+    options = dict(check_options or {})
+    for name in options:
+        if name not in known:
+            raise invalid_parameter("check_options", f"keyed by check names {sorted(known)}", name)
+    selected = resolve_selection(list(select) if select else None, list(ignore) if ignore else None)
+    resolved = [(c, c.validate(options.get(c.name, {}))) for c in selected]
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    source: Any = splits[0] if len(splits) == 1 and isinstance(splits[0], Mapping) else list(splits)
+    dataset = scan(source if (splits or manifest is None) else None, manifest=manifest, group_by=group_by)
+    timings["scan"] = time.perf_counter() - t0
+
+    store = FeatureCache(cache_dir) if cache else None
+    try:
+        ctx = AuditContext(dataset, cache=store, hash_options=HashOptions(draft=draft, max_pixels=max_pixels),
+                           workers=workers, progress=progress)
+        t0 = time.perf_counter()
+        _ = ctx.features
+        timings["features"] = time.perf_counter() - t0
+        findings = []
+        for check, params in resolved:
+            t0 = time.perf_counter()
+            findings.extend(check.run(ctx, params))
+            timings[f"check:{check.name}"] = time.perf_counter() - t0
+        return build_report(
+            ctx, findings,
+            checks=[(c.name, p) for c, p in resolved],
+            leak_checks={c.name for c, _ in resolved if c.leak},
+            fail_on=severity, max_leak_fraction=float(max_leak_fraction), timings=timings,
+        )
+    finally:
+        if store is not None:
+            store.close()

@@ -1,0 +1,15 @@
+"""exact-duplicates: the same bytes in two splits."""
+
+from __future__ import annotations
+
+from ..report.model import Finding
+from ._pairs import cross_split, pair_findings
+from .context import AuditContext
+from .registry import register
+
+
+@register("exact-duplicates", summary="Identical files (same bytes) in two different splits.", leak=True)
+def exact_duplicates(ctx: AuditContext, *, max_matches_per_image: int = 5) -> list[Finding]:
+    m = cross_split(ctx, ctx.matches())
+    return pair_findings(ctx, m.select(m.same_bytes), check="exact-duplicates", category="exact",
+                         max_matches_per_image=max_matches_per_image)

@@ -1,0 +1,33 @@
+"""label-conflicts: the same (or near-same) image carries different labels, within or across splits."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..neighbors import components
+from ..report.model import Finding, Severity
+from .context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, AuditContext
+from .registry import register
+
+
+@register("label-conflicts", summary="Copies of one image carrying different class labels.")
+def label_conflicts(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> list[Finding]:
+    m = ctx.matches(max_phash, max_dhash)
+    records = ctx.dataset.records
+    findings: list[Finding] = []
+    for group in components(len(records), m.a, m.b):
+        labels = Counter(records[i].label for i in group if records[i].label is not None)
+        if len(labels) < 2:
+            continue
+        refs = tuple(ctx.ref(i) for i in group)
+        splits = sorted({r.split for r in refs})
+        findings.append(
+            Finding(
+                check="label-conflicts",
+                severity=Severity.WARNING if len(splits) == 1 else Severity.ERROR,
+                message=f"one image labelled {' and '.join(repr(k) for k in sorted(labels))} across {len(group)} copies in {', '.join(splits)}",
+                images=refs,
+                data={"labels": dict(sorted(labels.items()))},
+            )
+        )
+    return findings

@@ -1,0 +1,109 @@
+"""The registry of checks. A check is a function ``(ctx, *, param=default, ...) -> list[Finding]``.
+
+Its keyword-only parameters *are* its configuration: the registry reads names, defaults and types from the
+signature, validates user options against them (unknown names and wrong types are errors naming the parameter),
+and calls the function. A check returns its findings; it stores nothing. A check that raises is wrapped in
+:class:`~splitaudit.errors.CheckError`, never swallowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CheckError, SplitauditError, invalid_parameter
+
+if TYPE_CHECKING:
+    from ..report.model import Finding
+    from .context import AuditContext
+
+CheckFn = Callable[..., "list[Finding]"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A registered check: its name, one-line summary, function and parameters."""
+
+    name: str
+    summary: str
+    func: CheckFn
+    leak: bool = False  # its findings are cross-split copies: they count toward --max-leak-fraction
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameter name -> default value."""
+        sig = inspect.signature(self.func)
+        return {n: p.default for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Options with names normalised (``max-phash`` -> ``max_phash``) and types checked; defaults filled in."""
+        defaults = self.params
+        resolved = dict(defaults)
+        for raw_name, value in options.items():
+            name = raw_name.replace("-", "_")
+            if name not in defaults:
+                raise invalid_parameter(raw_name, sorted(defaults) or "no parameters", raw_name, where=f"check {self.name!r}").with_message(
+                    f"Check {self.name!r} has no parameter {raw_name!r}; its parameters are "
+                    + ("{" + ", ".join(repr(p) for p in sorted(defaults)) + "}" if defaults else "none")
+                    + f". Got {raw_name!r} instead."
+                )
+            resolved[name] = _coerce(self.name, name, defaults[name], value)
+        return resolved
+
+    def run(self, ctx: AuditContext, options: Mapping[str, Any]) -> list[Finding]:
+        params = self.validate(options)
+        try:
+            findings = self.func(ctx, **params)
+        except SplitauditError:
+            raise
+        except Exception as exc:  # a crashing check is an error of the run, with the check named
+            raise CheckError(self.name, exc) from exc
+        return list(findings)
+
+
+def _coerce(check: str, name: str, default: Any, value: Any) -> Any:
+    kind = type(default)
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise invalid_parameter(name, f"of type {kind.__name__}", value, where=f"check {check!r}")
+    return value
+
+
+_REGISTRY: dict[str, Check] = {}
+
+
+def register(name: str, *, summary: str, leak: bool = False) -> Callable[[CheckFn], CheckFn]:
+    """Decorator adding a check function to the registry under ``name``."""
+
+    def deco(func: CheckFn) -> CheckFn:
+        if name in _REGISTRY:
+            raise RuntimeError(f"check {name!r} registered twice")
+        for p in inspect.signature(func).parameters.values():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
+                raise RuntimeError(f"check {name!r}: parameter {p.name!r} needs a default")
+        _REGISTRY[name] = Check(name, summary, func, leak)
+        return func
+
+    return deco
+
+
+def all_checks() -> dict[str, Check]:
+    """Every registered check by name (importing the built-in check modules on first use)."""
+    from . import builtin  # noqa: F401  (registers the built-in checks)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def resolve_selection(select: list[str] | None, ignore: list[str] | None) -> list[Check]:
+    """The checks to run: ``select`` (default: all) minus ``ignore``, in registry order; unknown names are errors."""
+    checks = all_checks()
+    for param, names in (("select", select), ("ignore", ignore)):
+        for n in names or ():
+            if n not in checks and n != "ALL":
+                raise invalid_parameter(param, sorted(checks), n)
+    chosen = list(checks) if not select or "ALL" in select else [n for n in checks if n in set(select)]
+    return [checks[n] for n in chosen if n not in set(ignore or ())]

@@ -1,0 +1,203 @@
+"""``splitaudit`` command line. It only calls the public API; our own error type becomes exit code 2.
+
+Exit codes (like ruff): 0 clean, 1 findings at or above ``--fail-on``, 2 usage, config or internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import __version__
+from .api import audit
+from .config import Config, load_config
+from .errors import SplitauditError, invalid_parameter
+from .report.model import Severity
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (and still exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"splitaudit: error: {message} (see '{self.prog} --help')\n")
+
+
+def _csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .render import RENDERERS
+
+    parser = _Parser(prog="splitaudit", description="Audit image dataset splits for leakage and mismatches.")
+    parser.add_argument("--version", action="version", version=f"splitaudit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    check = sub.add_parser("check", help="audit splits and print a verdict (exit 1 on findings)",
+                           description="Audit splits (training split first) for leakage and mismatches.")
+    check.add_argument("paths", nargs="*", metavar="SPLIT", help="split folders, training split first (default: [tool.splitaudit] splits)")
+    check.add_argument("--split", action="append", default=[], metavar="NAME=PATH", help="a split with an explicit name (repeatable)")
+    check.add_argument("--manifest", metavar="CSV", help="CSV with path,label,split[,group] columns instead of folders")
+    check.add_argument("--group-by", metavar="REGEX", help="regex on relative paths; its first group names the image's group")
+    check.add_argument("--select", type=_csv_list, metavar="CHECKS", help="comma-separated checks to run (default: all)")
+    check.add_argument("--ignore", type=_csv_list, metavar="CHECKS", help="comma-separated checks to skip")
+    check.add_argument("--fail-on", choices=[s.label for s in Severity], help="lowest severity that fails (default: error)")
+    check.add_argument("--exit-zero", action="store_true", default=None, help="exit 0 even when findings fail the verdict")
+    check.add_argument("--max-leak-fraction", type=float, metavar="F", help="tolerated share of copied images per split (default: 0)")
+    check.add_argument("--format", choices=sorted(RENDERERS), help="output format (default: terminal)")
+    check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
+    check.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $SPLITAUDIT_CACHE_DIR or ~/.cache/splitaudit)")
+    check.add_argument("--no-cache", action="store_true", default=None, help="neither read nor write the cache")
+    check.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: one per core)")
+    check.add_argument("--config", metavar="PYPROJECT", help="read [tool.splitaudit] from this file instead of the nearest pyproject.toml")
+    check.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line (terminal format)")
+
+    sub.add_parser("checks", help="list the available checks and their parameters")
+    return parser
+
+
+def _pick(args: argparse.Namespace, config: Config, name: str, default: Any = None) -> Any:
+    value = getattr(args, name.replace("-", "_"), None)
+    return value if value is not None else config.get(name, default)
+
+
+def _splits(args: argparse.Namespace, config: Config) -> Any:
+    if args.paths or args.split:
+        named: dict[str, str] = {}
+        for p in args.paths:
+            name = os.path.basename(os.path.normpath(p))
+            if name in named:
+                raise SplitauditError(f"two splits are named {name!r}; name them with --split NAME=PATH")
+            named[name] = p
+        for item in args.split:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise invalid_parameter("--split", "NAME=PATH", item)
+            if name in named:
+                raise SplitauditError(f"two splits are named {name!r}")
+            named[name] = path
+        return named
+    configured = config.get("splits")
+    if configured:
+        named = {}
+        for name, path in configured:
+            named[name or os.path.basename(os.path.normpath(path))] = path
+        return named
+    return None
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .render import RENDERERS, print_report
+
+    config = load_config(args.config)
+    splits = _splits(args, config)
+    manifest = _pick(args, config, "manifest")
+    if splits is None and manifest is None:
+        raise SplitauditError("no splits given: pass folders (splitaudit check train/ val/), --manifest, or set [tool.splitaudit] splits")
+    fmt = _pick(args, config, "format", "terminal")
+    if fmt not in RENDERERS:
+        raise invalid_parameter("format", sorted(RENDERERS), fmt)
+    output = _pick(args, config, "output")
+    interactive = sys.stderr.isatty() and not args.quiet
+    err = Console(stderr=True)
+
+    progress_ctx = None
+    if interactive:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        progress_ctx = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=err, transient=True)
+    task: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if progress_ctx is None or total < 200:
+            return
+        if stage not in task:
+            task[stage] = progress_ctx.add_task(stage, total=total)
+        progress_ctx.update(task[stage], completed=done)
+
+    kwargs = dict(
+        manifest=manifest,
+        group_by=_pick(args, config, "group-by"),
+        select=_pick(args, config, "select"),
+        ignore=_pick(args, config, "ignore"),
+        check_options=config.get("checks"),
+        fail_on=_pick(args, config, "fail-on", "error"),
+        max_leak_fraction=_pick(args, config, "max-leak-fraction", 0.0),
+        cache=not _pick(args, config, "no-cache", False),
+        cache_dir=_pick(args, config, "cache-dir"),
+        workers=_pick(args, config, "workers"),
+        draft=config.get("draft", True),
+        progress=progress,
+    )
+    if config.get("max-pixels") is not None:
+        kwargs["max_pixels"] = config.get("max-pixels")
+    if progress_ctx is not None:
+        with progress_ctx:
+            report = audit(splits, **kwargs) if splits is not None else audit(**kwargs)
+    else:
+        report = audit(splits, **kwargs) if splits is not None else audit(**kwargs)
+
+    if output:
+        text = RENDERERS[fmt](report)
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise SplitauditError(f"cannot write {output!r}: {exc.strerror or exc}") from exc
+        print(("FAIL " if report.failed else "PASS ") + report.verdict.reason, file=sys.stderr)
+    elif fmt == "terminal":
+        console = Console()
+        if args.quiet:
+            console.print(("FAIL " if report.failed else "PASS ") + report.verdict.reason, markup=False, highlight=False)
+        else:
+            print_report(report, console)
+    else:
+        sys.stdout.write(RENDERERS[fmt](report))
+    if report.failed and not _pick(args, config, "exit-zero", False):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+def _list_checks() -> int:
+    from .checks import all_checks
+
+    for name, check in all_checks().items():
+        params = ", ".join(f"{p.replace('_', '-')}={v!r}" for p, v in check.params.items())
+        print(f"{name:26} {check.summary}" + (f"\n{'':26} parameters: {params}" if params else ""))
+    return EXIT_CLEAN
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``splitaudit`` script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            return _run_check(args)
+        if args.command == "checks":
+            return _list_checks()
+        parser.print_help()
+        return EXIT_ERROR
+    except SplitauditError as exc:
+        print(f"splitaudit: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("splitaudit: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug of ours: still one line and exit 2, with the traceback on request
+        if os.environ.get("SPLITAUDIT_DEBUG"):
+            raise
+        print(f"splitaudit: internal error: {type(exc).__name__}: {exc} (set SPLITAUDIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The incremental cache: SQLite, keyed by content digest, with a stat fast path.
+
+Design (after black's cache): a file whose (size, mtime_ns, inode) match what we saw last time is not read at all;
+its content digest comes from the ``files`` table, and its features from ``features``, keyed by that digest. Keys
+are content, not paths, because files moving between splits is exactly what we audit: a moved file keeps its
+features. Every write is one SQLite transaction (atomic); WAL mode and a busy timeout let two runs share one cache.
+A damaged or foreign file is deleted and rebuilt, never fatal: the cache only ever saves time. Nothing is pickled:
+arrays are stored as raw bytes or ``.npy`` blobs read back with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CACHE_ENV = "SPLITAUDIT_CACHE_DIR"
+_CHUNK = 900  # stay under SQLite's default limit of bound parameters per statement
+_MAX_BLOBS = 64
+
+FEATURE_FIELDS = ("status", "detail", "format", "mode", "width", "height", "frames",
+                  "phash", "dhash", "phash_flip", "dhash_flip", "pixel_digest")
+_UINT64_FIELDS = {"phash", "dhash", "phash_flip", "dhash_flip"}
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,
+    digest BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS features (
+    digest BLOB NOT NULL, variant TEXT NOT NULL,
+    status TEXT NOT NULL, detail TEXT NOT NULL, format TEXT NOT NULL, mode TEXT NOT NULL,
+    width INTEGER NOT NULL, height INTEGER NOT NULL, frames INTEGER NOT NULL,
+    phash INTEGER NOT NULL, dhash INTEGER NOT NULL, phash_flip INTEGER NOT NULL, dhash_flip INTEGER NOT NULL,
+    pixel_digest BLOB NOT NULL,
+    PRIMARY KEY (digest, variant)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID;
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+
+def default_cache_dir() -> Path:
+    """``$SPLITAUDIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/splitaudit``, else ``~/.cache/splitaudit``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "splitaudit"
+
+
+def _signed(values: np.ndarray) -> list[int]:
+    return np.asarray(values, dtype=np.uint64).view(np.int64).tolist()
+
+
+class FeatureCache:
+    """A SQLite feature cache; every method degrades to 'miss' rather than raise."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.path = self.directory / f"cache-v{SCHEMA_VERSION}.sqlite3"
+        self.rebuilt = False
+        self._conn: sqlite3.Connection | None = None
+        self._connect()
+
+    # -- connection management ---------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            log.warning("splitaudit cache %s is damaged (%s); rebuilding it", self.path, exc)
+            self._rebuild()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"unknown schema version {version}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("SELECT count(*) FROM features WHERE 0").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _rebuild(self) -> None:
+        self.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(f"{self.path}{suffix}")
+            except FileNotFoundError:
+                pass
+        self.rebuilt = True
+        try:
+            self._conn = self._open()
+        except sqlite3.Error as exc:  # e.g. a read-only folder: run without a cache
+            log.warning("splitaudit cache unavailable (%s); continuing without it", exc)
+            self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, fn: Any, default: Any) -> Any:
+        """Run ``fn(conn)``; a damaged database is rebuilt and the call answers ``default`` (a miss)."""
+        if self._conn is None:
+            return default
+        try:
+            return fn(self._conn)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                log.warning("splitaudit cache busy (%s); continuing without it for this step", exc)
+                return default
+            log.warning("splitaudit cache error (%s); rebuilding it", exc)
+        except sqlite3.DatabaseError as exc:
+            log.warning("splitaudit cache %s is damaged (%s); rebuilding it", self.path, exc)
+        self._rebuild()
+        return default
+
+    # -- files: the stat fast path -------------------------------------------------------------------------------
+    def digests_under(self, root: str) -> dict[str, tuple[int, int, int, bytes]]:
+        """Every cached ``path -> (size, mtime_ns, inode, digest)`` below folder ``root`` (one range query)."""
+        prefix = os.path.join(os.path.abspath(root), "")
+        # Paths below the root sort between "root/" and "root0" ('0' follows '/' in ASCII).
+        upper = prefix[:-1] + chr(ord(os.sep) + 1)
+
+        def q(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int, bytes]]:
+            rows = conn.execute("SELECT path, size, mtime_ns, inode, digest FROM files WHERE path >= ? AND path < ?", (prefix, upper))
+            return {r[0]: (r[1], r[2], r[3], bytes(r[4])) for r in rows}
+
+        return self._run(q, {})
+
+    def digests_for(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int, bytes]]:
+        """Cached stat and digest for these exact paths (manifest input, where paths share no root)."""
+        def q(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int, bytes]]:
+            out: dict[str, tuple[int, int, int, bytes]] = {}
+            for start in range(0, len(paths), _CHUNK):
+                chunk = list(paths[start : start + _CHUNK])
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(f"SELECT path, size, mtime_ns, inode, digest FROM files WHERE path IN ({marks})", chunk):
+                    out[r[0]] = (r[1], r[2], r[3], bytes(r[4]))
+            return out
+
+        return self._run(q, {})
+
+    def store_files(self, rows: Iterable[tuple[str, int, int, int, bytes]]) -> None:
+        rows = list(rows)
+        if rows:
+            self._run(lambda c: self._write(c, "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", rows), None)
+
+    # -- features, keyed by content ------------------------------------------------------------------------------
+    def features_for(self, digests: Sequence[bytes], variant: str) -> dict[bytes, tuple[Any, ...]]:
+        """Cached feature rows (in ``FEATURE_FIELDS`` order, hashes as uint64) for these digests."""
+        cols = ", ".join(FEATURE_FIELDS)
+        unique = list(dict.fromkeys(digests))
+
+        def q(conn: sqlite3.Connection) -> dict[bytes, tuple[Any, ...]]:
+            out: dict[bytes, tuple[Any, ...]] = {}
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT digest, {cols} FROM features WHERE variant = ? AND digest IN ({marks})"
+                for r in conn.execute(sql, [variant, *chunk]):
+                    out[bytes(r[0])] = r[1:]
+            return out
+
+        return self._run(q, {})
+
+    def store_features(self, columns: dict[str, np.ndarray], variant: str) -> None:
+        """Store rows of an ``extract_batch`` output (rows without a digest are skipped)."""
+        keep = [i for i, d in enumerate(columns["digest"]) if d]
+        if not keep:
+            return
+        values = {f: (_signed(columns[f][keep]) if f in _UINT64_FIELDS else [columns[f][i] for i in keep]) for f in FEATURE_FIELDS}
+        for f in ("width", "height", "frames"):
+            values[f] = [int(v) for v in values[f]]
+        rows = [(bytes(columns["digest"][i]), variant, *(values[f][j] for f in FEATURE_FIELDS)) for j, i in enumerate(keep)]
+        marks = ",".join("?" * (2 + len(FEATURE_FIELDS)))
+        self._run(lambda c: self._write(c, f"INSERT OR REPLACE INTO features (digest, variant, {', '.join(FEATURE_FIELDS)}) VALUES ({marks})", rows), None)
+
+    def store_pixel_digests(self, pairs: Iterable[tuple[bytes, bytes]], variant: str) -> None:
+        rows = [(pd, d, variant) for d, pd in pairs if d and pd]
+        if rows:
+            self._run(lambda c: self._write(c, "UPDATE features SET pixel_digest = ? WHERE digest = ? AND variant = ?", rows), None)
+
+    # -- blobs: derived results such as neighbour pairs ---------------------------------------------------------
+    def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:
+        def q(conn: sqlite3.Connection) -> dict[str, np.ndarray] | None:
+            row = conn.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE blobs SET used = ? WHERE key = ?", (time.time(), key))
+            with np.load(io.BytesIO(row[0]), allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+
+        try:
+            return self._run(q, None)
+        except (ValueError, OSError, KeyError):  # a damaged .npz blob: treat as a miss
+            return None
+
+    def put_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+
+        def w(conn: sqlite3.Connection) -> None:
+            self._write(conn, "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", [(key, buf.getvalue(), time.time())])
+            # Keep the blob table bounded: drop the least recently used results.
+            conn.execute("DELETE FROM blobs WHERE key NOT IN (SELECT key FROM blobs ORDER BY used DESC LIMIT ?)", (_MAX_BLOBS,))
+
+        self._run(w, None)
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

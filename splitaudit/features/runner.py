@@ -1,0 +1,83 @@
+"""Run a pure batch function over columns: in-process for small jobs, on a local process pool otherwise.
+
+The function has Ray Data's ``map_batches`` shape (dict of NumPy columns in, dict of columns out), so moving the
+features stage to a cluster is a matter of replacing this module's loop with ``ray.data.from_numpy(...)
+.map_batches(fn)``; the search and checks only ever see the concatenated columns.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import numpy as np
+
+from ..errors import invalid_parameter
+
+Columns = dict[str, np.ndarray]
+BatchFn = Callable[[Columns], Columns]
+
+# Below this many rows a pool costs more (worker start-up imports) than it saves.
+_MIN_ROWS_FOR_POOL = 96
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _slices(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))
+
+
+def map_batches(
+    fn: BatchFn,
+    columns: Columns,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Columns:
+    """Apply ``fn`` to consecutive batches of ``columns`` and concatenate the outputs in input order."""
+    if batch_size < 1:
+        raise invalid_parameter("batch_size", "an int >= 1", batch_size)
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise invalid_parameter("workers", "an int >= 1", workers)
+    n = len(next(iter(columns.values()))) if columns else 0
+    if n == 0:
+        return {}
+    batches = ({k: v[s] for k, v in columns.items()} for s in _slices(n, batch_size))
+    outputs: list[Columns] = []
+    if workers == 1 or n < _MIN_ROWS_FOR_POOL:
+        for batch in batches:
+            outputs.append(fn(batch))
+            if progress:
+                progress(len(next(iter(batch.values()))))
+    else:
+        # forkserver, not fork: the parent may hold TensorFlow or faiss threads, which fork would copy half-alive.
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            # Bounded in-flight submissions keep memory flat however many images there are.
+            window = workers * 4
+            pending: list[tuple[Future[Columns], int]] = []
+            for batch in batches:
+                pending.append((pool.submit(fn, batch), len(next(iter(batch.values())))))
+                if len(pending) >= window:
+                    _drain_one(pending, outputs, progress)
+            while pending:
+                _drain_one(pending, outputs, progress)
+    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def _drain_one(pending: list[tuple[Future[Columns], int]], outputs: list[Columns], progress: Callable[[int], None] | None) -> None:
+    future, size = pending.pop(0)
+    outputs.append(future.result())
+    if progress:
+        progress(size)

@@ -1,0 +1,204 @@
+"""Frozen result types: findings with their evidence, per-split summaries, the verdict and the report.
+
+``AuditReport.to_dict()`` is the JSON document (documented in ``docs/json-schema.md``): every list is sorted, floats
+are rounded, and nothing run-dependent (timings, cache hits) is included, so two runs over the same data give
+byte-identical JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import invalid_parameter
+
+JSON_SCHEMA_VERSION = 1
+
+
+class Severity(enum.IntEnum):
+    """How bad a finding is; ``--fail-on`` compares against it."""
+
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | Severity, *, name: str = "severity") -> Severity:
+        if isinstance(value, Severity):
+            return value
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            raise invalid_parameter(name, [s.label for s in cls], value) from None
+
+
+@dataclass(frozen=True, order=True)
+class ImageRef:
+    """One image as reports name it: its split, its path relative to the split root, and its label."""
+
+    split: str
+    path: str
+    label: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "path": self.path, "label": self.label}
+
+
+@dataclass(frozen=True, order=True)
+class Evidence:
+    """One stage's observation about a pair: ``stage`` is bytes, pixels, phash, dhash (or embedding, later).
+
+    ``distance`` is a Hamming distance for hashes and 0 for identical bytes or pixels; ``flipped`` says the match
+    was between one image and the other's mirror image.
+    """
+
+    stage: str
+    distance: float
+    flipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "distance": _clean(self.distance), "flipped": self.flipped}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem a check found.
+
+    ``images`` are the images involved (for a cross-split pair: the earlier split's image first), ``category``
+    sorts pair findings by how sure we are (``exact``, ``identical-pixels``, ``near-duplicate``), and ``data``
+    holds check-specific facts (counts, p-values) as JSON-ready values.
+    """
+
+    check: str
+    severity: Severity
+    message: str
+    images: tuple[ImageRef, ...] = ()
+    category: str | None = None
+    evidence: tuple[Evidence, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        """A stable identifier (check + images): what a baseline file records to accept a finding."""
+        key = json.dumps([self.check, self.category, [i.to_dict() for i in self.images]], sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (-self.severity, self.check, self.images, self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "check": self.check,
+            "severity": self.severity.label,
+            "message": self.message,
+            "category": self.category,
+            "images": [i.to_dict() for i in self.images],
+            "evidence": [e.to_dict() for e in sorted(self.evidence)],
+            "data": _clean(dict(self.data)),
+        }
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """Counts for one split. ``leak_fraction`` is the share of its images with a copy in an earlier split."""
+
+    name: str
+    root: str
+    files: int
+    images: int
+    unreadable: int
+    skipped: int
+    classes: tuple[tuple[str, int], ...] = ()
+    leak_fraction: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "root": self.root,
+            "files": self.files,
+            "images": self.images,
+            "unreadable": self.unreadable,
+            "skipped": self.skipped,
+            "classes": {k: v for k, v in self.classes},
+            "leak_fraction": _clean(self.leak_fraction),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Pass or fail, and why, as decided by ``fail_on`` and ``max_leak_fraction``."""
+
+    failed: bool
+    fail_on: Severity
+    counts: tuple[tuple[str, int], ...]
+    reason: str
+    tolerated: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "failed": self.failed,
+            "fail_on": self.fail_on.label,
+            "counts": dict(self.counts),
+            "reason": self.reason,
+            "tolerated_leak_findings": self.tolerated,
+        }
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The result of :func:`splitaudit.audit`: splits, findings (sorted, most severe first) and the verdict."""
+
+    splits: tuple[SplitSummary, ...]
+    findings: tuple[Finding, ...]
+    verdict: Verdict
+    checks: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
+    cache: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict.failed
+
+    def by_check(self, check: str) -> list[Finding]:
+        """Findings of one check, in report order."""
+        return [f for f in self.findings if f.check == check]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": JSON_SCHEMA_VERSION,
+            "verdict": self.verdict.to_dict(),
+            "splits": [s.to_dict() for s in self.splits],
+            "checks": {name: _clean(dict(params)) for name, params in self.checks},
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready and deterministic: floats rounded to 6 significant digits, tuples as lists, NumPy scalars unwrapped."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return str(value)

@@ -1,0 +1,107 @@
+"""Stage 1 of the pipeline: find the images of every split (folders, a CSV manifest or in-memory arrays)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+from ..errors import SplitauditError, invalid_parameter
+from .arrays import array_records
+from .folders import walk_split
+from .manifest import read_manifest
+from .records import Dataset, ImageRecord, ScanProblem, SplitSpec
+
+__all__ = ["Dataset", "ImageRecord", "ScanProblem", "SplitSpec", "scan", "compile_group_pattern"]
+
+SplitInput = Union[str, "os.PathLike[str]", tuple, Any]
+_ARRAY_NAMES = ("train", "val", "test")
+
+
+def compile_group_pattern(group_by: str | None) -> re.Pattern[str] | None:
+    """Compile ``--group-by``; a bad pattern is a parameter error, not a traceback."""
+    if group_by is None:
+        return None
+    try:
+        return re.compile(group_by)
+    except re.error as exc:
+        raise invalid_parameter("group_by", "a valid regular expression", group_by) from exc
+
+
+def scan(
+    splits: Mapping[str, SplitInput] | Sequence[SplitInput] | None = None,
+    *,
+    manifest: str | os.PathLike[str] | None = None,
+    group_by: str | None = None,
+) -> Dataset:
+    """List the records of every split.
+
+    Parameters
+    ----------
+    splits:
+        Either a mapping ``{name: source}`` or a sequence of sources. A source is a folder path (named after its
+        folder), an ``(x, y)`` tuple or an ``x`` array (named ``train``, ``val``, ``test`` by position).
+    manifest:
+        A CSV file with ``path,label,split`` (and optionally ``group``) columns; exclusive with ``splits``.
+    group_by:
+        A regular expression applied to each path relative to its split root; its first capture group (or whole
+        match) is the record's group, used by the group-leakage check.
+    """
+    pattern = compile_group_pattern(group_by)
+    if manifest is not None:
+        if splits:
+            raise SplitauditError("give either split folders/arrays or a manifest, not both")
+        specs, records = read_manifest(manifest, group_pattern=pattern)
+        return Dataset(tuple(specs), tuple(records))
+
+    named = _name_sources(splits)
+    if len(named) < 2:
+        raise invalid_parameter("splits", "at least two splits (e.g. train/ val/)", [n for n, _ in named])
+    specs: list[SplitSpec] = []
+    records: list[ImageRecord] = []
+    problems: list[ScanProblem] = []
+    arrays: dict[str, Any] = {}
+    for name, source in named:
+        if _is_path(source):
+            root = os.fspath(source)
+            if not os.path.isdir(root):
+                raise SplitauditError(f"split {name!r}: {root!r} is not a folder")
+            recs, probs = walk_split(name, root, group_pattern=pattern)
+            specs.append(SplitSpec(name, root, "folder"))
+            records.extend(recs)
+            problems.extend(probs)
+        else:
+            x, y = source if isinstance(source, tuple) else (source, None)
+            pixels, recs = array_records(name, x, y)
+            arrays[name] = pixels
+            specs.append(SplitSpec(name, f"<array {name}>", "array"))
+            records.extend(recs)
+    return Dataset(tuple(specs), tuple(records), tuple(problems), arrays)
+
+
+def _is_path(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike))
+
+
+def _name_sources(splits: Mapping[str, SplitInput] | Sequence[SplitInput] | None) -> list[tuple[str, SplitInput]]:
+    if splits is None:
+        return []
+    if isinstance(splits, Mapping):
+        named = [(str(k), v) for k, v in splits.items()]
+    else:
+        named = []
+        for i, source in enumerate(splits):
+            if _is_path(source):
+                name = os.path.basename(os.path.normpath(os.fspath(source))) or f"split{i}"
+            else:
+                name = _ARRAY_NAMES[i] if i < len(_ARRAY_NAMES) else f"split{i}"
+            named.append((name, source))
+    seen: set[str] = set()
+    for name, _ in named:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise invalid_parameter("split name", "letters, digits, '.', '_' or '-'", name)
+        if name in seen:
+            raise SplitauditError(f"two splits are named {name!r}; name them with --split NAME=PATH")
+        seen.add(name)
+    return named

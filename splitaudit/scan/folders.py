@@ -1,0 +1,97 @@
+"""Walk split folders in the Keras ``image_dataset_from_directory`` layout (or flat folders).
+
+Files are not opened here: whether a file is an image is decided from its magic bytes by the features stage, so an
+unchanged dataset costs one ``stat`` per file. The walk is sorted (deterministic on every file system), follows
+directory symlinks but never enters the same directory twice (loops are safe), and skips hidden entries such as
+``.git`` or ``.DS_Store``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+from .records import ImageRecord, ScanProblem
+
+
+def walk_split(name: str, root: str, *, group_pattern: re.Pattern[str] | None = None) -> tuple[list[ImageRecord], list[ScanProblem]]:
+    """List every visible file below ``root`` as a record of split ``name``."""
+    records: list[ImageRecord] = []
+    problems: list[ScanProblem] = []
+    root_abs = os.path.abspath(root)
+    for rel_parts, entry_path, st in _walk(root_abs, name, problems):
+        relpath = "/".join(rel_parts)
+        # Keras layout: the first folder below the root is the class; files directly in the root have no label.
+        label = rel_parts[0] if len(rel_parts) > 1 else None
+        records.append(
+            ImageRecord(
+                split=name,
+                relpath=relpath,
+                path=entry_path,
+                label=label,
+                group=group_of(relpath, group_pattern),
+                size=st.st_size if st else -1,
+                mtime_ns=st.st_mtime_ns if st else 0,
+                inode=st.st_ino if st else 0,
+            )
+        )
+    return records, problems
+
+
+def group_of(relpath: str, pattern: re.Pattern[str] | None) -> str | None:
+    """The group id of a path: the first capture group of ``pattern`` (or the whole match), else ``None``."""
+    if pattern is None:
+        return None
+    m = pattern.search(relpath)
+    if m is None:
+        return None
+    return m.group(1) if pattern.groups else m.group(0)
+
+
+def _walk(root: str, split: str, problems: list[ScanProblem]) -> Iterator[tuple[list[str], str, os.stat_result | None]]:
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[str, list[str]]] = [(root, [])]
+    try:
+        st = os.stat(root)
+        seen.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    while stack:
+        directory, parts = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(ScanProblem(split, "/".join(parts) or ".", f"cannot list folder: {exc.strerror or exc}"))
+            continue
+        subdirs: list[tuple[str, list[str]]] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = [*parts, entry.name]
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except OSError as exc:
+                    problems.append(ScanProblem(split, "/".join(rel), f"cannot stat folder: {exc.strerror or exc}"))
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    # A symlink back into a folder we already walk: listing it again would loop or double-count.
+                    problems.append(ScanProblem(split, "/".join(rel), "symlink to a folder already scanned; skipped"))
+                    continue
+                seen.add(key)
+                subdirs.append((entry.path, rel))
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except OSError:
+                st = None  # broken symlink or vanished file: the features stage reports it as unreadable
+            yield rel, entry.path, st
+        # Depth-first in name order: push in reverse so the smallest name is walked first.
+        stack.extend(reversed(subdirs))

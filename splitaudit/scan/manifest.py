@@ -1,0 +1,65 @@
+"""Read a CSV manifest (``path,label,split`` and an optional ``group`` column) into records."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+
+from ..errors import SplitauditError
+from .folders import group_of
+from .records import ImageRecord, SplitSpec
+
+REQUIRED_COLUMNS = ("path", "label", "split")
+
+
+def read_manifest(manifest: str | os.PathLike[str], *, group_pattern: re.Pattern[str] | None = None) -> tuple[list[SplitSpec], list[ImageRecord]]:
+    """Records for every row; paths are relative to the manifest's folder. Splits keep first-appearance order."""
+    manifest = os.fspath(manifest)
+    base = os.path.dirname(os.path.abspath(manifest))
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise SplitauditError(
+                    f"manifest {manifest!r} lacks column(s) {', '.join(missing)}; "
+                    f"expected a header with {', '.join(REQUIRED_COLUMNS)} (and optionally group), got {columns}"
+                )
+            rows = list(reader)
+    except OSError as exc:
+        raise SplitauditError(f"cannot read manifest {manifest!r}: {exc.strerror or exc}") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise SplitauditError(f"manifest {manifest!r} is not valid CSV: {exc}") from exc
+
+    splits: dict[str, SplitSpec] = {}
+    records: list[ImageRecord] = []
+    for lineno, row in enumerate(rows, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        rel, split = row["path"], row["split"]
+        if not rel or not split:
+            raise SplitauditError(f"manifest {manifest!r} line {lineno}: empty path or split")
+        splits.setdefault(split, SplitSpec(split, os.path.dirname(manifest) or ".", "manifest"))
+        path = rel if os.path.isabs(rel) else os.path.join(base, rel)
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        relposix = rel.replace(os.sep, "/")
+        records.append(
+            ImageRecord(
+                split=split,
+                relpath=relposix,
+                path=path,
+                label=row["label"] or None,
+                group=row.get("group") or group_of(relposix, group_pattern),
+                size=st.st_size if st else -1,
+                mtime_ns=st.st_mtime_ns if st else 0,
+                inode=st.st_ino if st else 0,
+            )
+        )
+    # Group records by split in first-appearance order so every later stage sees contiguous splits.
+    order = {name: i for i, name in enumerate(splits)}
+    records.sort(key=lambda r: order[r.split])
+    return list(splits.values()), records
