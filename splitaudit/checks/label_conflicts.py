@@ -25,7 +25,8 @@ def label_conflicts(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_PHASH, ma
             Finding(
                 check="label-conflicts",
                 severity=Severity.WARNING if len(splits) == 1 else Severity.ERROR,
-                message=f"one image labelled {' and '.join(repr(k) for k in sorted(labels))} across {len(group)} copies in {', '.join(splits)}",
+                message=f"copies of one image carry labels {' and '.join(repr(k) for k in sorted(labels))}: "
+                + ", ".join(f"{r.split}/{r.path} ({r.label})" for r in refs[:4]) + (" ..." if len(refs) > 4 else ""),
                 images=refs,
                 data={"labels": dict(sorted(labels.items()))},
             )

@@ -28,33 +28,34 @@ def _evidence_text(f: Finding) -> str:
 def print_report(report: AuditReport, console: Console, *, max_rows: int = MAX_ROWS_PER_CHECK) -> None:
     """Write the report to ``console``."""
     splits = Table(title="Splits", title_justify="left", show_edge=False)
-    for col in ("split", "root", "images", "unreadable", "skipped", "classes", "copies of earlier splits"):
-        splits.add_column(col, justify="right" if col not in ("split", "root") else "left")
-    for s in report.splits:
-        splits.add_row(escape(s.name), escape(s.root), str(s.images), str(s.unreadable), str(s.skipped),
-                       str(len(s.classes)), f"{s.leak_fraction:.1%}" if s is not report.splits[0] else "-")
+    for col in ("split", "images", "unreadable", "skipped", "classes", "copied"):
+        splits.add_column(col, justify="left" if col == "split" else "right")
+    splits.add_column("root", overflow="fold")
+    for k, s in enumerate(report.splits):
+        # "copied": share of the split's images that copy an image of an earlier split (none for the first).
+        splits.add_row(escape(s.name), str(s.images), str(s.unreadable), str(s.skipped), str(len(s.classes)),
+                       f"{s.leak_fraction:.1%}" if k else "-", escape(s.root))
     console.print(splits)
 
     by_check: dict[str, list[Finding]] = defaultdict(list)
     for f in report.findings:
         by_check[f.check].append(f)
+    # One line per finding (soft-wrapped, never folded inside a cell), so paths stay copyable and greppable.
     for check, findings in by_check.items():
-        table = Table(title=f"{check} ({len(findings)})", title_justify="left", show_edge=False, expand=False)
-        table.add_column("severity")
-        table.add_column("finding", overflow="fold")
-        table.add_column("evidence", overflow="fold")
-        for f in findings[:max_rows]:
-            table.add_row(f"[{_STYLE[f.severity]}]{f.severity.label}[/]", escape(f.message), escape(_evidence_text(f)))
-        if len(findings) > max_rows:
-            table.add_row("", f"... and {len(findings) - max_rows} more (use --format json for all)", "")
         console.print()
-        console.print(table)
+        console.print(f"[bold]{escape(check)}[/] ({len(findings)})")
+        for f in findings[:max_rows]:
+            ev = _evidence_text(f)
+            console.print(f"  [{_STYLE[f.severity]}]{f.severity.label:7}[/] {escape(f.message)}" + (f"  [dim]({escape(ev)})[/]" if ev else ""),
+                          soft_wrap=True, highlight=False)
+        if len(findings) > max_rows:
+            console.print(f"  ... and {len(findings) - max_rows} more (use --format json for all)")
     v = report.verdict
     console.print()
     if v.failed:
-        console.print(f"[bold red]FAIL[/] {escape(v.reason)}")
+        console.print(f"[bold red]FAIL[/] {escape(v.reason)}", soft_wrap=True)
     else:
-        console.print(f"[bold green]PASS[/] {escape(v.reason)}")
+        console.print(f"[bold green]PASS[/] {escape(v.reason)}", soft_wrap=True)
 
 
 def render_terminal(report: AuditReport, *, width: int = 120) -> str:

@@ -1,0 +1,161 @@
+"""Shared test data: real photographs (scikit-learn and scikit-image bundles) cut into tiles and planted leaks.
+
+Nothing here is mocked: tests write real image files, run the real pipeline (Pillow, faiss, SQLite) and read the
+real outputs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PHOTO_NAMES = ("china", "flower", "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own cache folder: no test reads the user's cache or another test's."""
+    d = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("SPLITAUDIT_CACHE_DIR", str(d))
+    return d
+
+
+def _load_photo(name: str) -> np.ndarray:
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    import skimage.data
+
+    return getattr(skimage.data, name)()
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real colour photographs as uint8 RGB arrays, by name."""
+    return {n: _load_photo(n) for n in PHOTO_NAMES}
+
+
+def tiles_of(photo: np.ndarray, size: int, count: int, *, step: int | None = None) -> list[Image.Image]:
+    """Non-overlapping ``size``-pixel tiles (row-major), skipping near-uniform ones (sky, background)."""
+    step = step or size
+    out: list[Image.Image] = []
+    h, w = photo.shape[:2]
+    for y in range(0, h - size + 1, step):
+        for x in range(0, w - size + 1, step):
+            t = photo[y : y + size, x : x + size]
+            if t.std() < 20:
+                continue
+            out.append(Image.fromarray(t))
+            if len(out) == count:
+                return out
+    return out
+
+
+def jpeg_bytes(im: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def save(path: Path, im: Image.Image | bytes, fmt: str = "JPEG", **kw: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(im, bytes):
+        path.write_bytes(im)
+    elif fmt == "JPEG":
+        path.write_bytes(jpeg_bytes(im, int(kw.get("quality", 90))))  # type: ignore[arg-type]
+    else:
+        im.save(path, fmt, **kw)
+    return path
+
+
+def with_comment(jpeg: bytes, text: bytes) -> bytes:
+    """The same JPEG with a COM segment inserted after SOI: new bytes, identical decoded pixels."""
+    seg = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+    return jpeg[:2] + seg + jpeg[2:]
+
+
+@dataclass
+class Planted:
+    """A dataset on disk and the pairs planted in it: (train relpath, eval split, eval relpath, expected check)."""
+
+    root: Path
+    splits: list[Path]
+    leaks: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def split(self, name: str) -> Path:
+        return self.root / name
+
+
+def build_planted(root: Path, photos: dict[str, np.ndarray], *, with_leaks: bool = True) -> Planted:
+    """train/val/test from 4 photos (one class each), 64-px tiles; with_leaks plants one copy of each kind."""
+    classes = {"temple": "china", "flower": "flower", "cat": "chelsea", "coffee": "coffee"}
+    ds = Planted(root, [root / "train", root / "val", root / "test"])
+    train_tiles: dict[str, list[Image.Image]] = {}
+    for cls, photo in classes.items():
+        tiles = tiles_of(photos[photo], 64, 14, step=72)
+        assert len(tiles) == 14, f"{photo}: not enough textured tiles"
+        train_tiles[cls] = tiles[:10]
+        for i, t in enumerate(tiles[:10]):
+            save(root / "train" / cls / f"{cls}_{i:02d}.jpg", t)
+        for i, t in enumerate(tiles[10:12]):
+            save(root / "val" / cls / f"{cls}_v{i}.jpg", t)
+        for i, t in enumerate(tiles[12:14]):
+            save(root / "test" / cls / f"{cls}_t{i}.jpg", t)
+    if not with_leaks:
+        return ds
+    src = lambda cls, i: root / "train" / cls / f"{cls}_{i:02d}.jpg"  # noqa: E731
+    # exact copy of the bytes
+    save(root / "val" / "temple" / "copy_exact.jpg", src("temple", 0).read_bytes())
+    ds.leaks.append(("temple/temple_00.jpg", "val", "temple/copy_exact.jpg", "exact-duplicates"))
+    # same pixels, different bytes: a JPEG comment (metadata) added, and a lossless PNG and WebP of the decoded pixels
+    save(root / "val" / "flower" / "copy_comment.jpg", with_comment(src("flower", 1).read_bytes(), b"edited by a tool"))
+    ds.leaks.append(("flower/flower_01.jpg", "val", "flower/copy_comment.jpg", "pixel-duplicates"))
+    decoded = Image.open(src("cat", 2)).convert("RGB")
+    save(root / "test" / "cat" / "copy_lossless.png", decoded, "PNG")
+    ds.leaks.append(("cat/cat_02.jpg", "test", "cat/copy_lossless.png", "pixel-duplicates"))
+    save(root / "test" / "cat" / "copy_lossless.webp", Image.open(src("cat", 3)).convert("RGB"), "WEBP", lossless=True)
+    ds.leaks.append(("cat/cat_03.jpg", "test", "cat/copy_lossless.webp", "pixel-duplicates"))
+    # near duplicates: re-encoded, resized, mirrored, slightly cropped
+    save(root / "val" / "coffee" / "copy_q40.jpg", Image.open(src("coffee", 3)), quality=40)
+    ds.leaks.append(("coffee/coffee_03.jpg", "val", "coffee/copy_q40.jpg", "near-duplicates"))
+    save(root / "test" / "temple" / "copy_resized.jpg", Image.open(src("temple", 4)).resize((48, 48), Image.Resampling.LANCZOS))
+    ds.leaks.append(("temple/temple_04.jpg", "test", "temple/copy_resized.jpg", "near-duplicates"))
+    save(root / "val" / "cat" / "copy_mirrored.jpg", Image.open(src("cat", 5)).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    ds.leaks.append(("cat/cat_05.jpg", "val", "cat/copy_mirrored.jpg", "near-duplicates"))
+    save(root / "test" / "flower" / "copy_crop.jpg", Image.open(src("flower", 6)).crop((2, 0, 64, 62)))
+    ds.leaks.append(("flower/flower_06.jpg", "test", "flower/copy_crop.jpg", "near-duplicates"))
+    return ds
+
+
+@pytest.fixture
+def planted(tmp_path: Path, photos: dict[str, np.ndarray]) -> Planted:
+    return build_planted(tmp_path / "data", photos)
+
+
+@pytest.fixture
+def clean(tmp_path: Path, photos: dict[str, np.ndarray]) -> Planted:
+    return build_planted(tmp_path / "clean", photos, with_leaks=False)
+
+
+def tree_state(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Content and mtime of every file below ``root``: to prove a run changed nothing."""
+    import hashlib
+
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            if p.is_symlink() and not p.exists():
+                continue
+            try:
+                out[str(p.relative_to(root))] = (hashlib.sha256(p.read_bytes()).digest(), p.stat().st_mtime_ns)
+            except PermissionError:
+                out[str(p.relative_to(root))] = (b"unreadable", p.stat().st_mtime_ns)
+    return out

@@ -1,0 +1,108 @@
+"""The SQLite cache: stat fast path, content keys (moved files keep features), damage recovery, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import splitaudit
+from splitaudit.features.cache import SCHEMA_VERSION, FeatureCache
+
+from conftest import Planted, save
+
+
+def _db(cache_dir: Path) -> Path:
+    return cache_dir / f"cache-v{SCHEMA_VERSION}.sqlite3"
+
+
+def test_unchanged_dataset_is_served_from_the_cache(planted: Planted, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    first = splitaudit.audit(*planted.splits, cache_dir=cache)
+    n = sum(s.files for s in first.splits)
+    assert first.cache == {"hits": 0, "misses": n}
+    second = splitaudit.audit(*planted.splits, cache_dir=cache)
+    assert second.cache == {"hits": n, "misses": 0}
+    assert second.to_json() == first.to_json()
+    with sqlite3.connect(_db(cache)) as conn:
+        assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] >= 1  # the search result is cached too
+
+
+def test_copied_or_moved_file_keeps_its_features_by_content(planted: Planted, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    splitaudit.audit(*planted.splits, cache_dir=cache)
+    shutil.copy(planted.split("train") / "cat" / "cat_09.jpg", planted.split("test") / "cat" / "moved_here.jpg")
+    report = splitaudit.audit(*planted.splits, cache_dir=cache)
+    assert report.cache["misses"] == 0  # new path, known content: nothing decoded again
+    assert any(f.images[1].path == "cat/moved_here.jpg" for f in report.by_check("exact-duplicates"))
+
+
+def test_changed_content_is_recomputed(planted: Planted, tmp_path: Path, photos: dict) -> None:
+    from conftest import tiles_of
+
+    cache = tmp_path / "c"
+    splitaudit.audit(*planted.splits, cache_dir=cache)
+    target = planted.split("val") / "cat" / "copy_mirrored.jpg"
+    save(target, tiles_of(photos["rocket"], 64, 1)[0])  # same path, new content: no longer a copy
+    report = splitaudit.audit(*planted.splits, cache_dir=cache)
+    assert report.cache["misses"] == 1
+    assert not any(f.images[1].path == "cat/copy_mirrored.jpg" for f in report.findings if len(f.images) == 2)
+
+
+def test_damaged_cache_is_rebuilt_not_fatal(planted: Planted, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    good = splitaudit.audit(*planted.splits, cache_dir=cache).to_json()
+    db = _db(cache)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"this is not a database" * 100)
+    report = splitaudit.audit(*planted.splits, cache_dir=cache)
+    assert report.to_json() == good
+    assert report.cache["hits"] == 0
+    with sqlite3.connect(db) as conn:  # rebuilt into a real, filled cache
+        assert conn.execute("SELECT count(*) FROM features").fetchone()[0] > 0
+    assert splitaudit.audit(*planted.splits, cache_dir=cache).cache["misses"] == 0
+
+
+def test_truncated_cache_file_is_rebuilt(planted: Planted, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    good = splitaudit.audit(*planted.splits, cache_dir=cache).to_json()
+    with FeatureCache(cache) as c:  # fold the WAL in so the main file holds everything
+        c._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+    db = _db(cache)
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 3] + b"\0" * 1000)
+    assert splitaudit.audit(*planted.splits, cache_dir=cache).to_json() == good
+
+
+def test_two_concurrent_runs_share_one_cache(planted: Planted, tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    cmd = [sys.executable, "-m", "splitaudit", "check", *map(str, planted.splits), "--format", "json", "--cache-dir", str(cache), "--workers", "1"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], [o[1] for o in outs]
+    assert outs[0][0] == outs[1][0]
+    assert json.loads(outs[0][0])["verdict"]["failed"] is True
+    assert splitaudit.audit(*planted.splits, cache_dir=cache).cache["misses"] == 0
+
+
+def test_no_cache_writes_nothing(planted: Planted, tmp_path: Path) -> None:
+    cache = tmp_path / "never"
+    report = splitaudit.audit(*planted.splits, cache=False, cache_dir=cache)
+    assert not cache.exists() and report.cache["misses"] > 0
+
+
+def test_nothing_is_unpickled_from_disk() -> None:
+    """Cache blobs are .npy read with allow_pickle=False; only the restricted torch-weights reader may unpickle."""
+    root = Path(splitaudit.__file__).parent
+    allowed = {root / "features" / "embeddings" / "torch_weights.py"}
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "allow_pickle=True" not in text, path
+        if path not in allowed:
+            assert not re.search(r"\bpickle\b|\bshelve\b|\bmarshal\b", text), path

@@ -1,0 +1,98 @@
+"""The check registry: parameters come from signatures, are validated, and a crashing check is an error."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import splitaudit
+from splitaudit.checks import registry
+from splitaudit.checks.registry import all_checks, register
+from splitaudit.cli import main
+
+from conftest import Planted
+
+
+def test_every_builtin_check_takes_ctx_and_keyword_only_params() -> None:
+    checks = all_checks()
+    assert set(checks) == {
+        "class-balance", "exact-duplicates", "group-leakage", "label-conflicts", "near-duplicates",
+        "pixel-duplicates", "unreadable-images", "within-split-duplicates",
+    }
+    for check in checks.values():
+        params = list(inspect.signature(check.func).parameters.values())
+        assert params[0].name == "ctx"
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:]), check.name
+        assert check.summary
+
+
+def test_check_options_are_validated_against_the_signature(planted: Planted) -> None:
+    near = all_checks()["near-duplicates"]
+    assert near.validate({"max-phash": 6}) == {"max_phash": 6, "max_dhash": near.params["max_dhash"], "max_matches_per_image": 3}
+    with pytest.raises(splitaudit.InvalidParameterError, match="has no parameter 'radius'"):
+        near.validate({"radius": 3})
+    with pytest.raises(splitaudit.InvalidParameterError, match="must be of type int. Got 2.5 instead"):
+        near.validate({"max_phash": 2.5})
+
+
+def test_tighter_radius_drops_farther_pairs(planted: Planted) -> None:
+    loose = splitaudit.audit(*planted.splits, select=["near-duplicates"])
+    dist = sorted(next(e.distance for e in f.evidence if e.stage == "phash") for f in loose.findings)
+    assert dist and dist[-1] > 0
+    tight = splitaudit.audit(*planted.splits, select=["near-duplicates"], check_options={"near-duplicates": {"max_phash": int(dist[-1]) - 1}})
+    assert len(tight.findings) == sum(d <= dist[-1] - 1 for d in dist) < len(loose.findings)
+
+
+@pytest.fixture
+def crashing_check(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(all_checks()))
+
+    @register("always-crashes", summary="a check with a bug")
+    def always_crashes(ctx, *, factor: int = 2):  # type: ignore[no-untyped-def]
+        return [1 / (factor - 2)]
+
+    return "always-crashes"
+
+
+def test_a_crashing_check_is_an_error_not_a_silent_skip(planted: Planted, crashing_check: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(splitaudit.CheckError, match="check 'always-crashes' failed: ZeroDivisionError"):
+        splitaudit.audit(*planted.splits, select=[crashing_check])
+    assert main(["check", *map(str, planted.splits), "--select", crashing_check]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "splitaudit: error: check 'always-crashes' failed: ZeroDivisionError: division by zero"
+
+
+def test_class_balance_finds_missing_and_extra_classes(clean: Planted) -> None:
+    import shutil
+
+    shutil.rmtree(clean.split("val") / "cat")
+    extra = clean.split("test") / "dog"
+    extra.mkdir()
+    shutil.copy(clean.split("test") / "coffee" / "coffee_t0.jpg", extra / "x.jpg")
+    (clean.split("test") / "coffee" / "coffee_t0.jpg").unlink()
+    report = splitaudit.audit(*clean.splits, select=["class-balance"])
+    kinds = {(f.data["split"], f.data["kind"]): f for f in report.findings}
+    assert kinds[("val", "missing-in-eval")].data["classes"] == ["cat"]
+    assert kinds[("test", "only-in-eval")].data["classes"] == ["dog"]
+    assert kinds[("test", "only-in-eval")].severity == splitaudit.Severity.ERROR
+
+
+def test_class_proportions_chi_square(tmp_path, photos) -> None:  # type: ignore[no-untyped-def]
+    from conftest import save, tiles_of
+
+    a = tiles_of(photos["hubble_deep_field"], 40, 150, step=44)
+    b = tiles_of(photos["astronaut"], 40, 100, step=44)
+    assert len(a) >= 120 and len(b) >= 90
+    for i, t in enumerate(a[:60]):
+        save(tmp_path / "train" / "space" / f"{i}.jpg", t)
+    for i, t in enumerate(b[:60]):
+        save(tmp_path / "train" / "person" / f"{i}.jpg", t)
+    # val: 55 space vs 5 person, far from train's 50/50
+    for i, t in enumerate(a[60:115]):
+        save(tmp_path / "val" / "space" / f"{i}.jpg", t)
+    for i, t in enumerate(b[60:65]):
+        save(tmp_path / "val" / "person" / f"{i}.jpg", t)
+    report = splitaudit.audit(tmp_path / "train", tmp_path / "val", select=["class-balance"])
+    (finding,) = report.findings
+    assert finding.data["kind"] == "proportions" and finding.data["p_value"] < 1e-6 and finding.data["cramers_v"] > 0.3
