@@ -1,0 +1,1 @@
+"""Image embedding back-ends (pretrained CNN feature extractors)."""
