@@ -21,8 +21,8 @@ from ..report.model import ImageRef
 from ..scan import Dataset
 
 #: Default near-duplicate radii (bits out of 64), chosen from measurement: see docs/thresholds.md.
-DEFAULT_MAX_PHASH = 10
-DEFAULT_MAX_DHASH = 14
+DEFAULT_MAX_PHASH = 6
+DEFAULT_MAX_DHASH = 12
 
 
 @dataclass(frozen=True)
