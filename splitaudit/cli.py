@@ -15,6 +15,7 @@ from . import __version__
 from .api import audit
 from .config import Config, load_config
 from .errors import SplitauditError, invalid_parameter
+from .features.embeddings.backbones import DEFAULT_BACKBONE
 from .report.model import Severity
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $SPLITAUDIT_CACHE_DIR or ~/.cache/splitaudit)")
     check.add_argument("--no-cache", action="store_true", default=None, help="neither read nor write the cache")
     check.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: one per core)")
+    check.add_argument("--backbone", metavar="NAME", help="CNN for embeddings: efficientnet_lite0 (default, offline), a keras.applications name (e.g. mobilenet_v3_small), or none")
+    check.add_argument("--weights", metavar="PATH", help="local weights file for --backbone")
+    check.add_argument("--image-size", type=int, metavar="PX", help="network input side (default: 224 for photos, 2x the median side for small images)")
     check.add_argument("--config", metavar="PYPROJECT", help="read [tool.splitaudit] from this file instead of the nearest pyproject.toml")
     check.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line (terminal format)")
 
@@ -135,6 +139,9 @@ def _run_check(args: argparse.Namespace) -> int:
         cache_dir=_pick(args, config, "cache-dir"),
         workers=_pick(args, config, "workers"),
         draft=config.get("draft", True),
+        backbone=_pick(args, config, "backbone", DEFAULT_BACKBONE),
+        weights=_pick(args, config, "weights"),
+        image_size=_pick(args, config, "image-size"),
         progress=progress,
     )
     if config.get("max-pixels") is not None:

@@ -36,9 +36,12 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "workers": ((int,), "an integer >= 1"),
     "draft": ((bool,), "true or false"),
     "max-pixels": ((int,), "an integer >= 1"),
+    "backbone": ((str,), "a backbone name (see splitaudit check --help)"),
+    "weights": ((str,), "a weights file path"),
+    "image-size": ((int,), "an integer number of pixels"),
     "checks": ((dict,), "a table of check name = table of parameters"),
 }
-_PATH_KEYS = ("manifest", "output", "cache-dir")
+_PATH_KEYS = ("manifest", "output", "cache-dir", "weights")
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ class Data:
         return p
 
     def audit(self, cache_dir: Path, **kw: Any) -> AuditReport:
-        return splitaudit.audit(str(self.train), str(self.val), cache_dir=str(cache_dir), workers=1, **kw)
+        return splitaudit.audit(str(self.train), str(self.val), cache_dir=str(cache_dir), workers=1, **kw, backbone="none")
 
 
 @pytest.fixture
@@ -471,7 +471,7 @@ import json, resource, sys
 limit = int(sys.argv[4])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 import splitaudit
-report = splitaudit.audit(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], workers=1, select=["unreadable-images"])
+report = splitaudit.audit(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], workers=1, select=["unreadable-images"], backbone="none")
 hwm = [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
 print(json.dumps({"report": report.to_dict(), "hwm": hwm}))
 """

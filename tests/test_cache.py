@@ -23,10 +23,10 @@ def _db(cache_dir: Path) -> Path:
 
 def test_unchanged_dataset_is_served_from_the_cache(planted: Planted, tmp_path: Path) -> None:
     cache = tmp_path / "c"
-    first = splitaudit.audit(*planted.splits, cache_dir=cache)
+    first = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
     n = sum(s.files for s in first.splits)
     assert first.cache == {"hits": 0, "misses": n}
-    second = splitaudit.audit(*planted.splits, cache_dir=cache)
+    second = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
     assert second.cache == {"hits": n, "misses": 0}
     assert second.to_json() == first.to_json()
     with sqlite3.connect(_db(cache)) as conn:
@@ -35,9 +35,9 @@ def test_unchanged_dataset_is_served_from_the_cache(planted: Planted, tmp_path: 
 
 def test_copied_or_moved_file_keeps_its_features_by_content(planted: Planted, tmp_path: Path) -> None:
     cache = tmp_path / "c"
-    splitaudit.audit(*planted.splits, cache_dir=cache)
+    splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
     shutil.copy(planted.split("train") / "cat" / "cat_09.jpg", planted.split("test") / "cat" / "moved_here.jpg")
-    report = splitaudit.audit(*planted.splits, cache_dir=cache)
+    report = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
     assert report.cache["misses"] == 0  # new path, known content: nothing decoded again
     assert any(f.images[1].path == "cat/moved_here.jpg" for f in report.by_check("exact-duplicates"))
 
@@ -46,38 +46,38 @@ def test_changed_content_is_recomputed(planted: Planted, tmp_path: Path, photos:
     from conftest import tiles_of
 
     cache = tmp_path / "c"
-    splitaudit.audit(*planted.splits, cache_dir=cache)
+    splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
     target = planted.split("val") / "cat" / "copy_mirrored.jpg"
     save(target, tiles_of(photos["rocket"], 64, 1)[0])  # same path, new content: no longer a copy
-    report = splitaudit.audit(*planted.splits, cache_dir=cache)
+    report = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
     assert report.cache["misses"] == 1
     assert not any(f.images[1].path == "cat/copy_mirrored.jpg" for f in report.findings if len(f.images) == 2)
 
 
 def test_damaged_cache_is_rebuilt_not_fatal(planted: Planted, tmp_path: Path) -> None:
     cache = tmp_path / "c"
-    good = splitaudit.audit(*planted.splits, cache_dir=cache).to_json()
+    good = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none").to_json()
     db = _db(cache)
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     db.write_bytes(b"this is not a database" * 100)
-    report = splitaudit.audit(*planted.splits, cache_dir=cache)
+    report = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
     assert report.to_json() == good
     assert report.cache["hits"] == 0
     with sqlite3.connect(db) as conn:  # rebuilt into a real, filled cache
         assert conn.execute("SELECT count(*) FROM features").fetchone()[0] > 0
-    assert splitaudit.audit(*planted.splits, cache_dir=cache).cache["misses"] == 0
+    assert splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none").cache["misses"] == 0
 
 
 def test_truncated_cache_file_is_rebuilt(planted: Planted, tmp_path: Path) -> None:
     cache = tmp_path / "c"
-    good = splitaudit.audit(*planted.splits, cache_dir=cache).to_json()
+    good = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none").to_json()
     with FeatureCache(cache) as c:  # fold the WAL in so the main file holds everything
         c._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
     db = _db(cache)
     data = db.read_bytes()
     db.write_bytes(data[: len(data) // 3] + b"\0" * 1000)
-    assert splitaudit.audit(*planted.splits, cache_dir=cache).to_json() == good
+    assert splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none").to_json() == good
 
 
 def test_two_concurrent_runs_share_one_cache(planted: Planted, tmp_path: Path) -> None:
@@ -88,12 +88,12 @@ def test_two_concurrent_runs_share_one_cache(planted: Planted, tmp_path: Path) -
     assert [p.returncode for p in procs] == [1, 1], [o[1] for o in outs]
     assert outs[0][0] == outs[1][0]
     assert json.loads(outs[0][0])["verdict"]["failed"] is True
-    assert splitaudit.audit(*planted.splits, cache_dir=cache).cache["misses"] == 0
+    assert splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none").cache["misses"] == 0
 
 
 def test_no_cache_writes_nothing(planted: Planted, tmp_path: Path) -> None:
     cache = tmp_path / "never"
-    report = splitaudit.audit(*planted.splits, cache=False, cache_dir=cache)
+    report = splitaudit.audit(*planted.splits, cache=False, cache_dir=cache, backbone="none")
     assert not cache.exists() and report.cache["misses"] > 0
 
 

@@ -14,15 +14,17 @@ from splitaudit.cli import main
 from conftest import Planted
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "splitaudit", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+def run(*args: str, cwd: Path | None = None, embeddings: bool = False) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess; hash evidence only unless ``embeddings`` (the cascade has its own tests)."""
+    extra = ["--backbone", "none"] if args[:1] == ("check",) and not embeddings else []
+    return subprocess.run([sys.executable, "-m", "splitaudit", *args, *extra], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def test_exit_codes_clean_findings_and_errors(clean: Planted, planted: Planted, tmp_path: Path) -> None:
-    assert main(["check", *map(str, clean.splits), "--quiet"]) == 0
-    assert main(["check", *map(str, planted.splits), "--quiet"]) == 1
-    assert main(["check", *map(str, planted.splits), "--quiet", "--exit-zero"]) == 0
-    assert main(["check", str(planted.split("train")), str(tmp_path / "missing")]) == 2
+    assert main(["check", "--backbone", "none", *map(str, clean.splits), "--quiet"]) == 0
+    assert main(["check", "--backbone", "none", *map(str, planted.splits), "--quiet"]) == 1
+    assert main(["check", "--backbone", "none", *map(str, planted.splits), "--quiet", "--exit-zero"]) == 0
+    assert main(["check", "--backbone", "none", str(planted.split("train")), str(tmp_path / "missing")]) == 2
 
 
 def test_usage_errors_are_one_line_exit_2(planted: Planted) -> None:
@@ -73,8 +75,8 @@ def test_fail_on_warning(planted: Planted) -> None:
     train = planted.split("train")
     save(train / "cat" / "dup.jpg", (train / "cat" / "cat_01.jpg").read_bytes())
     only_warnings = ["--select", "within-split-duplicates"]
-    assert main(["check", *map(str, planted.splits), *only_warnings, "-q"]) == 0
-    assert main(["check", *map(str, planted.splits), *only_warnings, "-q", "--fail-on", "warning"]) == 1
+    assert main(["check", "--backbone", "none", *map(str, planted.splits), *only_warnings, "-q"]) == 0
+    assert main(["check", "--backbone", "none", *map(str, planted.splits), *only_warnings, "-q", "--fail-on", "warning"]) == 1
 
 
 def test_named_splits_and_terminal_output(planted: Planted) -> None:

@@ -19,7 +19,7 @@ def _pairs(report: splitaudit.AuditReport, checks: tuple[str, ...] = ("exact-dup
 
 
 def test_every_planted_leak_is_found_by_the_right_check(planted: Planted) -> None:
-    report = splitaudit.audit(*planted.splits)
+    report = splitaudit.audit(*planted.splits, backbone="none")
     pairs = _pairs(report)
     expected = {(a, s, b): check for a, s, b, check in planted.leaks}
     assert {k: f.check for k, f in pairs.items()} == expected
@@ -27,7 +27,7 @@ def test_every_planted_leak_is_found_by_the_right_check(planted: Planted) -> Non
 
 
 def test_evidence_names_stage_and_distance(planted: Planted) -> None:
-    pairs = _pairs(splitaudit.audit(*planted.splits))
+    pairs = _pairs(splitaudit.audit(*planted.splits, backbone="none"))
     exact = pairs[("temple/temple_00.jpg", "val", "temple/copy_exact.jpg")]
     assert exact.category == "exact"
     assert {e.stage for e in exact.evidence} == {"bytes", "pixels", "phash", "dhash"}
@@ -49,7 +49,7 @@ def test_evidence_names_stage_and_distance(planted: Planted) -> None:
 
 
 def test_clean_split_of_distinct_photos_has_no_pair_findings(clean: Planted) -> None:
-    report = splitaudit.audit(*clean.splits)
+    report = splitaudit.audit(*clean.splits, backbone="none")
     assert [f for f in report.findings if f.check != "class-balance"] == []
     assert not report.failed
     assert [s.images for s in report.splits] == [40, 8, 8]
@@ -57,18 +57,18 @@ def test_clean_split_of_distinct_photos_has_no_pair_findings(clean: Planted) -> 
 
 def test_audit_never_modifies_the_dataset(planted: Planted) -> None:
     before = tree_state(planted.root)
-    splitaudit.audit(*planted.splits)
+    splitaudit.audit(*planted.splits, backbone="none")
     assert tree_state(planted.root) == before
 
 
 def test_leak_fraction_and_tolerance(planted: Planted) -> None:
-    report = splitaudit.audit(*planted.splits)
+    report = splitaudit.audit(*planted.splits, backbone="none")
     val = next(s for s in report.splits if s.name == "val")
     # val: 8 clean + exact, comment, q40, mirrored copies = 4 leaked of 12
     assert val.images == 12 and abs(val.leak_fraction - 4 / 12) < 1e-9
-    tolerant = splitaudit.audit(*planted.splits, max_leak_fraction=0.5)
+    tolerant = splitaudit.audit(*planted.splits, max_leak_fraction=0.5, backbone="none")
     assert not tolerant.failed and tolerant.verdict.tolerated == len(_pairs(report))
-    strict = splitaudit.audit(*planted.splits, max_leak_fraction=0.2)
+    strict = splitaudit.audit(*planted.splits, max_leak_fraction=0.2, backbone="none")
     assert strict.failed
 
 
@@ -78,7 +78,7 @@ def test_within_split_duplicates_and_label_conflicts(planted: Planted) -> None:
     train = planted.split("train")
     save(train / "temple" / "again.jpg", (train / "temple" / "temple_07.jpg").read_bytes())
     save(train / "cat" / "wrong_label.jpg", (train / "temple" / "temple_08.jpg").read_bytes())
-    report = splitaudit.audit(*planted.splits)
+    report = splitaudit.audit(*planted.splits, backbone="none")
     groups = report.by_check("within-split-duplicates")
     assert sorted(tuple(i.path for i in g.images) for g in groups) == [
         ("cat/wrong_label.jpg", "temple/temple_08.jpg"),
@@ -101,7 +101,7 @@ def test_arrays_like_keras_datasets(photos: dict) -> None:
     y_train = np.arange(30) % 3
     x_val = np.stack([tiles[30], tiles[31], tiles[3], tiles[5][:, ::-1]]).astype(np.float32) / 255.0
     y_val = np.array([0, 1, 0, 1])  # the mirrored copy of train x[5] (label 2) is labelled 1
-    report = splitaudit.audit((x_train, y_train), (x_val, y_val))
+    report = splitaudit.audit((x_train, y_train), (x_val, y_val), backbone="none")
     found = {(f.images[0].path, f.images[1].path, f.check) for f in report.findings if f.check.endswith("duplicates")}
     # float32 / 255 round-trips to the same uint8 rows, so x[3] -> val x[2] is an exact copy of the array data
     assert found == {("x[3]", "x[2]", "exact-duplicates"), ("x[5]", "x[3]", "near-duplicates")}

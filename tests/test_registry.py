@@ -18,7 +18,7 @@ def test_every_builtin_check_takes_ctx_and_keyword_only_params() -> None:
     checks = all_checks()
     assert set(checks) == {
         "class-balance", "exact-duplicates", "group-leakage", "label-conflicts", "near-duplicates",
-        "pixel-duplicates", "unreadable-images", "within-split-duplicates",
+        "pixel-duplicates", "similar-images", "unreadable-images", "within-split-duplicates",
     }
     for check in checks.values():
         params = list(inspect.signature(check.func).parameters.values())
@@ -29,7 +29,8 @@ def test_every_builtin_check_takes_ctx_and_keyword_only_params() -> None:
 
 def test_check_options_are_validated_against_the_signature(planted: Planted) -> None:
     near = all_checks()["near-duplicates"]
-    assert near.validate({"max-phash": 6}) == {"max_phash": 6, "max_dhash": near.params["max_dhash"], "max_matches_per_image": 3}
+    assert near.validate({"max-phash": 4}) == {**near.params, "max_phash": 4}
+    assert near.params["max_phash"] == 6 and near.params["max_dhash"] == 12
     with pytest.raises(splitaudit.InvalidParameterError, match="has no parameter 'radius'"):
         near.validate({"radius": 3})
     with pytest.raises(splitaudit.InvalidParameterError, match="must be of type int. Got 2.5 instead"):
@@ -37,10 +38,10 @@ def test_check_options_are_validated_against_the_signature(planted: Planted) -> 
 
 
 def test_tighter_radius_drops_farther_pairs(planted: Planted) -> None:
-    loose = splitaudit.audit(*planted.splits, select=["near-duplicates"])
+    loose = splitaudit.audit(*planted.splits, select=["near-duplicates"], backbone="none")
     dist = sorted(next(e.distance for e in f.evidence if e.stage == "phash") for f in loose.findings)
     assert dist and dist[-1] > 0
-    tight = splitaudit.audit(*planted.splits, select=["near-duplicates"], check_options={"near-duplicates": {"max_phash": int(dist[-1]) - 1}})
+    tight = splitaudit.audit(*planted.splits, select=["near-duplicates"], check_options={"near-duplicates": {"max_phash": int(dist[-1]) - 1}}, backbone="none")
     assert len(tight.findings) == sum(d <= dist[-1] - 1 for d in dist) < len(loose.findings)
 
 
@@ -57,8 +58,8 @@ def crashing_check(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_a_crashing_check_is_an_error_not_a_silent_skip(planted: Planted, crashing_check: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(splitaudit.CheckError, match="check 'always-crashes' failed: ZeroDivisionError"):
-        splitaudit.audit(*planted.splits, select=[crashing_check])
-    assert main(["check", *map(str, planted.splits), "--select", crashing_check]) == 2
+        splitaudit.audit(*planted.splits, select=[crashing_check], backbone="none")
+    assert main(["check", "--backbone", "none", *map(str, planted.splits), "--select", crashing_check]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "splitaudit: error: check 'always-crashes' failed: ZeroDivisionError: division by zero"
 
@@ -71,7 +72,7 @@ def test_class_balance_finds_missing_and_extra_classes(clean: Planted) -> None:
     extra.mkdir()
     shutil.copy(clean.split("test") / "coffee" / "coffee_t0.jpg", extra / "x.jpg")
     (clean.split("test") / "coffee" / "coffee_t0.jpg").unlink()
-    report = splitaudit.audit(*clean.splits, select=["class-balance"])
+    report = splitaudit.audit(*clean.splits, select=["class-balance"], backbone="none")
     kinds = {(f.data["split"], f.data["kind"]): f for f in report.findings}
     assert kinds[("val", "missing-in-eval")].data["classes"] == ["cat"]
     assert kinds[("test", "only-in-eval")].data["classes"] == ["dog"]
@@ -93,6 +94,6 @@ def test_class_proportions_chi_square(tmp_path, photos) -> None:  # type: ignore
         save(tmp_path / "val" / "space" / f"{i}.jpg", t)
     for i, t in enumerate(b[60:65]):
         save(tmp_path / "val" / "person" / f"{i}.jpg", t)
-    report = splitaudit.audit(tmp_path / "train", tmp_path / "val", select=["class-balance"])
+    report = splitaudit.audit(tmp_path / "train", tmp_path / "val", select=["class-balance"], backbone="none")
     (finding,) = report.findings
     assert finding.data["kind"] == "proportions" and finding.data["p_value"] < 1e-6 and finding.data["cramers_v"] > 0.3

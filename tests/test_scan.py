@@ -29,7 +29,7 @@ def test_flat_folders_have_no_labels(tmp_path: Path, photos: dict) -> None:
         save(tmp_path / "a" / f"{i}.jpg", t)
     for i, t in enumerate(tiles[4:]):
         save(tmp_path / "b" / f"{i}.jpg", t)
-    report = splitaudit.audit(tmp_path / "a", tmp_path / "b")
+    report = splitaudit.audit(tmp_path / "a", tmp_path / "b", backbone="none")
     assert all(s.classes == () for s in report.splits)
     assert report.findings == ()
 
@@ -40,7 +40,7 @@ def test_images_recognised_by_content_not_extension(tmp_path: Path, photos: dict
     save(tmp_path / "train" / "x" / "README.txt", b"not an image")  # skipped quietly
     save(tmp_path / "train" / ".hidden.jpg", b"ignored")  # hidden files are not scanned
     save(tmp_path / "val" / "x" / "ok.jpg", t[1])
-    report = splitaudit.audit(tmp_path / "train", tmp_path / "val")
+    report = splitaudit.audit(tmp_path / "train", tmp_path / "val", backbone="none")
     train = report.splits[0]
     assert (train.files, train.images, train.skipped, train.unreadable) == (2, 1, 1, 0)
     assert report.findings == ()
@@ -49,7 +49,7 @@ def test_images_recognised_by_content_not_extension(tmp_path: Path, photos: dict
 def test_symlink_loop_terminates_without_double_counting(clean: Planted) -> None:
     loop = clean.split("train") / "cat" / "loop"
     os.symlink("..", loop)
-    report = splitaudit.audit(*clean.splits)
+    report = splitaudit.audit(*clean.splits, backbone="none")
     assert report.splits[0].images == 40
     assert [f.data.get("status") for f in report.by_check("unreadable-images")] == ["scan"]
 
@@ -58,7 +58,7 @@ def test_split_names_must_be_unique(tmp_path: Path, clean: Planted) -> None:
     other = tmp_path / "other" / "train"
     other.mkdir(parents=True)
     with pytest.raises(splitaudit.SplitauditError, match="two splits are named 'train'"):
-        splitaudit.audit(clean.split("train"), other)
+        splitaudit.audit(clean.split("train"), other, backbone="none")
 
 
 def test_manifest_with_groups(clean: Planted, tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_manifest_with_groups(clean: Planted, tmp_path: Path) -> None:
             rows.append(f"{rel},{p.parent.name},{split},{group}")
     manifest = clean.root / "manifest.csv"
     manifest.write_text("\n".join(rows) + "\n")
-    report = splitaudit.audit(manifest=manifest)
+    report = splitaudit.audit(manifest=manifest, backbone="none")
     assert [s.name for s in report.splits] == ["train", "val"]
     leaks = report.by_check("group-leakage")
     assert len(leaks) == 1 and leaks[0].data["group"] == "patient7"
@@ -81,13 +81,13 @@ def test_manifest_missing_column_is_a_clear_error(tmp_path: Path) -> None:
     m = tmp_path / "m.csv"
     m.write_text("path,split\na.jpg,train\n")
     with pytest.raises(splitaudit.SplitauditError, match="lacks column"):
-        splitaudit.audit(manifest=m)
+        splitaudit.audit(manifest=m, backbone="none")
 
 
 def test_group_by_regex_on_relative_paths(clean: Planted) -> None:
     # "cat_00.jpg" in train and "cat_v0.jpg" in val share the capture "cat_" + first digit/letter... make a real group
-    report = splitaudit.audit(*clean.splits, group_by=r"^(cat)/")
+    report = splitaudit.audit(*clean.splits, group_by=r"^(cat)/", backbone="none")
     leaks = report.by_check("group-leakage")
     assert len(leaks) == 1 and leaks[0].data["counts"] == {"train": 10, "val": 2, "test": 2}
     with pytest.raises(splitaudit.InvalidParameterError, match="'group_by' parameter must be a valid regular expression"):
-        splitaudit.audit(*clean.splits, group_by="(unclosed")
+        splitaudit.audit(*clean.splits, group_by="(unclosed", backbone="none")

@@ -7,7 +7,8 @@ import numpy as np
 from ..report.model import Evidence, Finding, Severity
 from .context import AuditContext, Matches
 
-CATEGORY_WORDS = {"exact": "an exact copy", "identical-pixels": "a pixel-identical copy", "near-duplicate": "a near-duplicate"}
+CATEGORY_WORDS = {"exact": "an exact copy", "identical-pixels": "a pixel-identical copy",
+                  "near-duplicate": "a near-duplicate", "very-similar": "very similar (same scene, other shot?)"}
 
 
 def evidence(m: Matches, j: int) -> tuple[Evidence, ...]:
@@ -20,7 +21,21 @@ def evidence(m: Matches, j: int) -> tuple[Evidence, ...]:
     flipped = bool(m.flipped[j])
     ev.append(Evidence("phash", int(m.phash[j]), flipped))
     ev.append(Evidence("dhash", int(m.dhash[j]), flipped))
+    if not np.isnan(m.cosine[j]):
+        ev.append(Evidence("embedding", 1.0 - float(m.cosine[j]), False, float(m.cosine[j])))
+    if not np.isnan(m.ncc[j]):
+        ev.append(Evidence("ncc", 1.0 - float(m.ncc[j]), bool(m.ncc_flipped[j]), float(m.ncc[j])))
     return tuple(ev)
+
+
+def duplicate_mask(m: Matches, ncc_threshold: float) -> np.ndarray:
+    """Pairs that are copies: same bytes or pixels; or hashes within radius, confirmed by the embedding (cosine
+    at or above the calibrated threshold) or at pixel level; or an embedding candidate confirmed at pixel level.
+
+    Without embeddings ``cos_ok`` is all true, so a hash match alone decides (the hash-only behaviour).
+    """
+    pixel_ok = np.nan_to_num(m.ncc, nan=-1.0) >= ncc_threshold
+    return m.same_bytes | m.same_pixels | (m.hashed & (m.cos_ok | pixel_ok)) | (m.candidate & pixel_ok)
 
 
 def cross_split(ctx: AuditContext, m: Matches) -> Matches:
@@ -28,11 +43,14 @@ def cross_split(ctx: AuditContext, m: Matches) -> Matches:
     return m.select(s[m.a] != s[m.b])
 
 
-def pair_findings(ctx: AuditContext, m: Matches, *, check: str, category: str, max_matches_per_image: int) -> list[Finding]:
+def pair_findings(ctx: AuditContext, m: Matches, *, check: str, category: str, max_matches_per_image: int,
+                  severity: Severity = Severity.ERROR) -> list[Finding]:
     """One finding per cross-split pair, keeping each later-split image's ``max_matches_per_image`` closest matches."""
     if len(m) == 0:
         return []
-    closeness = (~m.same_bytes).astype(np.int64) * 1000 + (~m.same_pixels).astype(np.int64) * 500 + m.phash + m.dhash
+    # Strongest evidence first: bytes, then pixels, then the hash distance, then the embedding similarity.
+    closeness = (~m.same_bytes) * 1000.0 + (~m.same_pixels) * 500.0 + (~m.hashed) * 200.0 + m.phash + m.dhash \
+        - np.nan_to_num(m.ncc, nan=0.0) - np.nan_to_num(m.cosine, nan=0.0)
     order = np.lexsort((m.a, closeness, m.b))
     kept: dict[int, int] = {}
     findings: list[Finding] = []
@@ -42,11 +60,12 @@ def pair_findings(ctx: AuditContext, m: Matches, *, check: str, category: str, m
             continue
         kept[b] = kept.get(b, 0) + 1
         first, second = ctx.ref(m.a[j]), ctx.ref(m.b[j])
-        flip = " (mirrored)" if m.flipped[j] and not m.same_pixels[j] else ""
+        mirrored = m.flipped[j] if m.hashed[j] else m.ncc_flipped[j]
+        flip = " (mirrored)" if mirrored and not m.same_pixels[j] else ""
         findings.append(
             Finding(
                 check=check,
-                severity=Severity.ERROR,
+                severity=severity,
                 message=f"{second.split}/{second.path} is {CATEGORY_WORDS[category]}{flip} of {first.split}/{first.path}",
                 images=(first, second),
                 category=category,

@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     label_conflicts,
     near_duplicates,
     pixel_duplicates,
+    similar_images,
     unreadable_images,
     within_split_duplicates,
 )

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 
 import numpy as np
 
 from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
+from ..features.embeddings.backbones import BackboneSpec
 from ..features.hashing import hamming
 from ..neighbors import HashPairs, groups_by_key, hash_pairs
 from ..report.model import ImageRef
@@ -24,13 +25,54 @@ from ..scan import Dataset
 DEFAULT_MAX_PHASH = 6
 DEFAULT_MAX_DHASH = 12
 
+#: Embedding candidates (see docs/embeddings.md): an eval image's train neighbour is a candidate when its cosine
+#: distance is at most MAX_RATIO times the distance to its K-th nearest train image (it stands out of its own
+#: neighbourhood, which adapts to uniform datasets), and its cosine is at least MIN_SIMILARITY.
+EMBED_K = 10
+DEFAULT_MAX_RATIO = 0.5
+DEFAULT_MIN_SIMILARITY = 0.85
+#: The calibrated cosine threshold: this quantile of the null distribution (each sampled training image's cosine
+#: to its nearest *other* training image that is not already a known copy), clipped to [min_similarity, CEILING].
+NULL_QUANTILE = 0.999
+NULL_SAMPLE = 2000
+CEILING = 0.98
+#: The NCC a pair needs is calibrated the same way: this quantile of the aligned NCC of NCC_SAMPLE null pairs,
+#: never below min_ncc (photos: distinct neighbours correlate far below 0.9; 8x8 digits: above 0.95).
+NCC_QUANTILE = 0.99
+NCC_SAMPLE = 200
+NCC_CEILING = 0.995
+#: Hashes are trusted alone when at most this share of training images hash-match another, non-identical training
+#: image (photos: ~0%); above it (uniform data such as digits, where every image hashes alike) a hash match needs
+#: the embedding or the pixel test to agree.
+HASH_COLLISION_RATE = 0.02
+#: Aligned normalised cross-correlation at or above which a candidate is the same shot (near-duplicate).
+DEFAULT_MIN_NCC = 0.9
+
+
+@dataclass(frozen=True)
+class DensePairs:
+    """Embedding candidates ``a`` (earlier split) -> ``b`` (later split) with cosine, neighbourhood ratio, and the
+    pixel confirmation: aligned NCC and whether the best alignment was mirrored."""
+
+    a: np.ndarray
+    b: np.ndarray
+    cosine: np.ndarray
+    ratio: np.ndarray
+    ncc: np.ndarray
+    flipped: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.a)
+
 
 @dataclass(frozen=True)
 class Matches:
     """Matched pairs over record indices (``a < b``) with every stage's evidence, one row per pair.
 
     ``same_bytes``/``same_pixels`` are exact matches; ``phash``/``dhash`` the Hamming distances in the better
-    orientation, ``flipped`` when that orientation is mirrored.
+    orientation, ``flipped`` when that orientation is mirrored; ``hashed`` when both are within the radii.
+    With embeddings on: ``cosine`` (NaN without embeddings), and for embedding candidates (``candidate``) the
+    aligned pixel correlation ``ncc`` (NaN otherwise) and ``ncc_flipped``.
     """
 
     a: np.ndarray
@@ -40,12 +82,18 @@ class Matches:
     phash: np.ndarray
     dhash: np.ndarray
     flipped: np.ndarray
+    hashed: np.ndarray
+    cosine: np.ndarray
+    candidate: np.ndarray
+    ncc: np.ndarray
+    ncc_flipped: np.ndarray
+    cos_ok: np.ndarray  # a hash match needs no further confirmation (embeddings agree, or hashes are reliable here)
 
     def __len__(self) -> int:
         return len(self.a)
 
     def select(self, mask: np.ndarray) -> Matches:
-        return Matches(*(getattr(self, f)[mask] for f in ("a", "b", "same_bytes", "same_pixels", "phash", "dhash", "flipped")))
+        return Matches(*(getattr(self, f.name)[mask] for f in fields(self)))
 
 
 class AuditContext:
@@ -58,15 +106,19 @@ class AuditContext:
         cache: FeatureCache | None = None,
         hash_options: HashOptions = HashOptions(),
         workers: int | None = None,
+        backbone: BackboneSpec | None = None,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.dataset = dataset
+        self.backbone = backbone if backbone is not None and backbone.enabled else None  # set before first use
         self.cache = cache
         self.hash_options = hash_options
         self.workers = workers
         self._progress = progress
         self._hash_pairs: dict[tuple[int, int], HashPairs] = {}
-        self._matches: dict[tuple[int, int], Matches] = {}
+        self._matches: dict[tuple, Matches] = {}
+        self._dense: dict[tuple[float, float], DensePairs] = {}
+        self.embedded_count = 0  # embeddings computed (not from the cache) in this run
 
     # -- records -----------------------------------------------------------------------------------------------
     @cached_property
@@ -93,6 +145,162 @@ class AuditContext:
                 self._progress("hashing images", done, total)
 
         return compute_features(self.dataset, options=self.hash_options, cache=self.cache, workers=self.workers, progress=tick)
+
+    # -- embeddings ----------------------------------------------------------------------------------------------
+    @cached_property
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n×D float32 L2-normalised embeddings, mask of rows that have one); empty when embeddings are off."""
+        n = len(self.dataset.records)
+        if self.backbone is None:
+            return np.zeros((n, 0), np.float32), np.zeros(n, bool)
+        from ..features.embeddings.compute import embed_dataset
+
+        f = self.features
+        rows = np.flatnonzero(f.ok).tolist()
+        done = 0
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            if self._progress:
+                self._progress("embedding images", done, len(rows))
+
+        matrix, have, computed = embed_dataset(self.dataset.records, self.dataset.arrays, rows, f["digest"], self.backbone,
+                                               cache=self.cache, max_pixels=self.hash_options.max_pixels, progress=tick)
+        self.embedded_count = computed
+        return matrix, have
+
+    @cached_property
+    def calibration(self) -> dict[str, float]:
+        """The dataset's own scale of 'similar': nearest-neighbour cosines among distinct training images.
+
+        Uniform datasets (every digit or garment alike) have high nearest-neighbour cosines everywhere, photo
+        collections low ones; a copy is only remarkable against its dataset's background. Returns the null
+        distribution's quantiles and ``threshold`` = its ``NULL_QUANTILE`` quantile (before clipping).
+        """
+        from ..neighbors.dense import knn
+
+        emb, have = self.embeddings
+        train = np.flatnonzero(have & (self.split_index == 0))
+        if emb.shape[1] == 0 or len(train) < 3:
+            return {"samples": 0, "threshold": CEILING}
+        rng = np.random.default_rng(0)  # a fixed sample: same data, same threshold
+        queries = train if len(train) <= NULL_SAMPLE else np.sort(rng.choice(train, NULL_SAMPLE, replace=False))
+        sims, ids = knn(emb[train], emb[queries], min(4, len(train)))
+        f = self.features
+        null: list[float] = []
+        null_pairs: list[tuple[int, int]] = []
+        for q, row_s, row_i in zip(queries, sims, ids):
+            for sim, j in zip(row_s, row_i):
+                t = train[j] if j >= 0 else -1
+                if t < 0 or t == q:
+                    continue
+                # Known copies (same bytes, or hashes within the default radii) are not 'distinct' neighbours.
+                same = f["digest"][t] == f["digest"][q] or (
+                    hamming(f["phash"][[q]], f["phash"][[t]])[0] <= DEFAULT_MAX_PHASH
+                    and hamming(f["dhash"][[q]], f["dhash"][[t]])[0] <= DEFAULT_MAX_DHASH)
+                if not same:
+                    null.append(float(sim))
+                    null_pairs.append((int(q), int(t)))
+                    break
+        if not null:
+            return {"samples": 0, "threshold": CEILING}
+        v = np.asarray(null)
+        q = {f"q{int(p * 1000) / 10:g}": float(np.quantile(v, p)) for p in (0.5, 0.9, 0.99, 0.999)}
+        # The closest distinct neighbours are the hardest negatives for the pixel test too.
+        hardest = sorted(range(len(null)), key=lambda i: -null[i])[:NCC_SAMPLE]
+        na = np.asarray([null_pairs[i][0] for i in hardest])
+        nb = np.asarray([null_pairs[i][1] for i in hardest])
+        ncc, _ = self._confirm(na, nb)
+        ncc = ncc[np.isfinite(ncc)]
+        return {"samples": len(v), **q, "threshold": float(np.quantile(v, NULL_QUANTILE)),
+                "ncc_samples": len(ncc), "ncc_threshold": float(np.quantile(ncc, NCC_QUANTILE)) if len(ncc) else 0.0}
+
+    def similarity_threshold(self, min_similarity: float = DEFAULT_MIN_SIMILARITY) -> float:
+        """The cosine an embedding candidate needs: the calibrated threshold within [min_similarity, CEILING]."""
+        return float(min(max(self.calibration["threshold"], min_similarity), max(CEILING, min_similarity)))
+
+    def hash_collision_rate(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> float:
+        """Share of training images with a hash match inside train that is not pixel-identical: how often this
+        dataset's distinct images collide under the hash radii (real within-split copies count too, so it errs
+        towards distrusting hashes)."""
+        train = self.split_index == 0
+        n = int((train & self.features.ok).sum())
+        if n == 0:
+            return 0.0
+        hp = self.hash_pairs(max_phash, max_dhash)
+        inside = train[hp.a] & train[hp.b]
+        d = self.features["digest"]
+        differ = np.fromiter((d[x] != d[y] for x, y in zip(hp.a[inside], hp.b[inside])), dtype=bool, count=int(inside.sum()))
+        involved = np.unique(np.concatenate([hp.a[inside][differ], hp.b[inside][differ]]))
+        return len(involved) / n
+
+    def ncc_threshold(self, min_ncc: float = DEFAULT_MIN_NCC) -> float:
+        """The aligned NCC a pixel confirmation needs: the calibrated value, at least ``min_ncc``."""
+        if self.backbone is None:
+            return min_ncc
+        return float(min(max(self.calibration.get("ncc_threshold", 0.0), min_ncc), max(NCC_CEILING, min_ncc)))
+
+    def dense_pairs(self, min_similarity: float = DEFAULT_MIN_SIMILARITY, max_ratio: float = DEFAULT_MAX_RATIO) -> DensePairs:
+        """Embedding candidates from every later split into all earlier ones, each confirmed at pixel level."""
+        key = (min_similarity, max_ratio)
+        if key in self._dense:
+            return self._dense[key]
+        from ..neighbors.dense import knn
+
+        emb, have = self.embeddings
+        a_l: list[np.ndarray] = []
+        b_l: list[np.ndarray] = []
+        cos_l: list[np.ndarray] = []
+        ratio_l: list[np.ndarray] = []
+        if emb.shape[1]:
+            s = self.split_index
+            for later in range(1, len(self.dataset.splits)):
+                base = np.flatnonzero(have & (s < later))
+                query = np.flatnonzero(have & (s == later))
+                if len(base) == 0 or len(query) == 0:
+                    continue
+                k = min(EMBED_K, len(base))
+                sims, ids = knn(emb[base], emb[query], k)
+                # The neighbourhood's scale: distance to the k-th neighbour (the farthest one returned).
+                far = np.maximum(1.0 - sims[:, -1:], 1e-6)
+                ratio = (1.0 - sims) / far
+                ok = (ids >= 0) & (sims >= self.similarity_threshold(min_similarity)) & (ratio <= max_ratio)
+                qi, kj = np.nonzero(ok)
+                a_l.append(base[ids[qi, kj]])
+                b_l.append(query[qi])
+                cos_l.append(sims[qi, kj].astype(np.float64))
+                ratio_l.append(ratio[qi, kj].astype(np.float64))
+        cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
+        a, b = cat(a_l, np.int64), cat(b_l, np.int64)
+        ncc, fl = self._confirm(a, b)
+        pairs = DensePairs(a, b, cat(cos_l, np.float64), cat(ratio_l, np.float64), ncc, fl)
+        self._dense[key] = pairs
+        return pairs
+
+    def _confirm(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned NCC of each pair's thumbnails (decoded once per image)."""
+        from ..features.embeddings.compute import load_rgb
+        from ..neighbors.confirm import THUMB, aligned_ncc, thumbnail
+
+        thumbs: dict[int, np.ndarray | None] = {}
+        records, arrays = self.dataset.records, self.dataset.arrays
+
+        def thumb(i: int) -> np.ndarray | None:
+            if i not in thumbs:
+                r = records[i]
+                px = arrays[r.split][r.array_index] if r.array_index >= 0 else None
+                rgb = load_rgb(r.path, px, THUMB, max_pixels=self.hash_options.max_pixels)
+                thumbs[i] = None if rgb is None else thumbnail(rgb)
+            return thumbs[i]
+
+        ncc = np.full(len(a), np.nan)
+        fl = np.zeros(len(a), bool)
+        for j, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
+            tx, ty = thumb(x), thumb(y)
+            if tx is not None and ty is not None:
+                ncc[j], fl[j] = aligned_ncc(tx, ty)
+        return ncc, fl
 
     # -- neighbours ----------------------------------------------------------------------------------------------
     def hash_pairs(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> HashPairs:
@@ -127,33 +335,61 @@ class AuditContext:
             h.update(np.ascontiguousarray(f[c]).tobytes())
         return h.hexdigest()
 
-    def matches(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> Matches:
-        """Every matched pair with merged evidence: identical bytes, identical pixels, hash distances."""
-        key = (max_phash, max_dhash)
+    def matches(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH,
+                min_similarity: float = DEFAULT_MIN_SIMILARITY, max_ratio: float = DEFAULT_MAX_RATIO) -> Matches:
+        """Every matched pair with merged evidence: identical bytes, identical pixels, hashes, embeddings."""
+        key = (max_phash, max_dhash, min_similarity, max_ratio)
         if key in self._matches:
             return self._matches[key]
         f = self.features
         ok = np.flatnonzero(f.ok)
         hp = self.hash_pairs(max_phash, max_dhash)
+        dense = self.dense_pairs(min_similarity, max_ratio) if self.backbone is not None else None
         # Identical bytes always hash identically, but add them explicitly so evidence never depends on a radius.
         ea, eb = _exact_pairs(groups_by_key(f["digest"], ok), self.split_index)
-        a = np.concatenate([hp.a, ea])
-        b = np.concatenate([hp.b, eb])
+        parts_a = [hp.a, ea] + ([dense.a] if dense is not None else [])
+        parts_b = [hp.b, eb] + ([dense.b] if dense is not None else [])
+        a = np.concatenate(parts_a).astype(np.int64)
+        b = np.concatenate(parts_b).astype(np.int64)
         if len(a):
-            pair_ids = np.unique(np.stack([a, b], axis=1), axis=0)
+            pair_ids = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
             a, b = pair_ids[:, 0], pair_ids[:, 1]
         digests = f["digest"]
         same_bytes = np.fromiter((digests[x] == digests[y] for x, y in zip(a, b)), dtype=bool, count=len(a))
         dp, dd, fl = _best_orientation(f, a, b)
         # Pixel identity is only possible between different files of equal size that hash (almost) alike; only those
         # rows need a full-resolution decode when they were hashed in JPEG draft mode.
-        cand = ~same_bytes & (f["width"][a] == f["width"][b]) & (f["height"][a] == f["height"][b]) & ~fl
+        cand = ~same_bytes & (f["width"][a] == f["width"][b]) & (f["height"][a] == f["height"][b]) & ~fl & (dp <= max_phash)
         need = np.unique(np.concatenate([a[cand], b[cand]]))
         pd = f.ensure_pixel_digests(need.tolist()) if len(need) else f["pixel_digest"]
         same_pixels = same_bytes.copy()
         for j in np.flatnonzero(cand):
             same_pixels[j] = bool(pd[a[j]]) and pd[a[j]] == pd[b[j]]
-        m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl)
+        emb, have = self.embeddings
+        cosine = np.full(len(a), np.nan)
+        if emb.shape[1] and len(a):
+            both = have[a] & have[b]
+            cosine[both] = np.einsum("ij,ij->i", emb[a[both]], emb[b[both]])
+        candidate = np.zeros(len(a), bool)
+        ncc = np.full(len(a), np.nan)
+        ncc_flipped = np.zeros(len(a), bool)
+        if dense is not None and len(dense):
+            at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a, b))}
+            for x, y, v, vf in zip(dense.a.tolist(), dense.b.tolist(), dense.ncc, dense.flipped):
+                j = at[(min(x, y), max(x, y))]
+                candidate[j], ncc[j], ncc_flipped[j] = True, v, vf
+        hashed = (dp <= max_phash) & (dd <= max_dhash)
+        if emb.shape[1] and self.hash_collision_rate(max_phash, max_dhash) > HASH_COLLISION_RATE:
+            tau = self.similarity_threshold(min_similarity)
+            cos_ok = np.nan_to_num(cosine, nan=-1.0) >= tau
+            # Hash matches whose embeddings disagree (uniform datasets: every digit hashes alike) must pass the
+            # pixel test; far-off cosines are not worth decoding for.
+            check = hashed & ~same_pixels & ~cos_ok & ~candidate & (np.nan_to_num(cosine, nan=-1.0) >= tau - 0.15)
+            if check.any():
+                ncc[check], ncc_flipped[check] = self._confirm(a[check], b[check])
+        else:
+            cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
+        m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
         self._matches[key] = m
         return m
 

@@ -6,13 +6,15 @@ from collections import Counter
 
 from ..neighbors import components
 from ..report.model import Finding, Severity
-from .context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, AuditContext
+from ._pairs import duplicate_mask
+from .context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MIN_NCC, AuditContext
 from .registry import register
 
 
 @register("label-conflicts", summary="Copies of one image carrying different class labels.")
 def label_conflicts(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> list[Finding]:
     m = ctx.matches(max_phash, max_dhash)
+    m = m.select(duplicate_mask(m, ctx.ncc_threshold(DEFAULT_MIN_NCC)))
     records = ctx.dataset.records
     findings: list[Finding] = []
     for group in components(len(records), m.a, m.b):

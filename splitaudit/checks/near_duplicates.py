@@ -1,22 +1,30 @@
-"""near-duplicates: re-encoded, resized, slightly cropped or mirrored copies, found by perceptual hashes."""
+"""near-duplicates: re-encoded, resized, cropped or mirrored copies, by perceptual hashes or confirmed embeddings."""
 
 from __future__ import annotations
 
 from ..report.model import Finding
-from ._pairs import cross_split, pair_findings
-from .context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, AuditContext
+from ._pairs import cross_split, duplicate_mask, pair_findings
+from .context import (DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
+                      DEFAULT_MIN_SIMILARITY, AuditContext)
 from .registry import register
 
 
-@register("near-duplicates", summary="Perceptually identical images (pHash and dHash agree, mirror included) in two splits.", leak=True)
+@register("near-duplicates", summary="The same shot in two splits: hashes agree (mirror included), or an embedding match confirmed at pixel level.", leak=True)
 def near_duplicates(
     ctx: AuditContext,
     *,
     max_phash: int = DEFAULT_MAX_PHASH,
     max_dhash: int = DEFAULT_MAX_DHASH,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    min_ncc: float = DEFAULT_MIN_NCC,
     max_matches_per_image: int = 3,
 ) -> list[Finding]:
-    """Pairs whose 64-bit pHash and dHash are both within the radii; exact and pixel copies are left to their checks."""
-    m = cross_split(ctx, ctx.matches(max_phash, max_dhash))
-    return pair_findings(ctx, m.select(~m.same_pixels), check="near-duplicates", category="near-duplicate",
-                         max_matches_per_image=max_matches_per_image)
+    """Cross-split pairs that are copies but not pixel-identical (exact and pixel copies have their own checks).
+
+    A pair qualifies when its 64-bit pHash and dHash are both within the radii, or when it is an embedding
+    candidate (see ``similar-images``) whose aligned pixel correlation reaches ``min_ncc``.
+    """
+    m = cross_split(ctx, ctx.matches(max_phash, max_dhash, min_similarity, max_ratio))
+    return pair_findings(ctx, m.select(duplicate_mask(m, ctx.ncc_threshold(min_ncc)) & ~m.same_pixels), check="near-duplicates",
+                         category="near-duplicate", max_matches_per_image=max_matches_per_image)

@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS features (
     pixel_digest BLOB NOT NULL,
     PRIMARY KEY (digest, variant)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS embeddings (
+    digest BLOB NOT NULL, model TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (digest, model)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
@@ -202,6 +206,27 @@ class FeatureCache:
         rows = [(pd, d, variant) for d, pd in pairs if d and pd]
         if rows:
             self._run(lambda c: self._write(c, "UPDATE features SET pixel_digest = ? WHERE digest = ? AND variant = ?", rows), None)
+
+    # -- embeddings, keyed by content and backbone identity -----------------------------------------------------
+    def embeddings_for(self, digests: Sequence[bytes], model: str) -> dict[bytes, np.ndarray]:
+        """Cached float16 vectors for these digests under backbone identity ``model``."""
+        unique = list(dict.fromkeys(d for d in digests if d))
+
+        def q(conn: sqlite3.Connection) -> dict[bytes, np.ndarray]:
+            out: dict[bytes, np.ndarray] = {}
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for d, v in conn.execute(f"SELECT digest, vector FROM embeddings WHERE model = ? AND digest IN ({marks})", [model, *chunk]):
+                    out[bytes(d)] = np.frombuffer(v, dtype="<f2")
+            return out
+
+        return self._run(q, {})
+
+    def store_embeddings(self, digests: Sequence[bytes], vectors: np.ndarray, model: str) -> None:
+        rows = [(d, model, np.asarray(v, dtype="<f2").tobytes()) for d, v in zip(digests, vectors) if d]
+        if rows:
+            self._run(lambda c: self._write(c, "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows), None)
 
     # -- blobs: derived results such as neighbour pairs ---------------------------------------------------------
     def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:

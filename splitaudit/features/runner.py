@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -61,9 +63,7 @@ def map_batches(
             if progress:
                 progress(len(next(iter(batch.values()))))
     else:
-        # forkserver, not fork: the parent may hold TensorFlow or faiss threads, which fork would copy half-alive.
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
             # Bounded in-flight submissions keep memory flat however many images there are.
             window = workers * 4
             pending: list[tuple[Future[Columns], int]] = []
@@ -74,6 +74,19 @@ def map_batches(
             while pending:
                 _drain_one(pending, outputs, progress)
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """fork when it is safe, forkserver when the parent runs threads.
+
+    fork copies a process with its threads half-alive (TensorFlow's or faiss' pools can deadlock in the child), so
+    a threaded parent gets forkserver. But forkserver and spawn re-import the caller's ``__main__`` in every worker,
+    which fails for code run from stdin or a notebook and re-runs unguarded scripts: fork, where safe, avoids both.
+    """
+    threaded = threading.active_count() > 1 or any(m in sys.modules for m in ("tensorflow", "torch", "jax"))
+    if threaded or "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    return multiprocessing.get_context("fork")
 
 
 def _drain_one(pending: list[tuple[Future[Columns], int]], outputs: list[Columns], progress: Callable[[int], None] | None) -> None:

@@ -20,6 +20,9 @@ def _evidence_text(f: Finding) -> str:
     for e in f.evidence:
         if e.stage in ("bytes", "pixels"):
             parts.append(f"same {e.stage}")
+        elif e.similarity is not None:
+            name = "cosine" if e.stage == "embedding" else e.stage
+            parts.append(f"{name} {e.similarity:.3f}" + (" mirrored" if e.flipped else ""))
         else:
             parts.append(f"{e.stage} {e.distance:g}" + (" mirrored" if e.flipped else ""))
     return ", ".join(parts)

@@ -54,18 +54,21 @@ class ImageRef:
 
 @dataclass(frozen=True, order=True)
 class Evidence:
-    """One stage's observation about a pair: ``stage`` is bytes, pixels, phash, dhash (or embedding, later).
+    """One stage's observation about a pair: ``stage`` is bytes, pixels, phash, dhash, embedding or ncc.
 
-    ``distance`` is a Hamming distance for hashes and 0 for identical bytes or pixels; ``flipped`` says the match
-    was between one image and the other's mirror image.
+    ``distance`` is a Hamming distance for hashes, 0 for identical bytes or pixels, and ``1 - similarity`` for
+    ``embedding`` (cosine of the CNN embeddings) and ``ncc`` (aligned pixel correlation), whose raw value is in
+    ``similarity``; ``flipped`` says the match was between one image and the other's mirror image.
     """
 
     stage: str
     distance: float
     flipped: bool = False
+    similarity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "distance": _clean(self.distance), "flipped": self.flipped}
+        return {"stage": self.stage, "distance": _clean(self.distance), "flipped": self.flipped,
+                "similarity": _clean(self.similarity)}
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ class Finding:
     """One problem a check found.
 
     ``images`` are the images involved (for a cross-split pair: the earlier split's image first), ``category``
-    sorts pair findings by how sure we are (``exact``, ``identical-pixels``, ``near-duplicate``), and ``data``
+    sorts pair findings by how sure we are (``exact``, ``identical-pixels``, ``near-duplicate``,
+    ``very-similar``), and ``data``
     holds check-specific facts (counts, p-values) as JSON-ready values.
     """
 

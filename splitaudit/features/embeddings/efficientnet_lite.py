@@ -25,8 +25,8 @@ Architecture notes (all checked against that torch code):
   model; apply a softmax for probabilities); ``include_top=False`` returns the
   global-average-pooled 1280-d features.
 
-TensorFlow is imported lazily inside the functions so importing this module
-stays cheap and works without TF.
+Keras (and so TensorFlow) is imported lazily inside the functions so importing this
+module stays cheap and works without it.
 """
 
 from __future__ import annotations
@@ -101,9 +101,9 @@ def build_efficientnet_lite0(include_top: bool, input_shape: tuple[int | None, i
     Layer names are the torch module paths (e.g. ``_blocks.3._bn1``) so weight
     conversion is a direct name lookup.
     """
-    import tensorflow as tf
+    import keras  # Keras 3: runs on TensorFlow here, and on JAX or PyTorch where those are the backend
 
-    layers = tf.keras.layers
+    layers = keras.layers
 
     def conv_bn(x, filters: int, kernel: int, stride: int, name: str, bn_name: str,
                 relu: bool):
@@ -139,7 +139,7 @@ def build_efficientnet_lite0(include_top: bool, input_shape: tuple[int | None, i
     if include_top:
         # Dropout(0.2) of the original is a no-op at inference; logits, no softmax.
         x = layers.Dense(1000, name="_fc")(x)
-    return tf.keras.Model(inputs, x, name="efficientnet_lite0" + ("" if include_top else "_notop"))
+    return keras.Model(inputs, x, name="efficientnet_lite0" + ("" if include_top else "_notop"))
 
 
 def find_weights_file() -> Path:

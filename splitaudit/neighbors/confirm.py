@@ -1,0 +1,56 @@
+"""Pixel-level confirmation of embedding candidates: is it the same shot, or only the same kind of scene?
+
+Pooled CNN features score different tiles of one texture (bricks, grass, text) above 0.95 cosine, higher than
+many real copies score, so a high cosine alone is not a duplicate. For each candidate pair we compare small grey
+thumbnails after aligning what a copy may have changed: size (both are squashed to the same side), mirroring,
+and a modest crop (crops of either image at 80-100% scale on a 3x3 grid of positions). The best normalised
+cross-correlation (NCC, 1 = identical up to brightness/contrast) decides: a copy stays highly correlated under
+one of these alignments, a different shot of the same scene does not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+THUMB = 96  # decoded side before cropping
+SIDE = 48  # compared side
+_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
+
+
+def thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """Grey float32 THUMB×THUMB from an RGB uint8 image of any size."""
+    im = Image.fromarray(rgb).convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.float32)
+
+
+def _views(t: np.ndarray) -> np.ndarray:
+    """The thumbnail's crops (all scales, 3x3 positions), each resized to SIDE×SIDE: (V, SIDE, SIDE)."""
+    out = []
+    img = Image.fromarray(t.astype(np.uint8))
+    for s in _SCALES:
+        c = int(round(THUMB * s))
+        offsets = [0] if c == THUMB else [0, (THUMB - c) // 2, THUMB - c]
+        for y in offsets:
+            for x in offsets:
+                out.append(np.asarray(img.crop((x, y, x + c, y + c)).resize((SIDE, SIDE), Image.Resampling.BILINEAR), dtype=np.float32))
+    return np.stack(out)
+
+
+def _standardise(v: np.ndarray) -> np.ndarray:
+    v = v.reshape(len(v), -1)
+    v = v - v.mean(axis=1, keepdims=True)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)
+
+
+def aligned_ncc(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
+    """Best NCC between thumbnails ``a`` and ``b`` over crops of either one, mirrored or not; and whether mirrored."""
+    va = _standardise(_views(a))
+    best, flipped = -1.0, False
+    for mirrored in (False, True):
+        vb = _standardise(_views(np.ascontiguousarray(b[:, ::-1]) if mirrored else b))
+        # a's crops against the whole of b, and b's crops against the whole of a: either may be the cropped one.
+        score = max(float((va @ vb[:1].T).max()), float((vb @ va[:1].T).max()))
+        if score > best + 1e-6:
+            best, flipped = score, mirrored
+    return best, flipped

@@ -1,0 +1,114 @@
+"""The embedding stage with the real EfficientNet-Lite0 weights: copies the hashes miss, calibration, no floods."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import splitaudit
+
+from conftest import Planted, save, tiles_of
+
+pytestmark = pytest.mark.tf
+pytest.importorskip("tensorflow")
+
+
+def _photo_dataset(root: Path, photos: dict) -> tuple[Path, Path]:
+    """train/val of 128-px tiles from six photos (one class each), distinct by construction."""
+    for cls in ("astronaut", "coffee", "chelsea", "rocket", "china", "flower"):
+        tiles = tiles_of(photos[cls], 128, 8, step=136)
+        for i, t in enumerate(tiles[:6]):
+            save(root / "train" / cls / f"{cls}_{i}.jpg", t)
+        for i, t in enumerate(tiles[6:8]):
+            save(root / "val" / cls / f"{cls}_v{i}.jpg", t)
+    return root / "train", root / "val"
+
+
+def _cropped_recompressed(src: Path) -> Image.Image:
+    """15% off two sides, shrunk to 100 px, re-encoded at quality 40: a copy perceptual hashes do not recognise."""
+    im = Image.open(src)
+    w, h = im.size
+    return im.crop((int(0.15 * w), int(0.15 * h), w, h)).resize((100, 100), Image.Resampling.BICUBIC)
+
+
+def test_copy_missed_by_hashes_is_found_by_the_embedding_stage(tmp_path: Path, photos: dict) -> None:
+    train, val = _photo_dataset(tmp_path, photos)
+    save(val / "coffee" / "copy_cropped.jpg", _cropped_recompressed(train / "coffee" / "coffee_2.jpg"), quality=40)
+    hashes = splitaudit.audit(train, val, backbone="none")
+    assert not [f for f in hashes.findings if "copy_cropped.jpg" in f.message]
+    cascade = splitaudit.audit(train, val)
+    found = [f for f in cascade.findings if f.check == "near-duplicates"]
+    assert [(f.images[0].path, f.images[1].path) for f in found] == [("coffee/coffee_2.jpg", "coffee/copy_cropped.jpg")]
+    ev = {e.stage: e for e in found[0].evidence}
+    assert ev["phash"].distance > 6  # the hashes disagree: only the embedding cascade can find it
+    assert ev["embedding"].similarity > 0.85 and ev["ncc"].similarity >= 0.9
+    assert cascade.by_check("similar-images") == []
+
+
+def test_distinct_photos_give_no_pairs_with_embeddings(tmp_path: Path, photos: dict) -> None:
+    train, val = _photo_dataset(tmp_path, photos)
+    report = splitaudit.audit(train, val)
+    pairs = [f for f in report.findings if len(f.images) == 2]
+    assert pairs == [], [f.message for f in pairs]
+
+
+def test_uniform_dataset_gives_no_flood(photos: dict) -> None:
+    """scikit-learn's digits: 1,797 8x8 greys, every image alike; hashes alone would pair hundreds."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images * (255 / 16)).round().astype(np.uint8)
+    y = digits.target
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    tr, va = order[:1400], order[1400:]
+    x_val, y_val = x[va].copy(), y[va].copy()
+    x_val[:3] = x[tr[:3]]  # three real leaks
+    y_val[:3] = y[tr[:3]]
+    hash_only = splitaudit.audit((x[tr], y[tr]), (x_val, y_val), backbone="none", select=["near-duplicates", "exact-duplicates"])
+    report = splitaudit.audit((x[tr], y[tr]), (x_val, y_val), select=["near-duplicates", "exact-duplicates", "similar-images"])
+    flagged = {f.images[1].path for f in report.findings}
+    assert {"x[0]", "x[1]", "x[2]"} <= flagged
+    # hashes alone flood this dataset; the cascade keeps the findings to the leaks plus a handful
+    assert len(hash_only.findings) > 50
+    assert len(flagged) <= 3 + 0.01 * len(va), sorted(flagged)
+
+
+def test_embeddings_are_cached_and_the_network_not_loaded_again(planted: Planted) -> None:
+    code = (
+        "import sys, splitaudit; r = splitaudit.audit(*sys.argv[1:]); "
+        "print(int('tensorflow' in sys.modules), len(r.findings))"
+    )
+    run = lambda: subprocess.run([sys.executable, "-c", code, *map(str, planted.splits)], capture_output=True, text=True, check=True).stdout.split()  # noqa: E731
+    first, second = run(), run()
+    assert first[0] == "1" and second[0] == "0", (first, second)  # all vectors came from the cache: no TensorFlow
+    assert first[1] == second[1]
+
+
+def test_keras_application_without_weights_is_a_clear_error(planted: Planted) -> None:
+    r = subprocess.run([sys.executable, "-m", "splitaudit", "check", *map(str, planted.splits), "--backbone", "mobilenet_v3_small"],
+                       capture_output=True, text=True, timeout=300)
+    # No internet here: Keras cannot fetch the ImageNet weights, and says how to supply them.
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "pass --weights PATH" in r.stderr and "efficientnet_lite0" in r.stderr
+
+
+def test_keras_application_with_a_local_weights_file(planted: Planted, tmp_path: Path) -> None:
+    import keras
+
+    model = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(96, 96, 3), pooling="avg")
+    weights = tmp_path / "mnv3.weights.h5"
+    model.save_weights(weights)
+    report = splitaudit.audit(*planted.splits, backbone="mobilenet_v3_small", weights=str(weights), image_size=96)
+    ev = [e for f in report.by_check("exact-duplicates") for e in f.evidence if e.stage == "embedding"]
+    assert ev and all(abs(e.similarity - 1.0) < 1e-3 for e in ev)
+
+
+def test_unknown_backbone_is_a_parameter_error(planted: Planted) -> None:
+    with pytest.raises(splitaudit.InvalidParameterError, match="The 'backbone' parameter must be one of"):
+        splitaudit.audit(*planted.splits, backbone="resnet9000")
