@@ -163,7 +163,13 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
     """Load the network and its weights, or raise a :class:`SplitauditError` saying how to supply them.
 
     Kept per process (specs are immutable): a second audit in one session reuses the compiled network.
+    TensorFlow's device set-up chatter (e.g. 'failed call to cuInit' on machines without a GPU) is silenced.
     """
+    with _quiet_stderr():
+        return _load_backbone(spec)
+
+
+def _load_backbone(spec: BackboneSpec) -> Backbone:
     if not spec.enabled:
         raise SplitauditError("no backbone: embeddings are turned off (--backbone none)")
     size = spec.image_size
