@@ -112,3 +112,13 @@ def test_keras_application_with_a_local_weights_file(planted: Planted, tmp_path:
 def test_unknown_backbone_is_a_parameter_error(planted: Planted) -> None:
     with pytest.raises(splitaudit.InvalidParameterError, match="The 'backbone' parameter must be one of"):
         splitaudit.audit(*planted.splits, backbone="resnet9000")
+
+
+def test_json_with_embeddings_is_byte_identical_cold_and_warm(planted: Planted, tmp_path: Path) -> None:
+    cold = splitaudit.audit(*planted.splits, cache_dir=tmp_path / "c")
+    warm = splitaudit.audit(*planted.splits, cache_dir=tmp_path / "c")
+    assert warm.cache["embedded"] == 0 and cold.cache["embedded"] > 0
+    assert cold.to_json() == warm.to_json()
+    doc = cold.to_dict()["embeddings"]
+    assert doc["backbone"].startswith("efficientnet_lite0:") and doc["image_size"] == 128  # 64-px tiles: 2x
+    assert 0.85 <= doc["similarity_threshold"] <= 0.98 and doc["hashes_trusted"] is True

@@ -62,8 +62,27 @@ def build_report(
         for s in dataset.splits
     )
     verdict = decide(ordered, leak_checks=leak_checks, fractions=fractions, fail_on=fail_on, max_leak_fraction=max_leak_fraction)
-    cache_info = {"hits": f.hits, "misses": f.misses}
-    return AuditReport(splits, ordered, verdict, tuple(checks), dict(timings or {}), cache_info)
+    cache_info = {"hits": f.hits, "misses": f.misses, "embedded": getattr(ctx, "embedded_count", 0)}
+    return AuditReport(splits, ordered, verdict, tuple(checks), embedding_summary(ctx), dict(timings or {}), cache_info)
+
+
+def embedding_summary(ctx: Any) -> dict[str, Any]:
+    """The backbone and the thresholds this dataset calibrated (empty when embeddings are off)."""
+    if getattr(ctx, "backbone", None) is None:
+        return {}
+    from ..checks.context import DEFAULT_MIN_NCC, HASH_COLLISION_RATE
+
+    cal = ctx.calibration
+    rate = ctx.hash_collision_rate()
+    return {
+        "backbone": ctx.backbone.identity,
+        "image_size": ctx.backbone.image_size,
+        "similarity_threshold": ctx.similarity_threshold(),
+        "ncc_threshold": ctx.ncc_threshold(DEFAULT_MIN_NCC),
+        "hash_collision_rate": rate,
+        "hashes_trusted": rate <= HASH_COLLISION_RATE,
+        "null_cosine": {k: v for k, v in cal.items() if k.startswith("q") or k == "samples"},
+    }
 
 
 def decide(findings: Sequence[Finding], *, leak_checks: set[str], fractions: Mapping[str, float], fail_on: Severity, max_leak_fraction: float) -> Verdict:

@@ -165,6 +165,7 @@ class AuditReport:
     findings: tuple[Finding, ...]
     verdict: Verdict
     checks: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    embeddings: Mapping[str, Any] = field(default_factory=dict, compare=False)
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
     cache: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -182,6 +183,7 @@ class AuditReport:
             "verdict": self.verdict.to_dict(),
             "splits": [s.to_dict() for s in self.splits],
             "checks": {name: _clean(dict(params)) for name, params in self.checks},
+            "embeddings": _clean(dict(self.embeddings)) or None,
             "findings": [f.to_dict() for f in self.findings],
         }
 
