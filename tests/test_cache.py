@@ -25,9 +25,9 @@ def test_unchanged_dataset_is_served_from_the_cache(planted: Planted, tmp_path: 
     cache = tmp_path / "c"
     first = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
     n = sum(s.files for s in first.splits)
-    assert first.cache == {"hits": 0, "misses": n}
+    assert first.cache == {"hits": 0, "misses": n, "embedded": 0}
     second = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
-    assert second.cache == {"hits": n, "misses": 0}
+    assert second.cache == {"hits": n, "misses": 0, "embedded": 0}
     assert second.to_json() == first.to_json()
     with sqlite3.connect(_db(cache)) as conn:
         assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] >= 1  # the search result is cached too
