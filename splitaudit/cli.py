@@ -163,7 +163,7 @@ def _run_check(args: argparse.Namespace) -> int:
     elif fmt == "terminal":
         console = Console()
         if args.quiet:
-            console.print(("FAIL " if report.failed else "PASS ") + report.verdict.reason, markup=False, highlight=False)
+            console.print(("FAIL " if report.failed else "PASS ") + report.verdict.reason, markup=False, highlight=False, soft_wrap=True)
         else:
             print_report(report, console)
     else:

@@ -122,3 +122,9 @@ def test_checks_command_lists_parameters() -> None:
     r = run("checks")
     assert r.returncode == 0
     assert "near-duplicates" in r.stdout and "max-phash=" in r.stdout
+
+
+def test_quiet_prints_exactly_one_line_even_when_piped(planted: Planted) -> None:
+    r = run("check", *map(str, planted.splits), "--quiet")
+    assert r.returncode == 1
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith("FAIL ")
