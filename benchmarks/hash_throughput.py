@@ -9,14 +9,17 @@ Everything is measured in one run on one machine and printed as figures and rati
    and the hash stage (``compute_features(dataset, cache=None)``), plus both in a single process and the cold run
    with a fresh cache. Each figure is the best of ``--repeats`` runs, after the OS page cache was warmed.
 3. Times an unchanged re-check of that dataset: ``splitaudit check train val --quiet --cache-dir D`` as a whole
-   process (after one run filled the cache) and ``splitaudit.audit(...)`` in-process.
+   process (after one run filled the cache) and ``splitaudit.audit(...)`` in-process. Audits run with
+   ``--backbone none`` (the hash pipeline alone) where the package has an embeddings stage; unless
+   ``--skip-embeddings``, step 3b repeats the re-check with the package's default backbone.
 4. Unless ``--skip-100k``: builds ``--recheck-images`` small (32x32) JPEG crops of the same photos, fills the cache
    with one CLI run, then times an unchanged re-check (CLI process wall time) and breaks it down in-process.
 
 Usage::
 
     python benchmarks/hash_throughput.py [--images 2000] [--recheck-images 100000] [--workers N] [--skip-100k]
-                                          [--repeats 3] [--workdir DIR] [--profile]
+                                          [--repeats 3] [--workdir DIR] [--profile] [--backbone none|default|NAME]
+                                          [--skip-embeddings] [--overlapping-crops]
 
 Scratch data goes to a temporary folder (deleted at the end) or to ``--workdir`` (kept, and reused when the
 generated files are already there).
