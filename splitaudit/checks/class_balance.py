@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 
 from ..report.model import Finding, Severity
+from ._stats import chi2_contingency
 from .context import AuditContext
 from .registry import register
 
@@ -48,9 +49,7 @@ def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: flo
         table = table[:, table.sum(axis=0) > 0]
         if table.shape[1] < 2:
             continue
-        from scipy.stats import chi2_contingency  # lazily: scipy.stats costs start-up time
-
-        chi2, p, dof, _ = chi2_contingency(table, correction=False)
+        chi2, p, dof, _ = chi2_contingency(table)
         v = math.sqrt(chi2 / (table.sum() * (min(table.shape) - 1)))
         if p < alpha and v >= min_cramers_v:
             props = table / table.sum(axis=1, keepdims=True)
