@@ -18,11 +18,19 @@ def within_split_duplicates(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_P
     s = ctx.split_index
     m = m.select(s[m.a] == s[m.b])
     findings: list[Finding] = []
-    pair_at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(m.a, m.b))}
-    for group in components(len(s), m.a, m.b):
-        inner = [pair_at[(x, y)] for x in group for y in group if (x, y) in pair_at]
-        exact = all(m.same_bytes[j] for j in inner)
-        pixels = all(m.same_pixels[j] for j in inner)
+    # Each pair belongs to the component of its first image: label pairs by component once (linear), instead of
+    # testing every (x, y) inside each group (quadratic in the group size: one big group of copies is common).
+    groups = components(len(s), m.a, m.b)
+    comp = np.full(len(s), -1, dtype=np.int64)
+    for g, group in enumerate(groups):
+        comp[group] = g
+    pair_comp = comp[m.a] if len(m) else np.zeros(0, np.int64)
+    order = np.argsort(pair_comp, kind="stable")
+    bounds = np.searchsorted(pair_comp[order], np.arange(len(groups) + 1))
+    for g, group in enumerate(groups):
+        inner = order[bounds[g]:bounds[g + 1]]
+        exact = bool(m.same_bytes[inner].all())
+        pixels = bool(m.same_pixels[inner].all())
         category = "exact" if exact else "identical-pixels" if pixels else "near-duplicate"
         refs = tuple(ctx.ref(i) for i in group)
         findings.append(
@@ -32,7 +40,7 @@ def within_split_duplicates(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_P
                 message=f"{len(group)} copies ({category}) inside split {refs[0].split}: " + ", ".join(r.path for r in refs[:4]) + (" ..." if len(refs) > 4 else ""),
                 images=refs,
                 category=category,
-                data={"size": len(group), "max_phash": int(np.max(m.phash[inner])) if inner else 0},
+                data={"size": len(group), "max_phash": int(np.max(m.phash[inner])) if len(inner) else 0},
             )
         )
     return findings
