@@ -130,6 +130,8 @@ def audit(
             t0 = time.perf_counter()
             findings.extend(check.run(ctx, params))
             timings[f"check:{check.name}"] = time.perf_counter() - t0
+        # After the checks: they may have filled in pixel digests that the next run should not recompute.
+        f.save_snapshots()
         return build_report(
             ctx, findings,
             checks=[(c.name, p) for c, p in resolved],

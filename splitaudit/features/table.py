@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..scan.records import Dataset, ImageRecord
+from ..scan.records import Dataset, ImageRecord, SplitSpec
 from . import decode
 from .cache import FEATURE_FIELDS, FeatureCache
 from .extract import HASH_COLUMNS, HashOptions, array_digest, content_digest, extract_batch, pixel_digest_batch
@@ -33,6 +34,8 @@ class FeatureTable:
     _options: HashOptions = field(default_factory=HashOptions, repr=False)
     _cache: FeatureCache | None = field(default=None, repr=False)
     _workers: int | None = field(default=None, repr=False)
+    _dirty: set[str] = field(default_factory=set, repr=False)  # folder splits whose snapshot is stale
+    _dataset: Dataset | None = field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -56,7 +59,18 @@ class FeatureTable:
                 pd[i] = value
             if self._cache is not None:
                 self._cache.store_pixel_digests(((self.columns["digest"][i], pd[i]) for i in todo), self.variant)
+                self._dirty.update(self._records[i].split for i in todo)
         return pd
+
+    def save_snapshots(self) -> None:
+        """Write the per-folder snapshots that changed in this run (call once the run's checks are done, so that
+        pixel digests filled in by the checks are kept too)."""
+        if self._cache is None or self._dataset is None or not self._dirty:
+            return
+        for spec, idx in _folder_slices(self._dataset):
+            if spec.name in self._dirty:
+                self._cache.put_arrays(_snapshot_key(spec.root, self.variant), _snapshot(self._dataset.records, idx, self.columns))
+        self._dirty.clear()
 
 
 @dataclass(frozen=True)
@@ -90,19 +104,22 @@ def _batch_columns(records: Sequence[ImageRecord], arrays: dict, digests: Sequen
     return cols
 
 
-def _known_digests(dataset: Dataset, cache: FeatureCache) -> tuple[list[bytes | None], list[int]]:
-    """Digests from the stat fast path; returns them and the indices of file records that missed it."""
+def _known_digests(dataset: Dataset, cache: FeatureCache, subset: Sequence[int]) -> tuple[dict[int, bytes | None], list[int]]:
+    """Digests from the stat fast path for the records in ``subset``; returns them and the file records that missed."""
     records = dataset.records
-    known: list[bytes | None] = [None] * len(records)
+    known: dict[int, bytes | None] = {}
     stat_rows: dict[str, tuple[int, int, int, bytes]] = {}
+    folder_splits = {s.name for s in dataset.splits if s.kind == "folder"}
+    wanted = {records[i].split for i in subset}
     for spec in dataset.splits:
-        if spec.kind == "folder":
+        if spec.kind == "folder" and spec.name in wanted:
             stat_rows.update(cache.digests_under(spec.root))
-    manifest_paths = [r.path for r in records if r.path and r.split not in {s.name for s in dataset.splits if s.kind == "folder"}]
+    manifest_paths = [records[i].path for i in subset if records[i].path and records[i].split not in folder_splits]
     if manifest_paths:
         stat_rows.update(cache.digests_for(manifest_paths))
     missed: list[int] = []
-    for i, r in enumerate(records):
+    for i in subset:
+        r = records[i]
         if r.array_index >= 0:
             known[i] = array_digest(dataset.arrays[r.split][r.array_index])
             continue
@@ -122,15 +139,31 @@ def compute_features(
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> FeatureTable:
-    """Features of every record, from the cache where possible and computed in parallel otherwise."""
+    """Features of every record, from the cache where possible and computed in parallel otherwise.
+
+    Cache look-ups go from cheapest to dearest: a per-folder snapshot of the last run (whole columns, matched by
+    path list and stat, no per-row SQL), then the per-file stat fast path, then a digest of the bytes (moved or
+    copied files), and only then decoding.
+    """
     records = dataset.records
     n = len(records)
     variant = options.variant
-    rows: dict[int, tuple] = {}
-    known: list[bytes | None] = [None] * n
-    missed: list[int] = []
+    columns = _empty_columns(n)
+    filled = np.zeros(n, dtype=bool)
+    dirty: set[str] = set()
     if cache is not None:
-        known, missed = _known_digests(dataset, cache)
+        for spec, idx in _folder_slices(dataset):
+            same = _from_snapshot(cache.get_arrays(_snapshot_key(spec.root, variant)), records, idx, columns)
+            filled[idx[same]] = True
+            if not same.all():
+                dirty.add(spec.name)
+        dirty.update(s.name for s in dataset.splits if s.kind != "folder")
+    rest = np.flatnonzero(~filled).tolist()
+    rows: dict[int, tuple] = {}
+    known: dict[int, bytes | None] = {}
+    missed: list[int] = []
+    if cache is not None and rest:
+        known, missed = _known_digests(dataset, cache, rest)
         if missed:
             # Moved or copied files have a new path but known content: a cheap digest pass finds their features.
             for i in missed:
@@ -139,20 +172,20 @@ def compute_features(
                         known[i] = content_digest(fh.read())
                 except OSError:
                     known[i] = None
-        cached = cache.features_for([d for d in known if d], variant)
-        for i, d in enumerate(known):
+        cached = cache.features_for([d for d in known.values() if d], variant)
+        for i, d in known.items():
             if d and d in cached:
                 rows[i] = cached[d]
-    todo = [i for i in range(n) if i not in rows]
-    if progress and rows:
-        progress(len(rows))
+    todo = [i for i in rest if i not in rows]
+    if progress and n - len(todo):
+        progress(n - len(todo))
     computed: dict[str, np.ndarray] = {}
     if todo:
-        batch = _batch_columns([records[i] for i in todo], dataset.arrays, [known[i] for i in todo])
+        batch = _batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
         computed = map_batches(_Extract(options), batch, workers=workers, progress=progress)
         if cache is not None:
             cache.store_features(computed, variant)
-    columns = _assemble(n, rows, todo, computed, known)
+    _assemble(columns, rows, todo, computed, known)
     if cache is not None and todo:
         fresh = set(todo) | set(missed)  # paths whose stat row is new or stale
         cache.store_files(
@@ -160,11 +193,96 @@ def compute_features(
             for i, r in enumerate(records)
             if i in fresh and r.path and r.size >= 0 and columns["digest"][i]
         )
-    return FeatureTable(columns, hits=len(rows), misses=len(todo), variant=variant, _records=records,
-                        _arrays=dataset.arrays, _options=options, _cache=cache, _workers=workers)
+    table = FeatureTable(columns, hits=n - len(todo), misses=len(todo), variant=variant, _records=records,
+                         _arrays=dataset.arrays, _options=options, _cache=cache, _workers=workers, _dirty=dirty,
+                         _dataset=dataset)
+    return table
 
 
-def _assemble(n: int, rows: dict[int, tuple], todo: list[int], computed: dict[str, np.ndarray], known: list[bytes | None]) -> dict[str, np.ndarray]:
+def _folder_slices(dataset: Dataset) -> list[tuple[SplitSpec, np.ndarray]]:
+    """Each folder split with the indices of its records."""
+    by_split: dict[str, list[int]] = {}
+    for i, r in enumerate(dataset.records):
+        if r.array_index < 0:
+            by_split.setdefault(r.split, []).append(i)
+    return [(s, np.asarray(by_split.get(s.name, []), dtype=np.int64)) for s in dataset.splits if s.kind == "folder"]
+
+
+def _snapshot_key(root: str, variant: str) -> str:
+    return f"snapshot-v1:{variant}:{os.path.abspath(root)}"
+
+
+def _paths_digest(records: Sequence[ImageRecord], idx: np.ndarray) -> np.ndarray:
+    h = hashlib.sha256()
+    for i in idx.tolist():
+        h.update(records[i].relpath.encode("utf-8", "surrogateescape") + b"\0")
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
+def _stats(records: Sequence[ImageRecord], idx: np.ndarray) -> np.ndarray:
+    return np.array([(records[i].size, records[i].mtime_ns, records[i].inode) for i in idx.tolist()], dtype=np.int64).reshape(-1, 3)
+
+
+def _digests_to_array(values: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Object column of 32-byte digests (or b"") -> (n, 32) uint8 and a 'present' mask (plain arrays only in an npz)."""
+    out = np.zeros((len(values), 32), dtype=np.uint8)
+    present = np.zeros(len(values), dtype=bool)
+    for j, v in enumerate(values):
+        if v:
+            out[j] = np.frombuffer(v, dtype=np.uint8)
+            present[j] = True
+    return out, present
+
+
+def _array_to_digests(arr: np.ndarray, present: np.ndarray) -> np.ndarray:
+    # A void view gives exact bytes (an 'S32' view would drop trailing zero bytes of a digest).
+    out = np.array(np.ascontiguousarray(arr).view("V32").ravel().tolist(), dtype=object) if len(arr) else np.empty(0, object)
+    out[~present] = b""
+    return out
+
+
+def _snapshot(records: Sequence[ImageRecord], idx: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One folder's rows as plain arrays (no object dtype, so the npz reads back with pickling disabled)."""
+    snap: dict[str, np.ndarray] = {"paths": _paths_digest(records, idx), "stat": _stats(records, idx)}
+    for name in ("digest", "pixel_digest"):
+        snap[name], snap[name + "_present"] = _digests_to_array(columns[name][idx].tolist())
+    for name in _STRING_FIELDS:
+        uniques, codes = np.unique(np.asarray(columns[name][idx].tolist() or [""], dtype=str), return_inverse=True)
+        snap[name + "_values"], snap[name + "_codes"] = uniques, codes[: len(idx)].astype(np.int32)
+    for name in _NUMBER_FIELDS:
+        snap[name] = np.asarray(columns[name][idx])
+    return snap
+
+
+def _from_snapshot(snap: dict[str, np.ndarray] | None, records: Sequence[ImageRecord], idx: np.ndarray,
+                   columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Fill the rows of ``idx`` whose path list and stat match the snapshot; returns that mask over ``idx``."""
+    none = np.zeros(len(idx), dtype=bool)
+    if snap is None or len(idx) == 0:
+        return none
+    try:
+        if snap["stat"].shape != (len(idx), 3) or not np.array_equal(snap["paths"], _paths_digest(records, idx)):
+            return none
+        stat = _stats(records, idx)
+        same = (snap["stat"] == stat).all(axis=1) & (stat[:, 0] >= 0)
+        rows = idx[same]
+        for name in ("digest", "pixel_digest"):
+            columns[name][rows] = _array_to_digests(snap[name][same], snap[name + "_present"][same])
+        for name in _STRING_FIELDS:
+            values = np.array(snap[name + "_values"].tolist(), dtype=object)
+            columns[name][rows] = values[snap[name + "_codes"][same]]
+        for name in _NUMBER_FIELDS:
+            columns[name][rows] = snap[name][same]
+        return same
+    except (KeyError, IndexError, ValueError, TypeError):  # a snapshot from another version: ignore it
+        return none
+
+
+_STRING_FIELDS = ("status", "detail", "format", "mode")
+_NUMBER_FIELDS = ("width", "height", "frames", *HASH_COLUMNS)
+
+
+def _empty_columns(n: int) -> dict[str, np.ndarray]:
     columns: dict[str, np.ndarray] = {"digest": np.empty(n, dtype=object)}
     for f in FEATURE_FIELDS:
         if f in HASH_COLUMNS:
@@ -173,6 +291,12 @@ def _assemble(n: int, rows: dict[int, tuple], todo: list[int], computed: dict[st
             columns[f] = np.zeros(n, dtype=np.int64)
         else:
             columns[f] = np.empty(n, dtype=object)
+    return columns
+
+
+def _assemble(columns: dict[str, np.ndarray], rows: dict[int, tuple], todo: list[int], computed: dict[str, np.ndarray],
+              known: dict[int, bytes | None]) -> None:
+    """Fill ``columns`` in place from cached feature rows and freshly computed ones."""
     if rows:
         idx = np.fromiter(rows.keys(), dtype=np.int64, count=len(rows))
         values = list(rows.values())
@@ -189,7 +313,6 @@ def _assemble(n: int, rows: dict[int, tuple], todo: list[int], computed: dict[st
         t = np.asarray(todo, dtype=np.int64)
         for f in ("digest", *FEATURE_FIELDS):
             columns[f][t] = computed[f]
-    return columns
 
 
 def is_image_name(relpath: str) -> bool:
