@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .baseline import resolve_baseline
 from .checks import AuditContext, all_checks, resolve_selection
 from .errors import invalid_parameter
 from .features import FeatureCache, HashOptions
@@ -37,6 +38,7 @@ def audit(
     weights: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
     progress: Progress | None = None,
+    baseline: Any = None,
 ) -> AuditReport:
     """Audit dataset splits for leakage and mismatches.
 
@@ -75,6 +77,9 @@ def audit(
         for small images such as CIFAR or MNIST).
     progress:
         Called as ``progress(stage, done, total)`` during long work.
+    baseline:
+        A baseline file (``splitaudit check --write-baseline``) or finding ids: those findings are reported as
+        accepted and do not fail the verdict. See :mod:`splitaudit.baseline`.
 
     Returns
     -------
@@ -88,6 +93,7 @@ def audit(
         Unreadable *images* are never raised: they are findings.
     """
     severity = Severity.parse(fail_on, name="fail_on")
+    accepted = resolve_baseline(baseline)
     if isinstance(max_leak_fraction, bool) or not isinstance(max_leak_fraction, (int, float)) or not 0 <= max_leak_fraction <= 1:
         raise invalid_parameter("max_leak_fraction", "a float in [0, 1]", max_leak_fraction)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -136,7 +142,7 @@ def audit(
             ctx, findings,
             checks=[(c.name, p) for c, p in resolved],
             leak_checks={c.name for c, _ in resolved if c.leak},
-            fail_on=severity, max_leak_fraction=float(max_leak_fraction), timings=timings,
+            fail_on=severity, max_leak_fraction=float(max_leak_fraction), timings=timings, baseline=accepted,
         )
     finally:
         if store is not None:

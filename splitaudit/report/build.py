@@ -30,8 +30,13 @@ def build_report(
     fail_on: Severity,
     max_leak_fraction: float,
     timings: Mapping[str, float] | None = None,
+    baseline: Any = None,
 ) -> AuditReport:
-    """The report for one run; ``ctx`` is the run's :class:`~splitaudit.checks.AuditContext`."""
+    """The report for one run; ``ctx`` is the run's :class:`~splitaudit.checks.AuditContext`.
+
+    Findings listed in ``baseline`` (a :class:`~splitaudit.baseline.Baseline`) are marked accepted and do not
+    count towards the verdict.
+    """
     dataset = ctx.dataset
     f = ctx.features
     files: Counter[str] = Counter()
@@ -51,7 +56,9 @@ def build_report(
         else:
             unreadable[r.split] += 1
 
-    ordered = tuple(sorted(findings, key=Finding.sort_key))
+    from ..baseline import accept
+
+    ordered = tuple(sorted(accept(findings, baseline), key=Finding.sort_key))
     leaks = [x for x in ordered if x.check in leak_checks]
     fractions = leak_fractions(dataset.split_names, images, leaks)
     splits = tuple(
@@ -63,7 +70,14 @@ def build_report(
     )
     verdict = decide(ordered, leak_checks=leak_checks, fractions=fractions, fail_on=fail_on, max_leak_fraction=max_leak_fraction)
     cache_info = {"hits": f.hits, "misses": f.misses, "embedded": getattr(ctx, "embedded_count", 0)}
-    return AuditReport(splits, ordered, verdict, tuple(checks), embedding_summary(ctx), dict(timings or {}), cache_info)
+    return AuditReport(splits, ordered, verdict, tuple(checks), embedding_summary(ctx), dict(timings or {}), cache_info,
+                       distribution=distribution_summary(ctx))
+
+
+def distribution_summary(ctx: Any) -> dict[str, Any]:
+    """The tables the distribution checks measured (class counts, property medians, AUCs, probe accuracy), by
+    section; empty when none of them ran. See docs/json-schema.md."""
+    return {k: v for k, v in sorted(dict(getattr(ctx, "summaries", None) or {}).items())}
 
 
 def embedding_summary(ctx: Any) -> dict[str, Any]:
@@ -85,6 +99,10 @@ def embedding_summary(ctx: Any) -> dict[str, Any]:
     }
 
 
+def _accepted(finding: Finding) -> bool:
+    return isinstance(finding.data, Mapping) and finding.data.get("baseline") == "accepted"
+
+
 def decide(findings: Sequence[Finding], *, leak_checks: set[str], fractions: Mapping[str, float], fail_on: Severity, max_leak_fraction: float) -> Verdict:
     """Fail when a finding at or above ``fail_on`` remains after the leak tolerance is applied.
 
@@ -93,7 +111,9 @@ def decide(findings: Sequence[Finding], *, leak_checks: set[str], fractions: Map
     counts = Counter(x.severity.label for x in findings)
     tolerate = max_leak_fraction > 0 and all(v <= max_leak_fraction for v in fractions.values())
     tolerated = [x for x in findings if tolerate and x.check in leak_checks]
-    failing = [x for x in findings if x.severity >= fail_on and not (tolerate and x.check in leak_checks)]
+    # Findings a baseline accepted are reported but never fail the run (see splitaudit.baseline).
+    accepted = [x for x in findings if _accepted(x)]
+    failing = [x for x in findings if x.severity >= fail_on and not (tolerate and x.check in leak_checks) and not _accepted(x)]
     if failing:
         by_check = Counter(x.check for x in failing)
         reason = f"{len(failing)} finding(s) at or above {fail_on.label}: " + ", ".join(f"{c} ({n})" for c, n in sorted(by_check.items()))
@@ -102,5 +122,7 @@ def decide(findings: Sequence[Finding], *, leak_checks: set[str], fractions: Map
         if tolerated:
             worst = max(fractions.values()) if fractions else 0.0
             reason += f" ({len(tolerated)} leak finding(s) tolerated: worst leak fraction {worst:.2%} <= {max_leak_fraction:.2%})"
+    if accepted:
+        reason += f"; {len(accepted)} accepted in the baseline"
     order = [s.label for s in sorted(Severity, reverse=True)]
     return Verdict(bool(failing), fail_on, tuple((k, counts.get(k, 0)) for k in order), reason, len(tolerated))
