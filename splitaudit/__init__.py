@@ -7,6 +7,7 @@ Start with :func:`audit`.
 
 from .api import audit
 from .errors import CheckError, ConfigError, InvalidParameterError, SplitauditError
+from .explain import ExplainReport, explain  # noqa: E402  (the name `explain` is the function, as `audit` is)
 from .report import AuditReport, Evidence, Finding, ImageRef, Severity, SplitSummary, Verdict
 
 __version__ = "0.1.0"
