@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from splitaudit.features.decode import to_gray
-from splitaudit.features.hashing import hamming, hash_all, hash_inputs
+from splitaudit.features.hashing import batch_hash_inputs, hamming, hash_all, hash_inputs
 
 from conftest import tiles_of
 
@@ -29,3 +29,22 @@ def test_hamming_counts_bits() -> None:
     a = np.array([0, 0xFFFFFFFFFFFFFFFF, 0b1011], dtype=np.uint64)
     b = np.array([0, 0, 0b0001], dtype=np.uint64)
     assert hamming(a, b).tolist() == [0, 64, 2]
+
+
+def test_batched_resize_equals_imagehash_on_draft_sized_photos(photos: dict) -> None:
+    """The batch path (one Pillow call per axis for a stack of same-sized images) gives imagehash's hashes exactly,
+    for the sizes JPEG draft decoding produces (32-127 px, square or not) and for odd ones."""
+    rng = np.random.default_rng(4)
+    images: list[Image.Image] = []
+    for name in ("china", "coffee", "astronaut", "rocket"):
+        grey = Image.fromarray(photos[name]).convert("L")
+        for w, h in [(32, 32), (32, 32), (40, 32), (33, 57), (64, 48), (64, 48), (100, 75), (127, 127), (20, 28), (20, 28)]:
+            x, y = int(rng.integers(0, grey.width - w)), int(rng.integers(0, grey.height - h))
+            images.append(grey.crop((x, y, x + w, y + h)))
+    p, d = batch_hash_inputs(images)
+    single = [hash_inputs(im) for im in images]
+    assert all(np.array_equal(p[i], sp) and np.array_equal(d[i], sd) for i, (sp, sd) in enumerate(single))
+    h = hash_all(p, d)
+    for i, im in enumerate(images):
+        assert int(h["phash"][i]) == int(str(imagehash.phash(im)), 16)
+        assert int(h["dhash"][i]) == int(str(imagehash.dhash(im)), 16)

@@ -83,8 +83,12 @@ def orientation(im: Image.Image) -> int:
         return 1
 
 
-def load(im: Image.Image, *, draft_size: int | None) -> Image.Image:
-    """Decode pixels (optionally at a reduced JPEG scale) and apply the EXIF orientation a viewer would show."""
+def load(im: Image.Image, *, draft_size: int | None, orient: int | None = None) -> Image.Image:
+    """Decode pixels (optionally at a reduced JPEG scale) and apply the EXIF orientation a viewer would show.
+
+    ``orient`` is the already-read :func:`orientation`, when the caller has it: upright images then skip a second
+    EXIF parse.
+    """
     try:
         if draft_size and im.format == "JPEG":
             # libjpeg scales by 1/2, 1/4 or 1/8 while decoding, staying >= draft_size on both sides: much cheaper
@@ -93,7 +97,8 @@ def load(im: Image.Image, *, draft_size: int | None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.load()
-            im = ImageOps.exif_transpose(im)
+            if orient != 1:
+                im = ImageOps.exif_transpose(im)
     except DecodeFailure:
         raise
     except OSError as exc:

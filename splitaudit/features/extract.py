@@ -2,8 +2,8 @@
 
 ``extract_batch`` takes and returns a dict of equal-length NumPy columns, the batch format of Ray Data's
 ``map_batches``; today :mod:`splitaudit.features.runner` maps it over a local process pool. It reads each file
-once, keeps no decoded image after its hashes are taken (memory stays bounded by the batch), and never raises for
-bad data: every row gets a status.
+once, keeps at most small grey images (at most 128x128, e.g. draft-decoded JPEGs) until the batch's hashes are
+taken together, so memory stays bounded by the batch, and never raises for bad data: every row gets a status.
 
 Output columns: ``digest`` (SHA-256 of the bytes), ``status``/``detail``, ``format``, ``mode``, ``width``,
 ``height``, ``frames``, ``phash``/``dhash`` and their mirrored twins ``phash_flip``/``dhash_flip`` (uint64), and
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from . import decode
-from .hashing import PHASH_INPUT, hash_all, hash_inputs
+from .hashing import BATCH_MAX_PIXELS, PHASH_INPUT, batch_hash_inputs, hash_all, hash_inputs
 
 #: Pillow's own hard limit (2x MAX_IMAGE_PIXELS): images above it are reported instead of decoded.
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -68,8 +68,8 @@ def _read(path: str) -> bytes:
         return fh.read()
 
 
-def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | None, options: HashOptions) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
-    """Features of one image and its hash inputs (``None`` when it could not be decoded)."""
+def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | None, options: HashOptions) -> tuple[dict[str, Any], Image.Image | None]:
+    """Features of one image and the grey image its hashes come from (``None`` when it could not be decoded)."""
     row: dict[str, Any] = {"digest": digest or b"", "status": decode.OK, "detail": "", "format": "", "mode": "",
                            "width": 0, "height": 0, "frames": 0, "pixel_digest": b""}
     try:
@@ -79,7 +79,7 @@ def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | Non
             row.update(mode=im.mode, width=im.width, height=im.height)
             rgb = decode.to_rgb(im)
             row["pixel_digest"] = pixel_digest(rgb)
-            return row, hash_inputs(decode.to_gray(im))
+            return row, decode.to_gray(im)
         assert path is not None
         try:
             data = _read(path)
@@ -94,18 +94,19 @@ def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | Non
         row["format"] = fmt
         im = decode.open_image(data, fmt, max_pixels=options.max_pixels)
         w, h = im.size
-        if decode.orientation(im) in (5, 6, 7, 8):
+        orient = decode.orientation(im)
+        if orient in (5, 6, 7, 8):
             w, h = h, w  # EXIF says the picture is shown rotated by 90 degrees: report what a viewer sees
         row.update(mode=im.mode, width=w, height=h, frames=int(getattr(im, "n_frames", 1) or 1))
         drafted = options.draft and fmt == "JPEG"
-        im = decode.load(im, draft_size=PHASH_INPUT if drafted else None)
+        im = decode.load(im, draft_size=PHASH_INPUT if drafted else None, orient=orient)
         if drafted:
             gray = decode.to_gray(im)
         else:
             rgb = decode.to_rgb(im)
             row["pixel_digest"] = pixel_digest(rgb)
             gray = decode.to_gray(im) if im.mode in ("L", "RGB") else rgb.convert("L")
-        return row, hash_inputs(gray)
+        return row, gray
     except decode.DecodeFailure as failure:
         row.update(status=failure.status, detail=failure.reason)
         return row, None
@@ -118,16 +119,30 @@ def extract_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptio
     pixels = batch.get("pixels", np.full(n, None, dtype=object))
     digests = batch.get("digest", np.full(n, None, dtype=object))
     rows: list[dict[str, Any]] = []
-    p_in: list[np.ndarray] = []
-    d_in: list[np.ndarray] = []
     decoded: list[int] = []
+    p_in: list[np.ndarray | None] = []
+    d_in: list[np.ndarray | None] = []
+    small: list[tuple[int, Image.Image]] = []
     for i in range(n):
-        row, inputs = extract_one(paths[i], pixels[i], digests[i], options)
+        row, gray = extract_one(paths[i], pixels[i], digests[i], options)
         rows.append(row)
-        if inputs is not None:
-            decoded.append(i)
-            p_in.append(inputs[0])
-            d_in.append(inputs[1])
+        if gray is None:
+            continue
+        decoded.append(i)
+        if gray.width * gray.height <= BATCH_MAX_PIXELS:
+            # Small greys (draft-decoded JPEGs, thumbnails) are resized together below: far cheaper per image.
+            small.append((len(p_in), gray))
+            p_in.append(None)
+            d_in.append(None)
+        else:
+            # Large ones are reduced to their hash inputs now, so a batch never holds many full-size images.
+            p, d = hash_inputs(gray)
+            p_in.append(p)
+            d_in.append(d)
+    if small:
+        p_small, d_small = batch_hash_inputs([g for _, g in small])
+        for j, (k, _) in enumerate(small):
+            p_in[k], d_in[k] = p_small[j], d_small[j]
     out: dict[str, np.ndarray] = {
         "digest": np.array([r["digest"] for r in rows], dtype=object),
         "pixel_digest": np.array([r["pixel_digest"] for r in rows], dtype=object),
@@ -139,7 +154,10 @@ def extract_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptio
         "height": np.array([r["height"] for r in rows], dtype=np.int64),
         "frames": np.array([r["frames"] for r in rows], dtype=np.int64),
     }
-    hashed = hash_all(np.stack(p_in), np.stack(d_in)) if decoded else {c: np.zeros(0, np.uint64) for c in HASH_COLUMNS}
+    if decoded:
+        hashed = hash_all(np.stack(p_in), np.stack(d_in))
+    else:
+        hashed = {c: np.zeros(0, np.uint64) for c in HASH_COLUMNS}
     for column in HASH_COLUMNS:
         full = np.zeros(n, dtype=np.uint64)
         full[decoded] = hashed[column]

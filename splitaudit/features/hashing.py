@@ -16,9 +16,95 @@ _RESAMPLE = Image.Resampling.LANCZOS  # what imagehash calls ANTIALIAS
 
 
 def hash_inputs(gray: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """The two small images a pHash and a dHash are computed from (32x32 and 9x8 grey, float64)."""
-    p = np.asarray(gray.resize((PHASH_INPUT, PHASH_INPUT), _RESAMPLE), dtype=np.float64)
-    d = np.asarray(gray.resize((HASH_SIZE + 1, HASH_SIZE), _RESAMPLE), dtype=np.float64)
+    """The two small images a pHash and a dHash are computed from (32x32 and 9x8 grey, uint8).
+
+    ``frombuffer(tobytes())`` is about twice as fast as ``np.asarray(image)``; this runs once per image, and the
+    conversion to float happens once per batch in :func:`hash_all`.
+    """
+    p = np.frombuffer(gray.resize((PHASH_INPUT, PHASH_INPUT), _RESAMPLE).tobytes(), dtype=np.uint8).reshape(PHASH_INPUT, PHASH_INPUT)
+    d = np.frombuffer(gray.resize((HASH_SIZE + 1, HASH_SIZE), _RESAMPLE).tobytes(), dtype=np.uint8).reshape(HASH_SIZE, HASH_SIZE + 1)
+    return p, d
+
+
+#: Images up to this many pixels are resized together (see :func:`batch_hash_inputs`); larger ones one by one.
+BATCH_MAX_PIXELS = 128 * 128
+_ORDER: dict[tuple[int, int, int, int], str] = {}
+
+
+def _pass_order(h: int, w: int, out_w: int, out_h: int) -> str:
+    """Which single-axis pass Pillow applies first for this size change ("hv" or "vh"), found once per shape.
+
+    Pillow resizes in two 8-bit passes whose order (and so the rounding of the intermediate image) depends on the
+    sizes; rather than re-deriving its rule, ask Pillow itself with a noise image, which only the right order
+    reproduces exactly.
+    """
+    key = (h, w, out_w, out_h)
+    if key not in _ORDER:
+        probe = Image.fromarray(np.random.default_rng(h * 1009 + w).integers(0, 256, (h, w), dtype=np.uint8), "L")
+        ref = np.asarray(probe.resize((out_w, out_h), _RESAMPLE))
+        hv = np.asarray(probe.resize((out_w, h), _RESAMPLE).resize((out_w, out_h), _RESAMPLE))
+        vh = np.asarray(probe.resize((w, out_h), _RESAMPLE).resize((out_w, out_h), _RESAMPLE))
+        _ORDER[key] = "hv" if np.array_equal(hv, ref) else "vh" if np.array_equal(vh, ref) else "single"
+    return _ORDER[key]
+
+
+def _resize_horizontal(stack: np.ndarray, out_w: int) -> np.ndarray:
+    """(N, h, w) -> (N, h, out_w): one Pillow call on the images stacked vertically (rows are independent)."""
+    n, h, w = stack.shape
+    tall = Image.frombuffer("L", (w, n * h), np.ascontiguousarray(stack).tobytes(), "raw", "L", 0, 1)
+    return np.frombuffer(tall.resize((out_w, n * h), _RESAMPLE).tobytes(), dtype=np.uint8).reshape(n, h, out_w)
+
+
+def _resize_vertical(stack: np.ndarray, out_h: int) -> np.ndarray:
+    """(N, h, w) -> (N, out_h, w): one Pillow call on the images side by side (columns are independent)."""
+    n, h, w = stack.shape
+    wide = np.ascontiguousarray(stack.transpose(1, 0, 2)).reshape(h, n * w)
+    out = Image.fromarray(wide, "L").resize((n * w, out_h), _RESAMPLE)
+    return np.frombuffer(out.tobytes(), dtype=np.uint8).reshape(out_h, n, w).transpose(1, 0, 2)
+
+
+def resize_stack(stack: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """``Image.resize((out_w, out_h), LANCZOS)`` of every image in a (N, h, w) uint8 stack, bit for bit.
+
+    Pillow's per-call cost at these sizes is mostly computing filter weights; two calls for the whole stack (one per
+    axis, in the order Pillow itself uses for this shape) give identical pixels at a fraction of the cost.
+    """
+    n, h, w = stack.shape
+    if (w, h) == (out_w, out_h):
+        return stack.copy()
+    order = _pass_order(h, w, out_w, out_h) if w != out_w and h != out_h else "hv"
+    if order == "single":
+        return np.stack([np.asarray(Image.fromarray(x, "L").resize((out_w, out_h), _RESAMPLE)) for x in stack])
+    out = stack
+    for axis in order:
+        if axis == "h" and w != out_w:
+            out = _resize_horizontal(out, out_w)
+        elif axis == "v" and h != out_h:
+            out = _resize_vertical(out, out_h)
+    return np.ascontiguousarray(out)
+
+
+def batch_hash_inputs(grays: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    """The hash inputs of many grey images at once: (N, 32, 32) and (N, 8, 9) uint8, equal to :func:`hash_inputs`.
+
+    Images of one size are resized together; sizes seen only once, and images above ``BATCH_MAX_PIXELS``, go one
+    by one.
+    """
+    p = np.empty((len(grays), PHASH_INPUT, PHASH_INPUT), dtype=np.uint8)
+    d = np.empty((len(grays), HASH_SIZE, HASH_SIZE + 1), dtype=np.uint8)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, g in enumerate(grays):
+        if g.width * g.height <= BATCH_MAX_PIXELS:
+            by_size.setdefault(g.size, []).append(i)
+        else:
+            p[i], d[i] = hash_inputs(g)
+    for (w, h), members in by_size.items():
+        if len(members) == 1:
+            p[members[0]], d[members[0]] = hash_inputs(grays[members[0]])
+            continue
+        stack = np.stack([np.frombuffer(grays[i].tobytes(), dtype=np.uint8).reshape(h, w) for i in members])
+        p[members] = resize_stack(stack, PHASH_INPUT, PHASH_INPUT)
+        d[members] = resize_stack(stack, HASH_SIZE + 1, HASH_SIZE)
     return p, d
 
 
@@ -48,6 +134,8 @@ def dhash_batch(d: np.ndarray) -> np.ndarray:
 
 def hash_all(p: np.ndarray, d: np.ndarray) -> dict[str, np.ndarray]:
     """pHash and dHash of each image and of its horizontal mirror (so a flipped copy can be matched)."""
+    p = np.asarray(p, dtype=np.float64)
+    d = np.asarray(d, dtype=np.float64)
     return {
         "phash": phash_batch(p),
         "dhash": dhash_batch(d),
