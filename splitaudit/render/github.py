@@ -1,0 +1,44 @@
+"""GitHub Actions workflow commands (``--format github``): one ``::error``/``::warning``/``::notice`` line per finding.
+
+Annotations point at the finding's last image (for a pair, the later split's copy) relative to the working
+directory, so they attach to the file in the pull request. Values are escaped as the runner requires (``%``, CR and
+LF everywhere; also ``:`` and ``,`` in properties), so a file name cannot inject a second command. Findings accepted
+in a baseline become notices. The last line is the verdict, as plain log text.
+"""
+
+from __future__ import annotations
+
+from ..baseline import is_accepted
+from ..report.model import AuditReport, Severity
+from .sarif import artifact_uri
+from .terminal import _evidence_text
+
+_COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def escape_data(value: str) -> str:
+    """A workflow-command message (after ``::``)."""
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(value: str) -> str:
+    """A workflow-command property value (``file=``, ``title=``)."""
+    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def render_github(report: AuditReport) -> str:
+    lines = []
+    for f in report.findings:
+        accepted = is_accepted(f)
+        command = "notice" if accepted else _COMMAND[f.severity]
+        props = []
+        if f.images:
+            props.append("file=" + escape_property(artifact_uri(report, f.images[-1])))
+        title = f"splitaudit {f.check}" + (" (accepted in baseline)" if accepted else "")
+        props.append("title=" + escape_property(title))
+        ev = _evidence_text(f)
+        message = f.message + (f" [{ev}]" if ev else "") + f" (id {f.id})"
+        lines.append(f"::{command} {','.join(props)}::{escape_data(message)}")
+    v = report.verdict
+    lines.append(("FAIL " if v.failed else "PASS ") + " ".join(v.reason.split()))
+    return "\n".join(lines) + "\n"
