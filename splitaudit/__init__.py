@@ -9,10 +9,12 @@ from .api import audit
 from .errors import CheckError, ConfigError, InvalidParameterError, SplitauditError
 from .explain import ExplainReport, explain  # noqa: E402  (the name `explain` is the function, as `audit` is)
 from .report import AuditReport, Evidence, Finding, ImageRef, Severity, SplitSummary, Verdict
+from .fix import FixPlan, apply_plan, plan_fix
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuditReport", "CheckError", "ConfigError", "Evidence", "Finding", "ImageRef", "InvalidParameterError",
     "Severity", "SplitSummary", "SplitauditError", "Verdict", "__version__", "audit",
+    "FixPlan", "apply_plan", "plan_fix",
 ]

@@ -121,3 +121,21 @@ def write_baseline(report: AuditReport, path: str | os.PathLike[str]) -> int:
     except OSError as exc:
         raise SplitauditError(f"cannot write baseline {name!r}: {exc.strerror or exc}") from exc
     return len(baseline_document(report)["accepted"])
+
+
+def apply_baseline(report: AuditReport, baseline: BaselineInput, *, max_leak_fraction: float = 0.0) -> AuditReport:
+    """``report`` with ``baseline``'s findings marked accepted and the verdict decided again (same ``fail_on``;
+    give the run's ``max_leak_fraction`` if it had one)."""
+    from .checks import all_checks
+    from .report.build import decide
+
+    resolved = resolve_baseline(baseline)
+    # Start from unmarked findings: the new baseline replaces any earlier one.
+    plain = [replace(f, data={k: v for k, v in f.data.items() if k != "baseline"}) if is_accepted(f) else f for f in report.findings]
+    findings = tuple(accept(plain, resolved))
+    known = all_checks()
+    leak_checks = {name for name, _ in report.checks if name in known and known[name].leak}
+    fractions = {s.name: s.leak_fraction for s in report.splits}
+    verdict = decide(findings, leak_checks=leak_checks, fractions=fractions, fail_on=report.verdict.fail_on,
+                     max_leak_fraction=max_leak_fraction)
+    return replace(report, findings=findings, verdict=verdict)

@@ -60,8 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--image-size", type=int, metavar="PX", help="network input side (default: 224 for photos, 2x the median side for small images)")
     check.add_argument("--config", metavar="PYPROJECT", help="read [tool.splitaudit] from this file instead of the nearest pyproject.toml")
     check.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line (terminal format)")
+    check.add_argument("--baseline", metavar="FILE", help="accept the findings listed in FILE (reported, but not failing)")
+    check.add_argument("--write-baseline", metavar="FILE", help="write every current finding to FILE as accepted, then report with it")
 
     sub.add_parser("checks", help="list the available checks and their parameters")
+
+    fix = sub.add_parser("fix", help="plan (and optionally copy) a leak-free split: which val/test images to drop or move to train",
+                         description="Plan which evaluation images to drop or move to the training split so no leak remains. "
+                                     "Nothing is changed unless --apply --to DIR, which copies into a new tree.")
+    fix.add_argument("paths", nargs="*", metavar="SPLIT", help="split folders, training split first (default: [tool.splitaudit] splits)")
+    fix.add_argument("--split", action="append", default=[], metavar="NAME=PATH", help="a split with an explicit name (repeatable)")
+    fix.add_argument("--input-manifest", metavar="CSV", help="CSV with path,label,split[,group] columns instead of folders")
+    fix.add_argument("--group-by", metavar="REGEX", help="regex on relative paths; its first group names the image's group")
+    fix.add_argument("--tolerance", type=float, metavar="F", help="largest class-share change a move may cause in the training split (default: 0.02)")
+    fix.add_argument("--prefer", choices=["move", "drop"], help="move leaked images to train when proportions allow (default) or always drop them")
+    fix.add_argument("--output", "-o", metavar="CSV", help="write the changes (action,split,path,...) as CSV")
+    fix.add_argument("--manifest", metavar="CSV", help="write the planned dataset as a manifest pointing at the original files")
+    fix.add_argument("--apply", action="store_true", help="copy the planned dataset into --to DIR (the originals are never modified)")
+    fix.add_argument("--to", metavar="DIR", help="new, empty folder for --apply")
+    fix.add_argument("--backbone", metavar="NAME", help="CNN for embeddings (default: efficientnet_lite0), or none")
+    fix.add_argument("--weights", metavar="PATH", help="local weights file for --backbone")
+    fix.add_argument("--image-size", type=int, metavar="PX", help="network input side")
+    fix.add_argument("--cache-dir", metavar="DIR", help="cache folder")
+    fix.add_argument("--no-cache", action="store_true", default=None, help="neither read nor write the cache")
+    fix.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: one per core)")
+    fix.add_argument("--config", metavar="PYPROJECT", help="read [tool.splitaudit] from this file instead of the nearest pyproject.toml")
     return parser
 
 
@@ -146,11 +169,19 @@ def _run_check(args: argparse.Namespace) -> int:
     )
     if config.get("max-pixels") is not None:
         kwargs["max_pixels"] = config.get("max-pixels")
+    if not args.write_baseline:
+        kwargs["baseline"] = _pick(args, config, "baseline")
     if progress_ctx is not None:
         with progress_ctx:
             report = audit(splits, **kwargs) if splits is not None else audit(**kwargs)
     else:
         report = audit(splits, **kwargs) if splits is not None else audit(**kwargs)
+    if args.write_baseline:
+        from .baseline import apply_baseline, write_baseline
+
+        n = write_baseline(report, args.write_baseline)
+        report = apply_baseline(report, [f.id for f in report.findings], max_leak_fraction=kwargs["max_leak_fraction"])
+        print(f"wrote {n} accepted finding(s) to {args.write_baseline}", file=sys.stderr)
 
     if output:
         text = RENDERERS[fmt](report)
@@ -173,6 +204,49 @@ def _run_check(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _run_fix(args: argparse.Namespace) -> int:
+    from .fix import DEFAULT_TOLERANCE, apply_plan, plan_fix
+
+    if args.apply != bool(args.to):
+        raise SplitauditError("--apply and --to DIR go together: --apply --to DIR copies the fixed dataset into DIR")
+    config = load_config(args.config)
+    splits = _splits(args, config)
+    manifest = args.input_manifest or (config.get("manifest") if splits is None else None)
+    if splits is None and manifest is None:
+        raise SplitauditError("no splits given: pass folders (splitaudit fix train/ val/), --input-manifest, or set [tool.splitaudit] splits")
+    kwargs = dict(
+        manifest=manifest,
+        group_by=_pick(args, config, "group-by"),
+        tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
+        prefer=args.prefer or "move",
+        check_options=config.get("checks"),
+        cache=not _pick(args, config, "no-cache", False),
+        cache_dir=_pick(args, config, "cache-dir"),
+        workers=_pick(args, config, "workers"),
+        draft=config.get("draft", True),
+        backbone=_pick(args, config, "backbone", DEFAULT_BACKBONE),
+        weights=_pick(args, config, "weights"),
+        image_size=_pick(args, config, "image-size"),
+    )
+    if config.get("max-pixels") is not None:
+        kwargs["max_pixels"] = config.get("max-pixels")
+    plan = plan_fix(splits, **kwargs) if splits is not None else plan_fix(**kwargs)
+    for path, text in ((args.output, plan.to_csv), (args.manifest, None)):
+        if not path:
+            continue
+        try:
+            content = text() if text else plan.to_manifest(os.path.dirname(os.path.abspath(path)))
+            with open(path, "w", encoding="utf-8", newline="") as fh:
+                fh.write(content)
+        except OSError as exc:
+            raise SplitauditError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
+    sys.stdout.write(plan.summary())
+    if args.apply:
+        done = apply_plan(plan, to=args.to)
+        print(f"copied {done.copied} file(s) into {done.target} ({done.dropped} dropped); manifest: {done.manifest}")
+    return EXIT_CLEAN
+
+
 def _list_checks() -> int:
     from .checks import all_checks
 
@@ -191,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_check(args)
         if args.command == "checks":
             return _list_checks()
+        if args.command == "fix":
+            return _run_fix(args)
         parser.print_help()
         return EXIT_ERROR
     except SplitauditError as exc:

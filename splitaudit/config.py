@@ -40,8 +40,9 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "weights": ((str,), "a weights file path"),
     "image-size": ((int,), "an integer number of pixels"),
     "checks": ((dict,), "a table of check name = table of parameters"),
+    "baseline": ((str,), "a path to a baseline file (splitaudit check --write-baseline)"),
 }
-_PATH_KEYS = ("manifest", "output", "cache-dir", "weights")
+_PATH_KEYS = ("manifest", "output", "cache-dir", "weights", "baseline")
 
 
 @dataclass(frozen=True)
