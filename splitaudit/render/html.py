@@ -185,44 +185,61 @@ def _closeness(f: Finding) -> float:
 # -- charts --------------------------------------------------------------------------------------------------------
 
 
-def class_chart(splits: Sequence[tuple[str, Mapping[str, int]]], *, max_classes: int = MAX_CHART_CLASSES) -> str:
-    """Grouped horizontal bars: per class, each split's share of its images (inline SVG, escaped text)."""
+def grouped_chart(columns: Sequence[tuple[str, Mapping[str, float]]], *, normalise: bool, title: str,
+                  max_rows: int = MAX_CHART_CLASSES) -> str:
+    """Grouped horizontal bars (inline SVG, escaped text): per row key, one bar per column (split).
+
+    ``normalise``: bars are each column's share of its total (class counts); otherwise raw non-negative values on
+    one common scale.
+    """
     totals: Counter[str] = Counter()
-    for _, counts in splits:
-        totals.update(counts)
+    for _, values in columns:
+        for k, v in values.items():
+            totals[k] += abs(float(v))
     if not totals:
         return ""
-    classes = sorted(totals, key=lambda c: (-totals[c], c))[:max_classes]
-    classes.sort()
-    n = len(splits)
+    rows = sorted(totals, key=lambda c: (-totals[c], c))[:max_rows]
+    rows.sort()
+    n = len(columns)
     bar, gap, label_w, plot_w, top = 11, 8, 170, 360, 28
     group_h = n * bar + gap
-    height = top + len(classes) * group_h + 6
+    height = top + len(rows) * group_h + 6
     width = label_w + plot_w + 110
-    sums = [sum(c.values()) or 1 for _, c in splits]
+    sums = [sum(float(v) for v in c.values()) or 1.0 for _, c in columns]
+    peak = max((float(v) for _, c in columns for v in c.values()), default=0.0) or 1.0
     out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="class distribution per split">']
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">']
     x = label_w
-    for k, (name, _) in enumerate(splits):  # legend
+    for k, (name, _) in enumerate(columns):  # legend
         color = _PALETTE[k % len(_PALETTE)]
         out.append(f'<rect x="{x}" y="6" width="10" height="10" fill="{color}"/>'
                    f'<text x="{x + 14}" y="15" font-size="11">{_e(name)}</text>')
         x += 24 + 7 * len(name)
-    for i, cls in enumerate(classes):
+    for i, row in enumerate(rows):
         y0 = top + i * group_h
-        shown = cls if len(cls) <= 26 else cls[:25] + "\u2026"
+        shown = row if len(row) <= 26 else row[:25] + "\u2026"
         out.append(f'<text x="{label_w - 6}" y="{y0 + n * bar / 2 + 4:.1f}" font-size="11" text-anchor="end">'
-                   f'<title>{_e(cls)}</title>{_e(shown)}</text>')
-        for k, (name, counts) in enumerate(splits):
-            count = counts.get(cls, 0)
-            share = count / sums[k]
-            w = max(0.0, share * plot_w)
+                   f'<title>{_e(row)}</title>{_e(shown)}</text>')
+        for k, (name, values) in enumerate(columns):
+            value = float(values.get(row, 0))
+            if normalise:
+                frac = value / sums[k]
+                text = f"{_num(values.get(row, 0))} ({frac:.1%})"
+            else:
+                frac = value / peak
+                text = _num(values.get(row, 0))
+            w = max(0.0, frac * plot_w)
             y = y0 + k * bar
             out.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar - 2}" fill="{_PALETTE[k % len(_PALETTE)]}">'
-                       f'<title>{_e(name)} / {_e(cls)}: {count} ({share:.1%})</title></rect>'
-                       f'<text x="{label_w + w + 4:.1f}" y="{y + bar - 3}" font-size="9">{count} ({share:.1%})</text>')
+                       f'<title>{_e(name)} / {_e(row)}: {_e(text)}</title></rect>'
+                       f'<text x="{label_w + w + 4:.1f}" y="{y + bar - 3}" font-size="9">{_e(text)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def class_chart(splits: Sequence[tuple[str, Mapping[str, int]]], *, max_classes: int = MAX_CHART_CLASSES) -> str:
+    """Per class, each split's share of its images."""
+    return grouped_chart(splits, normalise=True, title="class distribution per split", max_rows=max_classes)
 
 
 def bar_chart(values: Mapping[str, float], *, title: str = "") -> str:
@@ -258,6 +275,51 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _chartable(values: Iterable[Any]) -> bool:
+    """Bars only compare like with like: all counts (ints >= 0) or all shares in [0, 1]."""
+    vals = [_plain(v) for v in values]
+    return bool(vals) and (all(isinstance(v, int) and v >= 0 for v in vals) or all(0 <= float(v) <= 1 for v in vals))
+
+
+def _is_matrix(value: Mapping[str, Any]) -> bool:
+    """``{column: {row: number}}``, e.g. per-split class counts or per-split property medians."""
+    return all(isinstance(v, Mapping) and v and all(_is_number(x) for x in v.values()) for v in value.values())
+
+
+def _spark(value: float, peak: float) -> str:
+    """A tiny bar in a table cell: one row's values across splits, on the row's own scale (drift at a glance)."""
+    w = 0.0 if peak <= 0 else max(0.0, value / peak) * 60
+    return (f'<svg class="spark" xmlns="http://www.w3.org/2000/svg" width="62" height="8" aria-hidden="true">'
+            f'<rect x="0" y="1" width="{w:.1f}" height="6" fill="{_PALETTE[0]}"/></svg>')
+
+
+def _matrix_html(value: Mapping[str, Mapping[str, Any]], title: str) -> str:
+    cols = [str(c) for c in value]
+    rows: list[str] = []
+    for inner in value.values():
+        rows.extend(str(r) for r in inner if str(r) not in rows)
+    data = {str(c): {str(r): _plain(x) for r, x in inner.items()} for c, inner in value.items()}
+    head = "<th></th>" + "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = []
+    for r in rows:
+        vals = [data[c].get(r) for c in cols]
+        nums = [float(v) for v in vals if v is not None]
+        peak = max(nums) if nums and min(nums) >= 0 else 0.0
+        cells = "".join(
+            "<td></td>" if v is None else f"<td>{_e(_num(v))}{_spark(float(v), peak) if peak > 0 else ''}</td>" for v in vals)
+        body.append(f"<tr><th>{_e(r)}</th>{cells}</tr>")
+    chart = ""
+    all_values = [v for c in cols for v in data[c].values()]
+    if len(cols) <= len(_PALETTE) and 2 <= len(rows) <= MAX_CHART_CLASSES and _chartable(all_values):
+        chart = grouped_chart([(c, data[c]) for c in cols], normalise=False, title=title)
+    return (f'<div class="kvwrap"><table class="grid matrix"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            f"{chart}</div>")
+
+
 def render_value(value: Any, *, depth: int = 0, chart_title: str = "") -> str:
     """Any JSON-like value as HTML: mappings as key/value tables (plus a bar chart when all values are numbers),
     lists of records as tables, SVG strings as images; everything escaped."""
@@ -276,12 +338,18 @@ def render_value(value: Any, *, depth: int = 0, chart_title: str = "") -> str:
     if isinstance(value, Mapping):
         if not value:
             return '<span class="muted">(empty)</span>'
+        if _is_matrix(value):
+            return _matrix_html(value, chart_title)
+        if all(_is_number(v) for v in value.values()):
+            head = "".join(f"<th>{_e(k)}</th>" for k in value)
+            cells = "".join(f"<td>{_e(_num(_plain(v)))}</td>" for v in value.values())
+            chart = ""
+            if 2 <= len(value) <= 60 and _chartable(value.values()):
+                chart = bar_chart({str(k): float(v) for k, v in value.items()}, title=chart_title)
+            return f'<div class="kvwrap"><table class="grid"><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>{chart}</div>'
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{render_value(v, depth=depth + 1, chart_title=str(k))}</td></tr>"
                        for k, v in value.items())
-        chart = ""
-        if 2 <= len(value) <= 60 and all(_is_number(v) for v in value.values()):
-            chart = bar_chart({str(k): float(v) for k, v in value.items()}, title=chart_title)
-        return f'<div class="kvwrap">{chart}<table class="kv">{rows}</table></div>'
+        return f'<table class="kv">{rows}</table>'
     if isinstance(value, (list, tuple)):
         if not value:
             return '<span class="muted">(none)</span>'
@@ -321,7 +389,7 @@ tr.sev-error td:nth-child(4) .sev{color:var(--err);font-weight:600}tr.sev-warnin
 tr.accepted{opacity:.6}.ev{font-size:12px}.id{font:11px ui-monospace,monospace;color:var(--muted)}
 .muted{color:var(--muted)}.group{background:#fff;border:1px solid var(--line);border-radius:6px;padding:8px;margin:6px 0}
 .group .members{display:flex;flex-wrap:wrap;gap:10px;margin-top:6px}.kvwrap{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap}
-table.kv th{font-weight:500}img.plot{max-width:100%;background:#fff;border:1px solid var(--line)}svg.chart{background:#fff;border:1px solid var(--line)}
+table.kv th{font-weight:500}img.plot{max-width:100%;background:#fff;border:1px solid var(--line)}svg.spark{display:block;margin-top:2px}svg.chart{background:#fff;border:1px solid var(--line)}
 footer{max-width:1280px;margin:30px auto;padding:0 20px;color:var(--muted);font-size:12px}
 """
 
