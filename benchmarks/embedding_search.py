@@ -19,11 +19,11 @@ Measured (k = 10, the tool's EMBED_K), with faiss on all cores:
   1. exact: ``knn(base, queries, 10, method="flat")`` (build + search). Timed on a 2,000-query subset first; if the
      whole run is estimated above ``--exact-budget`` seconds it is extrapolated (and said so) and recall is measured on
      that subset, else it is run on all queries and is the ground truth for all of them;
-  2. IVF as the tool builds it: ``build_index(base, method="ivf")`` (k-means training + adding; nlist = 4 sqrt(n)),
+  2. IVF as the tool builds it: ``build_index(base, method="ivf")`` (k-means training + adding; nlist = dense.ivf_nlist(n)),
      then ``index.search`` at the default nprobe and a sweep of nprobe -- knn(method="ivf") is exactly these two
      steps. Recall@10 (share of the exact top 10 found), recall@1 (the top hit has the exact top-1 cosine) and
      the share of planted copies whose source is the top hit / in the top 10;
-  3. (``--skip-nlist`` to skip) other nlist (sqrt(n), 2 sqrt(n)) with the package's training recipe, to see which
+  3. (``--skip-nlist`` to skip) other nlist (sqrt(n), 4 sqrt(n)) with the package's training recipe, to see which
      nlist / nprobe pair reaches recall@10 >= 0.99 fastest, training included;
   4. (``--skip-crossover`` to skip) exact vs IVF (default nlist / nprobe, build included) at smaller bases, with
      queries = 20% of the base and with the 2,000 queries of the tool's null sample, to place EXACT_MAX.
@@ -195,11 +195,11 @@ def timed(fn):  # type: ignore[no-untyped-def]
 
 
 def default_nlist(n: int) -> int:
-    return max(16, int(4 * math.sqrt(n)))
+    return dense.ivf_nlist(n)
 
 
 def default_nprobe(nlist: int) -> int:
-    return max(8, nlist // 16)
+    return dense.ivf_nprobe(nlist)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -222,7 +222,7 @@ def main() -> None:
     t0 = time.perf_counter()
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; CPU cores usable: "
           f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}; "
-          f"package: EXACT_MAX={dense.EXACT_MAX}, IVF nlist=4*sqrt(n), nprobe=max(8, nlist//16)", flush=True)
+          f"package: EXACT_MAX={dense.EXACT_MAX}, EXACT_PAIRS={dense.EXACT_PAIRS:g}, IVF nlist=ivf_nlist(n)={dense.ivf_nlist(100_000)} at 100k, nprobe=ivf_nprobe(nlist)={dense.ivf_nprobe(dense.ivf_nlist(100_000))}", flush=True)
     real = real_embeddings(args.real, Path(args.cache_dir), t0)
     rng = np.random.default_rng(SEED)
     base = mixtures(real, args.base, rng)
@@ -319,7 +319,7 @@ def main() -> None:
     if not args.skip_nlist:
         print(f"\nother nlist (package recipe: training sample 64*nlist, seed 1234); sweep stops one step after the target")
         print(header)
-        for nl in (int(math.sqrt(n)), int(2 * math.sqrt(n))):
+        for nl in (int(math.sqrt(n)), int(4 * math.sqrt(n))):
             idx, t_b = timed(lambda: ivf_index(base, nl))
             r = sweep(idx, nl, t_b, NPROBES, stop_after_target=True)
             del idx

@@ -1,8 +1,8 @@
 """k-nearest-neighbour search over L2-normalised embeddings (inner product = cosine) with faiss.
 
-Exact ``IndexFlatIP`` while the base is small; above ``EXACT_MAX`` vectors an ``IndexIVFFlat`` (k-means cells,
-``nprobe`` of them visited per query), whose recall against exact search is measured by
-``benchmarks/embedding_search.py`` (>= 0.99 at the defaults).
+Exact ``IndexFlatIP`` for small searches; above ``EXACT_MAX`` base vectors and ``EXACT_PAIRS`` base x query pairs an
+``IndexIVFFlat`` (k-means cells, ``nprobe`` of them visited per query), whose recall against exact search is
+measured by ``benchmarks/embedding_search.py`` (>= 0.99 at the defaults).
 """
 
 from __future__ import annotations
@@ -11,28 +11,42 @@ import math
 
 import numpy as np
 
-#: Above this many base vectors an IVF index beats exhaustive search by a wide margin on 2 cores.
+#: Exact search up to this many base vectors, or while base x queries stays below EXACT_PAIRS: an IVF index must
+#: first be trained (k-means, ~3 s for 100k x 1280 on 2 cores), which only pays for itself on big searches.
+#: Measured by benchmarks/embedding_search.py (docs/embeddings.md): 100k x 20k exact 39.7 s, IVF 18.2 s in all.
 EXACT_MAX = 50_000
+EXACT_PAIRS = 5e8
 
 
-def build_index(base: np.ndarray, *, method: str = "auto", nprobe: int | None = None):  # type: ignore[no-untyped-def]
-    """A faiss index over ``base`` (float32, rows L2-normalised)."""
+def ivf_nlist(n: int) -> int:
+    """IVF cells for ``n`` base vectors: 2 sqrt(n) (4 sqrt(n) doubled the training time for no gain in speed)."""
+    return max(16, int(2 * math.sqrt(n)))
+
+
+def ivf_nprobe(nlist: int) -> int:
+    """Cells visited per query: ~4% of them, the measured point where recall@10 stays >= 0.99 with margin."""
+    return max(16, nlist // 26)
+
+
+def build_index(base: np.ndarray, *, method: str = "auto", nprobe: int | None = None, queries: int = 0):  # type: ignore[no-untyped-def]
+    """A faiss index over ``base`` (float32, rows L2-normalised); ``queries`` (how many will be searched) lets
+    ``method="auto"`` weigh the IVF training cost against exhaustive search."""
     import faiss
 
     base = np.ascontiguousarray(base, dtype=np.float32)
     n, d = base.shape
     if method == "auto":
-        method = "flat" if n <= EXACT_MAX else "ivf"
+        method = "ivf" if n > EXACT_MAX and n * max(queries, 1) > EXACT_PAIRS else "flat"
     if method == "flat":
         index = faiss.IndexFlatIP(d)
     elif method == "ivf":
-        nlist = max(16, int(4 * math.sqrt(n)))
+        nlist = ivf_nlist(n)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)  # deterministic training sample: same index, same answers
         sample = base[rng.choice(n, size=min(n, 64 * nlist), replace=False)] if n > 64 * nlist else base
         index.cp.seed = 1234
         index.train(sample)
-        index.nprobe = nprobe or max(8, nlist // 16)
+        index.nprobe = nprobe or ivf_nprobe(nlist)
     else:
         raise ValueError(f"unknown index method {method!r}")
     index.add(base)
@@ -43,7 +57,7 @@ def knn(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto", 
     """Top-``k`` cosine similarities and base row numbers for each query (``-1`` ids where fewer exist)."""
     if len(base) == 0 or len(queries) == 0:
         return np.zeros((len(queries), k), np.float32), np.full((len(queries), k), -1, np.int64)
-    index = build_index(base, method=method, nprobe=nprobe)
+    index = build_index(base, method=method, nprobe=nprobe, queries=len(queries))
     sims, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(base)))
     if sims.shape[1] < k:
         pad = k - sims.shape[1]

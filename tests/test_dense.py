@@ -1,0 +1,37 @@
+"""Dense search: exact for small searches, IVF (with measured recall) for big ones; real faiss indexes."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from splitaudit.neighbors import dense
+
+
+def _clustered(n: int, d: int, clusters: int, rng: np.random.Generator) -> np.ndarray:
+    centres = rng.normal(size=(clusters, d)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + 0.35 * rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_auto_picks_exact_for_small_searches_and_ivf_for_big_ones() -> None:
+    rng = np.random.default_rng(0)
+    base = _clustered(dense.EXACT_MAX + 1000, 16, 64, rng)
+    assert isinstance(dense.build_index(base[:1000], queries=10**6), faiss.IndexFlatIP)  # small base
+    assert isinstance(dense.build_index(base, queries=10), faiss.IndexFlatIP)  # few queries: training would not pay
+    big = int(dense.EXACT_PAIRS // len(base)) + 1
+    ivf = dense.build_index(base, queries=big)
+    assert isinstance(ivf, faiss.IndexIVFFlat)
+    assert ivf.nlist == dense.ivf_nlist(len(base)) and ivf.nprobe == dense.ivf_nprobe(ivf.nlist)
+
+
+def test_ivf_recall_against_exact_at_the_defaults() -> None:
+    rng = np.random.default_rng(1)
+    base = _clustered(60_000, 64, 300, rng)
+    queries = base[rng.choice(len(base), 2000, replace=False)] + 0.05 * rng.normal(size=(2000, 64)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    _, exact = dense.knn(base, queries, 10, method="flat")
+    sims, approx = dense.knn(base, queries, 10, method="ivf")
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.99, recall
+    assert np.all(np.diff(sims, axis=1) <= 1e-6)  # best first
