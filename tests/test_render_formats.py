@@ -1,0 +1,144 @@
+"""Markdown (pull-request comment), SARIF and GitHub workflow annotations, on real audits of real files."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from markdown_it import MarkdownIt  # CommonMark + tables, as GitHub renders comments (markdown-it-py ships with rich)
+
+import splitaudit
+from splitaudit.render import RENDERERS
+from splitaudit.render.github import render_github
+from splitaudit.render.markdown import TOP_FINDINGS, render_markdown
+from splitaudit.render.sarif import render_sarif, sarif_document
+from splitaudit.report.model import AuditReport, Evidence, Finding, ImageRef, Severity, SplitSummary, Verdict
+
+from conftest import Planted, save
+
+EVIL = "<script>alert(1)</script>.png"
+INJECT = "x\n::error file=evil.py::injected, @owner #1.jpg"  # a newline in a file name would start a second command
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "splitaudit", *args, "--backbone", "none"], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def hostile(planted: Planted) -> AuditReport:
+    """The planted leaks plus two more whose file names are hostile (HTML payload, workflow-command injection)."""
+    src = planted.split("train") / "cat" / "cat_06.jpg"
+    save(planted.split("val") / EVIL, src.read_bytes())
+    save(planted.split("val") / "cat" / INJECT, (planted.split("train") / "cat" / "cat_07.jpg").read_bytes())
+    return splitaudit.audit(*planted.splits, backbone="none")
+
+
+class _Html(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.code: list[str] = []
+        self._code = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append(tag)
+        self._code = tag == "code"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._code = False
+
+    def handle_data(self, data: str) -> None:
+        if self._code:
+            self.code.append(data)
+
+
+def test_markdown_is_compact_and_renders_names_as_text(hostile: AuditReport) -> None:
+    text = render_markdown(hostile)
+    assert text.startswith("### splitaudit: \u274c FAIL\n")
+    counts = dict(hostile.verdict.counts)
+    assert f"**{counts['error']}** errors" in text
+    assert f"**Top findings** ({TOP_FINDINGS} of {len(hostile.findings)}):" in text
+    assert text.count("\n- **") == TOP_FINDINGS and f"and {len(hostile.findings) - TOP_FINDINGS} more" in text
+    assert "`val/temple/copy_exact.jpg` (temple) \u2194 `train/temple/temple_00.jpg` (temple)" in text
+
+    rendered = MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
+    doc = _Html()
+    doc.feed(rendered)
+    assert "script" not in doc.tags and "img" not in doc.tags
+    assert {"table", "ul", "code"} <= set(doc.tags)
+    assert f"val/{EVIL}" in doc.code  # the payload is code text, never an element
+
+
+def test_markdown_escapes_free_text_and_stays_small() -> None:
+    refs = [ImageRef("val", f"c/{k}.jpg", "c") for k in range(3000)]
+    findings = tuple(Finding("near-duplicates", Severity.ERROR, "m", (ImageRef("train", "c/0.jpg", "c"), r), "near-duplicate",
+                             (Evidence("phash", 2), Evidence("dhash", 3))) for r in refs)
+    findings += (Finding("class-balance", Severity.WARNING, "class <img src=x onerror=alert(1)> | *only* in @val", ()),)
+    report = AuditReport((SplitSummary("train", "t", 1, 1, 0, 0), SplitSummary("val", "v", 3000, 3000, 0, 0)), findings,
+                         Verdict(True, Severity.ERROR, (("error", 3000), ("warning", 1), ("info", 0)), "3000 finding(s)"))
+    text = render_markdown(report)  # 3001 findings: the default comment lists 10 and counts the rest
+    assert len(text) < 4000 and text.count("\n- **") == TOP_FINDINGS and "and 2991 more" in text
+    rendered = MarkdownIt("commonmark", {"html": True}).enable("table").render(render_markdown(report, top=3001))
+    assert "<img" not in rendered and "&lt;img src=x onerror=alert(1)&gt;" in rendered and "<em>" not in rendered
+
+
+def test_sarif_document(hostile: AuditReport, planted: Planted) -> None:
+    doc = sarif_document(hostile, cwd=str(planted.root))
+    assert doc["version"] == "2.1.0" and doc["$schema"].endswith("sarif-2.1.0.json")
+    (run_,) = doc["runs"]
+    rules = run_["tool"]["driver"]["rules"]
+    assert run_["tool"]["driver"]["name"] == "splitaudit"
+    assert [r["id"] for r in rules][: len(hostile.checks)] == [name for name, _ in hostile.checks]
+    results = run_["results"]
+    assert len(results) == len(hostile.findings)
+    for res, f in zip(results, hostile.findings):
+        assert rules[res["ruleIndex"]]["id"] == res["ruleId"] == f.check
+        assert res["level"] == {"error": "error", "warning": "warning", "info": "note"}[f.severity.label]
+        assert res["partialFingerprints"]["splitauditFindingId/v1"] == f.id
+        if f.images:
+            uri = res["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            assert uri == f"{f.images[-1].split}/{f.images[-1].path}"  # relative to cwd: the data root here
+            assert (planted.root / uri).is_file()
+    exact = next(r for r in results if r["message"]["text"].startswith("val/temple/copy_exact.jpg"))
+    assert exact["relatedLocations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "train/temple/temple_00.jpg"
+    assert "suppressions" not in exact
+    accepted = splitaudit.audit(*planted.splits, backbone="none", baseline=[hostile.findings[0].id])
+    first = sarif_document(accepted)["runs"][0]["results"][0]
+    assert first["suppressions"] == [{"justification": "accepted in the splitaudit baseline", "kind": "external", "status": "accepted"}]
+    assert render_sarif(hostile) == render_sarif(hostile) and json.loads(render_sarif(hostile))["version"] == "2.1.0"
+
+
+def test_github_annotations_cannot_be_injected(hostile: AuditReport) -> None:
+    text = render_github(hostile)
+    lines = text.splitlines()
+    assert len(lines) == len(hostile.findings) + 1 and lines[-1].startswith("FAIL ")
+    assert all(line.startswith(("::error ", "::warning ", "::notice ")) for line in lines[:-1])
+    assert not any(line.startswith("::error file=evil.py") for line in lines)
+    hit = next(line for line in lines if "injected" in line)
+    assert "x%0A%3A%3Aerror file=evil.py%3A%3Ainjected%2C @owner #1.jpg" in hit  # the file= property
+    assert "x%0A::error file=evil.py::injected, @owner #1.jpg" in hit  # the message
+    exact = next(line for line in lines if "copy_exact.jpg is an exact copy" in line)
+    assert exact.startswith("::error file=") and "/val/temple/copy_exact.jpg,title=splitaudit exact-duplicates::" in exact
+    accepted = splitaudit.audit(*[Path(s.root) for s in hostile.splits], backbone="none", baseline=[hostile.findings[0].id])
+    first = render_github(accepted).splitlines()[0]
+    assert first.startswith("::notice ") and "(accepted in baseline)" in first
+
+
+def test_cli_formats(planted: Planted, tmp_path: Path) -> None:
+    assert {"terminal", "json", "html", "markdown", "sarif", "github"} <= set(RENDERERS)
+    r = run("check", "train", "val", "test", "--format", "sarif", cwd=planted.root)
+    assert r.returncode == 1 and json.loads(r.stdout)["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].startswith(("val/", "test/"))
+    r = run("check", "train", "val", "test", "--format", "github", cwd=planted.root)
+    assert r.returncode == 1 and r.stdout.startswith("::error file=") and r.stdout.splitlines()[-1].startswith("FAIL 8 finding(s)")
+    r = run("check", "train", "val", "test", "--format", "markdown", cwd=planted.root)
+    assert r.returncode == 1 and r.stdout.startswith("### splitaudit:")
+    out = tmp_path / "report.html"
+    r = run("check", "train", "val", "test", "--format", "html", "--output", str(out), cwd=planted.root)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.startswith("FAIL")
+    assert out.read_text().startswith("<!DOCTYPE html>") and 'id="n-pairs">8<' in out.read_text()
+    r = run("check", "train", "val", "--format", "pdf", cwd=planted.root)
+    assert r.returncode == 2 and "'github'" in r.stderr and "'html'" in r.stderr
