@@ -244,6 +244,16 @@ def test_explain_and_distribution_are_rendered_generically(planted: Planted) -> 
     assert "brightness" in section and "0.93" in section and "<svg" in section
 
 
+@pytest.mark.slow
+def test_a_real_explain_result_is_embedded(planted: Planted) -> None:
+    history = {"accuracy": [0.5, 0.6, 0.7], "val_accuracy": [0.6, 0.7, 0.8], "loss": [1.0, 0.8, 0.6], "val_loss": [0.9, 0.7, 0.5]}
+    explained = splitaudit.explain(planted.split("train"), planted.split("val"), backbone="none", epochs=2, history=history)
+    report = splitaudit.audit(planted.split("train"), planted.split("val"), backbone="none")
+    section = render_html(report, explain=explained).split('id="explain"', 1)[1].split('id="other"', 1)[0]
+    for key in explained.to_dict():
+        assert f"<th>{key}</th>" in section
+
+
 # -- in a real browser ---------------------------------------------------------------------------------------------
 
 

@@ -389,7 +389,7 @@ tr.sev-error td:nth-child(4) .sev{color:var(--err);font-weight:600}tr.sev-warnin
 tr.accepted{opacity:.6}.ev{font-size:12px}.id{font:11px ui-monospace,monospace;color:var(--muted)}
 .muted{color:var(--muted)}.group{background:#fff;border:1px solid var(--line);border-radius:6px;padding:8px;margin:6px 0}
 .group .members{display:flex;flex-wrap:wrap;gap:10px;margin-top:6px}.kvwrap{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap}
-table.kv th{font-weight:500}img.plot{max-width:100%;background:#fff;border:1px solid var(--line)}svg.spark{display:block;margin-top:2px}svg.chart{background:#fff;border:1px solid var(--line)}
+table.kv th{font-weight:500}img.plot{max-width:100%;background:#fff;border:1px solid var(--line)}svg.spark{display:block;margin-top:2px}.scroll{overflow-x:auto;max-width:100%}svg.chart{background:#fff;border:1px solid var(--line)}
 footer{max-width:1280px;margin:30px auto;padding:0 20px;color:var(--muted);font-size:12px}
 """
 
@@ -492,6 +492,20 @@ CSP = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-sr
        "base-uri 'none'; form-action 'none'")
 
 
+def _plot_to_svg(explain: Any) -> dict[str, str] | None:
+    """An explain result that only writes its plot to a file (``plot(path)``): render it to SVG text."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="splitaudit-plot-") as tmp:
+        path = os.path.join(tmp, "curves.svg")
+        try:
+            explain.plot(path)
+            with open(path, encoding="utf-8") as fh:
+                return {"learning curves": fh.read()}
+        except Exception:  # no curves to draw (or no plotting backend): the section keeps the tables
+            return None
+
+
 def _explain_parts(explain: Any) -> tuple[Any, list[tuple[str, str]]]:
     """The explain result's data and its SVG plots, from ``to_dict()`` and ``plots``/``svg_plots()`` if present."""
     data = explain.to_dict() if hasattr(explain, "to_dict") else explain
@@ -500,6 +514,8 @@ def _explain_parts(explain: Any) -> tuple[Any, list[tuple[str, str]]]:
         plots = explain.svg_plots()
     if callable(plots):
         plots = plots()
+    if plots is None and callable(getattr(explain, "plot", None)):
+        plots = _plot_to_svg(explain)
     if isinstance(plots, Mapping):
         items = [(str(k), v) for k, v in plots.items()]
     elif isinstance(plots, (list, tuple)):
@@ -524,8 +540,9 @@ def render_html(
     Parameters
     ----------
     explain:
-        An ``splitaudit explain`` result (anything with ``to_dict()``; SVG strings in ``plots`` or returned by
-        ``svg_plots()`` are embedded as images), shown in its own section.
+        A ``splitaudit explain`` result (anything with ``to_dict()``), shown in its own section with its plots:
+        SVG strings in ``plots`` or returned by ``svg_plots()``, else what ``plot(path)`` writes to an ``.svg``
+        file; all are embedded as ``data:`` images (scripts in them never run).
     max_thumbnails:
         Distinct images that get an embedded thumbnail, most severe findings first (0: none).
     image_loader:
@@ -683,13 +700,13 @@ def render_html(
     # distribution checks (issue #4) and explain (issue #5), rendered generically when present
     add('<h2 id="distribution">Distribution: property drift, distinguishability, difficulty</h2>')
     distribution = getattr(report, "distribution", None)
-    add(render_value(distribution) if distribution else '<p class="muted">Not part of this report.</p>')
+    add(f'<div class="scroll">{render_value(distribution)}</div>' if distribution else '<p class="muted">Not part of this report.</p>')
     add('<h2 id="explain">Explain: metric decomposition and learning curves</h2>')
     if explain is not None:
         data_, plots = _explain_parts(explain)
         for name, svg in plots:
             add(f"<figure><figcaption>{_e(name)}</figcaption>{_svg_img(svg, name)}</figure>")
-        add(render_value(data_))
+        add(f'<div class="scroll">{render_value(data_)}</div>')
     else:
         add('<p class="muted">Not part of this report (run <code>splitaudit explain</code>).</p>')
 
