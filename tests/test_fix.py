@@ -186,6 +186,20 @@ def test_apply_refuses_to_touch_the_sources_or_a_non_empty_target(planted: Plant
     assert apply_plan(plan, to=empty).copied == 60  # an existing empty folder is fine
 
 
+def test_manifest_input_plan_and_apply(planted: Planted, tmp_path: Path) -> None:
+    rows = ["path,label,split"]
+    for split in ("train", "val", "test"):
+        for p in sorted((planted.root / split).rglob("*.*")):
+            rows.append(f"{p.relative_to(planted.root).as_posix()},{p.parent.name},{split}")
+    manifest = planted.root / "data.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    plan = plan_fix(manifest=manifest, backbone="none")
+    assert plan.kinds == ("manifest",) * 3 and plan.dropped + plan.moved == 8
+    applied = apply_plan(plan, to=planted.root / "fixed")  # beside the manifest: allowed, the manifest lists files
+    assert (Path(applied.target) / "val" / "val" / "temple" / "temple_v0.jpg").is_file()  # <split>/<manifest path>
+    assert main(["check", "--backbone", "none", "--manifest", applied.manifest, "--quiet"]) == 0
+
+
 def test_arrays_get_a_plan_but_no_files(photos: dict[str, np.ndarray]) -> None:
     tiles = [np.asarray(t) for t in tiles_of(photos["coffee"], 32, 12)]
     x_train, y_train = np.stack(tiles[:10]), np.arange(10) % 2

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 from markdown_it import MarkdownIt  # CommonMark + tables, as GitHub renders comments (markdown-it-py ships with rich)
@@ -101,8 +102,10 @@ def test_sarif_document(hostile: AuditReport, planted: Planted) -> None:
         assert res["partialFingerprints"]["splitauditFindingId/v1"] == f.id
         if f.images:
             uri = res["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
-            assert uri == f"{f.images[-1].split}/{f.images[-1].path}"  # relative to cwd: the data root here
-            assert (planted.root / uri).is_file()
+            path = f"{f.images[-1].split}/{f.images[-1].path}"
+            assert uri == quote(path, safe="/")  # relative to cwd (the data root here), percent-encoded
+            assert (planted.root / unquote(uri)).is_file()
+    assert any("%3Cscript%3Ealert%281%29%3C/script%3E.png" in json.dumps(r.get("locations", [])) for r in results)
     exact = next(r for r in results if r["message"]["text"].startswith("val/temple/copy_exact.jpg"))
     assert exact["relatedLocations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "train/temple/temple_00.jpg"
     assert "suppressions" not in exact

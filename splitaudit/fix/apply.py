@@ -54,6 +54,8 @@ def apply_plan(plan: FixPlan, *, to: str | os.PathLike[str]) -> AppliedPlan:
         raise SplitauditError(f"--to {str(target)!r} exists and is not an empty folder: give a new folder")
     real_target = Path(os.path.realpath(target))
     for root, kind in zip(plan.roots, plan.kinds):
+        if kind != "folder":
+            continue  # a manifest lists its files: a new folder beside it changes nothing it reads
         real_root = Path(os.path.realpath(root))
         if _inside(real_target, real_root) or _inside(real_root, real_target):
             raise SplitauditError(f"--to {str(target)!r} overlaps the source split folder {root!r}: the originals must stay untouched")

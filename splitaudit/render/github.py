@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..baseline import is_accepted
 from ..report.model import AuditReport, Severity
-from .sarif import artifact_uri
+from .sarif import artifact_path
 from .terminal import _evidence_text
 
 _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -33,7 +33,7 @@ def render_github(report: AuditReport) -> str:
         command = "notice" if accepted else _COMMAND[f.severity]
         props = []
         if f.images:
-            props.append("file=" + escape_property(artifact_uri(report, f.images[-1])))
+            props.append("file=" + escape_property(artifact_path(report, f.images[-1])))
         title = f"splitaudit {f.check}" + (" (accepted in baseline)" if accepted else "")
         props.append("title=" + escape_property(title))
         ev = _evidence_text(f)

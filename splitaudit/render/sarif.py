@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import quote
 
 from ..baseline import is_accepted
 from ..report.model import AuditReport, Finding, ImageRef, Severity
@@ -21,6 +22,11 @@ _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "
 
 
 def artifact_uri(report: AuditReport, ref: ImageRef, *, cwd: str | None = None) -> str:
+    """:func:`artifact_path` as a URI reference (percent-encoded: file names may hold spaces, ``<``, newlines)."""
+    return quote(artifact_path(report, ref, cwd=cwd), safe="/")
+
+
+def artifact_path(report: AuditReport, ref: ImageRef, *, cwd: str | None = None) -> str:
     """The image's file as a POSIX path relative to ``cwd`` when below it, else absolute (arrays: ``split/x[i]``)."""
     root = next((s.root for s in report.splits if s.name == ref.split), None)
     if root is None or root.startswith("<array"):
