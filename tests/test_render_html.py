@@ -94,14 +94,15 @@ class CanaryProxy:
         return self.hosts() - BROWSER_SERVICE_HOSTS
 
 
-def chromium(page: Path, tmp: Path, *args: str, proxy: CanaryProxy | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def chromium(page: Path, tmp: Path, *args: str, proxy: CanaryProxy | None = None, fragment: str = "",
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run headless chromium on a local page with a fresh profile, all traffic through ``proxy`` (loopback too)."""
     cmd = [CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
            "--disable-background-networking", "--disable-component-update", "--disable-default-apps", "--no-pings",
            f"--user-data-dir={tmp / 'profile'}", *args]
     if proxy is not None:
         cmd += [f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>"]
-    r = subprocess.run([*cmd, page.resolve().as_uri()], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([*cmd, page.resolve().as_uri() + fragment], capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr[-2000:]
     return r
 
@@ -302,14 +303,39 @@ def test_browser_renders_pairs_counts_and_escaped_names_without_requests(evil_re
     assert fail_box > 10_000  # the red FAIL banner is drawn
 
 
+def _drawn_later_images(dom_text: str) -> list[str]:
+    """The later-split image of each drawn pair row, in row order."""
+    body = dom_text.split('id="pairs-body"', 1)[1].split("</tbody>", 1)[0]
+    rows = body.split(" data-pair=")[1:]
+    return [re.findall(r"<code>([^<]*)</code>", row)[1] for row in rows]
+
+
 @needs_chromium
-def test_browser_paginates(planted: Planted, tmp_path: Path) -> None:
+def test_browser_filters_sorts_and_paginates(planted: Planted, tmp_path: Path) -> None:
+    """The view is read from the URL fragment, so the script's filters, sorting and pages are checked as drawn."""
     report = splitaudit.audit(*planted.splits, backbone="none")
     page = tmp_path / "report.html"
     page.write_text(render_html(report, page_size=3), encoding="utf-8")
-    dom = parse(chromium(page, tmp_path, "--dump-dom").stdout)
-    assert dom.rows == 3
-    assert dom.text_by_id["pairs-status"] == "8 of 8 pairs \u00b7 page 1 of 3"
+
+    def view(fragment: str) -> tuple[_Dom, list[str]]:
+        text = chromium(page, tmp_path, "--dump-dom", fragment=fragment).stdout
+        return parse(text), _drawn_later_images(text)
+
+    dom, later = view("")
+    assert dom.rows == 3 and dom.text_by_id["pairs-status"] == "8 of 8 pairs \u00b7 page 1 of 3"
+    dom, later = view("#pairs?page=3")
+    assert dom.rows == 2 and dom.text_by_id["pairs-status"] == "8 of 8 pairs \u00b7 page 3 of 3"
+    dom, later = view("#pairs?category=identical-pixels&sort=path")
+    assert later == ["test/cat/copy_lossless.png", "test/cat/copy_lossless.webp", "val/flower/copy_comment.jpg"]
+    assert dom.text_by_id["pairs-status"].startswith("3 of 8 pairs")
+    dom, later = view("#pairs?class=cat&splits=" + "train%20%E2%86%92%20val")
+    assert later == ["val/cat/copy_mirrored.jpg"]
+    dom, later = view("#pairs?q=Q40")
+    assert later == ["val/coffee/copy_q40.jpg"]
+    dom, later = view("#pairs?sort=closest&check=near-duplicates")
+    assert later[0] == "val/cat/copy_mirrored.jpg"  # phash 0 + dhash 0: the closest near-duplicate first
+    dom, later = view("#pairs?status=accepted")
+    assert dom.rows == 0 and dom.text_by_id["pairs-status"].startswith("0 of 8 pairs")
 
 
 @needs_chromium

@@ -478,11 +478,35 @@ function draw() {
   $("prev").disabled = page === 0;
   $("next").disabled = page >= pages - 1;
 }
-["f-check", "f-category", "f-pair", "f-class", "f-status", "f-sort"].forEach(function (id) { $(id).addEventListener("change", apply); });
-$("f-search").addEventListener("input", apply);
-$("prev").addEventListener("click", function () { page -= 1; draw(); });
-$("next").addEventListener("click", function () { page += 1; draw(); });
+// The view lives in the URL fragment (#pairs?check=...&class=...&sort=closest&page=2): links to a filtered view
+// can be shared, and fragment changes never leave the page.
+var FIELDS = {check: "f-check", category: "f-category", splits: "f-pair", "class": "f-class", status: "f-status", sort: "f-sort", q: "f-search"};
+function readHash() {
+  var h = location.hash, i = h.indexOf("?"), out = {};
+  if (h.slice(0, 6) !== "#pairs" || i < 0) return out;
+  h.slice(i + 1).split("&").forEach(function (kv) {
+    var j = kv.indexOf("=");
+    if (j <= 0) return;
+    try { out[decodeURIComponent(kv.slice(0, j))] = decodeURIComponent(kv.slice(j + 1).replace(/\+/g, " ")); } catch (e) { /* malformed: ignore */ }
+  });
+  return out;
+}
+function writeHash() {
+  var parts = [];
+  Object.keys(FIELDS).forEach(function (k) { var v = $(FIELDS[k]).value; if (v) parts.push(k + "=" + encodeURIComponent(v)); });
+  if (page > 0) parts.push("page=" + (page + 1));
+  try { history.replaceState(null, "", "#pairs" + (parts.length ? "?" + parts.join("&") : "")); } catch (e) { /* file: URLs may refuse */ }
+}
+Object.keys(FIELDS).forEach(function (k) {
+  var el_ = $(FIELDS[k]);
+  el_.addEventListener(k === "q" ? "input" : "change", function () { apply(); writeHash(); });
+});
+$("prev").addEventListener("click", function () { page -= 1; draw(); writeHash(); });
+$("next").addEventListener("click", function () { page += 1; draw(); writeHash(); });
+var init = readHash();
+Object.keys(FIELDS).forEach(function (k) { if (init[k] !== undefined) $(FIELDS[k]).value = init[k]; });
 apply();
+if (init.page) { page = Math.max(0, (parseInt(init.page, 10) || 1) - 1); draw(); }
 document.body.setAttribute("data-ready", "1");
 })();"""
 
