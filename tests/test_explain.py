@@ -132,3 +132,149 @@ def test_heavy_dropout_convnet_is_explained_by_dropout_and_timing(digits, tmp_pa
     assert m.causes()["data"] < 0  # at the same weights, in inference mode, train is above val
     assert abs(m.term("reproduction")) < 0.01  # explain feeds the model what it was trained on
     assert report.model is not None and report.model.input_scale.chosen == "0-255" and not report.model.input_scale.flagged
+
+
+def test_batchnorm_on_raw_pixels_same_data_is_explained_by_batchnorm(digits, tmp_path: Path) -> None:
+    """train == val, BatchNorm (momentum 0.99), few steps, [0, 255] inputs: val far below train; BatchNorm's term."""
+    import keras
+    from keras import layers
+
+    x, y = digits
+    idx = np.random.default_rng(2).permutation(len(x))[:600]
+    labels = [str(v) for v in y[idx]]
+    train = write_split(tmp_path / "train", x[idx], labels)
+    val = write_split(tmp_path / "val", x[idx], labels)  # the very same images
+    xt, yt, classes = read_split(train)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), layers.Conv2D(16, 3, padding="same"), layers.BatchNormalization(momentum=0.99), layers.ReLU(),
+        layers.Conv2D(32, 3, padding="same"), layers.BatchNormalization(momentum=0.99), layers.ReLU(),
+        layers.GlobalAveragePooling2D(), layers.Dense(len(classes), activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = model.fit(xt, yt, validation_data=(xt, yt), epochs=4, batch_size=200, verbose=0)  # 3 steps per epoch
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "history.json").write_text(json.dumps(h.history))
+    assert h.history["val_accuracy"][-1] < h.history["accuracy"][-1] - 0.2  # val far below train on the same data
+
+    report = splitaudit.explain(train, val, model=tmp_path / "model.keras", history=tmp_path / "history.json", epochs=4)
+    print(_report(report))
+    assert_adds_up(report)
+    m = report.subject("model").accuracy
+    assert report.dominant == "batchnorm"
+    assert m.term("batchnorm") < 0 and abs(m.causes()["data"]) < 1e-9  # the same images: no data term at all
+    assert report.data.leaked_share == 1.0
+    scale = report.diagnosis("input-scale")
+    assert scale is not None and "[0, 255]" in scale.message and report.model.input_scale.evident == "0-255"
+    assert report.diagnosis("batchnorm-lag") is not None
+    assert report.model.batchnorm[0].lagging
+    assert report.diagnosis("over-regularization") is None  # BatchNorm is not a regularizer that holds it back
+
+
+def test_two_classes_from_the_same_images_are_named_as_not_separable(digits, tmp_path: Path) -> None:
+    """Classes 'left' and 'right' are random halves of one pool of images: curves at chance, the pair named."""
+    x, y = digits
+    order = np.random.default_rng(3).permutation(len(x))[:480]
+    names = ["left" if i % 2 else "right" for i in range(len(order))]
+    train = write_split(tmp_path / "train", x[order[:320]], names[:320])
+    val = write_split(tmp_path / "val", x[order[320:]], names[320:])
+
+    report = splitaudit.explain(train, val, epochs=4)
+    print(_report(report))
+    assert_adds_up(report)
+    pair = report.diagnosis("not-separable")
+    assert pair is not None and pair.data["classes"] == ["left", "right"]
+    assert "'left' and 'right'" in report.summary
+    chance = report.diagnosis("chance-level")
+    assert chance is not None and "validation" in chance.data["curves"]
+    for e in report.main.epochs:  # the regularized probe's validation curve hovers at chance
+        assert abs(e.val_accuracy - 0.5) < 0.15
+
+
+def _easiness(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Held-out probability of the true class from a pixel logistic regression: high = easy (independent of explain)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        p = cross_val_predict(LogisticRegression(max_iter=500), x.reshape(len(x), -1) / 255.0, y, cv=5, method="predict_proba")
+    return p[np.arange(len(y)), y]
+
+
+def test_val_drawn_from_the_easiest_images_is_explained_by_the_data(digits, tmp_path: Path) -> None:
+    """A small model trained on the hardest images, validated on the easiest: val above train at the same weights."""
+    import keras
+    from keras import layers
+
+    x, y = digits
+    order = np.argsort(-_easiness(x, y), kind="stable")
+    va, tr = order[:250], order[-500:]  # validation: the 250 easiest images; training: the 500 hardest
+    train = write_split(tmp_path / "train", x[tr], [str(v) for v in y[tr]])
+    val = write_split(tmp_path / "val", x[va], [str(v) for v in y[va]])
+    xt, yt, classes = read_split(train)
+    xv, yv, _ = read_split(val)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Rescaling(1 / 255), layers.Flatten(),
+                              layers.Dense(len(classes), activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = model.fit(xt, yt, validation_data=(xv, yv), epochs=5, batch_size=32, verbose=0)
+    model.save(tmp_path / "model.keras")
+
+    report = splitaudit.explain(train, val, model=tmp_path / "model.keras", history=h.history, epochs=3)
+    print(_report(report))
+    assert_adds_up(report)
+    m = report.main.accuracy
+    assert m.causes()["data"] > 0  # val above train at the same weights, in inference mode
+    assert report.dominant == "data" and m.dominant_data_term == "difficulty"
+    assert report.diagnosis("easier-val") is not None and report.data.difficulty_accuracy > 0.02
+    assert "easier" in report.summary
+
+
+def test_val_with_copies_of_training_images_is_explained_by_leakage(digits, tmp_path: Path) -> None:
+    x, y = digits
+    order = np.random.default_rng(5).permutation(len(x))
+    tr, fresh = order[:600], order[600:750]
+    copies = tr[:150]  # half of val copies training images byte for byte
+    train = write_split(tmp_path / "train", x[tr], [str(v) for v in y[tr]])
+    va = np.concatenate([copies, fresh])
+    val = write_split(tmp_path / "val", x[va], [str(v) for v in y[va]], [f"v_{i:04d}.png" for i in range(len(va))])
+
+    report = splitaudit.explain(train, val, epochs=4)
+    print(_report(report))
+    assert_adds_up(report)
+    assert report.data.leaked_share >= 0.5
+    assert report.diagnosis("leakage") is not None
+    for s in report.subjects:
+        assert s.accuracy.term("leakage") > 0  # the copies score like training images: they lift val
+    assert report.main.accuracy.causes()["data"] != 0 and "copy a training image" in report.diagnosis("leakage").message
+
+
+def test_over_regularized_model_is_named(digits, tmp_path: Path) -> None:
+    import keras
+    from keras import layers
+
+    train, val = _split_digits(digits, tmp_path, 600, 300, seed=6)
+    xt, yt, classes = read_split(train)
+    xv, yv, _ = read_split(val)
+    keras.utils.set_random_seed(0)
+    strong = keras.regularizers.L2(1.0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), layers.Rescaling(1 / 255), layers.Flatten(),
+        layers.Dense(64, activation="relu", kernel_regularizer=strong), layers.Dropout(0.5),
+        layers.Dense(len(classes), activation="softmax", kernel_regularizer=strong),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = model.fit(xt, yt, validation_data=(xv, yv), epochs=6, batch_size=32, verbose=0)
+    model.save(tmp_path / "model.keras")
+
+    report = splitaudit.explain(train, val, model=tmp_path / "model.keras", history=h.history, epochs=3)
+    print(_report(report))
+    assert_adds_up(report)
+    over = report.diagnosis("over-regularization")
+    assert over is not None and over.data["subject"] == "model"
+    assert over.data["train_accuracy"] < report.subject("plain-probe").train_accuracy - 0.15
+    assert "over-regularization" in report.summary
+    assert any("Lower the regularization" in a for a in report.advice)
+    assert [r[1:] for r in over.data["regularizers"]] == [["L2", 1.0], ["dropout", 0.5], ["L2", 1.0]]

@@ -24,6 +24,14 @@ Progress = Callable[[str, int, int], None]
 PIXEL_SIDE = 16  # without a backbone the probes see 16x16 RGB thumbnails
 #: Over-regularization: the subject's training accuracy (inference mode) is this far below the plain probe's.
 UNDERFIT_MARGIN = 0.15
+#: The data terms in words, (when they favour validation, when they favour training).
+DATA_WORDS = {
+    "difficulty": ("validation images that are easier than the training images",
+                   "validation images that are harder than the training images"),
+    "generalization": ("the model fitting new images better than its own training images (it underfits them)",
+                       "the model fitting its own training images better than new ones"),
+    "leakage": ("validation images that copy training images", "copies of training images that score below the rest of val"),
+}
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -210,7 +218,12 @@ def explain(
         inseparable=tuple(pairs), features=features,
     )
     subs = {s.name: s for s in subjects}
-    diagnoses = _diagnoses(data, subs, primary, curves, model_diag, chance, diff, len(clean_val))
+    from .model_diag import regularizers
+
+    regs = {name: regularizers(run.model) for name, run in runs.items()}
+    if model_diag is not None:
+        regs["model"] = model_diag.regularizers
+    diagnoses = _diagnoses(data, subs, primary, curves, model_diag, chance, diff, len(clean_val), regs)
     summary, advice = _summary(subs[primary], diagnoses)
     return ExplainReport(data, tuple(subjects), primary, summary, advice, tuple(diagnoses), hist, curves, model_diag)
 
@@ -270,7 +283,7 @@ def _model_subject(path: Any, dataset: Any, records: list, is_train: np.ndarray,
     diag = md.ModelDiagnosis(
         path=os.fspath(path), input_shape=tuple(int(s) for s in shape), output_kind=f"{out.kind}{' logits' if out.from_logits else ''}",
         input_scale=scale, batchnorm=md.batchnorm_layers(m, xt), optimizer_steps=md.optimizer_steps(m),
-        groups=tuple((g, len(groups[g])) for g in GROUPS),
+        groups=tuple((g, len(groups[g])) for g in GROUPS), regularizers=md.regularizers(m),
     )
     return subject, diag
 
@@ -284,7 +297,10 @@ def _probe_history(epochs: tuple[EpochRecord, ...]) -> History | None:
 
 
 def _diagnoses(data: DataSummary, subs: dict[str, Subject], primary: str, curves: tuple[CurveFinding, ...],
-               model_diag: ModelDiagnosis | None, chance: float, diff: Difficulty | None, n_clean: int) -> list[Diagnosis]:
+               model_diag: ModelDiagnosis | None, chance: float, diff: Difficulty | None, n_clean: int,
+               regs: dict[str, tuple[tuple[str, str, float], ...]]) -> list[Diagnosis]:
+    from .model_diag import describe_regularizers
+
     out: list[Diagnosis] = []
     for p in data.inseparable:
         out.append(Diagnosis("not-separable", f"classes {p.a!r} and {p.b!r} are not separable: a held-out probe tells them "
@@ -296,16 +312,17 @@ def _diagnoses(data: DataSummary, subs: dict[str, Subject], primary: str, curves
     plain = subs[PLAIN]
     main = subs[primary]
     for s in ([main] if primary == REGULARIZED else [subs[REGULARIZED], main]):
-        reg = s.penalty > 0 or any(abs(s.accuracy.term(g)) > 0 for g in GROUPS) or (
-            model_diag is not None and s.name == "model" and any(n for g, n in model_diag.groups if g in ("dropout", "noise")))
-        gap = plain.train_accuracy - s.train_accuracy
-        if reg and plain.train_accuracy >= chance + 0.2 and gap > UNDERFIT_MARGIN:
-            loss_share = s.penalty / s.loss.reported_train if s.loss.reported_train > 0 else 0.0
-            out.append(Diagnosis("over-regularization", f"{s.name}: over-regularization: it reaches only {s.train_accuracy:.3f} "
-                                 f"training accuracy (inference mode) where the unregularized probe reaches "
-                                 f"{plain.train_accuracy:.3f}; the penalty is {loss_share:.0%} of its training loss",
-                                 {"subject": s.name, "train_accuracy": s.train_accuracy, "plain_train_accuracy": plain.train_accuracy,
-                                  "penalty": s.penalty, "penalty_share_of_loss": loss_share}))
+        # Regularizers proper (penalty, dropout, noise); BatchNorm is not one, and lagging BatchNorm is its own cause.
+        has_reg = bool(regs.get(s.name)) or s.penalty > 0
+        # Its best fit of the training set: inference mode, or with only BatchNorm left in training mode.
+        fit = max(s.train_accuracy, next(t.end for t in s.accuracy.terms if t.name == "noise"))
+        gap = plain.train_accuracy - fit
+        if has_reg and plain.train_accuracy >= chance + 0.2 and gap > UNDERFIT_MARGIN:
+            what = describe_regularizers(regs.get(s.name, ()))
+            out.append(Diagnosis("over-regularization", f"{s.name}: over-regularization ({what}): it fits only {fit:.3f} of "
+                                 f"its training set where the unregularized probe fits {plain.train_accuracy:.3f}",
+                                 {"subject": s.name, "train_accuracy": fit, "plain_train_accuracy": plain.train_accuracy,
+                                  "penalty": s.penalty, "regularizers": [list(r) for r in regs.get(s.name, ())]}))
     if data.leaked_val:
         out.append(Diagnosis("leakage", f"{len(data.leaked_val)} of {data.val_images} validation images ({data.leaked_share:.1%}) "
                              f"copy a training image (e.g. {data.leaked_val[0]}); they add "
@@ -335,7 +352,10 @@ def _diagnoses(data: DataSummary, subs: dict[str, Subject], primary: str, curves
 def _fmt_cause(d: Decomposition, cause: str) -> str:
     if cause == "data":
         sub = d.dominant_data_term
-        return f"{CAUSE_WORDS['data']}, mostly {CAUSE_WORDS[sub]} ({d.term(sub):+.4f})"
+        v = d.term(sub)
+        # Orient the words by the sign of the term (for the loss, lower is better).
+        better = v > 0 if d.higher_is_better else v < 0
+        return f"{CAUSE_WORDS['data']}, mostly {DATA_WORDS[sub][0 if better else 1]} ({v:+.4f})"
     return CAUSE_WORDS[cause]
 
 
@@ -346,7 +366,9 @@ def _summary(s: Subject, diagnoses: list[Diagnosis]) -> tuple[str, tuple[str, ..
     where = "above" if d.gap > 0 else "below" if d.gap < 0 else "level with"
     sentence = (f"{s.name}: validation accuracy is {where} training by {abs(d.gap):.4f} as reported; the largest share, "
                 f"{causes[dom]:+.4f}, is {_fmt_cause(d, dom)}.")
-    named = [dg for dg in diagnoses if dg.code in ("over-regularization", "not-separable", "chance-level")]
+    # Causes in their own right; chance-level only when training is at chance too (else the mode terms explain it).
+    named = [dg for dg in diagnoses if dg.code in ("over-regularization", "not-separable")
+             or (dg.code == "chance-level" and "training" in dg.data.get("curves", ()))]
     if named:
         sentence += " Also: " + "; ".join(dg.message for dg in named) + "."
     advice: list[str] = []

@@ -55,10 +55,12 @@ class InputScale:
     normalises_itself: bool  # a Rescaling/Normalization layer before the first weighted layer
     flagged: bool
     message: str
+    batchnorm_fit: tuple[tuple[str, float], ...] = ()  # scale -> residual of the first BatchNorm's moving statistics
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "evident": self.evident, "accuracy_by_scale": dict(self.accuracy_by_scale),
-                "normalises_itself": self.normalises_itself, "flagged": self.flagged, "message": self.message}
+                "normalises_itself": self.normalises_itself, "flagged": self.flagged, "message": self.message,
+                "batchnorm_fit": dict(self.batchnorm_fit)}
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,13 @@ class ModelDiagnosis:
     batchnorm: tuple[BatchNormLayer, ...]
     optimizer_steps: int | None
     groups: tuple[tuple[str, int], ...]  # layer group -> number of layers with a training mode
+    regularizers: tuple[tuple[str, str, float], ...] = ()  # (layer, kind, strength)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "input_shape": list(self.input_shape), "output_kind": self.output_kind,
                 "input_scale": self.input_scale.to_dict(), "batchnorm": [b.to_dict() for b in self.batchnorm],
-                "optimizer_steps": self.optimizer_steps, "layer_groups": dict(self.groups)}
+                "optimizer_steps": self.optimizer_steps, "layer_groups": dict(self.groups),
+                "regularizers": [list(r) for r in self.regularizers]}
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:
@@ -152,32 +156,73 @@ def _normalises_itself(model: Any) -> bool:
     return False
 
 
+def _first_batchnorm_fit(model: Any, images: np.ndarray) -> dict[str, float]:
+    """How well the first BatchNorm layer's moving statistics fit the data at each scale (relative residual).
+
+    From its initial state (mean 0, variance 1) a moving average after training on inputs with batch statistics
+    (mu, var) is (a * mu, 1 - a + a * var) for some a in [0, 1] (a = 1 - momentum^steps). We fit a for each
+    candidate scale and keep the residual: the scale the model was trained on fits, the others do not. This works
+    where accuracy cannot tell (lagging averages make inference mode fail at every scale, and training mode is
+    blind to the input scale behind a convolution and BatchNorm).
+    """
+    import keras
+
+    from .modes import leaf_layers
+
+    bn = next((layer for layer in leaf_layers(model) if "BatchNormalization" in type(layer).__name__), None)
+    if bn is None:
+        return {}
+    try:
+        upto = keras.Model(model.inputs, bn.input)
+    except Exception:  # the layer sits in a nested model: not reachable from the outer inputs
+        return {}
+    mm = np.asarray(bn.moving_mean, np.float64)
+    mv = np.asarray(bn.moving_variance, np.float64)
+    r = np.concatenate([mm, mv - 1.0])
+    axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
+    out = {}
+    for s in SCALES:
+        a = np.asarray(upto(scaled(images, s), training=False), np.float64)
+        a = np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])
+        u = np.concatenate([a.mean(axis=0), a.var(axis=0) - 1.0])
+        k = float(np.clip(r @ u / max(u @ u, 1e-12), 0.0, 1.0))
+        out[s] = float(np.linalg.norm(r - k * u) / max(np.linalg.norm(r), 1e-12))
+    return out
+
+
 def input_scale(model: Any, images: np.ndarray, y: np.ndarray, out: OutputKind, requested: str) -> InputScale:
-    """Score a sample of training images at each candidate scale (inference mode) and judge the evident one."""
+    """Judge the pixel range the model was trained on: by accuracy in inference mode where it tells the scales
+    apart, else by how well the first BatchNorm layer's moving statistics fit each scale."""
     if requested != "auto" and requested not in SCALES:
         raise invalid_parameter("input_scale", ["auto", *SCALES], requested)
     idx = np.random.default_rng(0).permutation(len(images))[:SCALE_SAMPLE]
     accs = tuple((s, evaluate(model, scaled(images[idx], s), y[idx], out).accuracy) for s in SCALES)
     own = _normalises_itself(model)
-    best = max(a for _, a in accs)
+    ranked = sorted((a for _, a in accs), reverse=True)
+    best = ranked[0]
+    fit = _first_batchnorm_fit(model, images[idx])
     # Ties (within a point): prefer what the model's own layers imply, then the usual [0, 1].
     prefer = ["0-255", "0-1", "-1-1"] if own else ["0-1", "-1-1", "0-255"]
-    evident = next(s for s in prefer if dict(accs)[s] >= best - 0.01)
+    if ranked[0] - ranked[1] < 0.05 and fit:
+        evident = min(SCALES, key=lambda s: (fit[s], prefer.index(s)))
+        how = "its first BatchNorm layer's moving statistics fit that scale best"
+    else:
+        evident = next(s for s in prefer if dict(accs)[s] >= best - 0.01)
+        how = "it scores best on it"
     chosen = evident if requested == "auto" else requested
-    flagged, message = False, f"inputs in [{evident.replace('-1-1', '-1, 1').replace('-', ', ')}] as the model evidently expects"
+    rng = "[" + ("-1, 1" if evident == "-1-1" else evident.replace("-", ", ")) + "]"
+    flagged, message = False, f"inputs in {rng}, as the model evidently expects ({how})"
     if evident == "0-255" and not own:
         flagged = True
-        message = ("unnormalised inputs: the model scores best on raw [0, 255] pixels and has no Rescaling/Normalization "
-                   "layer, so it was trained on [0, 255]; scale inputs to [0, 1] (Rescaling(1/255)) and retrain")
+        message = (f"unnormalised inputs: the model was trained on raw [0, 255] pixels ({how}) and has no "
+                   "Rescaling/Normalization layer; scale inputs to [0, 1] (Rescaling(1/255)) and retrain")
     elif own and evident != "0-255":
         flagged = True
-        message = (f"double normalisation: the model has a Rescaling/Normalization layer yet scores best on inputs already "
-                   f"in [{evident.replace('-1-1', '-1, 1').replace('-', ', ')}]")
+        message = f"double normalisation: the model has a Rescaling/Normalization layer yet expects inputs already in {rng}"
     if requested != "auto" and dict(accs)[requested] < best - 0.05:
         flagged = True
-        message = (f"input scale mismatch: fed {requested} but the model scores {best - dict(accs)[requested]:.3f} better on "
-                   f"{evident}")
-    return InputScale(chosen, evident, accs, own, flagged, message)
+        message = f"input scale mismatch: fed {requested} but the model scores {best - dict(accs)[requested]:.3f} better on {evident}"
+    return InputScale(chosen, evident, accs, own, flagged, message, tuple(sorted(fit.items())))
 
 
 def batchnorm_layers(model: Any, x: np.ndarray) -> tuple[BatchNormLayer, ...]:
@@ -208,6 +253,37 @@ def batchnorm_layers(model: Any, x: np.ndarray) -> tuple[BatchNormLayer, ...]:
         lag = shift > BN_SHIFT or abs(math.log(max(ratio, 1e-12))) > math.log(BN_VAR_FACTOR)
         out.append(BatchNormLayer(layer.name, float(layer.momentum), shift, ratio, lag))
     return tuple(out)
+
+
+def regularizers(model: Any) -> tuple[tuple[str, str, float], ...]:
+    """(layer, kind, strength) of every regularizer: dropout rates, noise deviations, L1/L2 factors."""
+    from .modes import leaf_layers
+
+    out: list[tuple[str, str, float]] = []
+    for layer in leaf_layers(model):
+        name = type(layer).__name__
+        if "Dropout" in name and getattr(layer, "rate", 0):
+            out.append((layer.name, "dropout", float(layer.rate)))
+        if name == "GaussianNoise" and getattr(layer, "stddev", 0):
+            out.append((layer.name, "noise", float(layer.stddev)))
+        for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
+            reg = getattr(layer, attr, None)
+            cfg = reg.get_config() if reg is not None and hasattr(reg, "get_config") else {}
+            for k in ("l1", "l2"):
+                if cfg.get(k):
+                    out.append((layer.name, k.upper(), float(cfg[k])))
+    return tuple(out)
+
+
+def describe_regularizers(regs: tuple[tuple[str, str, float], ...]) -> str:
+    """'L2 up to 1 on 2 layers, dropout up to 0.5 on 1 layer' (or 'no regularizers')."""
+    parts = []
+    for kind in ("L1", "L2", "dropout", "noise"):
+        values = [v for _, k, v in regs if k == kind]
+        if values:
+            n = len({layer for layer, k, _ in regs if k == kind})
+            parts.append(f"{kind} up to {max(values):g} on {n} layer{'s' if n > 1 else ''}")
+    return ", ".join(parts) or "no regularizers"
 
 
 def optimizer_steps(model: Any) -> int | None:
