@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS embeddings (
     PRIMARY KEY (digest, model)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL, used REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS properties (
+    digest BLOB NOT NULL, version TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (digest, version)
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -227,6 +231,27 @@ class FeatureCache:
         rows = [(d, model, np.asarray(v, dtype="<f2").tobytes()) for d, v in zip(digests, vectors) if d]
         if rows:
             self._run(lambda c: self._write(c, "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows), None)
+
+    # -- image properties (the distribution audit), keyed by content and property version ---------------------
+    def properties_for(self, digests: Sequence[bytes], version: str) -> dict[bytes, np.ndarray]:
+        """Cached property vectors (float64, ``properties.MEASURED`` order) for these digests."""
+        unique = list(dict.fromkeys(d for d in digests if d))
+
+        def q(conn: sqlite3.Connection) -> dict[bytes, np.ndarray]:
+            out: dict[bytes, np.ndarray] = {}
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for d, v in conn.execute(f"SELECT digest, vector FROM properties WHERE version = ? AND digest IN ({marks})", [version, *chunk]):
+                    out[bytes(d)] = np.frombuffer(v, dtype="<f8")
+            return out
+
+        return self._run(q, {})
+
+    def store_properties(self, digests: Sequence[bytes], vectors: np.ndarray, version: str) -> None:
+        rows = [(d, version, np.asarray(v, dtype="<f8").tobytes()) for d, v in zip(digests, vectors) if d]
+        if rows:
+            self._run(lambda c: self._write(c, "INSERT OR REPLACE INTO properties VALUES (?, ?, ?)", rows), None)
 
     # -- blobs: derived results such as neighbour pairs ---------------------------------------------------------
     def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:
