@@ -393,6 +393,41 @@ class AuditContext:
         self._matches[key] = m
         return m
 
+    # -- distribution audit (issue #4) ---------------------------------------------------------------------------
+    # Owned by the distribution checks (class-balance, image-properties, split-distinguishability, difficulty,
+    # separability, leak-impact). Nothing here runs unless one of them asks: `--backbone none` re-checks stay fast.
+    @cached_property
+    def properties(self) -> dict[str, np.ndarray]:
+        """Per-image properties of decoded records (brightness, contrast, saturation, sharpness, entropy,
+        file_size; NaN elsewhere), computed on first use only and cached per content digest."""
+        from ..features.properties import compute_properties
+
+        f = self.features
+        rows = np.flatnonzero(f.ok).tolist()
+        done = 0
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            if self._progress:
+                self._progress("measuring images", done, len(rows))
+
+        columns, computed = compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
+                                               workers=self.workers, max_pixels=self.hash_options.max_pixels, progress=tick)
+        self.properties_computed = computed
+        return columns
+
+    @cached_property
+    def summaries(self) -> dict[str, dict]:
+        """Report-level tables the distribution checks measured (``AuditReport.distribution``), by section.
+        Checks may write here; their findings are returned, never stored."""
+        return {}
+
+    @cached_property
+    def probes(self) -> dict[str, object]:
+        """Memo of fitted probes and projections (``checks/_probe.py``), so several checks fit each once."""
+        return {}
+
 
 def _exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs from identical-byte groups: all pairs across splits, a chain within a split (enough to connect it)."""

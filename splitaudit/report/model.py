@@ -168,6 +168,9 @@ class AuditReport:
     embeddings: Mapping[str, Any] = field(default_factory=dict, compare=False)
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
     cache: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: Distribution tables by section (``classes``, ``properties``, ``distinguishability``, ``difficulty``,
+    #: ``separability``, ``leak_impact``): what the distribution checks measured, flagged or not.
+    distribution: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -184,6 +187,7 @@ class AuditReport:
             "splits": [s.to_dict() for s in self.splits],
             "checks": {name: _clean(dict(params)) for name, params in self.checks},
             "embeddings": _clean(dict(self.embeddings)) or None,
+            "distribution": _clean(dict(self.distribution)),
             "findings": [f.to_dict() for f in self.findings],
         }
 

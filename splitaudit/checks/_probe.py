@@ -1,0 +1,280 @@
+"""Shared by the distribution checks: probes (linear classifiers) on the CNN embeddings and on image properties.
+
+Each probe is fitted once per run and memoised in ``ctx.probes``, so difficulty, separability and leak-impact share
+one label probe, and split-distinguishability reuses the projection. Every random choice has a fixed seed; the
+same data gives the same numbers. scikit-learn and SciPy are imported inside the functions (the re-check budget of
+``--backbone none`` runs has no room for their import time).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .context import AuditContext
+
+SEED = 0
+FOLDS = 5
+#: Embeddings are projected on at most this many principal components before a probe sees them: enough for a
+#: linear probe to reach the accuracy of the full 1280 dimensions on the datasets we measured, and 20x cheaper.
+PCA_DIM = 64
+#: A class takes part in the label probe with at least this many training images (one per fold).
+MIN_PER_CLASS = FOLDS
+Z95 = 1.959963984540054
+
+
+def _one_thread():  # noqa: ANN202
+    """BLAS/OpenMP limited to one thread: these fits are small (10k x 64), and on a busy machine OpenMP's
+    spinning worker threads made a 0.1 s logistic regression take 3-7 s (measured on 2 shared cores)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (0, 1 when n is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def auc_ci(scores: np.ndarray, positive: np.ndarray, z: float = Z95) -> tuple[float, float, float]:
+    """ROC AUC of ``scores`` for ``positive`` with DeLong's 95% confidence interval: (auc, low, high)."""
+    from scipy.stats import rankdata
+
+    pos, neg = scores[positive], scores[~positive]
+    m, n = len(pos), len(neg)
+    if m == 0 or n == 0:
+        return 0.5, 0.0, 1.0
+    tz = rankdata(np.concatenate([pos, neg]))
+    tx, ty = rankdata(pos), rankdata(neg)
+    auc = float((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+    v01 = (tz[:m] - tx) / n
+    v10 = 1.0 - (tz[m:] - ty) / m
+    var = (v01.var(ddof=1) / m if m > 1 else 0.25) + (v10.var(ddof=1) / n if n > 1 else 0.25)
+    se = math.sqrt(max(var, 0.0))
+    return auc, max(0.0, auc - z * se), min(1.0, auc + z * se)
+
+
+def embedding_features(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray]:
+    """(n×k standardised principal components of the embeddings, mask of rows that have one); k = 0 when off."""
+    if "pca" in ctx.probes:
+        return ctx.probes["pca"]  # type: ignore[return-value]
+    emb, have = ctx.embeddings
+    n = len(have)
+    rows = np.flatnonzero(have)
+    out = np.zeros((n, 0))
+    if emb.shape[1] and len(rows) >= 10:
+        from sklearn.decomposition import PCA
+
+        k = int(min(PCA_DIM, len(rows) - 1, emb.shape[1]))
+        with _one_thread():
+            z = PCA(n_components=k, svd_solver="randomized", random_state=SEED).fit_transform(emb[rows].astype(np.float64))
+        z /= np.maximum(z.std(axis=0, keepdims=True), 1e-12)
+        out = np.zeros((n, k))
+        out[rows] = z
+    result = (out, have if out.shape[1] else np.zeros(n, bool))
+    ctx.probes["pca"] = result
+    return result
+
+
+#: Property columns a distinguishability probe sees (log scale where the spread is multiplicative).
+PROBE_PROPERTIES = ("width", "height", "aspect", "file_size", "brightness", "contrast", "saturation", "sharpness", "entropy")
+LOG_SCALE = frozenset({"width", "height", "aspect", "file_size", "sharpness"})
+
+
+def property_columns(ctx: AuditContext) -> dict[str, np.ndarray]:
+    """Every numeric property as an n-length float64 column (NaN where unknown): the measured ones and the
+    feature table's width, height and aspect ratio (width / height)."""
+    if "property_columns" in ctx.probes:
+        return ctx.probes["property_columns"]  # type: ignore[return-value]
+    f = ctx.features
+    ok = f.ok
+    w = np.where(ok, f["width"], 0).astype(np.float64)
+    h = np.where(ok, f["height"], 0).astype(np.float64)
+    cols = {"width": np.where(ok, w, np.nan), "height": np.where(ok, h, np.nan),
+            "aspect": np.where(ok & (h > 0), w / np.maximum(h, 1), np.nan)}
+    cols.update(ctx.properties)
+    ctx.probes["property_columns"] = cols
+    return cols
+
+
+def property_features(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray]:
+    """(n×m standardised property matrix with squared terms, mask of usable rows) for distinguishability."""
+    if "props" in ctx.probes:
+        return ctx.probes["props"]  # type: ignore[return-value]
+    cols = property_columns(ctx)
+    have = ctx.features.ok & np.isfinite(cols["brightness"])
+    parts = []
+    for name in PROBE_PROPERTIES:
+        v = cols[name].copy()
+        if name in LOG_SCALE:
+            v = np.log1p(np.maximum(v, 0))
+        known = have & np.isfinite(v)
+        if known.sum() < 2:
+            continue
+        v[~known] = np.median(v[known])  # unknown (e.g. file size of in-memory arrays): no information
+        sd = v[have].std()
+        if sd <= 1e-12:
+            continue  # constant across the dataset: nothing to tell splits apart with
+        z = (v - v[have].mean()) / sd
+        parts += [z, z * z]  # squares let a linear model see a change of spread, not only of level
+    x = np.stack(parts, axis=1) if parts else np.zeros((len(have), 0))
+    result = (x, have if x.shape[1] else np.zeros(len(have), bool))
+    ctx.probes["props"] = result
+    return result
+
+
+@dataclass(frozen=True)
+class SplitProbe:
+    """Out-of-fold scores of a classifier telling ``split`` from the training split."""
+
+    rows: np.ndarray  # record indices (train rows and the split's rows)
+    is_eval: np.ndarray  # True for the evaluation split's rows
+    scores: np.ndarray  # out-of-fold decision values (higher = looks more like the evaluation split)
+    auc: float
+    low: float
+    high: float
+
+
+def split_probe(ctx: AuditContext, kind: str, split: int, *, max_train: int = 20_000) -> SplitProbe | None:
+    """Adversarial validation: cross-validated logistic regression on ``kind`` ("embeddings" or "properties")
+    predicting train vs ``split``; None when either side has fewer than 10 usable images."""
+    key = f"split:{kind}:{split}"
+    if key in ctx.probes:
+        return ctx.probes[key]  # type: ignore[return-value]
+    x, have = embedding_features(ctx) if kind == "embeddings" else property_features(ctx)
+    s = ctx.split_index
+    train = np.flatnonzero(have & (s == 0))
+    other = np.flatnonzero(have & (s == split))
+    result: SplitProbe | None = None
+    if x.shape[1] and len(train) >= 10 and len(other) >= 10:
+        if len(train) > max_train:  # a fixed sample: AUC does not depend on the class ratio
+            train = np.sort(np.random.default_rng(SEED).choice(train, max_train, replace=False))
+        rows = np.concatenate([train, other])
+        y = np.concatenate([np.zeros(len(train), bool), np.ones(len(other), bool)])
+        with _one_thread():
+            scores = _oof_binary(x[rows], y)
+        auc, lo, hi = auc_ci(scores, y)
+        result = SplitProbe(rows, y, scores, auc, lo, hi)
+    ctx.probes[key] = result
+    return result
+
+
+def _logistic(**kw: object):  # noqa: ANN202
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, max_iter=500, **kw)
+
+
+def _oof_binary(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from sklearn.model_selection import StratifiedKFold
+
+    k = int(min(FOLDS, y.sum(), (~y).sum()))
+    scores = np.zeros(len(y))
+    for fit, held in StratifiedKFold(k, shuffle=True, random_state=SEED).split(x, y):
+        model = _logistic(class_weight="balanced").fit(x[fit], y[fit])
+        scores[held] = model.decision_function(x[held])
+    return scores
+
+
+@dataclass(frozen=True)
+class LabelProbe:
+    """A class probe on the embeddings, fitted on the training split.
+
+    ``proba`` rows are honest predictions: out-of-fold for training images; for evaluation images, from the fold
+    model of a randomly assigned fold, so both sides are predicted by models trained on the same 4/5 of train
+    (the model never saw the image either way). ``full_proba`` (evaluation rows only, NaN for train) comes from one
+    model fitted on all of train: what "a model trained on train" predicts, used for leak impact.
+    """
+
+    rows: np.ndarray
+    y: np.ndarray
+    classes: tuple[str, ...]
+    split: np.ndarray
+    proba: np.ndarray
+    full_proba: np.ndarray
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.proba.argmax(axis=1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.y
+
+    @property
+    def p_true(self) -> np.ndarray:
+        return self.proba[np.arange(len(self.y)), self.y]
+
+    @property
+    def loss(self) -> np.ndarray:
+        """Cross-entropy of each image (natural log)."""
+        return -np.log(np.clip(self.p_true, 1e-12, 1.0))
+
+    @property
+    def margin(self) -> np.ndarray:
+        """Probability of the true class minus the highest other probability (negative = misclassified)."""
+        other = self.proba.copy()
+        other[np.arange(len(self.y)), self.y] = -np.inf
+        return self.p_true - other.max(axis=1)
+
+
+def label_probe(ctx: AuditContext) -> LabelProbe | None:
+    """The shared class probe, or None without embeddings, labels, or two classes with enough training images."""
+    if "labels" in ctx.probes:
+        return ctx.probes["labels"]  # type: ignore[return-value]
+    with _one_thread():
+        result = _fit_label_probe(ctx)
+    ctx.probes["labels"] = result
+    return result
+
+
+def _fit_label_probe(ctx: AuditContext) -> LabelProbe | None:
+    from sklearn.model_selection import StratifiedKFold
+
+    x, have = embedding_features(ctx)
+    if not x.shape[1]:
+        return None
+    s = ctx.split_index
+    labels = np.array([r.label if r.label is not None else "" for r in ctx.dataset.records], dtype=object)
+    labelled = have & np.array([r.label is not None for r in ctx.dataset.records], dtype=bool)
+    train_labels, counts = np.unique(labels[labelled & (s == 0)].astype(str), return_counts=True)
+    classes = tuple(str(c) for c, n in zip(train_labels, counts) if n >= MIN_PER_CLASS)
+    if len(classes) < 2:
+        return None
+    code = {c: i for i, c in enumerate(classes)}
+    rows = np.flatnonzero(labelled & np.isin(labels.astype(str), classes))
+    y = np.array([code[str(labels[i])] for i in rows], dtype=np.int64)
+    split = s[rows]
+    tr = np.flatnonzero(split == 0)
+    ev = np.flatnonzero(split != 0)
+    proba = np.zeros((len(rows), len(classes)))
+    full = np.full((len(rows), len(classes)), np.nan)
+    assign = np.random.default_rng(SEED).integers(0, FOLDS, len(ev))
+    xr = x[rows]
+    for f, (fit, held) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(xr[tr], y[tr])):
+        model = _logistic().fit(xr[tr[fit]], y[tr[fit]])
+        proba[tr[held]] = _aligned(model, xr[tr[held]], len(classes))
+        mine = ev[assign == f]
+        if len(mine):
+            proba[mine] = _aligned(model, xr[mine], len(classes))
+    if len(ev):
+        model = _logistic().fit(xr[tr], y[tr])
+        full[ev] = _aligned(model, xr[ev], len(classes))
+    return LabelProbe(rows, y, classes, split, proba, full)
+
+
+def _aligned(model: object, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """predict_proba with one column per class code (a fold may lack a class; every class has >= FOLDS images,
+    so with stratified folds none does, but stay safe)."""
+    p = model.predict_proba(x)  # type: ignore[attr-defined]
+    out = np.zeros((len(x), n_classes))
+    out[:, model.classes_] = p  # type: ignore[attr-defined]
+    return out
