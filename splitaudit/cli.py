@@ -65,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("checks", help="list the available checks and their parameters")
 
+    ex = sub.add_parser("explain", help="why does validation score better (or worse) than training? measure each cause",
+                        description="Train small probes on the splits (and evaluate --model) and decompose the val - train gap "
+                                    "exactly into timing, regularization/mode, BatchNorm and data terms. Diagnostic: exit 0.")
+    ex.add_argument("train", metavar="TRAIN", help="training split folder (train/<class>/...)")
+    ex.add_argument("val", metavar="VAL", help="validation split folder")
+    ex.add_argument("--model", metavar="FILE", help="your saved Keras model (model.keras), evaluated at its final weights")
+    ex.add_argument("--history", metavar="FILE", help="your training log: a CSVLogger CSV or a JSON dump of History.history")
+    ex.add_argument("--epochs", type=int, default=8, metavar="N", help="epochs per probe (default: 8)")
+    ex.add_argument("--batch-size", type=int, default=32, metavar="N", help="probe and training-mode batch size (default: 32)")
+    ex.add_argument("--input-scale", default="auto", choices=["auto", "0-1", "-1-1", "0-255"], help="pixel range fed to --model (default: auto)")
+    ex.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")
+    ex.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
+    ex.add_argument("--plot", metavar="FILE", help="write learning curves to FILE (.svg or .png)")
+    ex.add_argument("--backbone", default=DEFAULT_BACKBONE, metavar="NAME", help="CNN for the probes' embeddings, or none (16x16 pixels)")
+    ex.add_argument("--weights", metavar="PATH", help="local weights file for --backbone")
+    ex.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $SPLITAUDIT_CACHE_DIR or ~/.cache/splitaudit)")
+    ex.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+
     fix = sub.add_parser("fix", help="plan (and optionally copy) a leak-free split: which val/test images to drop or move to train",
                          description="Plan which evaluation images to drop or move to the training split so no leak remains. "
                                      "Nothing is changed unless --apply --to DIR, which copies into a new tree.")
@@ -247,6 +265,28 @@ def _run_fix(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _run_explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+    from .explain.render import render_text
+
+    report = explain(args.train, args.val, model=args.model, history=args.history, epochs=args.epochs,
+                     batch_size=args.batch_size, input_scale=args.input_scale, backbone=args.backbone,
+                     weights=args.weights, cache=not args.no_cache, cache_dir=args.cache_dir)
+    if args.plot:
+        report.plot(args.plot)
+    text = report.to_json() if args.format == "json" else render_text(report)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise SplitauditError(f"cannot write {args.output!r}: {exc.strerror or exc}") from exc
+        print(report.summary, file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_CLEAN  # explain is diagnostic: a gap is not a failure
+
+
 def _list_checks() -> int:
     from .checks import all_checks
 
@@ -265,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_check(args)
         if args.command == "checks":
             return _list_checks()
+        if args.command == "explain":
+            return _run_explain(args)
         if args.command == "fix":
             return _run_fix(args)
         parser.print_help()

@@ -278,3 +278,91 @@ def test_over_regularized_model_is_named(digits, tmp_path: Path) -> None:
     assert "over-regularization" in report.summary
     assert any("Lower the regularization" in a for a in report.advice)
     assert [r[1:] for r in over.data["regularizers"]] == [["L2", 1.0], ["dropout", 0.5], ["L2", 1.0]]
+
+
+def test_cli_explain_json_text_and_plots(digits, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from splitaudit.cli import main
+
+    train, val = _split_digits(digits, tmp_path, 300, 150, seed=7)
+    out = tmp_path / "report.json"
+    code = main(["explain", str(train), str(val), "--epochs", "2", "--format", "json", "--output", str(out),
+                 "--plot", str(tmp_path / "curves.svg")])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema_version"] == 1 and doc["primary"] == "regularized-probe"
+    assert doc["data"]["train_images"] == 300 and doc["data"]["val_images"] == 150
+    main_subject = next(s for s in doc["subjects"] if s["name"] == doc["primary"])
+    terms = main_subject["accuracy"]["terms"]
+    assert abs(sum(t["value"] for t in terms) - main_subject["accuracy"]["gap"]) < 1e-4  # adds up after rounding
+    assert doc["dominant"] == main_subject["accuracy"]["dominant"] and doc["summary"]
+    assert len(main_subject["epochs"]) == 2
+    svg = (tmp_path / "curves.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 8 and "train, shifted -1/2 epoch" in svg
+
+    # the same run again (features and embeddings now cached): byte-identical JSON
+    again = tmp_path / "again.json"
+    assert main(["explain", str(train), str(val), "--epochs", "2", "--format", "json", "-o", str(again)]) == 0
+    assert again.read_text() == out.read_text()
+
+    capsys.readouterr()
+    assert main(["explain", str(train), str(val), "--epochs", "2", "--plot", str(tmp_path / "curves.png")]) == 0
+    text = capsys.readouterr().out
+    assert "sum = reported gap" in text and "Advice" in text and "timing" in text
+    with Image.open(tmp_path / "curves.png") as im:
+        assert im.size == (960, 380) and len(im.convert("RGB").getcolors(1 << 20)) > 3
+
+
+def test_cli_explain_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from splitaudit.cli import main
+
+    assert main(["explain", str(tmp_path / "missing"), str(tmp_path / "val")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("splitaudit: error:") and err.count("\n") == 1
+    with pytest.raises(SplitauditError, match="'epochs'"):
+        splitaudit.explain(tmp_path, tmp_path, epochs=0)
+    with pytest.raises(SplitauditError, match="input_scale"):
+        splitaudit.explain(tmp_path, tmp_path, input_scale="0-100")
+
+
+def test_history_from_csvlogger_and_json_agree_and_curves_are_read(digits, tmp_path: Path) -> None:
+    import keras
+    from keras import layers
+
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8)), layers.Flatten(), layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    log = tmp_path / "log.csv"
+    h = model.fit(x[:300] / 255, y[:300], validation_data=(x[300:400] / 255, y[300:400]), epochs=3, verbose=0,
+                  callbacks=[keras.callbacks.CSVLogger(str(log))])
+    (tmp_path / "h.json").write_text(json.dumps(h.history))
+    from_csv, from_json, from_dict = parse_history(log), parse_history(tmp_path / "h.json"), parse_history(h.history)
+    assert from_csv.accuracy_key == "accuracy" and from_csv.epochs == 3
+    for name in ("accuracy", "loss", "val_accuracy", "val_loss"):
+        assert from_csv.get(name) == pytest.approx(from_json.get(name), rel=1e-6)
+        assert from_dict.get(name) == from_json.get(name)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("epoch,accuracy\n0,abc\n")
+    with pytest.raises(SplitauditError, match="not a number"):
+        parse_history(bad)
+    with pytest.raises(SplitauditError, match="no 'loss'"):
+        parse_history({"accuracy": [0.5]})
+
+    # curve findings on hand-made curves, each built to show exactly one thing
+    over = parse_history({"loss": [1.0, 0.6, 0.4, 0.3, 0.2], "val_loss": [1.0, 0.7, 0.6, 0.7, 0.8]})
+    found = {c.code: c for c in diagnose_curves(over)}
+    assert found["overfitting"].data["best_epoch"] == 3
+    flat = parse_history({"loss": [1, 0.8, 0.6, 0.5, 0.4], "val_loss": [1, 0.9, 0.85, 0.85, 0.85],
+                          "accuracy": [0.5, 0.6, 0.7, 0.8, 0.9], "val_accuracy": [0.5, 0.7, 0.75, 0.751, 0.752]})
+    codes = {c.code for c in diagnose_curves(flat)}
+    assert "val-plateau" in codes and "overfitting" not in codes
+    chance = parse_history({"loss": [0.69] * 4, "val_loss": [0.69] * 4, "accuracy": [0.5, 0.52, 0.49, 0.51],
+                            "val_accuracy": [0.5, 0.48, 0.51, 0.5]})
+    c = {c.code: c for c in diagnose_curves(chance, chance=0.5, val_size=400)}
+    assert c["chance-level"].data["curves"] == ["training", "validation"]
+    # the running average lags: shifting it half an epoch closes the gap on a steadily improving model
+    rising = parse_history({"loss": [1, 0.8, 0.6, 0.4], "val_loss": [0.9, 0.7, 0.5, 0.3],
+                            "accuracy": [0.6, 0.7, 0.8, 0.9], "val_accuracy": [0.65, 0.75, 0.85, 0.95]})
+    shift = {c.code: c for c in diagnose_curves(rising)}["half-epoch-shift"]
+    assert shifted_train((0.6, 0.7, 0.8, 0.9)) == pytest.approx([0.65, 0.75, 0.85])
+    assert shift.data["mean_gap"] == pytest.approx(0.05) and shift.data["mean_shifted_gap"] == pytest.approx(0.0, abs=1e-12)
