@@ -156,6 +156,12 @@ def _normalises_itself(model: Any) -> bool:
     return False
 
 
+def _single_input(model: Any) -> Any:
+    """The model's input tensor (not a one-element list: Keras warns when called with a bare tensor then)."""
+    inputs = model.inputs
+    return inputs[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else inputs
+
+
 def _first_batchnorm_fit(model: Any, images: np.ndarray) -> dict[str, float]:
     """How well the first BatchNorm layer's moving statistics fit the data at each scale (relative residual).
 
@@ -173,7 +179,7 @@ def _first_batchnorm_fit(model: Any, images: np.ndarray) -> dict[str, float]:
     if bn is None:
         return {}
     try:
-        upto = keras.Model(model.inputs, bn.input)
+        upto = keras.Model(_single_input(model), bn.input)
     except Exception:  # the layer sits in a nested model: not reachable from the outer inputs
         return {}
     mm = np.asarray(bn.moving_mean, np.float64)
@@ -235,7 +241,7 @@ def batchnorm_layers(model: Any, x: np.ndarray) -> tuple[BatchNormLayer, ...]:
     if not bns:
         return ()
     try:
-        probe = keras.Model(model.inputs, [layer.input for layer in bns])
+        probe = keras.Model(_single_input(model), [layer.input for layer in bns])
         acts = probe(x[:SCALE_SAMPLE], training=False)
     except Exception:  # nested sub-models: their layers' inputs are not reachable from the outer graph
         return ()
