@@ -33,6 +33,10 @@ def print_explain(report: Any, console: Any) -> None:
     t.add_row("[bold]sum = reported gap[/bold]", f"[bold]{acc.total:+.4f}[/bold]", f"[bold]{loss.total:+.4f}[/bold]",
               f"val {acc.reported_val:.4f} / {loss.reported_val:.4f} - train {acc.reported_train:.4f} / {loss.reported_train:.4f}")
     console.print(t)
+    if main.penalty > 0 and loss.term("penalty") == 0:
+        share = main.penalty / loss.reported_train if loss.reported_train > 0 else 0.0
+        console.print(f"The L1/L2 penalty ({main.penalty:.4g}, {share:.0%} of the reported training loss) is in both "
+                      "reported losses, so it adds nothing to the loss gap.", highlight=False)
     if len(report.subjects) > 1:
         s = Table(title="accuracy gap by cause, every subject", title_justify="left")
         s.add_column("subject")
