@@ -210,3 +210,31 @@ def test_checks_import_no_scipy_stats_or_sklearn() -> None:
             "print(sorted(m for m in ('scipy.stats', 'sklearn', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_numpy_statistics_agree_with_scipy_and_sklearn(digits) -> None:
+    from scipy import stats
+    from sklearn.linear_model import LogisticRegression
+
+    from splitaudit.checks._twosample import fisher_exact, ks_2samp, logistic_fit, mann_whitney, midranks, wasserstein
+
+    x, y, raw = digits
+    brightness = x.reshape(len(x), -1).mean(axis=1)
+    a, b = brightness[y == "1"], brightness[y == "7"]  # real samples with ties
+    d, p = ks_2samp(a, b)
+    ref = stats.ks_2samp(a, b)
+    assert d == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue, rel=0.5, abs=1e-12)
+    d2, p2 = ks_2samp(a[:40], a[40:80])
+    assert d2 == pytest.approx(stats.ks_2samp(a[:40], a[40:80]).statistic) and p2 > 0.01
+    assert wasserstein(a, b) == pytest.approx(stats.wasserstein_distance(a, b))
+    assert np.array_equal(midranks(np.round(a)), stats.rankdata(np.round(a)))
+    for table in ([[3, 40], [12, 30]], [[0, 25], [9, 16]], [[50, 950], [80, 920]]):
+        assert fisher_exact(np.array(table)) == pytest.approx(stats.fisher_exact(table).pvalue, rel=1e-6)
+    u, p = mann_whitney(a, b)
+    ref = stats.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic")
+    assert u == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue, rel=1e-6)
+    feats = (raw[:, ::5] - raw[:, ::5].mean(0)) / (raw[:, ::5].std(0) + 1e-9)
+    target = y == "3"
+    w, c = logistic_fit(feats, target)
+    sk = LogisticRegression(C=1.0, class_weight="balanced", tol=1e-10, max_iter=10_000).fit(feats, target)
+    assert np.allclose(w, sk.coef_[0], atol=1e-3) and c == pytest.approx(sk.intercept_[0], abs=1e-3)

@@ -1,9 +1,10 @@
 """Shared by the distribution checks: probes (linear classifiers) on the CNN embeddings and on image properties.
 
-Each probe is fitted once per run and memoised in ``ctx.probes``, so difficulty, separability and leak-impact share
+Split probes (train vs an evaluation split) are a NumPy logistic regression (``_twosample.logistic_fit``); the class
+probe is scikit-learn's ``LogisticRegression`` on the principal components of the embeddings. Each probe is fitted once per run and memoised in ``ctx.probes``, so difficulty, separability and leak-impact share
 one label probe, and split-distinguishability reuses the projection. Every random choice has a fixed seed; the
-same data gives the same numbers. scikit-learn and SciPy are imported inside the functions (the re-check budget of
-``--backbone none`` runs has no room for their import time).
+same data gives the same numbers. scikit-learn is imported only where embeddings are used (the re-check budget of
+``--backbone none`` runs has no room for its import time).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._twosample import logistic_fit, midranks
 from .context import AuditContext
 
 SEED = 0
@@ -46,14 +48,12 @@ def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
 
 def auc_ci(scores: np.ndarray, positive: np.ndarray, z: float = Z95) -> tuple[float, float, float]:
     """ROC AUC of ``scores`` for ``positive`` with DeLong's 95% confidence interval: (auc, low, high)."""
-    from scipy.stats import rankdata
-
     pos, neg = scores[positive], scores[~positive]
     m, n = len(pos), len(neg)
     if m == 0 or n == 0:
         return 0.5, 0.0, 1.0
-    tz = rankdata(np.concatenate([pos, neg]))
-    tx, ty = rankdata(pos), rankdata(neg)
+    tz = midranks(np.concatenate([pos, neg]))
+    tx, ty = midranks(pos), midranks(neg)
     auc = float((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
     v01 = (tz[:m] - tx) / n
     v10 = 1.0 - (tz[m:] - ty) / m
@@ -173,14 +173,26 @@ def _logistic(**kw: object):  # noqa: ANN202
     return LogisticRegression(C=1.0, max_iter=500, **kw)
 
 
-def _oof_binary(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    from sklearn.model_selection import StratifiedKFold
+def stratified_folds(y: np.ndarray, k: int) -> np.ndarray:
+    """Fold number of each row: every class shuffled (fixed seed) and dealt round-robin over ``k`` folds."""
+    rng = np.random.default_rng(SEED)
+    fold = np.zeros(len(y), np.int64)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        fold[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % k
+    return fold
 
+
+def _oof_binary(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Out-of-fold decision values of a balanced, L2-penalised logistic regression (C=1), NumPy only: the
+    property probe runs on every audit, where importing scikit-learn would cost more than the fit."""
     k = int(min(FOLDS, y.sum(), (~y).sum()))
+    fold = stratified_folds(y, k)
     scores = np.zeros(len(y))
-    for fit, held in StratifiedKFold(k, shuffle=True, random_state=SEED).split(x, y):
-        model = _logistic(class_weight="balanced").fit(x[fit], y[fit])
-        scores[held] = model.decision_function(x[held])
+    for f in range(k):
+        held = fold == f
+        w, b = logistic_fit(x[~held], y[~held])
+        scores[held] = x[held] @ w + b
     return scores
 
 
@@ -230,8 +242,10 @@ def label_probe(ctx: AuditContext) -> LabelProbe | None:
     """The shared class probe, or None without embeddings, labels, or two classes with enough training images."""
     if "labels" in ctx.probes:
         return ctx.probes["labels"]  # type: ignore[return-value]
-    with _one_thread():
-        result = _fit_label_probe(ctx)
+    result = None
+    if ctx.backbone is not None:  # no embeddings, no probe (and no threadpoolctl/sklearn import)
+        with _one_thread():
+            result = _fit_label_probe(ctx)
     ctx.probes["labels"] = result
     return result
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..report.model import Finding, Severity
 from ._probe import label_probe, wilson
+from ._twosample import mann_whitney
 from .context import AuditContext
 from .registry import register
 
@@ -29,8 +30,6 @@ def difficulty(ctx: AuditContext, *, alpha: float = 0.001, min_effect: float = 0
     probe = label_probe(ctx)
     if probe is None:
         return []
-    from scipy.stats import mannwhitneyu
-
     names = ctx.dataset.split_names
     loss, margin, correct = probe.loss, probe.margin, probe.correct
     tr = probe.split == 0
@@ -41,13 +40,13 @@ def difficulty(ctx: AuditContext, *, alpha: float = 0.001, min_effect: float = 0
         ev = probe.split == k
         if ev.sum() < min_images or tr.sum() < min_images:
             continue
-        overall = _compare(mannwhitneyu, loss, margin, correct, tr, ev, n_eval_splits)
+        overall = _compare(loss, margin, correct, tr, ev, n_eval_splits)
         by_class: dict[str, dict] = {}
         mc = n_eval_splits * len(probe.classes)
         for c, name in enumerate(probe.classes):
             ia, ib = tr & (probe.y == c), ev & (probe.y == c)
             if ia.sum() >= min_class_images and ib.sum() >= min_class_images:
-                by_class[name] = _compare(mannwhitneyu, loss, margin, correct, ia, ib, mc)
+                by_class[name] = _compare(loss, margin, correct, ia, ib, mc)
         summary[other] = {**overall, "by_class": {c: {key: r[key] for key in ("p_easier", "p_value", "accuracy_train", "accuracy_eval")}
                                                   for c, r in by_class.items()}}
         train = names[0]
@@ -87,16 +86,15 @@ def difficulty(ctx: AuditContext, *, alpha: float = 0.001, min_effect: float = 0
     return findings
 
 
-def _compare(mannwhitneyu, loss: np.ndarray, margin: np.ndarray, correct: np.ndarray, a: np.ndarray, b: np.ndarray,  # noqa: ANN001
-             tests: int) -> dict:
+def _compare(loss: np.ndarray, margin: np.ndarray, correct: np.ndarray, a: np.ndarray, b: np.ndarray, tests: int) -> dict:
     """Difficulty of rows ``b`` (evaluation) against rows ``a`` (train): effect, p-value (Bonferroni over
     ``tests``), accuracies with Wilson intervals, mean loss and median margin."""
     la, lb = loss[a], loss[b]
-    res = mannwhitneyu(lb, la, alternative="two-sided")
+    u, p_value = mann_whitney(lb, la)
     # U counts pairs where the evaluation image has the *higher* loss: P(easier) is the complement.
-    p_easier = 1.0 - float(res.statistic) / (len(la) * len(lb))
+    p_easier = 1.0 - u / (len(la) * len(lb))
     ka, kb = int(correct[a].sum()), int(correct[b].sum())
-    return {"p_easier": p_easier, "p_value": min(1.0, float(res.pvalue) * tests),
+    return {"p_easier": p_easier, "p_value": min(1.0, p_value * tests),
             "accuracy_train": ka / len(la), "ci_train": list(wilson(ka, len(la))),
             "accuracy_eval": kb / len(lb), "ci_eval": list(wilson(kb, len(lb))),
             "mean_loss_train": float(la.mean()), "mean_loss_eval": float(lb.mean()),

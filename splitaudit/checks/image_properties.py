@@ -20,6 +20,7 @@ import numpy as np
 from ..report.model import Finding, Severity
 from ._probe import SEED, property_columns
 from ._stats import chi2_contingency
+from ._twosample import fisher_exact, ks_2samp, wasserstein
 from .context import AuditContext
 from .registry import register
 
@@ -53,15 +54,17 @@ def image_properties(
     names = ctx.dataset.split_names
     if len(names) < 2:
         return []
-    from scipy.stats import fisher_exact, ks_2samp, wasserstein_distance
-
     from ..features.properties import BLANK_STD
 
     s = ctx.split_index
     f = ctx.features
     ok = f.ok
     cols = property_columns(ctx)
-    labels = np.array([r.label for r in ctx.dataset.records], dtype=object)
+    # Integer class codes (-1 = unlabelled): comparing 100k object labels per class and property cost 0.25 s.
+    class_names = sorted({r.label for r in ctx.dataset.records if r.label is not None})
+    code_of = {c: i for i, c in enumerate(class_names)}
+    codes = np.fromiter((code_of.get(r.label, -1) if r.label is not None else -1 for r in ctx.dataset.records),
+                        dtype=np.int64, count=len(ctx.dataset.records))
     train = ok & (s == 0)
     blank = ok & (cols["contrast"] < BLANK_STD)
     cats = {"mode": f["mode"], "format": f["format"], "blank": np.where(blank, "blank", "not blank")}
@@ -80,6 +83,8 @@ def image_properties(
         if train.sum() < min_images or ev.sum() < min_images:
             continue
         ranked: list[tuple[float, Finding]] = []
+        in_split = np.bincount(codes[ev & (codes >= 0)], minlength=len(class_names)) + np.bincount(codes[train & (codes >= 0)], minlength=len(class_names))
+        members = {class_names[j]: (train & (codes == j), ev & (codes == j)) for j in np.flatnonzero(in_split)}
         tests: dict = {}
         flagged_numeric: set[str] = set()
         for prop in NUMERIC:
@@ -87,13 +92,13 @@ def image_properties(
             a, b = a[np.isfinite(a)], b[np.isfinite(b)]
             if len(a) < min_images or len(b) < min_images:
                 continue
-            res = ks_2samp(a, b)
-            d, p = float(res.statistic), min(1.0, float(res.pvalue) * m)
-            shift = _shift(wasserstein_distance, a, b, prop)
+            d, p_raw = ks_2samp(a, b)
+            p = min(1.0, p_raw * m)
+            shift = _shift(a, b, prop)
             tests[prop] = {"ks": d, "p_value": p, "shift_sd": shift, "median_train": _median(a), "median_eval": _median(b)}
             if p < alpha and d >= min_ks:
                 flagged_numeric.add(prop)
-                by_class = _by_class(ks_2samp, cols[prop], labels, train, ev, min_class_images)
+                by_class = _by_class(cols[prop], members, min_class_images)
                 ranked.append((d, _numeric_finding(ctx, prop, a, b, d, p, m, shift, other, names[0], ev, cols[prop], by_class)))
         for cat, values in cats.items():
             ta, tb = _counts(values[train]), _counts(values[ev])
@@ -104,7 +109,7 @@ def image_properties(
             pa, pb = table[0] / table[0].sum(), table[1] / table[1].sum()
             tvd = float(0.5 * np.abs(pa - pb).sum())
             if table.shape[1] == 2:
-                p_raw = float(fisher_exact(table.astype(np.int64)).pvalue)
+                p_raw = fisher_exact(table)
             else:
                 p_raw = chi2_contingency(table)[1]
             p = min(1.0, p_raw * m)
@@ -113,21 +118,19 @@ def image_properties(
             if p < alpha and tvd >= threshold:
                 ranked.append((tvd, _categorical_finding(ctx, cat, keys, table, tvd, p, m, other, names[0], ev, values)))
         # A property that does not differ overall can still differ inside one class (e.g. only val's cats are dark).
-        classes = sorted({str(x) for x in labels[train | ev] if x is not None})
-        mc = max(1, len(NUMERIC) * len(classes) * (len(names) - 1))
+        mc = max(1, len(NUMERIC) * len(members) * (len(names) - 1))
         for prop in NUMERIC:
             if prop in flagged_numeric or prop not in tests:
                 continue
-            for c in classes:
-                ia, ib = train & (labels == c), ev & (labels == c)
+            for c, (ia, ib) in members.items():
                 a, b = cols[prop][ia], cols[prop][ib]
                 a, b = a[np.isfinite(a)], b[np.isfinite(b)]
                 if len(a) < min_class_images or len(b) < min_class_images:
                     continue
-                res = ks_2samp(a, b)
-                d, p = float(res.statistic), min(1.0, float(res.pvalue) * mc)
+                d, p_raw = ks_2samp(a, b)
+                p = min(1.0, p_raw * mc)
                 if p < alpha and d >= min_ks:
-                    shift = _shift(wasserstein_distance, a, b, prop)
+                    shift = _shift(a, b, prop)
                     ranked.append((d, _numeric_finding(ctx, prop, a, b, d, p, mc, shift, other, names[0], ib, cols[prop], {}, label=c)))
         summary["tests"][other] = tests
         ranked.sort(key=lambda t: (-t[0], t[1].message))
@@ -147,7 +150,7 @@ def _counts(values: np.ndarray) -> dict[str, int]:
     return {str(k): int(c) for k, c in zip(keys, n)}
 
 
-def _shift(wasserstein, a: np.ndarray, b: np.ndarray, prop: str) -> float:  # noqa: ANN001
+def _shift(a: np.ndarray, b: np.ndarray, prop: str) -> float:
     """Wasserstein distance between the two samples in units of train's standard deviation (log scale where
     spread is multiplicative); capped at 100 when train does not vary at all."""
     t = (lambda v: np.log1p(np.maximum(v, 0))) if prop in LOG_SCALE else (lambda v: v)
@@ -157,14 +160,14 @@ def _shift(wasserstein, a: np.ndarray, b: np.ndarray, prop: str) -> float:  # no
     return min(100.0, w / sd) if sd > 1e-12 else (0.0 if w <= 1e-12 else 100.0)
 
 
-def _by_class(ks, col: np.ndarray, labels: np.ndarray, train: np.ndarray, ev: np.ndarray, min_n: int) -> dict[str, float]:  # noqa: ANN001
+def _by_class(col: np.ndarray, members: dict[str, tuple[np.ndarray, np.ndarray]], min_n: int) -> dict[str, float]:
     """KS statistic of each class with enough images on both sides, largest first."""
     out: dict[str, float] = {}
-    for c in sorted({str(x) for x in labels[train | ev] if x is not None}):
-        a, b = col[train & (labels == c)], col[ev & (labels == c)]
+    for c, (ia, ib) in members.items():
+        a, b = col[ia], col[ib]
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         if len(a) >= min_n and len(b) >= min_n:
-            out[c] = float(ks(a, b).statistic)
+            out[c] = ks_2samp(a, b)[0]
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
