@@ -19,6 +19,8 @@ def test_every_builtin_check_takes_ctx_and_keyword_only_params() -> None:
     assert set(checks) == {
         "class-balance", "exact-duplicates", "group-leakage", "label-conflicts", "near-duplicates",
         "pixel-duplicates", "similar-images", "unreadable-images", "within-split-duplicates",
+        # the distribution audit (#4)
+        "image-properties", "split-distinguishability", "difficulty", "separability", "leak-impact",
     }
     for check in checks.values():
         params = list(inspect.signature(check.func).parameters.values())
