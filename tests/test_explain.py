@@ -366,3 +366,42 @@ def test_history_from_csvlogger_and_json_agree_and_curves_are_read(digits, tmp_p
     shift = {c.code: c for c in diagnose_curves(rising)}["half-epoch-shift"]
     assert shifted_train((0.6, 0.7, 0.8, 0.9)) == pytest.approx([0.65, 0.75, 0.85])
     assert shift.data["mean_gap"] == pytest.approx(0.05) and shift.data["mean_shifted_gap"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_model_with_the_wrong_number_of_outputs_is_refused_before_any_training(digits, tmp_path: Path) -> None:
+    import keras
+    from keras import layers
+
+    train, val = _split_digits(digits, tmp_path, 100, 50, seed=8)
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Flatten(), layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "three.keras")
+    with pytest.raises(SplitauditError, match="3 outputs but the data has 10 classes"):
+        splitaudit.explain(train, val, model=tmp_path / "three.keras", backbone="none")
+    (tmp_path / "junk.keras").write_bytes(b"not a model")
+    with pytest.raises(SplitauditError, match="cannot load Keras model"):
+        splitaudit.explain(train, val, model=tmp_path / "junk.keras", backbone="none")
+
+
+def test_forced_training_mode_equals_keras_training_mode_and_restores_moving_statistics(digits) -> None:
+    import keras
+    from keras import layers
+
+    from splitaudit.explain.modes import GROUPS, OutputKind, evaluate, layers_by_group, mode_passes
+
+    x, y = digits
+    xf = x[:128, ..., None].astype("float32")  # raw [0, 255]: moving statistics far from the batch's
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Flatten(), layers.Dense(16), layers.BatchNormalization(),
+                              layers.ReLU(), layers.Dense(10, activation="softmax")])
+    groups = layers_by_group(model)
+    assert [len(groups[g]) for g in GROUPS] == [0, 0, 1, 0]
+    before = [np.array(v.numpy()) for v in model.non_trainable_variables]
+    forced = evaluate(model, xf, y[:128], OutputKind(), training=[layer for g in GROUPS for layer in groups[g]], batch_size=128)
+    for v, b in zip(model.non_trainable_variables, before):
+        assert np.array_equal(v.numpy(), b)  # the training-mode pass left BatchNorm's moving averages alone
+    reference = keras.losses.sparse_categorical_crossentropy(y[:128], model(xf, training=True))
+    assert np.allclose(np.sort(forced.losses), np.sort(np.asarray(reference)), atol=1e-5)
+    passes = dict(mode_passes(model, xf, y[:128], OutputKind(), batch_size=128))
+    plain = evaluate(model, xf, y[:128], OutputKind())
+    assert passes["other"].loss == plain.loss and passes["training"].loss == pytest.approx(forced.loss)
+    assert passes["dropout"] is passes["training"]  # no dropout layer: the step repeats, its term is exactly 0

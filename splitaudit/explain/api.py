@@ -181,6 +181,13 @@ def explain(
     diff: Difficulty | None = ho[0] if ho else None
     pairs = inseparable_pairs(ho[1], labels[pool], names) if ho else []
 
+    loaded = None
+    if model is not None:  # fail fast, before any probe trains, on a model that does not fit these data
+        from . import model_diag as md
+
+        m = md.load_model(model)
+        loaded = (m, md.input_shape(m), md.output_kind(m, len(names)))
+
     subjects: list[Subject] = []
     cfg = ProbeConfig(epochs=epochs, batch_size=batch_size, seed=seed, dropout=probe_dropout, l2=probe_l2, noise=probe_noise)
     runs = {}
@@ -198,7 +205,7 @@ def explain(
     if model is not None:
         if progress:
             progress("evaluating the model", 0, 1)
-        subject, model_diag = _model_subject(model, dataset, records, is_train, is_val, labels, len(names), leaked_rows,
+        subject, model_diag = _model_subject(model, loaded, dataset, records, is_train, is_val, labels, len(names), leaked_rows,
                                              diff, hist, batch_size, input_scale, max_pixels, seed, val_loss_includes_penalty)
         subjects.append(subject)
     primary = "model" if model is not None else REGULARIZED
@@ -255,14 +262,12 @@ def _subject(name: str, modes: tuple[tuple[str, Pass], ...] | list[tuple[str, Pa
     return Subject(name, acc, loss, pen, epochs_)
 
 
-def _model_subject(path: Any, dataset: Any, records: list, is_train: np.ndarray, is_val: np.ndarray, labels: np.ndarray,
+def _model_subject(path: Any, loaded: tuple[Any, tuple[int, int, int], OutputKind], dataset: Any, records: list, is_train: np.ndarray, is_val: np.ndarray, labels: np.ndarray,
                    classes: int, leaked: np.ndarray, diff: Difficulty | None, hist: History | None, batch_size: int,
                    requested_scale: str, max_pixels: int, seed: int, val_includes_penalty: bool) -> tuple[Subject, ModelDiagnosis]:
     from . import model_diag as md
 
-    m = md.load_model(path)
-    shape = md.input_shape(m)
-    out = md.output_kind(m, classes)
+    m, shape, out = loaded
     images, ok = md.load_images(records, dataset.arrays, shape, max_pixels)
     if not ok.all():
         raise SplitauditError(f"{int((~ok).sum())} image(s) could not be loaded at the model's input size {shape}")

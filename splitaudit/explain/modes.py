@@ -31,8 +31,14 @@ def layer_group(layer: Any) -> str | None:
         return "noise"
     if "BatchNormalization" in name:
         return "batchnorm"
+    if type(layer).__module__.startswith("keras."):
+        # Built-in layers such as Dense and Conv2D accept `training` but ignore it; recurrent layers use it for
+        # their internal dropout.
+        if getattr(layer, "dropout", 0) or getattr(layer, "recurrent_dropout", 0):
+            return "dropout"
+        return None
     if getattr(layer, "_call_has_training_arg", False):
-        return "other"
+        return "other"  # a custom layer: it may behave differently, measure it
     return None
 
 
