@@ -136,6 +136,20 @@ def explain(
     hist = parse_history(history) if history is not None else None
 
     dataset = scan([train, val])
+    # Cheap checks first: labels and the model are refused before anything is decoded, embedded or trained.
+    if any(r.label is None for r in dataset.records):
+        raise SplitauditError("explain needs labelled images: folders in the train/<class>/... layout, a manifest, or (x, y) arrays")
+    # Classes in sorted order over both splits, as image_dataset_from_directory numbers them.
+    names = sorted({str(r.label) for r in dataset.records})
+    if len(names) < 2:
+        raise SplitauditError(f"explain needs at least two classes; found {names}")
+    loaded = None
+    if model is not None:
+        from . import model_diag as md
+
+        m = md.load_model(model)
+        loaded = (m, md.input_shape(m), md.output_kind(m, len(names)))
+
     store = FeatureCache(cache_dir) if cache else None
     try:
         ctx = AuditContext(dataset, cache=store, hash_options=HashOptions(max_pixels=max_pixels), workers=workers,
@@ -157,13 +171,8 @@ def explain(
             store.close()
 
     records = [dataset.records[i] for i in rows]
-    if any(r.label is None for r in records):
-        raise SplitauditError("explain needs labelled images: folders in the train/<class>/... layout, a manifest, or (x, y) arrays")
-    names = sorted({r.label for r in records})  # type: ignore[type-var]
-    if len(names) < 2:
-        raise SplitauditError(f"explain needs at least two classes; found {names}")
     index = {n: i for i, n in enumerate(names)}
-    labels = np.asarray([index[r.label] for r in records], np.int64)
+    labels = np.asarray([index[str(r.label)] for r in records], np.int64)
     is_train, is_val = split == 0, split == 1
     if is_train.sum() == 0 or is_val.sum() == 0:
         raise SplitauditError("explain needs decodable images in both splits")
@@ -180,13 +189,6 @@ def explain(
     ho = held_out(x[pool], labels[pool], pool_val, len(names), seed)
     diff: Difficulty | None = ho[0] if ho else None
     pairs = inseparable_pairs(ho[1], labels[pool], names) if ho else []
-
-    loaded = None
-    if model is not None:  # fail fast, before any probe trains, on a model that does not fit these data
-        from . import model_diag as md
-
-        m = md.load_model(model)
-        loaded = (m, md.input_shape(m), md.output_kind(m, len(names)))
 
     subjects: list[Subject] = []
     cfg = ProbeConfig(epochs=epochs, batch_size=batch_size, seed=seed, dropout=probe_dropout, l2=probe_l2, noise=probe_noise)
@@ -212,7 +214,7 @@ def explain(
 
     val_counts = np.bincount(yv, minlength=len(names))
     chance = float(val_counts.max() / val_counts.sum())
-    curve_source = hist if hist is not None else _probe_history(runs[primary] .epochs if primary in runs else ())
+    curve_source = hist if hist is not None else _probe_history(runs[primary].epochs if primary in runs else ())
     curves = tuple(diagnose_curves(curve_source, chance=chance, val_size=int(is_val.sum()))) if curve_source else ()
 
     data = DataSummary(
