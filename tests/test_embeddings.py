@@ -119,6 +119,14 @@ def test_json_with_embeddings_is_byte_identical_cold_and_warm(planted: Planted, 
     warm = splitaudit.audit(*planted.splits, cache_dir=tmp_path / "c")
     assert warm.cache["embedded"] == 0 and cold.cache["embedded"] > 0
     assert cold.to_json() == warm.to_json()
+    # The calibration and the confirmed candidates were kept too: the warm run neither searched nor decoded again.
+    import sqlite3
+
+    from splitaudit.features.cache import SCHEMA_VERSION
+
+    with sqlite3.connect(tmp_path / "c" / f"cache-v{SCHEMA_VERSION}.sqlite3") as conn:
+        keys = [k for (k,) in conn.execute("SELECT key FROM blobs")]
+    assert any(k.startswith("calibration:") for k in keys) and any(k.startswith("dense:") for k in keys)
     doc = cold.to_dict()["embeddings"]
     assert doc["backbone"].startswith("efficientnet_lite0:") and doc["image_size"] == 128  # 64-px tiles: 2x
     assert 0.85 <= doc["similarity_threshold"] <= 0.98 and doc["hashes_trusted"] is True

@@ -171,6 +171,24 @@ class AuditContext:
         return matrix, have
 
     @cached_property
+    def _dense_cache_key(self) -> str | None:
+        """Identifies the embedding-stage results by their inputs: the backbone, every image's content digest, split
+        and hashes, and the decision constants. Embeddings are a function of digest and backbone, so an unchanged
+        dataset gets its calibration and confirmed candidates back without searching or decoding again."""
+        if self.cache is None or self.backbone is None:
+            return None
+        f = self.features
+        _, have = self.embeddings
+        h = hashlib.sha256(b"dense-v1:")
+        h.update(repr((self.backbone, self.hash_options.max_pixels, EMBED_K, NULL_QUANTILE, NULL_SAMPLE, CEILING,
+                       NCC_QUANTILE, NCC_SAMPLE, DEFAULT_MAX_PHASH, DEFAULT_MAX_DHASH)).encode())
+        for column in (self.split_index, have, f.ok, f["phash"], f["dhash"]):
+            h.update(np.ascontiguousarray(column).tobytes())
+        for d in f["digest"]:
+            h.update(d or b"-")
+        return h.hexdigest()
+
+    @cached_property
     def calibration(self) -> dict[str, float]:
         """The dataset's own scale of 'similar': nearest-neighbour cosines among distinct training images.
 
@@ -178,6 +196,22 @@ class AuditContext:
         collections low ones; a copy is only remarkable against its dataset's background. Returns the null
         distribution's quantiles and ``threshold`` = its ``NULL_QUANTILE`` quantile (before clipping).
         """
+        key = self._dense_cache_key
+        stored = self.cache.get_arrays(f"calibration:{key}") if key and self.cache is not None else None
+        if stored is not None and {"names", "values", "ints"} <= set(stored):
+            return {str(n): (int(v) if i else float(v))
+                    for n, v, i in zip(stored["names"].tolist(), stored["values"].tolist(), stored["ints"].tolist())}
+        result = self._calibrate()
+        if key and self.cache is not None:
+            names = sorted(result)
+            self.cache.put_arrays(f"calibration:{key}", {
+                "names": np.array(names, dtype=str),
+                "values": np.array([result[n] for n in names], dtype=np.float64),
+                "ints": np.array([isinstance(result[n], int) for n in names], dtype=bool),  # counts stay ints in JSON
+            })
+        return result
+
+    def _calibrate(self) -> dict[str, float]:
         from ..neighbors.dense import knn
 
         emb, have = self.embeddings
@@ -246,6 +280,18 @@ class AuditContext:
         key = (min_similarity, max_ratio)
         if key in self._dense:
             return self._dense[key]
+        store_key = f"dense:{self._dense_cache_key}:{min_similarity!r}:{max_ratio!r}" if self._dense_cache_key else None
+        stored = self.cache.get_arrays(store_key) if store_key and self.cache is not None else None
+        if stored is not None and all(f.name in stored for f in fields(DensePairs)):
+            self._dense[key] = DensePairs(*(stored[f.name] for f in fields(DensePairs)))
+            return self._dense[key]
+        pairs = self._dense_search(min_similarity, max_ratio)
+        if store_key and self.cache is not None:
+            self.cache.put_arrays(store_key, {f.name: getattr(pairs, f.name) for f in fields(DensePairs)})
+        self._dense[key] = pairs
+        return pairs
+
+    def _dense_search(self, min_similarity: float, max_ratio: float) -> DensePairs:
         from ..neighbors.dense import knn
 
         emb, have = self.embeddings
@@ -274,9 +320,21 @@ class AuditContext:
         cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
         a, b = cat(a_l, np.int64), cat(b_l, np.int64)
         ncc, fl = self._confirm(a, b)
-        pairs = DensePairs(a, b, cat(cos_l, np.float64), cat(ratio_l, np.float64), ncc, fl)
-        self._dense[key] = pairs
-        return pairs
+        return DensePairs(a, b, cat(cos_l, np.float64), cat(ratio_l, np.float64), ncc, fl)
+
+    def _confirm_cached(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_confirm` with its answer kept in the cache for these exact pairs of this exact dataset."""
+        if not self._dense_cache_key or self.cache is None or len(a) == 0:
+            return self._confirm(a, b)
+        h = hashlib.sha256(self._dense_cache_key.encode())
+        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes() + b"|" + np.ascontiguousarray(b, dtype=np.int64).tobytes())
+        key = f"confirm:{h.hexdigest()}"
+        stored = self.cache.get_arrays(key)
+        if stored is not None and "ncc" in stored and "flipped" in stored and len(stored["ncc"]) == len(a):
+            return stored["ncc"], stored["flipped"]
+        ncc, fl = self._confirm(a, b)
+        self.cache.put_arrays(key, {"ncc": ncc, "flipped": fl})
+        return ncc, fl
 
     def _confirm(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Aligned NCC of each pair's thumbnails (decoded once per image)."""
@@ -386,7 +444,7 @@ class AuditContext:
             # pixel test; far-off cosines are not worth decoding for.
             check = hashed & ~same_pixels & ~cos_ok & ~candidate & (np.nan_to_num(cosine, nan=-1.0) >= tau - 0.15)
             if check.any():
-                ncc[check], ncc_flipped[check] = self._confirm(a[check], b[check])
+                ncc[check], ncc_flipped[check] = self._confirm_cached(a[check], b[check])
         else:
             cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
         m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
