@@ -121,6 +121,9 @@ def test_heavy_dropout_convnet_is_explained_by_dropout_and_timing(digits, tmp_pa
     with open(log) as fh:
         rows = list(csv.DictReader(fh))
     assert float(rows[-1]["val_accuracy"]) > float(rows[-1]["accuracy"])  # the surprise the user asks about
+    at_end_train = model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
+    at_end_val = model.evaluate(xv, yv, verbose=0, return_dict=True)["accuracy"]
+    assert at_end_train > at_end_val  # ... while evaluating both at the end shows train above val
 
     report = splitaudit.explain(train, val, model=tmp_path / "model.keras", history=log, epochs=4)
     print(_report(report))
@@ -129,7 +132,9 @@ def test_heavy_dropout_convnet_is_explained_by_dropout_and_timing(digits, tmp_pa
     assert m.gap > 0
     assert report.dominant in ("dropout", "timing")
     assert m.term("dropout") > 0 and m.term("timing") + m.term("dropout") > abs(m.causes()["data"])
-    assert m.causes()["data"] < 0  # at the same weights, in inference mode, train is above val
+    # the data term is exactly what model.evaluate gives on the two splits
+    assert m.causes()["data"] == pytest.approx(at_end_val - at_end_train, abs=1e-6)
+    assert next(t.end for t in m.terms if t.name == "other") == pytest.approx(at_end_train, abs=1e-6)
     assert abs(m.term("reproduction")) < 0.01  # explain feeds the model what it was trained on
     assert report.model is not None and report.model.input_scale.chosen == "0-255" and not report.model.input_scale.flagged
 
