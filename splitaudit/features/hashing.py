@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image
 
 HASH_SIZE = 8
+#: Modules the hash functions import lazily; a process pool imports them before forking its workers.
+WORKER_MODULES = ("scipy.fft",)
 PHASH_INPUT = HASH_SIZE * 4  # imagehash's highfreq_factor=4: a 32x32 image before the DCT
 _RESAMPLE = Image.Resampling.LANCZOS  # what imagehash calls ANTIALIAS
 

@@ -7,11 +7,12 @@ features stage to a cluster is a matter of replacing this module's loop with ``r
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
@@ -45,8 +46,13 @@ def map_batches(
     batch_size: int = 64,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    preload: Sequence[str] = (),
 ) -> Columns:
-    """Apply ``fn`` to consecutive batches of ``columns`` and concatenate the outputs in input order."""
+    """Apply ``fn`` to consecutive batches of ``columns`` and concatenate the outputs in input order.
+
+    ``preload`` names modules ``fn`` imports lazily: they are imported once before the pool starts, so forked
+    workers inherit them instead of each paying the import (scipy.fft: 0.17 s per worker).
+    """
     if batch_size < 1:
         raise invalid_parameter("batch_size", "an int >= 1", batch_size)
     workers = default_workers() if workers is None else workers
@@ -63,7 +69,12 @@ def map_batches(
             if progress:
                 progress(len(next(iter(batch.values()))))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
+        context = _mp_context()
+        for module in preload:
+            importlib.import_module(module)
+        if preload and context.get_start_method() == "forkserver":
+            context.set_forkserver_preload(list(preload))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             # Bounded in-flight submissions keep memory flat however many images there are.
             window = workers * 4
             pending: list[tuple[Future[Columns], int]] = []
