@@ -177,7 +177,7 @@ def test_leaked_copies_inflate_val_accuracy(tmp_path: Path, digits, cache: Path)
     assert f.data["split"] == "val" and f.data["copies"] >= 150
     assert f.data["accuracy_on_leaked"] > f.data["accuracy_without_leaked"]
     assert f.data["inflation"] == pytest.approx(f.data["accuracy"] - f.data["accuracy_without_leaked"])
-    assert f.data["ci"][0] > 0 and "points" in f.message
+    assert f.data["ci"][0] > 0 and f.data["p_value"] < 0.001 and "points" in f.message
     assert len(report.by_check("exact-duplicates")) >= 150
 
 

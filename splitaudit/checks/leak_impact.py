@@ -4,7 +4,10 @@ A probe fitted on all of train (logistic regression on the CNN embeddings, ``_pr
 evaluation split twice over: all its images, and only those without a copy (exact, pixel-identical or
 near-duplicate: the leak checks) or a very similar image (``similar-images``) in an earlier split. The difference
 is the number of accuracy points the leaked images add, with a 95% bootstrap interval (fixed seed). Reported for
-a split when the inflation reaches ``min_points`` and its interval lies above zero (a warning); otherwise the numbers are only in the report's
+a split when the leaked images are predicted right significantly more often than the others (Fisher's exact test,
+p < ``alpha``) and the inflation reaches ``min_points`` (a warning). The bootstrap interval alone is no test: when
+every leaked image is right, no resample can show a negative inflation, so a handful of real copies in a clean
+dataset would "significantly" inflate it by a fraction of a point. Otherwise the numbers are only in the report's
 ``distribution["leak_impact"]`` table (one leaked image in a thousand moves accuracy by less than the noise, and
 its copy findings already say what to fix). Needs embeddings and labels.
 """
@@ -16,12 +19,14 @@ import numpy as np
 from ..report.model import Finding, Severity
 from ._pairs import cross_split, duplicate_mask
 from ._probe import SEED, label_probe
+from ._twosample import fisher_exact
 from .context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC, DEFAULT_MIN_SIMILARITY, AuditContext
 from .registry import register
 
 
 @register("leak-impact", summary="Probe accuracy on each evaluation split with and without the images that copy (or closely resemble) a training image: how many points the leaks add.")
-def leak_impact(ctx: AuditContext, *, min_points: float = 0.5, resamples: int = 1000, include_similar: bool = True) -> list[Finding]:
+def leak_impact(ctx: AuditContext, *, alpha: float = 0.001, min_points: float = 0.5, resamples: int = 1000,
+                include_similar: bool = True) -> list[Finding]:
     probe = label_probe(ctx)
     if probe is None:
         return []
@@ -58,14 +63,17 @@ def leak_impact(ctx: AuditContext, *, min_points: float = 0.5, resamples: int = 
         entry.update({"accuracy_without_leaked": acc_clean, "accuracy_on_leaked": acc_leaked, "inflation": inflation,
                       "ci": [lo, hi]})
         kinds = f"{int(is_copy.sum())} copies" + (f" and {int(is_alike.sum())} very similar images" if is_alike.any() else "")
-        if lo <= 0 or 100 * inflation < min_points:
+        kl, kc = int(ok[leaked].sum()), int(ok[~leaked].sum())
+        p_value = fisher_exact(np.array([[kl, int(leaked.sum()) - kl], [kc, int((~leaked).sum()) - kc]]))
+        entry["p_value"] = p_value
+        if p_value >= alpha or acc_leaked <= acc_clean or 100 * inflation < min_points:
             continue
         findings.append(Finding(
             "leak-impact", Severity.WARNING,
             f"the {int(leaked.sum())} leaked {other} images ({kinds} of earlier-split images) "
             f"{'inflate' if inflation >= 0 else 'change'} {other} accuracy by {100 * inflation:+.1f} points (95% CI "
             f"{100 * lo:+.1f} to {100 * hi:+.1f}): a probe trained on {names[0]} scores {acc_all:.1%} on all of {other}, "
-            f"{acc_clean:.1%} without them and {acc_leaked:.1%} on them. The {other} score measures memory of training "
+            f"{acc_clean:.1%} without them and {acc_leaked:.1%} on them (Fisher p={p_value:.1e}). The {other} score measures memory of training "
             f"images as well as generalisation",
             category=f"{other}/impact",
             data={"split": other, **entry}))
