@@ -45,6 +45,8 @@ NCC_CEILING = 0.995
 #: image (photos: ~0%); above it (uniform data such as digits, where every image hashes alike) a hash match needs
 #: the embedding or the pixel test to agree.
 HASH_COLLISION_RATE = 0.02
+#: Images whose crop views (~190 kB each) are kept while confirming pairs.
+_VIEW_CACHE = 2048
 #: Aligned normalised cross-correlation at or above which a candidate is the same shot (near-duplicate).
 DEFAULT_MIN_NCC = 0.9
 
@@ -337,27 +339,44 @@ class AuditContext:
         return ncc, fl
 
     def _confirm(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Aligned NCC of each pair's thumbnails (decoded once per image)."""
-        from ..features.embeddings.compute import load_rgb
-        from ..neighbors.confirm import THUMB, aligned_ncc, thumbnail
+        """Aligned NCC of each pair's thumbnails. Each image is decoded once and its crop views are computed once
+        (kept for the most recent images: uniform datasets send thousands of pairs that share images)."""
+        from collections import OrderedDict
 
-        thumbs: dict[int, np.ndarray | None] = {}
+        from ..features.embeddings.compute import load_rgb
+        from ..neighbors.confirm import THUMB, ncc_from_views, standard_views, thumbnail
+
+        views: OrderedDict[tuple[int, bool], np.ndarray | None] = OrderedDict()
+        thumbs: OrderedDict[int, np.ndarray | None] = OrderedDict()
         records, arrays = self.dataset.records, self.dataset.arrays
 
-        def thumb(i: int) -> np.ndarray | None:
+        def view(i: int, mirrored: bool) -> np.ndarray | None:
+            key = (i, mirrored)
+            if key in views:
+                views.move_to_end(key)
+                return views[key]
             if i not in thumbs:
                 r = records[i]
                 px = arrays[r.split][r.array_index] if r.array_index >= 0 else None
                 rgb = load_rgb(r.path, px, THUMB, max_pixels=self.hash_options.max_pixels)
                 thumbs[i] = None if rgb is None else thumbnail(rgb)
-            return thumbs[i]
+                if len(thumbs) > _VIEW_CACHE:
+                    thumbs.popitem(last=False)
+            t = thumbs[i]
+            views[key] = None if t is None else standard_views(t, mirrored)
+            if len(views) > _VIEW_CACHE:
+                views.popitem(last=False)
+            return views[key]
 
         ncc = np.full(len(a), np.nan)
         fl = np.zeros(len(a), bool)
-        for j, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
-            tx, ty = thumb(x), thumb(y)
-            if tx is not None and ty is not None:
-                ncc[j], fl[j] = aligned_ncc(tx, ty)
+        # Pairs in order of their first image, so an image's views are reused while they are cached.
+        for j in np.lexsort((b, a)).tolist():
+            va, vb = view(int(a[j]), False), view(int(b[j]), False)
+            if va is not None and vb is not None:
+                vbm = view(int(b[j]), True)
+                assert vbm is not None
+                ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
         return ncc, fl
 
     # -- neighbours ----------------------------------------------------------------------------------------------

@@ -43,14 +43,22 @@ def _standardise(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)
 
 
-def aligned_ncc(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
-    """Best NCC between thumbnails ``a`` and ``b`` over crops of either one, mirrored or not; and whether mirrored."""
-    va = _standardise(_views(a))
+def standard_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
+    """A thumbnail's crops, zero-mean and unit-norm, as rows (the full view first); optionally of its mirror."""
+    return _standardise(_views(np.ascontiguousarray(t[:, ::-1]) if mirrored else t))
+
+
+def ncc_from_views(va: np.ndarray, vb: np.ndarray, vb_mirrored: np.ndarray) -> tuple[float, bool]:
+    """Best NCC from precomputed :func:`standard_views` of ``a``, ``b`` and ``b`` mirrored; and whether mirrored."""
     best, flipped = -1.0, False
-    for mirrored in (False, True):
-        vb = _standardise(_views(np.ascontiguousarray(b[:, ::-1]) if mirrored else b))
+    for mirrored, v in ((False, vb), (True, vb_mirrored)):
         # a's crops against the whole of b, and b's crops against the whole of a: either may be the cropped one.
-        score = max(float((va @ vb[:1].T).max()), float((vb @ va[:1].T).max()))
+        score = max(float((va @ v[:1].T).max()), float((v @ va[:1].T).max()))
         if score > best + 1e-6:
             best, flipped = score, mirrored
     return best, flipped
+
+
+def aligned_ncc(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
+    """Best NCC between thumbnails ``a`` and ``b`` over crops of either one, mirrored or not; and whether mirrored."""
+    return ncc_from_views(standard_views(a), standard_views(b), standard_views(b, True))
