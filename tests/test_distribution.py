@@ -238,3 +238,28 @@ def test_numpy_statistics_agree_with_scipy_and_sklearn(digits) -> None:
     w, c = logistic_fit(feats, target)
     sk = LogisticRegression(C=1.0, class_weight="balanced", tol=1e-10, max_iter=10_000).fit(feats, target)
     assert np.allclose(w, sk.coef_[0], atol=1e-3) and c == pytest.approx(sk.intercept_[0], abs=1e-3)
+
+
+def test_shift_inside_one_class_and_a_format_change_are_named(tmp_path: Path, digits, cache: Path) -> None:
+    x, y, _ = digits
+    is_val = random_val(len(y))
+    dark5 = x.copy()
+    dark5[is_val & (y == "5")] -= 30  # only val's fives are darker: too few to move val as a whole
+    report = audit(write(tmp_path / "class", dark5, y, is_val), cache, backbone="none", select=["image-properties"])
+    found = report.by_check("image-properties")
+    assert [(f.data["property"], f.data["class"], f.data["direction"]) for f in found] == [("brightness", "5", "lower")], show(report)
+    assert all(i.label == "5" and i.split == "val" for i in found[0].images)
+
+    # Same pixels, another encoding: val as lossless WebP instead of PNG.
+    root = tmp_path / "format"
+    keep = np.flatnonzero(~is_val)
+    train, val = write(root, x[keep], y[keep], np.zeros(len(keep), bool), names=keep)[0], root / "val"
+    for i in np.flatnonzero(is_val):
+        p = val / y[i] / f"{i:05d}.webp"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).save(p, "WEBP", lossless=True)
+    report = audit((train, val), cache, backbone="none", select=["image-properties"])
+    fmt = [f for f in report.by_check("image-properties") if f.data["property"] == "format"]
+    assert len(fmt) == 1 and fmt[0].data["eval"] == {"PNG": 0.0, "WEBP": 1.0}, show(report)
+    # WebP has no grey mode (the files decode as RGB): reported too. The pixels are the same: no appearance finding.
+    assert {f.data["property"] for f in report.by_check("image-properties")} <= {"format", "mode", "file_size"}, show(report)
