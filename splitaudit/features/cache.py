@@ -58,6 +58,14 @@ PRAGMA user_version = {SCHEMA_VERSION};
 """
 
 
+_OPEN_ATTEMPTS = 20
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLite's 'database is locked' / 'busy': another process holds the file, which is not damage."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
 def default_cache_dir() -> Path:
     """``$SPLITAUDIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/splitaudit``, else ``~/.cache/splitaudit``."""
     if os.environ.get(CACHE_ENV):
@@ -83,11 +91,21 @@ class FeatureCache:
     # -- connection management ---------------------------------------------------------------------------------
     def _connect(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = self._open()
-        except sqlite3.DatabaseError as exc:
-            log.warning("splitaudit cache %s is damaged (%s); rebuilding it", self.path, exc)
-            self._rebuild()
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                self._conn = self._open()
+                return
+            except sqlite3.DatabaseError as exc:
+                if _is_busy(exc):
+                    # Another run is creating or switching the file to WAL (some of which SQLite answers with
+                    # 'locked' at once, without waiting): a busy cache is not a damaged one, never delete it.
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                log.warning("splitaudit cache %s is damaged (%s); rebuilding it", self.path, exc)
+                self._rebuild()
+                return
+        log.warning("splitaudit cache %s stays busy; continuing without it", self.path)
+        self._conn = None
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -136,7 +154,7 @@ class FeatureCache:
         try:
             return fn(self._conn)
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if _is_busy(exc):
                 log.warning("splitaudit cache busy (%s); continuing without it for this step", exc)
                 return default
             log.warning("splitaudit cache error (%s); rebuilding it", exc)
