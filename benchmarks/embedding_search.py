@@ -1,7 +1,9 @@
-"""Search time and recall of the dense k-NN (``splitaudit.neighbors.dense``): exact IndexFlatIP against IVF.
+"""Search time and recall of the dense k-NN (``splitaudit.neighbors.dense``): exact IndexFlatIP against the
+approximate searches: PCA-reduced search with full-vector re-ranking (the package's choice for big searches) and IVF.
 
 Run:  python benchmarks/embedding_search.py [--base 100000] [--queries 20000] [--planted 1000] [--real 3000]
-                                            [--exact-budget 180] [--skip-nlist] [--skip-crossover] [--cache-dir /tmp]
+                                            [--exact-budget 180] [--skip-pca] [--skip-nlist] [--skip-crossover]
+                                            [--cache-dir /tmp]
 
 Everything is measured in one run on one machine and printed as figures and ratios; nothing is asserted on time.
 
@@ -19,13 +21,15 @@ Measured (k = 10, the tool's EMBED_K), with faiss on all cores:
   1. exact: ``knn(base, queries, 10, method="flat")`` (build + search). Timed on a 2,000-query subset first; if the
      whole run is estimated above ``--exact-budget`` seconds it is extrapolated (and said so) and recall is measured on
      that subset, else it is run on all queries and is the ground truth for all of them;
+  1b. (``--skip-pca`` to skip) PCA to dense.PCA_DIM dimensions + exhaustive search + re-ranking of
+     REFINE_FACTOR x k candidates with the full vectors (``build_index(base, method="pca")``), at several factors;
   2. IVF as the tool builds it: ``build_index(base, method="ivf")`` (k-means training + adding; nlist = dense.ivf_nlist(n)),
      then ``index.search`` at the default nprobe and a sweep of nprobe -- knn(method="ivf") is exactly these two
      steps. Recall@10 (share of the exact top 10 found), recall@1 (the top hit has the exact top-1 cosine) and
      the share of planted copies whose source is the top hit / in the top 10;
   3. (``--skip-nlist`` to skip) other nlist (sqrt(n), 4 sqrt(n)) with the package's training recipe, to see which
      nlist / nprobe pair reaches recall@10 >= 0.99 fastest, training included;
-  4. (``--skip-crossover`` to skip) exact vs IVF (default nlist / nprobe, build included) at smaller bases, with
+  4. (``--skip-crossover`` to skip) exact vs IVF and PCA+re-rank (defaults, build included) at smaller bases, with
      queries = 20% of the base and with the 2,000 queries of the tool's null sample, to place EXACT_MAX.
 """
 
@@ -214,6 +218,7 @@ def main() -> None:
     ap.add_argument("--exact-budget", type=float, default=180.0, help="seconds above which the exact run is extrapolated")
     ap.add_argument("--skip-nlist", action="store_true")
     ap.add_argument("--skip-crossover", action="store_true")
+    ap.add_argument("--skip-pca", action="store_true")
     ap.add_argument("--cache-dir", default="/tmp")
     args = ap.parse_args()
 
@@ -269,6 +274,22 @@ def main() -> None:
     print(f"exact knn(method='flat'): {t_exact:7.1f}s  ({exact_note}; {len(sub)}-query probe {t_sub:.1f}s, "
           f"{nq / t_exact:.0f} queries/s)")
     print(f"  exact finds the planted source: top-1 {ex_p1:.4f}, top-10 {ex_p10:.4f} ({len(eval_planted)} planted queries)")
+
+    # ---- 1b. PCA-reduced exhaustive search + full-vector re-ranking, as the package builds it (its default above
+    # EXACT_MAX / EXACT_PAIRS), and a sweep of the re-ranking factor
+    if not args.skip_pca:
+        print(f"\nPCA {dense.PCA_DIM}-d + re-rank (build_index(method='pca')); speed-up = exact time / (build + search)")
+        print(f"  {'k_factor':>8} {'build':>7} {'search':>7} {'speedup':>8} {'rec@10':>7} {'rec@1':>7} {'plant1':>7}")
+        saved = dense.REFINE_FACTOR
+        for kf in sorted({16, 32, saved, 80}):
+            dense.REFINE_FACTOR = kf
+            idx, t_b = timed(lambda: build_index(base, method="pca"))
+            (p_sims, p_ids), t_s = timed(lambda: idx.search(queries, K))
+            r10, r1 = recall_at(p_ids[eval_q], p_sims[eval_q], ex_ids, ex_sims)
+            p1, _ = planted_recall(p_ids[eval_q], ev_rows, src_of[eval_planted])
+            print(f"  {kf:>7}{'*' if kf == saved else ' '} {t_b:6.1f}s {t_s:6.1f}s {t_exact / (t_b + t_s):7.2f}x {r10:7.4f} {r1:7.4f} {p1:7.4f}", flush=True)
+        dense.REFINE_FACTOR = saved
+        tick("PCA sweep done", t0)
 
     # ---- 2. IVF as the package builds it
     nlist = default_nlist(n)
@@ -336,24 +357,22 @@ def main() -> None:
 
     # ---- 4. where exact stops being the faster choice
     if not args.skip_crossover:
-        print("\nexact vs IVF (package defaults, build included) by base size; recall@10 of IVF on those queries")
-        print(f"  {'base':>7} {'queries':>7} {'exact':>8} {'ivf':>8} {'ivf/exact':>9} {'rec@10':>7}  nlist nprobe")
+        print("\nexact vs IVF and PCA+re-rank (package defaults, build included) by base size; recall@10 on those queries")
+        print(f"  {'base':>7} {'queries':>7} {'exact':>8} {'ivf':>8} {'ivf/exact':>9} {'rec@10':>7}  nlist nprobe {'pca':>7} {'pca/exact':>9} {'rec@10':>7}")
         sizes = sorted({m for m in (10_000, 25_000, 50_000, n) if m <= n})
         for m in sizes:
             for q in sorted({max(1, m // 5), min(SUBSET, nq)}):
                 if q > nq:
                     continue
-                if m == n and q == nq:  # measured above
-                    te, ti, r10 = t_exact, dflt["build"] + dflt["search"], dflt["r10"]
-                    nl = default_nlist(m)
-                    print(f"  {m:>7} {q:>7} {te:7.1f}s {ti:7.1f}s {ti / te:9.2f} {r10:7.4f}  {nl:>5} {default_nprobe(nl):>6}  (above)")
-                    continue
                 b, qs = base[:m], queries[:q]
                 (es, ei), te = timed(lambda: knn(b, qs, K, method="flat"))
                 (is_, ii), ti = timed(lambda: knn(b, qs, K, method="ivf"))
+                (ps, pi), tp = timed(lambda: knn(b, qs, K, method="pca"))
                 r10, _ = recall_at(ii, is_, ei, es)
+                p10, _ = recall_at(pi, ps, ei, es)
                 nl = default_nlist(m)
-                print(f"  {m:>7} {q:>7} {te:7.1f}s {ti:7.1f}s {ti / te:9.2f} {r10:7.4f}  {nl:>5} {default_nprobe(nl):>6}", flush=True)
+                print(f"  {m:>7} {q:>7} {te:7.1f}s {ti:7.1f}s {ti / te:9.2f} {r10:7.4f}  {nl:>5} {default_nprobe(nl):>6} "
+                      f"{tp:6.1f}s {tp / te:9.2f} {p10:7.4f}", flush=True)
         tick("crossover done", t0)
 
 

@@ -20,9 +20,25 @@ def test_auto_picks_exact_for_small_searches_and_ivf_for_big_ones() -> None:
     assert isinstance(dense.build_index(base[:1000], queries=10**6), faiss.IndexFlatIP)  # small base
     assert isinstance(dense.build_index(base, queries=10), faiss.IndexFlatIP)  # few queries: training would not pay
     big = int(dense.EXACT_PAIRS // len(base)) + 1
-    ivf = dense.build_index(base, queries=big)
-    assert isinstance(ivf, faiss.IndexIVFFlat)
+    assert isinstance(dense.build_index(base, queries=big), faiss.IndexFlatIP)  # 16 dims: nothing to reduce
+    wide = _clustered(dense.EXACT_MAX + 1000, dense.PCA_DIM + 64, 64, rng)
+    approx = dense.build_index(wide, queries=big)
+    assert isinstance(approx, faiss.IndexRefineFlat) and approx.k_factor == dense.REFINE_FACTOR
+    ivf = dense.build_index(base, method="ivf")
     assert ivf.nlist == dense.ivf_nlist(len(base)) and ivf.nprobe == dense.ivf_nprobe(ivf.nlist)
+
+
+def test_pca_refined_search_recall_against_exact() -> None:
+    rng = np.random.default_rng(2)
+    base = _clustered(30_000, 512, 300, rng)
+    queries = base[rng.choice(len(base), 1000, replace=False)] + 0.05 * rng.normal(size=(1000, 512)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    ex_sims, exact = dense.knn(base, queries, 10, method="flat")
+    sims, approx = dense.knn(base, queries, 10, method="pca")
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.99, recall
+    # Re-ranked with the full vectors: the similarities are exact inner products, not PCA approximations.
+    assert np.allclose(sims[:, 0], ex_sims[:, 0], atol=1e-5)
 
 
 def test_ivf_recall_against_exact_at_the_defaults() -> None:
