@@ -77,6 +77,8 @@ def open_image(data: bytes, fmt: str, *, max_pixels: int) -> Image.Image:
 
 def orientation(im: Image.Image) -> int:
     """The EXIF orientation tag (1 = upright) or 1 when absent or unreadable."""
+    if "exif" not in im.info and im.format != "TIFF":
+        return 1  # no EXIF block at all (TIFF keeps its tags elsewhere): skip building an Exif object per image
     try:
         return int(im.getexif().get(0x0112, 1) or 1)
     except Exception:  # a corrupt EXIF block must not hide the image itself

@@ -118,13 +118,27 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
 
 def phash_batch(p: np.ndarray) -> np.ndarray:
     """pHash of a (N, 32, 32) batch."""
+    return _phash_pair(p)[0]
+
+
+def _phash_pair(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pHash of a (N, 32, 32) batch and of its horizontal mirror, sharing the vertical DCT pass.
+
+    The DCT is separable: the vertical pass of a mirrored image is the mirrored vertical pass, and only the 8 lowest
+    rows feed the horizontal pass. Each value is computed by the same 1-D transforms on the same numbers as
+    imagehash's full 2-D DCT, so the bits are identical (tested), at about a third of the work.
+    """
     if len(p) == 0:
-        return np.zeros(0, dtype=np.uint64)
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64)
     from scipy.fft import dct  # lazily: 0.17 s of start-up that an unchanged re-check never needs
 
-    coeffs = dct(dct(p, axis=1), axis=2)[:, :HASH_SIZE, :HASH_SIZE]
-    med = np.median(coeffs.reshape(len(p), -1), axis=1)[:, None, None]
-    return pack_bits(coeffs > med)
+    vertical = dct(p, axis=1)[:, :HASH_SIZE, :]
+    out = []
+    for rows in (vertical, vertical[:, :, ::-1]):
+        coeffs = dct(rows, axis=2)[:, :, :HASH_SIZE]
+        med = np.median(coeffs.reshape(len(p), -1), axis=1)[:, None, None]
+        out.append(pack_bits(coeffs > med))
+    return out[0], out[1]
 
 
 def dhash_batch(d: np.ndarray) -> np.ndarray:
@@ -138,12 +152,8 @@ def hash_all(p: np.ndarray, d: np.ndarray) -> dict[str, np.ndarray]:
     """pHash and dHash of each image and of its horizontal mirror (so a flipped copy can be matched)."""
     p = np.asarray(p, dtype=np.float64)
     d = np.asarray(d, dtype=np.float64)
-    return {
-        "phash": phash_batch(p),
-        "dhash": dhash_batch(d),
-        "phash_flip": phash_batch(p[:, :, ::-1]),
-        "dhash_flip": dhash_batch(d[:, :, ::-1]),
-    }
+    phash, phash_flip = _phash_pair(p)
+    return {"phash": phash, "dhash": dhash_batch(d), "phash_flip": phash_flip, "dhash_flip": dhash_batch(d[:, :, ::-1])}
 
 
 def codes(h: np.ndarray) -> np.ndarray:
