@@ -12,7 +12,7 @@ import numpy as np
 from ..scan.records import Dataset, ImageRecord, SplitSpec
 from . import decode
 from .cache import FEATURE_FIELDS, FeatureCache
-from .extract import HASH_COLUMNS, HashOptions, array_digest, content_digest, extract_batch, pixel_digest_batch
+from .extract import HASH_COLUMNS, HashOptions, array_digest, content_digest, extract_batch, pixel_digest_batch, warm_up
 from .hashing import WORKER_MODULES
 from .runner import map_batches
 
@@ -183,7 +183,8 @@ def compute_features(
     computed: dict[str, np.ndarray] = {}
     if todo:
         batch = _batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
-        computed = map_batches(_Extract(options), batch, workers=workers, progress=progress, preload=WORKER_MODULES)
+        computed = map_batches(_Extract(options), batch, workers=workers, progress=progress, preload=WORKER_MODULES,
+                               setup=warm_up)
         if cache is not None:
             cache.store_features(computed, variant)
     _assemble(columns, rows, todo, computed, known)
