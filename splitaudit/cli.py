@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")
     ex.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
     ex.add_argument("--plot", metavar="FILE", help="write learning curves to FILE (.svg or .png)")
+    ex.add_argument("--html", metavar="FILE", help="also audit the two splits and write the curator's HTML report, with this "
+                                                   "decomposition and its learning curves, to FILE")
     ex.add_argument("--backbone", default=DEFAULT_BACKBONE, metavar="NAME", help="CNN for the probes' embeddings, or none (16x16 pixels)")
     ex.add_argument("--weights", metavar="PATH", help="local weights file for --backbone")
     ex.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $SPLITAUDIT_CACHE_DIR or ~/.cache/splitaudit)")
@@ -274,6 +276,18 @@ def _run_explain(args: argparse.Namespace) -> int:
                      weights=args.weights, cache=not args.no_cache, cache_dir=args.cache_dir)
     if args.plot:
         report.plot(args.plot)
+    if args.html:
+        from .api import audit
+        from .render.html import render_html
+
+        # Same cache and backbone: the audit reuses the features and embeddings explain just computed.
+        audited = audit(args.train, args.val, backbone=args.backbone, weights=args.weights, cache=not args.no_cache,
+                        cache_dir=args.cache_dir)
+        try:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(render_html(audited, explain=report))
+        except OSError as exc:
+            raise SplitauditError(f"cannot write {args.html!r}: {exc.strerror or exc}") from exc
     text = report.to_json() if args.format == "json" else render_text(report)
     if args.output:
         try:

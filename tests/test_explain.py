@@ -304,8 +304,18 @@ def test_cli_explain_json_text_and_plots(digits, tmp_path: Path, capsys: pytest.
 
     # the same run again (features and embeddings now cached): byte-identical JSON
     again = tmp_path / "again.json"
-    assert main(["explain", str(train), str(val), "--epochs", "2", "--format", "json", "-o", str(again)]) == 0
+    html = tmp_path / "report.html"
+    assert main(["explain", str(train), str(val), "--epochs", "2", "--format", "json", "-o", str(again),
+                 "--html", str(html)]) == 0
     assert again.read_text() == out.read_text()
+    # The curator's report carries the decomposition and its learning curves (half-epoch-shifted train curve).
+    page = html.read_text()
+    assert 'id="explain"' in page and "Not part of this report" not in page and "mean_shifted_gap" in page
+    import base64
+    import re
+
+    plot = re.search(r'id="explain".*?src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', page, re.S)
+    assert plot is not None and "train, shifted -1/2 epoch" in base64.b64decode(plot.group(1)).decode()
 
     capsys.readouterr()
     assert main(["explain", str(train), str(val), "--epochs", "2", "--plot", str(tmp_path / "curves.png")]) == 0
