@@ -178,17 +178,9 @@ def _run_check(args: argparse.Namespace) -> int:
         check_options=config.get("checks"),
         fail_on=_pick(args, config, "fail-on", "error"),
         max_leak_fraction=_pick(args, config, "max-leak-fraction", 0.0),
-        cache=not _pick(args, config, "no-cache", False),
-        cache_dir=_pick(args, config, "cache-dir"),
-        workers=_pick(args, config, "workers"),
-        draft=config.get("draft", True),
-        backbone=_pick(args, config, "backbone", DEFAULT_BACKBONE),
-        weights=_pick(args, config, "weights"),
-        image_size=_pick(args, config, "image-size"),
         progress=progress,
+        **_pipeline_options(args, config),
     )
-    if config.get("max-pixels") is not None:
-        kwargs["max_pixels"] = config.get("max-pixels")
     if not args.write_baseline:
         kwargs["baseline"] = _pick(args, config, "baseline")
     if progress_ctx is not None:
@@ -224,6 +216,22 @@ def _run_check(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _pipeline_options(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """The scan/features/embeddings settings ``check`` and ``fix`` share (flags win over ``[tool.splitaudit]``)."""
+    options: dict[str, Any] = dict(
+        cache=not _pick(args, config, "no-cache", False),
+        cache_dir=_pick(args, config, "cache-dir"),
+        workers=_pick(args, config, "workers"),
+        draft=config.get("draft", True),
+        backbone=_pick(args, config, "backbone", DEFAULT_BACKBONE),
+        weights=_pick(args, config, "weights"),
+        image_size=_pick(args, config, "image-size"),
+    )
+    if config.get("max-pixels") is not None:
+        options["max_pixels"] = config.get("max-pixels")
+    return options
+
+
 def _run_fix(args: argparse.Namespace) -> int:
     from .fix import DEFAULT_TOLERANCE, apply_plan, plan_fix
 
@@ -240,16 +248,8 @@ def _run_fix(args: argparse.Namespace) -> int:
         tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
         prefer=args.prefer or "move",
         check_options=config.get("checks"),
-        cache=not _pick(args, config, "no-cache", False),
-        cache_dir=_pick(args, config, "cache-dir"),
-        workers=_pick(args, config, "workers"),
-        draft=config.get("draft", True),
-        backbone=_pick(args, config, "backbone", DEFAULT_BACKBONE),
-        weights=_pick(args, config, "weights"),
-        image_size=_pick(args, config, "image-size"),
+        **_pipeline_options(args, config),
     )
-    if config.get("max-pixels") is not None:
-        kwargs["max_pixels"] = config.get("max-pixels")
     plan = plan_fix(splits, **kwargs) if splits is not None else plan_fix(**kwargs)
     for path, text in ((args.output, plan.to_csv), (args.manifest, None)):
         if not path:

@@ -122,6 +122,18 @@ class AuditContext:
         self._dense: dict[tuple[float, float], DensePairs] = {}
         self.embedded_count = 0  # embeddings computed (not from the cache) in this run
 
+    def _ticker(self, stage: str, total: int) -> Callable[[int], None]:
+        """A progress callback counting up to ``total`` for ``stage`` (silent without a progress reporter)."""
+        done = 0
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            if self._progress:
+                self._progress(stage, done, total)
+
+        return tick
+
     # -- records -----------------------------------------------------------------------------------------------
     @cached_property
     def split_index(self) -> np.ndarray:
@@ -137,15 +149,7 @@ class AuditContext:
     @cached_property
     def features(self) -> FeatureTable:
         """Digests and hashes of every record (from the cache where possible)."""
-        total = len(self.dataset.records)
-        done = 0
-
-        def tick(k: int) -> None:
-            nonlocal done
-            done += k
-            if self._progress:
-                self._progress("hashing images", done, total)
-
+        tick = self._ticker("hashing images", len(self.dataset.records))
         return compute_features(self.dataset, options=self.hash_options, cache=self.cache, workers=self.workers, progress=tick)
 
     # -- embeddings ----------------------------------------------------------------------------------------------
@@ -159,13 +163,7 @@ class AuditContext:
 
         f = self.features
         rows = np.flatnonzero(f.ok).tolist()
-        done = 0
-
-        def tick(k: int) -> None:
-            nonlocal done
-            done += k
-            if self._progress:
-                self._progress("embedding images", done, len(rows))
+        tick = self._ticker("embedding images", len(rows))
 
         matrix, have, computed = embed_dataset(self.dataset.records, self.dataset.arrays, rows, f["digest"], self.backbone,
                                                cache=self.cache, max_pixels=self.hash_options.max_pixels, progress=tick)
@@ -481,13 +479,7 @@ class AuditContext:
 
         f = self.features
         rows = np.flatnonzero(f.ok).tolist()
-        done = 0
-
-        def tick(k: int) -> None:
-            nonlocal done
-            done += k
-            if self._progress:
-                self._progress("measuring images", done, len(rows))
+        tick = self._ticker("measuring images", len(rows))
 
         columns, computed = compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
                                                workers=self.workers, max_pixels=self.hash_options.max_pixels, progress=tick)

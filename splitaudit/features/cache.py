@@ -229,30 +229,22 @@ class FeatureCache:
         if rows:
             self._run(lambda c: self._write(c, "UPDATE features SET pixel_digest = ? WHERE digest = ? AND variant = ?", rows), None)
 
-    # -- embeddings, keyed by content and backbone identity -----------------------------------------------------
+    # -- per-image vectors keyed by content: embeddings (by backbone identity), image properties (by version) ------
     def embeddings_for(self, digests: Sequence[bytes], model: str) -> dict[bytes, np.ndarray]:
         """Cached float16 vectors for these digests under backbone identity ``model``."""
-        unique = list(dict.fromkeys(d for d in digests if d))
-
-        def q(conn: sqlite3.Connection) -> dict[bytes, np.ndarray]:
-            out: dict[bytes, np.ndarray] = {}
-            for start in range(0, len(unique), _CHUNK):
-                chunk = unique[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for d, v in conn.execute(f"SELECT digest, vector FROM embeddings WHERE model = ? AND digest IN ({marks})", [model, *chunk]):
-                    out[bytes(d)] = np.frombuffer(v, dtype="<f2")
-            return out
-
-        return self._run(q, {})
+        return self._vectors_for("embeddings", "model", digests, model, "<f2")
 
     def store_embeddings(self, digests: Sequence[bytes], vectors: np.ndarray, model: str) -> None:
-        rows = [(d, model, np.asarray(v, dtype="<f2").tobytes()) for d, v in zip(digests, vectors) if d]
-        if rows:
-            self._run(lambda c: self._write(c, "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows), None)
+        self._store_vectors("embeddings", digests, vectors, model, "<f2")
 
-    # -- image properties (the distribution audit), keyed by content and property version ---------------------
     def properties_for(self, digests: Sequence[bytes], version: str) -> dict[bytes, np.ndarray]:
         """Cached property vectors (float64, ``properties.MEASURED`` order) for these digests."""
+        return self._vectors_for("properties", "version", digests, version, "<f8")
+
+    def store_properties(self, digests: Sequence[bytes], vectors: np.ndarray, version: str) -> None:
+        self._store_vectors("properties", digests, vectors, version, "<f8")
+
+    def _vectors_for(self, table: str, key_column: str, digests: Sequence[bytes], key: str, dtype: str) -> dict[bytes, np.ndarray]:
         unique = list(dict.fromkeys(d for d in digests if d))
 
         def q(conn: sqlite3.Connection) -> dict[bytes, np.ndarray]:
@@ -260,16 +252,17 @@ class FeatureCache:
             for start in range(0, len(unique), _CHUNK):
                 chunk = unique[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                for d, v in conn.execute(f"SELECT digest, vector FROM properties WHERE version = ? AND digest IN ({marks})", [version, *chunk]):
-                    out[bytes(d)] = np.frombuffer(v, dtype="<f8")
+                # table and column names are our constants, never user input
+                for d, v in conn.execute(f"SELECT digest, vector FROM {table} WHERE {key_column} = ? AND digest IN ({marks})", [key, *chunk]):
+                    out[bytes(d)] = np.frombuffer(v, dtype=dtype)
             return out
 
         return self._run(q, {})
 
-    def store_properties(self, digests: Sequence[bytes], vectors: np.ndarray, version: str) -> None:
-        rows = [(d, version, np.asarray(v, dtype="<f8").tobytes()) for d, v in zip(digests, vectors) if d]
+    def _store_vectors(self, table: str, digests: Sequence[bytes], vectors: np.ndarray, key: str, dtype: str) -> None:
+        rows = [(d, key, np.asarray(v, dtype=dtype).tobytes()) for d, v in zip(digests, vectors) if d]
         if rows:
-            self._run(lambda c: self._write(c, "INSERT OR REPLACE INTO properties VALUES (?, ?, ?)", rows), None)
+            self._run(lambda c: self._write(c, f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", rows), None)
 
     # -- blobs: derived results such as neighbour pairs ---------------------------------------------------------
     def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:
