@@ -28,26 +28,25 @@ def test_auto_picks_exact_for_small_searches_and_ivf_for_big_ones() -> None:
     assert ivf.nlist == dense.ivf_nlist(len(base)) and ivf.nprobe == dense.ivf_nprobe(ivf.nlist)
 
 
-def test_pca_refined_search_recall_against_exact() -> None:
-    rng = np.random.default_rng(2)
-    base = _clustered(30_000, 512, 300, rng)
-    queries = base[rng.choice(len(base), 1000, replace=False)] + 0.05 * rng.normal(size=(1000, 512)).astype(np.float32)
+def _search_against_exact(method: str, n: int, d: int, nq: int, seed: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """Recall@10 of ``method`` against exact search on clustered unit vectors, and both result similarities."""
+    rng = np.random.default_rng(seed)
+    base = _clustered(n, d, 300, rng)
+    queries = base[rng.choice(n, nq, replace=False)] + 0.05 * rng.normal(size=(nq, d)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     ex_sims, exact = dense.knn(base, queries, 10, method="flat")
-    sims, approx = dense.knn(base, queries, 10, method="pca")
-    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    sims, approx = dense.knn(base, queries, 10, method=method)
+    return float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])), sims, ex_sims
+
+
+def test_pca_refined_search_recall_against_exact() -> None:
+    recall, sims, ex_sims = _search_against_exact("pca", 30_000, 512, 1000, seed=2)
     assert recall >= 0.99, recall
     # Re-ranked with the full vectors: the similarities are exact inner products, not PCA approximations.
     assert np.allclose(sims[:, 0], ex_sims[:, 0], atol=1e-5)
 
 
 def test_ivf_recall_against_exact_at_the_defaults() -> None:
-    rng = np.random.default_rng(1)
-    base = _clustered(60_000, 64, 300, rng)
-    queries = base[rng.choice(len(base), 2000, replace=False)] + 0.05 * rng.normal(size=(2000, 64)).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    _, exact = dense.knn(base, queries, 10, method="flat")
-    sims, approx = dense.knn(base, queries, 10, method="ivf")
-    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    recall, sims, _ = _search_against_exact("ivf", 60_000, 64, 2000, seed=1)
     assert recall >= 0.99, recall
     assert np.all(np.diff(sims, axis=1) <= 1e-6)  # best first
