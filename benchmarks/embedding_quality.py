@@ -59,7 +59,7 @@ SELECT = [*DUP_CHECKS, SIM_CHECK]
 GT_MAD = 4.0  # Fashion-MNIST ground truth: a train image within 4 grey levels of mean absolute difference
 
 try:  # the tool's current rule (being tuned: read it, never assume it)
-    from splitaudit.checks import context as _ctx
+    from splitaudit.neighbors import thresholds as _ctx
 
     TOOL_RULE = {k: getattr(_ctx, k, None) for k in ("EMBED_K", "DEFAULT_MIN_SIMILARITY", "DEFAULT_MAX_RATIO", "DEFAULT_MIN_NCC",
                                                       "DEFAULT_MAX_PHASH", "DEFAULT_MAX_DHASH")}
@@ -445,7 +445,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     pool = mp.get_context("spawn").Pool(args.workers)  # before TensorFlow loads: workers stay light
-    print("tool rule read from splitaudit.checks.context: " + (", ".join(f"{k}={v}" for k, v in TOOL_RULE.items()) or "(unavailable)"))
+    print("tool rule read from splitaudit.neighbors.thresholds: " + (", ".join(f"{k}={v}" for k, v in TOOL_RULE.items()) or "(unavailable)"))
     print(f"Part A uses k = {K} for the neighbourhood ratio.\n")
 
     with tempfile.TemporaryDirectory(prefix="embedding_quality_", dir="/tmp") as root:

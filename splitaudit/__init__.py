@@ -16,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "AuditReport", "CheckError", "ConfigError", "Evidence", "Finding", "ImageRef", "InvalidParameterError",
     "Severity", "SplitSummary", "SplitauditError", "Verdict", "__version__", "audit",
-    "FixPlan", "apply_plan", "plan_fix",
+    "ExplainReport", "FixPlan", "apply_plan", "explain", "plan_fix",
 ]

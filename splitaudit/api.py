@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .baseline import resolve_baseline
 from .checks import AuditContext, all_checks, resolve_selection
 from .errors import invalid_parameter
-from .features import FeatureCache, HashOptions
-from .features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE, NONE, BackboneSpec
-from .features.embeddings.compute import auto_image_size
+from .features import FeatureCache
+from .features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE, NONE
 from .features.extract import DEFAULT_MAX_PIXELS
 from .report import AuditReport, Severity, build_report
 from .scan import scan
@@ -120,14 +120,13 @@ def audit(
 
     store = FeatureCache(cache_dir) if cache else None
     try:
-        hash_options = HashOptions(draft=draft, max_pixels=max_pixels)
-        ctx = AuditContext(dataset, cache=store, hash_options=hash_options, workers=workers, progress=progress)
+        settings = SimpleNamespace(draft=draft, max_pixels=max_pixels, workers=workers, backbone=backbone,
+                                   weights=os.fspath(weights) if weights is not None else None, image_size=image_size)
+        ctx = AuditContext(dataset, settings, cache=store, progress=progress)
         t0 = time.perf_counter()
-        f = ctx.features
+        _ = ctx.features
         timings["features"] = time.perf_counter() - t0
-        if backbone != NONE:
-            size = image_size if image_size is not None else auto_image_size(f["width"][f.ok], f["height"][f.ok])
-            ctx.backbone = BackboneSpec(backbone, os.fspath(weights) if weights is not None else None, size)
+        if ctx.backbone is not None:
             t0 = time.perf_counter()
             _ = ctx.embeddings
             timings["embeddings"] = time.perf_counter() - t0
@@ -136,8 +135,6 @@ def audit(
             t0 = time.perf_counter()
             findings.extend(check.run(ctx, params))
             timings[f"check:{check.name}"] = time.perf_counter() - t0
-        # After the checks: they may have filled in pixel digests that the next run should not recompute.
-        f.save_snapshots()
         return build_report(
             ctx, findings,
             checks=[(c.name, p) for c, p in resolved],

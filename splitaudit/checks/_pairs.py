@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..report.model import Evidence, Finding, Severity
-from .context import AuditContext, Matches
+from ..neighbors.matches import Matches
+from .context import AuditContext
 
 CATEGORY_WORDS = {"exact": "an exact copy", "identical-pixels": "a pixel-identical copy",
                   "near-duplicate": "a near-duplicate", "very-similar": "very similar (same scene, other shot?)"}

@@ -1,126 +1,105 @@
-"""The per-run context: everything checks share, computed lazily and at most once.
+"""The per-run context: a typed memo of the pipeline's stages, so every check shares one computation of each.
 
-Checks ask the context for evidence (``ctx.features``, ``ctx.matches(...)``) instead of computing it; the first
-check to ask pays, the others reuse. Search results are also kept in the on-disk cache, keyed by the exact hash
-values searched, so an unchanged dataset is re-checked without searching again.
+It owns no algorithm. Each property calls a stage's pure function (``features``, ``neighbors``) the first time a
+check asks and remembers the answer for the run (:meth:`AuditContext.memo`); the dearer search results are also kept
+in the on-disk cache under a key built from their exact inputs (:meth:`AuditContext.stored`), so an unchanged
+dataset is re-checked without searching or decoding again.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
-from ..features.embeddings.backbones import BackboneSpec
-from ..features.hashing import hamming
-from ..neighbors import HashPairs, groups_by_key, hash_pairs
+from ..features.embeddings.backbones import NONE, BackboneSpec
+from ..features.table import full_pixel_digests
+from ..neighbors import HashPairs, hash_pairs
+from ..neighbors.confirm import Confirmation, confirm_pairs, record_thumbnails
+from ..neighbors.dense import dense_candidates
+from ..neighbors.matches import DensePairs, Matches, merge_matches
+from ..neighbors.thresholds import (CONSTANTS, DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
+                                    DEFAULT_MIN_SIMILARITY, EMBED_K, HASH_COLLISION_RATE, Calibration, calibrate,
+                                    hash_collision_rate, ncc_threshold, similarity_threshold)
 from ..report.model import ImageRef
 from ..scan import Dataset
 
-#: Default near-duplicate radii (bits out of 64), chosen from measurement: see docs/thresholds.md.
-DEFAULT_MAX_PHASH = 6
-DEFAULT_MAX_DHASH = 12
+T = TypeVar("T")
+Progress = Callable[[str, int, int], None]
 
-#: Embedding candidates (see docs/embeddings.md): an eval image's train neighbour is a candidate when its cosine
-#: distance is at most MAX_RATIO times the distance to its K-th nearest train image (it stands out of its own
-#: neighbourhood, which adapts to uniform datasets), and its cosine is at least MIN_SIMILARITY.
-EMBED_K = 10
-DEFAULT_MAX_RATIO = 0.5
-DEFAULT_MIN_SIMILARITY = 0.85
-#: The calibrated cosine threshold: this quantile of the null distribution (each sampled training image's cosine
-#: to its nearest *other* training image that is not already a known copy), clipped to [min_similarity, CEILING].
-NULL_QUANTILE = 0.999
-NULL_SAMPLE = 2000
-CEILING = 0.98
-#: The NCC a pair needs is calibrated the same way: this quantile of the aligned NCC of NCC_SAMPLE null pairs,
-#: never below min_ncc (photos: distinct neighbours correlate far below 0.9; 8x8 digits: above 0.95).
-NCC_QUANTILE = 0.99
-NCC_SAMPLE = 200
-NCC_CEILING = 0.995
-#: Hashes are trusted alone when at most this share of training images hash-match another, non-identical training
-#: image (photos: ~0%); above it (uniform data such as digits, where every image hashes alike) a hash match needs
-#: the embedding or the pixel test to agree.
-HASH_COLLISION_RATE = 0.02
-#: Images whose crop views (~190 kB each) are kept while confirming pairs.
-_VIEW_CACHE = 2048
-#: Aligned normalised cross-correlation at or above which a candidate is the same shot (near-duplicate).
-DEFAULT_MIN_NCC = 0.9
+__all__ = ["AuditContext", "DensePairs", "Matches", "RunSettings", "DEFAULT_MAX_DHASH", "DEFAULT_MAX_PHASH",
+           "DEFAULT_MAX_RATIO", "DEFAULT_MIN_NCC", "DEFAULT_MIN_SIMILARITY"]
+
+
+class RunSettings(Protocol):
+    """What the context needs of the run's options (:class:`splitaudit.options.Options` has these fields)."""
+
+    draft: bool
+    max_pixels: int
+    workers: int | None
+    backbone: str
+    weights: str | None
+    image_size: int | None
 
 
 @dataclass(frozen=True)
-class DensePairs:
-    """Embedding candidates ``a`` (earlier split) -> ``b`` (later split) with cosine, neighbourhood ratio, and the
-    pixel confirmation: aligned NCC and whether the best alignment was mirrored."""
+class Embeddings:
+    """The embedding stage's output: n×D L2-normalised vectors, the rows that have one, and how many were computed
+    (not read from the cache) in this run."""
 
-    a: np.ndarray
-    b: np.ndarray
-    cosine: np.ndarray
-    ratio: np.ndarray
-    ncc: np.ndarray
-    flipped: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.a)
-
-
-@dataclass(frozen=True)
-class Matches:
-    """Matched pairs over record indices (``a < b``) with every stage's evidence, one row per pair.
-
-    ``same_bytes``/``same_pixels`` are exact matches; ``phash``/``dhash`` the Hamming distances in the better
-    orientation, ``flipped`` when that orientation is mirrored; ``hashed`` when both are within the radii.
-    With embeddings on: ``cosine`` (NaN without embeddings), and for embedding candidates (``candidate``) the
-    aligned pixel correlation ``ncc`` (NaN otherwise) and ``ncc_flipped``.
-    """
-
-    a: np.ndarray
-    b: np.ndarray
-    same_bytes: np.ndarray
-    same_pixels: np.ndarray
-    phash: np.ndarray
-    dhash: np.ndarray
-    flipped: np.ndarray
-    hashed: np.ndarray
-    cosine: np.ndarray
-    candidate: np.ndarray
-    ncc: np.ndarray
-    ncc_flipped: np.ndarray
-    cos_ok: np.ndarray  # a hash match needs no further confirmation (embeddings agree, or hashes are reliable here)
-
-    def __len__(self) -> int:
-        return len(self.a)
-
-    def select(self, mask: np.ndarray) -> Matches:
-        return Matches(*(getattr(self, f.name)[mask] for f in fields(self)))
+    matrix: np.ndarray
+    have: np.ndarray
+    computed: int = 0
 
 
 class AuditContext:
-    """Lazily shared state of one audit run over one dataset."""
+    """Lazily shared state of one audit run over one dataset, built complete from the run's settings."""
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        *,
-        cache: FeatureCache | None = None,
-        hash_options: HashOptions = HashOptions(),
-        workers: int | None = None,
-        backbone: BackboneSpec | None = None,
-        progress: Callable[[str, int, int], None] | None = None,
-    ) -> None:
+    def __init__(self, dataset: Dataset, settings: RunSettings | None = None, *, cache: FeatureCache | None = None,
+                 progress: Progress | None = None) -> None:
+        if settings is None:
+            from types import SimpleNamespace
+
+            from ..features.embeddings.backbones import DEFAULT_BACKBONE
+            from ..features.extract import DEFAULT_MAX_PIXELS
+
+            settings = SimpleNamespace(draft=True, max_pixels=DEFAULT_MAX_PIXELS, workers=None, backbone=DEFAULT_BACKBONE,
+                                       weights=None, image_size=None)
         self.dataset = dataset
-        self.backbone = backbone if backbone is not None and backbone.enabled else None  # set before first use
+        self.settings = settings
         self.cache = cache
-        self.hash_options = hash_options
-        self.workers = workers
+        self.hash_options = HashOptions(draft=settings.draft, max_pixels=settings.max_pixels)
         self._progress = progress
-        self._hash_pairs: dict[tuple[int, int], HashPairs] = {}
-        self._matches: dict[tuple, Matches] = {}
-        self._dense: dict[tuple[float, float], DensePairs] = {}
-        self.embedded_count = 0  # embeddings computed (not from the cache) in this run
+        self._memo: dict[Hashable, Any] = {}
+
+    # -- the two memo helpers -------------------------------------------------------------------------------------
+    def memo(self, key: Hashable, fn: Callable[[], T]) -> T:
+        """``fn()``, computed the first time ``key`` is asked for in this run."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+    def stored(self, key: Hashable, inputs: tuple[Any, ...], fn: Callable[[], T], load: Callable[[dict[str, np.ndarray]], T | None]) -> T:
+        """:meth:`memo`, also kept in the on-disk cache under a key made of ``key`` and the exact ``inputs`` (arrays,
+        bytes, or values with a stable ``repr``). ``load`` rebuilds the result from its arrays (``None``: stale)."""
+
+        def compute() -> T:
+            if self.cache is None:
+                return fn()
+            name = store_key(key, inputs)
+            arrays = self.cache.get_arrays(name)
+            value = load(arrays) if arrays is not None else None
+            if value is None:
+                value = fn()
+                self.cache.put_arrays(name, value.to_arrays())  # type: ignore[attr-defined]
+            return value
+
+        return self.memo(key, compute)
 
     def _ticker(self, stage: str, total: int) -> Callable[[int], None]:
         """A progress callback counting up to ``total`` for ``stage`` (silent without a progress reporter)."""
@@ -150,378 +129,200 @@ class AuditContext:
     def features(self) -> FeatureTable:
         """Digests and hashes of every record (from the cache where possible)."""
         tick = self._ticker("hashing images", len(self.dataset.records))
-        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, workers=self.workers, progress=tick)
+        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, workers=self.settings.workers,
+                                progress=tick)
+
+    def pixel_digests(self, rows: np.ndarray) -> np.ndarray:
+        """The full-resolution pixel digest column with ``rows`` filled in (the confirm stage's output; the feature
+        table itself is never changed). Digests found once are reused by later calls of the run."""
+        column: np.ndarray = self.memo("pixel-digests", lambda: self.features["pixel_digest"].copy())
+        todo = [int(i) for i in rows if not column[i]]
+        if todo:
+            found = full_pixel_digests(self.dataset, self.features, todo, options=self.hash_options, cache=self.cache,
+                                       workers=self.settings.workers)
+            for i, value in found.items():
+                column[i] = value
+        return column
+
+    @cached_property
+    def backbone(self) -> BackboneSpec | None:
+        """The network for embeddings, ``None`` when they are off. Its input side, unless set, follows the images'
+        median size (so it needs the features)."""
+        s = self.settings
+        if s.backbone == NONE:
+            return None
+        if s.image_size is not None:
+            size = s.image_size
+        else:
+            from ..features.embeddings.compute import auto_image_size
+
+            f = self.features
+            size = auto_image_size(f["width"][f.ok], f["height"][f.ok])
+        return BackboneSpec(s.backbone, s.weights, size)
 
     # -- embeddings ----------------------------------------------------------------------------------------------
-    @cached_property
+    @property
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(n×D float32 L2-normalised embeddings, mask of rows that have one); empty when embeddings are off."""
-        n = len(self.dataset.records)
-        if self.backbone is None:
-            return np.zeros((n, 0), np.float32), np.zeros(n, bool)
-        from ..features.embeddings.compute import embed_dataset
+        e = self._embeddings
+        return e.matrix, e.have
 
-        f = self.features
-        rows = np.flatnonzero(f.ok).tolist()
-        tick = self._ticker("embedding images", len(rows))
+    @property
+    def embedded_count(self) -> int:
+        """Embeddings computed (not read from the cache) in this run."""
+        e = self._memo.get("embeddings")
+        return e.computed if e is not None else 0
 
-        matrix, have, computed = embed_dataset(self.dataset.records, self.dataset.arrays, rows, f["digest"], self.backbone,
-                                               cache=self.cache, max_pixels=self.hash_options.max_pixels, progress=tick)
-        self.embedded_count = computed
-        return matrix, have
+    @property
+    def _embeddings(self) -> Embeddings:
+        def compute() -> Embeddings:
+            n = len(self.dataset.records)
+            if self.backbone is None:
+                return Embeddings(np.zeros((n, 0), np.float32), np.zeros(n, bool))
+            from ..features.embeddings.compute import embed_dataset
+
+            f = self.features
+            rows = np.flatnonzero(f.ok).tolist()
+            matrix, have, computed = embed_dataset(self.dataset.records, self.dataset.arrays, rows, f["digest"], self.backbone,
+                                                   cache=self.cache, max_pixels=self.hash_options.max_pixels,
+                                                   progress=self._ticker("embedding images", len(rows)))
+            return Embeddings(matrix, have, computed)
+
+        return self.memo("embeddings", compute)
 
     @cached_property
-    def _dense_cache_key(self) -> str | None:
-        """Identifies the embedding-stage results by their inputs: the backbone, every image's content digest, split
-        and hashes, and the decision constants. Embeddings are a function of digest and backbone, so an unchanged
-        dataset gets its calibration and confirmed candidates back without searching or decoding again."""
-        if self.cache is None or self.backbone is None:
+    def _dense_inputs(self) -> tuple[Any, ...]:
+        """What every embedding-stage result depends on: the backbone, every image's content digest, split and
+        hashes, and the decision constants. Embeddings are a function of digest and backbone, so an unchanged dataset
+        gets its calibration and confirmed candidates back without searching or decoding again."""
+        f = self.features
+        return ("dense-v2", self.backbone, self.hash_options.max_pixels, CONSTANTS, self.split_index, self.embeddings[1],
+                f.ok, f["phash"], f["dhash"], tuple(f["digest"]))
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The dataset's null distribution of distinct-neighbour cosines and the thresholds it gives (``None``
+        without embeddings). See :func:`splitaudit.neighbors.thresholds.calibrate`."""
+        if self.backbone is None:
             return None
         f = self.features
-        _, have = self.embeddings
-        h = hashlib.sha256(b"dense-v1:")
-        h.update(repr((self.backbone, self.hash_options.max_pixels, EMBED_K, NULL_QUANTILE, NULL_SAMPLE, CEILING,
-                       NCC_QUANTILE, NCC_SAMPLE, DEFAULT_MAX_PHASH, DEFAULT_MAX_DHASH)).encode())
-        for column in (self.split_index, have, f.ok, f["phash"], f["dhash"]):
-            h.update(np.ascontiguousarray(column).tobytes())
-        for d in f["digest"]:
-            h.update(d or b"-")
-        return h.hexdigest()
 
-    @cached_property
-    def calibration(self) -> dict[str, float]:
-        """The dataset's own scale of 'similar': nearest-neighbour cosines among distinct training images.
+        def compute() -> Calibration:
+            emb, have = self.embeddings
+            return calibrate(emb, have, self.split_index, f["digest"], f["phash"], f["dhash"], self._confirm)
 
-        Uniform datasets (every digit or garment alike) have high nearest-neighbour cosines everywhere, photo
-        collections low ones; a copy is only remarkable against its dataset's background. Returns the null
-        distribution's quantiles and ``threshold`` = its ``NULL_QUANTILE`` quantile (before clipping).
-        """
-        key = self._dense_cache_key
-        stored = self.cache.get_arrays(f"calibration:{key}") if key and self.cache is not None else None
-        if stored is not None and {"names", "values", "ints"} <= set(stored):
-            return {str(n): (int(v) if i else float(v))
-                    for n, v, i in zip(stored["names"].tolist(), stored["values"].tolist(), stored["ints"].tolist())}
-        result = self._calibrate()
-        if key and self.cache is not None:
-            names = sorted(result)
-            self.cache.put_arrays(f"calibration:{key}", {
-                "names": np.array(names, dtype=str),
-                "values": np.array([result[n] for n in names], dtype=np.float64),
-                "ints": np.array([isinstance(result[n], int) for n in names], dtype=bool),  # counts stay ints in JSON
-            })
-        return result
-
-    def _calibrate(self) -> dict[str, float]:
-        from ..neighbors.dense import knn
-
-        emb, have = self.embeddings
-        train = np.flatnonzero(have & (self.split_index == 0))
-        if emb.shape[1] == 0 or len(train) < 3:
-            return {"samples": 0, "threshold": CEILING}
-        rng = np.random.default_rng(0)  # a fixed sample: same data, same threshold
-        queries = train if len(train) <= NULL_SAMPLE else np.sort(rng.choice(train, NULL_SAMPLE, replace=False))
-        sims, ids = knn(emb[train], emb[queries], min(4, len(train)))
-        f = self.features
-        null: list[float] = []
-        null_pairs: list[tuple[int, int]] = []
-        for q, row_s, row_i in zip(queries, sims, ids):
-            for sim, j in zip(row_s, row_i):
-                t = train[j] if j >= 0 else -1
-                if t < 0 or t == q:
-                    continue
-                # Known copies (same bytes, or hashes within the default radii) are not 'distinct' neighbours.
-                same = f["digest"][t] == f["digest"][q] or (
-                    hamming(f["phash"][[q]], f["phash"][[t]])[0] <= DEFAULT_MAX_PHASH
-                    and hamming(f["dhash"][[q]], f["dhash"][[t]])[0] <= DEFAULT_MAX_DHASH)
-                if not same:
-                    null.append(float(sim))
-                    null_pairs.append((int(q), int(t)))
-                    break
-        if not null:
-            return {"samples": 0, "threshold": CEILING}
-        v = np.asarray(null)
-        q = {f"q{int(p * 1000) / 10:g}": float(np.quantile(v, p)) for p in (0.5, 0.9, 0.99, 0.999)}
-        # The closest distinct neighbours are the hardest negatives for the pixel test too.
-        hardest = sorted(range(len(null)), key=lambda i: -null[i])[:NCC_SAMPLE]
-        na = np.asarray([null_pairs[i][0] for i in hardest])
-        nb = np.asarray([null_pairs[i][1] for i in hardest])
-        ncc, _ = self._confirm(na, nb)
-        ncc = ncc[np.isfinite(ncc)]
-        return {"samples": len(v), **q, "threshold": float(np.quantile(v, NULL_QUANTILE)),
-                "ncc_samples": len(ncc), "ncc_threshold": float(np.quantile(ncc, NCC_QUANTILE)) if len(ncc) else 0.0}
+        return self.stored("calibration", self._dense_inputs, compute, Calibration.from_arrays)
 
     def similarity_threshold(self, min_similarity: float = DEFAULT_MIN_SIMILARITY) -> float:
-        """The cosine an embedding candidate needs: the calibrated threshold within [min_similarity, CEILING]."""
-        return float(min(max(self.calibration["threshold"], min_similarity), max(CEILING, min_similarity)))
-
-    def hash_collision_rate(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> float:
-        """Share of training images with a hash match inside train that is not pixel-identical: how often this
-        dataset's distinct images collide under the hash radii (real within-split copies count too, so it errs
-        towards distrusting hashes)."""
-        train = self.split_index == 0
-        n = int((train & self.features.ok).sum())
-        if n == 0:
-            return 0.0
-        hp = self.hash_pairs(max_phash, max_dhash)
-        inside = train[hp.a] & train[hp.b]
-        d = self.features["digest"]
-        differ = np.fromiter((d[x] != d[y] for x, y in zip(hp.a[inside], hp.b[inside])), dtype=bool, count=int(inside.sum()))
-        involved = np.unique(np.concatenate([hp.a[inside][differ], hp.b[inside][differ]]))
-        return len(involved) / n
+        cal = self.calibration
+        return similarity_threshold(cal if cal is not None else Calibration(), min_similarity)
 
     def ncc_threshold(self, min_ncc: float = DEFAULT_MIN_NCC) -> float:
-        """The aligned NCC a pixel confirmation needs: the calibrated value, at least ``min_ncc``."""
-        if self.backbone is None:
-            return min_ncc
-        return float(min(max(self.calibration.get("ncc_threshold", 0.0), min_ncc), max(NCC_CEILING, min_ncc)))
+        return ncc_threshold(self.calibration, min_ncc)
+
+    def hash_collision_rate(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> float:
+        f = self.features
+        return hash_collision_rate(self.hash_pairs(max_phash, max_dhash), self.split_index, f["digest"], f.ok)
+
+    # -- neighbours ----------------------------------------------------------------------------------------------
+    def _confirm(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
+        return confirm_pairs(a, b, record_thumbnails(self.dataset, max_pixels=self.hash_options.max_pixels))
+
+    def confirmed(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
+        """:func:`~splitaudit.neighbors.confirm.confirm_pairs` of these exact pairs, kept for this exact dataset."""
+        if len(a) == 0:
+            return self._confirm(a, b)
+        pairs = (np.ascontiguousarray(a, np.int64), np.ascontiguousarray(b, np.int64))
+        return self.stored(("confirm", store_key("pairs", pairs)), (*self._dense_inputs, *pairs),
+                           lambda: self._confirm(a, b), Confirmation.from_arrays)
 
     def dense_pairs(self, min_similarity: float = DEFAULT_MIN_SIMILARITY, max_ratio: float = DEFAULT_MAX_RATIO) -> DensePairs:
         """Embedding candidates from every later split into all earlier ones, each confirmed at pixel level."""
-        key = (min_similarity, max_ratio)
-        if key in self._dense:
-            return self._dense[key]
-        store_key = f"dense:{self._dense_cache_key}:{min_similarity!r}:{max_ratio!r}" if self._dense_cache_key else None
-        stored = self.cache.get_arrays(store_key) if store_key and self.cache is not None else None
-        if stored is not None and all(f.name in stored for f in fields(DensePairs)):
-            self._dense[key] = DensePairs(*(stored[f.name] for f in fields(DensePairs)))
-            return self._dense[key]
-        pairs = self._dense_search(min_similarity, max_ratio)
-        if store_key and self.cache is not None:
-            self.cache.put_arrays(store_key, {f.name: getattr(pairs, f.name) for f in fields(DensePairs)})
-        self._dense[key] = pairs
-        return pairs
 
-    def _dense_search(self, min_similarity: float, max_ratio: float) -> DensePairs:
-        from ..neighbors.dense import knn
+        def compute() -> DensePairs:
+            emb, have = self.embeddings
+            a, b, cos, ratio = dense_candidates(emb, have, self.split_index, len(self.dataset.splits), k=EMBED_K,
+                                                min_cosine=self.similarity_threshold(min_similarity), max_ratio=max_ratio)
+            c = self._confirm(a, b)
+            return DensePairs(a, b, cos, ratio, c.ncc, c.flipped)
 
-        emb, have = self.embeddings
-        a_l: list[np.ndarray] = []
-        b_l: list[np.ndarray] = []
-        cos_l: list[np.ndarray] = []
-        ratio_l: list[np.ndarray] = []
-        if emb.shape[1]:
-            s = self.split_index
-            for later in range(1, len(self.dataset.splits)):
-                base = np.flatnonzero(have & (s < later))
-                query = np.flatnonzero(have & (s == later))
-                if len(base) == 0 or len(query) == 0:
-                    continue
-                k = min(EMBED_K, len(base))
-                sims, ids = knn(emb[base], emb[query], k)
-                # The neighbourhood's scale: distance to the k-th neighbour (the farthest one returned).
-                far = np.maximum(1.0 - sims[:, -1:], 1e-6)
-                ratio = (1.0 - sims) / far
-                ok = (ids >= 0) & (sims >= self.similarity_threshold(min_similarity)) & (ratio <= max_ratio)
-                qi, kj = np.nonzero(ok)
-                a_l.append(base[ids[qi, kj]])
-                b_l.append(query[qi])
-                cos_l.append(sims[qi, kj].astype(np.float64))
-                ratio_l.append(ratio[qi, kj].astype(np.float64))
-        cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
-        a, b = cat(a_l, np.int64), cat(b_l, np.int64)
-        ncc, fl = self._confirm(a, b)
-        return DensePairs(a, b, cat(cos_l, np.float64), cat(ratio_l, np.float64), ncc, fl)
+        return self.stored(("dense", min_similarity, max_ratio), self._dense_inputs, compute, DensePairs.from_arrays)
 
-    def _confirm_cached(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_confirm` with its answer kept in the cache for these exact pairs of this exact dataset."""
-        if not self._dense_cache_key or self.cache is None or len(a) == 0:
-            return self._confirm(a, b)
-        h = hashlib.sha256(self._dense_cache_key.encode())
-        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes() + b"|" + np.ascontiguousarray(b, dtype=np.int64).tobytes())
-        key = f"confirm:{h.hexdigest()}"
-        stored = self.cache.get_arrays(key)
-        if stored is not None and "ncc" in stored and "flipped" in stored and len(stored["ncc"]) == len(a):
-            return stored["ncc"], stored["flipped"]
-        ncc, fl = self._confirm(a, b)
-        self.cache.put_arrays(key, {"ncc": ncc, "flipped": fl})
-        return ncc, fl
-
-    def _confirm(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Aligned NCC of each pair's thumbnails. Each image is decoded once and its crop views are computed once
-        (kept for the most recent images: uniform datasets send thousands of pairs that share images)."""
-        from collections import OrderedDict
-
-        from ..features.embeddings.compute import load_rgb
-        from ..neighbors.confirm import THUMB, ncc_from_views, standard_views, thumbnail
-
-        views: OrderedDict[tuple[int, bool], np.ndarray | None] = OrderedDict()
-        thumbs: OrderedDict[int, np.ndarray | None] = OrderedDict()
-        records, arrays = self.dataset.records, self.dataset.arrays
-
-        def view(i: int, mirrored: bool) -> np.ndarray | None:
-            key = (i, mirrored)
-            if key in views:
-                views.move_to_end(key)
-                return views[key]
-            if i not in thumbs:
-                r = records[i]
-                px = arrays[r.split][r.array_index] if r.array_index >= 0 else None
-                rgb = load_rgb(r.path, px, THUMB, max_pixels=self.hash_options.max_pixels)
-                thumbs[i] = None if rgb is None else thumbnail(rgb)
-                if len(thumbs) > _VIEW_CACHE:
-                    thumbs.popitem(last=False)
-            t = thumbs[i]
-            views[key] = None if t is None else standard_views(t, mirrored)
-            if len(views) > _VIEW_CACHE:
-                views.popitem(last=False)
-            return views[key]
-
-        ncc = np.full(len(a), np.nan)
-        fl = np.zeros(len(a), bool)
-        # Pairs in order of their first image, so an image's views are reused while they are cached.
-        for j in np.lexsort((b, a)).tolist():
-            va, vb = view(int(a[j]), False), view(int(b[j]), False)
-            if va is not None and vb is not None:
-                vbm = view(int(b[j]), True)
-                assert vbm is not None
-                ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
-        return ncc, fl
-
-    # -- neighbours ----------------------------------------------------------------------------------------------
     def hash_pairs(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> HashPairs:
         """Pairs of decoded images whose pHash and dHash agree within the radii (either orientation)."""
-        key = (max_phash, max_dhash)
-        if key in self._hash_pairs:
-            return self._hash_pairs[key]
         # A wider search already done answers a narrower question by filtering.
-        for (p, d), pairs in self._hash_pairs.items():
-            if p >= max_phash and d >= max_dhash:
-                found = pairs.select((pairs.phash <= max_phash) & (pairs.dhash <= max_dhash))
-                self._hash_pairs[key] = found
-                return found
+        for key, pairs in list(self._memo.items()):
+            if isinstance(key, tuple) and key[0] == "hash-pairs" and key[1] >= max_phash and key[2] >= max_dhash:
+                return self.memo(("hash-pairs", max_phash, max_dhash),
+                                 lambda: pairs.select((pairs.phash <= max_phash) & (pairs.dhash <= max_dhash)))
         f = self.features
-        cache_key = self._search_key(key)
-        stored = self.cache.get_arrays(cache_key) if self.cache is not None else None
-        if stored is not None:
-            found = HashPairs.from_arrays(stored)
-        else:
-            found = hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], f.ok, max_phash=max_phash, max_dhash=max_dhash)
-            if self.cache is not None:
-                self.cache.put_arrays(cache_key, found.to_arrays())
-        self._hash_pairs[key] = found
-        return found
-
-    def _search_key(self, radii: tuple[int, int]) -> str:
-        """Identifies a search by its exact input: the hash columns of the decoded rows and the radii."""
-        f = self.features
-        h = hashlib.sha256(b"hash-pairs-v1:%d:%d:" % radii)
-        h.update(f.ok.tobytes())
-        for c in ("phash", "dhash", "phash_flip", "dhash_flip"):
-            h.update(np.ascontiguousarray(f[c]).tobytes())
-        return h.hexdigest()
+        inputs = ("hash-pairs-v2", f.ok, f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"])
+        return self.stored(("hash-pairs", max_phash, max_dhash), inputs,
+                           lambda: hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], f.ok,
+                                              max_phash=max_phash, max_dhash=max_dhash),
+                           HashPairs.from_arrays)
 
     def matches(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH,
                 min_similarity: float = DEFAULT_MIN_SIMILARITY, max_ratio: float = DEFAULT_MAX_RATIO) -> Matches:
         """Every matched pair with merged evidence: identical bytes, identical pixels, hashes, embeddings."""
-        key = (max_phash, max_dhash, min_similarity, max_ratio)
-        if key in self._matches:
-            return self._matches[key]
-        f = self.features
-        ok = np.flatnonzero(f.ok)
-        hp = self.hash_pairs(max_phash, max_dhash)
-        dense = self.dense_pairs(min_similarity, max_ratio) if self.backbone is not None else None
-        # Identical bytes always hash identically, but add them explicitly so evidence never depends on a radius.
-        ea, eb = _exact_pairs(groups_by_key(f["digest"], ok), self.split_index)
-        parts_a = [hp.a, ea] + ([dense.a] if dense is not None else [])
-        parts_b = [hp.b, eb] + ([dense.b] if dense is not None else [])
-        a = np.concatenate(parts_a).astype(np.int64)
-        b = np.concatenate(parts_b).astype(np.int64)
-        if len(a):
-            pair_ids = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
-            a, b = pair_ids[:, 0], pair_ids[:, 1]
-        digests = f["digest"]
-        same_bytes = np.fromiter((digests[x] == digests[y] for x, y in zip(a, b)), dtype=bool, count=len(a))
-        dp, dd, fl = _best_orientation(f, a, b)
-        # Pixel identity is only possible between different files of equal size that hash (almost) alike; only those
-        # rows need a full-resolution decode when they were hashed in JPEG draft mode.
-        cand = ~same_bytes & (f["width"][a] == f["width"][b]) & (f["height"][a] == f["height"][b]) & ~fl & (dp <= max_phash)
-        need = np.unique(np.concatenate([a[cand], b[cand]]))
-        pd = f.ensure_pixel_digests(need.tolist()) if len(need) else f["pixel_digest"]
-        same_pixels = same_bytes.copy()
-        for j in np.flatnonzero(cand):
-            same_pixels[j] = bool(pd[a[j]]) and pd[a[j]] == pd[b[j]]
-        emb, have = self.embeddings
-        cosine = np.full(len(a), np.nan)
-        if emb.shape[1] and len(a):
-            both = have[a] & have[b]
-            cosine[both] = np.einsum("ij,ij->i", emb[a[both]], emb[b[both]])
-        candidate = np.zeros(len(a), bool)
-        ncc = np.full(len(a), np.nan)
-        ncc_flipped = np.zeros(len(a), bool)
-        if dense is not None and len(dense):
-            at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a, b))}
-            for x, y, v, vf in zip(dense.a.tolist(), dense.b.tolist(), dense.ncc, dense.flipped):
-                j = at[(min(x, y), max(x, y))]
-                candidate[j], ncc[j], ncc_flipped[j] = True, v, vf
-        hashed = (dp <= max_phash) & (dd <= max_dhash)
-        if emb.shape[1] and self.hash_collision_rate(max_phash, max_dhash) > HASH_COLLISION_RATE:
-            tau = self.similarity_threshold(min_similarity)
-            cos_ok = np.nan_to_num(cosine, nan=-1.0) >= tau
-            # Hash matches whose embeddings disagree (uniform datasets: every digit hashes alike) must pass the
-            # pixel test; far-off cosines are not worth decoding for.
-            check = hashed & ~same_pixels & ~cos_ok & ~candidate & (np.nan_to_num(cosine, nan=-1.0) >= tau - 0.15)
-            if check.any():
-                ncc[check], ncc_flipped[check] = self._confirm_cached(a[check], b[check])
-        else:
-            cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
-        m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
-        self._matches[key] = m
-        return m
 
-    # -- distribution audit (issue #4) ---------------------------------------------------------------------------
-    # Owned by the distribution checks (class-balance, image-properties, split-distinguishability, difficulty,
-    # separability, leak-impact). Nothing here runs unless one of them asks: `--backbone none` re-checks stay fast.
-    @cached_property
+        def compute() -> Matches:
+            emb, have = self.embeddings
+            return merge_matches(
+                self.features, self.split_index, self.hash_pairs(max_phash, max_dhash),
+                self.dense_pairs(min_similarity, max_ratio) if self.backbone is not None else None, emb, have,
+                max_phash=max_phash, max_dhash=max_dhash,
+                trust_hashes=lambda: self.hash_collision_rate(max_phash, max_dhash) <= HASH_COLLISION_RATE,
+                min_cosine=self.similarity_threshold(min_similarity) if self.backbone is not None else 1.0,
+                pixel_digests=self.pixel_digests, confirm=self.confirmed)
+
+        return self.memo(("matches", max_phash, max_dhash, min_similarity, max_ratio), compute)
+
+    # -- distribution audit --------------------------------------------------------------------------------------
+    @property
     def properties(self) -> dict[str, np.ndarray]:
         """Per-image properties of decoded records (brightness, contrast, saturation, sharpness, entropy,
         file_size; NaN elsewhere), computed on first use only and cached per content digest."""
-        from ..features.properties import compute_properties
+        return self._properties[0]
 
-        f = self.features
-        rows = np.flatnonzero(f.ok).tolist()
-        tick = self._ticker("measuring images", len(rows))
+    @property
+    def properties_computed(self) -> int:
+        """Properties computed (not read from the cache) in this run."""
+        return self._properties[1]
 
-        columns, computed = compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
-                                               workers=self.workers, max_pixels=self.hash_options.max_pixels, progress=tick)
-        self.properties_computed = computed
-        return columns
+    @property
+    def _properties(self) -> tuple[dict[str, np.ndarray], int]:
+        def compute() -> tuple[dict[str, np.ndarray], int]:
+            from ..features.properties import compute_properties
 
+            f = self.features
+            rows = np.flatnonzero(f.ok).tolist()
+            return compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
+                                      workers=self.settings.workers, max_pixels=self.hash_options.max_pixels,
+                                      progress=self._ticker("measuring images", len(rows)))
+
+        return self.memo("properties", compute)
+
+    # -- transitional side channels (issue #10: checks will return their tables) ---------------------------------
     @cached_property
     def summaries(self) -> dict[str, dict]:
-        """Report-level tables the distribution checks measured (``AuditReport.distribution``), by section.
-        Checks may write here; their findings are returned, never stored."""
         return {}
 
     @cached_property
     def probes(self) -> dict[str, object]:
-        """Memo of fitted probes and projections (``checks/_probe.py``), so several checks fit each once."""
         return {}
 
 
-def _exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs from identical-byte groups: all pairs across splits, a chain within a split (enough to connect it)."""
-    a: list[int] = []
-    b: list[int] = []
-    for g in groups:
-        by_split: dict[int, list[int]] = {}
-        for i in g:
-            by_split.setdefault(int(split_index[i]), []).append(i)
-        for members in by_split.values():
-            a.extend(members[:-1])
-            b.extend(members[1:])
-        splits = sorted(by_split)
-        for si, s in enumerate(splits):
-            for t in splits[si + 1 :]:
-                for x in by_split[s]:
-                    for y in by_split[t]:
-                        a.append(min(x, y))
-                        b.append(max(x, y))
-    return np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-
-
-def _best_orientation(f: FeatureTable, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hash distances of each pair, as is and with ``a`` mirrored, keeping the closer orientation."""
-    dp0, dd0 = hamming(f["phash"][a], f["phash"][b]), hamming(f["dhash"][a], f["dhash"][b])
-    dp1, dd1 = hamming(f["phash_flip"][a], f["phash"][b]), hamming(f["dhash_flip"][a], f["dhash"][b])
-    flip = (dp1 + dd1) < (dp0 + dd0)
-    return np.where(flip, dp1, dp0), np.where(flip, dd1, dd0), flip
+def store_key(key: Hashable, inputs: tuple[Any, ...]) -> str:
+    """The one cache-key builder: a digest of ``key`` and every input (arrays by dtype, shape and bytes)."""
+    h = hashlib.sha256(repr(key).encode())
+    for x in inputs:
+        if isinstance(x, np.ndarray):
+            h.update(f"|{x.dtype.str}{x.shape}|".encode())
+            h.update(np.ascontiguousarray(x).tobytes() if x.dtype != object else repr(x.tolist()).encode())
+        elif isinstance(x, tuple) and all(isinstance(v, (bytes, type(None))) for v in x):
+            for v in x:
+                h.update(v or b"-")
+        else:
+            h.update(b"|" + repr(x).encode())
+    return f"{key[0] if isinstance(key, tuple) else key}:{h.hexdigest()}"

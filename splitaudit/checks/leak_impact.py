@@ -20,7 +20,8 @@ from ..report.model import Finding, Severity
 from ._pairs import cross_split, duplicate_mask
 from ._probe import SEED, label_probe
 from ._twosample import fisher_exact
-from .context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC, DEFAULT_MIN_SIMILARITY, AuditContext
+from ..neighbors.thresholds import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC, DEFAULT_MIN_SIMILARITY
+from .context import AuditContext
 from .registry import register
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..report.model import Finding
 from ._pairs import cross_split, duplicate_mask, pair_findings
-from .context import (DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
-                      DEFAULT_MIN_SIMILARITY, AuditContext)
+from ..neighbors.thresholds import (DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
+                                    DEFAULT_MIN_SIMILARITY)
+from .context import AuditContext
 from .registry import register
 
 

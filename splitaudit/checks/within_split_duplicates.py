@@ -7,7 +7,8 @@ import numpy as np
 from ..neighbors import components
 from ..report.model import Finding, Severity
 from ._pairs import duplicate_mask
-from .context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MIN_NCC, AuditContext
+from ..neighbors.thresholds import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MIN_NCC
+from .context import AuditContext
 from .registry import register
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from ..errors import SplitauditError, invalid_parameter
-from ..features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE, NONE
+from ..features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE
 from ..features.extract import DEFAULT_MAX_PIXELS
 from .data import Difficulty, held_out, inseparable_pairs, leaked_val
 from .decompose import ADVICE, CAUSE_WORDS, Decomposition, decompose
@@ -115,9 +116,7 @@ def explain(
         Bad arguments, unlabelled or unreadable inputs, a model that does not fit the data.
     """
     from ..checks import AuditContext
-    from ..features import FeatureCache, HashOptions
-    from ..features.embeddings.backbones import BackboneSpec
-    from ..features.embeddings.compute import auto_image_size
+    from ..features import FeatureCache
     from ..scan import scan
 
     _check_int("epochs", epochs, 1, 1000)
@@ -152,13 +151,12 @@ def explain(
 
     store = FeatureCache(cache_dir) if cache else None
     try:
-        ctx = AuditContext(dataset, cache=store, hash_options=HashOptions(max_pixels=max_pixels), workers=workers,
-                           progress=progress)
+        settings = SimpleNamespace(draft=True, max_pixels=max_pixels, workers=workers, backbone=backbone,
+                                   weights=os.fspath(weights) if weights is not None else None, image_size=image_size)
+        ctx = AuditContext(dataset, settings, cache=store, progress=progress)
         f = ctx.features
         rows = np.flatnonzero(f.ok)
-        if backbone != NONE:
-            size = image_size if image_size is not None else auto_image_size(f["width"][f.ok], f["height"][f.ok])
-            ctx.backbone = BackboneSpec(backbone, os.fspath(weights) if weights is not None else None, size)
+        if ctx.backbone is not None:
             emb, have = ctx.embeddings
             rows = rows[have[rows]]
             feats, features = emb[rows], ctx.backbone.identity

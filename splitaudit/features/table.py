@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,24 +19,18 @@ from .runner import map_batches
 Progress = Callable[[int], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeatureTable:
-    """Columns aligned with ``Dataset.records`` (row i describes record i).
+    """Columns aligned with ``Dataset.records`` (row i describes record i), and how many rows came from the cache.
 
-    ``pixel_digest`` starts empty for draft-decoded JPEGs and is filled lazily by :meth:`ensure_pixel_digests`.
+    ``pixel_digest`` is empty for JPEGs hashed in draft mode: :func:`full_pixel_digests` computes it for the few
+    rows that need it (the confirm stage's output, kept by the run; this table is never changed).
     """
 
     columns: dict[str, np.ndarray]
     hits: int = 0
     misses: int = 0
     variant: str = ""
-    _records: Sequence[ImageRecord] = field(default=(), repr=False)
-    _arrays: dict = field(default_factory=dict, repr=False)
-    _options: HashOptions = field(default_factory=HashOptions, repr=False)
-    _cache: FeatureCache | None = field(default=None, repr=False)
-    _workers: int | None = field(default=None, repr=False)
-    _dirty: set[str] = field(default_factory=set, repr=False)  # folder splits whose snapshot is stale
-    _dataset: Dataset | None = field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -49,29 +43,29 @@ class FeatureTable:
         """Boolean mask of rows that decoded (and so have hashes)."""
         return self.columns["status"] == decode.OK
 
-    def ensure_pixel_digests(self, indices: Sequence[int]) -> np.ndarray:
-        """Fill in full-resolution pixel digests for these rows (only where missing) and return the column."""
-        pd = self.columns["pixel_digest"]
-        todo = [int(i) for i in indices if self.columns["status"][i] == decode.OK and not pd[i]]
-        if todo:
-            batch = _batch_columns([self._records[i] for i in todo], self._arrays)
-            out = map_batches(_PixelDigests(self._options), batch, workers=self._workers)
-            for i, value in zip(todo, out["pixel_digest"]):
-                pd[i] = value
-            if self._cache is not None:
-                self._cache.store_pixel_digests(((self.columns["digest"][i], pd[i]) for i in todo), self.variant)
-                self._dirty.update(self._records[i].split for i in todo)
-        return pd
 
-    def save_snapshots(self) -> None:
-        """Write the per-folder snapshots that changed in this run (call once the run's checks are done, so that
-        pixel digests filled in by the checks are kept too)."""
-        if self._cache is None or self._dataset is None or not self._dirty:
-            return
-        for spec, idx in _folder_slices(self._dataset):
-            if spec.name in self._dirty:
-                self._cache.put_arrays(_snapshot_key(spec.root, self.variant), _snapshot(self._dataset.records, idx, self.columns))
-        self._dirty.clear()
+def full_pixel_digests(dataset: Dataset, table: FeatureTable, rows: Sequence[int], *, options: HashOptions,
+                       cache: FeatureCache | None = None, workers: int | None = None) -> dict[int, bytes]:
+    """Full-resolution pixel digests of these decoded rows: the table's own where it has one, else the cache's
+    (by content digest), else decoded now (and stored in the cache)."""
+    pd, digests = table["pixel_digest"], table["digest"]
+    out = {int(i): pd[i] for i in rows if table["status"][i] == decode.OK}
+    todo = [i for i, v in out.items() if not v]
+    if todo and cache is not None:
+        stored = cache.features_for([digests[i] for i in todo if digests[i]], table.variant)
+        column = FEATURE_FIELDS.index("pixel_digest")
+        for i in todo:
+            row = stored.get(digests[i]) if digests[i] else None
+            if row is not None and row[column]:
+                out[i] = bytes(row[column])
+        todo = [i for i in todo if not out[i]]
+    if todo:
+        batch = _batch_columns([dataset.records[i] for i in todo], dataset.arrays)
+        computed = map_batches(_PixelDigests(options), batch, workers=workers)["pixel_digest"]
+        out.update(zip(todo, computed))
+        if cache is not None:
+            cache.store_pixel_digests(((digests[i], out[i]) for i in todo), table.variant)
+    return out
 
 
 @dataclass(frozen=True)
@@ -195,10 +189,11 @@ def compute_features(
             for i, r in enumerate(records)
             if i in fresh and r.path and r.size >= 0 and columns["digest"][i]
         )
-    table = FeatureTable(columns, hits=n - len(todo), misses=len(todo), variant=variant, _records=records,
-                         _arrays=dataset.arrays, _options=options, _cache=cache, _workers=workers, _dirty=dirty,
-                         _dataset=dataset)
-    return table
+    if cache is not None:
+        for spec, idx in _folder_slices(dataset):
+            if spec.name in dirty:
+                cache.put_arrays(_snapshot_key(spec.root, variant), _snapshot(records, idx, columns))
+    return FeatureTable(columns, hits=n - len(todo), misses=len(todo), variant=variant)
 
 
 def _folder_slices(dataset: Dataset) -> list[tuple[SplitSpec, np.ndarray]]:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..features.hashing import codes, hamming
+from .columns import Columns
 
 _QUERY_CHUNK = 8192
 
 
 @dataclass(frozen=True)
-class HashPairs:
+class HashPairs(Columns):
     """Candidate pairs over record indices, ``a < b``, with their distances (columns of equal length)."""
 
     a: np.ndarray
@@ -27,19 +28,6 @@ class HashPairs:
     phash: np.ndarray
     dhash: np.ndarray
     flipped: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.a)
-
-    def select(self, mask: np.ndarray) -> HashPairs:
-        return HashPairs(self.a[mask], self.b[mask], self.phash[mask], self.dhash[mask], self.flipped[mask])
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"a": self.a, "b": self.b, "phash": self.phash, "dhash": self.dhash, "flipped": self.flipped}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> HashPairs:
-        return cls(arrays["a"], arrays["b"], arrays["phash"], arrays["dhash"], arrays["flipped"].astype(bool))
 
     @classmethod
     def empty(cls) -> HashPairs:

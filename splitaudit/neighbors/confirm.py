@@ -10,8 +10,18 @@ one of these alignments, a different shot of the same scene does not.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image
+
+from .columns import Columns
+
+if TYPE_CHECKING:
+    from ..scan import Dataset
 
 THUMB = 96  # decoded side before cropping
 SIDE = 48  # compared side
@@ -62,3 +72,67 @@ def ncc_from_views(va: np.ndarray, vb: np.ndarray, vb_mirrored: np.ndarray) -> t
 def aligned_ncc(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
     """Best NCC between thumbnails ``a`` and ``b`` over crops of either one, mirrored or not; and whether mirrored."""
     return ncc_from_views(standard_views(a), standard_views(b), standard_views(b, True))
+
+
+@dataclass(frozen=True)
+class Confirmation(Columns):
+    """Per pair: the best aligned NCC (NaN where an image could not be decoded) and whether it was mirrored."""
+
+    ncc: np.ndarray
+    flipped: np.ndarray
+
+
+#: Images whose crop views (~190 kB each) are kept while confirming pairs.
+VIEW_CACHE = 2048
+
+
+def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarray | None], *, keep: int = VIEW_CACHE) -> Confirmation:
+    """Aligned NCC of each pair ``(a[j], b[j])``, with ``thumb(i)`` giving image i's :func:`thumbnail` (or ``None``).
+
+    Each image is decoded once and its crop views are computed once while they stay among the ``keep`` most recently
+    used (uniform datasets send thousands of pairs that share images); pairs are visited in order of their first
+    image so its views are reused while cached.
+    """
+    views: OrderedDict[tuple[int, bool], np.ndarray | None] = OrderedDict()
+    thumbs: OrderedDict[int, np.ndarray | None] = OrderedDict()
+
+    def remember(memo: OrderedDict, key: object, make: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+        if key in memo:
+            memo.move_to_end(key)
+            return memo[key]
+        memo[key] = value = make()
+        if len(memo) > keep:
+            memo.popitem(last=False)
+        return value
+
+    def view(i: int, mirrored: bool) -> np.ndarray | None:
+        def make() -> np.ndarray | None:
+            t = remember(thumbs, i, lambda: thumb(i))
+            return None if t is None else standard_views(t, mirrored)
+
+        return remember(views, (i, mirrored), make)
+
+    ncc = np.full(len(a), np.nan)
+    fl = np.zeros(len(a), bool)
+    for j in np.lexsort((b, a)).tolist():
+        va, vb = view(int(a[j]), False), view(int(b[j]), False)
+        if va is not None and vb is not None:
+            vbm = view(int(b[j]), True)
+            assert vbm is not None
+            ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
+    return Confirmation(ncc, fl)
+
+
+def record_thumbnails(dataset: Dataset, *, max_pixels: int) -> Callable[[int], np.ndarray | None]:
+    """``thumb(i)`` for :func:`confirm_pairs`: record i decoded (EXIF-oriented) and turned into a thumbnail."""
+    from ..features.embeddings.compute import load_rgb
+
+    records, arrays = dataset.records, dataset.arrays
+
+    def thumb(i: int) -> np.ndarray | None:
+        r = records[i]
+        px = arrays[r.split][r.array_index] if r.array_index >= 0 else None
+        rgb = load_rgb(r.path, px, THUMB, max_pixels=max_pixels)
+        return None if rgb is None else thumbnail(rgb)
+
+    return thumb

@@ -76,3 +76,34 @@ def knn(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto", 
         sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-1.0)
         ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
     return sims, ids
+
+
+def dense_candidates(emb: np.ndarray, have: np.ndarray, split_index: np.ndarray, n_splits: int, *, k: int,
+                     min_cosine: float, max_ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Embedding candidates from every later split into all earlier ones: ``(a, b, cosine, ratio)`` with ``a`` in
+    the earlier split. A neighbour qualifies when its cosine is at least ``min_cosine`` and its cosine distance at
+    most ``max_ratio`` times the distance to the query's ``k``-th neighbour (it stands out of its neighbourhood)."""
+    a_l: list[np.ndarray] = []
+    b_l: list[np.ndarray] = []
+    cos_l: list[np.ndarray] = []
+    ratio_l: list[np.ndarray] = []
+    if emb.shape[1]:
+        for later in range(1, n_splits):
+            base = np.flatnonzero(have & (split_index < later))
+            query = np.flatnonzero(have & (split_index == later))
+            if len(base) == 0 or len(query) == 0:
+                continue
+            sims, ids = knn(emb[base], emb[query], min(k, len(base)))
+            # The neighbourhood's scale: distance to the k-th neighbour (the farthest one returned).
+            far = np.maximum(1.0 - sims[:, -1:], 1e-6)
+            ratio = (1.0 - sims) / far
+            qi, kj = np.nonzero((ids >= 0) & (sims >= min_cosine) & (ratio <= max_ratio))
+            a_l.append(base[ids[qi, kj]])
+            b_l.append(query[qi])
+            cos_l.append(sims[qi, kj].astype(np.float64))
+            ratio_l.append(ratio[qi, kj].astype(np.float64))
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return cat(a_l, np.int64), cat(b_l, np.int64), cat(cos_l, np.float64), cat(ratio_l, np.float64)

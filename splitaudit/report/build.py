@@ -84,9 +84,8 @@ def embedding_summary(ctx: Any) -> dict[str, Any]:
     """The backbone and the thresholds this dataset calibrated (empty when embeddings are off)."""
     if getattr(ctx, "backbone", None) is None:
         return {}
-    from ..checks.context import DEFAULT_MIN_NCC, HASH_COLLISION_RATE
+    from ..neighbors.thresholds import DEFAULT_MIN_NCC, HASH_COLLISION_RATE
 
-    cal = ctx.calibration
     rate = ctx.hash_collision_rate()
     return {
         "backbone": ctx.backbone.identity,
@@ -95,7 +94,7 @@ def embedding_summary(ctx: Any) -> dict[str, Any]:
         "ncc_threshold": ctx.ncc_threshold(DEFAULT_MIN_NCC),
         "hash_collision_rate": rate,
         "hashes_trusted": rate <= HASH_COLLISION_RATE,
-        "null_cosine": {k: v for k, v in cal.items() if k.startswith("q") or k == "samples"},
+        "null_cosine": ctx.calibration.null_cosine(),
     }
 
 

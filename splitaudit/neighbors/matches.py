@@ -1,0 +1,148 @@
+"""Merge every view's pairs into one table of matches with each stage's evidence (one row per pair)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..features.hashing import hamming
+from ..features.table import FeatureTable
+from .binary import HashPairs
+from .columns import Columns
+from .confirm import Confirmation
+from .groups import groups_by_key
+
+
+@dataclass(frozen=True)
+class DensePairs(Columns):
+    """Embedding candidates ``a`` (earlier split) -> ``b`` (later split) with cosine, neighbourhood ratio, and the
+    pixel confirmation: aligned NCC and whether the best alignment was mirrored."""
+
+    a: np.ndarray
+    b: np.ndarray
+    cosine: np.ndarray
+    ratio: np.ndarray
+    ncc: np.ndarray
+    flipped: np.ndarray
+
+
+@dataclass(frozen=True)
+class Matches(Columns):
+    """Matched pairs over record indices (``a < b``) with every stage's evidence, one row per pair.
+
+    ``same_bytes``/``same_pixels`` are exact matches; ``phash``/``dhash`` the Hamming distances in the better
+    orientation, ``flipped`` when that orientation is mirrored; ``hashed`` when both are within the radii.
+    With embeddings on: ``cosine`` (NaN without embeddings), and for embedding candidates (``candidate``) the
+    aligned pixel correlation ``ncc`` (NaN otherwise) and ``ncc_flipped``.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    same_bytes: np.ndarray
+    same_pixels: np.ndarray
+    phash: np.ndarray
+    dhash: np.ndarray
+    flipped: np.ndarray
+    hashed: np.ndarray
+    cosine: np.ndarray
+    candidate: np.ndarray
+    ncc: np.ndarray
+    ncc_flipped: np.ndarray
+    cos_ok: np.ndarray  # a hash match needs no further confirmation (embeddings agree, or hashes are reliable here)
+
+
+def merge_matches(
+    f: FeatureTable,
+    split_index: np.ndarray,
+    hp: HashPairs,
+    dense: DensePairs | None,
+    emb: np.ndarray,
+    have: np.ndarray,
+    *,
+    max_phash: int,
+    max_dhash: int,
+    trust_hashes: Callable[[], bool],
+    min_cosine: float,
+    pixel_digests: Callable[[np.ndarray], np.ndarray],
+    confirm: Callable[[np.ndarray, np.ndarray], Confirmation],
+) -> Matches:
+    """Every matched pair with merged evidence: identical bytes, identical pixels, hashes, embeddings.
+
+    ``pixel_digests(rows)`` gives the full-resolution pixel digest column with ``rows`` filled in (only pairs that
+    may be pixel-identical need it); ``confirm(a, b)`` scores pairs at pixel level; ``trust_hashes()`` says whether
+    a hash match alone is a copy on this dataset (asked only when embeddings are on); ``min_cosine`` is the
+    calibrated cosine a hash match's embeddings must reach to be trusted without the pixel test.
+    """
+    ok = np.flatnonzero(f.ok)
+    # Identical bytes always hash identically, but add them explicitly so evidence never depends on a radius.
+    ea, eb = exact_pairs(groups_by_key(f["digest"], ok), split_index)
+    a = np.concatenate([hp.a, ea] + ([dense.a] if dense is not None else [])).astype(np.int64)
+    b = np.concatenate([hp.b, eb] + ([dense.b] if dense is not None else [])).astype(np.int64)
+    if len(a):
+        pair_ids = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
+        a, b = pair_ids[:, 0], pair_ids[:, 1]
+    digests = f["digest"]
+    same_bytes = np.fromiter((digests[x] == digests[y] for x, y in zip(a, b)), dtype=bool, count=len(a))
+    dp, dd, fl = best_orientation(f, a, b)
+    # Pixel identity is only possible between different files of equal size that hash (almost) alike; only those
+    # rows need a full-resolution decode when they were hashed in JPEG draft mode.
+    cand = ~same_bytes & (f["width"][a] == f["width"][b]) & (f["height"][a] == f["height"][b]) & ~fl & (dp <= max_phash)
+    pd = pixel_digests(np.unique(np.concatenate([a[cand], b[cand]])))
+    same_pixels = same_bytes.copy()
+    for j in np.flatnonzero(cand):
+        same_pixels[j] = bool(pd[a[j]]) and pd[a[j]] == pd[b[j]]
+    cosine = np.full(len(a), np.nan)
+    if emb.shape[1] and len(a):
+        both = have[a] & have[b]
+        cosine[both] = np.einsum("ij,ij->i", emb[a[both]], emb[b[both]])
+    candidate = np.zeros(len(a), bool)
+    ncc = np.full(len(a), np.nan)
+    ncc_flipped = np.zeros(len(a), bool)
+    if dense is not None and len(dense):
+        at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a, b))}
+        for x, y, v, vf in zip(dense.a.tolist(), dense.b.tolist(), dense.ncc, dense.flipped):
+            j = at[(min(x, y), max(x, y))]
+            candidate[j], ncc[j], ncc_flipped[j] = True, v, vf
+    hashed = (dp <= max_phash) & (dd <= max_dhash)
+    if emb.shape[1] and not trust_hashes():
+        cos_ok = np.nan_to_num(cosine, nan=-1.0) >= min_cosine
+        # Hash matches whose embeddings disagree (uniform datasets: every digit hashes alike) must pass the
+        # pixel test; far-off cosines are not worth decoding for.
+        check = hashed & ~same_pixels & ~cos_ok & ~candidate & (np.nan_to_num(cosine, nan=-1.0) >= min_cosine - 0.15)
+        if check.any():
+            c = confirm(a[check], b[check])
+            ncc[check], ncc_flipped[check] = c.ncc, c.flipped
+    else:
+        cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
+    return Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
+
+
+def exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs from identical-byte groups: all pairs across splits, a chain within a split (enough to connect it)."""
+    a: list[int] = []
+    b: list[int] = []
+    for g in groups:
+        by_split: dict[int, list[int]] = {}
+        for i in g:
+            by_split.setdefault(int(split_index[i]), []).append(i)
+        for members in by_split.values():
+            a.extend(members[:-1])
+            b.extend(members[1:])
+        splits = sorted(by_split)
+        for si, s in enumerate(splits):
+            for t in splits[si + 1 :]:
+                for x in by_split[s]:
+                    for y in by_split[t]:
+                        a.append(min(x, y))
+                        b.append(max(x, y))
+    return np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+
+
+def best_orientation(f: FeatureTable, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hash distances of each pair, as is and with ``a`` mirrored, keeping the closer orientation."""
+    dp0, dd0 = hamming(f["phash"][a], f["phash"][b]), hamming(f["dhash"][a], f["dhash"][b])
+    dp1, dd1 = hamming(f["phash_flip"][a], f["phash"][b]), hamming(f["dhash_flip"][a], f["dhash"][b])
+    flip = (dp1 + dd1) < (dp0 + dd0)
+    return np.where(flip, dp1, dp0), np.where(flip, dd1, dd0), flip
