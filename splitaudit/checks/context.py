@@ -11,15 +11,19 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
-from ..features.embeddings.backbones import BackboneSpec
+from ..features.embeddings.backbones import NONE, BackboneSpec
 from ..features.hashing import hamming
 from ..neighbors import HashPairs, groups_by_key, hash_pairs
 from ..report.model import ImageRef
 from ..scan import Dataset
+
+if TYPE_CHECKING:
+    from ..options import Options
 
 #: Default near-duplicate radii (bits out of 64), chosen from measurement: see docs/thresholds.md.
 DEFAULT_MAX_PHASH = 6
@@ -104,23 +108,35 @@ class AuditContext:
     def __init__(
         self,
         dataset: Dataset,
+        options: Options,
         *,
         cache: FeatureCache | None = None,
-        hash_options: HashOptions = HashOptions(),
-        workers: int | None = None,
-        backbone: BackboneSpec | None = None,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.dataset = dataset
-        self.backbone = backbone if backbone is not None and backbone.enabled else None  # set before first use
+        self.options = options
         self.cache = cache
-        self.hash_options = hash_options
-        self.workers = workers
+        self.hash_options = HashOptions(draft=options.draft, max_pixels=options.max_pixels)
+        self.workers = options.workers
         self._progress = progress
         self._hash_pairs: dict[tuple[int, int], HashPairs] = {}
         self._matches: dict[tuple, Matches] = {}
         self._dense: dict[tuple[float, float], DensePairs] = {}
         self.embedded_count = 0  # embeddings computed (not from the cache) in this run
+
+    @cached_property
+    def backbone(self) -> BackboneSpec | None:
+        """The embedding network (``None`` when embeddings are off); the automatic input size needs the features."""
+        o = self.options
+        if o.backbone == NONE:
+            return None
+        size = o.image_size
+        if size is None:
+            from ..features.embeddings.compute import auto_image_size
+
+            f = self.features
+            size = auto_image_size(f["width"][f.ok], f["height"][f.ok])
+        return BackboneSpec(o.backbone, o.weights, size)
 
     def _ticker(self, stage: str, total: int) -> Callable[[int], None]:
         """A progress callback counting up to ``total`` for ``stage`` (silent without a progress reporter)."""
