@@ -38,8 +38,8 @@ from PIL import Image
 
 import splitaudit
 from splitaudit.checks import AuditContext, all_checks
-from splitaudit.features import FeatureCache, HashOptions
-from splitaudit.features.embeddings.backbones import DEFAULT_BACKBONE, BackboneSpec
+from splitaudit.features import FeatureCache
+from splitaudit.options import Options
 from splitaudit.scan import scan
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -138,10 +138,9 @@ def speed(root: Path, rows: list[tuple[str, str]], cache_dir: Path) -> None:
     checks = all_checks()
     with FeatureCache(cache_dir) as store:
         ds = scan(None, manifest=manifest)
-        ctx = AuditContext(ds, cache=store, hash_options=HashOptions())
+        ctx = AuditContext(ds, Options(image_size=IMAGE_SIZE), cache=store)
         t0 = time.perf_counter()
         f = ctx.features
-        ctx.backbone = BackboneSpec(DEFAULT_BACKBONE, None, IMAGE_SIZE)
         _ = ctx.embeddings
         read = time.perf_counter() - t0
         print(f"\n{len(ds.records)} images ({int(f.ok.sum())} decoded), {ctx.embeddings[0].shape[1]}-d embeddings read from the cache in {read:.2f} s")

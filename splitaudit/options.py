@@ -293,14 +293,14 @@ class Options:
         """A stable digest of the settings that change computed (cached) results: decoding, hashing and
         embedding settings; a local weights file counts by content. Cosmetic settings (workers, cache folder,
         verdict policy) leave it unchanged."""
-        from .features.embeddings.backbones import BackboneSpec
+        from .features.embeddings.backbones import _file_digest
 
         values: dict[str, Any] = {}
         for f, spec in settings(Options):
             if spec.keyed:
                 values[f.name] = getattr(self, f.name)
         if self.weights not in (None, "imagenet"):
-            values["weights"] = BackboneSpec(self.backbone, self.weights, self.image_size or 224).identity.split(":")[1]
+            values["weights"] = "sha256:" + _file_digest(self.weights)  # as BackboneSpec.identity counts it
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
