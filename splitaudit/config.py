@@ -1,7 +1,9 @@
 """``[tool.splitaudit]`` in the nearest ``pyproject.toml``: read, validated, paths made absolute.
 
 Keys use dashes, like the CLI flags they default (``fail-on = "warning"``); check parameters live in sub-tables,
-``[tool.splitaudit.checks.near-duplicates] max-phash = 8``. An unknown key is an error that names it.
+``[tool.splitaudit.checks.near-duplicates] max-phash = 8``. An unknown key is an error that names it. The keys,
+their types and the commands they apply to come from the fields of :class:`splitaudit.options.Options` and
+:class:`~splitaudit.options.Invocation`; values are validated by ``Options`` itself.
 """
 
 from __future__ import annotations

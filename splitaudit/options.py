@@ -14,12 +14,15 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import invalid_parameter
 from .features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE, NONE
 from .features.extract import DEFAULT_MAX_PIXELS
 from .report.model import Severity
+
+if TYPE_CHECKING:
+    from .baseline import Baseline
 
 CHECK, FIX, EXPLAIN = "check", "fix", "explain"
 COMMANDS = (CHECK, FIX, EXPLAIN)
@@ -113,8 +116,9 @@ def _path(name: str, value: Any) -> str | None:
     return os.fspath(value)
 
 
-def _names(name: str, value: Any, known: Iterable[str]) -> tuple[str, ...] | None:
-    """Check names as a tuple; a string is comma-separated. Empty lists and empty names are refused."""
+def _names(name: str, value: Any, known: Iterable[str], *, empty: bool = False) -> tuple[str, ...] | None:
+    """Check names as a tuple; a string is comma-separated. Empty names are refused, and so is an empty list
+    unless ``empty`` (ignoring nothing is no ignore: ``None``)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -122,6 +126,8 @@ def _names(name: str, value: Any, known: Iterable[str]) -> tuple[str, ...] | Non
     if not isinstance(value, Iterable):
         raise invalid_parameter(name, "None or a list of check names", value)
     names = tuple(value)
+    if not names and empty:
+        return None
     if not names:
         raise invalid_parameter(name, "None or a non-empty list of check names", list(names))
     allowed = sorted(known)
@@ -183,7 +189,7 @@ class Options:
     image_size: int | None = _setting(
         None, "network input side (default: 224 for photos, 2x the median side for small images)", commands=COMMANDS,
         types=(int,), desc="an integer number of pixels", parse=int, metavar="PX", keyed=True)
-    baseline: Any = _setting(
+    baseline: str | Baseline | None = _setting(
         None, "accept the findings listed in FILE (reported, but not failing)", commands=(CHECK,),
         types=(str,), desc="a path to a baseline file (splitaudit check --write-baseline)", parse=str, metavar="FILE",
         path=True)
@@ -227,8 +233,7 @@ class Options:
             raise invalid_parameter("group_by", "None or a regular expression", self.group_by)
         compile_group_pattern(self.group_by)
         put("select", _names("select", self.select, known))
-        ignore = self.ignore if self.ignore is None or len(self.ignore) else None  # ignoring nothing is no ignore
-        put("ignore", _names("ignore", ignore, known))
+        put("ignore", _names("ignore", self.ignore, known, empty=True))
         put("check_options", self._check_options(known))
         put("fail_on", Severity.parse(self.fail_on, name="fail_on"))
         put("max_leak_fraction", _float("max_leak_fraction", self.max_leak_fraction, 0, 1))
@@ -347,3 +352,14 @@ class Invocation:
     exit_zero: bool = _setting(
         False, "exit 0 even when findings fail the verdict", commands=(CHECK,), types=(bool,), desc="true or false")
 
+
+
+def markdown_table() -> str:
+    """Every setting as a Markdown table (docs/options.md holds its output; a test keeps the two equal)."""
+    rows = ["| field | flag | `[tool.splitaudit]` key | commands | default | flag help |", "|---|---|---|---|---|---|"]
+    for cls in (Options, Invocation):
+        for f, spec in settings(cls):
+            default = f.default.label if isinstance(f.default, Severity) else f.default
+            rows.append(f"| `{cls.__name__}.{f.name}` | {f'`{spec.flag}`' if spec.flag else '-'} | `{spec.key}` | "
+                        f"{', '.join(spec.commands)} | `{default!r}` | {spec.help}{' (keyed)' if spec.keyed else ''} |")
+    return "\n".join(rows) + "\n"

@@ -67,6 +67,13 @@ def test_invalid_values_name_the_parameter_the_allowed_values_and_the_input(name
     assert message.endswith(f"Got {value if got is _SAME else got!r} instead."), message
 
 
+def test_input_scales_are_the_ones_explain_knows() -> None:
+    from splitaudit.explain.model_diag import SCALES
+    from splitaudit.options import INPUT_SCALES
+
+    assert INPUT_SCALES == ("auto", *SCALES)
+
+
 def test_weights_need_a_backbone_and_check_parameters_are_checked(tmp_path: Path) -> None:
     weights = tmp_path / "w.h5"
     weights.write_bytes(b"weights")
@@ -282,3 +289,36 @@ def test_fix_reads_its_input_from_manifest_and_writes_with_write_manifest(plante
     with pytest.raises(SystemExit) as exc:
         main(["fix", "--input-manifest", str(data)])
     assert exc.value.code == 2
+
+
+def test_docs_list_every_setting() -> None:
+    from splitaudit.options import markdown_table
+
+    assert (ROOT / "docs" / "options.md").read_text().endswith("\n\n" + markdown_table())
+
+
+@pytest.mark.tf
+def test_explain_runs_with_the_settings_of_tool_splitaudit(tmp_path: Path) -> None:
+    """A whole explain run (real Keras probes on scikit-learn's digits) takes epochs, seed and backbone from the
+    config; the flag still wins."""
+    pytest.importorskip("tensorflow")
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for split, rows in (("train", range(0, 120)), ("val", range(120, 180))):
+        for i in rows:
+            path = tmp_path / split / str(d.target[i]) / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((d.images[i] * 15).astype("uint8"), "L").save(path)
+    config = tmp_path / "pyproject.toml"
+    config.write_text('[tool.splitaudit]\nepochs = 1\nseed = 3\nbackbone = "none"\nselect = ["class-balance"]\n')
+    docs = []
+    for extra in ([], ["--epochs", "2"]):
+        out = tmp_path / f"explain{len(extra)}.json"
+        argv = ["explain", str(tmp_path / "train"), str(tmp_path / "val"), "--config", str(config), "--format", "json", "-o", str(out)]
+        assert main([*argv, *extra]) == 0
+        docs.append(json.loads(out.read_text()))
+    for doc, epochs in zip(docs, (1, 2)):
+        assert doc["data"]["features"] == "pixels:16"  # backbone = "none" from the config
+        assert {len(s["epochs"]) for s in doc["subjects"]} == {epochs}
