@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -40,8 +39,7 @@ from PIL import Image
 import splitaudit
 from splitaudit.checks import AuditContext, all_checks
 from splitaudit.features import FeatureCache
-from splitaudit.features.embeddings.backbones import DEFAULT_BACKBONE
-from splitaudit.features.extract import DEFAULT_MAX_PIXELS
+from splitaudit.options import Options
 from splitaudit.scan import scan
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -140,8 +138,7 @@ def speed(root: Path, rows: list[tuple[str, str]], cache_dir: Path) -> None:
     checks = all_checks()
     with FeatureCache(cache_dir) as store:
         ds = scan(None, manifest=manifest)
-        ctx = AuditContext(ds, SimpleNamespace(draft=True, max_pixels=DEFAULT_MAX_PIXELS, workers=None, backbone=DEFAULT_BACKBONE,
-                                               weights=None, image_size=IMAGE_SIZE), cache=store)
+        ctx = AuditContext(ds, Options(image_size=IMAGE_SIZE), cache=store)
         t0 = time.perf_counter()
         f = ctx.features
         _ = ctx.embeddings

@@ -10,11 +10,12 @@ from .errors import CheckError, ConfigError, InvalidParameterError, SplitauditEr
 from .explain import ExplainReport, explain  # noqa: E402  (the name `explain` is the function, as `audit` is)
 from .report import AuditReport, Evidence, Finding, ImageRef, Severity, SplitSummary, Verdict
 from .fix import FixPlan, apply_plan, plan_fix
+from .options import Options
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuditReport", "CheckError", "ConfigError", "Evidence", "Finding", "ImageRef", "InvalidParameterError",
-    "Severity", "SplitSummary", "SplitauditError", "Verdict", "__version__", "audit",
+    "Options", "Severity", "SplitSummary", "SplitauditError", "Verdict", "__version__", "audit",
     "ExplainReport", "FixPlan", "apply_plan", "explain", "plan_fix",
 ]

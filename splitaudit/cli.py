@@ -6,6 +6,7 @@ Exit codes (like ruff): 0 clean, 1 findings at or above ``--fail-on``, 2 usage, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from . import __version__
 from .api import audit
 from .config import Config, load_config
 from .errors import SplitauditError, invalid_parameter
-from .features.embeddings.backbones import DEFAULT_BACKBONE
+from .options import CHECK, EXPLAIN, FIX, Invocation, Options, settings
 from .report.model import Severity
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -28,8 +29,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"splitaudit: error: {message} (see '{self.prog} --help')\n")
 
 
-def _csv_list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+def _add_settings(parser: argparse.ArgumentParser, cls: type, command: str) -> None:
+    """One flag per field of ``cls`` that applies to ``command`` (see :mod:`splitaudit.options`). Every flag
+    defaults to ``None`` so that an unset flag leaves the config value or the field's default in place."""
+    for f, spec in settings(cls, command):
+        if spec.flag is None:
+            continue
+        shown = f.default.label if isinstance(f.default, Severity) else f.default
+        default = f" (default: {shown})" if shown is not None and not isinstance(shown, bool) else ""
+        if spec.parse is None:  # a switch: --no-X turns a default-on setting off
+            parser.add_argument(spec.flag, dest=f.name, action="store_const", const=not spec.flag.startswith("--no-"),
+                                default=None, help=spec.help)
+        else:
+            parser.add_argument(spec.flag, dest=f.name, type=spec.parse, choices=spec.choices, metavar=spec.metavar,
+                                default=None, help=spec.help + default)
+
+
+def _resolve(cls: type, command: str, args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """Field values of ``cls`` for ``command``: a flag wins over ``[tool.splitaudit]``, which wins over the default."""
+    values = config.settings(cls, command)
+    for f, _ in settings(cls, command):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,29 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="splitaudit", description="Audit image dataset splits for leakage and mismatches.")
     parser.add_argument("--version", action="version", version=f"splitaudit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    config_help = "read [tool.splitaudit] from this file instead of the nearest pyproject.toml"
 
     check = sub.add_parser("check", help="audit splits and print a verdict (exit 1 on findings)",
                            description="Audit splits (training split first) for leakage and mismatches.")
     check.add_argument("paths", nargs="*", metavar="SPLIT", help="split folders, training split first (default: [tool.splitaudit] splits)")
     check.add_argument("--split", action="append", default=[], metavar="NAME=PATH", help="a split with an explicit name (repeatable)")
-    check.add_argument("--manifest", metavar="CSV", help="CSV with path,label,split[,group] columns instead of folders")
-    check.add_argument("--group-by", metavar="REGEX", help="regex on relative paths; its first group names the image's group")
-    check.add_argument("--select", type=_csv_list, metavar="CHECKS", help="comma-separated checks to run (default: all)")
-    check.add_argument("--ignore", type=_csv_list, metavar="CHECKS", help="comma-separated checks to skip")
-    check.add_argument("--fail-on", choices=[s.label for s in Severity], help="lowest severity that fails (default: error)")
-    check.add_argument("--exit-zero", action="store_true", default=None, help="exit 0 even when findings fail the verdict")
-    check.add_argument("--max-leak-fraction", type=float, metavar="F", help="tolerated share of copied images per split (default: 0)")
+    _add_settings(check, Invocation, CHECK)
     check.add_argument("--format", choices=sorted(RENDERERS), help="output format (default: terminal)")
     check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
-    check.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $SPLITAUDIT_CACHE_DIR or ~/.cache/splitaudit)")
-    check.add_argument("--no-cache", action="store_true", default=None, help="neither read nor write the cache")
-    check.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: one per core)")
-    check.add_argument("--backbone", metavar="NAME", help="CNN for embeddings: efficientnet_lite0 (default, offline), a keras.applications name (e.g. mobilenet_v3_small), or none")
-    check.add_argument("--weights", metavar="PATH", help="local weights file for --backbone")
-    check.add_argument("--image-size", type=int, metavar="PX", help="network input side (default: 224 for photos, 2x the median side for small images)")
-    check.add_argument("--config", metavar="PYPROJECT", help="read [tool.splitaudit] from this file instead of the nearest pyproject.toml")
+    _add_settings(check, Options, CHECK)
+    check.add_argument("--config", metavar="PYPROJECT", help=config_help)
     check.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line (terminal format)")
-    check.add_argument("--baseline", metavar="FILE", help="accept the findings listed in FILE (reported, but not failing)")
     check.add_argument("--write-baseline", metavar="FILE", help="write every current finding to FILE as accepted, then report with it")
 
     sub.add_parser("checks", help="list the available checks and their parameters")
@@ -72,49 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("val", metavar="VAL", help="validation split folder")
     ex.add_argument("--model", metavar="FILE", help="your saved Keras model (model.keras), evaluated at its final weights")
     ex.add_argument("--history", metavar="FILE", help="your training log: a CSVLogger CSV or a JSON dump of History.history")
-    ex.add_argument("--epochs", type=int, default=8, metavar="N", help="epochs per probe (default: 8)")
-    ex.add_argument("--batch-size", type=int, default=32, metavar="N", help="probe and training-mode batch size (default: 32)")
-    ex.add_argument("--input-scale", default="auto", choices=["auto", "0-1", "-1-1", "0-255"], help="pixel range fed to --model (default: auto)")
     ex.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")
     ex.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
     ex.add_argument("--plot", metavar="FILE", help="write learning curves to FILE (.svg or .png)")
     ex.add_argument("--html", metavar="FILE", help="also audit the two splits and write the curator's HTML report, with this "
                                                    "decomposition and its learning curves, to FILE")
-    ex.add_argument("--backbone", default=DEFAULT_BACKBONE, metavar="NAME", help="CNN for the probes' embeddings, or none (16x16 pixels)")
-    ex.add_argument("--weights", metavar="PATH", help="local weights file for --backbone")
-    ex.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $SPLITAUDIT_CACHE_DIR or ~/.cache/splitaudit)")
-    ex.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    _add_settings(ex, Options, EXPLAIN)
+    ex.add_argument("--config", metavar="PYPROJECT", help=config_help)
 
     fix = sub.add_parser("fix", help="plan (and optionally copy) a leak-free split: which val/test images to drop or move to train",
                          description="Plan which evaluation images to drop or move to the training split so no leak remains. "
                                      "Nothing is changed unless --apply --to DIR, which copies into a new tree.")
     fix.add_argument("paths", nargs="*", metavar="SPLIT", help="split folders, training split first (default: [tool.splitaudit] splits)")
     fix.add_argument("--split", action="append", default=[], metavar="NAME=PATH", help="a split with an explicit name (repeatable)")
-    fix.add_argument("--input-manifest", metavar="CSV", help="CSV with path,label,split[,group] columns instead of folders")
-    fix.add_argument("--group-by", metavar="REGEX", help="regex on relative paths; its first group names the image's group")
-    fix.add_argument("--tolerance", type=float, metavar="F", help="largest class-share change a move may cause in the training split (default: 0.02)")
-    fix.add_argument("--prefer", choices=["move", "drop"], help="move leaked images to train when proportions allow (default) or always drop them")
+    _add_settings(fix, Invocation, FIX)
     fix.add_argument("--output", "-o", metavar="CSV", help="write the changes (action,split,path,...) as CSV")
-    fix.add_argument("--manifest", metavar="CSV", help="write the planned dataset as a manifest pointing at the original files")
+    fix.add_argument("--write-manifest", metavar="CSV", help="write the planned dataset as a manifest pointing at the original files")
     fix.add_argument("--apply", action="store_true", help="copy the planned dataset into --to DIR (the originals are never modified)")
     fix.add_argument("--to", metavar="DIR", help="new, empty folder for --apply")
-    fix.add_argument("--backbone", metavar="NAME", help="CNN for embeddings (default: efficientnet_lite0), or none")
-    fix.add_argument("--weights", metavar="PATH", help="local weights file for --backbone")
-    fix.add_argument("--image-size", type=int, metavar="PX", help="network input side")
-    fix.add_argument("--cache-dir", metavar="DIR", help="cache folder")
-    fix.add_argument("--no-cache", action="store_true", default=None, help="neither read nor write the cache")
-    fix.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: one per core)")
-    fix.add_argument("--config", metavar="PYPROJECT", help="read [tool.splitaudit] from this file instead of the nearest pyproject.toml")
+    _add_settings(fix, Options, FIX)
+    fix.add_argument("--config", metavar="PYPROJECT", help=config_help)
     return parser
 
 
-def _pick(args: argparse.Namespace, config: Config, name: str, default: Any = None) -> Any:
-    value = getattr(args, name.replace("-", "_"), None)
-    return value if value is not None else config.get(name, default)
-
-
-def _splits(args: argparse.Namespace, config: Config) -> Any:
-    if args.paths or args.split:
+def _inputs(args: argparse.Namespace, config: Config, command: str) -> tuple[Any, str | None]:
+    """``(splits, manifest)``: the command line's when it names any input, else ``[tool.splitaudit]``'s."""
+    if args.paths or args.split or args.manifest:
         named: dict[str, str] = {}
         for p in args.paths:
             name = os.path.basename(os.path.normpath(p))
@@ -128,14 +123,22 @@ def _splits(args: argparse.Namespace, config: Config) -> Any:
             if name in named:
                 raise SplitauditError(f"two splits are named {name!r}")
             named[name] = path
-        return named
-    configured = config.get("splits")
-    if configured:
-        named = {}
-        for name, path in configured:
-            named[name or os.path.basename(os.path.normpath(path))] = path
-        return named
-    return None
+        return named or None, args.manifest
+    configured = config.settings(Invocation, command)
+    splits = {name or os.path.basename(os.path.normpath(path)): path for name, path in configured.get("splits") or ()}
+    manifest = configured.get("manifest")
+    if not splits and manifest is None:
+        raise SplitauditError(f"no splits given: pass folders (splitaudit {command} train/ val/), --manifest, or set "
+                              "[tool.splitaudit] splits")
+    return splits or None, manifest
+
+
+def _write(path: str, text: str, *, newline: str | None = None) -> None:
+    try:
+        with open(path, "w", encoding="utf-8", newline=newline) as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise SplitauditError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -144,14 +147,14 @@ def _run_check(args: argparse.Namespace) -> int:
     from .render import RENDERERS, print_report
 
     config = load_config(args.config)
-    splits = _splits(args, config)
-    manifest = _pick(args, config, "manifest")
-    if splits is None and manifest is None:
-        raise SplitauditError("no splits given: pass folders (splitaudit check train/ val/), --manifest, or set [tool.splitaudit] splits")
-    fmt = _pick(args, config, "format", "terminal")
+    splits, manifest = _inputs(args, config, CHECK)
+    invocation = Invocation(**_resolve(Invocation, CHECK, args, config))
+    fmt = invocation.format or "terminal"
     if fmt not in RENDERERS:
         raise invalid_parameter("format", sorted(RENDERERS), fmt)
-    output = _pick(args, config, "output")
+    options = Options(**_resolve(Options, CHECK, args, config))
+    if args.write_baseline:
+        options = options.replace(baseline=None)
     interactive = sys.stderr.isatty() and not args.quiet
     err = Console(stderr=True)
 
@@ -170,38 +173,18 @@ def _run_check(args: argparse.Namespace) -> int:
             task[stage] = progress_ctx.add_task(stage, total=total)
         progress_ctx.update(task[stage], completed=done)
 
-    kwargs = dict(
-        manifest=manifest,
-        group_by=_pick(args, config, "group-by"),
-        select=_pick(args, config, "select"),
-        ignore=_pick(args, config, "ignore"),
-        check_options=config.get("checks"),
-        fail_on=_pick(args, config, "fail-on", "error"),
-        max_leak_fraction=_pick(args, config, "max-leak-fraction", 0.0),
-        progress=progress,
-        **_pipeline_options(args, config),
-    )
-    if not args.write_baseline:
-        kwargs["baseline"] = _pick(args, config, "baseline")
-    if progress_ctx is not None:
-        with progress_ctx:
-            report = audit(splits, **kwargs) if splits is not None else audit(**kwargs)
-    else:
-        report = audit(splits, **kwargs) if splits is not None else audit(**kwargs)
+    sources = (splits,) if splits is not None else ()
+    with progress_ctx if progress_ctx is not None else contextlib.nullcontext():
+        report = audit(*sources, manifest=manifest, options=options, progress=progress)
     if args.write_baseline:
         from .baseline import apply_baseline, write_baseline
 
         n = write_baseline(report, args.write_baseline)
-        report = apply_baseline(report, [f.id for f in report.findings], max_leak_fraction=kwargs["max_leak_fraction"])
+        report = apply_baseline(report, [f.id for f in report.findings], max_leak_fraction=options.max_leak_fraction)
         print(f"wrote {n} accepted finding(s) to {args.write_baseline}", file=sys.stderr)
 
-    if output:
-        text = RENDERERS[fmt](report)
-        try:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise SplitauditError(f"cannot write {output!r}: {exc.strerror or exc}") from exc
+    if invocation.output:
+        _write(invocation.output, RENDERERS[fmt](report))
         print(("FAIL " if report.failed else "PASS ") + report.verdict.reason, file=sys.stderr)
     elif fmt == "terminal":
         console = Console()
@@ -211,55 +194,24 @@ def _run_check(args: argparse.Namespace) -> int:
             print_report(report, console)
     else:
         sys.stdout.write(RENDERERS[fmt](report))
-    if report.failed and not _pick(args, config, "exit-zero", False):
+    if report.failed and not invocation.exit_zero:
         return EXIT_FINDINGS
     return EXIT_CLEAN
 
 
-def _pipeline_options(args: argparse.Namespace, config: Config) -> dict[str, Any]:
-    """The scan/features/embeddings settings ``check`` and ``fix`` share (flags win over ``[tool.splitaudit]``)."""
-    options: dict[str, Any] = dict(
-        cache=not _pick(args, config, "no-cache", False),
-        cache_dir=_pick(args, config, "cache-dir"),
-        workers=_pick(args, config, "workers"),
-        draft=config.get("draft", True),
-        backbone=_pick(args, config, "backbone", DEFAULT_BACKBONE),
-        weights=_pick(args, config, "weights"),
-        image_size=_pick(args, config, "image-size"),
-    )
-    if config.get("max-pixels") is not None:
-        options["max_pixels"] = config.get("max-pixels")
-    return options
-
-
 def _run_fix(args: argparse.Namespace) -> int:
-    from .fix import DEFAULT_TOLERANCE, apply_plan, plan_fix
+    from .fix import apply_plan, plan_fix
 
     if args.apply != bool(args.to):
         raise SplitauditError("--apply and --to DIR go together: --apply --to DIR copies the fixed dataset into DIR")
     config = load_config(args.config)
-    splits = _splits(args, config)
-    manifest = args.input_manifest or (config.get("manifest") if splits is None else None)
-    if splits is None and manifest is None:
-        raise SplitauditError("no splits given: pass folders (splitaudit fix train/ val/), --input-manifest, or set [tool.splitaudit] splits")
-    kwargs = dict(
-        manifest=manifest,
-        group_by=_pick(args, config, "group-by"),
-        tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
-        prefer=args.prefer or "move",
-        check_options=config.get("checks"),
-        **_pipeline_options(args, config),
-    )
-    plan = plan_fix(splits, **kwargs) if splits is not None else plan_fix(**kwargs)
-    for path, text in ((args.output, plan.to_csv), (args.manifest, None)):
-        if not path:
-            continue
-        try:
-            content = text() if text else plan.to_manifest(os.path.dirname(os.path.abspath(path)))
-            with open(path, "w", encoding="utf-8", newline="") as fh:
-                fh.write(content)
-        except OSError as exc:
-            raise SplitauditError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
+    splits, manifest = _inputs(args, config, FIX)
+    options = Options(**_resolve(Options, FIX, args, config))
+    plan = plan_fix(*((splits,) if splits is not None else ()), manifest=manifest, options=options)
+    if args.output:
+        _write(args.output, plan.to_csv(), newline="")
+    if args.write_manifest:
+        _write(args.write_manifest, plan.to_manifest(os.path.dirname(os.path.abspath(args.write_manifest))), newline="")
     sys.stdout.write(plan.summary())
     if args.apply:
         done = apply_plan(plan, to=args.to)
@@ -271,30 +223,20 @@ def _run_explain(args: argparse.Namespace) -> int:
     from .explain import explain
     from .explain.render import render_text
 
-    report = explain(args.train, args.val, model=args.model, history=args.history, epochs=args.epochs,
-                     batch_size=args.batch_size, input_scale=args.input_scale, backbone=args.backbone,
-                     weights=args.weights, cache=not args.no_cache, cache_dir=args.cache_dir)
+    config = load_config(args.config)
+    options = Options(**_resolve(Options, EXPLAIN, args, config))
+    report = explain(args.train, args.val, model=args.model, history=args.history, options=options)
     if args.plot:
         report.plot(args.plot)
     if args.html:
-        from .api import audit
         from .render.html import render_html
 
-        # Same cache and backbone: the audit reuses the features and embeddings explain just computed.
-        audited = audit(args.train, args.val, backbone=args.backbone, weights=args.weights, cache=not args.no_cache,
-                        cache_dir=args.cache_dir)
-        try:
-            with open(args.html, "w", encoding="utf-8") as fh:
-                fh.write(render_html(audited, explain=report))
-        except OSError as exc:
-            raise SplitauditError(f"cannot write {args.html!r}: {exc.strerror or exc}") from exc
+        # Same options: the audit reuses the features and embeddings explain just computed.
+        audited = audit(args.train, args.val, options=options)
+        _write(args.html, render_html(audited, explain=report))
     text = report.to_json() if args.format == "json" else render_text(report)
     if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise SplitauditError(f"cannot write {args.output!r}: {exc.strerror or exc}") from exc
+        _write(args.output, text)
         print(report.summary, file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -1,7 +1,9 @@
 """``[tool.splitaudit]`` in the nearest ``pyproject.toml``: read, validated, paths made absolute.
 
 Keys use dashes, like the CLI flags they default (``fail-on = "warning"``); check parameters live in sub-tables,
-``[tool.splitaudit.checks.near-duplicates] max-phash = 8``. An unknown key is an error that names it.
+``[tool.splitaudit.checks.near-duplicates] max-phash = 8``. An unknown key is an error that names it. The keys,
+their types and the commands they apply to come from the fields of :class:`splitaudit.options.Options` and
+:class:`~splitaudit.options.Invocation`; values are validated by ``Options`` itself.
 """
 
 from __future__ import annotations
@@ -18,31 +20,15 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import ConfigError
+from .options import Invocation, Options, Setting, settings
 
-# key -> (accepted types, description used in error messages)
-KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    "splits": ((list, dict), "a list of folders or a table name = folder"),
-    "manifest": ((str,), "a path to a CSV manifest"),
-    "group-by": ((str,), "a regular expression"),
-    "select": ((list,), "a list of check names"),
-    "ignore": ((list,), "a list of check names"),
-    "fail-on": ((str,), "'error', 'warning' or 'info'"),
-    "exit-zero": ((bool,), "true or false"),
-    "max-leak-fraction": ((float, int), "a number in [0, 1]"),
-    "format": ((str,), "an output format name"),
-    "output": ((str,), "a file path"),
-    "cache-dir": ((str,), "a folder path"),
-    "no-cache": ((bool,), "true or false"),
-    "workers": ((int,), "an integer >= 1"),
-    "draft": ((bool,), "true or false"),
-    "max-pixels": ((int,), "an integer >= 1"),
-    "backbone": ((str,), "a backbone name (see splitaudit check --help)"),
-    "weights": ((str,), "a weights file path"),
-    "image-size": ((int,), "an integer number of pixels"),
-    "checks": ((dict,), "a table of check name = table of parameters"),
-    "baseline": ((str,), "a path to a baseline file (splitaudit check --write-baseline)"),
-}
-_PATH_KEYS = ("manifest", "output", "cache-dir", "weights", "baseline")
+
+def _keys() -> dict[str, tuple[str, Setting]]:
+    """Config key -> (field name, its Setting), from the declarations in :mod:`splitaudit.options`."""
+    return {spec.key: (f.name, spec) for cls in (Options, Invocation) for f, spec in settings(cls) if spec.key}
+
+
+KEYS = _keys()
 
 
 @dataclass(frozen=True)
@@ -54,6 +40,16 @@ class Config:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
+
+    def settings(self, cls: type, command: str) -> dict[str, Any]:
+        """The configured fields of ``cls`` (``Options`` or ``Invocation``) that apply to ``command``, by field name
+        (``no-cache = true`` becomes ``cache=False``)."""
+        out = {}
+        for f, spec in settings(cls, command):
+            if spec.key in self.values:
+                value = self.values[spec.key]
+                out[f.name] = (not value) if spec.key.startswith("no-") else value
+        return out
 
 
 def find_pyproject(start: str | os.PathLike[str] = ".") -> Path | None:
@@ -103,10 +99,11 @@ def validate(table: dict[str, Any], file: Path) -> dict[str, Any]:
             raise ConfigError(
                 f"{file}: unknown key {key!r} in [tool.splitaudit]; known keys are {{{', '.join(repr(k) for k in sorted(KEYS))}}}"
             )
-        types, desc = KEYS[key]
+        spec = KEYS[key][1]
+        types, desc = spec.types, spec.desc
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ConfigError(f"{file}: [tool.splitaudit] {key!r} must be {desc}. Got {value!r} instead.")
-        if key in _PATH_KEYS:
+        if spec.path:
             value = str(base / value)
         elif key == "splits":
             items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
@@ -115,10 +112,11 @@ def validate(table: dict[str, Any], file: Path) -> dict[str, Any]:
                 if not isinstance(folder, str):
                     raise ConfigError(f"{file}: [tool.splitaudit] 'splits' entries must be folder paths. Got {folder!r} instead.")
                 resolved.append((name, str(base / folder)))
-            value = resolved
+            value = tuple(resolved)
         elif key in ("select", "ignore"):
             if not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{file}: [tool.splitaudit] {key!r} must be a list of check names. Got {value!r} instead.")
+            value = tuple(value)
         elif key == "checks":
             for name, params in value.items():
                 if not isinstance(params, dict):

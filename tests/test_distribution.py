@@ -183,6 +183,7 @@ def test_leaked_copies_inflate_val_accuracy(tmp_path: Path, digits, cache: Path)
 
 def test_properties_are_cached_and_bad_files_never_raise(tmp_path: Path, digits) -> None:
     from splitaudit.checks import AuditContext
+    from splitaudit.options import Options
     from splitaudit.features import FeatureCache
     from splitaudit.features.properties import MEASURED, properties_batch
     from splitaudit.scan import scan
@@ -195,7 +196,7 @@ def test_properties_are_cached_and_bad_files_never_raise(tmp_path: Path, digits)
     counts = []
     for _ in range(2):
         with FeatureCache(tmp_path / "cache") as store:
-            ctx = AuditContext(scan(list(splits)), cache=store)
+            ctx = AuditContext(scan(list(splits)), Options(backbone="none"), cache=store)
             props = ctx.properties
             counts.append(ctx.properties_computed)
     assert counts[0] == 60 and counts[1] == 0  # the truncated file is not decoded, hence not measured

@@ -134,7 +134,7 @@ def test_cli_writes_plan_csv_and_a_manifest_that_checks_clean(leaky: tuple[Path,
     out, manifest = tmp_path / "plan.csv", tmp_path / "plans" / "new.csv"
     manifest.parent.mkdir()
     r = subprocess.run([sys.executable, "-m", "splitaudit", "fix", *map(str, _splits(root)), "--backbone", "none", "--group-by", GROUP_BY,
-                        "--output", str(out), "--manifest", str(manifest)], capture_output=True, text=True, timeout=300)
+                        "--output", str(out), "--write-manifest", str(manifest)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("8 leaked component(s)") and "drop val/temple/copy_exact.jpg" in r.stdout
     rows = list(csv.DictReader(io.StringIO(out.read_text())))

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -29,22 +29,14 @@ from ..neighbors.thresholds import (CONSTANTS, DEFAULT_MAX_DHASH, DEFAULT_MAX_PH
 from ..report.model import ImageRef
 from ..scan import Dataset
 
+if TYPE_CHECKING:
+    from ..options import Options
+
 T = TypeVar("T")
 Progress = Callable[[str, int, int], None]
 
-__all__ = ["AuditContext", "DensePairs", "Matches", "RunSettings", "DEFAULT_MAX_DHASH", "DEFAULT_MAX_PHASH",
+__all__ = ["AuditContext", "DensePairs", "Matches", "DEFAULT_MAX_DHASH", "DEFAULT_MAX_PHASH",
            "DEFAULT_MAX_RATIO", "DEFAULT_MIN_NCC", "DEFAULT_MIN_SIMILARITY"]
-
-
-class RunSettings(Protocol):
-    """What the context needs of the run's options (:class:`splitaudit.options.Options` has these fields)."""
-
-    draft: bool
-    max_pixels: int
-    workers: int | None
-    backbone: str
-    weights: str | None
-    image_size: int | None
 
 
 @dataclass(frozen=True)
@@ -58,22 +50,16 @@ class Embeddings:
 
 
 class AuditContext:
-    """Lazily shared state of one audit run over one dataset, built complete from the run's settings."""
+    """Lazily shared state of one audit run over one dataset, built complete from the run's :class:`Options`."""
 
-    def __init__(self, dataset: Dataset, settings: RunSettings | None = None, *, cache: FeatureCache | None = None,
+    def __init__(self, dataset: Dataset, options: Options | None = None, *, cache: FeatureCache | None = None,
                  progress: Progress | None = None) -> None:
-        if settings is None:
-            from types import SimpleNamespace
+        from ..options import Options
 
-            from ..features.embeddings.backbones import DEFAULT_BACKBONE
-            from ..features.extract import DEFAULT_MAX_PIXELS
-
-            settings = SimpleNamespace(draft=True, max_pixels=DEFAULT_MAX_PIXELS, workers=None, backbone=DEFAULT_BACKBONE,
-                                       weights=None, image_size=None)
         self.dataset = dataset
-        self.settings = settings
+        self.options = options if options is not None else Options()
         self.cache = cache
-        self.hash_options = HashOptions(draft=settings.draft, max_pixels=settings.max_pixels)
+        self.hash_options = HashOptions(draft=self.options.draft, max_pixels=self.options.max_pixels)
         self._progress = progress
         self._memo: dict[Hashable, Any] = {}
 
@@ -129,7 +115,7 @@ class AuditContext:
     def features(self) -> FeatureTable:
         """Digests and hashes of every record (from the cache where possible)."""
         tick = self._ticker("hashing images", len(self.dataset.records))
-        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, workers=self.settings.workers,
+        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, workers=self.options.workers,
                                 progress=tick)
 
     def pixel_digests(self, rows: np.ndarray) -> np.ndarray:
@@ -139,7 +125,7 @@ class AuditContext:
         todo = [int(i) for i in rows if not column[i]]
         if todo:
             found = full_pixel_digests(self.dataset, self.features, todo, options=self.hash_options, cache=self.cache,
-                                       workers=self.settings.workers)
+                                       workers=self.options.workers)
             for i, value in found.items():
                 column[i] = value
         return column
@@ -148,7 +134,7 @@ class AuditContext:
     def backbone(self) -> BackboneSpec | None:
         """The network for embeddings, ``None`` when they are off. Its input side, unless set, follows the images'
         median size (so it needs the features)."""
-        s = self.settings
+        s = self.options
         if s.backbone == NONE:
             return None
         if s.image_size is not None:
@@ -298,7 +284,7 @@ class AuditContext:
             f = self.features
             rows = np.flatnonzero(f.ok).tolist()
             return compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
-                                      workers=self.settings.workers, max_pixels=self.hash_options.max_pixels,
+                                      workers=self.options.workers, max_pixels=self.hash_options.max_pixels,
                                       progress=self._ticker("measuring images", len(rows)))
 
         return self.memo("properties", compute)

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import SplitauditError, invalid_parameter
-from ..features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE
-from ..features.extract import DEFAULT_MAX_PIXELS
+from ..errors import SplitauditError
+from ..options import EXPLAIN, Options, build_options
 from .data import Difficulty, held_out, inseparable_pairs, leaked_val
 from .decompose import ADVICE, CAUSE_WORDS, Decomposition, decompose
 from .history import CurveFinding, History, diagnose_curves, parse_history
 from .modes import GROUPS, OutputKind, Pass, evaluate, layers_by_group, mode_passes, penalty
-from .model_diag import SCALES, ModelDiagnosis
+from .model_diag import ModelDiagnosis
 from .probes import PLAIN, REGULARIZED, EpochRecord, ProbeConfig, train_probe
 from .report import DataSummary, Diagnosis, ExplainReport, Subject
 
-Progress = Callable[[str, int, int], None]
+if TYPE_CHECKING:
+    from ..run import Progress
+
 PIXEL_SIDE = 16  # without a backbone the probes see 16x16 RGB thumbnails
 #: Over-regularization: the subject's training accuracy (inference mode) is this far below the plain probe's.
 UNDERFIT_MARGIN = 0.15
@@ -35,40 +34,16 @@ DATA_WORDS = {
 }
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise invalid_parameter(name, f"an int in [{lo}, {hi}]", value)
-    return value
-
-
-def _check_float(name: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise invalid_parameter(name, f"a float in [{lo:g}, {hi:g}]", value)
-    return float(value)
-
-
 def explain(
     train: Any,
     val: Any,
     *,
     model: str | os.PathLike[str] | None = None,
     history: str | os.PathLike[str] | dict[str, list[float]] | None = None,
-    epochs: int = 8,
-    batch_size: int = 32,
-    probe_dropout: float = 0.5,
-    probe_l2: float = 1e-3,
-    probe_noise: float = 0.0,
-    input_scale: str = "auto",
     val_loss_includes_penalty: bool = True,
-    backbone: str = DEFAULT_BACKBONE,
-    weights: str | os.PathLike[str] | None = None,
-    image_size: int | None = None,
-    cache: bool = True,
-    cache_dir: str | os.PathLike[str] | None = None,
-    workers: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    seed: int = 0,
+    options: Options | None = None,
     progress: Progress | None = None,
+    **settings: Any,
 ) -> ExplainReport:
     """Measure why validation scores differ from training, term by term.
 
@@ -89,17 +64,17 @@ def explain(
     history:
         A CSVLogger CSV, a JSON dump of ``History.history``, or that dict: the learning curves to diagnose and,
         with ``model``, the reported training and validation values of the last epoch.
-    epochs, batch_size, seed:
-        The probes' schedule (fixed seeds: the same data give the same numbers). ``batch_size`` is also the batch
-        size of every training-mode evaluation (BatchNorm's batch statistics depend on it).
-    probe_dropout, probe_l2, probe_noise:
-        The regularized probe's dropout rate, L2 factor and Gaussian input noise (in feature standard deviations).
-    input_scale:
-        ``"auto"`` (the pixel range the model scores best on), ``"0-1"``, ``"-1-1"`` or ``"0-255"``.
     val_loss_includes_penalty:
         Whether the logged validation loss includes the L1/L2 penalty (Keras 3: yes); if not, the penalty is a term.
-    backbone, weights, image_size, cache, cache_dir, workers, max_pixels:
-        As for :func:`splitaudit.audit`; ``backbone="none"`` makes the probes use 16x16 pixel thumbnails.
+    options, **settings:
+        :class:`~splitaudit.options.Options` and its fields that apply to ``explain``: ``epochs``, ``batch_size``,
+        ``seed`` (the probes' schedule, fixed seeds: the same data give the same numbers; ``batch_size`` is also
+        the batch size of every training-mode evaluation, as BatchNorm's batch statistics depend on it),
+        ``probe_dropout``, ``probe_l2``, ``probe_noise`` (the regularized probe's dropout rate, L2 factor and
+        Gaussian input noise in feature standard deviations), ``input_scale`` (``"auto"``: the pixel range the
+        model scores best on, ``"0-1"``, ``"-1-1"`` or ``"0-255"``), and as for :func:`splitaudit.audit`
+        ``backbone``, ``weights``, ``image_size``, ``cache``, ``cache_dir``, ``workers``, ``draft``,
+        ``max_pixels``; ``backbone="none"`` makes the probes use 16x16 pixel thumbnails.
     progress:
         Called as ``progress(stage, done, total)``.
 
@@ -115,45 +90,27 @@ def explain(
     SplitauditError
         Bad arguments, unlabelled or unreadable inputs, a model that does not fit the data.
     """
-    from ..checks import AuditContext
-    from ..features import FeatureCache
-    from ..scan import scan
+    from ..run import open_run
 
-    _check_int("epochs", epochs, 1, 1000)
-    _check_int("batch_size", batch_size, 1, 1 << 16)
-    _check_int("seed", seed, 0, 2**31 - 1)
-    _check_int("max_pixels", max_pixels, 1, 1 << 40)
-    _check_float("probe_dropout", probe_dropout, 0.0, 0.95)
-    _check_float("probe_l2", probe_l2, 0.0, 1e6)
-    _check_float("probe_noise", probe_noise, 0.0, 100.0)
-    if input_scale != "auto" and input_scale not in SCALES:
-        raise invalid_parameter("input_scale", ["auto", *SCALES], input_scale)
-    if backbone not in BACKBONES:
-        raise invalid_parameter("backbone", list(BACKBONES), backbone)
-    if workers is not None:
-        _check_int("workers", workers, 1, 4096)
+    o = build_options(EXPLAIN, "explain", options, settings).only(EXPLAIN)
     hist = parse_history(history) if history is not None else None
 
-    dataset = scan([train, val])
-    # Cheap checks first: labels and the model are refused before anything is decoded, embedded or trained.
-    if any(r.label is None for r in dataset.records):
-        raise SplitauditError("explain needs labelled images: folders in the train/<class>/... layout, a manifest, or (x, y) arrays")
-    # Classes in sorted order over both splits, as image_dataset_from_directory numbers them.
-    names = sorted({str(r.label) for r in dataset.records})
-    if len(names) < 2:
-        raise SplitauditError(f"explain needs at least two classes; found {names}")
-    loaded = None
-    if model is not None:
-        from . import model_diag as md
+    with open_run((train, val), options=o, progress=progress) as ctx:
+        dataset = ctx.dataset
+        # Cheap checks first: labels and the model are refused before anything is decoded, embedded or trained.
+        if any(r.label is None for r in dataset.records):
+            raise SplitauditError("explain needs labelled images: folders in the train/<class>/... layout, a manifest, or (x, y) arrays")
+        # Classes in sorted order over both splits, as image_dataset_from_directory numbers them.
+        names = sorted({str(r.label) for r in dataset.records})
+        if len(names) < 2:
+            raise SplitauditError(f"explain needs at least two classes; found {names}")
+        loaded = None
+        if model is not None:
+            from . import model_diag as md
 
-        m = md.load_model(model)
-        loaded = (m, md.input_shape(m), md.output_kind(m, len(names)))
+            m = md.load_model(model)
+            loaded = (m, md.input_shape(m), md.output_kind(m, len(names)))
 
-    store = FeatureCache(cache_dir) if cache else None
-    try:
-        settings = SimpleNamespace(draft=True, max_pixels=max_pixels, workers=workers, backbone=backbone,
-                                   weights=os.fspath(weights) if weights is not None else None, image_size=image_size)
-        ctx = AuditContext(dataset, settings, cache=store, progress=progress)
         f = ctx.features
         rows = np.flatnonzero(f.ok)
         if ctx.backbone is not None:
@@ -161,12 +118,9 @@ def explain(
             rows = rows[have[rows]]
             feats, features = emb[rows], ctx.backbone.identity
         else:
-            feats, features = _pixel_features(dataset, rows, max_pixels), f"pixels:{PIXEL_SIDE}"
+            feats, features = _pixel_features(dataset, rows, o.max_pixels), f"pixels:{PIXEL_SIDE}"
         split = ctx.split_index[rows]
         leaked_rows = leaked_val(ctx, rows[split == 1])
-    finally:
-        if store is not None:
-            store.close()
 
     records = [dataset.records[i] for i in rows]
     index = {n: i for i, n in enumerate(names)}
@@ -184,12 +138,13 @@ def explain(
     pool_val = np.concatenate([np.zeros(int(is_train.sum()), bool), np.ones(len(clean_val), bool)])
     if progress:
         progress("held-out probe", 0, 1)
-    ho = held_out(x[pool], labels[pool], pool_val, len(names), seed)
+    ho = held_out(x[pool], labels[pool], pool_val, len(names), o.seed)
     diff: Difficulty | None = ho[0] if ho else None
     pairs = inseparable_pairs(ho[1], labels[pool], names) if ho else []
 
     subjects: list[Subject] = []
-    cfg = ProbeConfig(epochs=epochs, batch_size=batch_size, seed=seed, dropout=probe_dropout, l2=probe_l2, noise=probe_noise)
+    cfg = ProbeConfig(epochs=o.epochs, batch_size=o.batch_size, seed=o.seed, dropout=o.probe_dropout, l2=o.probe_l2,
+                      noise=o.probe_noise)
     runs = {}
     for i, kind in enumerate((PLAIN, REGULARIZED)):
         if progress:
@@ -206,7 +161,7 @@ def explain(
         if progress:
             progress("evaluating the model", 0, 1)
         subject, model_diag = _model_subject(model, loaded, dataset, records, is_train, is_val, labels, len(names), leaked_rows,
-                                             diff, hist, batch_size, input_scale, max_pixels, seed, val_loss_includes_penalty)
+                                             diff, hist, o.batch_size, o.input_scale, o.max_pixels, o.seed, val_loss_includes_penalty)
         subjects.append(subject)
     primary = "model" if model is not None else REGULARIZED
 

@@ -25,14 +25,18 @@ import os
 import posixpath
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from ..errors import SplitauditError, invalid_parameter
+from ..errors import SplitauditError
 from ..features import decode
 from ..features.table import is_image_name
+from ..options import DEFAULT_TOLERANCE, FIX, Options, build_options
 from ..report.model import AuditReport, Finding
 from ..scan import Dataset
+
+if TYPE_CHECKING:
+    from ..run import Progress
 
 #: Checks whose cross-split findings the plan resolves.
 LEAK_CHECKS = ("exact-duplicates", "pixel-duplicates", "near-duplicates", "label-conflicts", "group-leakage")
@@ -40,9 +44,6 @@ LEAK_CHECKS = ("exact-duplicates", "pixel-duplicates", "near-duplicates", "label
 LINK_CHECKS = ("within-split-duplicates",)
 #: Checks whose links are identical copies (moving those would only duplicate a training image).
 IDENTICAL_CHECKS = frozenset({"exact-duplicates", "pixel-duplicates"})
-#: How far (max over classes of the absolute change in share) a move may shift the home split's class proportions.
-DEFAULT_TOLERANCE = 0.02
-PREFER = ("move", "drop")
 
 KEEP, MOVE, DROP = "keep", "move", "drop"
 
@@ -208,10 +209,8 @@ def _is_image(record: Any, unreadable: set[tuple[str, str]]) -> bool:
 
 def build_plan(dataset: Dataset, report: AuditReport, *, tolerance: float = DEFAULT_TOLERANCE, prefer: str = "move") -> FixPlan:
     """The plan for ``dataset`` from the findings of ``report`` (an audit of that same dataset)."""
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 1:
-        raise invalid_parameter("tolerance", "a float in [0, 1]", tolerance)
-    if prefer not in PREFER:
-        raise invalid_parameter("prefer", PREFER, prefer)
+    checked = Options(tolerance=tolerance, prefer=prefer)  # the one place these are validated
+    tolerance, prefer = checked.tolerance, checked.prefer
     records = dataset.records
     names = dataset.split_names
     order = {n: k for k, n in enumerate(names)}
@@ -325,30 +324,27 @@ def build_plan(dataset: Dataset, report: AuditReport, *, tolerance: float = DEFA
 def plan_fix(
     *splits: Any,
     manifest: str | os.PathLike[str] | None = None,
-    group_by: str | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
-    prefer: str = "move",
-    check_options: Mapping[str, Mapping[str, Any]] | None = None,
-    **audit_options: Any,
+    options: Options | None = None,
+    progress: Progress | None = None,
+    **settings: Any,
 ) -> FixPlan:
     """Audit ``splits`` (as :func:`splitaudit.audit` takes them) and plan how to remove every leak.
 
     Only the leak checks run, with no cap on matches per image (so every link of a component is seen).
-    ``audit_options`` go to :func:`splitaudit.audit` (``backbone``, ``cache_dir``, ``workers``...). Returns a
+    ``options`` and ``settings`` are :class:`~splitaudit.options.Options` fields that apply to ``fix``
+    (``tolerance``, ``prefer``, ``group_by``, ``check_options``, ``backbone``, ``cache_dir``, ``workers``...); the
+    verdict settings of ``check`` (``select``, ``ignore``, ``baseline``...) are refused. Returns a
     :class:`FixPlan`; nothing is written until :func:`splitaudit.apply_plan`.
     """
-    from ..api import audit
-    from ..scan import scan
+    from ..api import run_checks
+    from ..run import open_run
 
-    for name in ("select", "ignore", "baseline", "fail_on", "max_leak_fraction"):
-        if name in audit_options:
-            raise invalid_parameter(name, "not set for plan_fix (the plan always resolves every leak)", audit_options[name])
-    options = {k: dict(v) for k, v in (check_options or {}).items()}
+    opts = build_options(FIX, "plan_fix", options, settings).only(FIX)
+    check_options = {k: dict(v) for k, v in (opts.check_options or {}).items()}
     for name in ("exact-duplicates", "pixel-duplicates", "near-duplicates"):
         # Pair checks keep a few closest matches per image; a plan needs every link.
-        options.setdefault(name, {}).setdefault("max_matches_per_image", 1_000_000)
-    source: Any = splits[0] if len(splits) == 1 and isinstance(splits[0], Mapping) else list(splits)
-    dataset = scan(source if (splits or manifest is None) else None, manifest=manifest, group_by=group_by)
-    report = audit(*splits, manifest=manifest, group_by=group_by, check_options=options,
-                   select=[*LEAK_CHECKS, *LINK_CHECKS, "unreadable-images"], **audit_options)
-    return build_plan(dataset, report, tolerance=tolerance, prefer=prefer)
+        check_options.setdefault(name, {}).setdefault("max_matches_per_image", 1_000_000)
+    audit_options = replace(opts, select=(*LEAK_CHECKS, *LINK_CHECKS, "unreadable-images"), check_options=check_options)
+    with open_run(splits, manifest=manifest, options=audit_options, progress=progress) as ctx:
+        report = run_checks(ctx, audit_options.selected())
+        return build_plan(ctx.dataset, report, tolerance=opts.tolerance, prefer=opts.prefer)
