@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from .baseline import resolve_baseline
 from .checks import AuditContext, all_checks, resolve_selection
 from .errors import invalid_parameter
 from .features import FeatureCache, HashOptions
 from .features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE, NONE, BackboneSpec
 from .features.embeddings.compute import auto_image_size
 from .features.extract import DEFAULT_MAX_PIXELS
-from .report import AuditReport, Severity, build_report
+from .report import AuditReport, Policy, Severity, build_report
+from .report.baseline import resolve_baseline
 from .scan import scan
 
 Progress = Callable[[str, int, int], None]
@@ -79,7 +80,7 @@ def audit(
         Called as ``progress(stage, done, total)`` during long work.
     baseline:
         A baseline file (``splitaudit check --write-baseline``) or finding ids: those findings are reported as
-        accepted and do not fail the verdict. See :mod:`splitaudit.baseline`.
+        accepted and do not fail the verdict. See :mod:`splitaudit.report.baseline`.
 
     Returns
     -------
@@ -94,8 +95,7 @@ def audit(
     """
     severity = Severity.parse(fail_on, name="fail_on")
     accepted = resolve_baseline(baseline)
-    if isinstance(max_leak_fraction, bool) or not isinstance(max_leak_fraction, (int, float)) or not 0 <= max_leak_fraction <= 1:
-        raise invalid_parameter("max_leak_fraction", "a float in [0, 1]", max_leak_fraction)
+    policy = Policy(severity, max_leak_fraction)  # validates max_leak_fraction
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise invalid_parameter("workers", "None or an int >= 1", workers)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
@@ -131,19 +131,35 @@ def audit(
             t0 = time.perf_counter()
             _ = ctx.embeddings
             timings["embeddings"] = time.perf_counter() - t0
-        findings = []
+        results = []
         for check, params in resolved:
             t0 = time.perf_counter()
-            findings.extend(check.run(ctx, params))
+            results.append((check.name, params, check.run(ctx, params)))
             timings[f"check:{check.name}"] = time.perf_counter() - t0
         # After the checks: they may have filled in pixel digests that the next run should not recompute.
         f.save_snapshots()
-        return build_report(
-            ctx, findings,
-            checks=[(c.name, p) for c, p in resolved],
-            leak_checks={c.name for c, _ in resolved if c.leak},
-            fail_on=severity, max_leak_fraction=float(max_leak_fraction), timings=timings, baseline=accepted,
-        )
+        policy = replace(policy, leak_checks=frozenset(c.name for c, _ in resolved if c.leak))
+        return build_report(dataset, f, results, policy, embeddings=embedding_summary(ctx), timings=timings,
+                            cache={"hits": f.hits, "misses": f.misses, "embedded": ctx.embedded_count}, baseline=accepted)
     finally:
         if store is not None:
             store.close()
+
+
+def embedding_summary(ctx: AuditContext) -> dict[str, Any]:
+    """The backbone and the thresholds this dataset calibrated (empty when embeddings are off)."""
+    if ctx.backbone is None:
+        return {}
+    from .checks.context import DEFAULT_MIN_NCC, HASH_COLLISION_RATE
+
+    cal = ctx.calibration
+    rate = ctx.hash_collision_rate()
+    return {
+        "backbone": ctx.backbone.identity,
+        "image_size": ctx.backbone.image_size,
+        "similarity_threshold": ctx.similarity_threshold(),
+        "ncc_threshold": ctx.ncc_threshold(DEFAULT_MIN_NCC),
+        "hash_collision_rate": rate,
+        "hashes_trusted": rate <= HASH_COLLISION_RATE,
+        "null_cosine": {k: v for k, v in cal.items() if k.startswith("q") or k == "samples"},
+    }

@@ -8,9 +8,10 @@ values searched, so an unchanged dataset is re-checked without searching again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, fields
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from ..features.hashing import hamming
 from ..neighbors import HashPairs, groups_by_key, hash_pairs
 from ..report.model import ImageRef
 from ..scan import Dataset
+
+T = TypeVar("T")
 
 #: Default near-duplicate radii (bits out of 64), chosen from measurement: see docs/thresholds.md.
 DEFAULT_MAX_PHASH = 6
@@ -121,6 +124,13 @@ class AuditContext:
         self._matches: dict[tuple, Matches] = {}
         self._dense: dict[tuple[float, float], DensePairs] = {}
         self.embedded_count = 0  # embeddings computed (not from the cache) in this run
+        self._memo: dict[Hashable, object] = {}
+
+    def memo(self, key: Hashable, fn: Callable[[], T]) -> T:
+        """``fn()``, computed once per ``key`` in this run (a probe several checks share); never a check's results."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]  # type: ignore[return-value]
 
     def _ticker(self, stage: str, total: int) -> Callable[[int], None]:
         """A progress callback counting up to ``total`` for ``stage`` (silent without a progress reporter)."""
@@ -485,17 +495,6 @@ class AuditContext:
                                                workers=self.workers, max_pixels=self.hash_options.max_pixels, progress=tick)
         self.properties_computed = computed
         return columns
-
-    @cached_property
-    def summaries(self) -> dict[str, dict]:
-        """Report-level tables the distribution checks measured (``AuditReport.distribution``), by section.
-        Checks may write here; their findings are returned, never stored."""
-        return {}
-
-    @cached_property
-    def probes(self) -> dict[str, object]:
-        """Memo of fitted probes and projections (``checks/_probe.py``), so several checks fit each once."""
-        return {}
 
 
 def _exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
