@@ -67,7 +67,8 @@ def leaked_val(ctx: Any, val_rows: np.ndarray) -> np.ndarray:
 
 
 def held_out(x: np.ndarray, y: np.ndarray, is_val: np.ndarray, classes: int, seed: int = 0) -> tuple[Difficulty, np.ndarray] | None:
-    """Cross-fitted class probabilities for every row of ``x`` (train and copy-free val pooled).
+    """Cross-fitted class probabilities for every row of ``x`` (train and copy-free val pooled): the class probe of
+    the checks (``checks._probe.class_probe`` on ``project(x)``) with every row in the fit.
 
     Returns the difficulty comparison and the probability matrix, or ``None`` when there are too few images.
     """
