@@ -156,7 +156,7 @@ def speed(root: Path, rows: list[tuple[str, str]], cache_dir: Path) -> None:
             found = c.run(ctx, {})
             dt = time.perf_counter() - t0
             total += dt
-            print(f"  {name:26s} {dt:6.2f} s  ({len(found)} finding(s))")
+            print(f"  {name:26s} {dt:6.2f} s  ({len(found.findings)} finding(s))")
     embed_cold = report.timings.get("embeddings", float("nan"))
     print(f"all distribution checks: {total:.2f} s for {len(ds.records)} images "
           f"= {total / embed_cold:.2f}x the cold embedding stage ({embed_cold:.1f} s), {total / max(read, 1e-9):.1f}x reading features and embeddings from the cache")

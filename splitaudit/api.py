@@ -6,12 +6,11 @@ import os
 import time
 from typing import Any
 
-from .baseline import Baseline, resolve_baseline
 from .checks import AuditContext, Check
 from .options import CHECK, Options, build_options
-from .report import AuditReport, build_report
+from .report import AuditReport, Policy, build_report
+from .report.baseline import Baseline, resolve_baseline
 from .run import Progress, open_run
-
 
 
 def audit(
@@ -44,8 +43,7 @@ def audit(
         ``workers``, ``draft``/``max_pixels`` (decoding), ``backbone``/``weights``/``image_size`` (the CNN for
         embeddings: ``"efficientnet_lite0"`` by default, any name in
         :data:`splitaudit.features.embeddings.backbones.KERAS_APPLICATIONS`, or ``"none"`` for hash evidence
-        only), ``baseline`` (a baseline file or finding ids reported as accepted; see :mod:`splitaudit.baseline`).
-
+        only), ``baseline`` (a baseline file or finding ids reported as accepted; see :mod:`splitaudit.report.baseline`).
     Returns
     -------
     AuditReport
@@ -76,14 +74,31 @@ def run_checks(ctx: AuditContext, selected: list[tuple[Check, dict[str, Any]]], 
         t0 = time.perf_counter()
         _ = ctx.embeddings
         timings["embeddings"] = time.perf_counter() - t0
-    findings = []
+    results = []
     for check, params in selected:
         t0 = time.perf_counter()
-        findings.extend(check.run(ctx, params))
+        results.append((check.name, params, check.run(ctx, params)))
         timings[f"check:{check.name}"] = time.perf_counter() - t0
-    return build_report(
-        ctx, findings,
-        checks=[(c.name, p) for c, p in selected],
-        leak_checks={c.name for c, _ in selected if c.leak},
-        fail_on=ctx.options.fail_on, max_leak_fraction=ctx.options.max_leak_fraction, timings=timings, baseline=baseline,
-    )
+    o = ctx.options
+    policy = Policy(o.fail_on, o.max_leak_fraction, frozenset(c.name for c, _ in selected if c.leak))
+    f = ctx.features
+    return build_report(ctx.dataset, f, results, policy, embeddings=embedding_summary(ctx), timings=timings,
+                        cache={"hits": f.hits, "misses": f.misses, "embedded": ctx.embedded_count}, baseline=baseline)
+
+
+def embedding_summary(ctx: AuditContext) -> dict[str, Any]:
+    """The backbone and the thresholds this dataset calibrated (empty when embeddings are off)."""
+    if ctx.backbone is None or ctx.calibration is None:
+        return {}
+    from .neighbors.thresholds import DEFAULT_MIN_NCC, HASH_COLLISION_RATE
+
+    rate = ctx.hash_collision_rate()
+    return {
+        "backbone": ctx.backbone.identity,
+        "image_size": ctx.backbone.image_size,
+        "similarity_threshold": ctx.similarity_threshold(),
+        "ncc_threshold": ctx.ncc_threshold(DEFAULT_MIN_NCC),
+        "hash_collision_rate": rate,
+        "hashes_trusted": rate <= HASH_COLLISION_RATE,
+        "null_cosine": ctx.calibration.null_cosine(),
+    }

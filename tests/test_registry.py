@@ -1,15 +1,26 @@
-"""The check registry: parameters come from signatures, are validated, and a crashing check is an error."""
+"""The check registry: parameters come from signatures, are validated, a crashing check is an error, and every
+check keeps the result contract on a real dataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
+from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
 import splitaudit
-from splitaudit.checks import registry
-from splitaudit.checks.registry import all_checks, register
+from splitaudit.checks import AuditContext, registry
+from splitaudit.checks.registry import Check, all_checks, register
 from splitaudit.cli import main
+from splitaudit.features import FeatureCache
+from splitaudit.options import Options
+from splitaudit.features.embeddings.backbones import DEFAULT_BACKBONE
+from splitaudit.report import CheckResult, Finding, ImageRef, Severity
+from splitaudit.report.model import _clean
+from splitaudit.scan import scan
 
 from conftest import Planted
 
@@ -27,6 +38,71 @@ def test_every_builtin_check_takes_ctx_and_keyword_only_params() -> None:
         assert params[0].name == "ctx"
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:]), check.name
         assert check.summary
+
+
+DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+DEMO_SPLITS = [DEMO / "train", DEMO / "val", DEMO / "test"]
+
+
+def _run_all(backbone: str, cache_dir: Path, order: list[Check]) -> dict[str, CheckResult]:
+    """Every check in ``order`` on one fresh context over the demo dataset (real photos, planted copies, unreadable
+    files, five classes), each with its default parameters."""
+    dataset = scan([str(p) for p in DEMO_SPLITS])
+    with FeatureCache(cache_dir) as store:
+        ctx = AuditContext(dataset, Options(backbone=backbone), cache=store)
+        return {c.name: c.run(ctx, {}) for c in order}
+
+
+@pytest.fixture(scope="module", params=["none", DEFAULT_BACKBONE])
+def demo_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, dict[str, CheckResult]]:
+    cache_dir = tmp_path_factory.mktemp("contract-cache")
+    return request.param, cache_dir, _run_all(request.param, cache_dir, list(all_checks().values()))
+
+
+def test_every_check_returns_a_frozen_result_of_its_own_findings_and_json_ready_tables(demo_results) -> None:  # type: ignore[no-untyped-def]
+    backbone, _, results = demo_results
+    assert set(results) == set(all_checks())
+    for name, result in results.items():
+        assert isinstance(result, CheckResult), name
+        assert isinstance(result.findings, tuple) and isinstance(result.tables, Mapping), name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            result.findings = ()  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            result.tables["x"] = 1  # type: ignore[index]
+        for f in result.findings:
+            assert isinstance(f, Finding) and f.check == name and isinstance(f.severity, Severity) and not f.accepted, (name, f)
+            assert all(isinstance(i, ImageRef) for i in f.images), (name, f)
+            json.dumps(f.to_dict(), allow_nan=False)
+        assert all(isinstance(k, str) for k in result.tables), name
+        json.dumps(_clean(dict(result.tables)), allow_nan=False)
+    sections = [s for r in results.values() for s in r.tables]
+    assert len(sections) == len(set(sections))  # one owner per distribution section
+    # The demo plants copies, unreadable files and five classes: these must be found, and with embeddings every
+    # distribution check measures its table.
+    found = {n for n, r in results.items() if r.findings}
+    assert {"exact-duplicates", "pixel-duplicates", "near-duplicates", "unreadable-images"} <= found
+    expected = {"classes", "properties", "distinguishability"}
+    if backbone != "none":
+        expected |= {"difficulty", "separability", "leak_impact"}
+    assert set(sections) == expected
+
+
+def test_check_results_do_not_depend_on_order_or_repetition(demo_results) -> None:  # type: ignore[no-untyped-def]
+    """A check stores nothing another check reads: in reverse order, on a fresh context, every result is the same."""
+    backbone, cache_dir, results = demo_results
+    again = _run_all(backbone, cache_dir, list(reversed(all_checks().values())))
+    for name, result in results.items():
+        assert [f.to_dict() for f in again[name].findings] == [f.to_dict() for f in result.findings], name
+        assert _clean(dict(again[name].tables)) == _clean(dict(result.tables)), name
+
+
+def test_the_report_is_assembled_from_the_results(demo_results) -> None:  # type: ignore[no-untyped-def]
+    backbone, cache_dir, results = demo_results
+    report = splitaudit.audit(*DEMO_SPLITS, backbone=backbone, cache_dir=cache_dir)
+    merged = {s: t for r in results.values() for s, t in r.tables.items()}
+    assert report.to_dict()["distribution"] == _clean(dict(sorted(merged.items())))
+    assert sorted(f.to_dict()["id"] for f in report.findings) == sorted(f.id for r in results.values() for f in r.findings)
+    assert report.policy.leak_checks == frozenset(n for n, c in all_checks().items() if c.leak)
 
 
 def test_check_options_are_validated_against_the_signature(planted: Planted) -> None:

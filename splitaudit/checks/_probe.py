@@ -1,10 +1,13 @@
-"""Shared by the distribution checks: probes (linear classifiers) on the CNN embeddings and on image properties.
+"""Probes (linear classifiers) on the CNN embeddings and on image properties, shared by the distribution checks
+and by ``explain``.
 
-Split probes (train vs an evaluation split) are a NumPy logistic regression (``_twosample.logistic_fit``); the class
-probe is scikit-learn's ``LogisticRegression`` on the principal components of the embeddings. Each probe is fitted once per run and memoised in ``ctx.probes``, so difficulty, separability and leak-impact share
-one label probe, and split-distinguishability reuses the projection. Every random choice has a fixed seed; the
-same data gives the same numbers. scikit-learn is imported only where embeddings are used (the re-check budget of
-``--backbone none`` runs has no room for its import time).
+Split probes (train vs an evaluation split) are a NumPy logistic regression (``_twosample.logistic_fit``). The class
+probe is scikit-learn's ``LogisticRegression`` on the standardised principal components of the embeddings
+(:func:`project`), cross-fitted by :func:`class_probe`: the difficulty the checks measure and the one ``explain``
+measures come from this one code. In a run each probe is fitted once and memoised with ``ctx.memo``, so
+difficulty, separability and leak-impact share one label probe, and split-distinguishability reuses the projection.
+Every random choice has a fixed seed; the same data gives the same numbers. scikit-learn is imported only where
+embeddings are used (the re-check budget of ``--backbone none`` runs has no room for its import time).
 """
 
 from __future__ import annotations
@@ -62,26 +65,32 @@ def auc_ci(scores: np.ndarray, positive: np.ndarray, z: float = Z95) -> tuple[fl
     return auc, max(0.0, auc - z * se), min(1.0, auc + z * se)
 
 
+def project(x: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """Rows of ``x`` on their first principal components (at most ``PCA_DIM``), each scaled to unit variance."""
+    from sklearn.decomposition import PCA
+
+    k = int(min(PCA_DIM, len(x) - 1, x.shape[1]))
+    with _one_thread():
+        z = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit_transform(x.astype(np.float64))
+    z /= np.maximum(z.std(axis=0, keepdims=True), 1e-12)
+    return z
+
+
 def embedding_features(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray]:
     """(n×k standardised principal components of the embeddings, mask of rows that have one); k = 0 when off."""
-    if "pca" in ctx.probes:
-        return ctx.probes["pca"]  # type: ignore[return-value]
+    return ctx.memo(("probe", "pca"), lambda: _embedding_features(ctx))
+
+
+def _embedding_features(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray]:
     emb, have = ctx.embeddings
     n = len(have)
     rows = np.flatnonzero(have)
     out = np.zeros((n, 0))
     if emb.shape[1] and len(rows) >= 10:
-        from sklearn.decomposition import PCA
-
-        k = int(min(PCA_DIM, len(rows) - 1, emb.shape[1]))
-        with _one_thread():
-            z = PCA(n_components=k, svd_solver="randomized", random_state=SEED).fit_transform(emb[rows].astype(np.float64))
-        z /= np.maximum(z.std(axis=0, keepdims=True), 1e-12)
-        out = np.zeros((n, k))
+        z = project(emb[rows])
+        out = np.zeros((n, z.shape[1]))
         out[rows] = z
-    result = (out, have if out.shape[1] else np.zeros(n, bool))
-    ctx.probes["pca"] = result
-    return result
+    return out, have if out.shape[1] else np.zeros(n, bool)
 
 
 #: Property columns a distinguishability probe sees (log scale where the spread is multiplicative).
@@ -92,8 +101,10 @@ LOG_SCALE = frozenset({"width", "height", "aspect", "file_size", "sharpness"})
 def property_columns(ctx: AuditContext) -> dict[str, np.ndarray]:
     """Every numeric property as an n-length float64 column (NaN where unknown): the measured ones and the
     feature table's width, height and aspect ratio (width / height)."""
-    if "property_columns" in ctx.probes:
-        return ctx.probes["property_columns"]  # type: ignore[return-value]
+    return ctx.memo(("probe", "property_columns"), lambda: _property_columns(ctx))
+
+
+def _property_columns(ctx: AuditContext) -> dict[str, np.ndarray]:
     f = ctx.features
     ok = f.ok
     w = np.where(ok, f["width"], 0).astype(np.float64)
@@ -101,14 +112,15 @@ def property_columns(ctx: AuditContext) -> dict[str, np.ndarray]:
     cols = {"width": np.where(ok, w, np.nan), "height": np.where(ok, h, np.nan),
             "aspect": np.where(ok & (h > 0), w / np.maximum(h, 1), np.nan)}
     cols.update(ctx.properties)
-    ctx.probes["property_columns"] = cols
     return cols
 
 
 def property_features(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray]:
     """(n×m standardised property matrix with squared terms, mask of usable rows) for distinguishability."""
-    if "props" in ctx.probes:
-        return ctx.probes["props"]  # type: ignore[return-value]
+    return ctx.memo(("probe", "props"), lambda: _property_features(ctx))
+
+
+def _property_features(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray]:
     cols = property_columns(ctx)
     have = ctx.features.ok & np.isfinite(cols["brightness"])
     parts = []
@@ -126,9 +138,7 @@ def property_features(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray]:
         z = (v - v[have].mean()) / sd
         parts += [z, z * z]  # squares let a linear model see a change of spread, not only of level
     x = np.stack(parts, axis=1) if parts else np.zeros((len(have), 0))
-    result = (x, have if x.shape[1] else np.zeros(len(have), bool))
-    ctx.probes["props"] = result
-    return result
+    return x, have if x.shape[1] else np.zeros(len(have), bool)
 
 
 @dataclass(frozen=True)
@@ -146,9 +156,10 @@ class SplitProbe:
 def split_probe(ctx: AuditContext, kind: str, split: int, *, max_train: int = 20_000) -> SplitProbe | None:
     """Adversarial validation: cross-validated logistic regression on ``kind`` ("embeddings" or "properties")
     predicting train vs ``split``; None when either side has fewer than 10 usable images."""
-    key = f"split:{kind}:{split}"
-    if key in ctx.probes:
-        return ctx.probes[key]  # type: ignore[return-value]
+    return ctx.memo(("probe", "split", kind, split, max_train), lambda: _split_probe(ctx, kind, split, max_train))
+
+
+def _split_probe(ctx: AuditContext, kind: str, split: int, max_train: int) -> SplitProbe | None:
     x, have = embedding_features(ctx) if kind == "embeddings" else property_features(ctx)
     s = ctx.split_index
     train = np.flatnonzero(have & (s == 0))
@@ -163,7 +174,6 @@ def split_probe(ctx: AuditContext, kind: str, split: int, *, max_train: int = 20
             scores = _oof_binary(x[rows], y)
         auc, lo, hi = auc_ci(scores, y)
         result = SplitProbe(rows, y, scores, auc, lo, hi)
-    ctx.probes[key] = result
     return result
 
 
@@ -228,7 +238,7 @@ class LabelProbe:
     @property
     def loss(self) -> np.ndarray:
         """Cross-entropy of each image (natural log)."""
-        return -np.log(np.clip(self.p_true, 1e-12, 1.0))
+        return cross_entropy(self.proba, self.y)
 
     @property
     def margin(self) -> np.ndarray:
@@ -238,21 +248,19 @@ class LabelProbe:
         return self.p_true - other.max(axis=1)
 
 
+def cross_entropy(proba: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row: minus the natural log of the probability of the true class ``y``."""
+    return -np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0))
+
+
 def label_probe(ctx: AuditContext) -> LabelProbe | None:
-    """The shared class probe, or None without embeddings, labels, or two classes with enough training images."""
-    if "labels" in ctx.probes:
-        return ctx.probes["labels"]  # type: ignore[return-value]
-    result = None
-    if ctx.backbone is not None:  # no embeddings, no probe (and no threadpoolctl/sklearn import)
-        with _one_thread():
-            result = _fit_label_probe(ctx)
-    ctx.probes["labels"] = result
-    return result
+    """The checks' class probe: fitted on the training split, or None without embeddings, labels, or two classes
+    with enough training images."""
+    # no embeddings, no probe (and no threadpoolctl/sklearn import)
+    return ctx.memo(("probe", "labels"), lambda: _fit_label_probe(ctx) if ctx.backbone is not None else None)
 
 
 def _fit_label_probe(ctx: AuditContext) -> LabelProbe | None:
-    from sklearn.model_selection import StratifiedKFold
-
     x, have = embedding_features(ctx)
     if not x.shape[1]:
         return None
@@ -267,27 +275,44 @@ def _fit_label_probe(ctx: AuditContext) -> LabelProbe | None:
     rows = np.flatnonzero(labelled & np.isin(labels.astype(str), classes))
     y = np.array([code[str(labels[i])] for i in rows], dtype=np.int64)
     split = s[rows]
-    tr = np.flatnonzero(split == 0)
-    ev = np.flatnonzero(split != 0)
-    proba = np.zeros((len(rows), len(classes)))
-    full = np.full((len(rows), len(classes)), np.nan)
-    assign = np.random.default_rng(SEED).integers(0, FOLDS, len(ev))
-    xr = x[rows]
-    for f, (fit, held) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(xr[tr], y[tr])):
-        model = _logistic().fit(xr[tr[fit]], y[tr[fit]])
-        proba[tr[held]] = _aligned(model, xr[tr[held]], len(classes))
-        mine = ev[assign == f]
-        if len(mine):
-            proba[mine] = _aligned(model, xr[mine], len(classes))
-    if len(ev):
-        model = _logistic().fit(xr[tr], y[tr])
-        full[ev] = _aligned(model, xr[ev], len(classes))
+    proba, full = class_probe(x[rows], y, len(classes), split == 0)
     return LabelProbe(rows, y, classes, split, proba, full)
 
 
+def class_probe(x: np.ndarray, y: np.ndarray, n_classes: int, fit: np.ndarray, *, folds: int = FOLDS,
+                seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of every row of ``x`` from a logistic regression (C=1) that never saw the row.
+
+    Rows in ``fit`` are predicted out-of-fold (stratified ``folds``-fold); every other row by the model of a
+    randomly assigned fold, so both sides are predicted by models trained on the same share of ``fit``. Returns
+    (proba, full): ``full`` predicts the other rows with one model fitted on all of ``fit`` (NaN for ``fit`` rows).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import StratifiedKFold
+
+    tr, ev = np.flatnonzero(fit), np.flatnonzero(~fit)
+    proba = np.zeros((len(x), n_classes))
+    full = np.full((len(x), n_classes), np.nan)
+    assign = np.random.default_rng(seed).integers(0, folds, len(ev))
+    with _one_thread(), warnings.catch_warnings():
+        # A probe that ranks images by difficulty needs no exact optimum; lbfgs' iteration limit is no user concern.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for f, (part, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x[tr], y[tr])):
+            model = _logistic().fit(x[tr[part]], y[tr[part]])
+            proba[tr[held]] = _aligned(model, x[tr[held]], n_classes)
+            mine = ev[assign == f]
+            if len(mine):
+                proba[mine] = _aligned(model, x[mine], n_classes)
+        if len(ev):
+            model = _logistic().fit(x[tr], y[tr])
+            full[ev] = _aligned(model, x[ev], n_classes)
+    return proba, full
+
+
 def _aligned(model: object, x: np.ndarray, n_classes: int) -> np.ndarray:
-    """predict_proba with one column per class code (a fold may lack a class; every class has >= FOLDS images,
-    so with stratified folds none does, but stay safe)."""
+    """predict_proba with one column per class code (a fold may lack a class)."""
     p = model.predict_proba(x)  # type: ignore[attr-defined]
     out = np.zeros((len(x), n_classes))
     out[:, model.classes_] = p  # type: ignore[attr-defined]

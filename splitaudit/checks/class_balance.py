@@ -13,14 +13,14 @@ from collections import Counter
 
 import numpy as np
 
-from ..report.model import Finding, Severity
+from ..report.model import CheckResult, Finding, Severity
 from ._stats import chi2_contingency
 from .context import AuditContext
 from .registry import register
 
 
 @register("class-balance", summary="Classes missing or only in evaluation splits; label distributions that differ (chi-square, Cramér's V, per-class ratios); imbalance within a split.")
-def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: float = 0.1, max_imbalance: float = 20.0) -> list[Finding]:
+def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: float = 0.1, max_imbalance: float = 20.0) -> CheckResult:
     ok = ctx.features.ok
     counts: dict[str, Counter[str]] = {name: Counter() for name in ctx.dataset.split_names}
     for i, r in enumerate(ctx.dataset.records):
@@ -29,10 +29,9 @@ def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: flo
     names = ctx.dataset.split_names
     train = names[0]
     if not counts[train]:
-        return []  # unlabelled (flat) folders: nothing to compare
+        return CheckResult()  # unlabelled (flat) folders: nothing to compare
     findings: list[Finding] = []
     summary = _summary(counts, names)
-    ctx.summaries["classes"] = summary
     for name in names:
         c = counts[name]
         if len(c) >= 2 and summary["imbalance"][name] >= max_imbalance:
@@ -83,7 +82,7 @@ def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: flo
                 data={"split": other, "chi2": chi2, "p_value": p, "dof": dof, "cramers_v": v, "kind": "proportions",
                       "ratios": {k: summary["ratios"][other][k] for k in present if summary["ratios"][other][k] is not None},
                       "over_represented": over, "under_represented": under}))
-    return findings
+    return CheckResult(tuple(findings), {"classes": summary})
 
 
 def _summary(counts: dict[str, Counter[str]], names: tuple[str, ...]) -> dict:

@@ -289,15 +289,6 @@ class AuditContext:
 
         return self.memo("properties", compute)
 
-    # -- transitional side channels (issue #10: checks will return their tables) ---------------------------------
-    @cached_property
-    def summaries(self) -> dict[str, dict]:
-        return {}
-
-    @cached_property
-    def probes(self) -> dict[str, object]:
-        return {}
-
 
 def store_key(key: Hashable, inputs: tuple[Any, ...]) -> str:
     """The one cache-key builder: a digest of ``key`` and every input (arrays by dtype, shape and bytes)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..report.model import Finding, Severity
+from ..report.model import CheckResult, Finding, Severity
 from ._probe import label_probe, wilson
 from ._twosample import mann_whitney
 from .context import AuditContext
@@ -26,10 +26,10 @@ from .registry import register
 
 @register("difficulty", summary="Per-image difficulty from a probe on the embeddings: is an evaluation split easier or harder than train, overall and per class?")
 def difficulty(ctx: AuditContext, *, alpha: float = 0.001, min_effect: float = 0.1, min_images: int = 20,
-               min_class_images: int = 10) -> list[Finding]:
+               min_class_images: int = 10) -> CheckResult:
     probe = label_probe(ctx)
     if probe is None:
-        return []
+        return CheckResult()
     names = ctx.dataset.split_names
     loss, margin, correct = probe.loss, probe.margin, probe.correct
     tr = probe.split == 0
@@ -81,9 +81,7 @@ def difficulty(ctx: AuditContext, *, alpha: float = 0.001, min_effect: float = 0
                 category=f"{other}/classes-{direction}",
                 data={"split": other, "scope": "classes", "direction": direction, "classes": ordered,
                       "by_class": {c: flagged[c] for c in ordered}}))
-    if summary:
-        ctx.summaries["difficulty"] = summary
-    return findings
+    return CheckResult(tuple(findings), {"difficulty": summary} if summary else {})
 
 
 def _compare(loss: np.ndarray, margin: np.ndarray, correct: np.ndarray, a: np.ndarray, b: np.ndarray, tests: int) -> dict:

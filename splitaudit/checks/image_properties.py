@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..report.model import Finding, Severity
+from ..report.model import CheckResult, Finding, Severity
 from ._probe import SEED, property_columns
 from ._stats import chi2_contingency
 from ._twosample import fisher_exact, ks_2samp, wasserstein
@@ -50,10 +50,10 @@ def image_properties(
     min_images: int = 20,
     min_class_images: int = 10,
     max_findings: int = 10,
-) -> list[Finding]:
+) -> CheckResult:
     names = ctx.dataset.split_names
     if len(names) < 2:
-        return []
+        return CheckResult()
     from ..features.properties import BLANK_STD
 
     s = ctx.split_index
@@ -76,7 +76,6 @@ def image_properties(
         summary["blank_fraction"][name] = float(blank[rows].sum() / rows.sum()) if rows.any() else None
         summary["modes"][name] = _counts(f["mode"][rows])
         summary["formats"][name] = _counts(f["format"][rows])
-    ctx.summaries["properties"] = summary
     findings: list[Finding] = []
     for k, other in enumerate(names[1:], start=1):
         ev = ok & (s == k)
@@ -137,7 +136,7 @@ def image_properties(
         for rank, (_, finding) in enumerate(ranked[:max_findings], start=1):
             findings.append(Finding(finding.check, finding.severity, finding.message, finding.images, finding.category,
                                     finding.evidence, {**finding.data, "rank": rank}))
-    return findings
+    return CheckResult(tuple(findings), {"properties": summary})
 
 
 def _median(v: np.ndarray) -> float | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..report.model import Finding, Severity
+from ..report.model import CheckResult, Finding, Severity
 from ._pairs import cross_split, duplicate_mask
 from ._probe import SEED, label_probe
 from ._twosample import fisher_exact
@@ -27,10 +27,10 @@ from .registry import register
 
 @register("leak-impact", summary="Probe accuracy on each evaluation split with and without the images that copy (or closely resemble) a training image: how many points the leaks add.")
 def leak_impact(ctx: AuditContext, *, alpha: float = 0.001, min_points: float = 0.5, resamples: int = 1000,
-                include_similar: bool = True) -> list[Finding]:
+                include_similar: bool = True) -> CheckResult:
     probe = label_probe(ctx)
     if probe is None:
-        return []
+        return CheckResult()
     m = cross_split(ctx, ctx.matches(DEFAULT_MAX_PHASH, DEFAULT_MAX_DHASH, DEFAULT_MIN_SIMILARITY, DEFAULT_MAX_RATIO))
     copies = duplicate_mask(m, ctx.ncc_threshold(DEFAULT_MIN_NCC))
     similar = m.candidate & ~copies
@@ -78,9 +78,7 @@ def leak_impact(ctx: AuditContext, *, alpha: float = 0.001, min_points: float = 
             f"images as well as generalisation",
             category=f"{other}/impact",
             data={"split": other, **entry}))
-    if summary:
-        ctx.summaries["leak_impact"] = summary
-    return findings
+    return CheckResult(tuple(findings), {"leak_impact": summary} if summary else {})
 
 
 def _bootstrap(ok: np.ndarray, leaked: np.ndarray, resamples: int) -> tuple[float, float]:

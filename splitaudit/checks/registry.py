@@ -1,9 +1,15 @@
-"""The registry of checks. A check is a function ``(ctx, *, param=default, ...) -> list[Finding]``.
+"""The registry of checks. A check is a function ``(ctx, *, param=default, ...) -> list[Finding] | CheckResult``.
 
 Its keyword-only parameters *are* its configuration: the registry reads names, defaults and types from the
 signature, validates user options against them (unknown names and wrong types are errors naming the parameter),
-and calls the function. A check returns its findings; it stores nothing. A check that raises is wrapped in
-:class:`~splitaudit.errors.CheckError`, never swallowed.
+and calls the function.
+
+The contract: a check returns what it found and stores nothing on the context. A check that only finds things
+returns its list of findings; a check that also measures tables for the report's ``distribution`` object (class
+counts, AUCs, probe accuracy) returns a :class:`~splitaudit.report.model.CheckResult` with both. Either way
+:meth:`Check.run` gives a ``CheckResult``. Work several checks share (a fitted probe) goes through
+``ctx.memo(key, fn)``, which only caches; results never travel through the context. A check that raises is
+wrapped in :class:`~splitaudit.errors.CheckError`, never swallowed.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckError, SplitauditError, invalid_parameter
+from ..report.model import CheckResult
 
 if TYPE_CHECKING:
     from ..report.model import Finding
     from .context import AuditContext
 
-CheckFn = Callable[..., "list[Finding]"]
+CheckFn = Callable[..., "list[Finding] | CheckResult"]
 
 
 @dataclass(frozen=True)
@@ -52,15 +59,16 @@ class Check:
             resolved[name] = _coerce(self.name, name, defaults[name], value)
         return resolved
 
-    def run(self, ctx: AuditContext, options: Mapping[str, Any]) -> list[Finding]:
+    def run(self, ctx: AuditContext, options: Mapping[str, Any]) -> CheckResult:
+        """Validate ``options`` and run the check on ``ctx``: its findings and tables."""
         params = self.validate(options)
         try:
-            findings = self.func(ctx, **params)
+            out = self.func(ctx, **params)
         except SplitauditError:
             raise
         except Exception as exc:  # a crashing check is an error of the run, with the check named
             raise CheckError(self.name, exc) from exc
-        return list(findings)
+        return out if isinstance(out, CheckResult) else CheckResult(tuple(out))
 
 
 def _coerce(check: str, name: str, default: Any, value: Any) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..report.model import Finding, Severity
+from ..report.model import CheckResult, Finding, Severity
 from ._probe import label_probe, wilson
 from .context import AuditContext
 from .registry import register
@@ -27,13 +27,13 @@ from .registry import register
 
 @register("separability", summary="Probe accuracy on the embeddings against chance, the most confused class pairs, and pairs of classes a model cannot tell apart.")
 def separability(ctx: AuditContext, *, max_pair_accuracy: float = 0.75, min_pair_images: int = 20, min_images: int = 20,
-                 top_pairs: int = 5) -> list[Finding]:
+                 top_pairs: int = 5) -> CheckResult:
     probe = label_probe(ctx)
     if probe is None:
-        return []
+        return CheckResult()
     tr = probe.split == 0
     if tr.sum() < min_images:
-        return []
+        return CheckResult()
     y, pred = probe.y[tr], probe.predicted[tr]
     k = len(probe.classes)
     conf = np.zeros((k, k), dtype=np.int64)
@@ -57,8 +57,8 @@ def separability(ctx: AuditContext, *, max_pair_accuracy: float = 0.75, min_pair
                           "pair_accuracy": (inside - confused) / inside, "ci": [pl, ph], "n": inside})
     pairs.sort(key=lambda p: (-p["confusion"], p["classes"]))
     recall = {c: float(conf[i, i] / max(1, conf[i].sum())) for i, c in enumerate(probe.classes)}
-    ctx.summaries["separability"] = {"accuracy": acc, "ci": [lo, hi], "chance": chance, "n": n, "classes": k,
-                                     "confused_pairs": pairs[:top_pairs], "recall": recall}
+    table = {"accuracy": acc, "ci": [lo, hi], "chance": chance, "n": n, "classes": k, "confused_pairs": pairs[:top_pairs],
+             "recall": recall}
     findings: list[Finding] = []
     if lo <= chance:
         findings.append(Finding(
@@ -77,4 +77,4 @@ def separability(ctx: AuditContext, *, max_pair_accuracy: float = 0.75, min_pair
                 f"{p['ci'][0]:.0%}-{p['ci'][1]:.0%}; 50% is a coin toss). If they hold the same kind of images, no network "
                 f"can learn them, and their accuracy moves at random between train and validation",
                 category=f"pair/{a}/{b}", data={"scope": "pair", **p}))
-    return findings
+    return CheckResult(tuple(findings), {"separability": table})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..report.model import Finding, Severity
+from ..report.model import CheckResult, Finding, Severity
 from ._probe import split_probe
 from .context import AuditContext
 from .registry import register
@@ -22,7 +22,7 @@ KINDS = {"embeddings": "CNN embeddings", "properties": "image properties (size, 
 
 
 @register("split-distinguishability", summary="Adversarial validation: a cross-validated classifier telling each evaluation split from train (ROC AUC with a confidence interval; 0.5 = same distribution).")
-def split_distinguishability(ctx: AuditContext, *, min_auc: float = 0.6, examples: int = 5, min_images: int = 20) -> list[Finding]:
+def split_distinguishability(ctx: AuditContext, *, min_auc: float = 0.6, examples: int = 5, min_images: int = 20) -> CheckResult:
     names = ctx.dataset.split_names
     findings: list[Finding] = []
     summary: dict = {}
@@ -51,6 +51,4 @@ def split_distinguishability(ctx: AuditContext, *, min_auc: float = 0.6, example
                 data={"split": other, "features": kind, "auc": probe.auc, "ci": [probe.low, probe.high],
                       "n_train": int((~probe.is_eval).sum()), "n_eval": int(probe.is_eval.sum()),
                       "examples": [{"path": r.path, "score": float(probe.scores[j])} for r, j in zip(refs, top)]}))
-    if summary:
-        ctx.summaries["distinguishability"] = summary
-    return findings
+    return CheckResult(tuple(findings), {"distinguishability": summary} if summary else {})

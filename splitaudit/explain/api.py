@@ -132,13 +132,14 @@ def explain(
     x = ((feats - mu) / (sd + 1e-6)).astype(np.float32)  # the heads train far better on standardised inputs
     xt, yt, xv, yv = x[is_train], labels[is_train], x[is_val], labels[is_val]
 
-    # Difficulty and separability: a held-out probe on train plus the copy-free part of val.
+    # Difficulty and separability: a held-out probe on train plus the copy-free part of val; the difficulty check's
+    # class probe, on the features as that check sees them (not standardised like the heads' inputs).
     clean_val = np.flatnonzero(is_val)[~leaked_rows]
     pool = np.concatenate([np.flatnonzero(is_train), clean_val])
     pool_val = np.concatenate([np.zeros(int(is_train.sum()), bool), np.ones(len(clean_val), bool)])
     if progress:
         progress("held-out probe", 0, 1)
-    ho = held_out(x[pool], labels[pool], pool_val, len(names), o.seed)
+    ho = held_out(feats[pool], labels[pool], pool_val, len(names), o.seed)
     diff: Difficulty | None = ho[0] if ho else None
     pairs = inseparable_pairs(ho[1], labels[pool], names) if ho else []
 

@@ -1,21 +1,21 @@
 """The data side of the gap: leaked validation images, a held-out difficulty comparison, inseparable classes.
 
-Nothing here depends on a trained probe's own fit: difficulty is measured with a logistic regression cross-fitted
-on both splits pooled (every image scored by a model that never saw it), so an "easier" validation split shows up
-as higher held-out accuracy on its images than on the training images.
+Nothing here depends on a trained probe's own fit: difficulty is measured with the class probe of the
+``difficulty`` check (``checks._probe``: logistic regression on standardised principal components), cross-fitted on
+both splits pooled (every image scored by a model that never saw it), so an "easier" validation split shows up as
+higher held-out accuracy on its images than on the training images.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-FOLDS = 5
-PCA_DIMS = 64
+from ..checks._probe import FOLDS, class_probe, cross_entropy, project
+
 #: A pair of classes is "not separable" when the held-out probe tells them apart no better than this above chance.
 PAIR_MARGIN = 0.1
 
@@ -67,41 +67,19 @@ def leaked_val(ctx: Any, val_rows: np.ndarray) -> np.ndarray:
 
 
 def held_out(x: np.ndarray, y: np.ndarray, is_val: np.ndarray, classes: int, seed: int = 0) -> tuple[Difficulty, np.ndarray] | None:
-    """Cross-fitted class probabilities for every row of ``x`` (train and copy-free val pooled).
+    """Cross-fitted class probabilities for every row of ``x`` (train and copy-free val pooled): the class probe of
+    the checks (``checks._probe.class_probe`` on ``project(x)``) with every row in the fit.
 
     Returns the difficulty comparison and the probability matrix, or ``None`` when there are too few images.
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits
-
     counts = np.bincount(y, minlength=classes)
     present = counts[counts > 0]
     k = int(min(FOLDS, present.min())) if len(present) >= 2 else 0
     if k < 2 or is_val.sum() == 0 or (~is_val).sum() == 0:
         return None
-    # One BLAS thread: these matrices are small, and OpenBLAS' spinning threads made it 10-20x slower next to
-    # TensorFlow's pools on 2 cores.
-    with threadpool_limits(1), warnings.catch_warnings():
-        # A probe that ranks images by difficulty needs no exact optimum; lbfgs' iteration limit is no user concern.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return _cross_fit(x, y, is_val, classes, k, seed)
-
-
-def _cross_fit(x: np.ndarray, y: np.ndarray, is_val: np.ndarray, classes: int, k: int, seed: int) -> tuple[Difficulty, np.ndarray]:
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-
-    proba = np.zeros((len(x), classes))
-    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for fit, score in folds.split(x, y):
-        # PCA first: a logistic regression on 1,280 raw dimensions costs 10-50x more for the same ranking of images.
-        pca = PCA(n_components=min(PCA_DIMS, len(fit) - 1, x.shape[1]), random_state=seed).fit(x[fit])
-        clf = LogisticRegression(C=1.0, max_iter=500)
-        clf.fit(pca.transform(x[fit]), y[fit])
-        proba[np.ix_(score, clf.classes_)] = clf.predict_proba(pca.transform(x[score]))
+    proba, _ = class_probe(project(x, seed), y, classes, np.ones(len(y), bool), folds=k, seed=seed)
     correct = (proba.argmax(axis=1) == y).astype(np.float64)
-    losses = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0))
+    losses = cross_entropy(proba, y)  # the difficulty check's loss
     d = Difficulty(float(correct[~is_val].mean()), float(correct[is_val].mean()), float(losses[~is_val].mean()),
                    float(losses[is_val].mean()), correct, losses)
     return d, proba

@@ -8,7 +8,6 @@ in a baseline become notices. The last line is the verdict, as plain log text.
 
 from __future__ import annotations
 
-from ..baseline import is_accepted
 from ..report.model import AuditReport, Severity
 from .sarif import artifact_path
 from .terminal import _evidence_text
@@ -29,7 +28,7 @@ def escape_property(value: str) -> str:
 def render_github(report: AuditReport) -> str:
     lines = []
     for f in report.findings:
-        accepted = is_accepted(f)
+        accepted = f.accepted
         command = "notice" if accepted else _COMMAND[f.severity]
         props = []
         if f.images:

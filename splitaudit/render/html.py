@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, features
 
-from ..baseline import is_accepted
 from ..errors import invalid_parameter
 from ..features import decode
 from ..features.extract import DEFAULT_MAX_PIXELS
@@ -615,7 +614,7 @@ def render_html(
         # [check, category, severity, image a, image b, evidence, closeness, accepted, id]
         "pairs": [[f.check, f.category, f.severity.label, index[(f.images[0].split, f.images[0].path)],
                    index[(f.images[1].split, f.images[1].path)], _evidence_text(f), _closeness(f),
-                   1 if is_accepted(f) else 0, f.id] for f in pairs],
+                   1 if f.accepted else 0, f.id] for f in pairs],
         "page": page_size,
     }
 
@@ -628,7 +627,7 @@ def render_html(
 
     v = report.verdict
     counts = dict(v.counts)
-    accepted = sum(1 for f in findings if is_accepted(f))
+    accepted = sum(1 for f in findings if f.accepted)
     parts: list[str] = []
     add = parts.append
     add("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">")
@@ -693,8 +692,8 @@ def render_html(
             return
         for f in items[:MAX_GROUPS]:
             facts = {k: val for k, val in dict(f.data).items() if k != "baseline"}
-            add(f'<div class="group {"accepted" if is_accepted(f) else "sev-" + f.severity.label}">'
-                f"<div><b>{_e(f.severity.label)}</b>{' (accepted)' if is_accepted(f) else ''} {_e(f.message)} "
+            add(f'<div class="group {"accepted" if f.accepted else "sev-" + f.severity.label}">'
+                f"<div><b>{_e(f.severity.label)}</b>{' (accepted)' if f.accepted else ''} {_e(f.message)} "
                 f'<span class="id">{_e(f.id)}</span></div>'
                 + (f"<div>{render_value(facts)}</div>" if facts else "")
                 + '<div class="members">' + "".join(figure(r) for r in f.images) + "</div></div>")
@@ -740,8 +739,8 @@ def render_html(
         add('<table class="grid"><thead><tr><th>severity</th><th>check</th><th>message</th><th>facts</th><th>id</th></tr></thead><tbody>')
         for f in others:
             facts = {k: val for k, val in dict(f.data).items() if k != "baseline"}
-            add(f'<tr class="{"accepted" if is_accepted(f) else "sev-" + f.severity.label}"><td>{_e(f.severity.label)}'
-                f"{' (accepted)' if is_accepted(f) else ''}</td><td>{_e(f.check)}</td><td>{_e(f.message)}</td>"
+            add(f'<tr class="{"accepted" if f.accepted else "sev-" + f.severity.label}"><td>{_e(f.severity.label)}'
+                f"{' (accepted)' if f.accepted else ''}</td><td>{_e(f.check)}</td><td>{_e(f.message)}</td>"
                 f'<td>{render_value(facts) if facts else ""}</td><td class="id">{_e(f.id)}</td></tr>')
         add("</tbody></table>")
     else:

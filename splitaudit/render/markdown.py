@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from ..baseline import is_accepted
 from ..report.model import AuditReport, Finding, ImageRef
 from .terminal import _evidence_text
 
@@ -49,7 +48,7 @@ def _image(ref: ImageRef) -> str:
 
 
 def _line(f: Finding) -> str:
-    mark = " *(accepted)*" if is_accepted(f) else ""
+    mark = " *(accepted)*" if f.accepted else ""
     if f.category is not None and len(f.images) == 2:
         ev = _evidence_text(f)
         what = f"{_image(f.images[1])} \u2194 {_image(f.images[0])}" + (f" \u2014 {md_text(ev)}" if ev else "")
@@ -62,7 +61,7 @@ def render_markdown(report: AuditReport, *, top: int = TOP_FINDINGS) -> str:
     """The report as a short Markdown comment."""
     v = report.verdict
     counts = dict(v.counts)
-    accepted = [f for f in report.findings if is_accepted(f)]
+    accepted = [f for f in report.findings if f.accepted]
     lines = [f"### splitaudit: {_FAIL if v.failed else _PASS}", "", md_text(v.reason), ""]
     lines.append(f"**{counts.get('error', 0)}** errors \u00b7 **{counts.get('warning', 0)}** warnings \u00b7 "
                  f"**{counts.get('info', 0)}** info" + (f" \u00b7 **{len(accepted)}** accepted in the baseline" if accepted else ""))
@@ -73,7 +72,7 @@ def render_markdown(report: AuditReport, *, top: int = TOP_FINDINGS) -> str:
     if by_check:
         lines += ["", "| check | findings |", "|---|--:|"]
         lines += [f"| `{c}` | {n} |" for c, n in sorted(by_check.items(), key=lambda x: (-x[1], x[0]))]
-        ordered = [f for f in report.findings if not is_accepted(f)] + accepted
+        ordered = [f for f in report.findings if not f.accepted] + accepted
         lines += ["", f"**Top findings** ({min(top, len(ordered))} of {len(ordered)}):", ""]
         lines += [_line(f) for f in ordered[:top]]
         if len(ordered) > top:

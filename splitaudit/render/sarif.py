@@ -14,7 +14,6 @@ import os
 from typing import Any
 from urllib.parse import quote
 
-from ..baseline import is_accepted
 from ..report.model import AuditReport, Finding, ImageRef, Severity
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -60,7 +59,7 @@ def _result(report: AuditReport, f: Finding, rule_index: int, cwd: str | None) -
         result["locations"] = [_location(report, f.images[-1], cwd)]
         if len(f.images) > 1:
             result["relatedLocations"] = [_location(report, r, cwd, k) for k, r in enumerate(f.images[:-1])]
-    if is_accepted(f):
+    if f.accepted:
         result["suppressions"] = [{"kind": "external", "status": "accepted",
                                    "justification": "accepted in the splitaudit baseline"}]
     return result

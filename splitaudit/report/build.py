@@ -1,4 +1,4 @@
-"""Stage 5: assemble findings into a report with per-split counts and a verdict."""
+"""Stage 5: assemble the checks' results into a report with per-split counts and a verdict."""
 
 from __future__ import annotations
 
@@ -7,38 +7,29 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..features import decode
-from ..features.table import is_image_name
-from .model import AuditReport, Finding, Severity, SplitSummary, Verdict
-
-
-def leak_fractions(split_names: Sequence[str], images_per_split: Mapping[str, int], leak_findings: Sequence[Finding]) -> dict[str, float]:
-    """Per split: the share of its images that copy an image of an earlier split (the later image of each pair)."""
-    leaked: dict[str, set[str]] = {n: set() for n in split_names}
-    for f in leak_findings:
-        if len(f.images) >= 2:
-            later = f.images[-1]
-            leaked[later.split].add(later.path)
-    return {n: (len(leaked[n]) / images_per_split[n]) if images_per_split.get(n) else 0.0 for n in split_names}
+from ..features.table import FeatureTable, is_image_name
+from ..scan.records import Dataset
+from .baseline import Baseline, accept
+from .model import AuditReport, CheckResult, Finding, Policy, SplitSummary
+from .verdict import decide, leak_fractions
 
 
 def build_report(
-    ctx: Any,
-    findings: Sequence[Finding],
+    dataset: Dataset,
+    features: FeatureTable,
+    checks: Sequence[tuple[str, Mapping[str, Any], CheckResult]],
+    policy: Policy,
     *,
-    checks: Sequence[tuple[str, Mapping[str, Any]]],
-    leak_checks: set[str],
-    fail_on: Severity,
-    max_leak_fraction: float,
+    embeddings: Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
-    baseline: Any = None,
+    cache: Mapping[str, Any] | None = None,
+    baseline: Baseline | None = None,
 ) -> AuditReport:
-    """The report for one run; ``ctx`` is the run's :class:`~splitaudit.checks.AuditContext`.
+    """The report of one run: ``checks`` are (name, parameters, result) in the order they ran, ``embeddings`` the
+    backbone and calibrated thresholds (empty when off), ``cache`` the run's cache statistics.
 
-    Findings listed in ``baseline`` (a :class:`~splitaudit.baseline.Baseline`) are marked accepted and do not
-    count towards the verdict.
+    Findings listed in ``baseline`` are marked accepted and do not count towards the verdict.
     """
-    dataset = ctx.dataset
-    f = ctx.features
     files: Counter[str] = Counter()
     images: Counter[str] = Counter()
     unreadable: Counter[str] = Counter()
@@ -46,7 +37,7 @@ def build_report(
     classes: dict[str, Counter[str]] = {n: Counter() for n in dataset.split_names}
     for i, r in enumerate(dataset.records):
         files[r.split] += 1
-        status = f["status"][i]
+        status = features["status"][i]
         if status == decode.OK:
             images[r.split] += 1
             if r.label is not None:
@@ -56,10 +47,9 @@ def build_report(
         else:
             unreadable[r.split] += 1
 
-    from ..baseline import accept
-
-    ordered = tuple(sorted(accept(findings, baseline), key=Finding.sort_key))
-    leaks = [x for x in ordered if x.check in leak_checks]
+    found = [f for _, _, result in checks for f in result.findings]
+    ordered = tuple(sorted(accept(found, baseline), key=Finding.sort_key))
+    leaks = [x for x in ordered if x.check in policy.leak_checks]
     fractions = leak_fractions(dataset.split_names, images, leaks)
     splits = tuple(
         SplitSummary(
@@ -68,60 +58,18 @@ def build_report(
         )
         for s in dataset.splits
     )
-    verdict = decide(ordered, leak_checks=leak_checks, fractions=fractions, fail_on=fail_on, max_leak_fraction=max_leak_fraction)
-    cache_info = {"hits": f.hits, "misses": f.misses, "embedded": getattr(ctx, "embedded_count", 0)}
-    return AuditReport(splits, ordered, verdict, tuple(checks), embedding_summary(ctx), dict(timings or {}), cache_info,
-                       distribution=distribution_summary(ctx))
+    return AuditReport(splits, ordered, decide(ordered, policy, fractions), tuple((name, params) for name, params, _ in checks),
+                       dict(embeddings or {}), dict(timings or {}), dict(cache or {}),
+                       distribution=distribution_tables(checks), policy=policy)
 
 
-def distribution_summary(ctx: Any) -> dict[str, Any]:
-    """The tables the distribution checks measured (class counts, property medians, AUCs, probe accuracy), by
-    section; empty when none of them ran. See docs/json-schema.md."""
-    return {k: v for k, v in sorted(dict(getattr(ctx, "summaries", None) or {}).items())}
-
-
-def embedding_summary(ctx: Any) -> dict[str, Any]:
-    """The backbone and the thresholds this dataset calibrated (empty when embeddings are off)."""
-    if getattr(ctx, "backbone", None) is None:
-        return {}
-    from ..neighbors.thresholds import DEFAULT_MIN_NCC, HASH_COLLISION_RATE
-
-    rate = ctx.hash_collision_rate()
-    return {
-        "backbone": ctx.backbone.identity,
-        "image_size": ctx.backbone.image_size,
-        "similarity_threshold": ctx.similarity_threshold(),
-        "ncc_threshold": ctx.ncc_threshold(DEFAULT_MIN_NCC),
-        "hash_collision_rate": rate,
-        "hashes_trusted": rate <= HASH_COLLISION_RATE,
-        "null_cosine": ctx.calibration.null_cosine(),
-    }
-
-
-def _accepted(finding: Finding) -> bool:
-    return isinstance(finding.data, Mapping) and finding.data.get("baseline") == "accepted"
-
-
-def decide(findings: Sequence[Finding], *, leak_checks: set[str], fractions: Mapping[str, float], fail_on: Severity, max_leak_fraction: float) -> Verdict:
-    """Fail when a finding at or above ``fail_on`` remains after the leak tolerance is applied.
-
-    Cross-split copy findings are tolerated when *every* split's leak fraction is at most ``max_leak_fraction``.
-    """
-    counts = Counter(x.severity.label for x in findings)
-    tolerate = max_leak_fraction > 0 and all(v <= max_leak_fraction for v in fractions.values())
-    tolerated = [x for x in findings if tolerate and x.check in leak_checks]
-    # Findings a baseline accepted are reported but never fail the run (see splitaudit.baseline).
-    accepted = [x for x in findings if _accepted(x)]
-    failing = [x for x in findings if x.severity >= fail_on and not (tolerate and x.check in leak_checks) and not _accepted(x)]
-    if failing:
-        by_check = Counter(x.check for x in failing)
-        reason = f"{len(failing)} finding(s) at or above {fail_on.label}: " + ", ".join(f"{c} ({n})" for c, n in sorted(by_check.items()))
-    else:
-        reason = "no findings at or above " + fail_on.label
-        if tolerated:
-            worst = max(fractions.values()) if fractions else 0.0
-            reason += f" ({len(tolerated)} leak finding(s) tolerated: worst leak fraction {worst:.2%} <= {max_leak_fraction:.2%})"
-    if accepted:
-        reason += f"; {len(accepted)} accepted in the baseline"
-    order = [s.label for s in sorted(Severity, reverse=True)]
-    return Verdict(bool(failing), fail_on, tuple((k, counts.get(k, 0)) for k in order), reason, len(tolerated))
+def distribution_tables(checks: Sequence[tuple[str, Mapping[str, Any], CheckResult]]) -> dict[str, Any]:
+    """The checks' tables by section (class counts, property medians, AUCs, probe accuracy), sorted; empty when no
+    check measured any. See docs/json-schema.md."""
+    tables: dict[str, Any] = {}
+    for name, _, result in checks:
+        for section, table in result.tables.items():
+            if section in tables:
+                raise RuntimeError(f"check {name!r} returned the table {section!r} another check already returned")
+            tables[section] = table
+    return dict(sorted(tables.items()))

@@ -1,4 +1,5 @@
-"""Frozen result types: findings with their evidence, per-split summaries, the verdict and the report.
+"""Frozen result types: findings with their evidence, what a check returns, per-split summaries, the policy a
+verdict is decided under, the verdict and the report.
 
 ``AuditReport.to_dict()`` is the JSON document (documented in ``docs/json-schema.md``): every list is sorted, floats
 are rounded, and nothing run-dependent (timings, cache hits) is included, so two runs over the same data give
@@ -12,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ..errors import invalid_parameter
@@ -78,7 +80,8 @@ class Finding:
     ``images`` are the images involved (for a cross-split pair: the earlier split's image first), ``category``
     sorts pair findings by how sure we are (``exact``, ``identical-pixels``, ``near-duplicate``,
     ``very-similar``), and ``data``
-    holds check-specific facts (counts, p-values) as JSON-ready values.
+    holds check-specific facts (counts, p-values) as JSON-ready values. ``accepted``: a baseline lists this
+    finding (``splitaudit.report.baseline``); it is reported but does not count towards the verdict.
     """
 
     check: str
@@ -88,6 +91,7 @@ class Finding:
     category: str | None = None
     evidence: tuple[Evidence, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    accepted: bool = False
 
     @property
     def id(self) -> str:
@@ -107,8 +111,22 @@ class Finding:
             "category": self.category,
             "images": [i.to_dict() for i in self.images],
             "evidence": [e.to_dict() for e in sorted(self.evidence)],
-            "data": _clean(dict(self.data)),
+            # JSON schema 1 marks an accepted finding inside its data.
+            "data": _clean({**self.data, "baseline": "accepted"} if self.accepted else dict(self.data)),
         }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What a check returns: its findings, and the tables it measured for the report's ``distribution`` object
+    (section name -> JSON-ready value; empty for most checks), whether or not anything was flagged."""
+
+    findings: tuple[Finding, ...] = ()
+    tables: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "findings", tuple(self.findings))
+        object.__setattr__(self, "tables", MappingProxyType(dict(self.tables)))
 
 
 @dataclass(frozen=True)
@@ -135,6 +153,25 @@ class SplitSummary:
             "classes": {k: v for k, v in self.classes},
             "leak_fraction": _clean(self.leak_fraction),
         }
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What fails a run: a finding at or above ``fail_on`` that no baseline accepted, except copy findings of the
+    ``leak_checks`` while every split's leak fraction is at most ``max_leak_fraction``. See
+    :func:`splitaudit.report.verdict.decide`."""
+
+    fail_on: Severity = Severity.ERROR
+    max_leak_fraction: float = 0.0
+    leak_checks: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fail_on", Severity.parse(self.fail_on, name="fail_on"))
+        m = self.max_leak_fraction
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
+            raise invalid_parameter("max_leak_fraction", "a float in [0, 1]", m)
+        object.__setattr__(self, "max_leak_fraction", float(m))
+        object.__setattr__(self, "leak_checks", frozenset(self.leak_checks))
 
 
 @dataclass(frozen=True)
@@ -171,6 +208,8 @@ class AuditReport:
     #: Distribution tables by section (``classes``, ``properties``, ``distinguishability``, ``difficulty``,
     #: ``separability``, ``leak_impact``): what the distribution checks measured, flagged or not.
     distribution: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: The policy ``verdict`` was decided under (re-deciding with a baseline uses it again).
+    policy: Policy = Policy()
 
     @property
     def failed(self) -> bool:

@@ -2,8 +2,8 @@
 
 ``splitaudit check ... --write-baseline FILE`` records every current finding by its stable ``Finding.id`` (a hash
 of check, category and images: see ``docs/json-schema.md``); ``--baseline FILE`` (or ``baseline = "FILE"`` in
-``[tool.splitaudit]``) then reports those findings as *accepted*: still listed, marked
-``data["baseline"] = "accepted"``, but not counted towards the verdict. Any finding whose id is not in the file is
+``[tool.splitaudit]``) then reports those findings as *accepted* (``Finding.accepted``; ``data["baseline"] =
+"accepted"`` in JSON): still listed, but not counted towards the verdict. Any finding whose id is not in the file is
 new and fails as usual. The file is JSON, sorted and deterministic, with each finding's message for humans
 reviewing the diff. See ``docs/report.md``.
 """
@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Union
 
-from .errors import SplitauditError, invalid_parameter
-from .report.model import AuditReport, Finding
+from ..errors import SplitauditError, invalid_parameter
+from .model import AuditReport, Finding
+from .verdict import decide
 
 BASELINE_VERSION = 1
-ACCEPTED = "accepted"
 _ID = re.compile(r"[0-9a-f]{16}")
 
 
@@ -40,12 +40,6 @@ class Baseline:
 
 
 BaselineInput = Union[str, "os.PathLike[str]", Baseline, Iterable[str], None]
-
-
-def is_accepted(finding: Finding) -> bool:
-    """Whether a baseline accepted this finding."""
-    data = finding.data
-    return isinstance(data, Mapping) and data.get("baseline") == ACCEPTED
 
 
 def load_baseline(path: str | os.PathLike[str]) -> Baseline:
@@ -87,10 +81,10 @@ def resolve_baseline(baseline: BaselineInput) -> Baseline | None:
 
 
 def accept(findings: Sequence[Finding], baseline: Baseline | None) -> list[Finding]:
-    """The findings with those in ``baseline`` marked accepted (``data["baseline"] = "accepted"``)."""
-    if not baseline:
-        return list(findings)
-    return [replace(f, data={**dict(f.data), "baseline": ACCEPTED}) if f.id in baseline.ids else f for f in findings]
+    """The findings, each marked accepted exactly when ``baseline`` lists its id (a new baseline replaces any
+    earlier marks)."""
+    ids = baseline.ids if baseline else frozenset()
+    return [f if f.accepted == (f.id in ids) else replace(f, accepted=f.id in ids) for f in findings]
 
 
 def baseline_document(report: AuditReport) -> dict[str, Any]:
@@ -123,19 +117,9 @@ def write_baseline(report: AuditReport, path: str | os.PathLike[str]) -> int:
     return len(baseline_document(report)["accepted"])
 
 
-def apply_baseline(report: AuditReport, baseline: BaselineInput, *, max_leak_fraction: float = 0.0) -> AuditReport:
-    """``report`` with ``baseline``'s findings marked accepted and the verdict decided again (same ``fail_on``;
-    give the run's ``max_leak_fraction`` if it had one)."""
-    from .checks import all_checks
-    from .report.build import decide
-
-    resolved = resolve_baseline(baseline)
-    # Start from unmarked findings: the new baseline replaces any earlier one.
-    plain = [replace(f, data={k: v for k, v in f.data.items() if k != "baseline"}) if is_accepted(f) else f for f in report.findings]
-    findings = tuple(accept(plain, resolved))
-    known = all_checks()
-    leak_checks = {name for name, _ in report.checks if name in known and known[name].leak}
+def apply_baseline(report: AuditReport, baseline: BaselineInput) -> AuditReport:
+    """``report`` with exactly ``baseline``'s findings marked accepted and the verdict decided again under the
+    report's own policy."""
+    findings = tuple(accept(report.findings, resolve_baseline(baseline)))
     fractions = {s.name: s.leak_fraction for s in report.splits}
-    verdict = decide(findings, leak_checks=leak_checks, fractions=fractions, fail_on=report.verdict.fail_on,
-                     max_leak_fraction=max_leak_fraction)
-    return replace(report, findings=findings, verdict=verdict)
+    return replace(report, findings=findings, verdict=decide(findings, report.policy, fractions))
