@@ -9,7 +9,7 @@ from .context import (DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, D
 from .registry import register
 
 
-@register("near-duplicates", summary="The same shot in two splits: hashes agree (mirror included), or an embedding match confirmed at pixel level.", leak=True)
+@register("near-duplicates", summary="The same shot in two splits: hashes agree (mirror included), or an embedding match confirmed at pixel level.", leak=True, display="pair")
 def near_duplicates(
     ctx: AuditContext,
     *,

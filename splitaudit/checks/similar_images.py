@@ -16,7 +16,7 @@ from .context import (DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, D
 from .registry import register
 
 
-@register("similar-images", summary="Embedding neighbours across splits that stand out of their neighbourhood but are not pixel-confirmed copies.")
+@register("similar-images", summary="Embedding neighbours across splits that stand out of their neighbourhood but are not pixel-confirmed copies.", display="pair")
 def similar_images(
     ctx: AuditContext,
     *,
