@@ -37,6 +37,13 @@ from ..features.table import is_image_name
 from ..report.model import AuditReport, Finding
 from ..scan import Dataset
 
+#: How far (max over classes of the absolute change in share) a move may shift the home split's class proportions.
+DEFAULT_TOLERANCE = 0.02
+PREFER = ("move", "drop")
+
+KEEP, MOVE, DROP = "keep", "move", "drop"
+
+
 def links(check: Check) -> bool:
     """Do the check's findings link images the plan keeps together? Cross-split copies (the pairs of a leak
     check) and groups (copies inside a split, copies with conflicting labels, a group in two splits) do."""
@@ -44,14 +51,9 @@ def links(check: Check) -> bool:
 
 
 def plan_checks() -> list[Check]:
-    """The checks a plan needs: those that link images, and those naming files that are no images (``image``)."""
+    """The checks a plan runs: those that link images, and the per-image ones (unreadable files, which do not
+    count in a split's class proportions)."""
     return [c for c in all_checks().values() if links(c) or c.display == "image"]
-
-#: How far (max over classes of the absolute change in share) a move may shift the home split's class proportions.
-DEFAULT_TOLERANCE = 0.02
-PREFER = ("move", "drop")
-
-KEEP, MOVE, DROP = "keep", "move", "drop"
 
 
 @dataclass(frozen=True)

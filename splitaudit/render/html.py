@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, features
 
 from ..baseline import is_accepted
-from ..checks.registry import display_of
+from ..checks.registry import all_checks, display_of
 from ..errors import invalid_parameter
 from ..features import decode
 from ..features.extract import DEFAULT_MAX_PIXELS
@@ -538,11 +538,11 @@ class _Findings:
 
     @classmethod
     def of(cls, report: AuditReport) -> _Findings:
-        from ..checks import all_checks
-
-        group_checks = [name for name, c in all_checks().items() if c.display == "group"]
-        pairs, images, others = [], [], []
-        groups: dict[str, list[Finding]] = {name: [] for name in group_checks}
+        pairs: list[Finding] = []
+        images: list[Finding] = []
+        others: list[Finding] = []
+        # Every group check gets its section, found or not (an empty section says the check looked).
+        groups: dict[str, list[Finding]] = {name: [] for name, c in all_checks().items() if c.display == "group"}
         for f in report.findings:
             kind = display_of(f.check)
             if is_pair(f):
@@ -695,8 +695,6 @@ def _pairs_data(report: AuditReport, pairs: Sequence[Finding], gallery: _Gallery
 
 def _group_section(check: str, findings: Sequence[Finding], gallery: _Gallery) -> str:
     """One group check: each finding with its facts and every member's thumbnail."""
-    from ..checks import all_checks
-
     known = all_checks().get(check)
     out = f'<h2 id="{_e(check)}">{_e(_title(check))} ({len(findings)})</h2>'
     if known is not None:
@@ -769,7 +767,8 @@ def _run_section(report: AuditReport) -> str:
 
 
 def _footer(data: Mapping[str, Any]) -> str:
-    from .. import __version__  # at call time: splitaudit/__init__ may still be importing when this module loads
+    # imported at call time: splitaudit/__init__ may still be importing when this module loads
+    from .. import __version__
 
     return (f"<footer>splitaudit {_e(__version__)} &middot; self-contained report: no network requests "
             "(Content-Security-Policy <code>default-src 'none'</code>)</footer>"
