@@ -12,9 +12,9 @@ The rule (``docs/fix.md``):
 3. Per component, the members either **move** to the home split (same relative path; ``__from-SPLIT`` is added to
    the name on a clash) or are **dropped**. Components whose images carry different labels are dropped (a moved
    copy would teach the wrong label); components whose cross-split links are all byte- or pixel-identical copies
-   (their evidence says so) are dropped (a moved copy would only duplicate a training image); the others move, unless that would push the home split's
-   class proportions further than ``tolerance`` from the original and dropping stays closer (greedy, largest
-   component first). ``prefer="drop"`` drops everything instead.
+   (their evidence says so) are dropped (a moved copy would only duplicate a training image); the others move,
+   unless that would push the home split's class proportions further than ``tolerance`` from the original and
+   dropping stays closer (greedy, largest component first). ``prefer="drop"`` drops everything instead.
 
 Nothing is written here: :func:`~splitaudit.fix.apply.apply_plan` copies a plan into a new tree.
 """
