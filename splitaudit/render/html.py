@@ -629,9 +629,9 @@ def _header(report: AuditReport, found: _Findings, gallery: _Gallery, title: str
     tiles += [("accepted", accepted, "accepted (baseline)"), ("pairs", len(found.pairs), "cross-split pairs")]
     tiles += [(n, len(fs), _title(n).lower()) for n, fs in found.groups]
     tiles += [("images", len(found.images), "image findings"), ("thumbs", len(gallery.uris), f"thumbnails (cap {gallery.cap})")]
-    return (f"<header><h1>{_e(title)}</h1><nav>" + "".join(f'<a href="#{a}">{_e(text)}</a>' for a, text in nav) + "</nav>"
+    return (f"<header><h1>{_e(title)}</h1><nav>" + "".join(f'<a href="#{_e(a)}">{_e(text)}</a>' for a, text in nav) + "</nav>"
             f'<div id="verdict" class="verdict {"fail" if v.failed else "pass"}">{"FAIL" if v.failed else "PASS"} {_e(v.reason)}</div>'
-            '<div class="counts">' + "".join(f'<div><b id="n-{k}">{n}</b>{_e(text)}</div>' for k, n, text in tiles)
+            '<div class="counts">' + "".join(f'<div><b id="n-{_e(k)}">{n}</b>{_e(text)}</div>' for k, n, text in tiles)
             + "</div></header>")
 
 
