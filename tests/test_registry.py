@@ -175,3 +175,52 @@ def test_class_proportions_chi_square(tmp_path, photos) -> None:  # type: ignore
     report = splitaudit.audit(tmp_path / "train", tmp_path / "val", select=["class-balance"], backbone="none")
     (finding,) = report.findings
     assert finding.data["kind"] == "proportions" and finding.data["p_value"] < 1e-6 and finding.data["cramers_v"] > 0.3
+
+
+def test_every_check_declares_how_its_findings_are_shown(planted: Planted) -> None:
+    checks = all_checks()
+    assert {c.display for c in checks.values()} == set(registry.DISPLAYS)
+    with pytest.raises(splitaudit.InvalidParameterError, match="'display' parameter of check 'x' must be one of"):
+        register("x", summary="a check shown as a chart", display="chart")
+    train = planted.split("train")
+    (train / "cat" / "dup.jpg").write_bytes((train / "cat" / "cat_01.jpg").read_bytes())
+    report = splitaudit.audit(*planted.splits, backbone="none")
+    shown = {checks[f.check].display for f in report.findings}
+    assert {"pair", "group"} <= shown
+    for f in report.findings:  # what each kind promises the renderers
+        kind = checks[f.check].display
+        if kind == "pair":
+            assert len(f.images) == 2 and f.images[0].split != f.images[1].split and f.evidence, f
+        elif kind == "group":
+            assert len(f.images) >= 2, f
+        elif kind == "image":
+            assert len(f.images) <= 1, f
+
+
+@pytest.fixture
+def renamed_copies(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new check, unknown to every renderer and to the fix planner: exact copies under another name."""
+    import dataclasses
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(all_checks()))
+    exact = all_checks()["exact-duplicates"].func
+
+    @register("renamed-copies", summary="exact copies, found by a check no renderer knows", leak=True, display="pair")
+    def renamed_copies(ctx, *, max_matches_per_image: int = 5):  # type: ignore[no-untyped-def]
+        return [dataclasses.replace(f, check="renamed-copies") for f in exact(ctx, max_matches_per_image=max_matches_per_image)]
+
+    return "renamed-copies"
+
+
+def test_a_new_check_is_shown_and_fixed_by_its_declaration(planted: Planted, renamed_copies: str) -> None:
+    from splitaudit.fix import build_plan
+    from splitaudit.render import render_html, render_markdown
+    from splitaudit.scan import scan
+
+    report = splitaudit.audit(*planted.splits, select=[renamed_copies], backbone="none")
+    assert [f.check for f in report.findings] == [renamed_copies]  # the planted exact copy
+    assert '<b id="n-pairs">1</b>' in render_html(report, max_thumbnails=0)
+    assert "`val/temple/copy_exact.jpg` (temple) \u2194 `train/temple/temple_00.jpg` (temple)" in render_markdown(report)
+    plan = build_plan(scan([str(p) for p in planted.splits]), report)
+    assert [(f.action, f.split, f.path, f.reason) for f in plan.changes] == [
+        ("drop", "val", "temple/copy_exact.jpg", "renamed-copies; identical copy of a train image")]

@@ -145,3 +145,20 @@ def test_cli_formats(planted: Planted, tmp_path: Path) -> None:
     assert out.read_text().startswith("<!DOCTYPE html>") and 'id="n-pairs">8<' in out.read_text()
     r = run("check", "train", "val", "--format", "pdf", cwd=planted.root)
     assert r.returncode == 2 and "'github'" in r.stderr and "'html'" in r.stderr
+
+
+def test_evidence_formats_itself_the_same_in_every_text_format(planted: Planted) -> None:
+    assert Evidence("bytes", 0).describe() == "same bytes" and Evidence("pixels", 0, True).describe() == "same pixels"
+    assert Evidence("phash", 4, True).describe() == "phash 4 mirrored" and Evidence("dhash", 0).describe() == "dhash 0"
+    assert Evidence("embedding", 1 - 0.98125, False, 0.98125).describe() == "cosine 0.981"
+    assert Evidence("ncc", 0.07, True, 0.93).describe() == "ncc 0.930 mirrored"
+    assert Evidence.describe_all(()) == ""
+    report = splitaudit.audit(*planted.splits, backbone="none")
+    pairs = [f for f in report.findings if f.evidence]
+    assert pairs
+    texts = {name: render(report) for name, render in RENDERERS.items() if name != "json"}
+    for f in pairs:
+        line = Evidence.describe_all(f.evidence)
+        assert line.startswith("same ") or "phash " in line
+        for name in ("terminal", "github", "html"):
+            assert line in texts[name], name

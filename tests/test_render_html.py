@@ -25,6 +25,8 @@ import pytest
 from PIL import Image
 
 import splitaudit
+from splitaudit.explain import DataSummary, Decomposition, Diagnosis, ExplainReport, History, Subject, Term
+from splitaudit.explain.decompose import TERMS
 from splitaudit.render.html import CSP, render_html
 
 from conftest import Planted, save
@@ -184,8 +186,10 @@ def test_sections_counts_and_thumbnails(planted: Planted) -> None:
     pairs = [f for f in report.findings if f.category and len(f.images) == 2 and f.images[0].split != f.images[1].split]
     assert dom.text_by_id["n-pairs"] == str(len(pairs)) == "8"
     assert dom.text_by_id["n-error"] == str(dict(report.verdict.counts)["error"])
-    assert dom.text_by_id["n-within"] == "1"
-    for anchor in ("pairs", "within", "conflicts", "groups", "classes", "distribution", "explain", "other", "run"):
+    assert dom.text_by_id["n-within-split-duplicates"] == "1"
+    # One section per display kind, one per group check (named after it), whatever the findings.
+    for anchor in ("pairs", "within-split-duplicates", "label-conflicts", "group-leakage", "images", "classes",
+                   "distribution", "explain", "other", "run"):
         assert f'id="{anchor}"' in page
     assert "train/cat/dup.jpg" in dom.code_texts and "train/cat/cat_01.jpg" in dom.code_texts  # the group, by name
     assert page.count("<svg") >= 1 and "class distribution per split" in page
@@ -223,20 +227,26 @@ def test_array_input_without_files_and_with_a_loader(photos: dict[str, np.ndarra
     assert parse(with_loader).text_by_id["n-thumbs"] == "2"
 
 
+def _explained(history: History | None) -> ExplainReport:
+    """A small explain result built from its parts: one probe subject, a diagnosis with markup in its message."""
+    terms = tuple(Term(name, 0.1 if name == "leakage" else 0.0, 0.0, 0.0) for name in TERMS)
+    subject = Subject("regularized-probe", Decomposition("accuracy", 0.91, 0.74, terms), Decomposition("loss", 0.3, 0.6, terms), 0.0)
+    data = DataSummary("train", "val", 48, 8, ("cat", "coffee"), ("cat/copy.jpg",), 0.8, None, 0.9, 0.7, (), "pixels")
+    return ExplainReport(data, (subject,), "regularized-probe", "the gap is leakage", ("dedupe",),
+                         (Diagnosis("leakage", "<b>drift</b> and leaks"),), history=history)
+
+
 def test_explain_and_distribution_are_rendered_generically(planted: Planted) -> None:
     report = splitaudit.audit(*planted.splits, backbone="none")
-
-    class Explained:  # the seam for `splitaudit explain`: to_dict() and SVG plots
-        plots = {"learning curves": '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="5" height="5"/></svg>'}
-
-        def to_dict(self) -> dict:
-            return {"gap": {"train": 0.91, "val": 0.74}, "components": [{"name": "leak", "share": 0.6}, {"name": "<b>drift</b>", "share": 0.4}]}
-
-    page = render_html(report, explain=Explained())
+    history = History((("accuracy", (0.5, 0.7, 0.9)), ("val_accuracy", (0.5, 0.6, 0.7)), ("loss", (1.0, 0.6, 0.3)),
+                       ("val_loss", (1.1, 0.8, 0.6))))
+    page = render_html(report, explain=_explained(history))
     section = page.split('id="explain"', 1)[1].split('id="other"', 1)[0]
-    assert "data:image/svg+xml;base64," in section and "learning curves" in section
+    assert "data:image/svg+xml;base64," in section and "<figcaption>learning curves" in section
     assert "&lt;b&gt;drift&lt;/b&gt;" in section and "<b>drift</b>" not in section
-    assert "aria-label=\"gap\"" in section  # a numeric mapping also gets a bar chart
+    assert "aria-label=\"causes\"" in section  # a numeric mapping also gets a bar chart
+    without_curves = render_html(report, explain=_explained(None)).split('id="explain"', 1)[1].split('id="other"', 1)[0]
+    assert "<figcaption>learning curves" not in without_curves and "the gap is leakage" in without_curves
     if "distribution" not in {f.name for f in dataclasses.fields(report)}:
         pytest.skip("AuditReport has no distribution field yet (issue #4)")
     with_dist = dataclasses.replace(report, distribution={"properties": {"brightness": {"train": 0.42, "val": 0.55}},

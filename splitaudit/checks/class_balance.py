@@ -19,7 +19,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("class-balance", summary="Classes missing or only in evaluation splits; label distributions that differ (chi-square, Cramér's V, per-class ratios); imbalance within a split.")
+@register("class-balance", summary="Classes missing or only in evaluation splits; label distributions that differ (chi-square, Cramér's V, per-class ratios); imbalance within a split.", display="table")
 def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: float = 0.1, max_imbalance: float = 20.0) -> CheckResult:
     ok = ctx.features.ok
     counts: dict[str, Counter[str]] = {name: Counter() for name in ctx.dataset.split_names}

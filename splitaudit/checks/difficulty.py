@@ -24,7 +24,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("difficulty", summary="Per-image difficulty from a probe on the embeddings: is an evaluation split easier or harder than train, overall and per class?")
+@register("difficulty", summary="Per-image difficulty from a probe on the embeddings: is an evaluation split easier or harder than train, overall and per class?", display="table")
 def difficulty(ctx: AuditContext, *, alpha: float = 0.001, min_effect: float = 0.1, min_images: int = 20,
                min_class_images: int = 10) -> CheckResult:
     probe = label_probe(ctx)

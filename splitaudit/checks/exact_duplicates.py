@@ -8,7 +8,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("exact-duplicates", summary="Identical files (same bytes) in two different splits.", leak=True)
+@register("exact-duplicates", summary="Identical files (same bytes) in two different splits.", leak=True, display="pair")
 def exact_duplicates(ctx: AuditContext, *, max_matches_per_image: int = 5) -> list[Finding]:
     m = cross_split(ctx, ctx.matches())
     return pair_findings(ctx, m.select(m.same_bytes), check="exact-duplicates", category="exact",

@@ -9,7 +9,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("group-leakage", summary="A group (from --group-by or the manifest's group column) present in two splits.", leak=False)
+@register("group-leakage", summary="A group (from --group-by or the manifest's group column) present in two splits.", leak=False, display="group")
 def group_leakage(ctx: AuditContext, *, max_examples: int = 3) -> list[Finding]:
     members: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, r in enumerate(ctx.dataset.records):

@@ -39,7 +39,7 @@ WORDS = {
 EXAMPLES = 3
 
 
-@register("image-properties", summary="Image size, format, mode, brightness, contrast, saturation, sharpness, entropy and blank images that differ between train and an evaluation split (KS/chi-square with effect sizes).")
+@register("image-properties", summary="Image size, format, mode, brightness, contrast, saturation, sharpness, entropy and blank images that differ between train and an evaluation split (KS/chi-square with effect sizes).", display="table")
 def image_properties(
     ctx: AuditContext,
     *,

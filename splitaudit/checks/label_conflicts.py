@@ -12,7 +12,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("label-conflicts", summary="Copies of one image carrying different class labels.")
+@register("label-conflicts", summary="Copies of one image carrying different class labels.", display="group")
 def label_conflicts(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> list[Finding]:
     m = ctx.matches(max_phash, max_dhash)
     m = m.select(duplicate_mask(m, ctx.ncc_threshold(DEFAULT_MIN_NCC)))

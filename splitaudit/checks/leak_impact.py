@@ -25,7 +25,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("leak-impact", summary="Probe accuracy on each evaluation split with and without the images that copy (or closely resemble) a training image: how many points the leaks add.")
+@register("leak-impact", summary="Probe accuracy on each evaluation split with and without the images that copy (or closely resemble) a training image: how many points the leaks add.", display="table")
 def leak_impact(ctx: AuditContext, *, alpha: float = 0.001, min_points: float = 0.5, resamples: int = 1000,
                 include_similar: bool = True) -> CheckResult:
     probe = label_probe(ctx)

@@ -10,7 +10,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("near-duplicates", summary="The same shot in two splits: hashes agree (mirror included), or an embedding match confirmed at pixel level.", leak=True)
+@register("near-duplicates", summary="The same shot in two splits: hashes agree (mirror included), or an embedding match confirmed at pixel level.", leak=True, display="pair")
 def near_duplicates(
     ctx: AuditContext,
     *,

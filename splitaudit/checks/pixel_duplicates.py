@@ -8,7 +8,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("pixel-duplicates", summary="Different files with identical decoded pixels in two splits (PNG vs WebP, stripped EXIF).", leak=True)
+@register("pixel-duplicates", summary="Different files with identical decoded pixels in two splits (PNG vs WebP, stripped EXIF).", leak=True, display="pair")
 def pixel_duplicates(ctx: AuditContext, *, max_matches_per_image: int = 5) -> list[Finding]:
     m = cross_split(ctx, ctx.matches())
     return pair_findings(ctx, m.select(m.same_pixels & ~m.same_bytes), check="pixel-duplicates",

@@ -10,6 +10,9 @@ counts, AUCs, probe accuracy) returns a :class:`~splitaudit.report.model.CheckRe
 :meth:`Check.run` gives a ``CheckResult``. Work several checks share (a fitted probe) goes through
 ``ctx.memo(key, fn)``, which only caches; results never travel through the context. A check that raises is
 wrapped in :class:`~splitaudit.errors.CheckError`, never swallowed.
+
+A check also declares how its findings are shown (``display``, one of :data:`DISPLAYS`), so renderers and the fix
+planner work from that declaration and never from check names.
 """
 
 from __future__ import annotations
@@ -28,15 +31,21 @@ if TYPE_CHECKING:
 
 CheckFn = Callable[..., "list[Finding] | CheckResult"]
 
+#: How a check's findings are shown: ``pair`` (two copies in two splits, with evidence), ``group`` (images that
+#: belong together: copies, a shared group id), ``image`` (one file each) or ``table`` (facts about a split or a
+#: class, no images to look at).
+DISPLAYS = ("pair", "group", "image", "table")
+
 
 @dataclass(frozen=True)
 class Check:
-    """A registered check: its name, one-line summary, function and parameters."""
+    """A registered check: its name, one-line summary, function, how its findings are shown, and parameters."""
 
     name: str
     summary: str
     func: CheckFn
     leak: bool = False  # its findings are cross-split copies: they count toward --max-leak-fraction
+    display: str = "table"  # one of DISPLAYS
 
     @property
     def params(self) -> dict[str, Any]:
@@ -84,8 +93,10 @@ def _coerce(check: str, name: str, default: Any, value: Any) -> Any:
 _REGISTRY: dict[str, Check] = {}
 
 
-def register(name: str, *, summary: str, leak: bool = False) -> Callable[[CheckFn], CheckFn]:
-    """Decorator adding a check function to the registry under ``name``."""
+def register(name: str, *, summary: str, leak: bool = False, display: str = "table") -> Callable[[CheckFn], CheckFn]:
+    """Decorator adding a check function to the registry under ``name``; ``display`` is one of :data:`DISPLAYS`."""
+    if display not in DISPLAYS:
+        raise invalid_parameter("display", DISPLAYS, display, where=f"check {name!r}")
 
     def deco(func: CheckFn) -> CheckFn:
         if name in _REGISTRY:
@@ -93,7 +104,7 @@ def register(name: str, *, summary: str, leak: bool = False) -> Callable[[CheckF
         for p in inspect.signature(func).parameters.values():
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
                 raise RuntimeError(f"check {name!r}: parameter {p.name!r} needs a default")
-        _REGISTRY[name] = Check(name, summary, func, leak)
+        _REGISTRY[name] = Check(name, summary, func, leak, display)
         return func
 
     return deco
@@ -104,6 +115,14 @@ def all_checks() -> dict[str, Check]:
     from . import builtin  # noqa: F401  (registers the built-in checks)
 
     return dict(sorted(_REGISTRY.items()))
+
+
+def display_of(check: str) -> str:
+    """How findings of the check named ``check`` are shown (``table`` for a name no check registered)."""
+    from . import builtin  # noqa: F401  (registers the built-in checks)
+
+    found = _REGISTRY.get(check)
+    return found.display if found is not None else "table"
 
 
 def resolve_selection(select: list[str] | None, ignore: list[str] | None) -> list[Check]:

@@ -25,7 +25,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("separability", summary="Probe accuracy on the embeddings against chance, the most confused class pairs, and pairs of classes a model cannot tell apart.")
+@register("separability", summary="Probe accuracy on the embeddings against chance, the most confused class pairs, and pairs of classes a model cannot tell apart.", display="table")
 def separability(ctx: AuditContext, *, max_pair_accuracy: float = 0.75, min_pair_images: int = 20, min_images: int = 20,
                  top_pairs: int = 5) -> CheckResult:
     probe = label_probe(ctx)

@@ -17,7 +17,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("similar-images", summary="Embedding neighbours across splits that stand out of their neighbourhood but are not pixel-confirmed copies.")
+@register("similar-images", summary="Embedding neighbours across splits that stand out of their neighbourhood but are not pixel-confirmed copies.", display="pair")
 def similar_images(
     ctx: AuditContext,
     *,

@@ -21,7 +21,7 @@ from .registry import register
 KINDS = {"embeddings": "CNN embeddings", "properties": "image properties (size, file size, brightness, contrast, saturation, sharpness, entropy)"}
 
 
-@register("split-distinguishability", summary="Adversarial validation: a cross-validated classifier telling each evaluation split from train (ROC AUC with a confidence interval; 0.5 = same distribution).")
+@register("split-distinguishability", summary="Adversarial validation: a cross-validated classifier telling each evaluation split from train (ROC AUC with a confidence interval; 0.5 = same distribution).", display="table")
 def split_distinguishability(ctx: AuditContext, *, min_auc: float = 0.6, examples: int = 5, min_images: int = 20) -> CheckResult:
     names = ctx.dataset.split_names
     findings: list[Finding] = []

@@ -9,7 +9,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("unreadable-images", summary="Unreadable, empty, truncated, undecodable, oversized or non-image files; animated images.")
+@register("unreadable-images", summary="Unreadable, empty, truncated, undecodable, oversized or non-image files; animated images.", display="image")
 def unreadable_images(ctx: AuditContext) -> list[Finding]:
     f = ctx.features
     findings: list[Finding] = []

@@ -12,7 +12,7 @@ from .context import AuditContext
 from .registry import register
 
 
-@register("within-split-duplicates", summary="Groups of copies (exact, pixel or near) inside a single split.")
+@register("within-split-duplicates", summary="Groups of copies (exact, pixel or near) inside a single split.", display="group")
 def within_split_duplicates(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> list[Finding]:
     m = ctx.matches(max_phash, max_dhash)
     m = m.select(duplicate_mask(m, ctx.ncc_threshold(DEFAULT_MIN_NCC)))

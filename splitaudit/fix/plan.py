@@ -4,15 +4,17 @@ The rule (``docs/fix.md``):
 
 1. Every cross-split leak links its images: exact, pixel and near duplicates, label conflicts, and every member of
    a group found in two splits (``group-leakage``). Copies inside one split link too, so a copy of a moved image
-   never stays behind. Linked images form connected components.
+   never stays behind. Linked images form connected components. Which findings link is what their checks declared
+   when they registered, not their names: pairs of a leak check (``leak=True``, ``display="pair"``) and every
+   ``display="group"`` finding (a finding whose ``data`` names a ``group`` stands for all of that group's images).
 2. A component that spans two or more splits is leaked. Its *home* is the earliest split it reaches (the training
    split whenever it has a member there); every member outside the home split must leave its split, together.
 3. Per component, the members either **move** to the home split (same relative path; ``__from-SPLIT`` is added to
    the name on a clash) or are **dropped**. Components whose images carry different labels are dropped (a moved
-   copy would teach the wrong label); components linked only by byte- or pixel-identical copies are dropped (a
-   moved copy would only duplicate a training image); the others move, unless that would push the home split's
-   class proportions further than ``tolerance`` from the original and dropping stays closer (greedy, largest
-   component first). ``prefer="drop"`` drops everything instead.
+   copy would teach the wrong label); components whose cross-split links are all byte- or pixel-identical copies
+   (their evidence says so) are dropped (a moved copy would only duplicate a training image); the others move,
+   unless that would push the home split's class proportions further than ``tolerance`` from the original and
+   dropping stays closer (greedy, largest component first). ``prefer="drop"`` drops everything instead.
 
 Nothing is written here: :func:`~splitaudit.fix.apply.apply_plan` copies a plan into a new tree.
 """
@@ -28,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ..checks.registry import Check, all_checks, display_of
 from ..errors import SplitauditError
 from ..features import decode
 from ..features.table import is_image_name
@@ -38,14 +41,19 @@ from ..scan import Dataset
 if TYPE_CHECKING:
     from ..run import Progress
 
-#: Checks whose cross-split findings the plan resolves.
-LEAK_CHECKS = ("exact-duplicates", "pixel-duplicates", "near-duplicates", "label-conflicts", "group-leakage")
-#: Checks that only link copies (within a split); they extend leaked components but never make one.
-LINK_CHECKS = ("within-split-duplicates",)
-#: Checks whose links are identical copies (moving those would only duplicate a training image).
-IDENTICAL_CHECKS = frozenset({"exact-duplicates", "pixel-duplicates"})
-
 KEEP, MOVE, DROP = "keep", "move", "drop"
+
+
+def links(check: Check) -> bool:
+    """Do the check's findings link images the plan keeps together? Cross-split copies (the pairs of a leak
+    check) and groups (copies inside a split, copies with conflicting labels, a group in two splits) do."""
+    return check.display == "group" or (check.display == "pair" and check.leak)
+
+
+def plan_checks() -> list[Check]:
+    """The checks a plan runs: those that link images, and the per-image ones (unreadable files, which do not
+    count in a split's class proportions)."""
+    return [c for c in all_checks().values() if links(c) or c.display == "image"]
 
 
 @dataclass(frozen=True)
@@ -221,7 +229,7 @@ def build_plan(dataset: Dataset, report: AuditReport, *, tolerance: float = DEFA
             by_group[r.group].append(i)
 
     def members(f: Finding) -> list[int]:
-        if f.check == "group-leakage" and isinstance(f.data.get("group"), str):
+        if isinstance(f.data.get("group"), str):  # a group finding lists a few examples; every member links
             return by_group.get(f.data["group"], [])
         idx = [at.get((ref.split, ref.path)) for ref in f.images]
         missing = [ref for ref, i in zip(f.images, idx) if i is None]
@@ -230,27 +238,37 @@ def build_plan(dataset: Dataset, report: AuditReport, *, tolerance: float = DEFA
                                   "build the plan from a report of the same dataset")
         return [i for i in idx if i is not None]
 
+    known = all_checks()
     uf = _Union(len(records))
-    checks_of: dict[int, set[str]] = defaultdict(set)  # member -> checks that linked it
+    linked: set[int] = set()
+    checks_of: dict[int, set[str]] = defaultdict(set)  # member -> checks that linked it to another split
+    similar: set[int] = set()  # members of a cross-split link that is not an identical copy
     for f in report.findings:
-        if f.check not in LEAK_CHECKS and f.check not in LINK_CHECKS:
+        check = known.get(f.check)
+        if check is None or not links(check):
             continue
         m = members(f)
         if len(m) < 2:
             continue
         uf.union(m)
+        linked.update(m)
+        if len({records[i].split for i in m}) < 2:
+            continue  # copies inside one split extend a leaked component but never make one, nor explain it
+        identical = any(e.identical for e in f.evidence)
         for i in m:
             checks_of[i].add(f.check)
+            if not identical:
+                similar.add(i)
 
     comps: dict[int, list[int]] = defaultdict(list)
-    for i in checks_of:
+    for i in sorted(linked):
         comps[uf.find(i)].append(i)
     leaked = [sorted(c) for c in comps.values() if len({records[i].split for i in c}) > 1]
     home_of = {c[0]: min((records[i].split for i in c), key=order.__getitem__) for c in leaked}
     # Largest first (by members that must leave), so big components claim the proportion budget first.
     leaked.sort(key=lambda c: (-sum(1 for i in c if records[i].split != home_of[c[0]]), c[0]))
 
-    unreadable = {(f.images[0].split, f.images[0].path) for f in report.findings if f.check == "unreadable-images" and f.images}
+    unreadable = {(f.images[0].split, f.images[0].path) for f in report.findings if f.images and display_of(f.check) == "image"}
     before = {s.name: Counter(dict(s.classes)) for s in report.splits}
     for n in names:
         before.setdefault(n, Counter())
@@ -270,15 +288,15 @@ def build_plan(dataset: Dataset, report: AuditReport, *, tolerance: float = DEFA
     taken = {(r.split, r.relpath) for r in records}
     actions: dict[int, tuple[str, str | None, str | None, int, str]] = {}
     for k, (comp, (movers, home)) in enumerate(zip(leaked, plans)):
-        checks = set().union(*(checks_of[i] for i in comp)) & set(LEAK_CHECKS)
+        checks = set().union(*(checks_of[i] for i in comp))
         labels = {records[i].label for i in comp if records[i].label is not None}
         gained = Counter(records[i].label for i in movers if records[i].label is not None and _is_image(records[i], unreadable))
         how = ", ".join(sorted(checks))
         if prefer == "drop":
             action, reason = DROP, f"{how}; prefer drop"
-        elif len(labels) > 1 or "label-conflicts" in checks:
+        elif len(labels) > 1:
             action, reason = DROP, f"{how}; copies carry different labels"
-        elif checks <= IDENTICAL_CHECKS:
+        elif not any(i in similar for i in comp):
             action, reason = DROP, f"{how}; identical copy of a {home} image"
         else:
             dev_move = deviation(current[home] + gained, before[home])
@@ -341,10 +359,12 @@ def plan_fix(
 
     opts = build_options(FIX, "plan_fix", options, settings).only(FIX)
     check_options = {k: dict(v) for k, v in (opts.check_options or {}).items()}
-    for name in ("exact-duplicates", "pixel-duplicates", "near-duplicates"):
-        # Pair checks keep a few closest matches per image; a plan needs every link.
-        check_options.setdefault(name, {}).setdefault("max_matches_per_image", 1_000_000)
-    audit_options = replace(opts, select=(*LEAK_CHECKS, *LINK_CHECKS, "unreadable-images"), check_options=check_options)
+    selected = plan_checks()
+    for check in selected:
+        if check.display == "pair" and "max_matches_per_image" in check.params:
+            # Pair checks keep a few closest matches per image; a plan needs every link.
+            check_options.setdefault(check.name, {}).setdefault("max_matches_per_image", 1_000_000)
+    audit_options = replace(opts, select=tuple(c.name for c in selected), check_options=check_options)
     with open_run(splits, manifest=manifest, options=audit_options, progress=progress) as ctx:
         report = run_checks(ctx, audit_options.selected())
         return build_plan(ctx.dataset, report, tolerance=opts.tolerance, prefer=opts.prefer)

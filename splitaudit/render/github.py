@@ -8,9 +8,8 @@ in a baseline become notices. The last line is the verdict, as plain log text.
 
 from __future__ import annotations
 
-from ..report.model import AuditReport, Severity
+from ..report.model import AuditReport, Evidence, Severity
 from .sarif import artifact_path
-from .terminal import _evidence_text
 
 _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
@@ -35,7 +34,7 @@ def render_github(report: AuditReport) -> str:
             props.append("file=" + escape_property(artifact_path(report, f.images[-1])))
         title = f"splitaudit {f.check}" + (" (accepted in baseline)" if accepted else "")
         props.append("title=" + escape_property(title))
-        ev = _evidence_text(f)
+        ev = Evidence.describe_all(f.evidence)
         message = f.message + (f" [{ev}]" if ev else "") + f" (id {f.id})"
         lines.append(f"::{command} {','.join(props)}::{escape_data(message)}")
     v = report.verdict

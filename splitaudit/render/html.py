@@ -9,6 +9,10 @@ an image or a name were hostile. Every file name, label and message is HTML-esca
 Cross-split pairs live in a compact JSON blob; the script renders one page of them at a time (filter, sort,
 paginate), so 10k pairs stay usable. Thumbnails are embedded for at most ``max_thumbnails`` distinct images (most
 severe findings first); the rest show their names and evidence only. See ``docs/report.md``.
+
+The page is built from small section functions, one per part (header and verdict, pairs, one per group check,
+image findings, classes, distribution, explain, other findings, run). Which section shows a finding is what its
+check declared when it registered (``display``: pair, group, image or table), never its name.
 """
 
 from __future__ import annotations
@@ -23,16 +27,20 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, features
 
+from ..checks.registry import all_checks, display_of
 from ..errors import invalid_parameter
 from ..features import decode
 from ..features.extract import DEFAULT_MAX_PIXELS
-from ..report.model import AuditReport, Finding, ImageRef
-from .terminal import _evidence_text
+from ..report.model import AuditReport, Evidence, Finding, ImageRef
+
+if TYPE_CHECKING:
+    from ..explain.report import ExplainReport
 
 #: Longest side of an embedded thumbnail, in pixels.
 THUMB_SIDE = 96
@@ -163,8 +171,8 @@ def _svg_img(svg: str, alt: str) -> str:
 
 
 def is_pair(f: Finding) -> bool:
-    """A cross-split pair finding: two images in two splits with a copy category."""
-    return f.category is not None and len(f.images) == 2 and f.images[0].split != f.images[1].split
+    """A cross-split pair finding: its check displays pairs, and it names two images in two splits."""
+    return display_of(f.check) == "pair" and len(f.images) == 2 and f.images[0].split != f.images[1].split
 
 
 def _closeness(f: Finding) -> float:
@@ -515,43 +523,262 @@ CSP = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-sr
        "base-uri 'none'; form-action 'none'")
 
 
-def _plot_to_svg(explain: Any) -> dict[str, str] | None:
-    """An explain result that only writes its plot to a file (``plot(path)``): render it to SVG text."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="splitaudit-plot-") as tmp:
-        path = os.path.join(tmp, "curves.svg")
-        try:
-            explain.plot(path)
-            with open(path, encoding="utf-8") as fh:
-                return {"learning curves": fh.read()}
-        except Exception:  # no curves to draw (or no plotting backend): the section keeps the tables
-            return None
+# -- sections: each returns its HTML; the page is their concatenation ---------------------------------------------
 
 
-def _explain_parts(explain: Any) -> tuple[Any, list[tuple[str, str]]]:
-    """The explain result's data and its SVG plots, from ``to_dict()`` and ``plots``/``svg_plots()`` if present."""
-    data = explain.to_dict() if hasattr(explain, "to_dict") else explain
-    plots: Any = getattr(explain, "plots", None)
-    if plots is None and callable(getattr(explain, "svg_plots", None)):
-        plots = explain.svg_plots()
-    if callable(plots):
-        plots = plots()
-    if plots is None and callable(getattr(explain, "plot", None)):
-        plots = _plot_to_svg(explain)
-    if isinstance(plots, Mapping):
-        items = [(str(k), v) for k, v in plots.items()]
-    elif isinstance(plots, (list, tuple)):
-        items = [(f"plot {i + 1}", v) for i, v in enumerate(plots)]
-    else:
-        items = []
-    return data, [(k, v) for k, v in items if isinstance(v, str) and v.lstrip().startswith("<")]
+@dataclass(frozen=True)
+class _Findings:
+    """The report's findings by how their checks display them (see :data:`~splitaudit.checks.registry.DISPLAYS`)."""
+
+    pairs: tuple[Finding, ...]
+    groups: tuple[tuple[str, tuple[Finding, ...]], ...]  # one entry per group check, registry order
+    images: tuple[Finding, ...]
+    others: tuple[Finding, ...]  # table checks, and findings of checks no longer registered
+
+    @classmethod
+    def of(cls, report: AuditReport) -> _Findings:
+        pairs: list[Finding] = []
+        images: list[Finding] = []
+        others: list[Finding] = []
+        # Every group check gets its section, found or not (an empty section says the check looked).
+        groups: dict[str, list[Finding]] = {name: [] for name, c in all_checks().items() if c.display == "group"}
+        for f in report.findings:
+            kind = display_of(f.check)
+            if is_pair(f):
+                pairs.append(f)
+            elif kind == "group":
+                groups.setdefault(f.check, []).append(f)
+            elif kind == "image":
+                images.append(f)
+            else:
+                others.append(f)
+        return cls(tuple(pairs), tuple((n, tuple(fs)) for n, fs in groups.items()), tuple(images), tuple(others))
+
+
+@dataclass(frozen=True)
+class _Gallery:
+    """Every image a pair or group names, by index; thumbnails for the first ``cap`` of them (report order)."""
+
+    refs: tuple[ImageRef, ...]
+    index: Mapping[tuple[str, str], int]
+    thumb_of: tuple[int, ...]  # image index -> thumbnail index, -1 for none
+    uris: tuple[str, ...]
+    cap: int
+
+    @classmethod
+    def of(cls, report: AuditReport, found: _Findings, *, cap: int, side: int, image_loader: ImageLoader | None) -> _Gallery:
+        index: dict[tuple[str, str], int] = {}
+        refs: list[ImageRef] = []
+        for f in (*found.pairs, *(f for _, fs in found.groups for f in fs[:MAX_GROUPS])):
+            for ref in f.images:
+                if (ref.split, ref.path) not in index:
+                    index[(ref.split, ref.path)] = len(refs)
+                    refs.append(ref)
+        thumbs = make_thumbnails(report, refs[:cap], side=side, image_loader=image_loader)
+        thumb_of: list[int] = []
+        uris: list[str] = []
+        for k in range(len(refs)):
+            uri = thumbs[k] if k < len(thumbs) else None
+            thumb_of.append(len(uris) if uri else -1)
+            if uri:
+                uris.append(uri)
+        return cls(tuple(refs), index, tuple(thumb_of), tuple(uris), cap)
+
+    def at(self, ref: ImageRef) -> int:
+        return self.index[(ref.split, ref.path)]
+
+    def figure(self, ref: ImageRef) -> str:
+        k = self.index.get((ref.split, ref.path), -1)
+        t = self.thumb_of[k] if k >= 0 else -1
+        img = f'<span class="th" data-t="{t}"></span>' if t >= 0 else '<div class="nothumb">no thumbnail</div>'
+        label = f' <span class="label">{_e(ref.label)}</span>' if ref.label is not None else ""
+        return f'<figure class="img">{img}<figcaption><code>{_e(ref.split)}/{_e(ref.path)}</code>{label}</figcaption></figure>'
+
+
+def _title(check: str) -> str:
+    return check.replace("-", " ").capitalize()
+
+
+def _status(f: Finding) -> tuple[str, str]:
+    """(CSS class, severity text) of a finding, accepted ones marked."""
+    accepted = f.accepted
+    return ("accepted" if accepted else "sev-" + f.severity.label), _e(f.severity.label) + (" (accepted)" if accepted else "")
+
+
+def _facts(f: Finding) -> dict[str, Any]:
+    return {k: val for k, val in dict(f.data).items() if k != "baseline"}
+
+
+def _head(title: str) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">'
+            '<meta name="referrer" content="no-referrer"><meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>")
+
+
+def _header(report: AuditReport, found: _Findings, gallery: _Gallery, title: str) -> str:
+    """Title, navigation, verdict banner and the counts."""
+    v = report.verdict
+    counts = dict(v.counts)
+    accepted = sum(1 for f in report.findings if f.accepted)
+    nav = [("pairs", "cross-split pairs"), *((n, _title(n).lower()) for n, _ in found.groups), ("images", "image findings"),
+           ("classes", "classes"), ("distribution", "distribution"), ("explain", "explain"), ("other", "other findings"),
+           ("run", "run")]
+    tiles = [(k, counts.get(k, 0), k) for k in ("error", "warning", "info")]
+    tiles += [("accepted", accepted, "accepted (baseline)"), ("pairs", len(found.pairs), "cross-split pairs")]
+    tiles += [(n, len(fs), _title(n).lower()) for n, fs in found.groups]
+    tiles += [("images", len(found.images), "image findings"), ("thumbs", len(gallery.uris), f"thumbnails (cap {gallery.cap})")]
+    return (f"<header><h1>{_e(title)}</h1><nav>" + "".join(f'<a href="#{_e(a)}">{_e(text)}</a>' for a, text in nav) + "</nav>"
+            f'<div id="verdict" class="verdict {"fail" if v.failed else "pass"}">{"FAIL" if v.failed else "PASS"} {_e(v.reason)}</div>'
+            '<div class="counts">' + "".join(f'<div><b id="n-{_e(k)}">{n}</b>{_e(text)}</div>' for k, n, text in tiles)
+            + "</div></header>")
+
+
+def _splits_section(report: AuditReport) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(s.name)}</td><td><code>{_e(s.root)}</code></td><td>{s.files}</td><td>{s.images}</td>"
+        f"<td>{s.unreadable}</td><td>{s.skipped}</td><td>{len(s.classes)}</td>"
+        f"<td>{f'{s.leak_fraction:.1%}' if k else '&ndash;'}</td></tr>" for k, s in enumerate(report.splits))
+    return ('<h2 id="splits">Splits</h2><table class="grid"><thead><tr><th>split</th><th>root</th><th>files</th><th>images</th>'
+            "<th>unreadable</th><th>skipped</th><th>classes</th><th>copied from earlier splits</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
+
+
+_PAIR_CONTROLS = (
+    '<div class="controls">'
+    '<label>check <select id="f-check"><option value="">all</option></select></label>'
+    '<label>category <select id="f-category"><option value="">all</option></select></label>'
+    '<label>splits <select id="f-pair"><option value="">all</option></select></label>'
+    '<label>class <select id="f-class"><option value="">all</option></select></label>'
+    '<label>status <select id="f-status"><option value="">all</option><option value="new">new</option>'
+    '<option value="accepted">accepted</option></select></label>'
+    '<label>sort <select id="f-sort"><option value="">severity</option><option value="closest">closest first</option>'
+    '<option value="farthest">farthest first</option><option value="path">evaluation path</option></select></label>'
+    '<label>file name <input id="f-search" type="search" placeholder="filter by name"></label>'
+    '<button id="prev" type="button">&larr; previous</button><button id="next" type="button">next &rarr;</button>'
+    '<span id="pairs-status" class="muted"></span></div>'
+    '<table class="grid" id="pairs-table"><thead><tr><th>#</th><th>earlier split</th><th>later split</th>'
+    '<th>finding</th><th>evidence</th><th>id</th></tr></thead><tbody id="pairs-body"></tbody></table>'
+)
+
+
+def _pairs_section(pairs: Sequence[Finding], gallery: _Gallery) -> str:
+    """The controls and an empty table the script fills from the JSON blob; a text list for scripts off."""
+    out = f'<h2 id="pairs">Cross-split pairs ({len(pairs)})</h2>'
+    if not pairs:
+        return out + '<p class="muted">No images are shared between splits.</p>'
+    out += _PAIR_CONTROLS
+    out += (f"<noscript><p>Scripts are off: the first {min(len(pairs), NOSCRIPT_PAIRS)} of {len(pairs)} pairs as text.</p><ol>"
+            + "".join(f"<li>{_e(f.severity.label)} {_e(f.message)} ({_e(Evidence.describe_all(f.evidence))})</li>"
+                      for f in pairs[:NOSCRIPT_PAIRS])
+            + "</ol></noscript>")
+    if len(gallery.refs) > gallery.cap:
+        out += (f'<p class="muted">Thumbnails are embedded for the first {gallery.cap} of {len(gallery.refs)} images '
+                "(most severe findings first); the others show their names and evidence.</p>")
+    return out
+
+
+def _pairs_data(report: AuditReport, pairs: Sequence[Finding], gallery: _Gallery, page_size: int) -> dict[str, Any]:
+    """The JSON blob the script draws the pairs table from."""
+    split_index = {s.name: k for k, s in enumerate(report.splits)}
+    return {
+        "splits": [s.name for s in report.splits],
+        "images": [[split_index.get(r.split, 0), r.path, r.label, gallery.thumb_of[k]] for k, r in enumerate(gallery.refs)],
+        "thumbs": list(gallery.uris),
+        # [check, category, severity, image a, image b, evidence, closeness, accepted, id]
+        "pairs": [[f.check, f.category, f.severity.label, gallery.at(f.images[0]), gallery.at(f.images[1]),
+                   Evidence.describe_all(f.evidence), _closeness(f), 1 if f.accepted else 0, f.id] for f in pairs],
+        "page": page_size,
+    }
+
+
+def _group_section(check: str, findings: Sequence[Finding], gallery: _Gallery) -> str:
+    """One group check: each finding with its facts and every member's thumbnail."""
+    known = all_checks().get(check)
+    out = f'<h2 id="{_e(check)}">{_e(_title(check))} ({len(findings)})</h2>'
+    if known is not None:
+        out += f'<p class="muted">{_e(known.summary)}</p>'
+    if not findings:
+        return out + '<p class="muted">None found.</p>'
+    for f in findings[:MAX_GROUPS]:
+        css, severity = _status(f)
+        facts = _facts(f)
+        out += (f'<div class="group {css}"><div><b>{severity}</b> {_e(f.message)} <span class="id">{_e(f.id)}</span></div>'
+                + (f"<div>{render_value(facts)}</div>" if facts else "")
+                + '<div class="members">' + "".join(gallery.figure(r) for r in f.images) + "</div></div>")
+    if len(findings) > MAX_GROUPS:
+        out += f'<p class="muted">&hellip; and {len(findings) - MAX_GROUPS} more (see --format json).</p>'
+    return out
+
+
+def _findings_table(anchor: str, heading: str, findings: Sequence[Finding], *, with_images: bool) -> str:
+    """Findings as table rows: severity, check, (files,) message, facts, id."""
+    out = f'<h2 id="{anchor}">{heading} ({len(findings)})</h2>'
+    if not findings:
+        return out + '<p class="muted">None.</p>'
+    head = "<th>severity</th><th>check</th>" + ("<th>file</th>" if with_images else "") + "<th>message</th><th>facts</th><th>id</th>"
+    rows = []
+    for f in findings:
+        css, severity = _status(f)
+        files = "".join(f"<code>{_e(r.split)}/{_e(r.path)}</code> " for r in f.images)
+        facts = _facts(f)
+        rows.append(f'<tr class="{css}"><td>{severity}</td><td>{_e(f.check)}</td>' + (f"<td>{files}</td>" if with_images else "")
+                    + f'<td>{_e(f.message)}</td><td>{render_value(facts) if facts else ""}</td><td class="id">{_e(f.id)}</td></tr>')
+    return out + f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _classes_section(report: AuditReport) -> str:
+    out = '<h2 id="classes">Class distribution</h2>'
+    labelled = [(s.name, dict(s.classes)) for s in report.splits if s.classes]
+    if not labelled:
+        return out + '<p class="muted">No labels (flat folders or unlabelled arrays).</p>'
+    names = sorted({c for _, cl in labelled for c in cl})
+    totals = {n: sum(cl.values()) or 1 for n, cl in labelled}
+    rows = "".join(f"<tr><td>{_e(c)}</td>" + "".join(f"<td>{cl.get(c, 0)} ({cl.get(c, 0) / totals[n]:.1%})</td>" for n, cl in labelled)
+                   + "</tr>" for c in names)
+    return (out + class_chart(labelled) + '<table class="grid"><thead><tr><th>class</th>'
+            + "".join(f"<th>{_e(n)}</th>" for n, _ in labelled) + f"</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _distribution_section(report: AuditReport) -> str:
+    """What the table checks measured (``report.distribution``), drawn generically."""
+    out = '<h2 id="distribution">Distribution: property drift, distinguishability, difficulty</h2>'
+    if not report.distribution:
+        return out + '<p class="muted">Not part of this report.</p>'
+    return out + f'<div class="scroll">{render_value(report.distribution)}</div>'
+
+
+def _explain_section(explain: ExplainReport | None) -> str:
+    """The ``splitaudit explain`` result: its learning curves (when it has any) and its data as tables."""
+    out = '<h2 id="explain">Explain: metric decomposition and learning curves</h2>'
+    if explain is None:
+        return out + '<p class="muted">Not part of this report (run <code>splitaudit explain</code>).</p>'
+    from ..explain.plots import panels, render_svg
+
+    if panels(explain):
+        out += f"<figure><figcaption>learning curves</figcaption>{_svg_img(render_svg(explain), 'learning curves')}</figure>"
+    return out + f'<div class="scroll">{render_value(explain.to_dict())}</div>'
+
+
+def _run_section(report: AuditReport) -> str:
+    return '<h2 id="run">Run</h2>' + render_value({"checks": {name: dict(params) for name, params in report.checks},
+                                                    "embeddings": dict(report.embeddings) or None})
+
+
+def _footer(data: Mapping[str, Any]) -> str:
+    # imported at call time: splitaudit/__init__ may still be importing when this module loads
+    from .. import __version__
+
+    return (f"<footer>splitaudit {_e(__version__)} &middot; self-contained report: no network requests "
+            "(Content-Security-Policy <code>default-src 'none'</code>)</footer>"
+            f'<script type="application/json" id="sa-data">{_script_json(data)}</script>'
+            f"<script>{_JS}</script></body></html>\n")
 
 
 def render_html(
     report: AuditReport,
     *,
-    explain: Any = None,
+    explain: ExplainReport | None = None,
     max_thumbnails: int = DEFAULT_MAX_THUMBNAILS,
     thumb_side: int = THUMB_SIDE,
     page_size: int = PAGE_SIZE,
@@ -563,9 +790,8 @@ def render_html(
     Parameters
     ----------
     explain:
-        A ``splitaudit explain`` result (anything with ``to_dict()``), shown in its own section with its plots:
-        SVG strings in ``plots`` or returned by ``svg_plots()``, else what ``plot(path)`` writes to an ``.svg``
-        file; all are embedded as ``data:`` images (scripts in them never run).
+        A :func:`splitaudit.explain` result, shown in its own section: its learning curves as an embedded SVG
+        image (scripts in it never run) and its data as tables.
     max_thumbnails:
         Distinct images that get an embedded thumbnail, most severe findings first (0: none).
     image_loader:
@@ -579,180 +805,18 @@ def render_html(
     if isinstance(thumb_side, bool) or not isinstance(thumb_side, int) or not 16 <= thumb_side <= 512:
         raise invalid_parameter("thumb_side", "an int in [16, 512]", thumb_side)
 
-    findings = report.findings
-    pairs = [f for f in findings if is_pair(f)]
-    within = [f for f in findings if f.check == "within-split-duplicates"]
-    conflicts = [f for f in findings if f.check == "label-conflicts"]
-    groups = [f for f in findings if f.check == "group-leakage"]
-    shown = {id(f) for f in (*pairs, *within, *conflicts, *groups)}
-    others = [f for f in findings if id(f) not in shown]
-
-    # Every image named by a finding gets an index; thumbnails go to the first max_thumbnails of them, in
-    # report order (most severe first), pairs before groups.
-    split_index = {s.name: k for k, s in enumerate(report.splits)}
-    index: dict[tuple[str, str], int] = {}
-    refs: list[ImageRef] = []
-    for f in (*pairs, *within[:MAX_GROUPS], *conflicts[:MAX_GROUPS], *groups[:MAX_GROUPS]):
-        for ref in f.images:
-            key = (ref.split, ref.path)
-            if key not in index:
-                index[key] = len(refs)
-                refs.append(ref)
-    thumbs = make_thumbnails(report, refs[:max_thumbnails], side=thumb_side, image_loader=image_loader)
-    thumb_index: list[int] = []
-    uris: list[str] = []
-    for k in range(len(refs)):
-        uri = thumbs[k] if k < len(thumbs) else None
-        thumb_index.append(len(uris) if uri else -1)
-        if uri:
-            uris.append(uri)
-
-    data = {
-        "splits": [s.name for s in report.splits],
-        "images": [[split_index.get(r.split, 0), r.path, r.label, thumb_index[k]] for k, r in enumerate(refs)],
-        "thumbs": uris,
-        # [check, category, severity, image a, image b, evidence, closeness, accepted, id]
-        "pairs": [[f.check, f.category, f.severity.label, index[(f.images[0].split, f.images[0].path)],
-                   index[(f.images[1].split, f.images[1].path)], _evidence_text(f), _closeness(f),
-                   1 if f.accepted else 0, f.id] for f in pairs],
-        "page": page_size,
-    }
-
-    def figure(ref: ImageRef) -> str:
-        k = index.get((ref.split, ref.path), -1)
-        t = thumb_index[k] if k >= 0 else -1
-        img = f'<span class="th" data-t="{t}"></span>' if t >= 0 else '<div class="nothumb">no thumbnail</div>'
-        label = f' <span class="label">{_e(ref.label)}</span>' if ref.label is not None else ""
-        return f'<figure class="img">{img}<figcaption><code>{_e(ref.split)}/{_e(ref.path)}</code>{label}</figcaption></figure>'
-
-    v = report.verdict
-    counts = dict(v.counts)
-    accepted = sum(1 for f in findings if f.accepted)
-    parts: list[str] = []
-    add = parts.append
-    add("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">")
-    add(f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">')
-    add('<meta name="referrer" content="no-referrer"><meta name="viewport" content="width=device-width, initial-scale=1">')
-    add(f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>")
-    add(f"<header><h1>{_e(title)}</h1><nav>"
-        '<a href="#pairs">cross-split pairs</a><a href="#within">within-split duplicates</a>'
-        '<a href="#conflicts">label conflicts</a><a href="#groups">group leakage</a><a href="#classes">classes</a>'
-        '<a href="#distribution">distribution</a><a href="#explain">explain</a><a href="#other">other findings</a>'
-        '<a href="#run">run</a></nav>')
-    add(f'<div id="verdict" class="verdict {"fail" if v.failed else "pass"}">{"FAIL" if v.failed else "PASS"} '
-        f"{_e(v.reason)}</div>")
-    add('<div class="counts">'
-        + "".join(f'<div><b id="n-{k}">{counts.get(k, 0)}</b>{k}</div>' for k in ("error", "warning", "info"))
-        + f'<div><b id="n-accepted">{accepted}</b>accepted (baseline)</div>'
-        f'<div><b id="n-pairs">{len(pairs)}</b>cross-split pairs</div>'
-        f'<div><b id="n-within">{len(within)}</b>within-split groups</div>'
-        f'<div><b id="n-conflicts">{len(conflicts)}</b>label conflicts</div>'
-        f'<div><b id="n-groups">{len(groups)}</b>leaked groups</div>'
-        f'<div><b id="n-thumbs">{len(uris)}</b>thumbnails (cap {max_thumbnails})</div></div></header><main>')
-
-    # splits
-    add('<h2 id="splits">Splits</h2><table class="grid"><thead><tr><th>split</th><th>root</th><th>files</th><th>images</th>'
-        "<th>unreadable</th><th>skipped</th><th>classes</th><th>copied from earlier splits</th></tr></thead><tbody>")
-    for k, s in enumerate(report.splits):
-        add(f"<tr><td>{_e(s.name)}</td><td><code>{_e(s.root)}</code></td><td>{s.files}</td><td>{s.images}</td>"
-            f"<td>{s.unreadable}</td><td>{s.skipped}</td><td>{len(s.classes)}</td>"
-            f"<td>{f'{s.leak_fraction:.1%}' if k else '&ndash;'}</td></tr>")
-    add("</tbody></table>")
-
-    # cross-split pairs
-    add(f'<h2 id="pairs">Cross-split pairs ({len(pairs)})</h2>')
-    if pairs:
-        add('<div class="controls">'
-            '<label>check <select id="f-check"><option value="">all</option></select></label>'
-            '<label>category <select id="f-category"><option value="">all</option></select></label>'
-            '<label>splits <select id="f-pair"><option value="">all</option></select></label>'
-            '<label>class <select id="f-class"><option value="">all</option></select></label>'
-            '<label>status <select id="f-status"><option value="">all</option><option value="new">new</option>'
-            '<option value="accepted">accepted</option></select></label>'
-            '<label>sort <select id="f-sort"><option value="">severity</option><option value="closest">closest first</option>'
-            '<option value="farthest">farthest first</option><option value="path">evaluation path</option></select></label>'
-            '<label>file name <input id="f-search" type="search" placeholder="filter by name"></label>'
-            '<button id="prev" type="button">&larr; previous</button><button id="next" type="button">next &rarr;</button>'
-            '<span id="pairs-status" class="muted"></span></div>')
-        add('<table class="grid" id="pairs-table"><thead><tr><th>#</th><th>earlier split</th><th>later split</th>'
-            '<th>finding</th><th>evidence</th><th>id</th></tr></thead><tbody id="pairs-body"></tbody></table>')
-        add(f"<noscript><p>Scripts are off: the first {min(len(pairs), NOSCRIPT_PAIRS)} of {len(pairs)} pairs as text.</p><ol>"
-            + "".join(f"<li>{_e(f.severity.label)} {_e(f.message)} ({_e(_evidence_text(f))})</li>" for f in pairs[:NOSCRIPT_PAIRS])
-            + "</ol></noscript>")
-        if len(refs) > max_thumbnails:
-            add(f'<p class="muted">Thumbnails are embedded for the first {max_thumbnails} of {len(refs)} images '
-                "(most severe findings first); the others show their names and evidence.</p>")
-    else:
-        add('<p class="muted">No images are shared between splits.</p>')
-
-    def group_section(anchor: str, heading: str, items: list[Finding], empty: str) -> None:
-        add(f'<h2 id="{anchor}">{heading} ({len(items)})</h2>')
-        if not items:
-            add(f'<p class="muted">{empty}</p>')
-            return
-        for f in items[:MAX_GROUPS]:
-            facts = {k: val for k, val in dict(f.data).items() if k != "baseline"}
-            add(f'<div class="group {"accepted" if f.accepted else "sev-" + f.severity.label}">'
-                f"<div><b>{_e(f.severity.label)}</b>{' (accepted)' if f.accepted else ''} {_e(f.message)} "
-                f'<span class="id">{_e(f.id)}</span></div>'
-                + (f"<div>{render_value(facts)}</div>" if facts else "")
-                + '<div class="members">' + "".join(figure(r) for r in f.images) + "</div></div>")
-        if len(items) > MAX_GROUPS:
-            add(f'<p class="muted">&hellip; and {len(items) - MAX_GROUPS} more (see --format json).</p>')
-
-    group_section("within", "Within-split duplicates", within, "No copies inside a split.")
-    group_section("conflicts", "Label conflicts", conflicts, "No copies carry different labels.")
-    group_section("groups", "Group leakage", groups, "No group spans two splits (or no groups were given).")
-
-    # class distribution
-    add('<h2 id="classes">Class distribution</h2>')
-    labelled = [(s.name, dict(s.classes)) for s in report.splits if s.classes]
-    if labelled:
-        add(class_chart(labelled))
-        names = sorted({c for _, cl in labelled for c in cl})
-        add('<table class="grid"><thead><tr><th>class</th>' + "".join(f"<th>{_e(n)}</th>" for n, _ in labelled)
-            + "</tr></thead><tbody>")
-        totals = {n: sum(cl.values()) or 1 for n, cl in labelled}
-        for c in names:
-            add(f"<tr><td>{_e(c)}</td>" + "".join(
-                f"<td>{cl.get(c, 0)} ({cl.get(c, 0) / totals[n]:.1%})</td>" for n, cl in labelled) + "</tr>")
-        add("</tbody></table>")
-    else:
-        add('<p class="muted">No labels (flat folders or unlabelled arrays).</p>')
-
-    # distribution checks (issue #4) and explain (issue #5), rendered generically when present
-    add('<h2 id="distribution">Distribution: property drift, distinguishability, difficulty</h2>')
-    distribution = getattr(report, "distribution", None)
-    add(f'<div class="scroll">{render_value(distribution)}</div>' if distribution else '<p class="muted">Not part of this report.</p>')
-    add('<h2 id="explain">Explain: metric decomposition and learning curves</h2>')
-    if explain is not None:
-        data_, plots = _explain_parts(explain)
-        for name, svg in plots:
-            add(f"<figure><figcaption>{_e(name)}</figcaption>{_svg_img(svg, name)}</figure>")
-        add(f'<div class="scroll">{render_value(data_)}</div>')
-    else:
-        add('<p class="muted">Not part of this report (run <code>splitaudit explain</code>).</p>')
-
-    # everything else
-    add(f'<h2 id="other">Other findings ({len(others)})</h2>')
-    if others:
-        add('<table class="grid"><thead><tr><th>severity</th><th>check</th><th>message</th><th>facts</th><th>id</th></tr></thead><tbody>')
-        for f in others:
-            facts = {k: val for k, val in dict(f.data).items() if k != "baseline"}
-            add(f'<tr class="{"accepted" if f.accepted else "sev-" + f.severity.label}"><td>{_e(f.severity.label)}'
-                f"{' (accepted)' if f.accepted else ''}</td><td>{_e(f.check)}</td><td>{_e(f.message)}</td>"
-                f'<td>{render_value(facts) if facts else ""}</td><td class="id">{_e(f.id)}</td></tr>')
-        add("</tbody></table>")
-    else:
-        add('<p class="muted">None.</p>')
-
-    add('<h2 id="run">Run</h2>')
-    add(render_value({"checks": {name: dict(params) for name, params in report.checks},
-                      "embeddings": dict(report.embeddings) or None}))
-    from .. import __version__  # at call time: splitaudit/__init__ may still be importing when this module loads
-
-    add(f"</main><footer>splitaudit {_e(__version__)} &middot; self-contained report: no network requests "
-        "(Content-Security-Policy <code>default-src 'none'</code>)</footer>")
-    add(f'<script type="application/json" id="sa-data">{_script_json(data)}</script>')
-    add(f"<script>{_JS}</script></body></html>\n")
-    return "".join(parts)
+    found = _Findings.of(report)
+    gallery = _Gallery.of(report, found, cap=max_thumbnails, side=thumb_side, image_loader=image_loader)
+    sections = [
+        _splits_section(report),
+        _pairs_section(found.pairs, gallery),
+        *(_group_section(check, findings, gallery) for check, findings in found.groups),
+        _findings_table("images", "Image findings", found.images, with_images=True),
+        _classes_section(report),
+        _distribution_section(report),
+        _explain_section(explain),
+        _findings_table("other", "Other findings", found.others, with_images=False),
+        _run_section(report),
+    ]
+    return (_head(title) + _header(report, found, gallery, title) + "<main>" + "".join(sections) + "</main>"
+            + _footer(_pairs_data(report, found.pairs, gallery, page_size)))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from ..report.model import AuditReport, Finding, ImageRef
-from .terminal import _evidence_text
+from ..checks.registry import display_of
+from ..report.model import AuditReport, Evidence, Finding, ImageRef
 
 #: Findings listed by name (most severe first, accepted ones last); the rest are counted per check.
 TOP_FINDINGS = 10
@@ -49,8 +49,8 @@ def _image(ref: ImageRef) -> str:
 
 def _line(f: Finding) -> str:
     mark = " *(accepted)*" if f.accepted else ""
-    if f.category is not None and len(f.images) == 2:
-        ev = _evidence_text(f)
+    if display_of(f.check) == "pair" and len(f.images) == 2:
+        ev = Evidence.describe_all(f.evidence)
         what = f"{_image(f.images[1])} \u2194 {_image(f.images[0])}" + (f" \u2014 {md_text(ev)}" if ev else "")
     else:
         what = md_text(f.message)

@@ -9,23 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..report.model import AuditReport, Finding, Severity
+from ..report.model import AuditReport, Evidence, Finding, Severity
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 MAX_ROWS_PER_CHECK = 25
-
-
-def _evidence_text(f: Finding) -> str:
-    parts = []
-    for e in f.evidence:
-        if e.stage in ("bytes", "pixels"):
-            parts.append(f"same {e.stage}")
-        elif e.similarity is not None:
-            name = "cosine" if e.stage == "embedding" else e.stage
-            parts.append(f"{name} {e.similarity:.3f}" + (" mirrored" if e.flipped else ""))
-        else:
-            parts.append(f"{e.stage} {e.distance:g}" + (" mirrored" if e.flipped else ""))
-    return ", ".join(parts)
 
 
 def print_report(report: AuditReport, console: Console, *, max_rows: int = MAX_ROWS_PER_CHECK) -> None:
@@ -48,7 +35,7 @@ def print_report(report: AuditReport, console: Console, *, max_rows: int = MAX_R
         console.print()
         console.print(f"[bold]{escape(check)}[/] ({len(findings)})")
         for f in findings[:max_rows]:
-            ev = _evidence_text(f)
+            ev = Evidence.describe_all(f.evidence)
             console.print(f"  [{_STYLE[f.severity]}]{f.severity.label:7}[/] {escape(f.message)}" + (f"  [dim]({escape(ev)})[/]" if ev else ""),
                           soft_wrap=True, highlight=False)
         if len(findings) > max_rows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -67,6 +67,26 @@ class Evidence:
     distance: float
     flipped: bool = False
     similarity: float | None = None
+
+    @property
+    def identical(self) -> bool:
+        """The stage saw the same content: identical bytes or identical decoded pixels."""
+        return self.stage in ("bytes", "pixels")
+
+    def describe(self) -> str:
+        """The observation in words, as text reports show it: ``same bytes``, ``phash 4 mirrored``, ``cosine 0.981``."""
+        if self.identical:
+            return f"same {self.stage}"
+        mirrored = " mirrored" if self.flipped else ""
+        if self.similarity is not None:
+            name = "cosine" if self.stage == "embedding" else self.stage
+            return f"{name} {self.similarity:.3f}{mirrored}"
+        return f"{self.stage} {self.distance:g}{mirrored}"
+
+    @staticmethod
+    def describe_all(evidence: Iterable[Evidence]) -> str:
+        """Several observations on one line, in the given order (empty when there are none)."""
+        return ", ".join(e.describe() for e in evidence)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "distance": _clean(self.distance), "flipped": self.flipped,
