@@ -13,6 +13,7 @@ embeddings are used (the re-check budget of ``--backbone none`` runs has no room
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,8 +288,6 @@ def class_probe(x: np.ndarray, y: np.ndarray, n_classes: int, fit: np.ndarray, *
     randomly assigned fold, so both sides are predicted by models trained on the same share of ``fit``. Returns
     (proba, full): ``full`` predicts the other rows with one model fitted on all of ``fit`` (NaN for ``fit`` rows).
     """
-    import warnings
-
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold
 
