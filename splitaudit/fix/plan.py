@@ -346,5 +346,5 @@ def plan_fix(
         check_options.setdefault(name, {}).setdefault("max_matches_per_image", 1_000_000)
     audit_options = replace(opts, select=(*LEAK_CHECKS, *LINK_CHECKS, "unreadable-images"), check_options=check_options)
     with open_run(splits, manifest=manifest, options=audit_options, progress=progress) as ctx:
-        report = run_checks(ctx, audit_options.selected())
+        report = run_checks(ctx)
         return build_plan(ctx.dataset, report, tolerance=opts.tolerance, prefer=opts.prefer)
