@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from .checks import AuditContext, Check
+from .checks import AuditContext
 from .options import CHECK, Options, build_options
 from .report import AuditReport, Policy, build_report
 from .report.baseline import Baseline, resolve_baseline
@@ -59,13 +59,13 @@ def audit(
     accepted = resolve_baseline(opts.baseline)
     timings: dict[str, float] = {}
     with open_run(splits, manifest=manifest, options=opts, progress=progress, timings=timings) as ctx:
-        return run_checks(ctx, opts.selected(), baseline=accepted, timings=timings)
+        return run_checks(ctx, baseline=accepted, timings=timings)
 
 
-def run_checks(ctx: AuditContext, selected: list[tuple[Check, dict[str, Any]]], *, baseline: Baseline | None = None,
-               timings: dict[str, float] | None = None) -> AuditReport:
-    """Compute the evidence, run the ``selected`` checks (``Options.selected()``) on an open run and build the
-    report with ``ctx.options``' verdict policy."""
+def run_checks(ctx: AuditContext, *, baseline: Baseline | None = None, timings: dict[str, float] | None = None) -> AuditReport:
+    """On an open run (:func:`splitaudit.run.open_run`): compute the evidence, run the checks ``ctx.options``
+    selects and build the report with its verdict policy."""
+    selected = ctx.options.selected()
     timings = dict(timings or {})
     t0 = time.perf_counter()
     _ = ctx.features

@@ -366,5 +366,5 @@ def plan_fix(
             check_options.setdefault(check.name, {}).setdefault("max_matches_per_image", 1_000_000)
     audit_options = replace(opts, select=tuple(c.name for c in selected), check_options=check_options)
     with open_run(splits, manifest=manifest, options=audit_options, progress=progress) as ctx:
-        report = run_checks(ctx, audit_options.selected())
+        report = run_checks(ctx)
         return build_plan(ctx.dataset, report, tolerance=opts.tolerance, prefer=opts.prefer)
