@@ -87,11 +87,10 @@ def image_properties(
         tests: dict = {}
         flagged_numeric: set[str] = set()
         for prop in NUMERIC:
-            a, b = cols[prop][train], cols[prop][ev]
-            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-            if len(a) < min_images or len(b) < min_images:
+            tested = _finite_ks(cols[prop][train], cols[prop][ev], min_images)
+            if tested is None:
                 continue
-            d, p_raw = ks_2samp(a, b)
+            a, b, d, p_raw = tested
             p = min(1.0, p_raw * m)
             shift = _shift(a, b, prop)
             tests[prop] = {"ks": d, "p_value": p, "shift_sd": shift, "median_train": _median(a), "median_eval": _median(b)}
@@ -122,11 +121,10 @@ def image_properties(
             if prop in flagged_numeric or prop not in tests:
                 continue
             for c, (ia, ib) in members.items():
-                a, b = cols[prop][ia], cols[prop][ib]
-                a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-                if len(a) < min_class_images or len(b) < min_class_images:
+                tested = _finite_ks(cols[prop][ia], cols[prop][ib], min_class_images)
+                if tested is None:
                     continue
-                d, p_raw = ks_2samp(a, b)
+                a, b, d, p_raw = tested
                 p = min(1.0, p_raw * mc)
                 if p < alpha and d >= min_ks:
                     shift = _shift(a, b, prop)
@@ -147,6 +145,16 @@ def _median(v: np.ndarray) -> float | None:
 def _counts(values: np.ndarray) -> dict[str, int]:
     keys, n = np.unique(np.asarray(values, dtype=str), return_counts=True)
     return {str(k): int(c) for k, c in zip(keys, n)}
+
+
+def _finite_ks(x: np.ndarray, y: np.ndarray, min_n: int) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """The finite values of both samples and their KS statistic and p-value; ``None`` when either has fewer than
+    ``min_n`` (too few to test)."""
+    a, b = x[np.isfinite(x)], y[np.isfinite(y)]
+    if len(a) < min_n or len(b) < min_n:
+        return None
+    d, p = ks_2samp(a, b)
+    return a, b, d, p
 
 
 def _shift(a: np.ndarray, b: np.ndarray, prop: str) -> float:

@@ -29,10 +29,8 @@ from .registry import register
 def separability(ctx: AuditContext, *, max_pair_accuracy: float = 0.75, min_pair_images: int = 20, min_images: int = 20,
                  top_pairs: int = 5) -> CheckResult:
     probe = label_probe(ctx)
-    if probe is None:
-        return CheckResult()
-    tr = probe.split == 0
-    if tr.sum() < min_images:
+    tr = probe.split == 0 if probe is not None else None
+    if probe is None or tr.sum() < min_images:
         return CheckResult()
     y, pred = probe.y[tr], probe.predicted[tr]
     k = len(probe.classes)
