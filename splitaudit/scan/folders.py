@@ -31,6 +31,7 @@ def walk_split(name: str, root: str, *, group_pattern: re.Pattern[str] | None = 
             size=st.st_size if st else -1,
             mtime_ns=st.st_mtime_ns if st else 0,
             inode=st.st_ino if st else 0,
+            ctime_ns=st.st_ctime_ns if st else 0,
         ))
     return records, problems
 

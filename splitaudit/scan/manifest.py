@@ -57,6 +57,7 @@ def read_manifest(manifest: str | os.PathLike[str], *, group_pattern: re.Pattern
                 size=st.st_size if st else -1,
                 mtime_ns=st.st_mtime_ns if st else 0,
                 inode=st.st_ino if st else 0,
+                ctime_ns=st.st_ctime_ns if st else 0,
             )
         )
     # Group records by split in first-appearance order so every later stage sees contiguous splits.
