@@ -16,11 +16,11 @@ import numpy as np
 from ..report.model import Finding, Severity
 from ._stats import chi2_contingency
 from .context import AuditContext
-from .registry import register
+from .registry import Alpha, NonNegative, register
 
 
 @register("class-balance", summary="Classes missing or only in evaluation splits; label distributions that differ (chi-square, Cramér's V, per-class ratios); imbalance within a split.")
-def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: float = 0.1, max_imbalance: float = 20.0) -> list[Finding]:
+def class_balance(ctx: AuditContext, *, alpha: Alpha = 0.001, min_cramers_v: NonNegative = 0.1, max_imbalance: NonNegative = 20.0) -> list[Finding]:
     ok = ctx.features.ok
     counts: dict[str, Counter[str]] = {name: Counter() for name in ctx.dataset.split_names}
     for i, r in enumerate(ctx.dataset.records):

@@ -8,11 +8,11 @@ from ..neighbors import components
 from ..report.model import Finding, Severity
 from ._pairs import duplicate_mask
 from .context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MIN_NCC, AuditContext
-from .registry import register
+from .registry import HashRadius, register
 
 
 @register("within-split-duplicates", summary="Groups of copies (exact, pixel or near) inside a single split.")
-def within_split_duplicates(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> list[Finding]:
+def within_split_duplicates(ctx: AuditContext, *, max_phash: HashRadius = DEFAULT_MAX_PHASH, max_dhash: HashRadius = DEFAULT_MAX_DHASH) -> list[Finding]:
     m = ctx.matches(max_phash, max_dhash)
     m = m.select(duplicate_mask(m, ctx.ncc_threshold(DEFAULT_MIN_NCC)))
     s = ctx.split_index
