@@ -180,22 +180,54 @@ def compute_features(
     computed: dict[str, np.ndarray] = {}
     if todo:
         batch = _batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
-        computed = map_batches(_Extract(options), batch, workers=workers, progress=progress, preload=WORKER_MODULES,
-                               setup=warm_up)
-        if cache is not None:
-            cache.store_features(computed, variant)
+        writer = _BatchWriter(cache, variant, [records[i] for i in todo])
+        try:
+            computed = map_batches(_Extract(options), batch, workers=workers, progress=progress, preload=WORKER_MODULES,
+                                   setup=warm_up, on_batch=writer.add if cache is not None else None)
+        finally:
+            writer.flush()  # also when interrupted: the next run resumes from what was finished
     _assemble(columns, rows, todo, computed, known)
-    if cache is not None and todo:
-        fresh = set(todo) | set(missed)  # paths whose stat row is new or stale
-        cache.store_files(
-            (r.path, stat_key(r), columns["digest"][i])
-            for i, r in enumerate(records)
-            if i in fresh and r.path and r.size >= 0 and columns["digest"][i]
-        )
+    if cache is not None and missed:
+        # Moved or copied files found by their digest: their stat rows are new (computed rows were stored above).
+        done = set(todo)
+        cache.store_files((records[i].path, stat_key(records[i]), columns["digest"][i]) for i in missed
+                          if i not in done and records[i].path and records[i].size >= 0 and columns["digest"][i])
     table = FeatureTable(columns, hits=n - len(todo), misses=len(todo), variant=variant, _records=records,
                          _arrays=dataset.arrays, _options=options, _cache=cache, _workers=workers, _dirty=dirty,
                          _dataset=dataset)
     return table
+
+
+class _BatchWriter:
+    """Stores computed features (and their files' stat rows) in the cache every ``FLUSH_ROWS`` rows, each write one
+    transaction, so work survives an interrupted run (SIGINT during hashing) without one write per batch."""
+
+    FLUSH_ROWS = 2048
+
+    def __init__(self, cache: FeatureCache | None, variant: str, records: Sequence[ImageRecord]) -> None:
+        self.cache, self.variant, self.records = cache, variant, records
+        self.pending: list[tuple[int, dict[str, np.ndarray]]] = []
+        self.rows = 0
+
+    def add(self, start: int, out: dict[str, np.ndarray]) -> None:
+        self.pending.append((start, out))
+        self.rows += len(out["digest"])
+        if self.rows >= self.FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.cache is None or not self.pending:
+            return
+        pending, self.pending, self.rows = self.pending, [], 0
+        merged = {k: np.concatenate([o[k] for _, o in pending]) for k in pending[0][1]}
+        self.cache.store_features(merged, self.variant)
+        files = []
+        for start, out in pending:
+            for j, d in enumerate(out["digest"]):
+                r = self.records[start + j]
+                if d and r.path and r.size >= 0:
+                    files.append((r.path, stat_key(r), d))
+        self.cache.store_files(files)
 
 
 def stat_key(r: ImageRecord) -> StatKey:
