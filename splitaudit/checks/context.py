@@ -18,6 +18,7 @@ from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
 from ..features.embeddings.backbones import BackboneSpec
 from ..features.hashing import hamming
 from ..neighbors import HashPairs, groups_by_key, hash_pairs
+from ..neighbors.blank import blank_rule, near_blank
 from ..report.model import ImageRef
 from ..scan import Dataset
 
@@ -465,6 +466,7 @@ class AuditContext:
         else:
             cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
         m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
+        m = m.select(blank_rule(a, b, near_blank(f["spread"], f.ok), same_pixels))  # blank images: identical pixels only
         self._matches[key] = m
         return m
 
