@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -81,7 +82,11 @@ def map_batches(
             setup()
         if preload and context.get_start_method() == "forkserver":
             context.set_forkserver_preload(list(preload))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        # Workers ignore SIGINT: Ctrl-C reaches the whole process group, and a worker killed inside the pool's queue
+        # can leave the pool's shutdown waiting forever. The parent alone stops: it cancels what has not started,
+        # lets the running batches finish (small, bounded work) and re-raises.
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
+        try:
             # Bounded in-flight submissions keep memory flat however many images there are.
             window = workers * 4
             pending: list[tuple[Future[Columns], int]] = []
@@ -91,6 +96,8 @@ def map_batches(
                     _drain_one(pending, outputs, progress)
             while pending:
                 _drain_one(pending, outputs, progress)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
@@ -107,6 +114,10 @@ class _Outputs(list):  # type: ignore[type-arg]
         if self._on_batch is not None:
             self._on_batch(self._rows, out)
         self._rows += len(next(iter(out.values()))) if out else 0
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
