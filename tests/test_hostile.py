@@ -269,7 +269,16 @@ def test_sigint_keeps_finished_work_and_exits_130(tmp_path: Path, photos: dict[s
            "--workers", "2", "--format", "json"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    db = _isolated_cache / "cache-v2.sqlite3"
+    try:
+        _interrupt_and_check(proc, _isolated_cache, tmp_path, len(tiles))
+    finally:
+        if proc.poll() is None:  # a hung run must not outlive the test
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _interrupt_and_check(proc: subprocess.Popen, cache_dir: Path, root: Path, n: int) -> None:
+    db = cache_dir / "cache-v2.sqlite3"
     stored = 0
     for _ in range(600):  # interrupt as soon as the first batch of features is in the cache (work-bounded wait)
         if proc.poll() is not None:
@@ -287,11 +296,11 @@ def test_sigint_keeps_finished_work_and_exits_130(tmp_path: Path, photos: dict[s
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
-    assert sorted(p.name for p in _isolated_cache.iterdir()) == ["cache-v2.sqlite3"]  # no -wal / -shm left
-    dataset = scan([tmp_path / "train", tmp_path / "val"])
-    with FeatureCache(_isolated_cache) as cache:
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["cache-v2.sqlite3"]  # no -wal / -shm left
+    dataset = scan([root / "train", root / "val"])
+    with FeatureCache(cache_dir) as cache:
         table = compute_features(dataset, cache=cache, workers=1)
-    assert table.hits >= stored > 0 and table.hits + table.misses == len(tiles)
+    assert table.hits >= stored > 0 and table.hits + table.misses == n
 
 
 # 14 -----------------------------------------------------------------------------------------------------------------
