@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("splitaudit: interrupted", file=sys.stderr)
-        return EXIT_ERROR
+        return 130  # 128 + SIGINT, as shells expect
     except Exception as exc:  # a bug of ours: still one line and exit 2, with the traceback on request
         if os.environ.get("SPLITAUDIT_DEBUG"):
             raise

@@ -122,8 +122,9 @@ def test_github_annotations_cannot_be_injected(hostile: AuditReport) -> None:
     assert all(line.startswith(("::error ", "::warning ", "::notice ")) for line in lines[:-1])
     assert not any(line.startswith("::error file=evil.py") for line in lines)
     hit = next(line for line in lines if "injected" in line)
-    assert "x%0A%3A%3Aerror file=evil.py%3A%3Ainjected%2C @owner #1.jpg" in hit  # the file= property
-    assert "x%0A::error file=evil.py::injected, @owner #1.jpg" in hit  # the message
+    # Control characters are written as visible escapes (issue #13), then runner-escaped.
+    assert "x\\n%3A%3Aerror file=evil.py%3A%3Ainjected%2C @owner #1.jpg" in hit  # the file= property
+    assert "x\\n::error file=evil.py::injected, @owner #1.jpg" in hit  # the message
     exact = next(line for line in lines if "copy_exact.jpg is an exact copy" in line)
     assert exact.startswith("::error file=") and "/val/temple/copy_exact.jpg,title=splitaudit exact-duplicates::" in exact
     accepted = splitaudit.audit(*[Path(s.root) for s in hostile.splits], backbone="none", baseline=[hostile.findings[0].id])

@@ -16,11 +16,11 @@ import numpy as np
 from ..report.model import CheckResult, Finding, Severity
 from ._stats import chi2_contingency
 from .context import AuditContext
-from .registry import register
+from .registry import Alpha, NonNegative, register
 
 
 @register("class-balance", summary="Classes missing or only in evaluation splits; label distributions that differ (chi-square, Cramér's V, per-class ratios); imbalance within a split.", display="table")
-def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: float = 0.1, max_imbalance: float = 20.0) -> CheckResult:
+def class_balance(ctx: AuditContext, *, alpha: Alpha = 0.001, min_cramers_v: NonNegative = 0.1, max_imbalance: NonNegative = 20.0) -> CheckResult:
     ok = ctx.features.ok
     counts: dict[str, Counter[str]] = {name: Counter() for name in ctx.dataset.split_names}
     for i, r in enumerate(ctx.dataset.records):
@@ -71,7 +71,7 @@ def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: flo
             worst = int(np.argmax(np.abs(props[1] - props[0])))
             c = present[worst]
             over, under = _outlying(table, present, alpha)
-            named = "".join(f"; {word} in {other}: " + ", ".join(f"{k!r} ({summary['ratios'][other][k]:.2g}x)" for k in ks)
+            named = "".join(f"; {word} in {other}: " + ", ".join(f"{k!r} ({_ratio_text(summary['ratios'][other][k], train)})" for k in ks)
                             for word, ks in (("over-represented", over), ("under-represented", under)) if ks)
             findings.append(Finding(
                 "class-balance", Severity.WARNING,
@@ -83,6 +83,11 @@ def class_balance(ctx: AuditContext, *, alpha: float = 0.001, min_cramers_v: flo
                       "ratios": {k: summary["ratios"][other][k] for k in present if summary["ratios"][other][k] is not None},
                       "over_represented": over, "under_represented": under}))
     return CheckResult(tuple(findings), {"classes": summary})
+
+
+def _ratio_text(ratio: float | None, train: str) -> str:
+    """A class's share ratio for a message; ``None`` is a class absent from training (no ratio exists)."""
+    return f"absent from {train}" if ratio is None else f"{ratio:.2g}x"
 
 
 def _summary(counts: dict[str, Counter[str]], names: tuple[str, ...]) -> dict:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from ..report.model import Finding
 from ._pairs import cross_split, pair_findings
 from .context import AuditContext
-from .registry import register
+from .registry import Count, register
 
 
 @register("exact-duplicates", summary="Identical files (same bytes) in two different splits.", leak=True, display="pair")
-def exact_duplicates(ctx: AuditContext, *, max_matches_per_image: int = 5) -> list[Finding]:
+def exact_duplicates(ctx: AuditContext, *, max_matches_per_image: Count = 5) -> list[Finding]:
     m = cross_split(ctx, ctx.matches())
     return pair_findings(ctx, m.select(m.same_bytes), check="exact-duplicates", category="exact",
                          max_matches_per_image=max_matches_per_image)

@@ -6,11 +6,11 @@ from collections import defaultdict
 
 from ..report.model import Finding, Severity
 from .context import AuditContext
-from .registry import register
+from .registry import Count, register
 
 
 @register("group-leakage", summary="A group (from --group-by or the manifest's group column) present in two splits.", leak=False, display="group")
-def group_leakage(ctx: AuditContext, *, max_examples: int = 3) -> list[Finding]:
+def group_leakage(ctx: AuditContext, *, max_examples: Count = 3) -> list[Finding]:
     members: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, r in enumerate(ctx.dataset.records):
         if r.group is not None:

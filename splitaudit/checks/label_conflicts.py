@@ -9,11 +9,11 @@ from ..report.model import Finding, Severity
 from ._pairs import duplicate_mask
 from ..neighbors.thresholds import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MIN_NCC
 from .context import AuditContext
-from .registry import register
+from .registry import HashRadius, register
 
 
 @register("label-conflicts", summary="Copies of one image carrying different class labels.", display="group")
-def label_conflicts(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> list[Finding]:
+def label_conflicts(ctx: AuditContext, *, max_phash: HashRadius = DEFAULT_MAX_PHASH, max_dhash: HashRadius = DEFAULT_MAX_DHASH) -> list[Finding]:
     m = ctx.matches(max_phash, max_dhash)
     m = m.select(duplicate_mask(m, ctx.ncc_threshold(DEFAULT_MIN_NCC)))
     records = ctx.dataset.records

@@ -7,19 +7,19 @@ from ._pairs import cross_split, duplicate_mask, pair_findings
 from ..neighbors.thresholds import (DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
                                     DEFAULT_MIN_SIMILARITY)
 from .context import AuditContext
-from .registry import register
+from .registry import Cosine, Count, HashRadius, NonNegative, register
 
 
 @register("near-duplicates", summary="The same shot in two splits: hashes agree (mirror included), or an embedding match confirmed at pixel level.", leak=True, display="pair")
 def near_duplicates(
     ctx: AuditContext,
     *,
-    max_phash: int = DEFAULT_MAX_PHASH,
-    max_dhash: int = DEFAULT_MAX_DHASH,
-    min_similarity: float = DEFAULT_MIN_SIMILARITY,
-    max_ratio: float = DEFAULT_MAX_RATIO,
-    min_ncc: float = DEFAULT_MIN_NCC,
-    max_matches_per_image: int = 3,
+    max_phash: HashRadius = DEFAULT_MAX_PHASH,
+    max_dhash: HashRadius = DEFAULT_MAX_DHASH,
+    min_similarity: Cosine = DEFAULT_MIN_SIMILARITY,
+    max_ratio: NonNegative = DEFAULT_MAX_RATIO,
+    min_ncc: Cosine = DEFAULT_MIN_NCC,
+    max_matches_per_image: Count = 3,
 ) -> list[Finding]:
     """Cross-split pairs that are copies but not pixel-identical (exact and pixel copies have their own checks).
 

@@ -1,8 +1,9 @@
 """The registry of checks. A check is a function ``(ctx, *, param=default, ...) -> list[Finding] | CheckResult``.
 
 Its keyword-only parameters *are* its configuration: the registry reads names, defaults and types from the
-signature, validates user options against them (unknown names and wrong types are errors naming the parameter),
-and calls the function.
+signature, validates user options against them (unknown names, wrong types and values outside a declared
+``Annotated[int, Range(0, 64)]`` range are errors naming the parameter; NaN and infinities never pass), and calls
+the function.
 
 The contract: a check returns what it found and stores nothing on the context. A check that only finds things
 returns its list of findings; a check that also measures tables for the report's ``distribution`` object (class
@@ -18,6 +19,8 @@ planner work from that declaration and never from check names.
 from __future__ import annotations
 
 import inspect
+import math
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +38,47 @@ CheckFn = Callable[..., "list[Finding] | CheckResult"]
 #: belong together: copies, a shared group id), ``image`` (one file each) or ``table`` (facts about a split or a
 #: class, no images to look at).
 DISPLAYS = ("pair", "group", "image", "table")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric check parameter, declared as ``param: Annotated[int, Range(0, 64)] = 6``.
+    ``None`` leaves a side open; ``open_low``/``open_high`` exclude the bound itself (``alpha`` in (0, 1))."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.open_high and value == self.high)))
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.open_low or self.low is None else '['}{lo}, {hi}{')' if self.open_high or self.high is None else ']'}"
+
+
+#: Parameter types with their ranges, for check signatures (``max_phash: HashRadius = 6``).
+HashRadius = typing.Annotated[int, Range(0, 64)]  # Hamming distance between two 64-bit hashes
+Count = typing.Annotated[int, Range(1)]
+Share = typing.Annotated[float, Range(0, 1)]
+Alpha = typing.Annotated[float, Range(0, 1, open_low=True, open_high=True)]  # a significance level
+Cosine = typing.Annotated[float, Range(-1, 1)]
+NonNegative = typing.Annotated[float, Range(0)]
+
+
+def _ranges(func: CheckFn) -> dict[str, Range]:
+    """The :class:`Range` declared on each parameter of ``func`` (through ``typing.Annotated``)."""
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:  # an annotation that cannot be resolved: no ranges, the types still apply
+        return {}
+    return {name: next(m for m in hint.__metadata__ if isinstance(m, Range))
+            for name, hint in hints.items()
+            if hasattr(hint, "__metadata__") and any(isinstance(m, Range) for m in hint.__metadata__)}
 
 
 @dataclass(frozen=True)
@@ -65,7 +109,7 @@ class Check:
                     + ("{" + ", ".join(repr(p) for p in sorted(defaults)) + "}" if defaults else "none")
                     + f". Got {raw_name!r} instead."
                 )
-            resolved[name] = _coerce(self.name, name, defaults[name], value)
+            resolved[name] = _coerce(self.name, name, defaults[name], value, _ranges(self.func).get(name))
         return resolved
 
     def run(self, ctx: AuditContext, options: Mapping[str, Any]) -> CheckResult:
@@ -80,13 +124,18 @@ class Check:
         return out if isinstance(out, CheckResult) else CheckResult(tuple(out))
 
 
-def _coerce(check: str, name: str, default: Any, value: Any) -> Any:
+def _coerce(check: str, name: str, default: Any, value: Any, allowed: Range | None = None) -> Any:
     kind = type(default)
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value, ok = float(value), True
     if not ok:
         raise invalid_parameter(name, f"of type {kind.__name__}", value, where=f"check {check!r}")
+    if kind in (int, float):
+        if kind is float and not math.isfinite(value):
+            raise invalid_parameter(name, "a finite number", value, where=f"check {check!r}")
+        if allowed is not None and value not in allowed:
+            raise invalid_parameter(name, f"{'an' if kind is int else 'a'} {kind.__name__} in {allowed}", value, where=f"check {check!r}")
     return value
 
 
@@ -101,9 +150,12 @@ def register(name: str, *, summary: str, leak: bool = False, display: str = "tab
     def deco(func: CheckFn) -> CheckFn:
         if name in _REGISTRY:
             raise RuntimeError(f"check {name!r} registered twice")
+        ranges = _ranges(func)
         for p in inspect.signature(func).parameters.values():
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
                 raise RuntimeError(f"check {name!r}: parameter {p.name!r} needs a default")
+            if p.name in ranges and p.default not in ranges[p.name]:
+                raise RuntimeError(f"check {name!r}: default {p.default!r} of {p.name!r} is outside {ranges[p.name]}")
         _REGISTRY[name] = Check(name, summary, func, leak, display)
         return func
 

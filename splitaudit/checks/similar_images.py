@@ -14,17 +14,17 @@ from ._pairs import cross_split, duplicate_mask, pair_findings
 from ..neighbors.thresholds import (DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
                                     DEFAULT_MIN_SIMILARITY)
 from .context import AuditContext
-from .registry import register
+from .registry import Cosine, Count, NonNegative, register
 
 
 @register("similar-images", summary="Embedding neighbours across splits that stand out of their neighbourhood but are not pixel-confirmed copies.", display="pair")
 def similar_images(
     ctx: AuditContext,
     *,
-    min_similarity: float = DEFAULT_MIN_SIMILARITY,
-    max_ratio: float = DEFAULT_MAX_RATIO,
-    min_ncc: float = DEFAULT_MIN_NCC,
-    max_matches_per_image: int = 1,
+    min_similarity: Cosine = DEFAULT_MIN_SIMILARITY,
+    max_ratio: NonNegative = DEFAULT_MAX_RATIO,
+    min_ncc: Cosine = DEFAULT_MIN_NCC,
+    max_matches_per_image: Count = 1,
 ) -> list[Finding]:
     """Pairs whose cosine is at least ``min_similarity`` and at most ``max_ratio`` of the way to the query's
     10th-nearest neighbour (in cosine distance), minus those confirmed as copies."""

@@ -9,11 +9,11 @@ from ..report.model import Finding, Severity
 from ._pairs import duplicate_mask
 from ..neighbors.thresholds import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MIN_NCC
 from .context import AuditContext
-from .registry import register
+from .registry import HashRadius, register
 
 
 @register("within-split-duplicates", summary="Groups of copies (exact, pixel or near) inside a single split.", display="group")
-def within_split_duplicates(ctx: AuditContext, *, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> list[Finding]:
+def within_split_duplicates(ctx: AuditContext, *, max_phash: HashRadius = DEFAULT_MAX_PHASH, max_dhash: HashRadius = DEFAULT_MAX_DHASH) -> list[Finding]:
     m = ctx.matches(max_phash, max_dhash)
     m = m.select(duplicate_mask(m, ctx.ncc_threshold(DEFAULT_MIN_NCC)))
     s = ctx.split_index

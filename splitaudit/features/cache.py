@@ -1,6 +1,6 @@
 """The incremental cache: SQLite, keyed by content digest, with a stat fast path.
 
-Design (after black's cache): a file whose (size, mtime_ns, inode) match what we saw last time is not read at all;
+Design (after black's cache and git's index): a file whose (size, mtime_ns, ctime_ns, inode) match what we saw last time is not read at all;
 its content digest comes from the ``files`` table, and its features from ``features``, keyed by that digest. Keys
 are content, not paths, because files moving between splits is exactly what we audit: a moved file keeps its
 features. Every write is one SQLite transaction (atomic); WAL mode and a busy timeout let two runs share one cache.
@@ -23,26 +23,29 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: paths as bytes (any file name), ctime in the stat key, orientation/spread columns
 CACHE_ENV = "SPLITAUDIT_CACHE_DIR"
 _CHUNK = 900  # stay under SQLite's default limit of bound parameters per statement
 _MAX_BLOBS = 64
 
 FEATURE_FIELDS = ("status", "detail", "format", "mode", "width", "height", "frames",
-                  "phash", "dhash", "phash_flip", "dhash_flip", "pixel_digest")
-_UINT64_FIELDS = {"phash", "dhash", "phash_flip", "dhash_flip"}
+                  "phash", "dhash", "phash_flip", "dhash_flip", "pixel_digest",
+                  "orientation", "spread", "stored_phash", "stored_dhash")
+_UINT64_FIELDS = {"phash", "dhash", "phash_flip", "dhash_flip", "stored_phash", "stored_dhash"}
+_INT_FIELDS = ("width", "height", "frames", "orientation")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,
-    digest BLOB NOT NULL
+    path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, digest BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS features (
     digest BLOB NOT NULL, variant TEXT NOT NULL,
     status TEXT NOT NULL, detail TEXT NOT NULL, format TEXT NOT NULL, mode TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL, frames INTEGER NOT NULL,
     phash INTEGER NOT NULL, dhash INTEGER NOT NULL, phash_flip INTEGER NOT NULL, dhash_flip INTEGER NOT NULL,
-    pixel_digest BLOB NOT NULL,
+    pixel_digest BLOB NOT NULL, orientation INTEGER NOT NULL, spread REAL NOT NULL,
+    stored_phash INTEGER NOT NULL, stored_dhash INTEGER NOT NULL,
     PRIMARY KEY (digest, variant)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -78,6 +81,22 @@ def _signed(values: np.ndarray) -> list[int]:
     return np.asarray(values, dtype=np.uint64).view(np.int64).tolist()
 
 
+def _path_key(path: str) -> bytes:
+    """A file path as the bytes the OS uses: lossless for any name, including ones that are not UTF-8 (which
+    Python holds as surrogate escapes and SQLite's TEXT cannot store)."""
+    return os.fsencode(path)
+
+
+def _text_key(key: str) -> str:
+    """A blob key that SQLite can store whatever file names it embeds (undecodable bytes as ``\\xNN``)."""
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+#: A file's stat key: (size, mtime_ns, ctime_ns, inode). ctime changes on every write and cannot be set back, so
+#: a file rewritten in place with its size and mtime restored is still seen as changed (as git's index does).
+StatKey = tuple[int, int, int, int]
+
+
 class FeatureCache:
     """A SQLite feature cache; every method degrades to 'miss' rather than raise."""
 
@@ -85,12 +104,20 @@ class FeatureCache:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         self.path = self.directory / f"cache-v{SCHEMA_VERSION}.sqlite3"
         self.rebuilt = False
+        self.disabled = False
         self._conn: sqlite3.Connection | None = None
         self._connect()
 
     # -- connection management ---------------------------------------------------------------------------------
     def _connect(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, a read-only file system
+            self._disable(f"cannot create folder {self.directory}: {exc.strerror or exc}")
+            return
+        if self.path.exists() and not self.path.is_file():
+            self._disable(f"{self.path} is not a file")
+            return
         for attempt in range(_OPEN_ATTEMPTS):
             try:
                 self._conn = self._open()
@@ -101,6 +128,10 @@ class FeatureCache:
                     # 'locked' at once, without waiting): a busy cache is not a damaged one, never delete it.
                     time.sleep(0.1 * (attempt + 1))
                     continue
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Cannot open or write here (read-only folder or file, no space): the environment, not damage.
+                    self._disable(str(exc))
+                    return
                 log.warning("splitaudit cache %s is damaged (%s); rebuilding it", self.path, exc)
                 self._rebuild()
                 return
@@ -129,12 +160,21 @@ class FeatureCache:
                 os.unlink(f"{self.path}{suffix}")
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # read-only folder, or a folder where the file should be
+                self._disable(f"cannot replace {self.path}{suffix}: {exc.strerror or exc}")
+                return
         self.rebuilt = True
         try:
             self._conn = self._open()
         except sqlite3.Error as exc:  # e.g. a read-only folder: run without a cache
-            log.warning("splitaudit cache unavailable (%s); continuing without it", exc)
-            self._conn = None
+            self._disable(str(exc))
+
+    def _disable(self, reason: str) -> None:
+        """Run on without a cache (it only ever saves time), saying so once."""
+        self.close()
+        if not self.disabled:
+            log.warning("splitaudit cache %s unavailable (%s); continuing without it", self.directory, reason)
+        self.disabled = True
 
     def close(self) -> None:
         if self._conn is not None:
@@ -157,6 +197,9 @@ class FeatureCache:
             if _is_busy(exc):
                 log.warning("splitaudit cache busy (%s); continuing without it for this step", exc)
                 return default
+            if "readonly" in str(exc) or "unable to open" in str(exc) or "disk" in str(exc):
+                self._disable(str(exc))  # the environment refuses writes: deleting the file would not help
+                return default
             log.warning("splitaudit cache error (%s); rebuilding it", exc)
         except sqlite3.DatabaseError as exc:
             log.warning("splitaudit cache %s is damaged (%s); rebuilding it", self.path, exc)
@@ -164,35 +207,40 @@ class FeatureCache:
         return default
 
     # -- files: the stat fast path -------------------------------------------------------------------------------
-    def digests_under(self, root: str) -> dict[str, tuple[int, int, int, bytes]]:
-        """Every cached ``path -> (size, mtime_ns, inode, digest)`` below folder ``root`` (one range query)."""
-        prefix = os.path.join(os.path.abspath(root), "")
-        # Paths below the root sort between "root/" and "root0" ('0' follows '/' in ASCII).
-        upper = prefix[:-1] + chr(ord(os.sep) + 1)
+    def digests_under(self, root: str) -> dict[str, tuple[StatKey, bytes]]:
+        """Every cached ``path -> ((size, mtime_ns, ctime_ns, inode), digest)`` below folder ``root`` (one range
+        query)."""
+        prefix = _path_key(os.path.join(os.path.abspath(root), ""))
+        # Paths below the root sort between b"root/" and b"root0" ('0' follows '/'; BLOBs compare as bytes).
+        upper = prefix[:-1] + bytes([prefix[-1] + 1])
 
-        def q(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int, bytes]]:
-            rows = conn.execute("SELECT path, size, mtime_ns, inode, digest FROM files WHERE path >= ? AND path < ?", (prefix, upper))
-            return {r[0]: (r[1], r[2], r[3], bytes(r[4])) for r in rows}
+        def q(conn: sqlite3.Connection) -> dict[str, tuple[StatKey, bytes]]:
+            rows = conn.execute("SELECT path, size, mtime_ns, ctime_ns, inode, digest FROM files WHERE path >= ? AND path < ?",
+                                (prefix, upper))
+            return {os.fsdecode(bytes(r[0])): ((r[1], r[2], r[3], r[4]), bytes(r[5])) for r in rows}
 
         return self._run(q, {})
 
-    def digests_for(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int, bytes]]:
+    def digests_for(self, paths: Sequence[str]) -> dict[str, tuple[StatKey, bytes]]:
         """Cached stat and digest for these exact paths (manifest input, where paths share no root)."""
-        def q(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int, bytes]]:
-            out: dict[str, tuple[int, int, int, bytes]] = {}
+        def q(conn: sqlite3.Connection) -> dict[str, tuple[StatKey, bytes]]:
+            out: dict[str, tuple[StatKey, bytes]] = {}
             for start in range(0, len(paths), _CHUNK):
-                chunk = list(paths[start : start + _CHUNK])
+                chunk = [_path_key(p) for p in paths[start : start + _CHUNK]]
                 marks = ",".join("?" * len(chunk))
-                for r in conn.execute(f"SELECT path, size, mtime_ns, inode, digest FROM files WHERE path IN ({marks})", chunk):
-                    out[r[0]] = (r[1], r[2], r[3], bytes(r[4]))
+                sql = f"SELECT path, size, mtime_ns, ctime_ns, inode, digest FROM files WHERE path IN ({marks})"
+                for r in conn.execute(sql, chunk):
+                    out[os.fsdecode(bytes(r[0]))] = ((r[1], r[2], r[3], r[4]), bytes(r[5]))
             return out
 
         return self._run(q, {})
 
-    def store_files(self, rows: Iterable[tuple[str, int, int, int, bytes]]) -> None:
-        rows = list(rows)
-        if rows:
-            self._run(lambda c: self._write(c, "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", rows), None)
+    def store_files(self, rows: Iterable[tuple[str, StatKey, bytes]]) -> None:
+        """Remember ``(path, stat key, digest)`` rows for the stat fast path."""
+        values = [(_path_key(p), *st, d) for p, st, d in rows]
+        if values:
+            self._run(lambda c: self._write(c, "INSERT OR REPLACE INTO files (path, size, mtime_ns, ctime_ns, inode, digest) "
+                                               "VALUES (?, ?, ?, ?, ?, ?)", values), None)
 
     # -- features, keyed by content ------------------------------------------------------------------------------
     def features_for(self, digests: Sequence[bytes], variant: str) -> dict[bytes, tuple[Any, ...]]:
@@ -218,8 +266,9 @@ class FeatureCache:
         if not keep:
             return
         values = {f: (_signed(columns[f][keep]) if f in _UINT64_FIELDS else [columns[f][i] for i in keep]) for f in FEATURE_FIELDS}
-        for f in ("width", "height", "frames"):
+        for f in _INT_FIELDS:
             values[f] = [int(v) for v in values[f]]
+        values["spread"] = [float(v) for v in values["spread"]]
         rows = [(bytes(columns["digest"][i]), variant, *(values[f][j] for f in FEATURE_FIELDS)) for j, i in enumerate(keep)]
         marks = ",".join("?" * (2 + len(FEATURE_FIELDS)))
         self._run(lambda c: self._write(c, f"INSERT OR REPLACE INTO features (digest, variant, {', '.join(FEATURE_FIELDS)}) VALUES ({marks})", rows), None)
@@ -266,6 +315,8 @@ class FeatureCache:
 
     # -- blobs: derived results such as neighbour pairs ---------------------------------------------------------
     def get_arrays(self, key: str) -> dict[str, np.ndarray] | None:
+        key = _text_key(key)
+
         def q(conn: sqlite3.Connection) -> dict[str, np.ndarray] | None:
             row = conn.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
             if row is None:
@@ -280,6 +331,7 @@ class FeatureCache:
             return None
 
     def put_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        key = _text_key(key)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
 

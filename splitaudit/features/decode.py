@@ -8,7 +8,10 @@ caller gets a status and a one-line reason, which the ``unreadable-images`` chec
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -25,8 +28,21 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 
+#: ISO-BMFF brands (``ftyp`` box at offset 4) of the AVIF and HEIF families, read when Pillow has the plugin.
+_AVIF_BRANDS = (b"avif", b"avis")
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
 #: File name endings that promise an image: a non-image with one of these is reported, others are skipped.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+
+#: Images above this many pixels are never decoded at full size, so one image cannot cost gigabytes of memory in
+#: a worker (a 12000x12000 PNG of 164 KB decodes to 1.6 GB): JPEGs are decoded at the largest DCT scale (1/2,
+#: 1/4, 1/8) within the limit, other formats are reported as ``oversized`` (a warning) and not audited.
+LARGE_PIXELS = 40_000_000
+#: Files up to this size are read into memory in one call; larger ones are digested as a stream and decoded from
+#: disk, so a 200 MB non-image costs no more memory than a small one.
+IN_MEMORY_BYTES = 16 << 20
+_CHUNK = 1 << 20
 
 # Statuses (stable strings: they appear in JSON output and the cache).
 OK = "ok"
@@ -36,6 +52,8 @@ UNREADABLE = "unreadable"
 TRUNCATED = "truncated"
 UNDECODABLE = "undecodable"
 TOO_LARGE = "too-large"
+UNSUPPORTED = "unsupported"  # an image format we do not read here (e.g. HEIF without pillow-heif): skipped, warned
+OVERSIZED = "oversized"  # within the bomb guard but above LARGE_PIXELS in a format that cannot decode reduced
 
 
 def sniff(head: bytes) -> str | None:
@@ -45,6 +63,93 @@ def sniff(head: bytes) -> str | None:
             if fmt == "WEBP" and head[:4] != b"RIFF":
                 continue
             return fmt
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _AVIF_BRANDS and _has_plugin("AVIF"):
+            return "AVIF"
+        if brand in _HEIF_BRANDS and _has_plugin("HEIF"):
+            return "HEIF"
+    return None
+
+
+#: Image formats we do not read: files of these kinds are skipped with a warning, never silently.
+UNSUPPORTED_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".psd", ".ico", ".svg", ".dng",
+                                  ".cr2", ".nef", ".arw", ".raw", ".exr", ".hdr", ".tga", ".pcx", ".ppm", ".pgm", ".pbm"})
+
+
+def not_read(head: bytes, name: str) -> DecodeFailure:
+    """The failure for content we do not decode: ``unsupported`` for an image format without a reader here (by its
+    ISO-BMFF brand or its file name ending), ``not-image`` otherwise."""
+    if head[4:8] == b"ftyp" and head[8:12] in _AVIF_BRANDS + _HEIF_BRANDS:
+        kind = "AVIF" if head[8:12] in _AVIF_BRANDS else "HEIF"
+        return DecodeFailure(UNSUPPORTED, f"{kind} image, but this Pillow has no {kind} reader (for HEIF: pip install pillow-heif); skipped")
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix in UNSUPPORTED_SUFFIXES:
+        return DecodeFailure(UNSUPPORTED, f"{suffix} images are not read (JPEG, PNG, GIF, WebP, BMP, TIFF, AVIF are); skipped")
+    return DecodeFailure(NOT_IMAGE, "content is not a JPEG, PNG, GIF, WebP, BMP, TIFF or AVIF image")
+
+
+_PLUGINS: dict[str, bool] = {}
+
+
+def _has_plugin(fmt: str) -> bool:
+    """Is Pillow able to open ``fmt`` here (AVIF is built into recent Pillow; HEIF comes with pillow-heif)?"""
+    if fmt not in _PLUGINS:
+        if fmt == "HEIF":
+            try:
+                import pillow_heif  # type: ignore[import-not-found]
+
+                pillow_heif.register_heif_opener()
+            except Exception:  # not installed, or a broken install: HEIF files are then reported as unsupported
+                pass
+        Image.init()
+        _PLUGINS[fmt] = fmt in Image.OPEN
+    return _PLUGINS[fmt]
+
+
+def open_regular(path: str) -> tuple[BinaryIO, int]:
+    """Open a regular file (after following links) for reading, and its size.
+
+    FIFOs, devices and sockets are refused without blocking (``O_NONBLOCK``: opening a FIFO would otherwise wait
+    for a writer forever, and ``/dev/zero`` never ends), and the check is made on the opened descriptor, so a file
+    swapped for a FIFO after the scan is refused too.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DecodeFailure(UNREADABLE, exc.strerror or str(exc)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeFailure(UNREADABLE, f"not a regular file ({_kind(st.st_mode)}); only regular files are read")
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def read_head_and_digest(fh: BinaryIO, size: int, hasher) -> bytes | None:  # type: ignore[no-untyped-def]
+    """Feed at most ``size`` bytes of ``fh`` to ``hasher``; return the whole content when it is small enough to keep
+    (at most :data:`IN_MEMORY_BYTES`), else ``None`` (the caller decodes from the file)."""
+    if size <= IN_MEMORY_BYTES:
+        data = fh.read(size + 1)[:size] if size else fh.read(1)[:0]
+        hasher.update(data)
+        return data
+    left = size
+    while left > 0:
+        chunk = fh.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        hasher.update(chunk)
+        left -= len(chunk)
     return None
 
 
@@ -57,12 +162,13 @@ class DecodeFailure(Exception):
         self.reason = reason
 
 
-def open_image(data: bytes, fmt: str, *, max_pixels: int) -> Image.Image:
-    """Open (header only) and refuse decompression bombs before any pixel is decoded."""
+def open_image(data: bytes | BinaryIO, fmt: str, *, max_pixels: int) -> Image.Image:
+    """Open (header only) and refuse decompression bombs before any pixel is decoded. ``data`` is the file's bytes
+    or an open binary file (kept open by the caller until the pixels are loaded)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own bomb warning: we apply our own limit below.
-            im = Image.open(io.BytesIO(data), formats=[fmt])
+            im = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data, formats=[fmt])
     except Image.DecompressionBombError as exc:
         raise DecodeFailure(TOO_LARGE, str(exc)) from exc
     except Exception as exc:  # Pillow raises many types for corrupt headers; all mean "cannot decode"
@@ -96,6 +202,7 @@ def load(im: Image.Image, *, draft_size: int | None, orient: int | None = None) 
             # libjpeg scales by 1/2, 1/4 or 1/8 while decoding, staying >= draft_size on both sides: much cheaper
             # than a full decode followed by a resize, and more than enough for 32x32 perceptual hashes.
             im.draft("L", (draft_size, draft_size))
+        bound_pixels(im)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.load()
@@ -110,6 +217,32 @@ def load(im: Image.Image, *, draft_size: int | None, orient: int | None = None) 
     except Exception as exc:
         raise DecodeFailure(UNDECODABLE, f"{type(exc).__name__}: {exc}") from exc
     return im
+
+
+def bound_pixels(im: Image.Image) -> None:
+    """Keep a decode within :data:`LARGE_PIXELS`: a JPEG is switched to a reduced DCT scale (if not already
+    drafted smaller), any other format above the limit raises ``oversized`` before its pixels are decoded."""
+    w, h = im.size
+    if w * h <= LARGE_PIXELS:
+        return
+    if im.format == "JPEG":
+        for scale in (2, 4, 8):
+            if (w // scale) * (h // scale) <= LARGE_PIXELS or scale == 8:
+                im.draft(None, (-(-w // scale), -(-h // scale)))  # type: ignore[arg-type]
+                return
+    raise DecodeFailure(OVERSIZED, f"{w}x{h} pixels is above the decode limit of {LARGE_PIXELS:,} pixels; not audited "
+                                   "(resize it, or audit it separately)")
+
+
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+
+def orient(im: Image.Image, orientation: int) -> Image.Image:
+    """The loaded image as a viewer shows it under EXIF ``orientation`` (the same image object when upright)."""
+    method = _TRANSPOSE.get(orientation)
+    return im if method is None else im.transpose(method)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -26,7 +26,12 @@ from .hashing import BATCH_MAX_PIXELS, PHASH_INPUT, batch_hash_inputs, hash_all,
 #: Pillow's own hard limit (2x MAX_IMAGE_PIXELS): images above it are reported instead of decoded.
 DEFAULT_MAX_PIXELS = 178_956_970
 HASH_COLUMNS = ("phash", "dhash", "phash_flip", "dhash_flip")
-FEATURE_VERSION = 1  # bump when any output column's meaning changes: it is part of the cache key
+#: pHash/dHash of a tagged image's pixels as stored (before the EXIF orientation; equal to phash/dhash otherwise).
+STORED_HASH_COLUMNS = ("stored_phash", "stored_dhash")
+#: Numeric output columns and their dtypes (the rest are objects: bytes and strings).
+NUMBER_COLUMNS = {"width": np.int64, "height": np.int64, "frames": np.int64, "orientation": np.int64,
+                  "spread": np.float64, **{c: np.uint64 for c in (*HASH_COLUMNS, *STORED_HASH_COLUMNS)}}
+FEATURE_VERSION = 2  # bump when any output column's meaning changes: it is part of the cache key
 
 
 @dataclass(frozen=True)
@@ -63,15 +68,46 @@ def _array_image(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[..., 0], "L") if pixels.shape[-1] == 1 else Image.fromarray(pixels, "RGB")
 
 
+#: Largest file :func:`_read` returns whole (the embedding and property stages, which only see decoded images).
+MAX_READ_BYTES = 1 << 30
+
+
 def _read(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
+    """The bytes of a regular file of at most :data:`MAX_READ_BYTES` (``OSError`` otherwise: never a FIFO or a
+    device, which would block or never end)."""
+    try:
+        fh, size = decode.open_regular(path)
+    except decode.DecodeFailure as failure:
+        raise OSError(failure.reason) from failure
+    with fh:
+        if size > MAX_READ_BYTES:
+            raise OSError(f"file of {size:,} bytes is above the limit of {MAX_READ_BYTES:,}")
+        return fh.read(size)
 
 
-def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | None, options: HashOptions) -> tuple[dict[str, Any], Image.Image | None]:
-    """Features of one image and the grey image its hashes come from (``None`` when it could not be decoded)."""
+def file_digest(path: str) -> bytes | None:
+    """SHA-256 of a regular file's content, read as a stream; ``None`` when it is not a readable regular file."""
+    try:
+        fh, size = decode.open_regular(path)
+    except decode.DecodeFailure:
+        return None
+    h = hashlib.sha256()
+    try:
+        with fh:
+            decode.read_head_and_digest(fh, size, h)
+    except OSError:
+        return None
+    return h.digest()
+
+
+Grays = tuple[dict[str, Any], Image.Image | None, Image.Image | None]
+
+
+def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | None, options: HashOptions) -> Grays:
+    """Features of one image, the grey image its hashes come from (``None`` when it could not be decoded) and, for
+    an image with an EXIF orientation tag, the grey image as stored (before the tag is applied; else ``None``)."""
     row: dict[str, Any] = {"digest": digest or b"", "status": decode.OK, "detail": "", "format": "", "mode": "",
-                           "width": 0, "height": 0, "frames": 0, "pixel_digest": b""}
+                           "width": 0, "height": 0, "frames": 0, "pixel_digest": b"", "orientation": 1}
     try:
         if pixels is not None:
             row.update(digest=digest or array_digest(pixels), format="array", frames=1)
@@ -79,37 +115,58 @@ def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | Non
             row.update(mode=im.mode, width=im.width, height=im.height)
             rgb = decode.to_rgb(im)
             row["pixel_digest"] = pixel_digest(rgb)
-            return row, decode.to_gray(im)
+            return row, decode.to_gray(im), None
         assert path is not None
+        fh, size = decode.open_regular(path)
+        with fh:
+            return _extract_file(fh, size, row, options, path)
+    except decode.DecodeFailure as failure:
+        row.update(status=failure.status, detail=failure.reason)
+        return row, None, None
+
+
+def _extract_file(fh: BinaryIO, size: int, row: dict[str, Any], options: HashOptions, path: str) -> Grays:
+    """:func:`extract_one` for an open regular file: small files are read once into memory, large ones digested as
+    a stream and decoded from disk (memory does not grow with the file's size)."""
+    try:
+        hasher = hashlib.sha256()
         try:
-            data = _read(path)
+            data = decode.read_head_and_digest(fh, size, hasher)
+            head = data[:16] if data is not None else (fh.seek(0), fh.read(16))[1]
         except OSError as exc:
             raise decode.DecodeFailure(decode.UNREADABLE, exc.strerror or str(exc)) from exc
-        row["digest"] = content_digest(data)
-        if not data:
+        row["digest"] = hasher.digest()
+        if size == 0:
             raise decode.DecodeFailure(decode.EMPTY, "file is empty (0 bytes)")
-        fmt = decode.sniff(data[:16])
+        fmt = decode.sniff(head)
         if fmt is None:
-            raise decode.DecodeFailure(decode.NOT_IMAGE, "content is not a JPEG, PNG, GIF, WebP, BMP or TIFF image")
+            raise decode.not_read(head, path)
         row["format"] = fmt
-        im = decode.open_image(data, fmt, max_pixels=options.max_pixels)
+        if data is None:
+            fh.seek(0)
+        im = decode.open_image(data if data is not None else fh, fmt, max_pixels=options.max_pixels)
         w, h = im.size
         orient = decode.orientation(im)
         if orient in (5, 6, 7, 8):
             w, h = h, w  # EXIF says the picture is shown rotated by 90 degrees: report what a viewer sees
         row.update(mode=im.mode, width=w, height=h, frames=int(getattr(im, "n_frames", 1) or 1))
         drafted = options.draft and fmt == "JPEG"
-        im = decode.load(im, draft_size=PHASH_INPUT if drafted else None, orient=orient)
+        # Decode the stored pixels (what Keras' loaders see: they ignore the tag), then orient them as a viewer does.
+        stored = decode.load(im, draft_size=PHASH_INPUT if drafted else None, orient=1)
+        im = decode.orient(stored, orient)
+        row["orientation"] = orient
         if drafted:
             gray = decode.to_gray(im)
         else:
             rgb = decode.to_rgb(im)
             row["pixel_digest"] = pixel_digest(rgb)
             gray = decode.to_gray(im) if im.mode in ("L", "RGB") else rgb.convert("L")
-        return row, gray
+        # A tagged image is also hashed as stored: a copy differing only by its orientation tag shows the model the
+        # same pixels (see ``stored_phash``); upright images have one set of hashes.
+        return row, gray, (None if im is stored else decode.to_gray(stored))
     except decode.DecodeFailure as failure:
         row.update(status=failure.status, detail=failure.reason)
-        return row, None
+        return row, None, None
 
 
 def warm_up() -> None:
@@ -128,30 +185,20 @@ def extract_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptio
     pixels = batch.get("pixels", np.full(n, None, dtype=object))
     digests = batch.get("digest", np.full(n, None, dtype=object))
     rows: list[dict[str, Any]] = []
+    grays: list[Image.Image] = []
     decoded: list[int] = []
-    p_in: list[np.ndarray | None] = []
-    d_in: list[np.ndarray | None] = []
-    small: list[tuple[int, Image.Image]] = []
+    stored_at: dict[int, int] = {}  # row -> position in ``grays`` of its stored (untagged) grey image
     for i in range(n):
-        row, gray = extract_one(paths[i], pixels[i], digests[i], options)
+        row, gray, stored = extract_one(paths[i], pixels[i], digests[i], options)
         rows.append(row)
         if gray is None:
             continue
         decoded.append(i)
-        if gray.width * gray.height <= BATCH_MAX_PIXELS:
-            # Small greys (draft-decoded JPEGs, thumbnails) are resized together below: far cheaper per image.
-            small.append((len(p_in), gray))
-            p_in.append(None)
-            d_in.append(None)
-        else:
-            # Large ones are reduced to their hash inputs now, so a batch never holds many full-size images.
-            p, d = hash_inputs(gray)
-            p_in.append(p)
-            d_in.append(d)
-    if small:
-        p_small, d_small = batch_hash_inputs([g for _, g in small])
-        for j, (k, _) in enumerate(small):
-            p_in[k], d_in[k] = p_small[j], d_small[j]
+        grays.append(gray)
+        if stored is not None:
+            stored_at[i] = len(grays)
+            grays.append(stored)
+    p_all, d_all = _hash_inputs_of(grays)
     out: dict[str, np.ndarray] = {
         "digest": np.array([r["digest"] for r in rows], dtype=object),
         "pixel_digest": np.array([r["pixel_digest"] for r in rows], dtype=object),
@@ -162,16 +209,49 @@ def extract_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptio
         "width": np.array([r["width"] for r in rows], dtype=np.int64),
         "height": np.array([r["height"] for r in rows], dtype=np.int64),
         "frames": np.array([r["frames"] for r in rows], dtype=np.int64),
+        "orientation": np.array([r["orientation"] for r in rows], dtype=np.int64),
+        "spread": np.zeros(n, dtype=np.float64),
     }
-    if decoded:
-        hashed = hash_all(np.stack(p_in), np.stack(d_in))
+    if grays:
+        hashed = hash_all(p_all, d_all)
     else:
         hashed = {c: np.zeros(0, np.uint64) for c in HASH_COLUMNS}
+    # Position in ``grays`` of each decoded row's viewer-oriented image, and of the image as stored.
+    viewer = np.array([k for k in range(len(grays)) if k not in set(stored_at.values())], dtype=np.int64)
+    as_stored = viewer.copy()
+    for j, i in enumerate(decoded):
+        if i in stored_at:
+            as_stored[j] = stored_at[i]
     for column in HASH_COLUMNS:
         full = np.zeros(n, dtype=np.uint64)
-        full[decoded] = hashed[column]
+        full[decoded] = hashed[column][viewer]
         out[column] = full
+    for column, source in (("stored_phash", "phash"), ("stored_dhash", "dhash")):
+        full = np.zeros(n, dtype=np.uint64)
+        full[decoded] = hashed[source][as_stored]
+        out[column] = full
+    if grays:
+        # Tonal spread of the 32x32 hash input: near-blank images (spread ~0) hash alike whatever their colour.
+        out["spread"][decoded] = p_all[viewer].reshape(len(viewer), -1).std(axis=1)
     return out
+
+
+def _hash_inputs_of(grays: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 32, 32) and (N, 8, 9) hash inputs: small greys (draft-decoded JPEGs, thumbnails) resized together, far
+    cheaper per image; large ones one by one."""
+    p_in: list[np.ndarray | None] = [None] * len(grays)
+    d_in: list[np.ndarray | None] = [None] * len(grays)
+    small = [k for k, g in enumerate(grays) if g.width * g.height <= BATCH_MAX_PIXELS]
+    for k, g in enumerate(grays):
+        if g.width * g.height > BATCH_MAX_PIXELS:
+            p_in[k], d_in[k] = hash_inputs(g)
+    if small:
+        p_small, d_small = batch_hash_inputs([grays[k] for k in small])
+        for j, k in enumerate(small):
+            p_in[k], d_in[k] = p_small[j], d_small[j]
+    if not grays:
+        return np.zeros((0, PHASH_INPUT, PHASH_INPUT), np.uint8), np.zeros((0, 8, 9), np.uint8)
+    return np.stack(p_in), np.stack(d_in)  # type: ignore[arg-type]
 
 
 def pixel_digest_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptions()) -> dict[str, np.ndarray]:

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..scan.records import Dataset, ImageRecord, SplitSpec
 from . import decode
-from .cache import FEATURE_FIELDS, FeatureCache
-from .extract import HASH_COLUMNS, HashOptions, array_digest, content_digest, extract_batch, pixel_digest_batch, warm_up
+from .cache import FEATURE_FIELDS, FeatureCache, StatKey
+from .extract import NUMBER_COLUMNS, HashOptions, array_digest, extract_batch, file_digest, pixel_digest_batch, warm_up
 from .hashing import WORKER_MODULES
 from .runner import map_batches
 
@@ -103,7 +103,7 @@ def _known_digests(dataset: Dataset, cache: FeatureCache, subset: Sequence[int])
     """Digests from the stat fast path for the records in ``subset``; returns them and the file records that missed."""
     records = dataset.records
     known: dict[int, bytes | None] = {}
-    stat_rows: dict[str, tuple[int, int, int, bytes]] = {}
+    stat_rows: dict[str, tuple[StatKey, bytes]] = {}
     folder_splits = {s.name for s in dataset.splits if s.kind == "folder"}
     wanted = {records[i].split for i in subset}
     for spec in dataset.splits:
@@ -119,8 +119,8 @@ def _known_digests(dataset: Dataset, cache: FeatureCache, subset: Sequence[int])
             known[i] = array_digest(dataset.arrays[r.split][r.array_index])
             continue
         row = stat_rows.get(r.path) if r.path else None
-        if row is not None and row[:3] == (r.size, r.mtime_ns, r.inode) and r.size >= 0:
-            known[i] = row[3]
+        if row is not None and row[0] == stat_key(r) and r.size >= 0:
+            known[i] = row[1]
         else:
             missed.append(i)
     return known, missed
@@ -161,12 +161,9 @@ def compute_features(
         known, missed = _known_digests(dataset, cache, rest)
         if missed:
             # Moved or copied files have a new path but known content: a cheap digest pass finds their features.
+            # Streamed, regular files only: a FIFO or /dev/zero link is left to the extract stage to report.
             for i in missed:
-                try:
-                    with open(records[i].path, "rb") as fh:  # type: ignore[arg-type]
-                        known[i] = content_digest(fh.read())
-                except OSError:
-                    known[i] = None
+                known[i] = file_digest(records[i].path) if records[i].path else None
         cached = cache.features_for([d for d in known.values() if d], variant)
         for i, d in known.items():
             if d and d in cached:
@@ -177,23 +174,60 @@ def compute_features(
     computed: dict[str, np.ndarray] = {}
     if todo:
         batch = _batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
-        computed = map_batches(_Extract(options), batch, workers=workers, progress=progress, preload=WORKER_MODULES,
-                               setup=warm_up)
-        if cache is not None:
-            cache.store_features(computed, variant)
+        writer = _BatchWriter(cache, variant, [records[i] for i in todo])
+        try:
+            computed = map_batches(_Extract(options), batch, workers=workers, progress=progress, preload=WORKER_MODULES,
+                                   setup=warm_up, on_batch=writer.add if cache is not None else None)
+        finally:
+            writer.flush()  # also when interrupted: the next run resumes from what was finished
     _assemble(columns, rows, todo, computed, known)
-    if cache is not None and todo:
-        fresh = set(todo) | set(missed)  # paths whose stat row is new or stale
-        cache.store_files(
-            (r.path, r.size, r.mtime_ns, r.inode, columns["digest"][i])
-            for i, r in enumerate(records)
-            if i in fresh and r.path and r.size >= 0 and columns["digest"][i]
-        )
+    if cache is not None and missed:
+        # Moved or copied files found by their digest: their stat rows are new (computed rows were stored above).
+        done = set(todo)
+        cache.store_files((records[i].path, stat_key(records[i]), columns["digest"][i]) for i in missed
+                          if i not in done and records[i].path and records[i].size >= 0 and columns["digest"][i])
     if cache is not None:
         for spec, idx in _folder_slices(dataset):
             if spec.name in dirty:
                 cache.put_arrays(_snapshot_key(spec.root, variant), _snapshot(records, idx, columns))
     return FeatureTable(columns, hits=n - len(todo), misses=len(todo), variant=variant)
+
+
+class _BatchWriter:
+    """Stores computed features (and their files' stat rows) in the cache every ``FLUSH_ROWS`` rows, each write one
+    transaction, so work survives an interrupted run (SIGINT during hashing) without one write per batch."""
+
+    FLUSH_ROWS = 2048
+
+    def __init__(self, cache: FeatureCache | None, variant: str, records: Sequence[ImageRecord]) -> None:
+        self.cache, self.variant, self.records = cache, variant, records
+        self.pending: list[tuple[int, dict[str, np.ndarray]]] = []
+        self.rows = 0
+
+    def add(self, start: int, out: dict[str, np.ndarray]) -> None:
+        self.pending.append((start, out))
+        self.rows += len(out["digest"])
+        if self.rows >= self.FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.cache is None or not self.pending:
+            return
+        pending, self.pending, self.rows = self.pending, [], 0
+        merged = {k: np.concatenate([o[k] for _, o in pending]) for k in pending[0][1]}
+        self.cache.store_features(merged, self.variant)
+        files = []
+        for start, out in pending:
+            for j, d in enumerate(out["digest"]):
+                r = self.records[start + j]
+                if d and r.path and r.size >= 0:
+                    files.append((r.path, stat_key(r), d))
+        self.cache.store_files(files)
+
+
+def stat_key(r: ImageRecord) -> StatKey:
+    """What must be unchanged for a file's cached digest to be trusted (ctime: see :data:`cache.StatKey`)."""
+    return (r.size, r.mtime_ns, r.ctime_ns, r.inode)
 
 
 def _folder_slices(dataset: Dataset) -> list[tuple[SplitSpec, np.ndarray]]:
@@ -206,7 +240,7 @@ def _folder_slices(dataset: Dataset) -> list[tuple[SplitSpec, np.ndarray]]:
 
 
 def _snapshot_key(root: str, variant: str) -> str:
-    return f"snapshot-v1:{variant}:{os.path.abspath(root)}"
+    return f"snapshot-v2:{variant}:{os.path.abspath(root)}"
 
 
 def _paths_digest(records: Sequence[ImageRecord], idx: np.ndarray) -> np.ndarray:
@@ -217,7 +251,7 @@ def _paths_digest(records: Sequence[ImageRecord], idx: np.ndarray) -> np.ndarray
 
 
 def _stats(records: Sequence[ImageRecord], idx: np.ndarray) -> np.ndarray:
-    return np.array([(records[i].size, records[i].mtime_ns, records[i].inode) for i in idx.tolist()], dtype=np.int64).reshape(-1, 3)
+    return np.array([stat_key(records[i]) for i in idx.tolist()], dtype=np.int64).reshape(-1, 4)
 
 
 def _digests_to_array(values: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +292,7 @@ def _from_snapshot(snap: dict[str, np.ndarray] | None, records: Sequence[ImageRe
     if snap is None or len(idx) == 0:
         return none
     try:
-        if snap["stat"].shape != (len(idx), 3) or not np.array_equal(snap["paths"], _paths_digest(records, idx)):
+        if snap["stat"].shape != (len(idx), 4) or not np.array_equal(snap["paths"], _paths_digest(records, idx)):
             return none
         stat = _stats(records, idx)
         same = (snap["stat"] == stat).all(axis=1) & (stat[:, 0] >= 0)
@@ -276,18 +310,13 @@ def _from_snapshot(snap: dict[str, np.ndarray] | None, records: Sequence[ImageRe
 
 
 _STRING_FIELDS = ("status", "detail", "format", "mode")
-_NUMBER_FIELDS = ("width", "height", "frames", *HASH_COLUMNS)
+_NUMBER_FIELDS = tuple(NUMBER_COLUMNS)
 
 
 def _empty_columns(n: int) -> dict[str, np.ndarray]:
     columns: dict[str, np.ndarray] = {"digest": np.empty(n, dtype=object)}
     for f in FEATURE_FIELDS:
-        if f in HASH_COLUMNS:
-            columns[f] = np.zeros(n, dtype=np.uint64)
-        elif f in ("width", "height", "frames"):
-            columns[f] = np.zeros(n, dtype=np.int64)
-        else:
-            columns[f] = np.empty(n, dtype=object)
+        columns[f] = np.zeros(n, dtype=NUMBER_COLUMNS[f]) if f in NUMBER_COLUMNS else np.empty(n, dtype=object)
     return columns
 
 
@@ -299,7 +328,7 @@ def _assemble(columns: dict[str, np.ndarray], rows: dict[int, tuple], todo: list
         values = list(rows.values())
         for j, f in enumerate(FEATURE_FIELDS):
             col = [v[j] for v in values]
-            if f in HASH_COLUMNS:
+            if NUMBER_COLUMNS.get(f) is np.uint64:
                 columns[f][idx] = np.array(col, dtype=np.int64).view(np.uint64)
             elif f == "pixel_digest":
                 columns[f][idx] = [bytes(v) for v in col]
@@ -315,3 +344,9 @@ def _assemble(columns: dict[str, np.ndarray], rows: dict[int, tuple], todo: list
 def is_image_name(relpath: str) -> bool:
     """Does the file name promise an image? (decides whether a non-image is a finding or skipped)."""
     return os.path.splitext(relpath)[1].lower() in decode.IMAGE_SUFFIXES
+
+
+def is_skipped(status: str, relpath: str) -> bool:
+    """Is this row left out of the audit on purpose: a non-image beside the images (README, labels.csv) or an image
+    format not read here (reported as a warning)?"""
+    return status == decode.UNSUPPORTED or (status == decode.NOT_IMAGE and not is_image_name(relpath))

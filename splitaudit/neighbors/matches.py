@@ -10,6 +10,7 @@ import numpy as np
 from ..features.hashing import hamming
 from ..features.table import FeatureTable
 from .binary import HashPairs
+from .blank import blank_rule, near_blank
 from .columns import Columns
 from .confirm import Confirmation
 from .groups import groups_by_key
@@ -116,7 +117,8 @@ def merge_matches(
             ncc[check], ncc_flipped[check] = c.ncc, c.flipped
     else:
         cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
-    return Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
+    m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
+    return m.select(blank_rule(a, b, near_blank(f["spread"], f.ok), same_pixels))  # blank images: identical pixels only
 
 
 def exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,14 +1,17 @@
 """GitHub Actions workflow commands (``--format github``): one ``::error``/``::warning``/``::notice`` line per finding.
 
 Annotations point at the finding's last image (for a pair, the later split's copy) relative to the working
-directory, so they attach to the file in the pull request. Values are escaped as the runner requires (``%``, CR and
-LF everywhere; also ``:`` and ``,`` in properties), so a file name cannot inject a second command. Findings accepted
+directory, so they attach to the file in the pull request. Messages and titles first have every control character
+(ESC, BEL, all C0/C1) and undecodable byte written as a visible escape (:mod:`.escape`), then are escaped as the
+runner requires (``%``, CR and LF everywhere; also ``:`` and ``,`` in properties), so a file name can neither inject
+a second command nor reach the log viewer as a terminal sequence. Findings accepted
 in a baseline become notices. The last line is the verdict, as plain log text.
 """
 
 from __future__ import annotations
 
 from ..report.model import AuditReport, Evidence, Severity
+from .escape import printable
 from .sarif import artifact_path
 
 _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -16,7 +19,7 @@ _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO:
 
 def escape_data(value: str) -> str:
     """A workflow-command message (after ``::``)."""
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return printable(value).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def escape_property(value: str) -> str:
@@ -38,5 +41,5 @@ def render_github(report: AuditReport) -> str:
         message = f.message + (f" [{ev}]" if ev else "") + f" (id {f.id})"
         lines.append(f"::{command} {','.join(props)}::{escape_data(message)}")
     v = report.verdict
-    lines.append(("FAIL " if v.failed else "PASS ") + " ".join(v.reason.split()))
+    lines.append(("FAIL " if v.failed else "PASS ") + printable(" ".join(v.reason.split())))
     return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..features import decode
-from ..features.table import FeatureTable, is_image_name
+from ..features.table import FeatureTable, is_skipped
 from ..scan.records import Dataset
 from .baseline import Baseline, accept
 from .model import AuditReport, CheckResult, Finding, Policy, SplitSummary
@@ -42,7 +42,7 @@ def build_report(
             images[r.split] += 1
             if r.label is not None:
                 classes[r.split][r.label] += 1
-        elif status == decode.NOT_IMAGE and not is_image_name(r.relpath):
+        elif is_skipped(status, r.relpath):
             skipped[r.split] += 1
         else:
             unreadable[r.split] += 1

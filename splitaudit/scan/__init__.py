@@ -53,6 +53,10 @@ def scan(
         if splits:
             raise SplitauditError("give either split folders/arrays or a manifest, not both")
         specs, records = read_manifest(manifest, group_pattern=pattern)
+        if len(specs) < 2:
+            # One split cannot leak into another: a gate on such a manifest would always pass.
+            raise SplitauditError(f"manifest {os.fspath(manifest)!r} names {len(specs)} split(s) "
+                                  f"({', '.join(s.name for s in specs) or 'none'}); at least two are needed (e.g. train and val)")
         return Dataset(tuple(specs), tuple(records))
 
     named = _name_sources(splits)
@@ -62,6 +66,7 @@ def scan(
     records: list[ImageRecord] = []
     problems: list[ScanProblem] = []
     arrays: dict[str, Any] = {}
+    refuse_overlaps([(name, os.fspath(source)) for name, source in named if _is_path(source)])
     for name, source in named:
         if _is_path(source):
             root = os.fspath(source)
@@ -78,6 +83,20 @@ def scan(
             specs.append(SplitSpec(name, f"<array {name}>", "array"))
             records.extend(recs)
     return Dataset(tuple(specs), tuple(records), tuple(problems), arrays)
+
+
+def refuse_overlaps(folders: list[tuple[str, str]]) -> None:
+    """Refuse split folders that contain one another (``check data data/val``): every file of the inner split would
+    be audited twice, under two labels, as a 'leak' of itself. Links are resolved first."""
+    real = [(name, os.path.realpath(root)) for name, root in folders]
+    for i, (a, ra) in enumerate(real):
+        for b, rb in real[i + 1 :]:
+            if ra == rb or rb.startswith(os.path.join(ra, "")) or ra.startswith(os.path.join(rb, "")):
+                outer, inner = (a, b) if len(ra) <= len(rb) else (b, a)
+                raise SplitauditError(
+                    f"splits {outer!r} and {inner!r} overlap: {inner!r} ({dict(real)[inner]}) is "
+                    + ("the same folder as" if ra == rb else "inside") + f" {outer!r} ({dict(real)[outer]}); "
+                    "give disjoint folders (e.g. data/train data/val)")
 
 
 def _is_path(source: Any) -> bool:

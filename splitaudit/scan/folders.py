@@ -31,6 +31,7 @@ def walk_split(name: str, root: str, *, group_pattern: re.Pattern[str] | None = 
             size=st.st_size if st else -1,
             mtime_ns=st.st_mtime_ns if st else 0,
             inode=st.st_ino if st else 0,
+            ctime_ns=st.st_ctime_ns if st else 0,
         ))
     return records, problems
 
@@ -43,6 +44,19 @@ def group_of(relpath: str, pattern: re.Pattern[str] | None) -> str | None:
     if m is None:
         return None
     return m.group(1) if pattern.groups else m.group(0)
+
+
+def readable(name: str) -> str:
+    """A file name as text every output accepts: bytes that are not UTF-8 (which Python holds as surrogate escapes,
+    and which UTF-8 files, SQLite and JSON consumers reject) become ``\\xNN``. The record's ``path`` keeps the real
+    name for reading; ``relpath`` and labels, which reports show, use this form."""
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _walk(root: str, split: str, problems: list[ScanProblem]) -> Iterator[tuple[str, str | None, str, os.stat_result | None]]:
@@ -74,7 +88,7 @@ def _walk(root: str, split: str, problems: list[ScanProblem]) -> Iterator[tuple[
             except OSError:
                 is_dir = False
             if is_dir:
-                rel = prefix + name
+                rel = prefix + readable(name)
                 try:
                     st = entry.stat()
                 except OSError as exc:
@@ -86,12 +100,12 @@ def _walk(root: str, split: str, problems: list[ScanProblem]) -> Iterator[tuple[
                     problems.append(ScanProblem(split, rel, "symlink to a folder already scanned; skipped"))
                     continue
                 seen.add(key)
-                subdirs.append((entry.path, rel + "/", label if label is not None else name))
+                subdirs.append((entry.path, rel + "/", label if label is not None else readable(name)))
                 continue
             try:
                 st = entry.stat()
             except OSError:
                 st = None  # broken symlink or vanished file: the features stage reports it as unreadable
-            yield prefix + name, label, entry.path, st
+            yield prefix + readable(name), label, entry.path, st
         # Depth-first in name order: push in reverse so the smallest name is walked first.
         stack.extend(reversed(subdirs))

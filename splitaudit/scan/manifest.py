@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import re
 
 from ..errors import SplitauditError
@@ -13,12 +14,21 @@ from .records import ImageRecord, SplitSpec
 REQUIRED_COLUMNS = ("path", "label", "split")
 
 
+def _regular_fd(path: str) -> int:
+    """A descriptor of ``path`` if it is a regular file (a FIFO would block the read forever, a device never end)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SplitauditError(f"manifest {path!r} is not a regular file")
+    return fd
+
+
 def read_manifest(manifest: str | os.PathLike[str], *, group_pattern: re.Pattern[str] | None = None) -> tuple[list[SplitSpec], list[ImageRecord]]:
     """Records for every row; paths are relative to the manifest's folder. Splits keep first-appearance order."""
     manifest = os.fspath(manifest)
     base = os.path.dirname(os.path.abspath(manifest))
     try:
-        with open(manifest, newline="", encoding="utf-8-sig") as fh:
+        with open(_regular_fd(manifest), newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -57,6 +67,7 @@ def read_manifest(manifest: str | os.PathLike[str], *, group_pattern: re.Pattern
                 size=st.st_size if st else -1,
                 mtime_ns=st.st_mtime_ns if st else 0,
                 inode=st.st_ino if st else 0,
+                ctime_ns=st.st_ctime_ns if st else 0,
             )
         )
     # Group records by split in first-appearance order so every later stage sees contiguous splits.

@@ -23,7 +23,8 @@ class ImageRecord:
     """One candidate image, before anything has been read from it.
 
     ``relpath`` is the POSIX path relative to the split root (``x[12]`` for array rows) and is what reports show;
-    ``path`` is the absolute file to read (``None`` for array rows). The stat triple feeds the cache's fast path.
+    ``path`` is the absolute file to read (``None`` for array rows). The stat fields (size, mtime, ctime, inode)
+    feed the cache's fast path.
     """
 
     split: str
@@ -34,6 +35,7 @@ class ImageRecord:
     size: int = -1
     mtime_ns: int = 0
     inode: int = 0
+    ctime_ns: int = 0
     array_index: int = -1
 
 
