@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--epochs", type=int, default=8, metavar="N", help="epochs per probe (default: 8)")
     ex.add_argument("--batch-size", type=int, default=32, metavar="N", help="probe and training-mode batch size (default: 32)")
     ex.add_argument("--input-scale", default="auto", choices=["auto", "0-1", "-1-1", "0-255"], help="pixel range fed to --model (default: auto)")
+    ex.add_argument("--metric", default="both", choices=["both", "accuracy", "loss"], help="which gap the headline decomposes (default: both)")
+    ex.add_argument("--seed", type=int, default=0, metavar="N", help="seed for every random choice; stated in the report (default: 0)")
     ex.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: text)")
     ex.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
     ex.add_argument("--plot", metavar="FILE", help="write learning curves to FILE (.svg or .png)")
@@ -267,13 +269,29 @@ def _run_fix(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _line_progress(command: str) -> Callable[[str, int, int], None]:
+    """Plain progress lines on stderr (CI logs): each stage once when it starts, then at every quarter of it."""
+    seen: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        quarter = 4 * done // total if total > 0 else 0
+        if seen.get(stage, -1) >= quarter:
+            return
+        seen[stage] = quarter
+        print(f"splitaudit {command}: {stage} {done}/{total}" if total > 1 else f"splitaudit {command}: {stage}",
+              file=sys.stderr, flush=True)
+
+    return progress
+
+
 def _run_explain(args: argparse.Namespace) -> int:
     from .explain import explain
     from .explain.render import render_text
 
     report = explain(args.train, args.val, model=args.model, history=args.history, epochs=args.epochs,
                      batch_size=args.batch_size, input_scale=args.input_scale, backbone=args.backbone,
-                     weights=args.weights, cache=not args.no_cache, cache_dir=args.cache_dir)
+                     weights=args.weights, cache=not args.no_cache, cache_dir=args.cache_dir, metric=args.metric,
+                     seed=args.seed, progress=_line_progress("explain"))
     if args.plot:
         report.plot(args.plot)
     if args.html:

@@ -292,7 +292,7 @@ def test_cli_explain_json_text_and_plots(digits, tmp_path: Path, capsys: pytest.
                  "--plot", str(tmp_path / "curves.svg")])
     assert code == 0
     doc = json.loads(out.read_text())
-    assert doc["schema_version"] == 1 and doc["primary"] == "regularized-probe"
+    assert doc["schema_version"] == 2 and doc["primary"] == "regularized-probe"
     assert doc["data"]["train_images"] == 300 and doc["data"]["val_images"] == 150
     main_subject = next(s for s in doc["subjects"] if s["name"] == doc["primary"])
     terms = main_subject["accuracy"]["terms"]
