@@ -225,6 +225,13 @@ def explain(
     model_diag: ModelDiagnosis | None = None
     model_val: Pass | None = None
     extra: list[Diagnosis] = []
+    prepared = None
+    if loaded is not None:  # the model's inputs first: a model that does not fit the images is refused before training
+        if progress:
+            progress("loading images for the model", 0, 1)
+        prepared = _model_inputs(loaded, dataset, records, is_train, is_val, labels, input_scale, max_pixels, native)
+        if prepared[3] is not None:
+            extra.append(prepared[3])
     with deterministic(seed):
         for i, kind in enumerate((PLAIN, REGULARIZED)):
             if progress:
@@ -235,15 +242,12 @@ def explain(
             subjects.append(_subject(kind, run.final_modes, run.final_val, leaked_rows, diff,
                                      reported=(last.reported_accuracy, None, last.reported_loss, None),
                                      pen=last.penalty, val_includes_penalty=True, epochs_=run.epochs))
-        if model is not None:
+        if loaded is not None and prepared is not None:
             if progress:
                 progress("evaluating the model", 0, 1)
-            subject, model_diag, model_val, size = _model_subject(
-                model, loaded, dataset, records, is_train, is_val, labels, len(names), leaked_rows, diff, hist, batch_size,
-                input_scale, max_pixels, seed, val_loss_includes_penalty, native)
+            subject, model_diag, model_val = _model_subject(model, loaded, prepared, is_train, is_val, labels, leaked_rows,
+                                                            diff, hist, batch_size, seed, val_loss_includes_penalty)
             subjects.append(subject)
-            if size is not None:
-                extra.append(size)
     if progress:
         progress("diagnosing", 0, 1)
     primary = "model" if model is not None else REGULARIZED
@@ -274,7 +278,7 @@ def explain(
     regs = {name: regularizers(run.model) for name, run in runs.items()}
     if model_diag is not None:
         regs["model"] = model_diag.regularizers
-    leak = _leak_effect(sources, leaked_rows, rows, is_train, is_val, runs[REGULARIZED], model_val, seed) \
+    leak = _leak_effect(sources, leaked_rows, rows, is_train, runs[REGULARIZED], model_val) \
         if leaked_rows.any() else None
     diagnoses = [*_input_diagnoses(names, train_counts, val_counts, hist), *extra]
     diagnoses += _diagnoses(data, subs, primary, curves, model_diag, chance, diff, len(clean_val), regs, leak)
@@ -338,20 +342,30 @@ def _epoch_gaps(epochs_: tuple[EpochRecord, ...], diff: Difficulty | None) -> li
     return out
 
 
-def _model_subject(path: Any, loaded: tuple[Any, tuple[int, int, int], OutputKind], dataset: Any, records: list, is_train: np.ndarray, is_val: np.ndarray, labels: np.ndarray,
-                   classes: int, leaked: np.ndarray, diff: Difficulty | None, hist: History | None, batch_size: int,
-                   requested_scale: str, max_pixels: int, seed: int, val_includes_penalty: bool,
-                   native: tuple[int, int, bool] | None) -> tuple[Subject, ModelDiagnosis, Pass, Diagnosis | None]:
+def _model_inputs(loaded: tuple[Any, tuple[int, int, int], OutputKind], dataset: Any, records: list, is_train: np.ndarray,
+                  is_val: np.ndarray, labels: np.ndarray, requested_scale: str, max_pixels: int,
+                  native: tuple[int, int, bool] | None) -> tuple[np.ndarray, np.ndarray, Any, Diagnosis | None]:
+    """The splits as the model takes them (size, colour mode, the evident pixel scale), and the input-size check."""
     from . import model_diag as md
 
     m, shape, out = loaded
     images, ok = md.load_images(records, dataset.arrays, shape, max_pixels)
     if not ok.all():
         raise SplitauditError(f"{int((~ok).sum())} image(s) could not be loaded at the model's input size {shape}")
-    yt, yv = labels[is_train], labels[is_val]
+    yt = labels[is_train]
     scale = md.input_scale(m, images[is_train], yt, out, requested_scale)
     size = _input_size(shape, native, scale, yt)
-    xt, xv = md.scaled(images[is_train], scale.chosen), md.scaled(images[is_val], scale.chosen)
+    return md.scaled(images[is_train], scale.chosen), md.scaled(images[is_val], scale.chosen), scale, size
+
+
+def _model_subject(path: Any, loaded: tuple[Any, tuple[int, int, int], OutputKind], prepared: tuple[np.ndarray, np.ndarray, Any, Any],
+                   is_train: np.ndarray, is_val: np.ndarray, labels: np.ndarray, leaked: np.ndarray, diff: Difficulty | None,
+                   hist: History | None, batch_size: int, seed: int, val_includes_penalty: bool) -> tuple[Subject, ModelDiagnosis, Pass]:
+    from . import model_diag as md
+
+    m, shape, out = loaded
+    xt, xv, scale, _ = prepared
+    yt, yv = labels[is_train], labels[is_val]
     modes = mode_passes(m, xt, yt, out, batch_size=batch_size, seed=seed)
     val = evaluate(m, xv, yv, out)
     reported: list[float | None] = [None, None, None, None]
@@ -368,7 +382,7 @@ def _model_subject(path: Any, loaded: tuple[Any, tuple[int, int, int], OutputKin
         input_scale=scale, batchnorm=md.batchnorm_layers(m, xt), optimizer_steps=md.optimizer_steps(m),
         groups=tuple((g, len(groups[g])) for g in GROUPS), regularizers=md.regularizers(m),
     )
-    return subject, diag, val, size
+    return subject, diag, val
 
 
 def _describe_size(h: int, w: int, grey: bool) -> str:
@@ -408,19 +422,19 @@ def _probe_history(epochs: tuple[EpochRecord, ...]) -> History | None:
                     ("val_loss", tuple(e.val_loss + e.penalty for e in epochs))), "probe")
 
 
-def _leak_effect(sources: CopySources, leaked: np.ndarray, rows: np.ndarray, is_train: np.ndarray, is_val: np.ndarray,
-                 probe: Any, model_val: Pass | None, seed: int) -> LeakEffect:
+def _leak_effect(sources: CopySources, leaked: np.ndarray, rows: np.ndarray, is_train: np.ndarray, probe: Any,
+                 model_val: Pass | None) -> LeakEffect:
     """The copies' effect on validation accuracy, measured where copies are copies (see :mod:`.leak`)."""
     train_pos = {int(r): k for k, r in enumerate(rows[is_train].tolist())}
     same_split = bool(leaked.all()) and {int(s) for s in sources.source[leaked]} >= set(train_pos)
     verified = int((sources.verified & leaked).sum())
     if model_val is not None:
         return leak_effect(model_val.correct[leaked], model_val.correct[~leaked], verified=verified, same_split=same_split,
-                           method="model", measured_by="your model", seed=seed)
+                           method="model", measured_by="your model")
     train_correct = dict(probe.final_modes)[GROUPS[-1]].correct  # the probe's training images in inference mode
     inherited = [train_correct[train_pos[int(s)]] for s in sources.source[leaked] if int(s) in train_pos]
     return leak_effect(np.asarray(inherited), probe.final_val.correct[~leaked], verified=verified, same_split=same_split,
-                       method="inherited", measured_by="the tool's regularized probe", seed=seed)
+                       method="inherited", measured_by="the tool's regularized probe")
 
 
 def _input_diagnoses(names: list[str], train_counts: np.ndarray, val_counts: np.ndarray, hist: History | None) -> list[Diagnosis]:

@@ -4,18 +4,19 @@ A probe trained on embeddings may not see a lightly noised copy as the image it 
 its own decomposition says nothing about a real model that memorised the original. The leak effect is therefore
 measured with the user's model when given (it was trained on the originals), else by inheritance: each copy takes
 its training original's correctness under the probe (inference mode), which is what a copy scores for a model that
-recognises it. The effect is ``share * (copies' accuracy - clean validation accuracy)`` with a 95% bootstrap
-interval (copies and clean images resampled separately, seeded); its sign is stated only when the interval excludes 0.
+recognises it. The effect is ``share * (copies' accuracy - clean validation accuracy)`` with a 95% interval
+(Newcombe's, from Wilson intervals of both accuracies); its sign is stated only when the interval excludes 0.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-BOOTSTRAP = 2000
+Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,22 @@ class LeakEffect:
                 "sign": self.sign, "same_split": self.same_split}
 
 
+def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n``."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def leak_effect(copies_correct: np.ndarray, clean_correct: np.ndarray, *, verified: int, same_split: bool, method: str,
-                measured_by: str, seed: int) -> LeakEffect:
-    """The effect of ``len(copies_correct)`` copies among ``len(copies) + len(clean)`` validation images."""
+                measured_by: str) -> LeakEffect:
+    """The effect of ``len(copies_correct)`` copies among ``len(copies) + len(clean)`` validation images.
+
+    The interval is Newcombe's hybrid score interval of the difference of the two accuracies (Wilson intervals of
+    each), scaled by the copies' share: it stays honest with few copies or accuracies of 0 or 1, and needs no
+    random draws.
+    """
     c = np.asarray(copies_correct, np.float64)
     k = np.asarray(clean_correct, np.float64)
     n = len(c) + len(k)
@@ -111,10 +125,10 @@ def leak_effect(copies_correct: np.ndarray, clean_correct: np.ndarray, *, verifi
         return LeakEffect(len(c), verified, n, method, measured_by, float(c.mean()) if len(c) else None,
                           float(k.mean()) if len(k) else None, None, None, None, same_split)
     share = len(c) / n
-    rng = np.random.default_rng(seed)
-    cb = c[rng.integers(0, len(c), (BOOTSTRAP, len(c)))].mean(axis=1)
-    kb = k[rng.integers(0, len(k), (BOOTSTRAP, len(k)))].mean(axis=1)
-    low, high = np.percentile(share * (cb - kb), [2.5, 97.5])
-    effect = share * (c.mean() - k.mean())
-    return LeakEffect(len(c), verified, n, method, measured_by, float(c.mean()), float(k.mean()), float(effect),
-                      float(low), float(high), same_split)
+    p1, p2 = float(c.mean()), float(k.mean())
+    l1, u1 = wilson(c.sum(), len(c))
+    l2, u2 = wilson(k.sum(), len(k))
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return LeakEffect(len(c), verified, n, method, measured_by, p1, p2, share * d, share * low, share * high, same_split)
