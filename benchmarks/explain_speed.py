@@ -105,15 +105,12 @@ def main() -> None:
     if args.backbone:
         cmd += ["--backbone", args.backbone]
     cores = sorted(os.sched_getaffinity(0))[: args.threads] if hasattr(os, "sched_getaffinity") else None
-
-    def limit() -> None:
-        if cores is not None:
-            os.sched_setaffinity(0, cores)
-
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(args.threads), "TF_NUM_INTEROP_THREADS": str(args.threads)}
     busy0, usage0 = busy_jiffies(), os.times()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=limit, env=env)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    if cores is not None:  # before TensorFlow starts its thread pools, which inherit it
+        os.sched_setaffinity(proc.pid, cores)
     stages: list[tuple[float, str]] = []
     assert proc.stderr is not None
     for line in proc.stderr:

@@ -11,17 +11,17 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from test_explain import assert_adds_up, write_split
 
 import splitaudit
 from splitaudit.errors import SplitauditError
 from splitaudit.explain import parse_history
 from splitaudit.explain.history import diagnose_curves
 from splitaudit.explain.leak import leak_effect
-
-from test_explain import assert_adds_up, write_split
 
 pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
@@ -50,7 +50,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return (d.images * (255 / 16)).round().astype(np.uint8), d.target
 
 
-def _fashion_model(seed: int = 0):  # noqa: ANN202 (a keras.Model; keras is imported lazily)
+def _fashion_model(seed: int = 0) -> Any:
     import keras
     from keras import layers
 

@@ -476,11 +476,11 @@ def _diagnoses(data: DataSummary, subs: dict[str, Subject], primary: str, curves
                              f"them in {p.accuracy:.0%} of {p.images} images (chance 50%, not separable at or below "
                              f"{threshold:.0%})", {"classes": [p.a, p.b], "accuracy": p.accuracy, "threshold": threshold,
                                                    "images": p.images}))
-    for c in curves:
-        if c.code in ("chance-level", "overfitting", "val-plateau"):
-            out.append(Diagnosis(c.code, c.message, dict(c.data)))
     plain = subs[PLAIN]
     main = subs[primary]
+    for c in curves:  # epoch 1 from the curves only where no per-epoch measurement of the primary subject exists
+        if c.code in ("chance-level", "overfitting", "val-plateau") or (c.code == "epoch-1" and not main.per_epoch):
+            out.append(Diagnosis(c.code, c.message, dict(c.data)))
     for s in ([main] if primary == REGULARIZED else [subs[REGULARIZED], main]):
         # Regularizers proper (penalty, dropout, noise); BatchNorm is not one, and lagging BatchNorm is its own cause.
         has_reg = bool(regs.get(s.name)) or s.penalty > 0

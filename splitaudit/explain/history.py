@@ -185,6 +185,13 @@ def _findings(h: History, chance: float | None, val_size: int | None, train_size
                                         f"(best {peak:.3f}; chance {chance:.3f} + {tol:.3f}): the classes are not being separated",
                                         {"curves": at_chance, "chance": chance, "tolerance": tol,
                                          "best": {name: best[name] for name in at_chance}}))
+        if n >= 2 and v[0] > t[0]:
+            end = (t[0] + t[1]) / 2  # the training value at epoch 1's end, from the running averages
+            out.append(CurveFinding("epoch-1", f"validation accuracy starts {v[0] - t[0]:.4f} above training at epoch 1 (as "
+                                    f"logged); the logged training value averages the first epoch's fast-improving "
+                                    f"weights: estimated at the epoch's end ({end:.4f}) the gap is {v[0] - end:+.4f}, so "
+                                    f"timing accounts for {end - t[0]:+.4f}; the rest is regularization in training "
+                                    "mode and data", {"gap": v[0] - t[0], "timing": end - t[0], "rest": v[0] - end}))
         above = [e + 1 for e in range(n) if v[e] > t[e]]
         if above:
             out.append(CurveFinding("val-above-train", f"validation accuracy is above training accuracy in {len(above)} "
