@@ -159,7 +159,7 @@ def test_noisy_copies_in_validation_lift_it_with_an_interval_above_zero(fashion,
 
     hashes_only = splitaudit.explain(train, val, epochs=1, backbone="none", cache_dir=tmp_path / "cache")
     assert hashes_only.leak is not None and hashes_only.leak.verified == 0
-    assert "possible copies only" in hashes_only.diagnosis("leakage").message
+    assert "none is verified (hash matches only" in hashes_only.diagnosis("leakage").message
     assert not any(a.startswith("Remove the") for a in hashes_only.advice)
 
 
@@ -257,3 +257,12 @@ def test_chance_level_needs_a_curve_at_chance() -> None:
     found = {c.code: c for c in diagnose_curves(flat, chance=0.11, val_size=500, train_size=3000, owner="your history")}
     assert found["chance-level"].data["curves"] == ["training", "validation"]
     assert found["chance-level"].message.startswith("your history: training and validation accuracy never rises")
+
+
+def test_epoch_one_is_read_from_the_users_curves_when_only_final_weights_exist() -> None:
+    """Validation starts above training at epoch 1: the running average's lag (timing) is estimated from the curves."""
+    h = parse_history({"loss": [1.0, 0.6, 0.5], "val_loss": [0.7, 0.55, 0.5], "accuracy": [0.6, 0.8, 0.85],
+                       "val_accuracy": [0.72, 0.82, 0.84]})
+    one = {c.code: c for c in diagnose_curves(h, owner="your history")}["epoch-1"]
+    assert one.data["gap"] == pytest.approx(0.12) and one.data["timing"] == pytest.approx(0.1)
+    assert one.data["rest"] == pytest.approx(0.02) and one.message.startswith("your history: validation accuracy starts")

@@ -528,7 +528,9 @@ def _leak_diagnosis(data: DataSummary, leak: LeakEffect) -> Diagnosis:
     else:
         what = f"{n} of {data.val_images} validation images ({data.leaked_share:.1%}) copy a training image (e.g. {data.leaked_val[0]})"
     unverified = leak.copies - leak.verified
-    if unverified:
+    if unverified == leak.copies:
+        what += "; none is verified (hash matches only, no pixel or embedding confirmation): possible copies only"
+    elif unverified:
         what += f"; {unverified} of them are possible copies only (hash match, not verified at pixel level)"
     return Diagnosis("leakage", f"{what}; {leak.describe()}", {"count": n, "share": data.leaked_share, **leak.to_dict()})
 
@@ -637,8 +639,9 @@ def _advice(decomps: list[Decomposition], by_code: dict[str, list[Diagnosis]]) -
                 continue
             g = d.term("generalization")
             worse = g < 0 if d.higher_is_better else g > 0  # validation below its own training fit: overfitting
-            if d.dominant_data_term == "generalization" and worse and "not-separable" not in by_code \
-                    and abs(g) >= ADVICE_MIN_TERM:
+            # Not with inseparable classes (the labels cap it) nor an over-regularized model (the opposite advice).
+            held_back = "not-separable" in by_code or "over-regularization" in by_code
+            if d.dominant_data_term == "generalization" and worse and not held_back and abs(g) >= ADVICE_MIN_TERM:
                 add(ADVICE["generalization"], f"{d.metric} generalization term {g:+.4f}; " + because.split("; ", 1)[1])
     if leak is not None:
         data = leak.data
