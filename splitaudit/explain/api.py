@@ -112,7 +112,7 @@ def explain(
         with ``model``, the reported training and validation values of the last epoch.
     epochs, batch_size, seed:
         The probes' schedule. ``seed`` fixes every source of randomness (probe initialisation and shuffles,
-        dropout masks and noise in training-mode passes, the held-out probe's folds, the bootstrap); it is stated
+        dropout masks and noise in training-mode passes, the held-out probe's folds); it is stated
         in the report, and the same data, options and seed give byte-identical JSON. ``batch_size`` is also the
         batch size of every training-mode evaluation (BatchNorm's batch statistics depend on it).
     metric:
