@@ -9,7 +9,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
@@ -219,13 +219,29 @@ def _run_fix(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _line_progress(command: str) -> Callable[[str, int, int], None]:
+    """Plain progress lines on stderr (CI logs): each stage once when it starts, then at every quarter of it."""
+    seen: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        quarter = 4 * done // total if total > 0 else 0
+        if seen.get(stage, -1) >= quarter:
+            return
+        seen[stage] = quarter
+        print(f"splitaudit {command}: {stage} {done}/{total}" if total > 1 else f"splitaudit {command}: {stage}",
+              file=sys.stderr, flush=True)
+
+    return progress
+
+
 def _run_explain(args: argparse.Namespace) -> int:
     from .explain import explain
     from .explain.render import render_text
 
     config = load_config(args.config)
     options = Options(**_resolve(Options, EXPLAIN, args, config))
-    report = explain(args.train, args.val, model=args.model, history=args.history, options=options)
+    report = explain(args.train, args.val, model=args.model, history=args.history, options=options,
+                     progress=_line_progress("explain"))
     if args.plot:
         report.plot(args.plot)
     if args.html:

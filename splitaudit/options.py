@@ -34,6 +34,8 @@ DEFAULT_TOLERANCE = 0.02
 PREFER = ("move", "drop")
 #: ``explain --input-scale``: the pixel range fed to the user's model.
 INPUT_SCALES = ("auto", "0-1", "-1-1", "0-255")
+#: ``explain --metric``: which gap the headline decomposes (both are always computed and reported).
+METRICS = ("both", "accuracy", "loss")
 
 
 @dataclass(frozen=True)
@@ -202,8 +204,11 @@ class Options:
         "auto", "pixel range fed to --model", commands=(EXPLAIN,),
         types=(str,), desc=f"one of {', '.join(INPUT_SCALES)}", parse=str, choices=INPUT_SCALES)
     seed: int = _setting(
-        0, "the probes' random seed (same data, same numbers)", commands=(EXPLAIN,),
+        0, "seed for every random choice (probes, dropout masks, folds); stated in the report", commands=(EXPLAIN,),
         types=(int,), desc="an integer >= 0", parse=int, metavar="N")
+    metric: str = _setting(
+        "both", "which gap the headline decomposes", commands=(EXPLAIN,),
+        types=(str,), desc=f"one of {', '.join(METRICS)}", parse=str, choices=METRICS)
     probe_dropout: float = _setting(
         0.5, "the regularized probe's dropout rate", commands=(EXPLAIN,),
         types=(float, int), desc="a number in [0, 0.95]", parse=float, metavar="F")
@@ -259,6 +264,8 @@ class Options:
         if self.input_scale not in INPUT_SCALES:
             raise invalid_parameter("input_scale", INPUT_SCALES, self.input_scale)
         _int("seed", self.seed, 0, 2**31 - 1)
+        if self.metric not in METRICS:
+            raise invalid_parameter("metric", METRICS, self.metric)
         put("probe_dropout", _float("probe_dropout", self.probe_dropout, 0.0, 0.95))
         put("probe_l2", _float("probe_l2", self.probe_l2, 0.0, 1e6))
         put("probe_noise", _float("probe_noise", self.probe_noise, 0.0, 100.0))

@@ -172,6 +172,11 @@ def test_batchnorm_on_raw_pixels_same_data_is_explained_by_batchnorm(digits, tmp
     assert report.diagnosis("batchnorm-lag") is not None
     assert report.model.batchnorm[0].lagging
     assert report.diagnosis("over-regularization") is None  # BatchNorm is not a regularizer that holds it back
+    # train == val: nothing to remove; the advice says so, and every line carries its number.
+    assert report.leak is not None and report.leak.same_split and report.leak.effect is None
+    assert not any(a.startswith("Remove the") for a in report.advice)
+    assert any(a.startswith("Validation is the training set: hold out images") for a in report.advice)
+    assert all(a.endswith("]") and "[" in a for a in report.advice)
 
 
 def test_two_classes_from_the_same_images_are_named_as_not_separable(digits, tmp_path: Path) -> None:
@@ -187,7 +192,11 @@ def test_two_classes_from_the_same_images_are_named_as_not_separable(digits, tmp
     assert_adds_up(report)
     pair = report.diagnosis("not-separable")
     assert pair is not None and pair.data["classes"] == ["left", "right"]
-    assert "'left' and 'right'" in report.summary
+    # The pair is the explanation: it leads the headline and the advice, with no "more data, augmentation".
+    assert report.headline == "not-separable"
+    assert report.summary.startswith("Classes 'left' and 'right' cannot be told apart (a held-out probe separates them in")
+    assert report.advice[0].startswith("Check the labels of classes 'left' and 'right', or merge them.")
+    assert not any("augmentation" in a for a in report.advice)
     chance = report.diagnosis("chance-level")
     assert chance is not None and "validation" in chance.data["curves"]
     for e in report.main.epochs:  # the regularized probe's validation curve hovers at chance
@@ -292,7 +301,7 @@ def test_cli_explain_json_text_and_plots(digits, tmp_path: Path, capsys: pytest.
                  "--plot", str(tmp_path / "curves.svg")])
     assert code == 0
     doc = json.loads(out.read_text())
-    assert doc["schema_version"] == 1 and doc["primary"] == "regularized-probe"
+    assert doc["schema_version"] == 2 and doc["primary"] == "regularized-probe"
     assert doc["data"]["train_images"] == 300 and doc["data"]["val_images"] == 150
     main_subject = next(s for s in doc["subjects"] if s["name"] == doc["primary"])
     terms = main_subject["accuracy"]["terms"]

@@ -104,7 +104,7 @@ ALTERNATES: dict[str, Any] = {
     "check_options": {"near-duplicates": {"max-phash": 8}}, "fail_on": Severity.WARNING, "max_leak_fraction": 0.25,
     "cache": False, "cache_dir": "/tmp/splitaudit-options-test", "workers": 3, "draft": False, "max_pixels": 1000,
     "backbone": "mobilenet_v3_small", "weights": None, "image_size": 96, "baseline": "/tmp/bl.json", "epochs": 3,
-    "batch_size": 16, "input_scale": "0-1", "seed": 5, "probe_dropout": 0.25, "probe_l2": 0.5, "probe_noise": 0.125,
+    "batch_size": 16, "input_scale": "0-1", "seed": 5, "metric": "loss", "probe_dropout": 0.25, "probe_l2": 0.5, "probe_noise": 0.125,
     "tolerance": 0.5, "prefer": "drop",
 }
 KEYED = {"draft", "max_pixels", "backbone", "weights", "image_size"}

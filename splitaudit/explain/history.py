@@ -49,6 +49,12 @@ class History:
         t, v = self.get(key), self.get(f"val_{key}")
         return (t, v) if t is not None and v is not None else None
 
+    def missing(self) -> list[str]:
+        """The usual columns this history lacks (``accuracy`` counts under any of Keras' names)."""
+        names = dict(self.series)
+        acc = next((k for k in ACCURACY_KEYS if k in names or f"val_{k}" in names), "accuracy")
+        return [k for k in ("loss", "val_loss", acc, f"val_{acc}") if k not in names]
+
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) for k, v in self.series}
 
@@ -122,8 +128,32 @@ def shifted_train(train: tuple[float, ...]) -> list[float]:
     return [(train[e] + train[e + 1]) / 2 for e in range(len(train) - 1)]
 
 
-def diagnose_curves(h: History, *, chance: float | None = None, val_size: int | None = None) -> list[CurveFinding]:
-    """Learning-curve findings from a history; ``chance`` is the accuracy of always guessing the majority class."""
+#: A curve is at chance when it never rises above chance by more than max(0.05, 2 standard errors), capped here:
+#: a curve 0.1 above chance is learning something, whatever the sample size.
+CHANCE_TOL_CAP = 0.1
+
+
+def chance_tolerance(chance: float, n: int | None) -> float:
+    tol = max(0.05, 2 * math.sqrt(chance * (1 - chance) / n)) if n else 0.05
+    return min(tol, CHANCE_TOL_CAP)
+
+
+def diagnose_curves(h: History, *, chance: float | None = None, val_size: int | None = None,
+                    train_size: int | None = None, owner: str = "") -> list[CurveFinding]:
+    """Learning-curve findings from a history; ``chance`` is the accuracy of always guessing the majority class.
+
+    ``owner`` says whose curves these are (``"your history"``, ``"the tool's regularized probe (not your model)"``);
+    every message starts with it.
+    """
+    out: list[CurveFinding] = []
+    found = _findings(h, chance, val_size, train_size)
+    for c in found:
+        message = f"{owner}: {c.message}" if owner else c.message
+        out.append(CurveFinding(c.code, message, {**c.data, "curves_of": owner or None}))
+    return out
+
+
+def _findings(h: History, chance: float | None, val_size: int | None, train_size: int | None) -> list[CurveFinding]:
     out: list[CurveFinding] = []
     vl = h.get("val_loss")
     if vl and len(vl) >= 3:
@@ -145,12 +175,23 @@ def diagnose_curves(h: History, *, chance: float | None = None, val_size: int | 
                                         f"while training accuracy still rises ({t[-3]:.3f} -> {t[-1]:.3f})",
                                         {"val_accuracy": v[-1]}))
         if chance is not None and n:
-            tol = max(0.05, 2 * math.sqrt(chance * (1 - chance) / val_size)) if val_size else 0.05
-            at_chance = [name for name, s in (("training", t), ("validation", v)) if max(s) <= chance + tol]
+            tols = {"training": chance_tolerance(chance, train_size or val_size), "validation": chance_tolerance(chance, val_size)}
+            best = {"training": max(t), "validation": max(v)}
+            at_chance = [name for name in ("training", "validation") if best[name] <= chance + tols[name]]
             if at_chance:
+                tol = max(tols[name] for name in at_chance)
+                peak = max(best[name] for name in at_chance)
                 out.append(CurveFinding("chance-level", f"{' and '.join(at_chance)} accuracy never rises above chance "
-                                        f"({chance:.3f} + {tol:.3f}): the classes are not being separated",
-                                        {"curves": at_chance, "chance": chance, "tolerance": tol}))
+                                        f"(best {peak:.3f}; chance {chance:.3f} + {tol:.3f}): the classes are not being separated",
+                                        {"curves": at_chance, "chance": chance, "tolerance": tol,
+                                         "best": {name: best[name] for name in at_chance}}))
+        if n >= 2 and v[0] > t[0]:
+            end = (t[0] + t[1]) / 2  # the training value at epoch 1's end, from the running averages
+            out.append(CurveFinding("epoch-1", f"validation accuracy starts {v[0] - t[0]:.4f} above training at epoch 1 (as "
+                                    f"logged); the logged training value averages the first epoch's fast-improving "
+                                    f"weights: estimated at the epoch's end ({end:.4f}) the gap is {v[0] - end:+.4f}, so "
+                                    f"timing accounts for {end - t[0]:+.4f}; the rest is regularization in training "
+                                    "mode and data", {"gap": v[0] - t[0], "timing": end - t[0], "rest": v[0] - end}))
         above = [e + 1 for e in range(n) if v[e] > t[e]]
         if above:
             out.append(CurveFinding("val-above-train", f"validation accuracy is above training accuracy in {len(above)} "

@@ -133,12 +133,54 @@ def penalty(model: Any) -> float:
     return float(sum(float(keras.ops.convert_to_numpy(v)) for v in model.losses)) if model.losses else 0.0
 
 
+def reseed(layers: Sequence[Any], seed: int) -> None:
+    """Put every random layer's seed generator (dropout masks, noise, augmentation) in a state fixed by ``seed``.
+
+    A loaded model's generators start from a seed drawn at load time (Keras draws it from Python's ``random``
+    when the layer has none), so without this two runs draw different dropout masks.
+    """
+    for k, layer in enumerate(layers):
+        gens = list(getattr(layer, "_seed_generators", None) or [])
+        own = getattr(layer, "seed_generator", None)
+        if own is not None and all(own is not g for g in gens):
+            gens.append(own)
+        for j, gen in enumerate(gens):
+            state = getattr(gen, "state", None)
+            if state is not None:
+                value = np.asarray([(seed * 1_000_003 + k * 101 + j) % (2**31 - 1) + 1, 0])
+                state.assign(value.astype(np.asarray(state.numpy()).dtype))
+
+
+def _compiled(model: Any, training: Sequence[Any]) -> Any:
+    """The model's forward pass with ``training`` layers forced on, as a TensorFlow graph kept on the model.
+
+    Eager calls cost more than the small heads' arithmetic (94 batches x 3 passes per epoch); a graph per set of
+    forced layers is traced once and reused every epoch (the weights are variables). It must be called inside
+    ``forced_training(training)``: a retrace (a new batch shape) then sees the same forced layers.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda xb: model(xb, training=False)
+    import tensorflow as tf
+
+    cache = model.__dict__.get("_splitaudit_forward")
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, "_splitaudit_forward", cache)  # untracked: Keras must not see a new attribute
+    key = tuple(sorted(id(layer) for layer in training))
+    if key not in cache:
+        cache[key] = tf.function(lambda xb: model(xb, training=False), reduce_retracing=True)
+    return cache[key]
+
+
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray, out: OutputKind, *, training: Sequence[Any] = (),
              batch_size: int = 32, seed: int = 0) -> Pass:
     """Score ``model`` on ``(x, y)`` with ``training`` layers in training mode (the rest in inference mode).
 
     In training mode BatchNorm normalises with each batch's statistics, so batches are the training batch size in
-    a fixed shuffled order; the moving statistics it updates are restored afterwards.
+    a fixed shuffled order; the moving statistics it updates are restored afterwards. Random layers draw from
+    generators reset from ``seed`` first (:func:`reseed`), so the same seed gives the same masks.
     """
     n = len(x)
     order = np.random.default_rng(seed).permutation(n) if training else np.arange(n)
@@ -146,10 +188,13 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, out: OutputKind, *, train
     saved = [v.numpy() if hasattr(v, "numpy") else np.asarray(v) for v in model.non_trainable_variables] if training else None
     chunks = []
     try:
+        if training:
+            reseed(leaf_layers(model), seed)
         with forced_training(training):
+            forward = _compiled(model, training)
             for s in range(0, n, bs):
                 idx = order[s : s + bs]
-                chunks.append((idx, np.asarray(model(x[idx], training=False))))
+                chunks.append((idx, np.asarray(forward(x[idx]))))
     finally:
         if saved is not None:
             for v, value in zip(model.non_trainable_variables, saved):
@@ -180,3 +225,28 @@ def mode_passes(model: Any, x: np.ndarray, y: np.ndarray, out: OutputKind, *, ba
             prev = evaluate(model, x, y, out, training=active, batch_size=batch_size, seed=seed)
         result.append((g, prev))
     return result
+
+
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed Python, NumPy, TensorFlow and Keras from ``seed`` and make TensorFlow's ops deterministic while inside.
+
+    Op determinism is a process-wide TensorFlow switch: it is put back as it was on the way out.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        was = bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):  # another backend or TensorFlow version: seeds only
+        yield
+        return
+    if not was:
+        tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was:
+            tf_config.disable_op_determinism()

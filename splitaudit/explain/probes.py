@@ -50,6 +50,8 @@ class EpochRecord:
     modes: tuple[tuple[str, float, float], ...]  # (step, accuracy, data loss)
     val_accuracy: float
     val_loss: float
+    val_clean_accuracy: float | None = None  # validation without copies of training images (None: all are copies)
+    val_clean_loss: float | None = None
 
     def mode(self, step: str) -> tuple[float, float]:
         for name, acc, loss in self.modes:
@@ -64,6 +66,7 @@ class EpochRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "reported_accuracy": self.reported_accuracy, "reported_loss": self.reported_loss,
                 "penalty": self.penalty, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
+                "val_clean_accuracy": self.val_clean_accuracy, "val_clean_loss": self.val_clean_loss,
                 "train_modes": {name: {"accuracy": a, "loss": lo} for name, a, lo in self.modes}}
 
 
@@ -103,7 +106,7 @@ def build_head(kind: str, dim: int, classes: int, cfg: ProbeConfig) -> Any:
 
 
 def _recorder(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, cfg: ProbeConfig, out: list[EpochRecord],
-              last: dict[str, Any]) -> Any:
+              last: dict[str, Any], clean: np.ndarray) -> Any:
     import keras
 
     kind = OutputKind()
@@ -116,20 +119,26 @@ def _recorder(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, cfg:
             passes = mode_passes(self.model, x, y, kind, batch_size=cfg.batch_size, seed=cfg.seed + epoch)
             val = evaluate(self.model, xv, yv, kind)
             last["passes"], last["val"] = passes, val  # per-image values of the final epoch, for the data term
+            any_clean = bool(clean.any())
             out.append(EpochRecord(
                 epoch=epoch + 1,
                 reported_accuracy=float(logs["accuracy"]), reported_loss=float(logs["loss"]),
                 penalty=penalty(self.model),
                 modes=tuple((name, p.accuracy, p.loss) for name, p in passes),
                 val_accuracy=val.accuracy, val_loss=val.loss,
+                val_clean_accuracy=float(val.correct[clean].mean()) if any_clean else None,
+                val_clean_loss=float(val.losses[clean].mean()) if any_clean else None,
             ))
 
     return EpochRecorder()
 
 
 def train_probe(kind: str, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, classes: int,
-                cfg: ProbeConfig = ProbeConfig()) -> ProbeRun:
-    """Train one head on standardised features with fixed seeds, recording every epoch."""
+                cfg: ProbeConfig = ProbeConfig(), clean: np.ndarray | None = None) -> ProbeRun:
+    """Train one head on standardised features with fixed seeds, recording every epoch.
+
+    ``clean`` masks the validation rows that copy no training image (default: all), for per-epoch data terms.
+    """
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
@@ -137,5 +146,5 @@ def train_probe(kind: str, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.
     records: list[EpochRecord] = []
     last: dict[str, Any] = {}
     model.fit(x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-              callbacks=[_recorder(x, y, xv, yv, cfg, records, last)])
+              callbacks=[_recorder(x, y, xv, yv, cfg, records, last, np.ones(len(yv), bool) if clean is None else clean)])
     return ProbeRun(kind, tuple(records), tuple(last["passes"]), last["val"], model)

@@ -47,7 +47,18 @@ def print_explain(report: Any, console: Any) -> None:
             causes = sub.accuracy.causes()
             s.add_row(sub.name, f"{sub.accuracy.gap:+.4f}", *(f"{causes[c]:+.4f}" for c in ORDER))
         console.print(s)
-    console.print(f"[bold]{report.summary}[/bold]", highlight=False)
+    if main.per_epoch:
+        e = Table(title=f"val - train accuracy at every epoch, {main.name} (the tool's probe)", title_justify="left")
+        e.add_column("epoch", justify="right")
+        e.add_column("gap", justify="right")
+        for c in ORDER:
+            e.add_column(c, justify="right")
+        for g in main.per_epoch:
+            causes = g.accuracy.causes()
+            e.add_row(str(g.epoch), f"{g.accuracy.gap:+.4f}", *(f"{causes[c]:+.4f}" for c in ORDER))
+        console.print(e)
+    console.print(f"[bold]{report.summary}[/bold]", highlight=False, markup=False)
+    console.print(f"(seed {report.seed}; headline metric: {report.metric})", highlight=False)
     if report.diagnoses:
         console.print("[bold]Diagnoses[/bold]")
         for dg in report.diagnoses:

@@ -10,10 +10,24 @@ from ..report.model import _clean
 from .data import ClassPair
 from .decompose import Decomposition
 from .history import CurveFinding, History
+from .leak import LeakEffect
 from .model_diag import ModelDiagnosis
 from .probes import EpochRecord
 
-EXPLAIN_SCHEMA_VERSION = 1
+EXPLAIN_SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class EpochGap:
+    """One epoch's gap, decomposed like the final one (probes only: the user's model has only its final weights)."""
+
+    epoch: int
+    accuracy: Decomposition
+    loss: Decomposition
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, **{d.metric: {"gap": d.gap, "terms": {t.name: t.value for t in d.terms},
+                                                   "dominant": d.dominant} for d in (self.accuracy, self.loss)}}
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,7 @@ class Subject:
     loss: Decomposition
     penalty: float
     epochs: tuple[EpochRecord, ...] = ()
+    per_epoch: tuple[EpochGap, ...] = ()
 
     @property
     def train_accuracy(self) -> float:
@@ -33,7 +48,8 @@ class Subject:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "accuracy": self.accuracy.to_dict(), "loss": self.loss.to_dict(),
-                "penalty": self.penalty, "epochs": [e.to_dict() for e in self.epochs]}
+                "penalty": self.penalty, "epochs": [e.to_dict() for e in self.epochs],
+                "per_epoch": [e.to_dict() for e in self.per_epoch]}
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,9 @@ class ExplainReport:
     """The result of :func:`splitaudit.explain`.
 
     ``primary`` names the subject the headline is about (the user's model when given, else the regularized probe);
-    ``summary`` is the one-sentence dominant cause, ``advice`` what follows from it and from the diagnoses.
+    ``summary`` is the headline (causes that lead, then the decomposition of the gap ``metric`` asks about),
+    ``advice`` what follows, each line with the measured number that triggers it; ``headline`` is the cause the
+    headline leads with (a diagnosis code such as ``not-separable``, else the dominant decomposition cause).
     """
 
     data: DataSummary
@@ -93,6 +111,10 @@ class ExplainReport:
     history: History | None = None
     curves: tuple[CurveFinding, ...] = ()
     model: ModelDiagnosis | None = None
+    seed: int = 0
+    metric: str = "both"
+    leak: LeakEffect | None = None
+    headline: str = ""
 
     def subject(self, name: str) -> Subject:
         for s in self.subjects:
@@ -118,6 +140,11 @@ class ExplainReport:
             "data": self.data.to_dict(),
             "primary": self.primary,
             "dominant": self.dominant,
+            "dominant_loss": self.main.loss.dominant,
+            "headline_cause": self.headline,
+            "seed": self.seed,
+            "metric": self.metric,
+            "leak_effect": self.leak.to_dict() if self.leak else None,
             "summary": self.summary,
             "advice": list(self.advice),
             "diagnoses": [d.to_dict() for d in self.diagnoses],
