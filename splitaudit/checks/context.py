@@ -18,7 +18,7 @@ from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
 from ..features.embeddings.backbones import BackboneSpec
 from ..features.hashing import hamming
 from ..neighbors import HashPairs, groups_by_key, hash_pairs
-from ..neighbors.blank import blank_rule, near_blank
+from ..neighbors.blank import blank_pairs, blank_rule, near_blank
 from ..report.model import ImageRef
 from ..scan import Dataset
 
@@ -396,17 +396,23 @@ class AuditContext:
         if stored is not None:
             found = HashPairs.from_arrays(stored)
         else:
-            found = hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], f.ok, max_phash=max_phash, max_dhash=max_dhash)
+            found = hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], self._searched, max_phash=max_phash, max_dhash=max_dhash)
             if self.cache is not None:
                 self.cache.put_arrays(cache_key, found.to_arrays())
         self._hash_pairs[key] = found
         return found
 
+    @cached_property
+    def _searched(self) -> np.ndarray:
+        """Rows the hash search covers: decoded images that are not near-blank (those match on pixels only)."""
+        f = self.features
+        return f.ok & ~near_blank(f["spread"], f.ok)
+
     def _search_key(self, radii: tuple[int, int]) -> str:
         """Identifies a search by its exact input: the hash columns of the decoded rows and the radii."""
         f = self.features
-        h = hashlib.sha256(b"hash-pairs-v1:%d:%d:" % radii)
-        h.update(f.ok.tobytes())
+        h = hashlib.sha256(b"hash-pairs-v2:%d:%d:" % radii)
+        h.update(self._searched.tobytes())
         for c in ("phash", "dhash", "phash_flip", "dhash_flip"):
             h.update(np.ascontiguousarray(f[c]).tobytes())
         return h.hexdigest()
@@ -423,8 +429,11 @@ class AuditContext:
         dense = self.dense_pairs(min_similarity, max_ratio) if self.backbone is not None else None
         # Identical bytes always hash identically, but add them explicitly so evidence never depends on a radius.
         ea, eb = _exact_pairs(groups_by_key(f["digest"], ok), self.split_index)
-        parts_a = [hp.a, ea] + ([dense.a] if dense is not None else [])
-        parts_b = [hp.b, eb] + ([dense.b] if dense is not None else [])
+        blank = near_blank(f["spread"], f.ok)
+        blank_rows = np.flatnonzero(blank)
+        ba, bb = blank_pairs(blank_rows, f.ensure_pixel_digests(blank_rows.tolist()), self.split_index)
+        parts_a = [hp.a, ea, ba] + ([dense.a] if dense is not None else [])
+        parts_b = [hp.b, eb, bb] + ([dense.b] if dense is not None else [])
         a = np.concatenate(parts_a).astype(np.int64)
         b = np.concatenate(parts_b).astype(np.int64)
         if len(a):
@@ -466,7 +475,7 @@ class AuditContext:
         else:
             cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
         m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
-        m = m.select(blank_rule(a, b, near_blank(f["spread"], f.ok), same_pixels))  # blank images: identical pixels only
+        m = m.select(blank_rule(a, b, blank, same_pixels))  # blank images: identical pixels only
         self._matches[key] = m
         return m
 
@@ -500,8 +509,15 @@ class AuditContext:
         return {}
 
 
+#: Each image of an identical-byte group is paired with at most this many (the first) members of each earlier split:
+#: enough for any max_matches_per_image up to it, and linear in the group's size (k copies in train and k in val
+#: would otherwise make k² pairs).
+_EXACT_LINKS = 16
+
+
 def _exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs from identical-byte groups: all pairs across splits, a chain within a split (enough to connect it)."""
+    """Pairs from identical-byte groups: across splits each member with the first ``_EXACT_LINKS`` members of every
+    earlier split, a chain within a split (enough to connect it)."""
     a: list[int] = []
     b: list[int] = []
     for g in groups:
@@ -514,7 +530,7 @@ def _exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.n
         splits = sorted(by_split)
         for si, s in enumerate(splits):
             for t in splits[si + 1 :]:
-                for x in by_split[s]:
+                for x in by_split[s][:_EXACT_LINKS]:
                     for y in by_split[t]:
                         a.append(min(x, y))
                         b.append(max(x, y))
