@@ -10,6 +10,11 @@ are near-duplicates and many findings appear, as in the issue's measurement.
 Usage::
 
     python benchmarks/hash_memory.py [--sizes 100000 300000] [--side 32] [--workdir DIR] [--workers N]
+                                      [--photos hubble_deep_field ...] [--code DIR ...]
+
+``--photos`` restricts the crops to some photos (``hubble_deep_field`` is mostly black sky: near-blank crops, which
+the hash search used to pair all with all); ``--code`` runs the same datasets with other checkouts of splitaudit
+(e.g. the main branch) for a comparison in one run.
 """
 
 from __future__ import annotations
@@ -30,25 +35,26 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def photos() -> list[np.ndarray]:
+PHOTOS = ("china", "flower", "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def photos(names: tuple[str, ...] = PHOTOS) -> list[np.ndarray]:
     import skimage.data
     from sklearn.datasets import load_sample_image
 
-    out = [load_sample_image("china.jpg"), load_sample_image("flower.jpg")]
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field"):
-        out.append(getattr(skimage.data, name)())
+    out = [load_sample_image(f"{n}.jpg") if n in ("china", "flower") else getattr(skimage.data, n)() for n in names]
     return [p if p.ndim == 3 else np.stack([p] * 3, -1) for p in out]
 
 
-def build(root: Path, n: int, side: int) -> None:
+def build(root: Path, n: int, side: int, names: tuple[str, ...] = PHOTOS) -> None:
     """``n`` crops of ``side`` px on a 3-px grid over the photos (the grid wraps to offsets shifted by 1 px)."""
-    marker = root / f".built-{n}-{side}"
+    marker = root / f".built-{n}-{side}-{'-'.join(names)}"
     if marker.exists():
         return
     shutil.rmtree(root, ignore_errors=True)
     for split in ("train", "val"):
         (root / split).mkdir(parents=True)
-    pics = photos()
+    pics = photos(names)
     k = 0
     shift = 0
     while k < n:
@@ -65,7 +71,7 @@ def build(root: Path, n: int, side: int) -> None:
     marker.write_text("ok")
 
 
-def measure(root: Path, workers: int | None) -> tuple[float, int, float]:
+def measure(root: Path, workers: int | None, code: Path = ROOT) -> tuple[float, int, float]:
     """(peak RSS in MB of one CLI run with a fresh cache, findings, seconds)."""
     cache = Path(tempfile.mkdtemp(prefix="splitaudit-mem-cache-"))
     out = root / "report.json"
@@ -74,7 +80,8 @@ def measure(root: Path, workers: int | None) -> tuple[float, int, float]:
     if workers:
         cmd += ["--workers", str(workers)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(code)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     shutil.rmtree(cache, ignore_errors=True)
@@ -90,19 +97,22 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=32)
     ap.add_argument("--workers", type=int)
     ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=PHOTOS)
+    ap.add_argument("--code", type=Path, nargs="+", default=[ROOT], help="splitaudit checkouts to compare (PYTHONPATH)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="splitaudit-mem-"))
-    rows = []
-    for n in args.sizes:
-        root = work / f"n{n}"
-        build(root, n, args.side)
-        rss, findings, seconds = measure(root, args.workers)
-        rows.append((n, rss, findings, seconds))
-        print(f"{n:>8} images: peak RSS {rss:8.0f} MB, {findings:>7} findings, {rss * 2**20 / n:7.0f} B/image, {seconds:6.0f} s",
-              flush=True)
-    if len(rows) > 1:
-        (n0, r0, f0, _), (n1, r1, f1, _) = rows[0], rows[-1]
-        print(f"x{n1 / n0:.1f} images, x{max(f1, 1) / max(f0, 1):.1f} findings -> x{r1 / r0:.2f} peak RSS")
+    for code in args.code:
+        rows = []
+        for n in args.sizes:
+            root = work / f"n{n}-{'-'.join(args.photos)}"
+            build(root, n, args.side, tuple(args.photos))
+            rss, findings, seconds = measure(root, args.workers, code)
+            rows.append((n, rss, findings, seconds))
+            print(f"{code}: {n:>8} images: peak RSS {rss:8.0f} MB, {findings:>7} findings, {rss * 2**20 / n:7.0f} B/image, "
+                  f"{seconds:6.0f} s", flush=True)
+        if len(rows) > 1:
+            (n0, r0, f0, _), (n1, r1, f1, _) = rows[0], rows[-1]
+            print(f"{code}: x{n1 / n0:.1f} images, x{max(f1, 1) / max(f0, 1):.1f} findings -> x{r1 / r0:.2f} peak RSS")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -321,3 +321,26 @@ def test_printable_escapes_every_control_and_undecodable_byte() -> None:
     out = printable("ok " + controls)
     assert out.startswith("ok ") and out.isprintable() and out.isascii()
     assert printable("plain é ü 漢字") == "plain é ü 漢字"
+
+
+def test_many_blank_images_make_linear_pairs(tmp_path: Path, photos: dict[str, np.ndarray]) -> None:
+    """60 black frames and 60 dark-grey ones (PNG and BMP, identical pixels per colour) spread over both splits:
+    each copy is reported, none across colours, and the pairs stay linear in the number of blank images."""
+    from splitaudit.checks import AuditContext
+
+    train, val = _splits(tmp_path, photos)
+    for k in range(60):
+        for colour, name in (((0, 0, 0), "black"), ((20, 20, 20), "grey")):
+            split = train if k % 3 == 0 else val
+            Image.new("RGB", (40, 40), colour).save(split / "a" / f"{name}{k}.{'png' if k % 2 else 'bmp'}")
+    ctx = AuditContext(scan([train, val]))
+    blank = np.flatnonzero(ctx.features["spread"] < 3)
+    assert len(blank) == 120
+    hp = ctx.hash_pairs()
+    assert not (np.isin(hp.a, blank) | np.isin(hp.b, blank)).any()  # blanks are left out of the hash search
+    m = ctx.matches()
+    assert bool(m.same_pixels.all()) and len(m) <= 17 * 120  # at most 16 links per copy (plus a chain)
+    report = audit(train, val, backbone="none")
+    copies = _by_path(report, "pixel-duplicates") | _by_path(report, "exact-duplicates")
+    assert sum(1 for p in copies if p.startswith("val/")) == 80  # every val frame, none matched across colours
+    assert not _by_path(report, "near-duplicates")

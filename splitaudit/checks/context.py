@@ -20,6 +20,7 @@ from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
 from ..features.embeddings.backbones import NONE, BackboneSpec
 from ..features.table import full_pixel_digests
 from ..neighbors import HashPairs, hash_pairs
+from ..neighbors.blank import near_blank
 from ..neighbors.confirm import Confirmation, confirm_pairs, record_thumbnails
 from ..neighbors.dense import dense_candidates
 from ..neighbors.matches import DensePairs, Matches, merge_matches
@@ -242,9 +243,11 @@ class AuditContext:
                 return self.memo(("hash-pairs", max_phash, max_dhash),
                                  lambda: pairs.select((pairs.phash <= max_phash) & (pairs.dhash <= max_dhash)))
         f = self.features
-        inputs = ("hash-pairs-v2", f.ok, f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"])
+        # Near-blank images are not searched: every one is within radius of every other (they match on pixels only).
+        searched = f.ok & ~near_blank(f["spread"], f.ok)
+        inputs = ("hash-pairs-v3", searched, f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"])
         return self.stored(("hash-pairs", max_phash, max_dhash), inputs,
-                           lambda: hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], f.ok,
+                           lambda: hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], searched,
                                               max_phash=max_phash, max_dhash=max_dhash),
                            HashPairs.from_arrays)
 

@@ -209,9 +209,10 @@ def _is_image(record: Any, unreadable: set[tuple[str, str]]) -> bool:
     if record.path is None or is_image_name(record.relpath):
         return True
     try:
-        with open(record.path, "rb") as fh:
+        fh, _ = decode.open_regular(record.path)  # never a FIFO or device: those block or never end
+        with fh:
             return decode.sniff(fh.read(16)) is not None
-    except OSError:
+    except (decode.DecodeFailure, OSError):
         return False
 
 

@@ -25,3 +25,31 @@ def blank_rule(a: np.ndarray, b: np.ndarray, blank: np.ndarray, same_pixels: np.
     if len(a) == 0:
         return np.zeros(0, dtype=bool)
     return ~(blank[a] | blank[b]) | same_pixels
+
+
+def blank_pairs(blank_rows: np.ndarray, pixel_digests: np.ndarray, split_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a < b) of near-blank images with identical pixels, linear in their number.
+
+    Near-blank images are left out of the hash search: there every blank image is within radius of every other, so
+    k of them would make k² candidate pairs (a dark-sky photo cut into tiles gives tens of thousands). Here, within
+    each group of identical pixels, members of one split are chained and every member of a later split is linked to
+    the group's first member of the earliest split: enough to report each copy, and to connect each group.
+    """
+    groups: dict[bytes, list[int]] = {}
+    for i in blank_rows.tolist():
+        d = pixel_digests[i]
+        if d:
+            groups.setdefault(d, []).append(i)
+    a: list[int] = []
+    b: list[int] = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda i: (split_index[i], i))
+        anchor = members[0]
+        for prev, cur in zip(members, members[1:]):
+            same_split = split_index[prev] == split_index[cur]
+            x = prev if same_split else anchor
+            a.append(min(x, cur))
+            b.append(max(x, cur))
+    return np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)

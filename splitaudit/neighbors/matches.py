@@ -10,7 +10,7 @@ import numpy as np
 from ..features.hashing import hamming
 from ..features.table import FeatureTable
 from .binary import HashPairs
-from .blank import blank_rule, near_blank
+from .blank import blank_pairs, blank_rule, near_blank
 from .columns import Columns
 from .confirm import Confirmation
 from .groups import groups_by_key
@@ -79,8 +79,12 @@ def merge_matches(
     ok = np.flatnonzero(f.ok)
     # Identical bytes always hash identically, but add them explicitly so evidence never depends on a radius.
     ea, eb = exact_pairs(groups_by_key(f["digest"], ok), split_index)
-    a = np.concatenate([hp.a, ea] + ([dense.a] if dense is not None else [])).astype(np.int64)
-    b = np.concatenate([hp.b, eb] + ([dense.b] if dense is not None else [])).astype(np.int64)
+    # Near-blank images are left out of the hash search: they match on identical pixels only (neighbors.blank).
+    blank = near_blank(f["spread"], f.ok)
+    blank_rows = np.flatnonzero(blank)
+    ba, bb = blank_pairs(blank_rows, pixel_digests(blank_rows), split_index)
+    a = np.concatenate([hp.a, ea, ba] + ([dense.a] if dense is not None else [])).astype(np.int64)
+    b = np.concatenate([hp.b, eb, bb] + ([dense.b] if dense is not None else [])).astype(np.int64)
     if len(a):
         pair_ids = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
         a, b = pair_ids[:, 0], pair_ids[:, 1]
@@ -118,11 +122,18 @@ def merge_matches(
     else:
         cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
     m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
-    return m.select(blank_rule(a, b, near_blank(f["spread"], f.ok), same_pixels))  # blank images: identical pixels only
+    return m.select(blank_rule(a, b, blank, same_pixels))  # blank images: identical pixels only
+
+
+#: Each image of an identical-byte group is paired with at most this many (the first) members of each earlier split:
+#: enough for any max_matches_per_image up to it, and linear in the group's size (k copies in train and k in val
+#: would otherwise make k² pairs).
+EXACT_LINKS = 16
 
 
 def exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs from identical-byte groups: all pairs across splits, a chain within a split (enough to connect it)."""
+    """Pairs from identical-byte groups: across splits each member with the first ``EXACT_LINKS`` members of every
+    earlier split, a chain within a split (enough to connect it)."""
     a: list[int] = []
     b: list[int] = []
     for g in groups:
@@ -135,7 +146,7 @@ def exact_pairs(groups: list[list[int]], split_index: np.ndarray) -> tuple[np.nd
         splits = sorted(by_split)
         for si, s in enumerate(splits):
             for t in splits[si + 1 :]:
-                for x in by_split[s]:
+                for x in by_split[s][:EXACT_LINKS]:
                     for y in by_split[t]:
                         a.append(min(x, y))
                         b.append(max(x, y))
