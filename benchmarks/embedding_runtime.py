@@ -68,8 +68,7 @@ def main() -> int:
         tiles, _, colour, _ = ht.make_photo_tiles(os.path.join(tmp, "tiles"), ht.SEED, False)
         os.makedirs(os.path.join(tmp, "copies"))
         copies, src, tid = ht.make_copies(os.path.join(tmp, "copies"), tiles, colour, args.sources, "jpeg90", ht.SEED)
-        names = [t.name for t in ht.TRANSFORMS]
-        catchable = np.array([not any(u in names[t] for u in ht.UNCATCHABLE) for t in tid])
+        catchable = np.isin(tid, [k for k, t in enumerate(ht.TRANSFORMS) if t.family not in ht.UNCATCHABLE])
         paths = tiles + copies
         print(f"{len(tiles)} tiles, {len(copies)} copies ({int(catchable.sum())} of catchable transforms)\n")
         ref = None
