@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = Path(tempfile.gettempdir()) / "splitaudit-peers-models"
 SEED = 20261203
 SIDE = 256
 
@@ -208,7 +209,9 @@ def splitaudit_cmd(data: Path, mode: str, cache: Path) -> list[str]:
 
 
 def project_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    # Every run gets a fresh --cache-dir (cold features and embeddings) but the one converted network, built once.
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "SPLITAUDIT_MODEL_DIR": str(MODEL_DIR)}
 
 
 def count_images(data: Path) -> int:
@@ -224,7 +227,7 @@ def warm_model(size: int) -> float:
     from splitaudit.features.embeddings.litert import ensure_model
 
     t0 = time.perf_counter()
-    ensure_model(BackboneSpec(image_size=size))
+    ensure_model(BackboneSpec(image_size=size), MODEL_DIR)
     return time.perf_counter() - t0
 
 
@@ -279,7 +282,7 @@ def stage_vs_raw(data: Path, limit: int = 1000) -> dict:
 
     paths = sorted(str(p) for p in data.glob("*/*.jpg"))[:limit]
     spec = BackboneSpec(image_size=224)
-    work = EmbedBatch(spec)
+    work = EmbedBatch(spec, model_dir=str(MODEL_DIR))
     backbone = work.backbone
     images = np.stack([load_rgb(p, None, spec.image_size) for p in paths])
     step = inference_batch(spec.image_size)
