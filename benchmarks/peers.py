@@ -15,7 +15,7 @@ run is reported as such and the others go on.
    cache: fastdup's default run (its bundled ONNX embedding model) against the default check (embeddings), and
    imagededup's PHash and CleanVision's exact + near duplicates against the hash-only check (``--backbone none``).
    Printed: images/s (images / wall seconds, best of the rounds), the ratio, and the peak resident memory of the
-   whole process tree (the sum of every process's RSS, sampled every 50 ms).
+   whole process tree (the sum of every process's RSS, and of PSS, sampled every 50 ms).
 3. Unless ``--skip-stage``: the embedding stage (``compute.embed_rows``: decode, resize, inference) against the raw
    interpreter's forward pass over the same images, already decoded, in this process.
 4. Unless ``--small 0``: a cold default check of ``--small`` 32-px images (wall time and peak RSS).
@@ -131,10 +131,10 @@ def make_set(root: Path, n: int, side: int = SIDE) -> Path:
 # ------------------------------------------------------------------------------------------------ processes
 
 
-def tree_rss(pid: int) -> int:
-    """Sum of the resident set sizes (bytes) of ``pid`` and all its descendants."""
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes, summed over ``pid`` and all its descendants. RSS counts a page shared by forked
+    workers once per process (the issue's measure, "all processes counted"); PSS splits it between them."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -142,15 +142,23 @@ def tree_rss(pid: int) -> int:
             with open(f"/proc/{entry}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
             children.setdefault(int(fields[1]), []).append(int(entry))
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0, [pid]
+    rss = pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
         todo.extend(children.get(p, []))
-    return total
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            continue
+    return rss, pss
 
 
 def run_measured(cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 3600) -> dict:
@@ -158,13 +166,14 @@ def run_measured(cmd: list[str], env: dict[str, str], cwd: Path | None = None, t
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    peak = 0
+    peak = peak_pss = 0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_pss
         while not stop.is_set():
-            peak = max(peak, tree_rss(proc.pid))
+            rss, pss = tree_memory(proc.pid)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             stop.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -178,7 +187,7 @@ def run_measured(cmd: list[str], env: dict[str, str], cwd: Path | None = None, t
     stop.set()
     sampler.join()
     lines = [ln for ln in out.strip().splitlines() if ln.strip()]
-    return {"wall": wall, "peak_mib": peak / 2**20, "rc": proc.returncode, "out": lines[-1][:300] if lines else "",
+    return {"wall": wall, "peak_mib": peak / 2**20, "peak_pss_mib": peak_pss / 2**20, "rc": proc.returncode, "out": lines[-1][:300] if lines else "",
             "err": err.strip().splitlines()[-1][:300] if err.strip() else ""}
 
 
@@ -265,14 +274,14 @@ def best(runs: list[dict]) -> dict | None:
 
 def print_row(row: dict, n: int) -> None:
     ours, peer = best(row["ours_runs"]), best(row["peer_runs"])
-    o = f"{n / ours['wall']:7.1f} img/s {ours['peak_mib']:6.0f} MiB" if ours else f"FAILED {row['ours_runs'][-1]['err']}"
+    o = f"{n / ours['wall']:7.1f} img/s {ours['peak_mib']:5.0f} MiB (PSS {ours['peak_pss_mib']:4.0f})" if ours else f"FAILED {row['ours_runs'][-1]['err']}"
     if peer is None:
         why = row.get("peer_error") or (row["peer_runs"][-1]["err"] if row["peer_runs"] else "not run")
         print(f"  {n:>6} {row['mode']:9} splitaudit {o} | {row['peer']}: FAILED ({why})", flush=True)
         return
     ratio = f"{peer['wall'] / ours['wall']:5.2f}x" if ours else "-"
     print(f"  {n:>6} {row['mode']:9} splitaudit {o} | {row['peer']:11} {n / peer['wall']:7.1f} img/s "
-          f"{peer['peak_mib']:6.0f} MiB | splitaudit/peer throughput {ratio}", flush=True)
+          f"{peer['peak_mib']:5.0f} MiB (PSS {peer['peak_pss_mib']:4.0f}) | splitaudit/peer throughput {ratio}", flush=True)
 
 
 def stage_vs_raw(data: Path, limit: int = 1000) -> dict:
@@ -349,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         sm = small_check(args.workdir / f"small-{args.small}", args.small, scratch)
         results["small"] = sm
         print(f"\ncold default check of {sm['images']} 32-px images: {sm['wall']:.1f} s wall, peak {sm['peak_mib']:.0f} MiB "
+          f"(PSS {sm['peak_pss_mib']:.0f}) "
               f"(rc {sm['rc']}; converting the 64-px network first took {sm['conversion_s']:.1f} s, not counted)", flush=True)
     results["load_end"] = os.getloadavg()[0]
     print(f"\nload average at end: {results['load_end']:.1f}")

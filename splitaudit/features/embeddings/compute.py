@@ -8,6 +8,8 @@ inference and memory stays at a few batches whatever the dataset size.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -247,4 +249,16 @@ def embed_dataset(
         block = matrix[start : start + 4096]
         norms = np.linalg.norm(block, axis=1, keepdims=True)
         block[...] = np.where(norms > 0, block / np.maximum(norms, 1e-12), 0)
+    del work
+    _release_freed_memory()
     return matrix, have, len(todo)
+
+
+def _release_freed_memory() -> None:
+    """Hand the network's freed buffers back to the OS (glibc keeps them otherwise): later stages fork worker
+    processes, and every page the parent still holds is counted again in each worker's resident size."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
