@@ -288,7 +288,7 @@ def case(title: str, paths: list[str], image_size: int, args: argparse.Namespace
 
     decoded = np.stack([load_rgb(p, None, image_size) for p in paths])
     x = backbone._preprocess(decoded)  # pre-normalised: the raw forward sees exactly what embed() would feed it
-    work = EmbedBatch(spec)
+    work = EmbedBatch(spec, runtime="keras")  # the Keras path; benchmarks/peers.py measures the LiteRT stage
     embed_batches = batches(decoded, bs0)
     jobs = {
         "decode": decode_job(paths, image_size),

@@ -18,11 +18,19 @@ from PIL import Image
 PHOTO_NAMES = ("china", "flower", "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
 
+@pytest.fixture(scope="session")
+def _model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Converted (LiteRT) networks, shared by the session's tests: a conversion takes 15-40 s and depends only on
+    the weights, the converter and the input side, never on a test's data."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _model_dir: Path) -> Path:
     """Every test gets its own cache folder: no test reads the user's cache or another test's."""
     d = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("SPLITAUDIT_CACHE_DIR", str(d))
+    monkeypatch.setenv("SPLITAUDIT_MODEL_DIR", str(_model_dir))
     return d
 
 

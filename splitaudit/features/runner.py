@@ -82,22 +82,20 @@ def map_batches(
             setup()
         if preload and context.get_start_method() == "forkserver":
             context.set_forkserver_preload(list(preload))
-        # Workers ignore SIGINT: Ctrl-C reaches the whole process group, and a worker killed inside the pool's queue
-        # can leave the pool's shutdown waiting forever. The parent alone stops: it cancels what has not started,
-        # lets the running batches finish (small, bounded work) and re-raises.
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
-        try:
-            # Bounded in-flight submissions keep memory flat however many images there are.
-            window = workers * 4
-            pending: list[tuple[Future[Columns], int]] = []
-            for batch in batches:
-                pending.append((pool.submit(fn, batch), len(next(iter(batch.values())))))
-                if len(pending) >= window:
+        with _workers_started(workers, context) as pool:
+            try:
+                # Bounded in-flight submissions keep memory flat however many images there are.
+                window = workers * 4
+                pending: list[tuple[Future[Columns], int]] = []
+                for batch in batches:
+                    pending.append((pool.submit(fn, batch), len(next(iter(batch.values())))))
+                    if len(pending) >= window:
+                        _drain_one(pending, outputs, progress)
+                while pending:
                     _drain_one(pending, outputs, progress)
-            while pending:
-                _drain_one(pending, outputs, progress)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            except BaseException:  # Ctrl-C or an error: drop the queued batches, let the workers end, then raise
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
@@ -117,7 +115,35 @@ class _Outputs(list):  # type: ignore[type-arg]
 
 
 def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the parent: a terminal sends SIGINT to the whole process group, and workers
+    dying of it mid-batch broke the pool (an internal error and their tracebacks instead of 'interrupted')."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _ready() -> None:
+    return None
+
+
+def _workers_started(workers: int, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
+    """A pool whose workers are already running, started with Ctrl-C held back: a SIGINT that lands while
+    ``os.fork`` runs its at-fork handlers is swallowed there ('Exception ignored'), and the run went on."""
+    main = threading.current_thread() is threading.main_thread()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if main else None
+    pool = None
+    try:
+        try:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
+            for f in [pool.submit(_ready) for _ in range(workers)]:  # each submit starts a worker while none is idle
+                f.result()
+        finally:
+            if held is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C held meanwhile is raised here
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    return pool
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:

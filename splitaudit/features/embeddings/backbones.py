@@ -48,13 +48,20 @@ KERAS_APPLICATIONS: dict[str, tuple[str, str]] = {
 BACKBONES = (DEFAULT_BACKBONE, *sorted(KERAS_APPLICATIONS), NONE)
 
 
+#: How the converted (LiteRT) network stores its weights; see :mod:`.litert` for the measurements behind the default.
+QUANTIZATIONS = ("float32", "float16", "int8")
+DEFAULT_QUANTIZATION = "float32"
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Which network, which weights (``None``: the default for that network), and the input side in pixels."""
+    """Which network, which weights (``None``: the default for that network), the input side in pixels, and the
+    quantization of the converted network."""
 
     name: str = DEFAULT_BACKBONE
     weights: str | None = None
     image_size: int = 224
+    quantization: str = DEFAULT_QUANTIZATION
 
     def __post_init__(self) -> None:
         if self.name not in BACKBONES:
@@ -63,6 +70,8 @@ class BackboneSpec:
             raise invalid_parameter("image_size", "an int in [32, 1024]", self.image_size)
         if self.weights is not None and self.weights != "imagenet" and not os.path.isfile(self.weights):
             raise invalid_parameter("weights", "'imagenet' or the path of an existing weights file", self.weights)
+        if self.quantization not in QUANTIZATIONS:
+            raise invalid_parameter("quantization", list(QUANTIZATIONS), self.quantization)
 
     @property
     def enabled(self) -> bool:
@@ -74,7 +83,10 @@ class BackboneSpec:
         weights = self.weights or "default"
         if self.weights and self.weights != "imagenet":
             weights = "sha256:" + _file_digest(self.weights)[:16]
-        return f"{self.name}:{weights}:{self.image_size}:v1"
+        # float32 conversion reproduces the Keras numbers (cosine 1.0000), so it keeps the Keras identity: caches and
+        # reports made before the LiteRT path stay valid. A quantized network is another model.
+        quant = "" if self.quantization == "float32" else f":{self.quantization}"
+        return f"{self.name}:{weights}:{self.image_size}{quant}:v1"
 
 
 def _file_digest(path: str | Path) -> str:
@@ -126,17 +138,35 @@ def _quiet_stderr() -> Any:
 class Backbone:
     """A loaded network: ``embed(uint8 N×S×S×3) -> float32 N×D``, rows L2-normalised."""
 
-    def __init__(self, spec: BackboneSpec, model: Any, preprocess: Any, affine: tuple[float, float] | None = None) -> None:
+    def __init__(self, spec: BackboneSpec, model: Any, preprocess: Any, affine: tuple[float, float] | None = None,
+                 tensor_preprocess: Any = None) -> None:
         self.spec = spec
         self.model = model
         self._preprocess = preprocess
-        self.dim = int(model.outputs[0].shape[-1])
+        # ``affine`` = (scale, offset) is the preprocessing as x * scale + offset, when it has that form;
+        # ``tensor_preprocess`` is the same preprocessing on (TensorFlow) tensors otherwise.
+        self._affine = affine
+        self._tensor_preprocess = tensor_preprocess
+        self.dim = int(np.prod(model.outputs[0].shape[1:]))
         # The network alone on preprocessed float input (what benchmarks call the raw forward pass).
         self._forward = self._compile()
         # uint8 in, L2-normalised vectors out, all in one graph: normalising 32x224x224x3 floats in NumPy and
-        # copying them into TensorFlow cost ~12% of the forward pass on CPU. ``affine`` = (scale, offset) is the
-        # preprocessing as x * scale + offset, when it has that form.
-        self._fused = self._compile_fused(affine) if affine is not None else None
+        # copying them into TensorFlow cost ~12% of the forward pass on CPU.
+        self._fused = self._compile_fused() if affine is not None else None
+
+    def graph(self, x: Any, normalize: bool = True) -> Any:
+        """uint8 images (a TensorFlow tensor) -> vectors (L2-normalised if ``normalize``), traceable by
+        ``tf.function``: what the fused Keras path and (unnormalised) the LiteRT conversion (:mod:`.litert`) run."""
+        import tensorflow as tf
+
+        x = tf.cast(x, tf.float32)
+        if self._affine is not None:
+            x = x * self._affine[0] + self._affine[1]
+        elif self._tensor_preprocess is not None:
+            x = self._tensor_preprocess(x)
+        y = self.model(x, training=False)
+        y = tf.reshape(y, [-1, self.dim])  # a static width: the converted model's output shape says D
+        return tf.math.l2_normalize(y, axis=1, epsilon=1e-24) if normalize else y
 
     def _compile(self) -> Any:
         keras = _keras()
@@ -156,19 +186,12 @@ class Backbone:
             return lambda x: np.asarray(jitted(state[0], state[1], x))
         return lambda x: np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
 
-    def _compile_fused(self, affine: tuple[float, float]) -> Any:
+    def _compile_fused(self) -> Any:
         if _keras().backend.backend() != "tensorflow":
             return None
         import tensorflow as tf
 
-        model, (scale, offset) = self.model, affine
-
-        def fused(x: Any) -> Any:
-            y = model(tf.cast(x, tf.float32) * scale + offset, training=False)
-            y = tf.reshape(y, [tf.shape(y)[0], -1])
-            return tf.math.l2_normalize(y, axis=1, epsilon=1e-24)
-
-        fn = tf.function(fused, reduce_retracing=True)
+        fn = tf.function(self.graph, reduce_retracing=True)
         return lambda x: fn(tf.convert_to_tensor(x, dtype=tf.uint8)).numpy()
 
     def embed(self, images: np.ndarray) -> np.ndarray:
@@ -226,4 +249,4 @@ def _load_backbone(spec: BackboneSpec) -> Backbone:
             f"or use the offline default --backbone {DEFAULT_BACKBONE}"
         )
         raise SplitauditError(f"cannot load {weights!r} weights for {spec.name}: {str(exc).splitlines()[0][:200]}; {hint}") from exc
-    return Backbone(spec, model, lambda x: prep(np.asarray(x, dtype=np.float32)))
+    return Backbone(spec, model, lambda x: prep(np.asarray(x, dtype=np.float32)), tensor_preprocess=prep)

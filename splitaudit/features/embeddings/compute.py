@@ -8,16 +8,20 @@ inference and memory stays at a few batches whatever the dataset size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import ctypes
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ...errors import invalid_parameter
 from .. import decode
 from ..extract import DEFAULT_MAX_PIXELS, _read
-from .backbones import Backbone, BackboneSpec, load_backbone
+from .backbones import BackboneSpec, load_backbone
 
 Progress = Callable[[int], None]
 
@@ -60,18 +64,42 @@ def mirror(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images[:, :, ::-1])
 
 
+RUNTIMES = ("litert", "keras")
+
+
 @dataclass
 class EmbedBatch:
-    """Embeds a batch of records (columns ``path``, ``pixels``); the backbone is loaded on first call."""
+    """Embeds a batch of records (columns ``path``, ``pixels``); the backbone is loaded on first call.
+
+    Plain data until then, and pickled without the loaded network, so Ray or a process pool can ship it to workers
+    (each loads its own copy). ``runtime``: the converted LiteRT network (default) or the Keras reference;
+    ``model_dir``: where converted networks are kept (default: ``models/`` in the cache folder).
+    """
 
     spec: BackboneSpec
     max_pixels: int = DEFAULT_MAX_PIXELS
-    _backbone: Backbone | None = field(default=None, repr=False)
+    runtime: str = "litert"
+    model_dir: str | None = None
+    threads: int | None = None
+    _backbone: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise invalid_parameter("runtime", list(RUNTIMES), self.runtime)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_backbone": None}
 
     @property
-    def backbone(self) -> Backbone:
+    def backbone(self) -> Any:
+        """An object with ``embed(uint8 N×S×S×3) -> float32 N×D`` and ``dim``."""
         if self._backbone is None:
-            self._backbone = load_backbone(self.spec)
+            if self.runtime == "keras":
+                self._backbone = load_backbone(self.spec)
+            else:
+                from .litert import load_lite_backbone
+
+                self._backbone = load_lite_backbone(self.spec, self.model_dir, self.threads)
         return self._backbone
 
     def decode(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +115,56 @@ class EmbedBatch:
     def embed_decoded(self, stack: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
         out = np.zeros((len(ok), self.backbone.dim), dtype=np.float16)
         if len(stack):
-            out[ok] = self.backbone.embed(stack).astype(np.float16)
+            step = inference_batch(self.spec.image_size)
+            vectors = [self.backbone.embed(stack[s : s + step]) for s in range(0, len(stack), step)]
+            out[ok] = np.concatenate(vectors).astype(np.float16)
         return {"embedding": out, "embedded": ok}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.embed_decoded(*self.decode(batch))
+
+
+def inference_batch(size: int) -> int:
+    """Images per forward pass: about 64k input pixels (1 at 224 px, 16 at 64 px, 64 at 32 px).
+
+    Measured with XNNPACK on 2 cores (docs/performance.md): at 224 px one image per call is as fast as 8 or 32
+    (the activations of one image already fill the caches) and 32 would hold ~230 MiB of activations; at 64 px 16
+    per call was 1.4x faster than 4 and 2.8x faster than 1, and 32 or 64 no faster.
+    """
+    return int(min(64, max(1, 2 ** round(np.log2(65536 / (size * size))))))
+
+
+def iter_embedded(
+    work: EmbedBatch,
+    columns: dict[str, np.ndarray],
+    *,
+    batch_size: int = 32,
+    threads: int = 2,
+    read_ahead: int = 3,
+) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+    """``work`` over ``columns`` batch by batch, in order, as (rows, output); up to ``read_ahead`` batches are decoded
+    ahead on ``threads`` threads while the network runs, so memory holds a few batches whatever the dataset size."""
+    n = len(columns["path"])
+    slices = iter([slice(s, min(n, s + batch_size)) for s in range(0, n, batch_size)])
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: list[tuple[slice, Future[tuple[np.ndarray, np.ndarray]]]] = []
+
+        def submit() -> None:
+            s = next(slices, None)
+            if s is not None:
+                pending.append((s, pool.submit(work.decode, {k: v[s] for k, v in columns.items()})))
+
+        try:
+            for _ in range(read_ahead):
+                submit()
+            while pending:
+                s, future = pending.pop(0)
+                stack, ok = future.result()
+                submit()  # keep the read-ahead full while the network runs on this batch
+                yield s, work.embed_decoded(stack, ok)
+        finally:  # interrupted or abandoned: drop the queued decodes instead of finishing them
+            for _, future in pending:
+                future.cancel()
 
 
 def embed_rows(
@@ -103,27 +176,12 @@ def embed_rows(
     read_ahead: int = 3,
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run ``work`` over ``columns`` in batches, decoding up to ``read_ahead`` batches ahead on ``threads`` threads."""
-    n = len(columns["path"])
-    slices = [slice(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    """Run ``work`` over ``columns`` in batches (see :func:`iter_embedded`) and concatenate the outputs."""
     outputs: list[dict[str, np.ndarray]] = []
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: list[Future[tuple[np.ndarray, np.ndarray]]] = []
-        it = iter(slices)
-
-        def submit() -> None:
-            s = next(it, None)
-            if s is not None:
-                pending.append(pool.submit(work.decode, {k: v[s] for k, v in columns.items()}))
-
-        for _ in range(read_ahead):
-            submit()
-        while pending:
-            stack, ok = pending.pop(0).result()
-            submit()  # keep the read-ahead full while the network runs on this batch
-            outputs.append(work.embed_decoded(stack, ok))
-            if progress:
-                progress(len(ok))
+    for _, out in iter_embedded(work, columns, batch_size=batch_size, threads=threads, read_ahead=read_ahead):
+        outputs.append(out)
+        if progress:
+            progress(len(out["embedded"]))
     if not outputs:
         return {"embedding": np.zeros((0, 0), np.float16), "embedded": np.zeros(0, bool)}
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
@@ -143,38 +201,64 @@ def embed_dataset(
     """Embeddings (float32, L2-normalised, n×D) for ``rows`` of ``records``; zero rows where decoding failed.
 
     Returns the matrix aligned with ``records``, a mask of rows that have an embedding, and the number computed
-    (the rest came from the cache, keyed by content digest and ``spec.identity``).
+    (the rest came from the cache, keyed by content digest and ``spec.identity``). Vectors go straight into the
+    one n×D matrix (and to the cache batch by batch): no second copy of the dataset's vectors is ever held.
     """
+    from .litert import model_dir
+
     n = len(records)
     cached = cache.embeddings_for([digests[i] for i in rows], spec.identity) if cache is not None else {}
     todo = [i for i in rows if digests[i] not in cached]
-    work = EmbedBatch(spec, max_pixels)
-    dim = next(iter(cached.values())).shape[0] if cached else None
-    computed: dict[str, np.ndarray] = {}
-    if todo:
-        cols = {"path": np.array([records[i].path for i in todo], dtype=object), "pixels": np.empty(len(todo), dtype=object)}
-        for j, i in enumerate(todo):
-            if records[i].array_index >= 0:
-                cols["pixels"][j] = arrays[records[i].split][records[i].array_index]
-        if progress and cached:
-            progress(len(rows) - len(todo))
-        computed = embed_rows(work, cols, progress=progress)
-        dim = computed["embedding"].shape[1]
-        if cache is not None:
-            keep = computed["embedded"]
-            cache.store_embeddings([digests[i] for i, k in zip(todo, keep) if k], computed["embedding"][keep], spec.identity)
-    matrix = np.zeros((n, dim or 1), dtype=np.float32)
+    work = EmbedBatch(spec, max_pixels, model_dir=str(model_dir(getattr(cache, "directory", None))))
+    dim = work.backbone.dim if todo else next(iter(cached.values())).shape[0] if cached else 1
+    matrix = np.zeros((n, dim), dtype=np.float32)
     have = np.zeros(n, dtype=bool)
     for i in rows:
         v = cached.get(digests[i])
         if v is not None:
             matrix[i] = v
             have[i] = True
+    del cached
     if todo:
+        if progress and len(rows) > len(todo):
+            progress(len(rows) - len(todo))
+        cols = {"path": np.array([records[i].path for i in todo], dtype=object), "pixels": np.empty(len(todo), dtype=object)}
+        for j, i in enumerate(todo):
+            if records[i].array_index >= 0:
+                cols["pixels"][j] = arrays[records[i].split][records[i].array_index]
         idx = np.asarray(todo)
-        matrix[idx] = computed["embedding"].astype(np.float32)
-        have[idx] = computed["embedded"]
-    # float16 storage loses ~1e-3 of norm: renormalise so inner products stay cosines.
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    matrix = np.where(norms > 0, matrix / np.maximum(norms, 1e-12), 0).astype(np.float32)
+        unstored: list[int] = []  # rows computed, not yet written to the cache (written ~1k at a time)
+
+        def store() -> None:
+            if cache is not None and unstored:
+                cache.store_embeddings([digests[i] for i in unstored], matrix[unstored].astype(np.float16), spec.identity)
+            unstored.clear()
+
+        for s, out in iter_embedded(work, cols):
+            ok = out["embedded"]
+            matrix[idx[s]] = out["embedding"]  # float16 -> float32: the same numbers a warm run reads from the cache
+            have[idx[s]] = ok
+            unstored.extend(idx[s][ok].tolist())
+            if len(unstored) >= 1024:
+                store()
+            if progress:
+                progress(len(ok))
+        store()
+    # float16 storage loses ~1e-3 of norm: renormalise so inner products stay cosines (in place, a block at a time).
+    for start in range(0, n, 4096):
+        block = matrix[start : start + 4096]
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        block[...] = np.where(norms > 0, block / np.maximum(norms, 1e-12), 0)
+    del work
+    _release_freed_memory()
     return matrix, have, len(todo)
+
+
+def _release_freed_memory() -> None:
+    """Hand the network's freed buffers back to the OS (glibc keeps them otherwise): later stages fork worker
+    processes, and every page the parent still holds is counted again in each worker's resident size."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
