@@ -186,31 +186,44 @@ class Suite:
     origin: np.ndarray | None = None
 
 
+#: Regions kept per photo at most (a big photo of one texture would otherwise dominate a suite).
+MAX_PER_PHOTO = 60
+
+
 def _blank(img: np.ndarray) -> bool:
+    """Mostly blank (the rule of benchmarks/hash_thresholds.py): grey std < 4, or >= 3/4 of the 4x4 blocks of the
+    32-px image flat (std < 2). A viewer calls two such images duplicates, so they are no negatives."""
+    import cv2
+
     g = img.astype(np.float32).mean(axis=2)
-    return bool(g.std() < 8.0)
+    g32 = cv2.resize(g, (32, 32), interpolation=cv2.INTER_AREA)
+    blocks = g32.reshape(4, 8, 4, 8).std(axis=(1, 3))
+    return bool(g.std() < 4.0 or np.mean(blocks < 2) >= 0.75)
 
 
 def photo_suite(out: int, sources: int, seed: int = SEED) -> Suite:
     """Regions of the bundled photos rendered at ``out`` px: train/eval distinct regions, copies, hard negatives."""
     rng = np.random.default_rng(seed)
-    regions = (64, 96, 128) if out <= 48 else (128, 192, 256)
+    regions = (48, 64, 96) if out <= 48 else (96, 128, 192)
     imgs, origin, meta = [], [], []
     for name, kind in PHOTO_SOURCES:
         p = load_photo(name, kind)
         h, w = p.shape[:2]
         L = int(rng.choice(regions))
-        # a grid with a margin of 0.4 L, so zoomed-out and shifted renders stay inside the photo
-        step = int(L * 1.45)
-        for y in range(int(0.45 * L), h - int(0.95 * L), step):
-            for x in range(int(0.45 * L), w - int(0.95 * L), step):
-                cx, cy = x + L / 2, y + L / 2
-                im = render(p, cx, cy, L, out, Spec(), rng)
-                if _blank(im):
-                    continue
-                imgs.append(im)
-                origin.append(name)
-                meta.append((p, cx, cy, L))
+        # non-overlapping regions, with a margin of 0.3 L so zoomed-out and shifted renders stay inside the photo
+        grid = [(x, y) for y in range(int(0.3 * L), h - int(1.3 * L) + 1, L) for x in range(int(0.3 * L), w - int(1.3 * L) + 1, L)]
+        kept = 0
+        for g in rng.permutation(len(grid)):
+            cx, cy = grid[g][0] + L / 2, grid[g][1] + L / 2
+            im = render(p, cx, cy, L, out, Spec(), rng)
+            if _blank(im):
+                continue
+            imgs.append(im)
+            origin.append(name)
+            meta.append((p, cx, cy, L))
+            kept += 1
+            if kept == MAX_PER_PHOTO:
+                break
     n = len(imgs)
     order = rng.permutation(n)
     n_train = int(n * 0.6)
@@ -319,3 +332,129 @@ def fmnist_suite(n_train: int, copies: int, seed: int = SEED) -> tuple[Suite, li
     suite.images = np.stack(images)
     suite.split = np.asarray(split)
     return suite, [(te0 + i, j, m) for i, j, m in gt]
+
+
+# ------------------------------------------------------------------------------------------------ measure
+
+
+def hash_view(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hash-matched pairs at the tool's default radii, hashes computed from the images as the tool does."""
+    from splitaudit.checks.context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH
+    from splitaudit.features.hashing import batch_hash_inputs, hash_all
+    from splitaudit.neighbors import hash_pairs
+
+    grays = [Image.fromarray(im).convert("L") for im in images]
+    h = hash_all(*batch_hash_inputs(grays))
+    hp = hash_pairs(h["phash"], h["dhash"], h["phash_flip"], h["dhash_flip"], np.ones(len(images), bool),
+                    max_phash=DEFAULT_MAX_PHASH, max_dhash=DEFAULT_MAX_DHASH)
+    return hp.a, hp.b
+
+
+def measure(suite: Suite, thumb: int, gt: list[tuple[int, int, float]] | None = None) -> None:
+    """Candidates, calibration, verification and decisions on one suite; prints the tables."""
+    import cv2
+
+    from splitaudit.neighbors.calibrate import calibrate
+    from splitaudit.neighbors.candidates import candidate_pairs
+    from splitaudit.neighbors.verify import decide, verify_pairs
+
+    images = suite.images
+    if images.shape[1] != thumb:
+        images = np.stack([cv2.resize(im, (thumb, thumb), interpolation=cv2.INTER_AREA) for im in images])
+    n_eval = int((suite.split == 1).sum())
+    print(f"== {suite.name}: {int((suite.split == 0).sum())} train, {n_eval} eval images ({len(suite.planted)} planted "
+          f"copies, {len(suite.hard)} hard negatives), thumbnails {thumb} px ==")
+    t0 = time.perf_counter()
+    ha, hb = hash_view(suite.images)
+    t_hash = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cand = candidate_pairs(images, suite.split, hash_a=ha, hash_b=hb)
+    t_cand = time.perf_counter() - t0
+    t0 = time.process_time()
+    cal = calibrate(images, np.flatnonzero(suite.split == 0))
+    t_cal = time.process_time() - t0
+    t0 = time.process_time()
+    reg = verify_pairs(images, cand.a, cand.b)
+    t_ver = time.process_time() - t0
+    copy, similar = decide(reg.score, cand.hashed, cal)
+    print(f"  candidates: {len(cand)} pairs ({len(cand) / max(n_eval, 1):.1f} per eval image) in {t_cand:.1f} s; hashes "
+          f"{t_hash:.1f} s; calibration {t_cal:.1f} CPU-s; verification {t_ver:.1f} CPU-s = "
+          f"{1e3 * t_ver / max(len(cand), 1):.2f} CPU-ms per pair")
+    print("  calibration: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in cal.__dict__.items()))
+    at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(cand.a, cand.b))}
+    pixel = cand.pixel_rank >= 0
+    # the true pairs scored directly, whether or not they are candidates: the verifier on its own
+    pa = np.array([p[0] for p in suite.planted])
+    pb = np.array([p[1] for p in suite.planted])
+    direct = verify_pairs(images, pa, pb)
+    rows = []
+    for name in dict.fromkeys(p[2] for p in suite.planted):
+        idx = [i for i, p in enumerate(suite.planted) if p[2] == name]
+        c_pix = np.mean([at.get((pa[i], pb[i])) is not None and pixel[at[(pa[i], pb[i])]] for i in idx])
+        c_all = np.mean([(pa[i], pb[i]) in at for i in idx])
+        found = np.mean([(pa[i], pb[i]) in at and copy[at[(pa[i], pb[i])]] for i in idx])
+        band = np.mean([(pa[i], pb[i]) in at and (copy | similar)[at[(pa[i], pb[i])]] for i in idx])
+        alone = np.mean(direct.score[idx] >= cal.copy_cut)
+        rows.append((name, len(idx), c_pix, c_all, alone, found, band, float(np.median(direct.score[idx]))))
+    print(f"  {'transform':34s} {'n':>4s} | {'cand pix':>8s} {'cand all':>8s} | {'verify':>6s} | {'found':>6s} "
+          f"{'+similar':>8s} | {'score p50':>9s}")
+    for r in rows:
+        print(f"  {r[0]:34s} {r[1]:4d} | {r[2]:8.2f} {r[3]:8.2f} | {r[4]:6.2f} | {r[5]:6.2f} {r[6]:8.2f} | {r[7]:9.3f}")
+    w = np.array([r[1] for r in rows], float)
+    tot = [float(np.average([r[k] for r in rows], weights=w)) for k in (2, 3, 4, 5, 6)]
+    print(f"  {'OVERALL':34s} {int(w.sum()):4d} | {tot[0]:8.3f} {tot[1]:8.3f} | {tot[2]:6.3f} | {tot[3]:6.3f} {tot[4]:8.3f} |")
+    worst = min(rows, key=lambda r: r[5])
+    print(f"  worst transform end to end: {worst[0]} {worst[5]:.2f}")
+    # false pairs: confirmed pairs that are neither planted nor known copies
+    planted = {(int(a), int(b)) for a, b, _ in suite.planted} | suite.known
+    false_pairs = [(int(x), int(y)) for x, y, c in zip(cand.a, cand.b, copy) if c and (int(x), int(y)) not in planted]
+    false_sim = [(int(x), int(y)) for x, y, c in zip(cand.a, cand.b, similar) if c and (int(x), int(y)) not in planted]
+    hard_ids = {(a, b) for a, b, _ in suite.hard}
+    hard_flag = sum(1 for p in false_pairs if p in hard_ids)
+    print(f"  false copy pairs: {len(false_pairs)} ({len({b for _, b in false_pairs})} eval images) = "
+          f"{1e3 * len({b for _, b in false_pairs}) / n_eval:.2f} per 1,000 eval images; of them hard negatives "
+          f"(neighbouring crops) {hard_flag}/{len(suite.hard)}; similar-band false pairs: {len(false_sim)} "
+          f"({1e3 * len({b for _, b in false_sim}) / n_eval:.1f} per 1,000)")
+    if suite.origin is not None and false_pairs:
+        kinds: dict[str, int] = {}
+        for x, y in false_pairs:
+            k = f"{suite.origin[x]}~{suite.origin[y]}" if suite.origin[x] != suite.origin[y] else f"{suite.origin[x]} (same photo)"
+            kinds[k] = kinds.get(k, 0) + 1
+        print("    by source: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:8]))
+    if gt is not None:
+        hits = [(i, j, m) for i, j, m in gt if (j, i) in at and copy[at[(j, i)]]]
+        cands = [(i, j, m) for i, j, m in gt if (j, i) in at]
+        print(f"  Fashion-MNIST ground truth (test within MAD 4 of a train image): {len(gt)} pairs, "
+              f"{len({g[0] for g in gt})} test images; candidates {len(cands)}, found as copies {len(hits)} "
+              f"({len({h[0] for h in hits})} images)")
+        for i, j, m in gt:
+            j2 = at.get((j, i))
+            print(f"    test {i - int((suite.split == 0).sum()):5d} train {j:5d} MAD {m:.2f}: "
+                  + ("not a candidate" if j2 is None else f"score {reg.score[j2]:.3f} {'COPY' if copy[j2] else 'similar' if similar[j2] else 'missed'}"))
+    print()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=("tiny", "photo", "fmnist", "all"), default="all")
+    ap.add_argument("--sources", type=int, default=300, help="training images that get copies (photo suites)")
+    ap.add_argument("--fmnist-train", type=int, default=60000)
+    ap.add_argument("--fmnist-copies", type=int, default=300)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    if args.suite in ("tiny", "all"):
+        measure(photo_suite(32, args.sources), 32)
+    if args.suite in ("photo", "all"):
+        measure(photo_suite(128, args.sources), 64)
+    if args.suite in ("fmnist", "all"):
+        made = fmnist_suite(args.fmnist_train, args.fmnist_copies)
+        if made is None:
+            print(f"Fashion-MNIST not found in {FMNIST_DIR}: `apt-get install -y dataset-fashion-mnist`. Skipped.")
+        else:
+            measure(made[0], 32, made[1])
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -37,7 +37,7 @@ ANGLES = (-8.0, -4.0, 4.0, 8.0)
 #: The template is this central share of the (shrunk) image: 15% of the side excluded on each edge.
 TEMPLATE = 0.7
 #: Band-pass: Gaussian sigmas (in working pixels at SIDE = 48) of the fine smoothing and of the background removed.
-SIGMA_FINE = 0.8
+SIGMA_FINE = 1.2
 SIGMA_COARSE = 4.0
 #: Uniform frame detection: outer rows/columns with a grey standard deviation under FRAME_STD, up to FRAME_MAX of
 #: the side, are a frame (or letterbox bar).
