@@ -39,7 +39,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
             score, flipped, (k, theta, dx, dy), overlap, _ = register_pair(prep, x, y, mirror=mirror)
             out["score"][j] = score
             out["mirrored"][j] = flipped
-            out["scale"][j] = 1.0 / k  # k maps a to b: b's content is 1/k times a's
+            out["scale"][j] = k  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
             out["angle"][j] = theta
             out["dx"][j] = dx / side
             out["dy"][j] = dy / side
