@@ -47,7 +47,7 @@ FRAME_MAX = 0.3
 #: the scene (a neighbouring crop), not a copy; copies shift a few pixels or crop at most ~20% (offset 10%).
 MAX_OFFSET = 0.15
 #: Pairs whose coarse score stays under PRUNE skip the refinement.
-PRUNE = 0.5
+PRUNE = 0.6
 #: The overlap must cover this share of the smaller content box, or the score is 0 (a sliver proves nothing).
 MIN_OVERLAP = 0.35
 

@@ -82,25 +82,30 @@ class CopyMatches:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
-def decide(score: np.ndarray, hashed: np.ndarray, calibration) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: bool = False  # type: ignore[no-untyped-def]
+           ) -> tuple[np.ndarray, np.ndarray]:
     """(copy, similar) per pair. A pair is a copy at ``copy_cut``; a hash match is one from ``similar_cut`` on
-    (two independent tests agree: that keeps every copy the hash-only run finds, while the hash false pairs of
-    uniform data -- digits, garments -- fail the registration); the band between the cuts is 'similar'."""
+    (two independent tests agree: the hash false pairs of uniform data -- digits, garments -- fail the
+    registration), or always with ``trust_hashes`` (datasets whose distinct images do not hash alike: the check
+    context's hash collision rate), so the stage never finds fewer copies than hashes alone. The band between the
+    cuts is 'similar'."""
     score = np.nan_to_num(np.asarray(score, np.float64), nan=-1.0)
-    copy = (score >= calibration.copy_cut) | (np.asarray(hashed, bool) & (score >= calibration.similar_cut))
+    hashed = np.asarray(hashed, bool)
+    copy = (score >= calibration.copy_cut) | (hashed & (trust_hashes | (score >= calibration.similar_cut)))
     similar = ~copy & (score >= calibration.similar_cut)
     return copy, similar
 
 
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
-                hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, calibration=None,  # type: ignore[no-untyped-def]
-                seed: int = 0) -> CopyMatches:
+                hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool = False,
+                calibration=None, seed: int = 0) -> CopyMatches:  # type: ignore[no-untyped-def]
     """The copy stage over arrays: candidates (pixel views, embeddings, hashes), verification, calibration on the
     training split (unless one is given), decisions, and every record's best copy score.
 
     ``thumbs``: (N, s, s[, 3]) uint8 squashed thumbnails of every record (32 px for tiny images, 64 px for
-    photos); ``split_index``: 0 = train, then the later splits; ``valid``: rows that decoded."""
+    photos); ``split_index``: 0 = train, then the later splits; ``valid``: rows that decoded; ``trust_hashes``:
+    hash matches are copies on their own (see :func:`decide`)."""
     from .calibrate import calibrate
     from .candidates import candidate_pairs
 
@@ -112,7 +117,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     if calibration is None:
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed)
     reg = verify_pairs(thumbs, cand.a, cand.b)
-    copy, similar = decide(reg.score, cand.hashed, calibration)
+    copy, similar = decide(reg.score, cand.hashed, calibration, trust_hashes=trust_hashes)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
     order = np.lexsort((cand.a, -reg.score))  # best score first; ties: the lowest partner index
