@@ -39,6 +39,9 @@ TEMPLATE = 0.7
 #: Band-pass: Gaussian sigmas (in working pixels at SIDE = 48) of the fine smoothing and of the background removed.
 SIGMA_FINE = 1.2
 SIGMA_COARSE = 4.0
+#: The final score blurs the sharper of the two by RESOLUTION_SIGMA * sqrt(|k^2 - 1|) working pixels (k: the zoom)
+#: so both show the same detail.
+RESOLUTION_SIGMA = 0.8
 #: Uniform frame detection: outer rows/columns with a grey standard deviation under FRAME_STD, up to FRAME_MAX of
 #: the side, are a frame (or letterbox bar).
 FRAME_STD = 3.0
@@ -202,9 +205,29 @@ class _Pair:
         return _ncc(self.a[mask], w[..., 0][mask]), overlap
 
     def final(self, k: float, theta: float, dx: float, dy: float) -> tuple[float, float]:
-        """The copy score at these parameters: the NCC of the whole overlap (measured: averaging blocks of the
-        overlap, or leaving the strongest block out, cost copies more than it saved on distinct images)."""
-        return self.score(k, theta, dx, dy)
+        """The copy score at these parameters: the NCC of the whole overlap, with the sharper image blurred to the
+        other's resolution first (a zoomed or framed copy was resampled: its finest detail differs). Measured:
+        averaging blocks of the overlap, or leaving the strongest block out, cost copies more than it saved on
+        distinct images."""
+        import cv2
+
+        extra = RESOLUTION_SIGMA * math.sqrt(abs(k * k - 1.0))
+        if extra < 0.15:
+            return self.score(k, theta, dx, dy)
+        if k < 1.0:  # b is shown smaller: a has finer detail
+            a0 = self.a
+            self.a = cv2.GaussianBlur(a0, (0, 0), extra / k, borderType=cv2.BORDER_REFLECT)
+            try:
+                return self.score(k, theta, dx, dy)
+            finally:
+                self.a = a0
+        b0 = self.b2
+        blurred = cv2.GaussianBlur(self.b, (0, 0), extra, borderType=cv2.BORDER_REFLECT)
+        self.b2 = np.ascontiguousarray(np.dstack([blurred, b0[..., 1]]))
+        try:
+            return self.score(k, theta, dx, dy)
+        finally:
+            self.b2 = b0
 
 
 def _ncc(u: np.ndarray, v: np.ndarray) -> float:
@@ -277,9 +300,11 @@ def _coarse_search(pa: _Pair, pb: _Pair, mirror: bool) -> list[tuple[float, bool
                 found.append((peak, flipped, params, pair, y_is_b, s))
     found.sort(key=lambda h: -h[0])
     _, flipped, _, pair, y_is_b, s = found[0]
-    for theta in ANGLES:
-        peak, params = _coarse(pair, y_is_b, 1.0 / s, theta)
-        found.append((peak, flipped, params, pair, y_is_b, s))
+    # rotations at the best zoom and at zoom 1 (a rotated copy often fits a wrong zoom best while unrotated)
+    for zy, zs in {(y_is_b, s), (True, 1.0)}:
+        for theta in ANGLES:
+            peak, params = _coarse(pair, zy, 1.0 / zs, theta)
+            found.append((peak, flipped, params, pair, zy, zs))
     found.sort(key=lambda h: -h[0])
     return [(h[0], h[1], h[2]) for h in found]
 
