@@ -230,7 +230,7 @@ def photo_suite(out: int, sources: int, seed: int = SEED) -> Suite:
     split = np.zeros(n, np.int64)
     split[order[n_train:]] = 1
     train_ids = np.sort(order[:n_train])
-    chosen = np.sort(rng.choice(train_ids, size=min(sources, len(train_ids)), replace=False))
+    chosen = np.sort(rng.choice(train_ids, size=min(sources, len(train_ids) // 2), replace=False))
     images = list(imgs)
     splits = list(split)
     origins = list(origin)
@@ -319,7 +319,7 @@ def fmnist_suite(n_train: int, copies: int, n_test: int = 10000, seed: int = SEE
     gt = [(pos[i], j, m) for i, j, m in gt]
     xte = xte[test_ids]
     rng = np.random.default_rng(seed + 5)
-    to32 = lambda a: np.repeat(cv2.resize(a, (32, 32), interpolation=cv2.INTER_CUBIC)[..., None], 3, axis=2)  # noqa: E731
+    to32 = lambda a: np.repeat(cv2.resize(a, (32, 32), interpolation=cv2.INTER_CUBIC)[..., None], 3, axis=2)
     images = [to32(a) for a in xtr] + [to32(a) for a in xte]
     split = [0] * len(xtr) + [1] * len(xte)
     suite = Suite("32-px Fashion-MNIST", np.zeros(0), np.zeros(0))

@@ -15,11 +15,11 @@ from PIL import Image
 
 cv2 = pytest.importorskip("cv2")
 
-from splitaudit.errors import InvalidParameterError  # noqa: E402
-from splitaudit.neighbors import register as rg  # noqa: E402
-from splitaudit.neighbors.calibrate import calibrate, gumbel_cut  # noqa: E402
-from splitaudit.neighbors.candidates import candidate_pairs, csls_knn, pixel_vectors  # noqa: E402
-from splitaudit.neighbors.verify import find_copies, verify_pairs  # noqa: E402
+from splitaudit.errors import InvalidParameterError
+from splitaudit.neighbors import register as rg
+from splitaudit.neighbors.calibrate import calibrate, gumbel_cut
+from splitaudit.neighbors.candidates import candidate_pairs, csls_knn, pixel_vectors
+from splitaudit.neighbors.verify import find_copies, verify_pairs
 
 SIDE = 32
 
@@ -183,7 +183,8 @@ def fmnist() -> tuple[np.ndarray, np.ndarray] | None:
     with gzip.open(path, "rb") as fh:
         data = fh.read()
     x = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(-1, 28, 28)[:400]
-    y = np.frombuffer(gzip.open(path.replace("images-idx3", "labels-idx1"), "rb").read(), np.uint8, offset=8)[:400]
+    with gzip.open(path.replace("images-idx3", "labels-idx1"), "rb") as fh:
+        y = np.frombuffer(fh.read(), np.uint8, offset=8)[:400]
     return x, y
 
 

@@ -199,7 +199,7 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
                 a, b = (x, y) if s[x] < s[y] else (y, x)
                 add(a, b, hashed=True)
     keys = sorted(rows)
-    col = lambda name, default, dt: np.array([rows[k].get(name, default) for k in keys], dtype=dt)  # noqa: E731
+    col = lambda name, default, dt: np.array([rows[k].get(name, default) for k in keys], dtype=dt)
     return Candidates(
         np.array([k[0] for k in keys], np.int64), np.array([k[1] for k in keys], np.int64),
         col("pixel_rank", -1, np.int64), col("pixel_score", np.nan, np.float64), col("pixel_mirrored", False, bool),
