@@ -1,0 +1,474 @@
+"""Two copy-detection suites from real photos, measured with the copy stage's pure functions (issue #11).
+
+Run:  python benchmarks/copy_suites.py  [--suite tiny|photo|fmnist|all] [--sources N] [--fmnist-train N]
+
+* ``tiny`` -- the 32-px suite from photos: 32-px images rendered from regions (64-128 px) of the photos bundled
+  with scikit-image / scikit-learn (texture photos brick, grass, gravel, text, page included); a copy is the same
+  region *rendered again* with the transform applied in the photo (shift 1-4 output px, zoom +-10%, crop <= 20%,
+  rotation <= 10 deg), then framed / letterboxed / re-graded / turned grey / mirrored / JPEG-encoded at 32 px --
+  how a re-cropped copy of one shot arises in a real 32-px dataset.
+* ``photo`` -- the photo-size suite: the same at 128 px (thumbnails of 64 px given to the stage).
+* ``fmnist`` -- the 32-px suite's Fashion-MNIST part (Debian package ``dataset-fashion-mnist``): all 60k train
+  images as the training split, the 10k test images plus transformed copies of train images as the eval split.
+  Hard negatives: every test garment against its look-alikes. The ground truth: test images within 4 grey levels
+  (mean absolute difference) of a train image; all of them must be found.
+
+Hard negatives in the photo suites: other regions of the same photo (textures), and regions shifted by 25-40% of
+the side from a training region ("neighbouring crops": much overlap, but another framing). Some training images
+have copies inside the training split too, as real datasets do: calibration must survive them.
+
+Per suite it prints: candidate recall of the pixel view alone and with the hash view (no CNN embeddings here: the
+pixel and hash views are measured on their own, the embedding view merges in through the same function), verifier
+recall per transform and overall at the calibrated cut, false pairs per 1,000 eval images, the calibration, and the
+verification time per pair. Deterministic (fixed seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+SEED = 20261203
+FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+PHOTO_SOURCES = [
+    ("astronaut", "skimage"), ("coffee", "skimage"), ("chelsea", "skimage"), ("rocket", "skimage"),
+    ("hubble_deep_field", "skimage"), ("immunohistochemistry", "skimage"), ("camera", "skimage"),
+    ("coins", "skimage"), ("text", "skimage"), ("brick", "skimage"), ("grass", "skimage"), ("gravel", "skimage"),
+    ("page", "skimage"), ("moon", "skimage"), ("retina", "skimage"), ("clock", "skimage"), ("cell", "skimage"),
+    ("stereo_motorcycle", "skimage"), ("china.jpg", "sklearn"), ("flower.jpg", "sklearn"),
+]
+
+
+def load_photo(name: str, kind: str) -> np.ndarray:
+    """A bundled photo as (h, w, 3) uint8 (grey photos replicated)."""
+    if kind == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        a = load_sample_image(name)
+    else:
+        import skimage.data
+
+        a = getattr(skimage.data, name)()
+        if isinstance(a, tuple):  # stereo_motorcycle: the left view only
+            a = a[0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return np.ascontiguousarray(a[..., :3].astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------ transforms
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A copy's recipe: geometry in the source (shift in output pixels, zoom = content magnification, angle in
+    degrees, crop = share of the side removed, at ``crop_pos`` in [-1, 1]^2), then edits of the output image."""
+
+    shift: float = 0.0
+    zoom: float = 1.0
+    angle: float = 0.0
+    crop: float = 0.0
+    crop_pos: tuple[float, float] = (0.0, 0.0)
+    frame: float = 0.0
+    letterbox: float = 0.0
+    grade: bool = False
+    grey: bool = False
+    mirror: bool = False
+    jpeg: int = 0
+
+
+TRANSFORMS: dict[str, Spec] = {
+    "shift 1px": Spec(shift=1),
+    "shift 2px": Spec(shift=2),
+    "shift 3px": Spec(shift=3),
+    "shift 4px": Spec(shift=4),
+    "zoom in 10%": Spec(zoom=1.1),
+    "zoom out 10%": Spec(zoom=1 / 1.1),
+    "crop 10% centre": Spec(crop=0.1),
+    "crop 20% side": Spec(crop=0.2, crop_pos=(1.0, 0.0)),
+    "crop 15% corner": Spec(crop=0.15, crop_pos=(1.0, 1.0)),
+    "frame 8%": Spec(frame=0.08),
+    "letterbox 12%": Spec(letterbox=0.12),
+    "rotate 5": Spec(angle=5),
+    "rotate 10": Spec(angle=10),
+    "colour grade": Spec(grade=True),
+    "greyscale": Spec(grey=True),
+    "jpeg q50": Spec(jpeg=50),
+    "mirror": Spec(mirror=True),
+    "shift 2 + jpeg q50": Spec(shift=2, jpeg=50),
+    "mirror + crop 10% + jpeg q70": Spec(mirror=True, crop=0.1, crop_pos=(-1.0, 0.0), jpeg=70),
+    "grade + shift 1 + zoom 5%": Spec(grade=True, shift=1, zoom=1.05),
+    "grey + rotate 3 + shift 1": Spec(grey=True, angle=3, shift=1),
+    "frame 6% + grade": Spec(frame=0.06, grade=True),
+    "zoom out 5% + mirror + jpeg q75": Spec(zoom=1 / 1.05, mirror=True, jpeg=75),
+    "rotate 7 + crop 10%": Spec(angle=7, crop=0.1),
+}
+
+
+def render(src: np.ndarray, cx: float, cy: float, region: float, out: int, spec: Spec, rng: np.random.Generator,
+           fill: int = 0) -> np.ndarray:
+    """The ``region``-px square of ``src`` centred at (cx, cy), as an ``out``-px image, with ``spec`` applied.
+
+    Sampled at 4x the output side and area-averaged down (no aliasing), like a real downscale."""
+    import cv2
+
+    px = region / out  # source pixels per output pixel
+    theta = rng.uniform(0, 2 * np.pi)
+    dx, dy = spec.shift * px * np.cos(theta), spec.shift * px * np.sin(theta)
+    side = region / spec.zoom
+    if spec.crop:
+        side *= 1 - spec.crop
+        dx += spec.crop_pos[0] * region * spec.crop / 2
+        dy += spec.crop_pos[1] * region * spec.crop / 2
+    up = 4 * out
+    k = side / up  # source pixels per supersampled pixel
+    t = np.radians(spec.angle)
+    r = k * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    c = (up - 1) / 2
+    m = np.hstack([r, (np.array([cx + dx, cy + dy]) - r @ np.array([c, c]))[:, None]])
+    hi = cv2.warpAffine(src, m, (up, up), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=(fill, fill, fill))
+    img = cv2.resize(hi, (out, out), interpolation=cv2.INTER_AREA)
+    if spec.frame:
+        inner = int(round(out * (1 - 2 * spec.frame)))
+        small = cv2.resize(img, (inner, inner), interpolation=cv2.INTER_AREA)
+        colour = int(rng.choice([0, 128, 255]))
+        img = np.full_like(img, colour)
+        o = (out - inner) // 2
+        img[o : o + inner, o : o + inner] = small
+    if spec.letterbox:
+        b = int(round(out * spec.letterbox))
+        img = img.copy()
+        img[:b] = 0
+        img[out - b :] = 0
+    if spec.grade:
+        x = img.astype(np.float32) / 255.0
+        gain = rng.uniform(0.8, 1.2, 3)
+        gamma = rng.uniform(0.8, 1.25)
+        off = rng.uniform(-0.08, 0.08, 3)
+        img = np.clip(255 * ((x**gamma) * gain + off), 0, 255).astype(np.uint8)
+    if spec.grey:
+        g = (img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
+        img = np.repeat(g[..., None], 3, axis=2)
+    if spec.mirror:
+        img = np.ascontiguousarray(img[:, ::-1])
+    if spec.jpeg:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=spec.jpeg)
+        img = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return img
+
+
+# ------------------------------------------------------------------------------------------------ suites
+
+
+@dataclass
+class Suite:
+    """Images (N, s, s, 3) uint8 with ``split`` (0 train, 1 eval); the planted pairs (train index, eval index,
+    transform name); ``hard`` negatives (train index, eval index, kind) that must not be reported; ``known``: other
+    pairs that are real copies (train-train copies, ground truth) and so are not false pairs."""
+
+    name: str
+    images: np.ndarray
+    split: np.ndarray
+    planted: list[tuple[int, int, str]] = field(default_factory=list)
+    hard: list[tuple[int, int, str]] = field(default_factory=list)
+    known: set[tuple[int, int]] = field(default_factory=set)
+    origin: np.ndarray | None = None
+
+
+#: Regions kept per photo at most (a big photo of one texture would otherwise dominate a suite).
+MAX_PER_PHOTO = 60
+
+
+def _blank(img: np.ndarray) -> bool:
+    """Mostly blank (the rule of benchmarks/hash_thresholds.py): grey std < 4, or >= 3/4 of the 4x4 blocks of the
+    32-px image flat (std < 2). A viewer calls two such images duplicates, so they are no negatives."""
+    import cv2
+
+    g = img.astype(np.float32).mean(axis=2)
+    g32 = cv2.resize(g, (32, 32), interpolation=cv2.INTER_AREA)
+    blocks = g32.reshape(4, 8, 4, 8).std(axis=(1, 3))
+    return bool(g.std() < 4.0 or np.mean(blocks < 2) >= 0.75)
+
+
+def photo_suite(out: int, sources: int, seed: int = SEED) -> Suite:
+    """Regions of the bundled photos rendered at ``out`` px: train/eval distinct regions, copies, hard negatives."""
+    rng = np.random.default_rng(seed)
+    regions = (48, 64, 96) if out <= 48 else (96, 128, 192)
+    imgs, origin, meta = [], [], []
+    for name, kind in PHOTO_SOURCES:
+        p = load_photo(name, kind)
+        h, w = p.shape[:2]
+        L = int(rng.choice(regions))
+        # non-overlapping regions, with a margin of 0.3 L so zoomed-out and shifted renders stay inside the photo
+        grid = [(x, y) for y in range(int(0.3 * L), h - int(1.3 * L) + 1, L) for x in range(int(0.3 * L), w - int(1.3 * L) + 1, L)]
+        kept = 0
+        for g in rng.permutation(len(grid)):
+            cx, cy = grid[g][0] + L / 2, grid[g][1] + L / 2
+            im = render(p, cx, cy, L, out, Spec(), rng)
+            if _blank(im):
+                continue
+            imgs.append(im)
+            origin.append(name)
+            meta.append((p, cx, cy, L))
+            kept += 1
+            if kept == MAX_PER_PHOTO:
+                break
+    n = len(imgs)
+    order = rng.permutation(n)
+    n_train = int(n * 0.6)
+    split = np.zeros(n, np.int64)
+    split[order[n_train:]] = 1
+    train_ids = np.sort(order[:n_train])
+    chosen = np.sort(rng.choice(train_ids, size=min(sources, len(train_ids) // 2), replace=False))
+    images = list(imgs)
+    splits = list(split)
+    origins = list(origin)
+    suite = Suite(f"{out}-px photos", np.zeros(0), np.zeros(0))
+    names = list(TRANSFORMS)
+    for j, s in enumerate(chosen):
+        p, cx, cy, L = meta[s]
+        # each source gets a few transforms (all transforms are covered ~ equally)
+        for name in (names[(j + t) % len(names)] for t in range(0, len(names), max(1, len(names) // 6))):
+            r = np.random.default_rng([seed, int(s), names.index(name)])
+            images.append(render(p, cx, cy, L, out, TRANSFORMS[name], r))
+            splits.append(1)
+            origins.append(origins[s])
+            suite.planted.append((int(s), len(images) - 1, name))
+        # a hard negative: the neighbouring crop, shifted by 25-40% of the side
+        r = np.random.default_rng([seed, int(s), 999])
+        f = r.uniform(0.25, 0.4) * L
+        ang = r.uniform(0, 2 * np.pi)
+        images.append(render(p, cx + f * np.cos(ang), cy + f * np.sin(ang), L, out, Spec(), r))
+        splits.append(1)
+        origins.append(origins[s])
+        suite.hard.append((int(s), len(images) - 1, "neighbouring crop (>= 25% shift)"))
+    # copies inside the training split (contamination the calibration must survive): 3% of train
+    others = np.setdiff1d(train_ids, chosen)
+    for s in rng.choice(others, size=max(1, len(train_ids) * 3 // 100), replace=False):
+        p, cx, cy, L = meta[s]
+        name = names[int(rng.integers(len(names)))]
+        images.append(render(p, cx, cy, L, out, TRANSFORMS[name], np.random.default_rng([seed, int(s), 77])))
+        splits.append(0)
+        origins.append(origins[s])
+        suite.known.add((int(s), len(images) - 1))
+    suite.images = np.stack(images)
+    suite.split = np.asarray(splits)
+    suite.origin = np.asarray(origins)
+    return suite
+
+
+def read_idx(path: str) -> np.ndarray:
+    import gzip
+
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    n, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+
+
+def fmnist_arrays() -> tuple[np.ndarray, np.ndarray] | None:
+    tr, te = (os.path.join(FMNIST_DIR, f"{p}-images-idx3-ubyte.gz") for p in ("train", "t10k"))
+    if not (os.path.exists(tr) and os.path.exists(te)):
+        return None
+    return read_idx(tr), read_idx(te)
+
+
+def fmnist_ground_truth(xtr: np.ndarray, xte: np.ndarray, mad: float = 4.0) -> list[tuple[int, int, float]]:
+    """(test, train, MAD) pairs with mean absolute difference <= ``mad`` grey levels: an L2 prefilter that cannot
+    drop a true pair (MAD <= m implies L2^2 <= 255 * m * 784), then the exact MAD."""
+    A, B = xte.reshape(len(xte), -1), xtr.reshape(len(xtr), -1)
+    Af, Bf = A.astype(np.float32), B.astype(np.float32)
+    na, nb = (Af * Af).sum(1), (Bf * Bf).sum(1)
+    lim = 255.0 * mad * A.shape[1] * 1.001 + 1.0
+    found = []
+    for s in range(0, len(Af), 1000):
+        d2 = na[s : s + 1000, None] + nb[None] - 2.0 * (Af[s : s + 1000] @ Bf.T)
+        qi, bj = np.nonzero(d2 <= lim)
+        for i, j in zip(qi + s, bj):
+            m = float(np.abs(A[i].astype(np.int16) - B[j]).mean())
+            if m <= mad:
+                found.append((int(i), int(j), m))
+    return sorted(found)
+
+
+def fmnist_suite(n_train: int, copies: int, n_test: int = 10000, seed: int = SEED
+                 ) -> tuple[Suite, list[tuple[int, int, float]]] | None:
+    """Fashion-MNIST at 32 px: train (first n_train), eval = the first n_test test images and every test image of
+    the ground truth, + copies of train images."""
+    import cv2
+
+    arrs = fmnist_arrays()
+    if arrs is None:
+        return None
+    xtr, xte = arrs
+    gt = [g for g in fmnist_ground_truth(xtr, xte) if g[1] < n_train]
+    xtr = xtr[:n_train]
+    test_ids = sorted(set(range(min(n_test, len(xte)))) | {g[0] for g in gt})
+    pos = {t: i for i, t in enumerate(test_ids)}
+    gt = [(pos[i], j, m) for i, j, m in gt]
+    xte = xte[test_ids]
+    rng = np.random.default_rng(seed + 5)
+    to32 = lambda a: np.repeat(cv2.resize(a, (32, 32), interpolation=cv2.INTER_CUBIC)[..., None], 3, axis=2)
+    images = [to32(a) for a in xtr] + [to32(a) for a in xte]
+    split = [0] * len(xtr) + [1] * len(xte)
+    suite = Suite("32-px Fashion-MNIST", np.zeros(0), np.zeros(0))
+    names = [n for n in TRANSFORMS if "grey" not in n.split()[0]]
+    chosen = np.sort(rng.choice(len(xtr), size=min(copies, len(xtr)), replace=False))
+    for j, s in enumerate(chosen):
+        rgb = np.repeat(xtr[s][..., None], 3, axis=2)
+        for name in (names[(j + t) % len(names)] for t in range(0, len(names), max(1, len(names) // 4))):
+            r = np.random.default_rng([seed, int(s), names.index(name)])
+            images.append(render(rgb, 13.5, 13.5, 28, 32, TRANSFORMS[name], r))
+            split.append(1)
+            suite.planted.append((int(s), len(images) - 1, name))
+    te0 = len(xtr)
+    for i, j, _ in gt:
+        suite.known.add((j, te0 + i))
+    suite.images = np.stack(images)
+    suite.split = np.asarray(split)
+    return suite, [(te0 + i, j, m) for i, j, m in gt]
+
+
+# ------------------------------------------------------------------------------------------------ measure
+
+
+def hash_view(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hash-matched pairs at the tool's default radii, hashes computed from the images as the tool does."""
+    from splitaudit.checks.context import DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH
+    from splitaudit.features.hashing import batch_hash_inputs, hash_all
+    from splitaudit.neighbors import hash_pairs
+
+    grays = [Image.fromarray(im).convert("L") for im in images]
+    h = hash_all(*batch_hash_inputs(grays))
+    hp = hash_pairs(h["phash"], h["dhash"], h["phash_flip"], h["dhash_flip"], np.ones(len(images), bool),
+                    max_phash=DEFAULT_MAX_PHASH, max_dhash=DEFAULT_MAX_DHASH)
+    return hp.a, hp.b
+
+
+def measure(suite: Suite, thumb: int, gt: list[tuple[int, int, float]] | None = None) -> None:
+    """Candidates, calibration, verification and decisions on one suite; prints the tables."""
+    import cv2
+
+    from splitaudit.neighbors.calibrate import calibrate
+    from splitaudit.neighbors.candidates import candidate_pairs
+    from splitaudit.neighbors.verify import decide, verify_pairs
+
+    images = suite.images
+    if images.shape[1] != thumb:
+        images = np.stack([cv2.resize(im, (thumb, thumb), interpolation=cv2.INTER_AREA) for im in images])
+    n_eval = int((suite.split == 1).sum())
+    print(f"== {suite.name}: {int((suite.split == 0).sum())} train, {n_eval} eval images ({len(suite.planted)} planted "
+          f"copies, {len(suite.hard)} hard negatives), thumbnails {thumb} px ==")
+    t0 = time.perf_counter()
+    ha, hb = hash_view(suite.images)
+    t_hash = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cand = candidate_pairs(images, suite.split, hash_a=ha, hash_b=hb)
+    t_cand = time.perf_counter() - t0
+    t0 = time.process_time()
+    cal = calibrate(images, np.flatnonzero(suite.split == 0))
+    t_cal = time.process_time() - t0
+    t0 = time.process_time()
+    reg = verify_pairs(images, cand.a, cand.b)
+    t_ver = time.process_time() - t0
+    copy, similar = decide(reg.score, cand.hashed, cal)
+    print(f"  candidates: {len(cand)} pairs ({len(cand) / max(n_eval, 1):.1f} per eval image) in {t_cand:.1f} s; hashes "
+          f"{t_hash:.1f} s; calibration {t_cal:.1f} CPU-s; verification {t_ver:.1f} CPU-s = "
+          f"{1e3 * t_ver / max(len(cand), 1):.2f} CPU-ms per pair")
+    print("  calibration: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in cal.__dict__.items()))
+    at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(cand.a, cand.b))}
+    pixel = cand.pixel_rank >= 0
+    # the true pairs scored directly, whether or not they are candidates: the verifier on its own
+    pa = np.array([p[0] for p in suite.planted])
+    pb = np.array([p[1] for p in suite.planted])
+    direct = verify_pairs(images, pa, pb)
+    rows = []
+    for name in dict.fromkeys(p[2] for p in suite.planted):
+        idx = [i for i, p in enumerate(suite.planted) if p[2] == name]
+        c_pix = np.mean([at.get((pa[i], pb[i])) is not None and pixel[at[(pa[i], pb[i])]] for i in idx])
+        c_all = np.mean([(pa[i], pb[i]) in at for i in idx])
+        found = np.mean([(pa[i], pb[i]) in at and copy[at[(pa[i], pb[i])]] for i in idx])
+        band = np.mean([(pa[i], pb[i]) in at and (copy | similar)[at[(pa[i], pb[i])]] for i in idx])
+        alone = np.mean(direct.score[idx] >= cal.copy_cut)
+        rows.append((name, len(idx), c_pix, c_all, alone, found, band, float(np.median(direct.score[idx]))))
+    print(f"  {'transform':34s} {'n':>4s} | {'cand pix':>8s} {'cand all':>8s} | {'verify':>6s} | {'found':>6s} "
+          f"{'+similar':>8s} | {'score p50':>9s}")
+    for r in rows:
+        print(f"  {r[0]:34s} {r[1]:4d} | {r[2]:8.2f} {r[3]:8.2f} | {r[4]:6.2f} | {r[5]:6.2f} {r[6]:8.2f} | {r[7]:9.3f}")
+    w = np.array([r[1] for r in rows], float)
+    tot = [float(np.average([r[k] for r in rows], weights=w)) for k in (2, 3, 4, 5, 6)]
+    print(f"  {'OVERALL':34s} {int(w.sum()):4d} | {tot[0]:8.3f} {tot[1]:8.3f} | {tot[2]:6.3f} | {tot[3]:6.3f} {tot[4]:8.3f} |")
+    worst = min(rows, key=lambda r: r[5])
+    print(f"  worst transform end to end: {worst[0]} {worst[5]:.2f}")
+    # false pairs: confirmed pairs that are neither planted nor known copies
+    planted = {(int(a), int(b)) for a, b, _ in suite.planted} | suite.known
+    false_pairs = [(int(x), int(y)) for x, y, c in zip(cand.a, cand.b, copy) if c and (int(x), int(y)) not in planted]
+    false_sim = [(int(x), int(y)) for x, y, c in zip(cand.a, cand.b, similar) if c and (int(x), int(y)) not in planted]
+    hard_ids = {(a, b) for a, b, _ in suite.hard}
+    hard_flag = sum(1 for p in false_pairs if p in hard_ids)
+    print(f"  false copy pairs: {len(false_pairs)} ({len({b for _, b in false_pairs})} eval images) = "
+          f"{1e3 * len({b for _, b in false_pairs}) / n_eval:.2f} per 1,000 eval images; of them hard negatives "
+          f"(neighbouring crops) {hard_flag}/{len(suite.hard)}; similar-band false pairs: {len(false_sim)} "
+          f"({1e3 * len({b for _, b in false_sim}) / n_eval:.1f} per 1,000)")
+    if suite.origin is not None and false_pairs:
+        kinds: dict[str, int] = {}
+        for x, y in false_pairs:
+            k = f"{suite.origin[x]}~{suite.origin[y]}" if suite.origin[x] != suite.origin[y] else f"{suite.origin[x]} (same photo)"
+            kinds[k] = kinds.get(k, 0) + 1
+        print("    by source: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:8]))
+    if gt is not None and false_pairs:
+        # Fashion-MNIST holds more real duplicates than the 18 within MAD 4: how far apart are the "false" pairs?
+        g = suite.images[..., 0].astype(np.int16)
+        mad = np.array([np.abs(g[x] - g[y]).mean() for x, y in false_pairs])
+        hist = np.histogram(mad, [0, 4, 8, 16, 32, 256])[0]
+        print("    their mean absolute difference (grey levels, 32 px): "
+              + ", ".join(f"{lo}-{hi}: {c}" for lo, hi, c in zip((0, 4, 8, 16, 32), (4, 8, 16, 32, 255), hist)))
+    if gt is not None:
+        hits = [(i, j, m) for i, j, m in gt if (j, i) in at and copy[at[(j, i)]]]
+        cands = [(i, j, m) for i, j, m in gt if (j, i) in at]
+        print(f"  Fashion-MNIST ground truth (test within MAD 4 of a train image): {len(gt)} pairs, "
+              f"{len({g[0] for g in gt})} test images; candidates {len(cands)}, found as copies {len(hits)} "
+              f"({len({h[0] for h in hits})} images)")
+        for i, j, m in gt:
+            j2 = at.get((j, i))
+            print(f"    test {i - int((suite.split == 0).sum()):5d} train {j:5d} MAD {m:.2f}: "
+                  + ("not a candidate" if j2 is None else f"score {reg.score[j2]:.3f} {'COPY' if copy[j2] else 'similar' if similar[j2] else 'missed'}"))
+    print()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=("tiny", "photo", "fmnist", "all"), default="all")
+    ap.add_argument("--sources", type=int, default=300, help="training images that get copies (photo suites)")
+    ap.add_argument("--fmnist-train", type=int, default=60000)
+    ap.add_argument("--fmnist-copies", type=int, default=300)
+    ap.add_argument("--fmnist-test", type=int, default=10000, help="test images (+ those of the ground truth)")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    if args.suite in ("tiny", "all"):
+        measure(photo_suite(32, args.sources), 32)
+    if args.suite in ("photo", "all"):
+        measure(photo_suite(128, args.sources), 64)
+    if args.suite in ("fmnist", "all"):
+        made = fmnist_suite(args.fmnist_train, args.fmnist_copies, args.fmnist_test)
+        if made is None:
+            print(f"Fashion-MNIST not found in {FMNIST_DIR}: `apt-get install -y dataset-fashion-mnist`. Skipped.")
+        else:
+            measure(made[0], 32, made[1])
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Calibrate the copy score on the dataset itself, in a way that survives copies inside the training split.
+
+* **Positives**: training images copied by known transforms (shift, zoom, crop, frame, letterbox, colour grade,
+  grey, JPEG, mirror, rotation, and mixes), applied to the thumbnails here; their scores say what a copy of
+  *this* data scores.
+* **Negatives**: for a sample of training images, every neighbour the candidate search proposes among the other
+  training images; the best score per sampled image is the null (what an eval image that is *not* a copy gets).
+  Real datasets hold copies inside train, by the hundreds: their scores are the null's upper tail, exactly where
+  a quantile cut would land. So the cut is not an empirical quantile: a Gumbel law (the law of a maximum) is fitted
+  to the null's bulk (its median and 80th percentile, after Fisher's z), which copies in the tail barely move, and
+  the cut is where that law puts ``target_rate`` false pairs per eval image. Null images scoring like the
+  synthetic copies (at least their 5th percentile) are counted as likely copies and reported.
+* ``similar_cut``: the same law at ``SIMILAR_RATE`` per eval image (the similar-images warning band).
+
+Deterministic (seeded). Every value goes into the report (:class:`Calibration`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import invalid_parameter
+
+#: False pairs per eval image aimed at by the copy cut, and by the similar-images band.
+TARGET_RATE = 1e-3
+SIMILAR_RATE = 2e-2
+#: Sampled training images for the null, and images copied for the positives.
+NULL_SAMPLE = 400
+POSITIVE_SAMPLE = 150
+#: The cuts never leave [FLOOR, CEILING]: a copy score under FLOOR is no evidence, one over CEILING always is.
+FLOOR = 0.6
+CEILING = 0.97
+#: Quantiles of the null the Gumbel law is fitted to.
+FIT_QUANTILES = (0.5, 0.8)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Every value the copy decision uses, with what it was derived from (for the JSON report)."""
+
+    copy_cut: float
+    similar_cut: float
+    target_rate: float
+    similar_rate: float
+    null_samples: int
+    null_q50: float
+    null_q90: float
+    null_q99: float
+    null_max: float
+    likely_copies: int
+    gumbel_mu: float
+    gumbel_beta: float
+    positives: int
+    positive_q05: float
+    positive_q50: float
+    positive_recall: float
+    positive_recall_min: float
+    positive_worst: str
+    seed: int
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    return np.arctanh(np.clip(x, -0.9999, 0.9999))
+
+
+def gumbel_cut(null: np.ndarray, rate: float) -> tuple[float, float, float]:
+    """(cut, mu, beta): the score a Gumbel law fitted to the null's median and 80th percentile (in Fisher z)
+    exceeds with probability ``rate``."""
+    z = _z(np.asarray(null, np.float64))
+    (p1, p2), (q1, q2) = FIT_QUANTILES, np.quantile(z, FIT_QUANTILES)
+    g1, g2 = -math.log(-math.log(p1)), -math.log(-math.log(p2))
+    beta = max((q2 - q1) / (g2 - g1), 1e-3)
+    mu = q1 - beta * g1
+    return float(np.tanh(mu - beta * math.log(-math.log1p(-rate)))), float(mu), float(beta)
+
+
+# ------------------------------------------------------------------------------------------------ positives
+
+#: The calibration's own copy transforms: (name, shift px, zoom, angle deg, crop, frame, letterbox, grade, grey,
+#: mirror, jpeg quality). Shifts and crops are in thumbnail pixels of a 32-px side (scaled for bigger thumbnails).
+TRANSFORMS = (
+    ("shift", 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, False, False, 0),
+    ("shift 4", 4.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, False, False, 0),
+    ("zoom", 0.0, 1.1, 0.0, 0.0, 0.0, 0.0, False, False, False, 0),
+    ("zoom out", 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, False, False, False, 0),
+    ("crop", 0.0, 1.0, 0.0, 0.18, 0.0, 0.0, False, False, False, 0),
+    ("frame", 0.0, 1.0, 0.0, 0.0, 0.08, 0.0, False, False, False, 0),
+    ("letterbox", 0.0, 1.0, 0.0, 0.0, 0.0, 0.12, False, False, False, 0),
+    ("rotate", 0.0, 1.0, 8.0, 0.0, 0.0, 0.0, False, False, False, 0),
+    ("grade", 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, True, False, False, 0),
+    ("grey", 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, True, False, 0),
+    ("jpeg", 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, False, False, 50),
+    ("mirror + shift + jpeg", 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, False, True, 70),
+    ("grade + zoom + rotate", 1.0, 1.05, 3.0, 0.0, 0.0, 0.0, True, False, False, 0),
+)
+
+
+def synthetic_copy(img: np.ndarray, spec: tuple, rng: np.random.Generator) -> np.ndarray:  # type: ignore[type-arg]
+    """A copy of one thumbnail (h, w[, 3] uint8) by a :data:`TRANSFORMS` entry (edges replicated, not black)."""
+    import cv2
+    from PIL import Image
+
+    _, shift, zoom, angle, crop, frame, letterbox, grade, grey, mirror, jpeg = spec
+    h, w = img.shape[:2]
+    unit = w / 32.0
+    t = rng.uniform(0, 2 * math.pi)
+    dx, dy = shift * unit * math.cos(t), shift * unit * math.sin(t)
+    k = zoom / (1 - crop) if crop else zoom
+    if crop:  # the kept window sits against one edge
+        side = int(rng.integers(4))
+        off = crop * w / 2
+        dx += (off, -off, 0, 0)[side]
+        dy += (0, 0, off, -off)[side]
+    angle *= rng.choice((-1.0, 1.0))
+    m = cv2.getRotationMatrix2D(((w - 1) / 2 + dx, (h - 1) / 2 + dy), angle, k)
+    m[:, 2] -= (dx, dy)
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if frame:
+        inner = max(4, int(round(w * (1 - 2 * frame))))
+        small = cv2.resize(out, (inner, inner), interpolation=cv2.INTER_AREA)
+        out = np.full_like(out, int(rng.choice((0, 128, 255))))
+        o = (w - inner) // 2
+        out[o : o + inner, o : o + inner] = small
+    if letterbox:
+        bar = int(round(h * letterbox))
+        out = out.copy()
+        out[:bar] = 0
+        out[h - bar :] = 0
+    if grade:
+        x = out.astype(np.float32) / 255.0
+        gain = rng.uniform(0.8, 1.2, out.shape[2] if out.ndim == 3 else 1)
+        out = np.clip(255 * (x ** rng.uniform(0.8, 1.25) * gain + rng.uniform(-0.08, 0.08)), 0, 255).astype(np.uint8)
+    if grey and out.ndim == 3:
+        g = (out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
+        out = np.repeat(g[..., None], 3, axis=2)
+    if mirror:
+        out = np.ascontiguousarray(out[:, ::-1])
+    if jpeg:
+        buf = io.BytesIO()
+        Image.fromarray(out).save(buf, "JPEG", quality=jpeg)
+        out = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+        if img.ndim == 3 and out.ndim == 2:
+            out = np.repeat(out[..., None], 3, axis=2)
+    return out
+
+
+def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of synthetic copies of ``rows`` (one transform each, in turn) and each copy's transform index."""
+    from .verify import verify_pairs
+
+    copies = np.stack([synthetic_copy(thumbs[r], TRANSFORMS[i % len(TRANSFORMS)], rng) for i, r in enumerate(rows)])
+    both = np.concatenate([thumbs[rows], copies])
+    m = len(rows)
+    reg = verify_pairs(both, np.arange(m), np.arange(m, 2 * m))
+    return reg.score, np.arange(m) % len(TRANSFORMS)
+
+
+def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float = TARGET_RATE,
+              similar_rate: float = SIMILAR_RATE, null_sample: int = NULL_SAMPLE,
+              positive_sample: int = POSITIVE_SAMPLE, seed: int = 0) -> Calibration:
+    """The copy and similar cuts for this dataset, from its training images (see the module docstring)."""
+    from .candidates import pairs_within
+    from .verify import verify_pairs
+
+    if not 0 < target_rate < similar_rate < 1:
+        raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
+    train_rows = np.asarray(train_rows, np.int64)
+    rng = np.random.default_rng(seed)
+    if len(train_rows) < 3:
+        return Calibration(CEILING, CEILING, target_rate, similar_rate, 0, *(math.nan,) * 4, 0, math.nan, math.nan, 0,
+                           *(math.nan,) * 4, "", seed)
+    queries = np.sort(rng.choice(train_rows, size=min(null_sample, len(train_rows)), replace=False))
+    qa, qb = pairs_within(thumbs, train_rows, queries)
+    reg = verify_pairs(thumbs, qa, qb)
+    null = np.full(len(queries), -1.0)
+    pos_of = {int(q): i for i, q in enumerate(queries)}
+    for q, s in zip(qa.tolist(), reg.score.tolist()):
+        null[pos_of[q]] = max(null[pos_of[q]], s)
+    prow = np.sort(rng.choice(train_rows, size=min(positive_sample, len(train_rows)), replace=False))
+    pos, kind = positive_scores(thumbs, prow, rng)
+    p05 = float(np.quantile(pos, 0.05))
+    likely = null >= p05
+    clean = null[~likely] if (~likely).sum() >= 10 else null
+    cut, mu, beta = gumbel_cut(clean, target_rate)
+    sim, _, _ = gumbel_cut(clean, similar_rate)
+    copy_cut = float(min(max(cut, FLOOR), CEILING))
+    similar_cut = float(min(max(sim, FLOOR), copy_cut))
+    per_kind = [float(np.mean(pos[kind == t] >= copy_cut)) for t in range(len(TRANSFORMS)) if (kind == t).any()]
+    worst = int(np.argmin(per_kind))
+    return Calibration(
+        copy_cut=copy_cut, similar_cut=similar_cut, target_rate=target_rate, similar_rate=similar_rate,
+        null_samples=len(null), null_q50=float(np.quantile(null, 0.5)), null_q90=float(np.quantile(null, 0.9)),
+        null_q99=float(np.quantile(null, 0.99)), null_max=float(null.max()), likely_copies=int(likely.sum()),
+        gumbel_mu=mu, gumbel_beta=beta, positives=len(pos), positive_q05=p05,
+        positive_q50=float(np.quantile(pos, 0.5)), positive_recall=float(np.mean(pos >= copy_cut)),
+        positive_recall_min=per_kind[worst], positive_worst=TRANSFORMS[worst][0], seed=seed)

@@ -1,0 +1,292 @@
+"""The copy stage (issue #11) on real photos and Fashion-MNIST: candidates, registration, verification, calibration.
+
+Copies are made here from the photos themselves (a window of the photo rendered again, shifted / zoomed / rotated,
+then framed, re-graded, greyed, mirrored, JPEG-encoded), independently of the calibration's own transforms.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+cv2 = pytest.importorskip("cv2")
+
+from splitaudit.errors import InvalidParameterError
+from splitaudit.neighbors import register as rg
+from splitaudit.neighbors.calibrate import calibrate, gumbel_cut
+from splitaudit.neighbors.candidates import candidate_pairs, csls_knn, pixel_vectors
+from splitaudit.neighbors.verify import find_copies, verify_pairs
+
+SIDE = 32
+
+
+def window(photo: np.ndarray, cx: float, cy: float, region: float, *, shift: tuple[float, float] = (0.0, 0.0),
+           zoom: float = 1.0, angle: float = 0.0) -> np.ndarray:
+    """The ``region``-px square of ``photo`` around (cx, cy) as a SIDE-px image; shift in output pixels."""
+    up = 4 * SIDE
+    k = region / zoom / up
+    t = np.radians(angle)
+    r = k * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    c = (up - 1) / 2
+    centre = np.array([cx + shift[0] * region / SIDE, cy + shift[1] * region / SIDE])
+    m = np.hstack([r, (centre - r @ np.array([c, c]))[:, None]])
+    hi = cv2.warpAffine(photo, m, (up, up), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    return cv2.resize(hi, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+
+
+def jpeg(img: np.ndarray, q: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=q)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def framed(img: np.ndarray, f: float, colour: int) -> np.ndarray:
+    inner = int(round(SIDE * (1 - 2 * f)))
+    out = np.full_like(img, colour)
+    o = (SIDE - inner) // 2
+    out[o : o + inner, o : o + inner] = cv2.resize(img, (inner, inner), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def graded(img: np.ndarray) -> np.ndarray:
+    x = img.astype(np.float32) / 255
+    return np.clip(255 * (x**0.85 * np.array([1.15, 0.95, 0.85]) + 0.04), 0, 255).astype(np.uint8)
+
+
+def grey(img: np.ndarray) -> np.ndarray:
+    return np.repeat(np.asarray(Image.fromarray(img).convert("L"))[..., None], 3, axis=2)
+
+
+#: name -> (window arguments, edit of the 32-px result)
+COPIES = {
+    "shift 2px": ({"shift": (2.0, -1.0)}, None),
+    "shift 4px": ({"shift": (-4.0, 0.0)}, None),
+    "zoom in 10%": ({"zoom": 1.1}, None),
+    "zoom out 10%": ({"zoom": 1 / 1.1}, None),
+    "crop 15%": ({"zoom": 1 / 0.85, "shift": (2.4, 0.0)}, None),
+    "rotate 5": ({"angle": 5.0}, None),
+    "frame 8%": ({}, lambda im: framed(im, 0.08, 255)),
+    "letterbox": ({}, lambda im: np.concatenate([np.zeros_like(im[:4]), im[4:-4], np.zeros_like(im[:4])])),
+    "colour grade": ({}, graded),
+    "greyscale": ({}, grey),
+    "jpeg q50": ({}, lambda im: jpeg(im, 50)),
+    "mirror": ({}, lambda im: np.ascontiguousarray(im[:, ::-1])),
+    "mirror + shift 1 + jpeg q70": ({"shift": (1.0, 1.0)}, lambda im: jpeg(np.ascontiguousarray(im[:, ::-1]), 70)),
+}
+
+
+def _centres(photo: np.ndarray, region: int, count: int) -> list[tuple[float, float]]:
+    """Centres of non-overlapping, textured regions (grey std >= 20), 0.3 regions from the edges."""
+    out = []
+    h, w = photo.shape[:2]
+    for y in range(int(0.3 * region), h - int(1.3 * region), region):
+        for x in range(int(0.3 * region), w - int(1.3 * region), region):
+            if photo[y : y + region, x : x + region].std() >= 20:
+                out.append((x + region / 2, y + region / 2))
+            if len(out) == count:
+                return out
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiles() -> tuple[np.ndarray, list[tuple[str, float, float]], dict[str, np.ndarray]]:
+    """32-px renders of 64-px regions of four photos (12 each), and where they came from."""
+    from conftest import _load_photo
+
+    photos = {n: _load_photo(n) for n in ("astronaut", "coffee", "chelsea", "china")}
+    imgs, where = [], []
+    for name, p in photos.items():
+        for cx, cy in _centres(p, 64, 12):
+            imgs.append(window(p, cx, cy, 64))
+            where.append((name, cx, cy))
+    return np.stack(imgs), where, photos
+
+
+@pytest.fixture(scope="module")
+def calibration(tiles):  # type: ignore[no-untyped-def]
+    imgs, _, _ = tiles
+    return calibrate(imgs, np.arange(len(imgs)), null_sample=48, positive_sample=26, seed=0)
+
+
+def test_registration_recovers_the_transform(tiles) -> None:  # type: ignore[no-untyped-def]
+    imgs, where, photos = tiles
+    name, cx, cy = where[3]
+    src = imgs[3]
+    cases = [
+        (window(photos[name], cx, cy, 64, shift=(2.0, 0.0)), False, 1.0, 2.0 / SIDE),
+        (np.ascontiguousarray(window(photos[name], cx, cy, 64)[:, ::-1]), True, 1.0, 0.0),
+        (window(photos[name], cx, cy, 64, zoom=1.1), False, 1.1, 0.0),
+    ]
+    copies = np.stack([c[0] for c in cases])
+    reg = verify_pairs(np.concatenate([src[None], copies]), np.zeros(3, np.int64), np.arange(1, 4))
+    for i, (_, mirrored, scale, dx) in enumerate(cases):
+        assert reg.score[i] > 0.95
+        assert bool(reg.mirrored[i]) is mirrored
+        assert abs(reg.scale[i] - scale) < 0.04
+        # b's centre sits at a's centre plus the shift (the copy's window moved right: its content moves left)
+        assert abs(abs(reg.dx[i]) - dx) < 0.5 / SIDE
+
+
+def test_copies_score_above_the_cut_and_distinct_tiles_below(tiles, calibration) -> None:  # type: ignore[no-untyped-def]
+    imgs, where, photos = tiles
+    sources = [0, 13, 26, 39]  # one region of each photo
+    copies, names, src = [], [], []
+    for s in sources:
+        name, cx, cy = where[s]
+        for label, (kw, edit) in COPIES.items():
+            im = window(photos[name], cx, cy, 64, **kw)
+            copies.append(edit(im) if edit else im)
+            names.append(label)
+            src.append(s)
+    allimgs = np.concatenate([imgs, np.stack(copies)])
+    reg = verify_pairs(allimgs, np.array(src), len(imgs) + np.arange(len(copies)))
+    missed = [(n, round(float(v), 3)) for n, v in zip(names, reg.score) if v < calibration.copy_cut]
+    # every transform is caught on at least 3 of the 4 photos, and 90% of all copies are
+    assert len(missed) <= 0.1 * len(names), (calibration.copy_cut, missed)
+    for label in COPIES:
+        assert sum(n == label for n, _ in missed) <= 1, (label, missed)
+    # distinct tiles of the same photo (other regions: the same texture, the same light) stay below the cut
+    a, b = [], []
+    for i in range(len(imgs)):
+        for j in range(i + 1, len(imgs)):
+            if where[i][0] == where[j][0]:
+                a.append(i)
+                b.append(j)
+    neg = verify_pairs(imgs, np.array(a), np.array(b))
+    assert (neg.score < calibration.copy_cut).mean() >= 0.99, np.sort(neg.score)[-5:]
+
+
+def test_neighbouring_crops_are_not_copies(tiles, calibration) -> None:  # type: ignore[no-untyped-def]
+    """A window moved by 25-40% of its side overlaps the original by most of its area but is another framing."""
+    imgs, where, photos = tiles
+    near, src = [], []
+    for s in (1, 14, 27, 40):
+        name, cx, cy = where[s]
+        for f, ang in ((0.25, 0.0), (0.3, 1.6), (0.4, 3.9)):
+            near.append(window(photos[name], cx + 64 * f * np.cos(ang), cy + 64 * f * np.sin(ang), 64))
+            src.append(s)
+    allimgs = np.concatenate([imgs, np.stack(near)])
+    reg = verify_pairs(allimgs, np.array(src), len(imgs) + np.arange(len(near)))
+    assert (reg.score < calibration.copy_cut).all(), reg.score
+
+
+def fmnist() -> tuple[np.ndarray, np.ndarray] | None:
+    import gzip
+
+    path = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+    if not os.path.exists(path):
+        return None
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    x = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(-1, 28, 28)[:400]
+    with gzip.open(path.replace("images-idx3", "labels-idx1"), "rb") as fh:
+        y = np.frombuffer(fh.read(), np.uint8, offset=8)[:400]
+    return x, y
+
+
+def test_distinct_garments_are_not_copies_and_shifted_ones_are() -> None:
+    """Fashion-MNIST: look-alike garments of one class (each one's nearest other garment) are no copies; the same
+    garment shifted by 2 px, or mirrored and JPEG-encoded, is."""
+    data = fmnist()
+    if data is None:
+        pytest.skip("Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)")
+    x, _ = data
+    thumbs = np.stack([np.repeat(cv2.resize(a, (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, axis=2) for a in x])
+    cal = calibrate(thumbs, np.arange(len(thumbs)), null_sample=60, positive_sample=26, seed=0)
+    vec = pixel_vectors(thumbs)
+    _, ids, _, _ = csls_knn(vec, vec, 2)
+    nn = np.where(ids[:, 0] == np.arange(len(vec)), ids[:, 1], ids[:, 0])
+    # pairs that are near-identical in pixels (real duplicates inside the test set) are not negatives
+    mad = np.abs(x.astype(np.int16) - x[nn]).mean(axis=(1, 2))
+    keep = mad > 8
+    neg = verify_pairs(thumbs, np.arange(len(thumbs))[keep], nn[keep])
+    assert (neg.score >= cal.copy_cut).mean() <= 0.01, (cal, np.sort(neg.score)[-5:])
+    shifted = np.roll(thumbs[:20], 2, axis=2)
+    mirrored = np.stack([jpeg(np.ascontiguousarray(t[:, ::-1]), 70) for t in thumbs[20:40]])
+    both = np.concatenate([thumbs[:40], shifted, mirrored])
+    pos = verify_pairs(both, np.arange(40), np.arange(40, 80))
+    assert (pos.score >= cal.copy_cut).mean() >= 0.9, np.sort(pos.score)[:5]
+
+
+def test_candidates_are_flip_aware_and_merge_views(tiles) -> None:  # type: ignore[no-untyped-def]
+    imgs, where, photos = tiles
+    name, cx, cy = where[5]
+    mirrored = np.ascontiguousarray(window(photos[name], cx, cy, 64, shift=(1.0, 0.0))[:, ::-1])
+    thumbs = np.concatenate([imgs, mirrored[None]])
+    split = np.zeros(len(thumbs), np.int64)
+    split[-1] = 1
+    split[40:48] = 1  # a few distinct eval images too
+    # any unit-norm rows serve as the embedding view; CNN embeddings hardly change under a mirror, nor does this
+    emb = pixel_vectors(thumbs, "coarse") + pixel_vectors(thumbs, "coarse", mirrored=True)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cand = candidate_pairs(thumbs, split, embeddings=emb, hash_a=np.array([2]), hash_b=np.array([len(thumbs) - 1]))
+    row = np.flatnonzero((cand.a == 5) & (cand.b == len(thumbs) - 1))
+    assert len(row) == 1
+    assert cand.pixel_rank[row[0]] == 0 and cand.pixel_mirrored[row[0]]
+    assert cand.embed_rank[row[0]] >= 0
+    hashed = np.flatnonzero(cand.hashed)
+    assert [(int(cand.a[j]), int(cand.b[j])) for j in hashed] == [(2, len(thumbs) - 1)]
+    assert (split[cand.a] < split[cand.b]).all()
+    with pytest.raises(InvalidParameterError):
+        candidate_pairs(thumbs, split, views=("pixels", "nope"))
+
+
+def test_find_copies_end_to_end(tiles, calibration) -> None:  # type: ignore[no-untyped-def]
+    imgs, where, photos = tiles
+    extra, truth = [], []
+    for s, (kw, edit) in zip((2, 15, 28, 41), (COPIES["shift 2px"], COPIES["colour grade"], COPIES["frame 8%"], COPIES["mirror"])):
+        name, cx, cy = where[s]
+        im = window(photos[name], cx, cy, 64, **kw)
+        extra.append(edit(im) if edit else im)
+        truth.append(s)
+    thumbs = np.concatenate([imgs, np.stack(extra)])
+    split = np.zeros(len(thumbs), np.int64)
+    split[len(imgs) :] = 1
+    split[[7, 20, 33, 46]] = 1  # distinct eval images
+    m = find_copies(thumbs, split, calibration=calibration)
+    found = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
+    assert found == {(s, len(imgs) + i) for i, s in enumerate(truth)}
+    ev = np.flatnonzero(split == 1)
+    assert np.isfinite(m.best_score[ev]).all() and np.isnan(m.best_score[split == 0]).all()
+    assert (m.best_partner[len(imgs) :] == truth).all()
+
+
+def test_deterministic_and_bounded(tiles, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    imgs, _, _ = tiles
+    a = np.arange(0, 20)
+    b = np.arange(20, 40)
+    first = verify_pairs(imgs, a, b)
+    calls = {"score": 0, "match": 0}
+    score, match = rg._Pair.score, rg._template_match
+
+    def counted_score(self, *args):  # type: ignore[no-untyped-def]
+        calls["score"] += 1
+        return score(self, *args)
+
+    def counted_match(*args):  # type: ignore[no-untyped-def]
+        calls["match"] += 1
+        return match(*args)
+
+    monkeypatch.setattr(rg._Pair, "score", counted_score)
+    monkeypatch.setattr(rg, "_template_match", counted_match)
+    second = verify_pairs(imgs, a, b)
+    for f in ("score", "mirrored", "scale", "angle", "dx", "dy", "overlap"):
+        assert np.array_equal(getattr(first, f), getattr(second, f))
+    # a fixed search per pair: 2 x 7 zooms + 2 x 4 angles at half resolution, 2 + 3 re-found, 1 + 2 x 4 x 3 + 1 scores
+    assert calls["match"] <= 20 * (22 + 5)
+    assert calls["score"] <= 20 * 26
+
+
+def test_calibration_is_deterministic_and_fits_the_null() -> None:
+    rng = np.random.default_rng(0)
+    null = np.tanh(rng.gumbel(0.8, 0.15, 5000))
+    cut, mu, beta = gumbel_cut(null, 1e-3)
+    assert abs(mu - 0.8) < 0.03 and abs(beta - 0.15) < 0.02
+    assert abs(np.mean(null >= cut) - 1e-3) < 1.5e-3
+    # copies in the tail (3% of the null at 0.99: hundreds in a 10k training set) barely move the fit
+    cut2, _, _ = gumbel_cut(np.concatenate([null, np.full(150, 0.99)]), 1e-3)
+    assert abs(np.arctanh(cut2) - np.arctanh(cut)) < 0.15
