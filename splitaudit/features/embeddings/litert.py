@@ -84,7 +84,16 @@ def ensure_model(spec: BackboneSpec, directory: str | os.PathLike[str] | None = 
     path = folder / model_key(spec)
     if path.is_file():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(folder)
+    except OSError:  # a read-only cache folder: convert into a private temporary folder instead
+        folder = Path(tempfile.gettempdir()) / f"splitaudit-models-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / path.name
+        if path.is_file():
+            return path
     log.info("converting %s to LiteRT (%s), once: %s", spec.name, spec.quantization, path)
     root = str(Path(__file__).resolve().parents[3])  # the folder holding the splitaudit package
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
