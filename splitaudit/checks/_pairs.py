@@ -23,7 +23,7 @@ def evidence(m: Matches, j: int) -> tuple[Evidence, ...]:
     ev.append(Evidence("phash", int(m.phash[j]), flipped))
     ev.append(Evidence("dhash", int(m.dhash[j]), flipped))
     if not np.isnan(m.cosine[j]):
-        ev.append(Evidence("embedding", 1.0 - float(m.cosine[j]), False, float(m.cosine[j])))
+        ev.append(Evidence("embedding", max(0.0, 1.0 - float(m.cosine[j])), False, float(m.cosine[j])))
     if not np.isnan(m.ncc[j]):
         ev.append(Evidence("ncc", 1.0 - float(m.ncc[j]), bool(m.ncc_flipped[j]), float(m.ncc[j])))
     return tuple(ev)
