@@ -68,9 +68,14 @@ def find_pyproject(start: str | os.PathLike[str] = ".") -> Path | None:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    from .features.decode import DecodeFailure, open_regular
+
     try:
-        with open(path, "rb") as fh:
+        fh, _ = open_regular(str(path))  # a FIFO or device named pyproject.toml must not block the run
+        with fh:
             return tomllib.load(fh)
+    except DecodeFailure as exc:
+        raise ConfigError(f"cannot read {path}: {exc.reason}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -83,7 +88,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, start: str | os.P
     if file is None:
         return Config()
     if not file.is_file():
-        raise ConfigError(f"config file {str(file)!r} does not exist")
+        what = "is not a regular file" if file.exists() else "does not exist"
+        raise ConfigError(f"config file {str(file)!r} {what}")
     table = _read(file).get("tool", {}).get("splitaudit", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: [tool.splitaudit] must be a table")

@@ -83,9 +83,10 @@ def thumbnail_of_file(path: str, side: int = THUMB_SIDE, *, max_pixels: int = DE
     """Thumbnail of an image file with the pipeline's safe decoder (format from magic bytes, bombs refused
     before any pixel is decoded), or ``None`` when it is not a readable image."""
     try:
-        if os.path.getsize(path) > _MAX_FILE_BYTES:
-            return None
-        with open(path, "rb") as fh:
+        fh, size = decode.open_regular(path)  # never a FIFO or a device: a thumbnail must not block the report
+        with fh:
+            if size > _MAX_FILE_BYTES:
+                return None
             data = fh.read()
         fmt = decode.sniff(data[:16])
         if fmt is None:
