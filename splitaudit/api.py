@@ -13,6 +13,7 @@ from .checks import AuditContext, all_checks, resolve_selection
 from .errors import invalid_parameter
 from .features import FeatureCache
 from .features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE, NONE
+from .features.engine import resolve_engine
 from .features.extract import DEFAULT_MAX_PIXELS
 from .report import AuditReport, Severity, build_report
 from .scan import scan
@@ -39,6 +40,8 @@ def audit(
     image_size: int | None = None,
     progress: Progress | None = None,
     baseline: Any = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> AuditReport:
     """Audit dataset splits for leakage and mismatches.
 
@@ -80,6 +83,10 @@ def audit(
     baseline:
         A baseline file (``splitaudit check --write-baseline``) or finding ids: those findings are reported as
         accepted and do not fail the verdict. See :mod:`splitaudit.baseline`.
+    engine, ray_address:
+        Where images are decoded, hashed and embedded: ``"local"`` (a process pool on this machine) or ``"ray"``
+        (Ray Data on the cluster at ``ray_address``, or a local Ray runtime without one; needs
+        ``pip install 'splitaudit[ray]'``). The report is the same either way. See docs/scale.md.
 
     Returns
     -------
@@ -100,6 +107,7 @@ def audit(
         raise invalid_parameter("workers", "None or an int >= 1", workers)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise invalid_parameter("max_pixels", "an int >= 1", max_pixels)
+    run_engine = resolve_engine(engine, ray_address, workers)  # fails fast, before the scan, when Ray is missing
     if backbone not in BACKBONES:
         raise invalid_parameter("backbone", list(BACKBONES), backbone)
     if backbone == NONE and weights is not None:
@@ -121,7 +129,8 @@ def audit(
     store = FeatureCache(cache_dir) if cache else None
     try:
         settings = SimpleNamespace(draft=draft, max_pixels=max_pixels, workers=workers, backbone=backbone,
-                                   weights=os.fspath(weights) if weights is not None else None, image_size=image_size)
+                                   weights=os.fspath(weights) if weights is not None else None, image_size=image_size,
+                                   engine=run_engine.name, ray_address=run_engine.address)
         ctx = AuditContext(dataset, settings, cache=store, progress=progress)
         t0 = time.perf_counter()
         _ = ctx.features

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--backbone", metavar="NAME", help="CNN for embeddings: efficientnet_lite0 (default, offline), a keras.applications name (e.g. mobilenet_v3_small), or none")
     check.add_argument("--weights", metavar="PATH", help="local weights file for --backbone")
     check.add_argument("--image-size", type=int, metavar="PX", help="network input side (default: 224 for photos, 2x the median side for small images)")
+    check.add_argument("--engine", choices=["local", "ray"], help="where images are decoded and embedded: local process pool (default) or a Ray cluster")
+    check.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join with --engine ray (default: start a local Ray runtime)")
     check.add_argument("--config", metavar="PYPROJECT", help="read [tool.splitaudit] from this file instead of the nearest pyproject.toml")
     check.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line (terminal format)")
     check.add_argument("--baseline", metavar="FILE", help="accept the findings listed in FILE (reported, but not failing)")
@@ -179,6 +181,8 @@ def _run_check(args: argparse.Namespace) -> int:
         fail_on=_pick(args, config, "fail-on", "error"),
         max_leak_fraction=_pick(args, config, "max-leak-fraction", 0.0),
         progress=progress,
+        engine=_pick(args, config, "engine", "local"),
+        ray_address=_pick(args, config, "ray-address"),
         **_pipeline_options(args, config),
     )
     if not args.write_baseline:

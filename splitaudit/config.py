@@ -41,6 +41,8 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "image-size": ((int,), "an integer number of pixels"),
     "checks": ((dict,), "a table of check name = table of parameters"),
     "baseline": ((str,), "a path to a baseline file (splitaudit check --write-baseline)"),
+    "engine": ((str,), "'local' or 'ray'"),
+    "ray-address": ((str,), "a Ray cluster address (host:port, 'auto' or ray://host:port)"),
 }
 _PATH_KEYS = ("manifest", "output", "cache-dir", "weights", "baseline")
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
+from ..features.engine import Engine, resolve_engine
 from ..features.embeddings.backbones import NONE, BackboneSpec
 from ..features.table import full_pixel_digests
 from ..neighbors import HashPairs, hash_pairs
@@ -45,6 +46,8 @@ class RunSettings(Protocol):
     backbone: str
     weights: str | None
     image_size: int | None
+    engine: str  # "local" or "ray" (read with a "local" default: older settings objects lack it)
+    ray_address: str | None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class AuditContext:
         self.settings = settings
         self.cache = cache
         self.hash_options = HashOptions(draft=settings.draft, max_pixels=settings.max_pixels)
+        self.engine: Engine = resolve_engine(getattr(settings, "engine", None), getattr(settings, "ray_address", None),
+                                             settings.workers)
         self._progress = progress
         self._memo: dict[Hashable, Any] = {}
 
@@ -129,8 +134,8 @@ class AuditContext:
     def features(self) -> FeatureTable:
         """Digests and hashes of every record (from the cache where possible)."""
         tick = self._ticker("hashing images", len(self.dataset.records))
-        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, workers=self.settings.workers,
-                                progress=tick)
+        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, progress=tick,
+                                engine=self.engine)
 
     def pixel_digests(self, rows: np.ndarray) -> np.ndarray:
         """The full-resolution pixel digest column with ``rows`` filled in (the confirm stage's output; the feature
@@ -139,7 +144,7 @@ class AuditContext:
         todo = [int(i) for i in rows if not column[i]]
         if todo:
             found = full_pixel_digests(self.dataset, self.features, todo, options=self.hash_options, cache=self.cache,
-                                       workers=self.settings.workers)
+                                       engine=self.engine)
             for i, value in found.items():
                 column[i] = value
         return column
@@ -185,7 +190,7 @@ class AuditContext:
             rows = np.flatnonzero(f.ok).tolist()
             matrix, have, computed = embed_dataset(self.dataset.records, self.dataset.arrays, rows, f["digest"], self.backbone,
                                                    cache=self.cache, max_pixels=self.hash_options.max_pixels,
-                                                   progress=self._ticker("embedding images", len(rows)))
+                                                   progress=self._ticker("embedding images", len(rows)), engine=self.engine)
             return Embeddings(matrix, have, computed)
 
         return self.memo("embeddings", compute)
@@ -298,7 +303,7 @@ class AuditContext:
             f = self.features
             rows = np.flatnonzero(f.ok).tolist()
             return compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
-                                      workers=self.settings.workers, max_pixels=self.hash_options.max_pixels,
+                                      max_pixels=self.hash_options.max_pixels, engine=self.engine,
                                       progress=self._ticker("measuring images", len(rows)))
 
         return self.memo("properties", compute)

@@ -94,11 +94,15 @@ class EmbedBatch:
         return self.embed_decoded(*self.decode(batch))
 
 
+#: Images per network call (the same batches locally and on Ray, so the same floats).
+EMBED_BATCH = 32
+
+
 def embed_rows(
     work: EmbedBatch,
     columns: dict[str, np.ndarray],
     *,
-    batch_size: int = 32,
+    batch_size: int = EMBED_BATCH,
     threads: int = 2,
     read_ahead: int = 3,
     progress: Progress | None = None,
@@ -139,12 +143,16 @@ def embed_dataset(
     cache: object | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
+    engine: object | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Embeddings (float32, L2-normalised, n×D) for ``rows`` of ``records``; zero rows where decoding failed.
 
     Returns the matrix aligned with ``records``, a mask of rows that have an embedding, and the number computed
-    (the rest came from the cache, keyed by content digest and ``spec.identity``).
+    (the rest came from the cache, keyed by content digest and ``spec.identity``). The misses are embedded on
+    ``engine``: here with a decoding read-ahead, or on Ray actors (a GPU each where there are GPUs).
     """
+    from ..engine import resolve_engine
+
     n = len(records)
     cached = cache.embeddings_for([digests[i] for i in rows], spec.identity) if cache is not None else {}
     todo = [i for i in rows if digests[i] not in cached]
@@ -158,7 +166,8 @@ def embed_dataset(
                 cols["pixels"][j] = arrays[records[i].split][records[i].array_index]
         if progress and cached:
             progress(len(rows) - len(todo))
-        computed = embed_rows(work, cols, progress=progress)
+        computed = resolve_engine(engine).map_model(  # type: ignore[arg-type]
+            work, cols, batch_size=EMBED_BATCH, progress=progress, local=lambda c: embed_rows(work, c, progress=progress))
         dim = computed["embedding"].shape[1]
         if cache is not None:
             keep = computed["embedded"]

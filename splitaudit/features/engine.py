@@ -1,0 +1,89 @@
+"""Where the per-image batch functions run: this machine's process pool (``"local"``) or a Ray cluster (``"ray"``).
+
+Every stage hands the engine a pure batch function (a dict of NumPy columns in, a dict of columns out) and the
+columns of the rows it needs, and gets the output columns back in input order. The local engine is
+:func:`splitaudit.features.runner.map_batches`; the Ray engine (:mod:`splitaudit.features.ray_engine`) runs the very
+same function as Ray Data ``map_batches``, so both give the same columns and so the same report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SplitauditError, invalid_parameter
+from .runner import BatchFn, Columns, map_batches
+
+ENGINES = ("local", "ray")
+RAY_MISSING = ("engine='ray' needs Ray, which is not installed: pip install 'splitaudit[ray]' "
+               "(or pip install 'ray[data]'), or use the default engine='local'")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The run's engine: ``name`` is ``"local"`` or ``"ray"``; ``address`` the Ray cluster to join (``None``: start
+    a local Ray runtime, or reuse the one this process already joined); ``workers`` the local pool's size."""
+
+    name: str = "local"
+    address: str | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ENGINES:
+            raise invalid_parameter("engine", ENGINES, self.name)
+        if self.address is not None and (self.name != "ray" or not isinstance(self.address, str) or not self.address):
+            raise invalid_parameter("ray_address", "None, or a Ray address (host:port, 'auto', ray://...) with engine='ray'",
+                                    self.address)
+        if self.name == "ray":
+            require_ray()
+
+    @property
+    def distributed(self) -> bool:
+        return self.name == "ray"
+
+    def map(self, fn: BatchFn, columns: Columns, *, batch_size: int = 64, progress: Callable[[int], None] | None = None,
+            preload: Sequence[str] = (), setup: Callable[[], None] | None = None) -> Columns:
+        """``fn`` over ``columns`` in batches of ``batch_size`` rows; the output columns in input order."""
+        if self.name == "local":
+            return map_batches(fn, columns, batch_size=batch_size, workers=self.workers, progress=progress,
+                               preload=preload, setup=setup)
+        from .ray_engine import ray_map_batches
+
+        return ray_map_batches(fn, columns, address=self.address, batch_size=batch_size, progress=progress)
+
+    def map_model(self, fn: BatchFn, columns: Columns, *, batch_size: int, local: Callable[[Columns], Columns],
+                  progress: Callable[[int], None] | None = None) -> Columns:
+        """A stateful batch function (a model loaded on first call): ``local(columns)`` runs it here; on Ray it runs
+        in a pool of actors, one GPU each when the cluster has GPUs, so the model is loaded once per actor."""
+        if self.name == "local":
+            return local(columns)
+        from .ray_engine import ray_map_batches
+
+        return ray_map_batches(fn, columns, address=self.address, batch_size=batch_size, progress=progress,
+                               actors=True)
+
+
+def resolve_engine(engine: str | Engine | None = None, ray_address: str | None = None, workers: int | None = None) -> Engine:
+    """An :class:`Engine` from the run's settings (``None`` is the local pool)."""
+    if isinstance(engine, Engine):
+        return engine
+    return Engine(engine or "local", ray_address, workers)
+
+
+def require_ray() -> None:
+    """Raise the one clear error (CLI exit 2) when Ray Data is not importable."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise SplitauditError(RAY_MISSING) from exc
+
+
+def objects(values: Sequence[object] | np.ndarray) -> np.ndarray:
+    """A 1-D object column holding exactly ``values`` (NumPy would turn a list of equal-shape arrays into a block)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
