@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from ..errors import SplitauditError, invalid_parameter
 from .runner import BatchFn, Columns, map_batches
 
+T = TypeVar("T")
 ENGINES = ("local", "ray")
 RAY_MISSING = ("engine='ray' needs Ray, which is not installed: pip install 'splitaudit[ray]' "
                "(or pip install 'ray[data]'), or use the default engine='local'")
@@ -63,6 +65,16 @@ class Engine:
 
         return ray_map_batches(fn, columns, address=self.address, batch_size=batch_size, progress=progress,
                                actors=True)
+
+
+    def starmap(self, fn: Callable[..., T], shared: tuple, tasks: Sequence[tuple]) -> list[T]:
+        """``[fn(*shared, *task) for task in tasks]``: here in order, or on Ray one task each with the ``shared``
+        arrays put in the object store once (the search's shards)."""
+        if self.name == "local":
+            return [fn(*shared, *task) for task in tasks]
+        from .ray_engine import ray_starmap
+
+        return ray_starmap(fn, shared, tasks, address=self.address)
 
 
 def resolve_engine(engine: str | Engine | None = None, ray_address: str | None = None, workers: int | None = None) -> Engine:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,3 +174,14 @@ def ray_map_batches(fn: BatchFn, columns: Columns, *, address: str | None = None
         raise RuntimeError(f"the Ray run returned {int(filled.sum())} of {n} rows")
     del pixels_ref
     return out
+
+
+def ray_starmap(fn: Callable[..., Any], shared: tuple, tasks: Sequence[tuple], *, address: str | None = None) -> list[Any]:
+    """``fn(*shared, *task)`` for each task as Ray tasks (one CPU each, retried like batches); ``shared`` is put in the
+    object store once and read zero-copy by every task on a node."""
+    connect(address)
+    import ray
+
+    refs = [ray.put(x) for x in shared]
+    remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(fn)
+    return ray.get([remote.remote(*refs, *task) for task in tasks])
