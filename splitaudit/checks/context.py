@@ -21,7 +21,7 @@ from ..features.engine import Engine, resolve_engine
 from ..features.embeddings.backbones import NONE, BackboneSpec
 from ..features.table import full_pixel_digests
 from ..neighbors import HashPairs, hash_pairs
-from ..neighbors.confirm import Confirmation, confirm_pairs, record_thumbnails
+from ..neighbors.confirm import Confirmation, confirm_pairs, engine_thumbnails, record_thumbnails
 from ..neighbors.dense import dense_candidates
 from ..neighbors.matches import DensePairs, Matches, merge_matches
 from ..neighbors.thresholds import (CONSTANTS, DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
@@ -231,7 +231,10 @@ class AuditContext:
 
     # -- neighbours ----------------------------------------------------------------------------------------------
     def _confirm(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
-        return confirm_pairs(a, b, record_thumbnails(self.dataset, max_pixels=self.hash_options.max_pixels))
+        max_pixels = self.hash_options.max_pixels
+        if self.engine.distributed and len(a):  # decoded where the files are
+            return confirm_pairs(a, b, engine_thumbnails(self.dataset, np.concatenate([a, b]), self.engine, max_pixels=max_pixels))
+        return confirm_pairs(a, b, record_thumbnails(self.dataset, max_pixels=max_pixels))
 
     def confirmed(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
         """:func:`~splitaudit.neighbors.confirm.confirm_pairs` of these exact pairs, kept for this exact dataset."""
@@ -247,7 +250,8 @@ class AuditContext:
         def compute() -> DensePairs:
             emb, have = self.embeddings
             a, b, cos, ratio = dense_candidates(emb, have, self.split_index, len(self.dataset.splits), k=EMBED_K,
-                                                min_cosine=self.similarity_threshold(min_similarity), max_ratio=max_ratio)
+                                                min_cosine=self.similarity_threshold(min_similarity), max_ratio=max_ratio,
+                                                starmap=self._shards().get("starmap"))
             c = self._confirm(a, b)
             return DensePairs(a, b, cos, ratio, c.ncc, c.flipped)
 
@@ -264,8 +268,12 @@ class AuditContext:
         inputs = ("hash-pairs-v2", f.ok, f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"])
         return self.stored(("hash-pairs", max_phash, max_dhash), inputs,
                            lambda: hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], f.ok,
-                                              max_phash=max_phash, max_dhash=max_dhash),
+                                              max_phash=max_phash, max_dhash=max_dhash, **self._shards()),
                            HashPairs.from_arrays)
+
+    def _shards(self) -> dict[str, Any]:
+        """On a cluster the searches shard their base by split and run a task per shard (exact merges)."""
+        return {"shards": self.split_index, "starmap": self.engine.starmap} if self.engine.distributed else {}
 
     def matches(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH,
                 min_similarity: float = DEFAULT_MIN_SIMILARITY, max_ratio: float = DEFAULT_MAX_RATIO) -> Matches:

@@ -61,7 +61,7 @@ def full_pixel_digests(dataset: Dataset, table: FeatureTable, rows: Sequence[int
                 out[i] = bytes(row[column])
         todo = [i for i in todo if not out[i]]
     if todo:
-        batch = _batch_columns([dataset.records[i] for i in todo], dataset.arrays)
+        batch = batch_columns([dataset.records[i] for i in todo], dataset.arrays)
         computed = resolve_engine(engine, workers=workers).map(_PixelDigests(options), batch)["pixel_digest"]
         out.update(zip(todo, computed))
         if cache is not None:
@@ -87,7 +87,7 @@ class _Extract:
         return extract_batch(batch, self.options)
 
 
-def _batch_columns(records: Sequence[ImageRecord], arrays: dict, digests: Sequence[bytes | None] | None = None) -> dict[str, np.ndarray]:
+def batch_columns(records: Sequence[ImageRecord], arrays: dict, digests: Sequence[bytes | None] | None = None) -> dict[str, np.ndarray]:
     n = len(records)
     cols = {
         "path": np.array([r.path for r in records], dtype=object),
@@ -179,7 +179,7 @@ def compute_features(
         progress(n - len(todo))
     computed: dict[str, np.ndarray] = {}
     if todo:
-        batch = _batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
+        batch = batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
         computed = resolve_engine(engine, workers=workers).map(_Extract(options), batch, progress=progress,
                                                                preload=WORKER_MODULES, setup=warm_up)
         if cache is not None:
