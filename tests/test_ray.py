@@ -132,6 +132,19 @@ def test_ray_cli_and_cache(cluster, planted_data, tmp_path):
     assert all(len(t) == 1 and t[0][0] == t[0][1] for t in ticks.values())
 
 
+def test_ray_from_pyproject(cluster, planted_data, tmp_path):
+    """``engine`` and ``ray-address`` in [tool.splitaudit] select the cluster like the flags do."""
+    config = tmp_path / "pyproject.toml"
+    splits = ", ".join(f'"{p}"' for p in planted_data.splits)
+    config.write_text(f'[tool.splitaudit]\nsplits = [{splits}]\nengine = "ray"\nray-address = "{cluster}"\n'
+                      'backbone = "none"\nno-cache = true\nformat = "json"\n')
+    out = tmp_path / "report.json"
+    assert main(["check", "--config", str(config), "-o", str(out)]) == 1
+    assert out.read_text() == _report(planted_data)
+    config.write_text('[tool.splitaudit]\nengine = 1\n')
+    assert main(["check", "--config", str(config)]) == 2
+
+
 @dataclass(frozen=True)
 class _KillOnce:
     """The hash stage's batch function, but the first call on the cluster kills its own worker process."""

@@ -93,10 +93,11 @@ def rerank(base: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int
     """Exact top-``k`` among each query's ``candidates`` (base row numbers, ``-1`` = none) by inner product with the
     full vectors: approximate search finds the neighbourhood, the reported cosines are exact."""
     sims = np.full(candidates.shape, -np.inf, dtype=np.float32)
-    for s in range(0, len(queries), 4096):
-        c = candidates[s : s + 4096]
+    step = max(1, 50_000_000 // max(1, candidates.shape[1] * base.shape[1] * 4))  # ~50 MB of gathered vectors
+    for s in range(0, len(queries), step):
+        c = candidates[s : s + step]
         v = base[np.maximum(c, 0)]
-        sims[s : s + 4096] = np.where(c >= 0, np.einsum("qkd,qd->qk", v, queries[s : s + 4096]), -np.inf)
+        sims[s : s + step] = np.where(c >= 0, np.einsum("qkd,qd->qk", v, queries[s : s + step]), -np.inf)
     return merge_topk([sims], [candidates], k)
 
 
