@@ -1,6 +1,6 @@
 """The Ray engine: a stage's batch function as Ray Data ``map_batches`` over the rows the driver still needs.
 
-What travels: the driver builds Arrow blocks of exactly ``batch_size`` rows (a row number, the file path, the known
+What travels: the driver builds Arrow blocks of a whole number of batches (a row number, the file path, the known
 content digest; in-memory arrays are put in the object store once and rows carry an index into them), so each
 worker batch holds the same rows as the local pool's batch and the function sees the same columns. Results come
 back as Arrow/NumPy columns through the object store (never pickled to disk) and are written into preallocated
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,13 @@ PIXEL_INDEX = "_pix"
 #: Retries of a batch whose worker died (node lost, OOM-killed): the batch functions are pure, so a retry is exact;
 #: bounded, so an image that crashes its decoder fails the run instead of looping.
 MAX_RETRIES = 3
+
+#: Rows per Ray Data pipeline: the driver builds (and the object store holds) only this many rows' input blocks at a
+#: time, ~100 bytes a row, whatever the dataset's size.
+WINDOW = 1_000_000
+#: Batches per Arrow block (one Ray task or actor call each): a task costs Ray ~10-100 ms of scheduling, so a block
+#: holds several batches; blocks start at multiples of the batch size, so the batches are still the local ones.
+BATCHES_PER_BLOCK = 16
 
 _pixel_stores: dict[str, list[np.ndarray]] = {}  # per worker process: the in-memory images of the current job
 
@@ -99,7 +106,7 @@ class _Actor:
 
 
 def _blocks(columns: Columns, batch_size: int) -> tuple[list[Any], Any]:
-    """Arrow tables of ``batch_size`` rows with the row number, and the object-store ref of in-memory images."""
+    """Arrow tables of BATCHES_PER_BLOCK batches with the row numbers, and the object-store ref of in-memory images."""
     import pyarrow as pa
     import ray
 
@@ -117,8 +124,9 @@ def _blocks(columns: Columns, batch_size: int) -> tuple[list[Any], Any]:
     types = {k: pa.string() if isinstance(next((x for x in v if x is not None), b""), str) else pa.binary()
              for k, v in plain.items() if v.dtype == object}
     tables = []
-    for start in range(0, n, batch_size):
-        s = slice(start, min(n, start + batch_size))
+    rows_per_block = batch_size * BATCHES_PER_BLOCK
+    for start in range(0, n, rows_per_block):
+        s = slice(start, min(n, start + rows_per_block))
         data: dict[str, Any] = {ROW: pa.array(np.arange(s.start, s.stop, dtype=np.int64))}
         for k, v in plain.items():
             data[k] = pa.array(v[s].tolist(), type=types[k]) if k in types else pa.array(v[s])
@@ -133,17 +141,38 @@ def ray_map_batches(fn: BatchFn, columns: Columns, *, address: str | None = None
     """:func:`splitaudit.features.runner.map_batches` on Ray: same function, same batches, same output columns.
 
     ``actors``: run ``fn`` in a pool of actors (a model loaded once per actor), one GPU each where the cluster has
-    GPUs, else one CPU each; otherwise as stateless tasks (one CPU each) that Ray retries when a worker dies.
+    GPUs, else one CPU each; otherwise as stateless tasks (one CPU each) that Ray retries when a worker dies. Rows
+    go to the cluster in windows of :data:`WINDOW`, so the driver's input blocks stay bounded too.
     """
     n = len(next(iter(columns.values()))) if columns else 0
     if n == 0:
         return {}
     connect(address)
+    out: Columns = {}
+    filled = np.zeros(n, dtype=bool)
+    for offset in range(0, n, WINDOW):
+        part = {k: v[offset : offset + WINDOW] for k, v in columns.items()}
+        tables, pixels_ref = _blocks(part, batch_size)
+        for batch in _mapped(tables, _OnWorker(fn, tuple(columns), pixels_ref), batch_size, actors):
+            rows = np.asarray(batch.pop(ROW), dtype=np.int64) + offset
+            for k, v in batch.items():
+                if k not in out:
+                    out[k] = np.empty((n, *v.shape[1:]), dtype=object if v.dtype.kind in "OUSV" else v.dtype)
+                out[k][rows] = objects(v.tolist()) if out[k].dtype == object else v
+            filled[rows] = True
+            if progress:
+                progress(len(rows))
+        del tables, pixels_ref
+    if not filled.all():  # pragma: no cover - Ray raises first when a batch fails for good
+        raise RuntimeError(f"the Ray run returned {int(filled.sum())} of {n} rows")
+    return out
+
+
+def _mapped(tables: list[Any], call: _OnWorker, batch_size: int, actors: bool) -> Iterator[dict[str, np.ndarray]]:
+    """The output batches of ``call`` over ``tables``, as they finish (streaming, in no particular order)."""
     import ray
     import ray.data
 
-    tables, pixels_ref = _blocks(columns, batch_size)
-    call = _OnWorker(fn, tuple(columns), pixels_ref)
     ds = ray.data.from_arrow(tables)
     with warnings.catch_warnings():
         # Ray Data's own default is to retry forever; a bounded count needs the (deprecated) remote-args route.
@@ -159,21 +188,7 @@ def ray_map_batches(fn: BatchFn, columns: Columns, *, address: str | None = None
         else:
             mapped = ds.map_batches(call, batch_size=batch_size, batch_format="numpy", num_cpus=1,
                                     max_retries=MAX_RETRIES)
-    out: Columns = {}
-    filled = np.zeros(n, dtype=bool)
-    for batch in mapped.iter_batches(batch_format="numpy", batch_size=None):
-        rows = np.asarray(batch.pop(ROW), dtype=np.int64)
-        for k, v in batch.items():
-            if k not in out:
-                out[k] = np.empty((n, *v.shape[1:]), dtype=object if v.dtype.kind in "OUSV" else v.dtype)
-            out[k][rows] = objects(v.tolist()) if out[k].dtype == object else v
-        filled[rows] = True
-        if progress:
-            progress(len(rows))
-    if not filled.all():  # pragma: no cover - Ray raises first when a batch fails for good
-        raise RuntimeError(f"the Ray run returned {int(filled.sum())} of {n} rows")
-    del pixels_ref
-    return out
+    return mapped.iter_batches(batch_format="numpy", batch_size=None)
 
 
 def ray_starmap(fn: Callable[..., Any], shared: tuple, tasks: Sequence[tuple], *, address: str | None = None) -> list[Any]:
