@@ -127,7 +127,7 @@ def _clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) 
     return out
 
 
-def search(n_base: int, n_query: int, dim: int, sample: int, k: int) -> None:
+def search(n_base: int, n_query: int, dim: int, sample: int, k: int, methods: list[str], binary: bool) -> None:
     """Dense and binary search at ``n_base`` x ``n_query``: time of each method, recall@k against exact search on a
     sample of queries, and the sharded exact search (shards of the base merged) equal to the unsharded one."""
     from splitaudit.neighbors import dense
@@ -147,14 +147,18 @@ def search(n_base: int, n_query: int, dim: int, sample: int, k: int) -> None:
     t_sample = time.perf_counter() - t0
     print(json.dumps({"search": "exact sample", "queries": sample, "seconds": round(t_sample, 1),
                       "projected_full_exact_s": round(t_sample * n_query / sample)}))
-    for method in ("ivfpq", "pca"):
+    for method in methods:
         if method == "pca" and dim <= dense.PCA_DIM:
             continue
         t0 = time.perf_counter()
         index = dense.build_index(base, method=method, queries=n_query)
         t_build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sims, ids = index.search(queries, k)
+        if dense._is_ivfpq(index):  # what knn() does: candidates from the codes, re-ranked with the full vectors
+            _, cand = index.search(queries, dense.RERANK * k)
+            sims, ids = dense.rerank(base, queries, cand, k)
+        else:
+            sims, ids = index.search(queries, k)
         t_search = time.perf_counter() - t0
         recall = np.mean([len(set(ids[j]) & set(exact_ids[i])) / k for i, j in enumerate(probe)])
         found = np.mean(ids[: len(copies), 0] == copies)
@@ -162,6 +166,8 @@ def search(n_base: int, n_query: int, dim: int, sample: int, k: int) -> None:
                           "search_s": round(t_search, 1), f"recall@{k}": round(float(recall), 4),
                           "planted_copies_top1": round(float(found), 4)}))
         del index
+    if not binary:
+        return
     # Binary: 64-bit pHash/dHash codes of the same sizes (random codes, 1% planted copies within 4 bits).
     n = n_base + n_query
     ph = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
@@ -198,6 +204,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--sample", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--methods", default="ivfpq,pca", help="dense index methods to time (comma-separated)")
+    ap.add_argument("--no-binary", action="store_true", help="skip the binary search")
     a = ap.parse_args()
     if a.what == "data":
         make_data(a.n)
@@ -206,7 +214,7 @@ def main() -> None:
     elif a.what == "rss":
         rss(a.n, a.engine)
     else:
-        search(a.base, a.queries, a.dim, a.sample, a.k)
+        search(a.base, a.queries, a.dim, a.sample, a.k, a.methods.split(","), not a.no_binary)
 
 
 if __name__ == "__main__":
