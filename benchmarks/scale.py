@@ -143,7 +143,7 @@ def search(n_base: int, n_query: int, dim: int, sample: int, k: int, methods: li
     queries[: len(copies)] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
     probe = np.sort(rng.choice(n_query, sample, replace=False))
     t0 = time.perf_counter()
-    exact_sims, exact_ids = _exact(base, queries[probe], k)
+    _, exact_ids = _exact(base, queries[probe], k)
     t_sample = time.perf_counter() - t0
     print(json.dumps({"search": "exact sample", "queries": sample, "seconds": round(t_sample, 1),
                       "projected_full_exact_s": round(t_sample * n_query / sample)}))
@@ -156,9 +156,9 @@ def search(n_base: int, n_query: int, dim: int, sample: int, k: int, methods: li
         t0 = time.perf_counter()
         if dense._is_ivfpq(index):  # what knn() does: candidates from the codes, re-ranked with the full vectors
             _, cand = index.search(queries, dense.RERANK * k)
-            sims, ids = dense.rerank(base, queries, cand, k)
+            _, ids = dense.rerank(base, queries, cand, k)
         else:
-            sims, ids = index.search(queries, k)
+            _, ids = index.search(queries, k)
         t_search = time.perf_counter() - t0
         recall = np.mean([len(set(ids[j]) & set(exact_ids[i])) / k for i, j in enumerate(probe)])
         found = np.mean(ids[: len(copies), 0] == copies)

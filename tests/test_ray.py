@@ -20,11 +20,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import splitaudit  # noqa: E402
-from splitaudit.cli import main  # noqa: E402
-from splitaudit.features import extract, table  # noqa: E402
+from conftest import build_planted
 
-from conftest import build_planted  # noqa: E402
+import splitaudit
+from splitaudit.cli import main
+from splitaudit.features import extract, table
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -117,7 +117,7 @@ def test_ray_report_equals_local(cluster, planted_data):
 
 def test_ray_cli_and_cache(cluster, planted_data, tmp_path):
     """The CLI flags reach the engine; a warm re-check on Ray reads the driver's cache and sends nothing."""
-    out_local, out_ray, out_warm = tmp_path / "local.json", tmp_path / "ray.json", tmp_path / "warm.json"
+    out_local, out_ray = tmp_path / "local.json", tmp_path / "ray.json"
     splits = [str(p) for p in planted_data.splits]
     cache = ["--cache-dir", str(tmp_path / "cache"), "--backbone", "none", "--format", "json"]
     assert main(["check", *splits, "--no-cache", "--backbone", "none", "--format", "json", "-o", str(out_local)]) == 1
@@ -193,7 +193,8 @@ def test_missing_ray_is_a_clear_usage_error(planted_data):
     code = ("import sys; sys.modules['ray'] = None\n"  # what a Python without Ray sees: import ray fails
             "from splitaudit.cli import main\n"
             f"sys.exit(main(['check', *{[str(p) for p in planted_data.splits]!r}, '--engine', 'ray', '--no-cache']))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert run.returncode == 2
     assert "pip install 'splitaudit[ray]'" in run.stderr and "Traceback" not in run.stderr
 

@@ -87,8 +87,7 @@ def resolve_engine(engine: str | Engine | None = None, ray_address: str | None =
 def require_ray() -> None:
     """Raise the one clear error (CLI exit 2) when Ray Data is not importable."""
     try:
-        import ray  # noqa: F401
-        import ray.data  # noqa: F401
+        import ray.data  # noqa: F401  (importing is the test)
     except ImportError as exc:
         raise SplitauditError(RAY_MISSING) from exc
 
