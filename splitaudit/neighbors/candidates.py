@@ -15,11 +15,12 @@ before any verification.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import invalid_parameter
+from .columns import Columns
 
 #: Pixel views, each searched on its own (top K by CSLS) and unioned (measured by benchmarks/copy_suites.py):
 #: ``pixels`` the 16x16 grey thumbnail; ``coarse`` 8x8 of a blurred copy (a shift of 3-4 px is under one cell);
@@ -37,7 +38,7 @@ POOL = 50
 
 
 @dataclass(frozen=True)
-class Candidates:
+class Candidates(Columns):
     """Candidate pairs ``a`` (earlier split) -> ``b`` (later split), one row per pair, with each view's rank
     (0 = nearest; -1 when that view did not propose the pair) and CSLS score (NaN when not proposed);
     ``pixel_mirrored`` when the pixel view matched b mirrored, ``pixel_view`` which view; ``hashed`` when the hash view proposed it."""
@@ -51,12 +52,6 @@ class Candidates:
     embed_rank: np.ndarray
     embed_score: np.ndarray
     hashed: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.a)
-
-    def select(self, mask: np.ndarray) -> Candidates:
-        return Candidates(*(getattr(self, f.name)[mask] for f in fields(self)))
 
 
 def _unit_rows(v: np.ndarray) -> np.ndarray:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .columns import Columns
+
 #: Working side: images are resized to SIDE x SIDE (32-px images upsampled 1.5x: sub-pixel shifts become visible).
 SIDE = 48
 #: Zooms tried by the coarse search: the content of one image is up to 25% bigger than the other's.
@@ -56,7 +58,7 @@ MIN_OVERLAP = 0.35
 
 
 @dataclass(frozen=True)
-class Prepared:
+class Prepared(Columns):
     """Working images of N images: band-passed grey ``image`` (N, S, S) float32, the same at half resolution
     (``small``, for the coarse search) and the content ``box`` (N, 4)
     as x0, y0, x1, y1 (inclusive, working pixels) inside any uniform frame; ``energy`` the band-passed RMS."""
@@ -66,12 +68,9 @@ class Prepared:
     box: np.ndarray
     energy: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.image)
-
 
 @dataclass(frozen=True)
-class Registration:
+class Registration(Columns):
     """Per pair: the band-passed NCC on the overlap (``score``, -1..1), and the transform found: ``mirrored`` (b
     flipped left-right), ``scale`` (b's content size over a's: > 1 when b is zoomed in or cropped), ``angle``
     (degrees, b relative to a), ``dx``/``dy`` (b's centre relative to a's, as a share of the side), ``overlap``
@@ -84,9 +83,6 @@ class Registration:
     dx: np.ndarray
     dy: np.ndarray
     overlap: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.score)
 
 
 def to_grey(images: np.ndarray) -> np.ndarray:
