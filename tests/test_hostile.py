@@ -160,6 +160,48 @@ def test_cache_faults_run_without_cache_with_one_warning(tmp_path: Path, photos:
     assert blocker.read_text() == "not a folder"
 
 
+def test_read_only_cache_folder_holding_a_database_runs_without_it(tmp_path: Path, photos: dict[str, np.ndarray]) -> None:
+    """A cache folder and database the user may read but not write (a shared CI cache): the run reads nothing it
+    cannot trust, warns once, gives the same verdict, and changes nothing there. Root ignores modes, so the second run
+    drops the two capabilities that let it (``setpriv``), as tests/test_bad_files.py does."""
+    import shutil
+    import tempfile
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("no setpriv to run without CAP_DAC_OVERRIDE")
+    base = Path(tempfile.mkdtemp(prefix="splitaudit-rocache-"))
+    try:
+        base.chmod(0o755)
+        train, val = _splits(base / "data", photos)
+        for dirpath, _, filenames in os.walk(base / "data"):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        cache = base / "cache"
+        first = audit(train, val, backbone="none", cache_dir=cache)
+        databases = sorted(cache.iterdir())
+        assert databases, "the first run wrote no cache"
+        before = {p.name: p.read_bytes() for p in databases}
+        for p in databases:
+            p.chmod(0o444)
+        cache.chmod(0o555)
+        caps = "-dac_override,-dac_read_search"
+        env = {**os.environ, "HOME": str(base)}
+        r = subprocess.run([setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", "--", sys.executable, "-m", "splitaudit",
+                            "check", str(train), str(val), "--backbone", "none", "--cache-dir", str(cache), "--format", "json"],
+                           capture_output=True, text=True, env=env, cwd=base, timeout=600)
+        assert r.returncode == (1 if first.failed else 0), r.stderr
+        assert "Traceback" not in r.stderr
+        assert r.stderr.count("continuing without it") == 1, r.stderr
+        assert [f["id"] for f in json.loads(r.stdout)["findings"]] == [f.id for f in first.findings]
+        assert {p.name: p.read_bytes() for p in sorted(cache.iterdir())} == before  # no -wal/-shm, no change
+    finally:
+        for dirpath, dirnames, _ in os.walk(base):
+            os.chmod(dirpath, 0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # 7, 8 ---------------------------------------------------------------------------------------------------------------
 def test_overlapping_splits_are_refused(tmp_path: Path, photos: dict[str, np.ndarray]) -> None:
     train, val = _splits(tmp_path / "data", photos)
