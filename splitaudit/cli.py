@@ -289,6 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("splitaudit: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, as shells expect
+    except BrokenPipeError:
+        # The reader went away (`splitaudit checks | head`): not an error of ours. Point stdout at /dev/null so the
+        # interpreter's final flush stays quiet, and exit as a process killed by SIGPIPE would (128 + 13), so a
+        # pipeline under `set -o pipefail` never reads a cut-short run as a pass.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a bug of ours: still one line and exit 2, with the traceback on request
         if os.environ.get("SPLITAUDIT_DEBUG"):
             raise

@@ -128,3 +128,29 @@ def test_quiet_prints_exactly_one_line_even_when_piped(planted: Planted) -> None
     r = run("check", *map(str, planted.splits), "--quiet")
     assert r.returncode == 1
     assert r.stdout.count("\n") == 1 and r.stdout.startswith("FAIL ")
+
+
+def test_a_reader_that_goes_away_is_not_an_internal_error() -> None:
+    """`splitaudit checks | head`: the pipe's reader is gone before we write (its end closed before we start, so the
+    write always fails). No traceback, no 'internal error', and the exit status of a process killed by SIGPIPE."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "splitaudit", "checks"], stdout=write_end, stderr=subprocess.PIPE,
+                           text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 141, r.stderr
+    assert r.stderr == ""
+
+
+def test_severity_prints_as_its_name_and_a_report_shows_itself_in_notebooks(planted: Planted) -> None:
+    import splitaudit
+    from splitaudit.report import Severity
+
+    assert (str(Severity.ERROR), f"{Severity.WARNING}", f"{Severity.INFO:>6}") == ("error", "warning", "  info")
+    report = splitaudit.audit(*planted.splits, backbone="none")
+    html = report._repr_html_()
+    assert html.lstrip().lower().startswith("<!doctype html") and "copy_exact.jpg" in html

@@ -32,6 +32,13 @@ class Severity(enum.IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    # Printed as its name ("error"), not its number, also in f-strings (IntEnum would format it as an int).
+    def __str__(self) -> str:
+        return self.label
+
+    def __format__(self, spec: str) -> str:
+        return format(self.label, spec)
+
     @classmethod
     def parse(cls, value: str | Severity, *, name: str = "severity") -> Severity:
         if isinstance(value, Severity):
@@ -252,6 +259,12 @@ class AuditReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows a report as the curator's HTML page (one self-contained document)."""
+        from ..render.html import render_html
+
+        return render_html(self)
 
 
 def _clean(value: Any) -> Any:
