@@ -163,3 +163,28 @@ def test_evidence_formats_itself_the_same_in_every_text_format(planted: Planted)
         assert line.startswith("same ") or "phash " in line
         for name in ("terminal", "github", "html"):
             assert line in texts[name], name
+
+
+def test_csv_has_one_row_per_pair_with_every_evidence_value(planted: Planted, tmp_path: Path) -> None:
+    import csv
+    import io
+    import shutil
+
+    import splitaudit
+    from splitaudit.render import render_csv
+
+    # A file name that a spreadsheet would run as a formula stays data.
+    src = planted.split("train") / "coffee" / "coffee_03.jpg"
+    (planted.split("val") / "=SUM(1)").mkdir()
+    shutil.copyfile(src, planted.split("val") / "=SUM(1)" / "x.jpg")
+    report = splitaudit.audit(*planted.splits, backbone="none")
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    pairs = [f for f in report.findings if f.check in ("exact-duplicates", "pixel-duplicates", "near-duplicates")]
+    assert len(rows) == len(pairs) > 0
+    assert [r["id"] for r in rows] == [f.id for f in pairs]
+    by_path = {r["path_b"]: r for r in rows}
+    formula = by_path["'=SUM(1)/x.jpg"]
+    assert (formula["check"], formula["bytes_distance"], formula["path_a"], formula["label_b"]) == (
+        "exact-duplicates", "0", "coffee/coffee_03.jpg", "'=SUM(1)")
+    mirrored = by_path["cat/copy_mirrored.jpg"]
+    assert mirrored["mirrored"] == "1" and int(mirrored["phash_distance"]) <= 6 and mirrored["bytes_distance"] == ""
