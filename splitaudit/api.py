@@ -6,6 +6,8 @@ import os
 import time
 from typing import Any
 
+import numpy as np
+
 from .checks import AuditContext
 from .options import CHECK, Options, build_options
 from .report import AuditReport, Policy, build_report
@@ -83,7 +85,29 @@ def run_checks(ctx: AuditContext, *, baseline: Baseline | None = None, timings: 
     policy = Policy(o.fail_on, o.max_leak_fraction, frozenset(c.name for c, _ in selected if c.leak))
     f = ctx.features
     return build_report(ctx.dataset, f, results, policy, embeddings=embedding_summary(ctx), timings=timings,
-                        cache={"hits": f.hits, "misses": f.misses, "embedded": ctx.embedded_count}, baseline=baseline)
+                        cache={"hits": f.hits, "misses": f.misses, "embedded": ctx.embedded_count}, baseline=baseline,
+                        copies=copy_summary(ctx))
+
+
+def copy_summary(ctx: AuditContext) -> dict[str, Any]:
+    """The copy verifier's calibration and counts, and every evaluation image's best copy score with its partner
+    (``null`` for an image without candidates), so users can sort and review; empty when the verifier did not run."""
+    found = ctx.computed_copies()
+    if found is None:
+        return {}
+    from dataclasses import asdict
+
+    s = ctx.split_index
+    best: dict[str, list[dict[str, Any]]] = {}
+    for i in np.flatnonzero(s > 0).tolist():
+        r = ctx.ref(i)
+        score, partner = float(found.best_score[i]), int(found.best_partner[i])
+        other = ctx.ref(partner) if partner >= 0 else None
+        best.setdefault(r.split, []).append({
+            "path": r.path, "score": None if np.isnan(score) else round(score, 4),
+            "partner": f"{other.split}/{other.path}" if other is not None else None})
+    return {"calibration": asdict(found.calibration), "candidates": len(found), "copies": int(found.copy.sum()),
+            "similar": int(found.similar.sum()), "best": best}
 
 
 def embedding_summary(ctx: AuditContext) -> dict[str, Any]:

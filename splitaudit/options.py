@@ -188,6 +188,9 @@ class Options:
     weights: str | None = _setting(
         None, "local weights file for --backbone", commands=COMMANDS,
         types=(str,), desc="a weights file path", parse=str, metavar="PATH", path=True, keyed=True)
+    verify: bool = _setting(
+        True, "skip the copy verifier (registration of candidate pairs): copies are then found by hashes and "
+        "embeddings only", commands=COMMANDS, types=(bool,), desc="true or false", flag="--no-verify", keyed=True)
     image_size: int | None = _setting(
         None, "network input side (default: 224 for photos, 2x the median side for small images)", commands=COMMANDS,
         types=(int,), desc="an integer number of pixels", parse=int, metavar="PX", keyed=True)
@@ -247,6 +250,7 @@ class Options:
         _int("workers", self.workers, 1, none=True)
         _bool("draft", self.draft)
         _int("max_pixels", self.max_pixels, 1)
+        _bool("verify", self.verify)
         if self.backbone not in BACKBONES:
             raise invalid_parameter("backbone", list(BACKBONES), self.backbone)
         put("weights", _path("weights", self.weights))

@@ -26,17 +26,30 @@ def evidence(m: Matches, j: int) -> tuple[Evidence, ...]:
         ev.append(Evidence("embedding", max(0.0, 1.0 - float(m.cosine[j])), False, float(m.cosine[j])))
     if not np.isnan(m.ncc[j]):
         ev.append(Evidence("ncc", 1.0 - float(m.ncc[j]), bool(m.ncc_flipped[j]), float(m.ncc[j])))
+    if not np.isnan(m.copy_score[j]):
+        ev.append(Evidence("copy", 1.0 - float(m.copy_score[j]), bool(m.copy_mirrored[j]), float(m.copy_score[j])))
     return tuple(ev)
+
+
+def registration(m: Matches, j: int) -> dict[str, float | bool]:
+    """The verifier's registration of pair ``j`` for the finding's data (empty when it was not verified): b
+    relative to a, both squashed to a square of side 1: x_b = scale R(angle) (x_a - c - (dx, dy)) + c."""
+    if np.isnan(m.copy_score[j]):
+        return {}
+    return {"score": round(float(m.copy_score[j]), 4), "mirrored": bool(m.copy_mirrored[j]),
+            "scale": round(float(m.copy_scale[j]), 4), "angle": round(float(m.copy_angle[j]), 3),
+            "dx": round(float(m.copy_dx[j]), 4), "dy": round(float(m.copy_dy[j]), 4)}
 
 
 def duplicate_mask(m: Matches, ncc_threshold: float) -> np.ndarray:
     """Pairs that are copies: same bytes or pixels; or hashes within radius, confirmed by the embedding (cosine
     at or above the calibrated threshold) or at pixel level; or an embedding candidate confirmed at pixel level.
 
-    Without embeddings ``cos_ok`` is all true, so a hash match alone decides (the hash-only behaviour).
+    Without embeddings ``cos_ok`` is all true, so a hash match alone decides (the hash-only behaviour). The copy
+    verifier's decision (``m.copy``) adds the pairs it registered as the same shot.
     """
     pixel_ok = np.nan_to_num(m.ncc, nan=-1.0) >= ncc_threshold
-    return m.same_bytes | m.same_pixels | (m.hashed & (m.cos_ok | pixel_ok)) | (m.candidate & pixel_ok)
+    return m.same_bytes | m.same_pixels | (m.hashed & (m.cos_ok | pixel_ok)) | (m.candidate & pixel_ok) | m.copy
 
 
 def cross_split(ctx: AuditContext, m: Matches) -> Matches:
@@ -51,7 +64,7 @@ def pair_findings(ctx: AuditContext, m: Matches, *, check: str, category: str, m
         return []
     # Strongest evidence first: bytes, then pixels, then the hash distance, then the embedding similarity.
     closeness = (~m.same_bytes) * 1000.0 + (~m.same_pixels) * 500.0 + (~m.hashed) * 200.0 + m.phash + m.dhash \
-        - np.nan_to_num(m.ncc, nan=0.0) - np.nan_to_num(m.cosine, nan=0.0)
+        - np.nan_to_num(m.ncc, nan=0.0) - np.nan_to_num(m.cosine, nan=0.0) - np.nan_to_num(m.copy_score, nan=0.0)
     order = np.lexsort((m.a, closeness, m.b))
     kept: dict[int, int] = {}
     findings: list[Finding] = []
@@ -61,7 +74,8 @@ def pair_findings(ctx: AuditContext, m: Matches, *, check: str, category: str, m
             continue
         kept[b] = kept.get(b, 0) + 1
         first, second = ctx.ref(m.a[j]), ctx.ref(m.b[j])
-        mirrored = m.flipped[j] if m.hashed[j] else m.ncc_flipped[j]
+        mirrored = m.flipped[j] if m.hashed[j] else (m.ncc_flipped[j] if m.candidate[j] else m.copy_mirrored[j])
+        reg = registration(m, j)
         flip = " (mirrored)" if mirrored and not m.same_pixels[j] else ""
         findings.append(
             Finding(
@@ -71,6 +85,7 @@ def pair_findings(ctx: AuditContext, m: Matches, *, check: str, category: str, m
                 images=(first, second),
                 category=category,
                 evidence=evidence(m, j),
+                data={"registration": reg} if reg else {},
             )
         )
     return findings

@@ -24,6 +24,7 @@ from ..neighbors.blank import near_blank
 from ..neighbors.confirm import Confirmation, confirm_pairs, record_thumbnails
 from ..neighbors.dense import dense_candidates
 from ..neighbors.matches import DensePairs, Matches, merge_matches
+from ..neighbors.verify import CopyMatches, find_copies
 from ..neighbors.thresholds import (CONSTANTS, DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
                                     DEFAULT_MIN_SIMILARITY, EMBED_K, HASH_COLLISION_RATE, Calibration, calibrate,
                                     hash_collision_rate, ncc_threshold, similarity_threshold)
@@ -263,9 +264,58 @@ class AuditContext:
                 max_phash=max_phash, max_dhash=max_dhash,
                 trust_hashes=lambda: self.hash_collision_rate(max_phash, max_dhash) <= HASH_COLLISION_RATE,
                 min_cosine=self.similarity_threshold(min_similarity) if self.backbone is not None else 1.0,
-                pixel_digests=self.pixel_digests, confirm=self.confirmed)
+                pixel_digests=self.pixel_digests, confirm=self.confirmed,
+                copies=self.copies(max_phash, max_dhash) if self.options.verify else None)
 
         return self.memo(("matches", max_phash, max_dhash, min_similarity, max_ratio), compute)
+
+    # -- copies: the verifier (issue #11) ------------------------------------------------------------------------
+    @property
+    def thumbnails(self) -> tuple[np.ndarray, np.ndarray]:
+        """((n, s, s) uint8 grey thumbnails, mask of rows that have one): the copy verifier's pixels (s: 32 px for
+        tiny images, 64 for photos)."""
+
+        def compute() -> tuple[np.ndarray, np.ndarray]:
+            from ..features.thumbnails import compute_thumbnails, thumbnail_side
+
+            f = self.features
+            rows = np.flatnonzero(f.ok).tolist()
+            side = thumbnail_side(f["width"][f.ok], f["height"][f.ok])
+            thumbs, ok, _ = compute_thumbnails(self.dataset.records, self.dataset.arrays, rows, f["digest"], side=side,
+                                               cache=self.cache, workers=self.options.workers,
+                                               max_pixels=self.hash_options.max_pixels,
+                                               progress=self._ticker("thumbnails", len(rows)))
+            return thumbs, ok
+
+        return self.memo("thumbnails", compute)
+
+    def copies(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> CopyMatches:
+        """The copy stage (:func:`~splitaudit.neighbors.verify.find_copies`): candidates from the pixel views, the
+        embeddings and the hash pairs, each registered and scored, decided at this dataset's calibrated cuts."""
+        f = self.features
+        thumbs, have_thumb = self.thumbnails
+        emb, have = self.embeddings
+        hp = self.hash_pairs(max_phash, max_dhash)
+        # Near-blank images match on identical pixels only (neighbors.blank): nothing to register.
+        valid = f.ok & have_thumb & ~near_blank(f["spread"], f.ok)
+        trusted = self.hash_collision_rate(max_phash, max_dhash) <= HASH_COLLISION_RATE
+
+        def compute() -> CopyMatches:
+            tick = self._ticker("verifying copies", 1)
+            found = find_copies(thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None,
+                                have_embedding=have, hash_a=hp.a, hash_b=hp.b, trust_hashes=trusted)
+            tick(1)
+            return found
+
+        # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
+        # of the key, so a changed algorithm never serves results of the old one.
+        inputs = ("copies-v1", _verifier_code(), self.hash_options.max_pixels, self.split_index, valid, tuple(f["digest"]),
+                  self.backbone, have, hp.a, hp.b, trusted)
+        return self.stored(("copies", max_phash, max_dhash), inputs, compute, CopyMatches.from_arrays)
+
+    def computed_copies(self) -> CopyMatches | None:
+        """The copy stage's result at the default radii if a check ran it in this run (``None`` otherwise)."""
+        return self._memo.get(("copies", DEFAULT_MAX_PHASH, DEFAULT_MAX_DHASH))
 
     # -- distribution audit --------------------------------------------------------------------------------------
     @property
@@ -291,6 +341,17 @@ class AuditContext:
                                       progress=self._ticker("measuring images", len(rows)))
 
         return self.memo("properties", compute)
+
+
+def _verifier_code() -> bytes:
+    """A digest of the copy stage's source code (candidates, registration, verification, calibration)."""
+    from ..neighbors import calibrate, candidates, register, verify
+
+    h = hashlib.sha256()
+    for module in (candidates, register, verify, calibrate):
+        with open(module.__file__, "rb") as fh:  # type: ignore[arg-type]
+            h.update(fh.read())
+    return h.digest()
 
 
 def store_key(key: Hashable, inputs: tuple[Any, ...]) -> str:

@@ -1,4 +1,5 @@
-"""near-duplicates: re-encoded, resized, cropped or mirrored copies, by perceptual hashes or confirmed embeddings."""
+"""near-duplicates: re-encoded, resized, re-cropped, framed, re-graded or mirrored copies: registered and scored by
+the copy verifier, or matched by perceptual hashes, or by embeddings confirmed at pixel level."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .context import AuditContext
 from .registry import Cosine, Count, HashRadius, NonNegative, register
 
 
-@register("near-duplicates", summary="The same shot in two splits: hashes agree (mirror included), or an embedding match confirmed at pixel level.", leak=True, display="pair")
+@register("near-duplicates", summary="The same shot in two splits: registered by the copy verifier, hashes agree (mirror included), or an embedding match confirmed at pixel level.", leak=True, display="pair")
 def near_duplicates(
     ctx: AuditContext,
     *,
@@ -23,8 +24,10 @@ def near_duplicates(
 ) -> list[Finding]:
     """Cross-split pairs that are copies but not pixel-identical (exact and pixel copies have their own checks).
 
-    A pair qualifies when its 64-bit pHash and dHash are both within the radii, or when it is an embedding
-    candidate (see ``similar-images``) whose aligned pixel correlation reaches ``min_ncc``.
+    A pair qualifies when the copy verifier registers it with a copy score at the dataset's calibrated cut (see
+    ``docs/copies.md``), when its 64-bit pHash and dHash are both within the radii (confirmed where hashes collide
+    on this dataset), or when it is an embedding candidate (see ``similar-images``) whose aligned pixel correlation
+    reaches ``min_ncc``.
     """
     m = cross_split(ctx, ctx.matches(max_phash, max_dhash, min_similarity, max_ratio))
     return pair_findings(ctx, m.select(duplicate_mask(m, ctx.ncc_threshold(min_ncc)) & ~m.same_pixels), check="near-duplicates",

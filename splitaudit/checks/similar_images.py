@@ -1,8 +1,9 @@
-"""similar-images: embedding neighbours that stand out but are not confirmed as the same shot.
+"""similar-images: pairs that look alike but are not confirmed as the same shot.
 
-These are the "same scene or object, another shot" pairs (burst photos, the same product from another angle):
-not proven copies, but a curator should look, because they still make validation easier than new data would.
-Needs embeddings (``--backbone``); with ``--backbone none`` it finds nothing.
+These are the "same scene or object, another shot" pairs (burst photos, the same product from another angle), and
+pairs the copy verifier scored between its calibrated similar and copy cuts: not proven copies, but a curator
+should look, because they still make validation easier than new data would. Embedding neighbours need
+``--backbone``; the verifier's band needs only pixels (off with ``--no-verify``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .context import AuditContext
 from .registry import Cosine, Count, NonNegative, register
 
 
-@register("similar-images", summary="Embedding neighbours across splits that stand out of their neighbourhood but are not pixel-confirmed copies.", display="pair")
+@register("similar-images", summary="Pairs across splits that look alike but are not confirmed copies: the verifier's uncertain band, and embedding neighbours that stand out.", display="pair")
 def similar_images(
     ctx: AuditContext,
     *,
@@ -27,11 +28,12 @@ def similar_images(
     max_matches_per_image: Count = 1,
 ) -> list[Finding]:
     """Pairs whose cosine is at least ``min_similarity`` and at most ``max_ratio`` of the way to the query's
-    10th-nearest neighbour (in cosine distance), minus those confirmed as copies."""
+    10th-nearest neighbour (in cosine distance), and pairs the copy verifier scored in its uncertain band (between
+    its calibrated similar and copy cuts), minus those confirmed as copies."""
     m = cross_split(ctx, ctx.matches(DEFAULT_MAX_PHASH, DEFAULT_MAX_DHASH, min_similarity, max_ratio))
     copies = duplicate_mask(m, ctx.ncc_threshold(min_ncc))
     # An image that already has a copy in an earlier split is explained: its other neighbours are not news.
     explained = np.isin(m.b, m.b[copies])
-    keep = m.candidate & ~copies & ~explained
+    keep = (m.candidate | m.copy_similar) & ~copies & ~explained
     return pair_findings(ctx, m.select(keep), check="similar-images", category="very-similar",
                          max_matches_per_image=max_matches_per_image, severity=Severity.WARNING)

@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS properties (
     digest BLOB NOT NULL, version TEXT NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (digest, version)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thumbnails (
+    digest BLOB NOT NULL, version TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (digest, version)
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -286,12 +290,17 @@ class FeatureCache:
     def store_embeddings(self, digests: Sequence[bytes], vectors: np.ndarray, model: str) -> None:
         self._store_vectors("embeddings", digests, vectors, model, "<f2")
 
-    def properties_for(self, digests: Sequence[bytes], version: str) -> dict[bytes, np.ndarray]:
-        """Cached property vectors (float64, ``properties.MEASURED`` order) for these digests."""
-        return self._vectors_for("properties", "version", digests, version, "<f8")
+    #: Per-image vector tables keyed by (digest, version) (``features.per_image``): their names are our constants.
+    VECTOR_TABLES = ("properties", "thumbnails")
 
-    def store_properties(self, digests: Sequence[bytes], vectors: np.ndarray, version: str) -> None:
-        self._store_vectors("properties", digests, vectors, version, "<f8")
+    def vectors_for(self, table: str, digests: Sequence[bytes], version: str, dtype: str) -> dict[bytes, np.ndarray]:
+        """Cached vectors of one of :data:`VECTOR_TABLES` for these digests under ``version``."""
+        assert table in self.VECTOR_TABLES
+        return self._vectors_for(table, "version", digests, version, dtype)
+
+    def store_vectors(self, table: str, digests: Sequence[bytes], vectors: np.ndarray, version: str, dtype: str) -> None:
+        assert table in self.VECTOR_TABLES
+        self._store_vectors(table, digests, vectors, version, dtype)
 
     def _vectors_for(self, table: str, key_column: str, digests: Sequence[bytes], key: str, dtype: str) -> dict[bytes, np.ndarray]:
         unique = list(dict.fromkeys(d for d in digests if d))

@@ -18,7 +18,6 @@ Width, height, aspect ratio, mode and format are already in the feature table; t
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -109,16 +108,6 @@ def properties_batch(batch: dict[str, np.ndarray], max_pixels: int = DEFAULT_MAX
     return {name: out[:, j] for j, name in enumerate(MEASURED)}
 
 
-@dataclass(frozen=True)
-class _Properties:
-    """A picklable callable for the pool."""
-
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return properties_batch(batch, self.max_pixels)
-
-
 def property_version(max_pixels: int) -> str:
     return f"p{PROPERTY_VERSION}-side{ANALYSIS_SIDE}-max{max_pixels}"
 
@@ -135,48 +124,24 @@ def compute_properties(
     progress: Progress | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Properties of ``rows`` (decoded records) as n-length float64 columns (NaN elsewhere), and how many were
-    computed rather than read from the cache.
+    computed rather than read from the cache (per content digest: only new or edited files are decoded)."""
+    from .per_image import compute_per_image
 
-    The cache answers an unchanged dataset with one blob (keyed by every row's digest), and a changed one per
-    content digest, so only new or edited files are decoded.
-    """
-    from .runner import map_batches
+    matrix, ok, computed = compute_per_image(
+        _PropertyVectors(max_pixels), table="properties", version=property_version(max_pixels), width=len(MEASURED),
+        dtype="<f8", records=records, arrays=arrays, rows=rows, digests=digests, cache=cache, workers=workers,
+        progress=progress)
+    matrix = np.where(ok[:, None], matrix, np.nan)
+    return {k: matrix[:, j].copy() for j, k in enumerate(MEASURED)}, computed
 
-    n = len(records)
-    version = property_version(max_pixels)
-    rows = [int(i) for i in rows]
-    h = hashlib.sha256(f"properties:{version}:".encode())
-    for i in rows:
-        h.update(i.to_bytes(8, "little"))
-        h.update(digests[i] or b"")
-    key = h.hexdigest()
-    if cache is not None:
-        stored = cache.get_arrays(key)  # type: ignore[attr-defined]
-        if stored is not None and set(stored) == set(MEASURED) and all(len(v) == n for v in stored.values()):
-            return {k: np.asarray(stored[k], dtype=np.float64) for k in MEASURED}, 0
-    matrix = np.full((n, len(MEASURED)), np.nan)
-    known = cache.properties_for([digests[i] for i in rows], version) if cache is not None else {}  # type: ignore[attr-defined]
-    todo: list[int] = []
-    for i in rows:
-        v = known.get(digests[i]) if digests[i] else None
-        if v is not None and len(v) == len(MEASURED):
-            matrix[i] = v
-        else:
-            todo.append(i)
-    if progress and len(rows) > len(todo):
-        progress(len(rows) - len(todo))
-    if todo:
-        cols = {"path": np.array([records[i].path for i in todo], dtype=object), "pixels": np.empty(len(todo), dtype=object)}
-        for j, i in enumerate(todo):
-            if records[i].array_index >= 0:
-                cols["pixels"][j] = arrays[records[i].split][records[i].array_index]
-        out = map_batches(_Properties(max_pixels), cols, workers=workers, progress=progress)
-        got = np.stack([out[k] for k in MEASURED], axis=1)
-        matrix[np.asarray(todo)] = got
-        if cache is not None:
-            keep = [j for j, i in enumerate(todo) if digests[i]]
-            cache.store_properties([digests[todo[j]] for j in keep], got[keep], version)  # type: ignore[attr-defined]
-    columns = {k: matrix[:, j].copy() for j, k in enumerate(MEASURED)}
-    if cache is not None:
-        cache.put_arrays(key, columns)  # type: ignore[attr-defined]
-    return columns, len(todo)
+
+@dataclass(frozen=True)
+class _PropertyVectors:
+    """:func:`properties_batch` as one matrix and an ok mask (the :mod:`.per_image` shape); picklable for the pool."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = properties_batch(batch, self.max_pixels)
+        matrix = np.stack([out[k] for k in MEASURED], axis=1)
+        return {"vector": matrix, "ok": ~np.isnan(matrix[:, :2]).all(axis=1)}

@@ -14,6 +14,7 @@ from .blank import blank_pairs, blank_rule, near_blank
 from .columns import Columns
 from .confirm import Confirmation
 from .groups import groups_by_key
+from .verify import CopyMatches
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,14 @@ class Matches(Columns):
     ncc: np.ndarray
     ncc_flipped: np.ndarray
     cos_ok: np.ndarray  # a hash match needs no further confirmation (embeddings agree, or hashes are reliable here)
+    copy_score: np.ndarray  # the verifier's registered copy score (NaN: not a verified candidate)
+    copy: np.ndarray  # the verifier's decision: the same shot
+    copy_similar: np.ndarray  # the verifier's uncertain band
+    copy_mirrored: np.ndarray  # the registration (see verify.CopyMatches): b mirrored, zoom, angle, offset
+    copy_scale: np.ndarray
+    copy_angle: np.ndarray
+    copy_dx: np.ndarray
+    copy_dy: np.ndarray
 
 
 def merge_matches(
@@ -68,13 +77,15 @@ def merge_matches(
     min_cosine: float,
     pixel_digests: Callable[[np.ndarray], np.ndarray],
     confirm: Callable[[np.ndarray, np.ndarray], Confirmation],
+    copies: CopyMatches | None = None,
 ) -> Matches:
     """Every matched pair with merged evidence: identical bytes, identical pixels, hashes, embeddings.
 
     ``pixel_digests(rows)`` gives the full-resolution pixel digest column with ``rows`` filled in (only pairs that
     may be pixel-identical need it); ``confirm(a, b)`` scores pairs at pixel level; ``trust_hashes()`` says whether
     a hash match alone is a copy on this dataset (asked only when embeddings are on); ``min_cosine`` is the
-    calibrated cosine a hash match's embeddings must reach to be trusted without the pixel test.
+    calibrated cosine a hash match's embeddings must reach to be trusted without the pixel test. ``copies``: the
+    verifier's pairs and decisions (:func:`~.verify.find_copies`), joined in as more pairs and evidence.
     """
     ok = np.flatnonzero(f.ok)
     # Identical bytes always hash identically, but add them explicitly so evidence never depends on a radius.
@@ -83,8 +94,9 @@ def merge_matches(
     blank = near_blank(f["spread"], f.ok)
     blank_rows = np.flatnonzero(blank)
     ba, bb = blank_pairs(blank_rows, pixel_digests(blank_rows), split_index)
-    a = np.concatenate([hp.a, ea, ba] + ([dense.a] if dense is not None else [])).astype(np.int64)
-    b = np.concatenate([hp.b, eb, bb] + ([dense.b] if dense is not None else [])).astype(np.int64)
+    extra = [x for x in (dense, copies) if x is not None]
+    a = np.concatenate([hp.a, ea, ba] + [x.a for x in extra]).astype(np.int64)
+    b = np.concatenate([hp.b, eb, bb] + [x.b for x in extra]).astype(np.int64)
     if len(a):
         pair_ids = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
         a, b = pair_ids[:, 0], pair_ids[:, 1]
@@ -121,8 +133,24 @@ def merge_matches(
             ncc[check], ncc_flipped[check] = c.ncc, c.flipped
     else:
         cos_ok = np.ones(len(a), bool)  # hashes are reliable on this dataset (or there is nothing else)
-    m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok)
+    reg = copy_columns(a, b, copies)
+    m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok, *reg)
     return m.select(blank_rule(a, b, blank, same_pixels))  # blank images: identical pixels only
+
+
+def copy_columns(a: np.ndarray, b: np.ndarray, copies: CopyMatches | None) -> list[np.ndarray]:
+    """The verifier's columns for pairs (a < b): score, copy, similar, mirrored, scale, angle, dx, dy."""
+    n = len(a)
+    cols = [np.full(n, np.nan), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), *(np.full(n, np.nan) for _ in range(4))]
+    if copies is None or not len(copies) or not n:
+        return cols
+    at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a.tolist(), b.tolist()))}
+    src = (copies.score, copies.copy, copies.similar, copies.mirrored, copies.scale, copies.angle, copies.dx, copies.dy)
+    for k, (x, y) in enumerate(zip(copies.a.tolist(), copies.b.tolist())):
+        j = at[(min(x, y), max(x, y))]
+        for col, values in zip(cols, src):
+            col[j] = values[k]
+    return cols
 
 
 #: Each image of an identical-byte group is paired with at most this many (the first) members of each earlier split:

@@ -81,6 +81,13 @@ class CopyMatches:
         skip = {"best_score", "best_partner", "calibration"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return copies_to_arrays(self)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> CopyMatches | None:
+        return copies_from_arrays(arrays)
+
 
 def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: bool = False  # type: ignore[no-untyped-def]
            ) -> tuple[np.ndarray, np.ndarray]:
@@ -131,3 +138,22 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
 def as_dict(calibration) -> dict[str, float | int]:  # type: ignore[no-untyped-def]
     """A calibration's values for the JSON report."""
     return asdict(calibration)
+
+
+def copies_to_arrays(c: CopyMatches) -> dict[str, np.ndarray]:
+    """Plain arrays of a :class:`CopyMatches` (the run cache stores them: nothing executable)."""
+    out = {f.name: getattr(c, f.name) for f in fields(c) if f.name != "calibration"}
+    out.update({f"calibration.{k}": np.asarray(v) for k, v in asdict(c.calibration).items()})
+    return out
+
+
+def copies_from_arrays(arrays: dict[str, np.ndarray]) -> CopyMatches | None:
+    """:func:`copies_to_arrays` reversed; ``None`` when the arrays are not of this shape (an older layout)."""
+    from .calibrate import Calibration
+
+    names = [f.name for f in fields(CopyMatches) if f.name != "calibration"]
+    cal_names = [f.name for f in fields(Calibration)]
+    if not all(n in arrays for n in names) or not all(f"calibration.{n}" in arrays for n in cal_names):
+        return None
+    cal = Calibration(**{n: arrays[f"calibration.{n}"].item() for n in cal_names})
+    return CopyMatches(**{n: arrays[n] for n in names}, calibration=cal)

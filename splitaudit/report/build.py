@@ -24,9 +24,11 @@ def build_report(
     timings: Mapping[str, float] | None = None,
     cache: Mapping[str, Any] | None = None,
     baseline: Baseline | None = None,
+    copies: Mapping[str, Any] | None = None,
 ) -> AuditReport:
     """The report of one run: ``checks`` are (name, parameters, result) in the order they ran, ``embeddings`` the
-    backbone and calibrated thresholds (empty when off), ``cache`` the run's cache statistics.
+    backbone and calibrated thresholds (empty when off), ``cache`` the run's cache statistics, ``copies`` the copy
+    verifier's calibration and best score per evaluation image (empty when it did not run).
 
     Findings listed in ``baseline`` are marked accepted and do not count towards the verdict.
     """
@@ -60,7 +62,7 @@ def build_report(
     )
     return AuditReport(splits, ordered, decide(ordered, policy, fractions), tuple((name, params) for name, params, _ in checks),
                        dict(embeddings or {}), dict(timings or {}), dict(cache or {}),
-                       distribution=distribution_tables(checks), policy=policy)
+                       distribution=distribution_tables(checks), policy=policy, copies=dict(copies or {}))
 
 
 def distribution_tables(checks: Sequence[tuple[str, Mapping[str, Any], CheckResult]]) -> dict[str, Any]:

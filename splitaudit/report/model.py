@@ -237,6 +237,8 @@ class AuditReport:
     distribution: Mapping[str, Any] = field(default_factory=dict, compare=False)
     #: The policy ``verdict`` was decided under (re-deciding with a baseline uses it again).
     policy: Policy = Policy()
+    #: The copy verifier's calibration and every evaluation image's best copy score (empty when it did not run).
+    copies: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -253,6 +255,7 @@ class AuditReport:
             "splits": [s.to_dict() for s in self.splits],
             "checks": {name: _clean(dict(params)) for name, params in self.checks},
             "embeddings": _clean(dict(self.embeddings)) or None,
+            "copies": _clean(dict(self.copies)) or None,
             "distribution": _clean(dict(self.distribution)),
             "findings": [f.to_dict() for f in self.findings],
         }

@@ -1,0 +1,96 @@
+"""Grey thumbnails for the copy verifier, as a pure batch function (the shape of ``extract_batch``).
+
+Every decoded image becomes one ``side`` x ``side`` grey (ITU-R 601 luma) uint8 thumbnail, squashed to a square
+as the networks see it and EXIF-oriented as a viewer sees it. The side follows the dataset (:func:`thumbnail_side`):
+tiny images (CIFAR-like, 32 px) keep their own pixels, photos are shrunk to 64 px -- the sizes the verifier was
+measured at (``benchmarks/copy_suites.py``); the verifier registers both at its working side of 48 px. JPEGs are
+decoded at the smallest DCT scale that keeps both sides >= side (cheap). 1-4 kB per image, cached per content
+digest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from . import decode
+from .extract import DEFAULT_MAX_PIXELS, _read
+
+#: Thumbnail sides: images whose median longer side is at most TINY_MAX get TINY, others PHOTO.
+TINY, PHOTO, TINY_MAX = 32, 64, 48
+THUMB_VERSION = 1  # bump when the thumbnail's meaning changes: part of the cache key
+
+
+def thumbnail_side(widths: np.ndarray, heights: np.ndarray) -> int:
+    """The thumbnail side for a dataset of images of these sizes (decoded ones)."""
+    if len(widths) == 0:
+        return PHOTO
+    return TINY if float(np.median(np.maximum(widths, heights))) <= TINY_MAX else PHOTO
+
+
+def thumbnail_of(path: str | None, pixels: np.ndarray | None, side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+                 ) -> np.ndarray:
+    """One image's side x side grey thumbnail (raises :class:`decode.DecodeFailure` or ``OSError`` when unreadable)."""
+    if pixels is not None:
+        im = Image.fromarray(pixels[..., 0], "L") if pixels.shape[-1] == 1 else Image.fromarray(pixels, "RGB")
+    else:
+        data = _read(path)  # type: ignore[arg-type]
+        fmt = decode.sniff(data[:16])
+        if fmt is None:
+            raise decode.DecodeFailure(decode.NOT_IMAGE, "not an image")
+        im = decode.open_image(data, fmt, max_pixels=max_pixels)
+        im = decode.load(im, draft_size=side)
+    grey = decode.to_rgb(im).convert("L") if im.mode not in ("L", "RGB") else im.convert("L")
+    # Shrinking averages (no aliasing: PIL's filters widen with the factor); growing a tiny image is bicubic.
+    if grey.size == (side, side):
+        return np.asarray(grey, dtype=np.uint8)
+    shrink = grey.width >= side and grey.height >= side
+    method = Image.Resampling.BILINEAR if shrink else Image.Resampling.BICUBIC
+    return np.asarray(grey.resize((side, side), method), dtype=np.uint8)
+
+
+def thumbnails_batch(batch: dict[str, np.ndarray], side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
+    """Thumbnails of a batch (columns ``path`` and optionally ``pixels``): ``vector`` (n, side*side) uint8 and
+    ``ok``; a row that cannot be decoded is zero and not ok (the feature stage reports it)."""
+    paths = batch["path"]
+    n = len(paths)
+    pixels = batch.get("pixels", np.full(n, None, dtype=object))
+    out = np.zeros((n, side * side), np.uint8)
+    ok = np.zeros(n, bool)
+    for i in range(n):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[i] = thumbnail_of(paths[i], pixels[i], side, max_pixels).ravel()
+            ok[i] = True
+        except (decode.DecodeFailure, OSError, ValueError, MemoryError):
+            pass
+    return {"vector": out, "ok": ok}
+
+
+@dataclass(frozen=True)
+class _Thumbnails:
+    """A picklable callable for the pool."""
+
+    side: int
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return thumbnails_batch(batch, self.side, self.max_pixels)
+
+
+def compute_thumbnails(records: Sequence, arrays: dict, rows: Sequence[int], digests: Sequence[bytes], *, side: int,
+                       cache: object | None = None, workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                       progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(thumbnails (n, side, side) uint8, ok mask, how many were computed rather than read from the cache)."""
+    from .per_image import compute_per_image
+
+    matrix, ok, computed = compute_per_image(
+        _Thumbnails(side, max_pixels), table="thumbnails", version=f"t{THUMB_VERSION}-side{side}-max{max_pixels}",
+        width=side * side, dtype="|u1", records=records, arrays=arrays, rows=rows, digests=digests, cache=cache,
+        workers=workers, progress=progress)
+    return matrix.reshape(len(records), side, side), ok, computed

@@ -1,0 +1,165 @@
+"""The copy verifier inside the checks (issue #11): re-cropped, zoomed, framed, re-graded and mirrored copies of real
+photos that the hashes miss are near-duplicates; distinct crops of the same photos are not; every evaluation image
+has its best copy score in the report, and a warm run serves the stage from the cache."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import splitaudit
+
+from conftest import save
+
+#: Source region side in the photo, and the side the images are saved at.
+REGION, OUT = 120, 96
+
+
+def _render(photo: np.ndarray, x: int, y: int, *, shift: int = 0, zoom: float = 1.0, frame: float = 0.0,
+            grade: bool = False, mirror: bool = False, crop: float = 0.0) -> Image.Image:
+    """The region at (x, y) of ``photo`` as a photographer's copy would show it: the window moved by ``shift``
+    source pixels, zoomed (``zoom`` > 1 shows less), a share ``crop`` cut from the right and bottom edges, then framed,
+    re-graded or mirrored."""
+    side = REGION / zoom
+    cx, cy = x + REGION / 2 + shift, y + REGION / 2 + shift / 2
+    box = (cx - side / 2, cy - side / 2, cx + side / 2 - crop * side, cy + side / 2 - crop * side)
+    im = Image.fromarray(photo).resize((OUT, OUT), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+    if frame:
+        inner = int(round(OUT * (1 - 2 * frame)))
+        framed = Image.new("RGB", (OUT, OUT), (255, 255, 255))
+        framed.paste(im.resize((inner, inner), Image.Resampling.LANCZOS), ((OUT - inner) // 2, (OUT - inner) // 2))
+        im = framed
+    if grade:
+        a = np.asarray(im, np.float32) / 255.0
+        im = Image.fromarray(np.clip(255 * (a ** 0.8 * np.array([1.1, 1.0, 0.85]) + 0.04), 0, 255).astype(np.uint8))
+    if mirror:
+        im = ImageOps.mirror(im)
+    return im
+
+
+COPIES = {
+    "shift": dict(shift=4),
+    "zoom": dict(zoom=1.1),
+    "crop": dict(crop=0.15),
+    "frame": dict(frame=0.08),
+    "grade": dict(grade=True),
+    "mirror + shift": dict(mirror=True, shift=3),
+}
+
+
+@pytest.fixture
+def recropped(tmp_path: Path, photos: dict[str, np.ndarray]) -> tuple[list[Path], dict[str, str]]:
+    """train: 8 regions of each of 4 photos (the regions of one photo are look-alikes: one scene, one texture);
+    val: a copy of one train region per transform, and 4 distinct regions of the same photos."""
+    root = tmp_path / "data"
+    copies: dict[str, str] = {}
+    for p, name in enumerate(("astronaut", "coffee", "chelsea", "rocket")):
+        photo = photos[name]
+        h, w = photo.shape[:2]
+        xs = np.linspace(20, w - REGION - 20, 3).astype(int)
+        ys = np.linspace(20, h - REGION - 20, 3).astype(int)
+        spots = [(int(x), int(y)) for y in ys for x in xs]
+        for i, (x, y) in enumerate(spots[:8]):
+            save(root / "train" / name / f"{name}_{i}.jpg", _render(photo, x, y), quality=92)
+        x, y = spots[8]
+        save(root / "val" / name / f"{name}_new.jpg", _render(photo, x, y), quality=92)
+    for k, (kind, spec) in enumerate(COPIES.items()):
+        name = ("astronaut", "coffee", "chelsea", "rocket")[k % 4]
+        photo = photos[name]
+        h, w = photo.shape[:2]
+        xs = np.linspace(20, w - REGION - 20, 3).astype(int)
+        ys = np.linspace(20, h - REGION - 20, 3).astype(int)
+        i = (k * 3) % 8
+        x, y = int(xs[i % 3]), int(ys[i // 3])
+        rel = f"{name}/copy_{kind.replace(' + ', '_')}.jpg"
+        save(root / "val" / rel, _render(photo, x, y, **spec), quality=85)
+        copies[rel] = f"{name}/{name}_{i}.jpg"
+    return [root / "train", root / "val"], copies
+
+
+def _pairs(report: splitaudit.AuditReport, check: str) -> dict[str, str]:
+    return {f.images[1].path: f.images[0].path for f in report.by_check(check)}
+
+
+def test_recropped_copies_are_found_by_the_verifier_and_not_without_it(recropped: tuple[list[Path], dict[str, str]]) -> None:
+    splits, copies = recropped
+    with_verifier = splitaudit.audit(*splits, backbone="none", select=("near-duplicates", "similar-images"))
+    found = _pairs(with_verifier, "near-duplicates")
+    assert {b: found.get(b) for b in copies} == copies
+    # nothing else is a copy: the distinct regions of the same photos are look-alikes, not copies
+    assert set(found) == set(copies)
+    for f in with_verifier.by_check("near-duplicates"):
+        reg = f.data["registration"]
+        assert reg["score"] >= with_verifier.copies["calibration"]["copy_cut"] or any(e.stage == "phash" and e.distance <= 10 for e in f.evidence)
+        assert any(e.stage == "copy" for e in f.evidence)
+    mirrored = next(f for f in with_verifier.by_check("near-duplicates") if "mirror" in f.images[1].path)
+    assert mirrored.data["registration"]["mirrored"]
+    zoomed = next(f for f in with_verifier.by_check("near-duplicates") if "zoom" in f.images[1].path)
+    assert zoomed.data["registration"]["scale"] > 1.03  # the copy shows the content bigger
+
+    without = splitaudit.audit(*splits, backbone="none", select=("near-duplicates",), verify=False)
+    missed = set(copies) - set(_pairs(without, "near-duplicates"))
+    assert len(missed) >= 3, "the hashes alone should miss most of these copies (else this test proves nothing)"
+
+
+def test_every_eval_image_has_its_best_copy_score_and_the_calibration_is_reported(recropped: tuple[list[Path], dict[str, str]]) -> None:
+    splits, copies = recropped
+    report = splitaudit.audit(*splits, backbone="none", select=("near-duplicates",))
+    doc = json.loads(report.to_json())
+    best = {row["path"]: row for row in doc["copies"]["best"]["val"]}
+    assert set(best) == {f"{p.parent.name}/{p.name}" for p in splits[1].rglob("*.jpg")}
+    cal = doc["copies"]["calibration"]
+    assert 0.6 <= cal["similar_cut"] <= cal["copy_cut"] <= 1.0
+    assert cal["null_samples"] == 32 and cal["positives"] > 0
+    for rel, src in copies.items():
+        assert best[rel]["partner"] == f"train/{src}" and best[rel]["score"] >= cal["similar_cut"]
+    # scores are sortable: the copies rank above the distinct regions
+    distinct = [row["score"] for p, row in best.items() if "_new" in p and row["score"] is not None]
+    assert max(distinct) < min(best[rel]["score"] for rel in copies)
+
+
+def test_a_warm_run_reads_the_stage_from_the_cache(recropped: tuple[list[Path], dict[str, str]], tmp_path: Path) -> None:
+    splits, _ = recropped
+    cache = tmp_path / "cache"
+    first = splitaudit.audit(*splits, backbone="none", select=("near-duplicates",), cache_dir=cache)
+    db = next(cache.glob("cache-v*.sqlite3"))
+
+    def entries() -> list[tuple[str, float]]:
+        with sqlite3.connect(db) as conn:
+            return sorted(conn.execute("SELECT key, used FROM blobs WHERE key LIKE 'copies:%'").fetchall())
+
+    stored = entries()
+    assert len(stored) == 1
+    with sqlite3.connect(db) as conn:  # the thumbnails are cached per content digest too
+        assert conn.execute("SELECT count(*) FROM thumbnails").fetchone()[0] == sum(s.images for s in first.splits)
+    second = splitaudit.audit(*splits, backbone="none", select=("near-duplicates",), cache_dir=cache)
+    assert first.to_json() == second.to_json()
+    assert [k for k, _ in entries()] == [k for k, _ in stored]  # read back, not recomputed under another key
+    # the hash-only answer is unchanged by the cache: --no-verify does not read the verifier's entry
+    assert splitaudit.audit(*splits, backbone="none", select=("near-duplicates",), cache_dir=cache, verify=False).copies == {}
+
+
+def test_tiny_images_copies_are_verified_at_their_own_size(photos: dict[str, np.ndarray]) -> None:
+    """32-px images (CIFAR-like arrays): a copy shifted by 2 px and re-graded is found; other crops are not."""
+    rng = np.random.default_rng(0)
+    tiles = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "china", "flower"):
+        p = photos[name]
+        h, w = p.shape[:2]
+        for _ in range(12):
+            x, y = int(rng.integers(0, w - 128)), int(rng.integers(0, h - 128))
+            tiles.append((p, x, y))
+    small = lambda p, x, y, s=0: np.asarray(Image.fromarray(p[y + s : y + s + 96, x + s : x + s + 96]).resize((32, 32), Image.Resampling.BOX))  # noqa: E731
+    train = np.stack([small(*t) for t in tiles[:60]])
+    sources = [3, 17, 29, 41, 55]
+    copies = [np.clip(small(*tiles[i], s=6).astype(np.float32) * 0.9 + 12, 0, 255).astype(np.uint8) for i in sources]
+    val = np.stack(copies + [small(*t) for t in tiles[60:]])
+    report = splitaudit.audit(train, val, backbone="none", select=("near-duplicates",))
+    found = {int(f.images[1].path[2:-1]): int(f.images[0].path[2:-1]) for f in report.by_check("near-duplicates")}
+    assert {b: found.get(b) for b in range(len(sources))} == dict(enumerate(sources))
+    assert set(found) == set(range(len(sources)))
