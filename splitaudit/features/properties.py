@@ -133,14 +133,15 @@ def compute_properties(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
+    engine: object | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Properties of ``rows`` (decoded records) as n-length float64 columns (NaN elsewhere), and how many were
     computed rather than read from the cache.
 
     The cache answers an unchanged dataset with one blob (keyed by every row's digest), and a changed one per
-    content digest, so only new or edited files are decoded.
+    content digest, so only new or edited files are decoded; those run on ``engine`` (default: the local pool).
     """
-    from .runner import map_batches
+    from .engine import resolve_engine
 
     n = len(records)
     version = property_version(max_pixels)
@@ -170,7 +171,7 @@ def compute_properties(
         for j, i in enumerate(todo):
             if records[i].array_index >= 0:
                 cols["pixels"][j] = arrays[records[i].split][records[i].array_index]
-        out = map_batches(_Properties(max_pixels), cols, workers=workers, progress=progress)
+        out = resolve_engine(engine, workers=workers).map(_Properties(max_pixels), cols, progress=progress)  # type: ignore[arg-type]
         got = np.stack([out[k] for k in MEASURED], axis=1)
         matrix[np.asarray(todo)] = got
         if cache is not None:

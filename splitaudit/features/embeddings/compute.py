@@ -124,6 +124,10 @@ class EmbedBatch:
         return self.embed_decoded(*self.decode(batch))
 
 
+#: Images per network call (the same batches locally and on Ray, so the same floats).
+EMBED_BATCH = 32
+
+
 def inference_batch(size: int) -> int:
     """Images per forward pass: about 64k input pixels (1 at 224 px, 16 at 64 px, 64 at 32 px).
 
@@ -138,7 +142,7 @@ def iter_embedded(
     work: EmbedBatch,
     columns: dict[str, np.ndarray],
     *,
-    batch_size: int = 32,
+    batch_size: int = EMBED_BATCH,
     threads: int = 2,
     read_ahead: int = 3,
 ) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
@@ -171,7 +175,7 @@ def embed_rows(
     work: EmbedBatch,
     columns: dict[str, np.ndarray],
     *,
-    batch_size: int = 32,
+    batch_size: int = EMBED_BATCH,
     threads: int = 2,
     read_ahead: int = 3,
     progress: Progress | None = None,
@@ -197,13 +201,17 @@ def embed_dataset(
     cache: object | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
+    engine: object | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Embeddings (float32, L2-normalised, n×D) for ``rows`` of ``records``; zero rows where decoding failed.
 
     Returns the matrix aligned with ``records``, a mask of rows that have an embedding, and the number computed
     (the rest came from the cache, keyed by content digest and ``spec.identity``). Vectors go straight into the
-    one n×D matrix (and to the cache batch by batch): no second copy of the dataset's vectors is ever held.
+    one n×D matrix (and to the cache batch by batch): no second copy of the dataset's vectors is ever held. The
+    misses are embedded on ``engine`` (:class:`~splitaudit.features.engine.Engine`; default: here, decoding ahead
+    on threads) by the same batch function: on Ray, in actors that load the backbone once each.
     """
+    from ..engine import resolve_engine
     from .litert import model_dir
 
     n = len(records)
@@ -234,7 +242,9 @@ def embed_dataset(
                 cache.store_embeddings([digests[i] for i in unstored], matrix[unstored].astype(np.float16), spec.identity)
             unstored.clear()
 
-        for s, out in iter_embedded(work, cols):
+        batches = resolve_engine(engine).iter_model(work, cols, batch_size=EMBED_BATCH,
+                                                    local=lambda c: iter_embedded(work, c, batch_size=EMBED_BATCH))
+        for s, out in batches:  # s: the batch's positions in todo (a slice here; any order on a cluster)
             ok = out["embedded"]
             matrix[idx[s]] = out["embedding"]  # float16 -> float32: the same numbers a warm run reads from the cache
             have[idx[s]] = ok
