@@ -141,7 +141,7 @@ def ray_iter_batches(fn: BatchFn, columns: Columns, *, address: str | None = Non
     """``fn`` over ``columns`` on Ray, as (row positions, output) per finished block, in no particular order.
 
     ``actors``: run ``fn`` in a pool of actors (a model loaded once per actor), one GPU each where the cluster has
-    GPUs, else one CPU each; otherwise as stateless tasks (one CPU each) that Ray retries when a worker dies. Rows
+    GPUs and ``fn.gpu`` is true, else one CPU each; otherwise as stateless tasks (one CPU each) that Ray retries when a worker dies. Rows
     go to the cluster in windows of :data:`WINDOW`, so the driver's input blocks stay bounded too.
     """
     n = len(next(iter(columns.values()))) if columns else 0
@@ -196,7 +196,8 @@ def _mapped(tables: list[Any], call: _OnWorker, batch_size: int, actors: bool) -
         warnings.simplefilter("ignore", DeprecationWarning)
         if actors:
             resources = ray.cluster_resources()
-            gpus = int(resources.get("GPU", 0))
+            # One GPU per actor only for a function that runs on GPUs (``fn.gpu``): the LiteRT backbone runs on CPUs.
+            gpus = int(resources.get("GPU", 0)) if getattr(call.fn, "gpu", False) else 0
             size = gpus or max(1, int(resources.get("CPU", 1)))
             mapped = ds.map_batches(_Actor, fn_constructor_args=(call,), batch_size=batch_size, batch_format="numpy",
                                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
