@@ -54,11 +54,12 @@ def connect(address: str | None = None) -> None:
 
     package = os.path.dirname(os.path.abspath(splitaudit.__file__))
     # No address: RAY_ADDRESS if set, else a new local runtime (never silently joining a cluster found on disk).
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-             runtime_env={"py_modules": [package], "excludes": ["__pycache__"]})
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING, runtime_env={"py_modules": [package], "excludes": ["__pycache__"]})
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+    context.enable_progress_bars = False  # splitaudit reports progress itself
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" on every run
 
 
 @dataclass(frozen=True)
