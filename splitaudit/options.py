@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import invalid_parameter
 from .features.embeddings.backbones import BACKBONES, DEFAULT_BACKBONE, NONE
+from .features.engine import ENGINES, RAY_ADDRESS
 from .features.extract import DEFAULT_MAX_PIXELS
 from .report.model import Severity
 
@@ -194,6 +195,13 @@ class Options:
     image_size: int | None = _setting(
         None, "network input side (default: 224 for photos, 2x the median side for small images)", commands=COMMANDS,
         types=(int,), desc="an integer number of pixels", parse=int, metavar="PX", keyed=True)
+    engine: str = _setting(
+        "local", "where images are decoded, hashed and embedded: this machine's process pool, or a Ray cluster "
+        "(pip install 'splitaudit[ray]'; same report)", commands=COMMANDS,
+        types=(str,), desc=f"one of {', '.join(ENGINES)}", parse=str, choices=ENGINES)
+    ray_address: str | None = _setting(
+        None, "Ray cluster to join with --engine ray (host:port, auto, ray://host:port; default: start a local Ray "
+        "runtime)", commands=COMMANDS, types=(str,), desc="a Ray cluster address", parse=str, metavar="ADDR")
     baseline: str | Baseline | None = _setting(
         None, "accept the findings listed in FILE (reported, but not failing)", commands=(CHECK,),
         types=(str,), desc="a path to a baseline file (splitaudit check --write-baseline)", parse=str, metavar="FILE",
@@ -259,6 +267,10 @@ class Options:
         if self.weights is not None and self.weights != "imagenet" and not os.path.isfile(self.weights):
             raise invalid_parameter("weights", "'imagenet' or the path of an existing weights file", self.weights)
         _int("image_size", self.image_size, 32, 1024, none=True)
+        if self.engine not in ENGINES:
+            raise invalid_parameter("engine", ENGINES, self.engine)
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
+            raise invalid_parameter("ray_address", RAY_ADDRESS, self.ray_address)  # unused by engine 'local'
         if self.baseline is not None and not isinstance(self.baseline, (str, os.PathLike, Baseline)):
             put("baseline", resolve_baseline(self.baseline))  # finding ids: checked now; files are read by the run
         elif isinstance(self.baseline, os.PathLike):

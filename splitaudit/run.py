@@ -10,6 +10,7 @@ from typing import Any
 
 from .checks import AuditContext
 from .features import FeatureCache
+from .features.engine import Engine
 from .options import Options
 from .scan import scan
 
@@ -28,6 +29,7 @@ def open_run(
     """Scan ``sources`` (as :func:`splitaudit.audit` takes its ``*splits``: folders, arrays, or one mapping
     ``{name: source}``) or ``manifest``, open the feature cache if ``options.cache``, and yield the run's
     :class:`AuditContext`; the cache is closed on exit. ``timings["scan"]`` gets the scan's seconds."""
+    Engine.of(options)  # fails fast, before the scan, when the engine is 'ray' and Ray is missing
     t0 = time.perf_counter()
     source: Any = sources[0] if len(sources) == 1 and isinstance(sources[0], Mapping) else list(sources)
     dataset = scan(source if (sources or manifest is None) else None, manifest=manifest, group_by=options.group_by)

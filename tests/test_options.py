@@ -58,6 +58,8 @@ _SAME = object()  # the error shows the value as given
     ("probe_noise", "x", "a float in [0, 100]", _SAME),
     ("tolerance", 2, "a float in [0, 1]", _SAME),
     ("prefer", "shuffle", "one of {'drop', 'move'}", _SAME),
+    ("engine", "spark", "one of {'local', 'ray'}", _SAME),
+    ("ray_address", "", "None or a Ray address", _SAME),
 ])
 def test_invalid_values_name_the_parameter_the_allowed_values_and_the_input(name: str, value: Any, allowed: str, got: Any) -> None:
     with pytest.raises(InvalidParameterError) as err:
@@ -105,7 +107,7 @@ ALTERNATES: dict[str, Any] = {
     "cache": False, "cache_dir": "/tmp/splitaudit-options-test", "workers": 3, "draft": False, "max_pixels": 1000,
     "backbone": "mobilenet_v3_small", "weights": None, "image_size": 96, "baseline": "/tmp/bl.json", "epochs": 3,
     "batch_size": 16, "input_scale": "0-1", "seed": 5, "metric": "loss", "probe_dropout": 0.25, "probe_l2": 0.5, "probe_noise": 0.125,
-    "tolerance": 0.5, "prefer": "drop", "verify": False,
+    "tolerance": 0.5, "prefer": "drop", "verify": False, "engine": "ray", "ray_address": "127.0.0.1:6379",
 }
 KEYED = {"draft", "max_pixels", "backbone", "weights", "image_size", "verify"}
 

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
+from ..features.engine import Engine
 from ..features.embeddings.backbones import NONE, BackboneSpec
 from ..features.table import full_pixel_digests
 from ..neighbors import HashPairs, hash_pairs
 from ..neighbors.blank import near_blank
-from ..neighbors.confirm import Confirmation, confirm_pairs, record_thumbnails
+from ..neighbors.confirm import Confirmation, confirm_pairs, thumbnails
 from ..neighbors.dense import dense_candidates
 from ..neighbors.matches import DensePairs, Matches, merge_matches
 from ..neighbors.verify import CopyMatches, find_copies
@@ -62,6 +63,7 @@ class AuditContext:
         self.options = options if options is not None else Options()
         self.cache = cache
         self.hash_options = HashOptions(draft=self.options.draft, max_pixels=self.options.max_pixels)
+        self.engine = Engine.of(self.options)
         self._progress = progress
         self._memo: dict[Hashable, Any] = {}
 
@@ -117,8 +119,8 @@ class AuditContext:
     def features(self) -> FeatureTable:
         """Digests and hashes of every record (from the cache where possible)."""
         tick = self._ticker("hashing images", len(self.dataset.records))
-        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, workers=self.options.workers,
-                                progress=tick)
+        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, progress=tick,
+                                engine=self.engine)
 
     def pixel_digests(self, rows: np.ndarray) -> np.ndarray:
         """The full-resolution pixel digest column with ``rows`` filled in (the confirm stage's output; the feature
@@ -127,7 +129,7 @@ class AuditContext:
         todo = [int(i) for i in rows if not column[i]]
         if todo:
             found = full_pixel_digests(self.dataset, self.features, todo, options=self.hash_options, cache=self.cache,
-                                       workers=self.options.workers)
+                                       engine=self.engine)
             for i, value in found.items():
                 column[i] = value
         return column
@@ -173,7 +175,7 @@ class AuditContext:
             rows = np.flatnonzero(f.ok).tolist()
             matrix, have, computed = embed_dataset(self.dataset.records, self.dataset.arrays, rows, f["digest"], self.backbone,
                                                    cache=self.cache, max_pixels=self.hash_options.max_pixels,
-                                                   progress=self._ticker("embedding images", len(rows)))
+                                                   progress=self._ticker("embedding images", len(rows)), engine=self.engine)
             return Embeddings(matrix, have, computed)
 
         return self.memo("embeddings", compute)
@@ -214,7 +216,7 @@ class AuditContext:
 
     # -- neighbours ----------------------------------------------------------------------------------------------
     def _confirm(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
-        return confirm_pairs(a, b, record_thumbnails(self.dataset, max_pixels=self.hash_options.max_pixels))
+        return confirm_pairs(a, b, thumbnails(self.dataset, a, b, max_pixels=self.hash_options.max_pixels, engine=self.engine))
 
     def confirmed(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
         """:func:`~splitaudit.neighbors.confirm.confirm_pairs` of these exact pairs, kept for this exact dataset."""
@@ -230,7 +232,8 @@ class AuditContext:
         def compute() -> DensePairs:
             emb, have = self.embeddings
             a, b, cos, ratio = dense_candidates(emb, have, self.split_index, len(self.dataset.splits), k=EMBED_K,
-                                                min_cosine=self.similarity_threshold(min_similarity), max_ratio=max_ratio)
+                                                min_cosine=self.similarity_threshold(min_similarity), max_ratio=max_ratio,
+                                                starmap=self._shards().get("starmap"))
             c = self._confirm(a, b)
             return DensePairs(a, b, cos, ratio, c.ncc, c.flipped)
 
@@ -249,8 +252,12 @@ class AuditContext:
         inputs = ("hash-pairs-v3", searched, f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"])
         return self.stored(("hash-pairs", max_phash, max_dhash), inputs,
                            lambda: hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], searched,
-                                              max_phash=max_phash, max_dhash=max_dhash),
+                                              max_phash=max_phash, max_dhash=max_dhash, **self._shards()),
                            HashPairs.from_arrays)
+
+    def _shards(self) -> dict[str, Any]:
+        """On a cluster the searches shard their base by split and run a task per shard (exact merges)."""
+        return {"shards": self.split_index, "starmap": self.engine.starmap} if self.engine.distributed else {}
 
     def matches(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH,
                 min_similarity: float = DEFAULT_MIN_SIMILARITY, max_ratio: float = DEFAULT_MAX_RATIO) -> Matches:
@@ -284,7 +291,7 @@ class AuditContext:
             thumbs, ok, _ = compute_thumbnails(self.dataset.records, self.dataset.arrays, rows, f["digest"], side=side,
                                                cache=self.cache, workers=self.options.workers,
                                                max_pixels=self.hash_options.max_pixels,
-                                               progress=self._ticker("thumbnails", len(rows)))
+                                               progress=self._ticker("thumbnails", len(rows)), engine=self.engine)
             return thumbs, ok
 
         return self.memo("thumbnails", compute)
@@ -337,7 +344,7 @@ class AuditContext:
             f = self.features
             rows = np.flatnonzero(f.ok).tolist()
             return compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
-                                      workers=self.options.workers, max_pixels=self.hash_options.max_pixels,
+                                      max_pixels=self.hash_options.max_pixels, engine=self.engine,
                                       progress=self._ticker("measuring images", len(rows)))
 
         return self.memo("properties", compute)

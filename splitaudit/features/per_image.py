@@ -28,13 +28,14 @@ def batch_columns(records: Sequence[Any], arrays: dict, rows: Sequence[int]) -> 
 
 def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtype: str, records: Sequence[Any],
                       arrays: dict, rows: Sequence[int], digests: Sequence[bytes], cache: Any | None = None,
-                      workers: int | None = None, progress: Progress | None = None
+                      workers: int | None = None, progress: Progress | None = None, engine: Any | None = None
                       ) -> tuple[np.ndarray, np.ndarray, int]:
     """(matrix (n, width) of ``dtype``, ok mask (n,), how many rows were computed rather than read from the cache).
 
     ``fn(batch)`` returns ``{"vector": (m, width), "ok": (m,) bool}``; rows outside ``rows`` are zero and not ok.
-    Vectors are cached in ``table`` under ``version`` (rows that failed are not cached: a fixed file is retried)."""
-    from .runner import map_batches
+    Vectors are cached in ``table`` under ``version`` (rows that failed are not cached: a fixed file is retried).
+    The rows to compute run on ``engine`` (default: the local pool of ``workers`` processes)."""
+    from .engine import resolve_engine
 
     n = len(records)
     rows = [int(i) for i in rows]
@@ -61,7 +62,7 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
     if progress and len(rows) > len(todo):
         progress(len(rows) - len(todo))
     if todo:
-        out = map_batches(fn, batch_columns(records, arrays, todo), workers=workers, progress=progress)
+        out = resolve_engine(engine, workers=workers).map(fn, batch_columns(records, arrays, todo), progress=progress)
         got, good = out["vector"].astype(dtype, copy=False), out["ok"].astype(bool)
         matrix[np.asarray(todo)], ok[np.asarray(todo)] = got, good
         if cache is not None:

@@ -122,6 +122,7 @@ def compute_properties(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
+    engine: object | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Properties of ``rows`` (decoded records) as n-length float64 columns (NaN elsewhere), and how many were
     computed rather than read from the cache (per content digest: only new or edited files are decoded)."""
@@ -130,7 +131,7 @@ def compute_properties(
     matrix, ok, computed = compute_per_image(
         _PropertyVectors(max_pixels), table="properties", version=property_version(max_pixels), width=len(MEASURED),
         dtype="<f8", records=records, arrays=arrays, rows=rows, digests=digests, cache=cache, workers=workers,
-        progress=progress)
+        progress=progress, engine=engine)
     matrix = np.where(ok[:, None], matrix, np.nan)
     return {k: matrix[:, j].copy() for j, k in enumerate(MEASURED)}, computed
 

@@ -13,8 +13,8 @@ from ..scan.records import Dataset, ImageRecord, SplitSpec
 from . import decode
 from .cache import FEATURE_FIELDS, FeatureCache, StatKey
 from .extract import NUMBER_COLUMNS, HashOptions, array_digest, extract_batch, file_digest, pixel_digest_batch, warm_up
+from .engine import Engine, resolve_engine
 from .hashing import WORKER_MODULES
-from .runner import map_batches
 
 Progress = Callable[[int], None]
 
@@ -45,7 +45,8 @@ class FeatureTable:
 
 
 def full_pixel_digests(dataset: Dataset, table: FeatureTable, rows: Sequence[int], *, options: HashOptions,
-                       cache: FeatureCache | None = None, workers: int | None = None) -> dict[int, bytes]:
+                       cache: FeatureCache | None = None, workers: int | None = None,
+                       engine: Engine | None = None) -> dict[int, bytes]:
     """Full-resolution pixel digests of these decoded rows: the table's own where it has one, else the cache's
     (by content digest), else decoded now (and stored in the cache)."""
     pd, digests = table["pixel_digest"], table["digest"]
@@ -60,8 +61,8 @@ def full_pixel_digests(dataset: Dataset, table: FeatureTable, rows: Sequence[int
                 out[i] = bytes(row[column])
         todo = [i for i in todo if not out[i]]
     if todo:
-        batch = _batch_columns([dataset.records[i] for i in todo], dataset.arrays)
-        computed = map_batches(_PixelDigests(options), batch, workers=workers)["pixel_digest"]
+        batch = batch_columns([dataset.records[i] for i in todo], dataset.arrays)
+        computed = resolve_engine(engine, workers=workers).map(_PixelDigests(options), batch)["pixel_digest"]
         out.update(zip(todo, computed))
         if cache is not None:
             cache.store_pixel_digests(((digests[i], out[i]) for i in todo), table.variant)
@@ -86,7 +87,7 @@ class _Extract:
         return extract_batch(batch, self.options)
 
 
-def _batch_columns(records: Sequence[ImageRecord], arrays: dict, digests: Sequence[bytes | None] | None = None) -> dict[str, np.ndarray]:
+def batch_columns(records: Sequence[ImageRecord], arrays: dict, digests: Sequence[bytes | None] | None = None) -> dict[str, np.ndarray]:
     n = len(records)
     cols = {
         "path": np.array([r.path for r in records], dtype=object),
@@ -133,12 +134,14 @@ def compute_features(
     cache: FeatureCache | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> FeatureTable:
     """Features of every record, from the cache where possible and computed in parallel otherwise.
 
     Cache look-ups go from cheapest to dearest: a per-folder snapshot of the last run (whole columns, matched by
     path list and stat, no per-row SQL), then the per-file stat fast path, then a digest of the bytes (moved or
-    copied files), and only then decoding.
+    copied files), and only then decoding, on ``engine`` (default: the local pool of ``workers`` processes). Only
+    the misses go to the engine: the cache on this machine stays the source of truth.
     """
     records = dataset.records
     n = len(records)
@@ -173,11 +176,12 @@ def compute_features(
         progress(n - len(todo))
     computed: dict[str, np.ndarray] = {}
     if todo:
-        batch = _batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
+        batch = batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
         writer = _BatchWriter(cache, variant, [records[i] for i in todo])
         try:
-            computed = map_batches(_Extract(options), batch, workers=workers, progress=progress, preload=WORKER_MODULES,
-                                   setup=warm_up, on_batch=writer.add if cache is not None else None)
+            computed = resolve_engine(engine, workers=workers).map(
+                _Extract(options), batch, progress=progress, preload=WORKER_MODULES, setup=warm_up,
+                on_batch=writer.add if cache is not None else None)
         finally:
             writer.flush()  # also when interrupted: the next run resumes from what was finished
     _assemble(columns, rows, todo, computed, known)

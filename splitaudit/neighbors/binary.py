@@ -1,6 +1,6 @@
 """Hamming-radius search over 64-bit perceptual hashes with a faiss binary index.
 
-One exhaustive ``IndexBinaryFlat`` over every decoded image, queried with each image's hash and with its mirrored
+One exhaustive ``IndexBinaryFlat`` over every decoded image (or one per shard of them, merged exactly), queried with each image's hash and with its mirrored
 hash (so a horizontally flipped copy is found), in chunks so memory stays bounded even when a uniform dataset
 produces many candidates. A candidate is kept when the pHash distance is within ``max_phash`` and the dHash
 distance *in the same orientation* is within ``max_dhash``: two independent hashes must agree, which is what keeps
@@ -9,6 +9,7 @@ distinct photos apart at radii where either hash alone starts to collide (see do
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,9 @@ class HashPairs(Columns):
         return cls(z, z, z, z, np.zeros(0, dtype=bool))
 
 
+Starmap = Callable[..., list]
+
+
 def hash_pairs(
     phash: np.ndarray,
     dhash: np.ndarray,
@@ -44,15 +48,34 @@ def hash_pairs(
     *,
     max_phash: int,
     max_dhash: int,
+    shards: np.ndarray | None = None,
+    starmap: Starmap | None = None,
 ) -> HashPairs:
-    """All pairs of valid rows whose hashes agree within the radii, in either orientation."""
-    import faiss  # imported here: faiss costs start-up time that runs without a search should not pay
+    """All pairs of valid rows whose hashes agree within the radii, in either orientation.
 
+    ``shards`` (e.g. each row's split) splits the *base* of the search: every shard's index is searched with every
+    valid row, and the shards' pairs are merged exactly (a pair is found in the shard of its target, and the merge
+    keeps the same closest match whatever the order the shards come back in). ``starmap(fn, shared, tasks)`` runs
+    the shard searches (one task each, e.g. on Ray; default: here, one after another).
+    """
     rows = np.flatnonzero(valid)
     if len(rows) < 2:
         return HashPairs.empty()
+    bases = [rows] if shards is None else [rows[shards[rows] == s] for s in np.unique(shards[rows])]
+    shared = (phash, dhash, phash_flip, dhash_flip, rows)
+    tasks = [(base, max_phash, max_dhash) for base in bases]
+    found = starmap(shard_pairs, shared, tasks) if starmap is not None else [shard_pairs(*shared, *t) for t in tasks]
+    return closest_pairs(found)
+
+
+def shard_pairs(phash: np.ndarray, dhash: np.ndarray, phash_flip: np.ndarray, dhash_flip: np.ndarray, rows: np.ndarray,
+                base: np.ndarray, max_phash: int, max_dhash: int) -> tuple[np.ndarray, ...]:
+    """Matches of every row of ``rows`` (queries, as is and mirrored) among the rows of ``base``: ``(query, target,
+    phash distance, dhash distance, flipped)`` columns, a match per direction and orientation."""
+    import faiss  # imported here: faiss costs start-up time that runs without a search should not pay
+
     index = faiss.IndexBinaryFlat(64)
-    index.add(codes(phash[rows]))
+    index.add(codes(phash[base]))
     found: list[tuple[np.ndarray, ...]] = []
     for flipped, (q_p, q_d) in enumerate(((phash, dhash), (phash_flip, dhash_flip))):
         for start in range(0, len(rows), _QUERY_CHUNK):
@@ -60,16 +83,25 @@ def hash_pairs(
             # faiss keeps distances strictly below the radius, hence the +1.
             lims, dist, labels = index.range_search(codes(q_p[q_rows]), max_phash + 1)
             q = np.repeat(q_rows, np.diff(lims).astype(np.int64))
-            t = rows[labels]
+            t = base[labels]
             keep = q != t
             q, t, dist = q[keep], t[keep], dist[keep]
             dd = hamming(q_d[q], dhash[t])
             keep = dd <= max_dhash
             found.append((q[keep], t[keep], dist[keep].astype(np.int64), dd[keep], np.full(int(keep.sum()), bool(flipped))))
-    a, b, dp, dd, fl = (np.concatenate(c) for c in zip(*found))
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    # Each pair appears up to four times (both directions, both orientations): keep its closest match.
-    order = np.lexsort((fl, dp + dd, hi, lo))
+    return tuple(np.concatenate(c) for c in zip(*found))
+
+
+def closest_pairs(found: Sequence[tuple[np.ndarray, ...]]) -> HashPairs:
+    """Merge :func:`shard_pairs` outputs: one row per pair ``a < b``, its closest match.
+
+    Each pair appears up to four times (both directions, both orientations); ties in the summed distance go to the
+    orientation first and then to the match whose query is the smaller row, so the result does not depend on how
+    the search was sharded or in which order the shards finished.
+    """
+    q, t, dp, dd, fl = (np.concatenate(c) for c in zip(*found))
+    lo, hi = np.minimum(q, t), np.maximum(q, t)
+    order = np.lexsort((q, fl, dp + dd, hi, lo))
     lo, hi, dp, dd, fl = lo[order], hi[order], dp[order], dd[order], fl[order]
     first = np.ones(len(lo), dtype=bool)
     first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])

@@ -137,3 +137,49 @@ def record_thumbnails(dataset: Dataset, *, max_pixels: int) -> Callable[[int], n
         return None if rgb is None else thumbnail(rgb)
 
     return thumb
+
+
+@dataclass(frozen=True)
+class ThumbnailBatch:
+    """Thumbnails of a batch of records (columns ``path``, ``pixels``) as a batch function, for an engine that
+    decodes where the files are (a cluster): ``thumb`` (n x THUMB x THUMB uint8; :func:`thumbnail` values are whole
+    grey levels, so nothing is lost) and ``ok``."""
+
+    max_pixels: int
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ..features.embeddings.compute import load_rgb
+
+        n = len(batch["path"])
+        pixels = batch.get("pixels", np.full(n, None, dtype=object))
+        out = np.zeros((n, THUMB, THUMB), np.uint8)
+        ok = np.zeros(n, bool)
+        for i in range(n):
+            rgb = load_rgb(batch["path"][i], pixels[i], THUMB, max_pixels=self.max_pixels)
+            if rgb is not None:
+                out[i], ok[i] = thumbnail(rgb), True
+        return {"thumb": out, "ok": ok}
+
+
+def engine_thumbnails(dataset: Dataset, rows: np.ndarray, engine, *, max_pixels: int) -> Callable[[int], np.ndarray | None]:  # type: ignore[no-untyped-def]
+    """``thumb(i)`` like :func:`record_thumbnails`, with the images of ``rows`` decoded up front on ``engine``: on a
+    cluster, the workers read the files (the driver may not see them)."""
+    from ..features.table import batch_columns
+
+    rows = np.unique(rows)
+    got = engine.map(ThumbnailBatch(max_pixels), batch_columns([dataset.records[i] for i in rows], dataset.arrays))
+    at = {int(i): j for j, i in enumerate(rows)}
+
+    def thumb(i: int) -> np.ndarray | None:
+        j = at[int(i)]
+        return got["thumb"][j].astype(np.float32) if got["ok"][j] else None
+
+    return thumb
+
+
+def thumbnails(dataset: Dataset, a: np.ndarray, b: np.ndarray, *, max_pixels: int, engine=None) -> Callable[[int], np.ndarray | None]:  # type: ignore[no-untyped-def]
+    """The ``thumb`` for confirming pairs ``(a, b)``: decoded here as needed (:func:`record_thumbnails`), or, on a
+    distributed ``engine``, decoded up front where the files are (:func:`engine_thumbnails`)."""
+    if engine is not None and engine.distributed and len(a):
+        return engine_thumbnails(dataset, np.concatenate([a, b]), engine, max_pixels=max_pixels)
+    return record_thumbnails(dataset, max_pixels=max_pixels)

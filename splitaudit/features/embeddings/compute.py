@@ -1,9 +1,10 @@
 """Embeddings of a dataset: decode and resize in threads while the network runs, cache by content digest.
 
 ``EmbedBatch`` is the unit of work in Ray Data's callable-class form (the model is loaded once per worker, then
-called on batches of records). Locally, :func:`embed_rows` runs it in this process with a bounded read-ahead of
+called on batches of records). Locally, :func:`iter_embedded` runs it in this process with a bounded read-ahead of
 decoded batches on a thread pool: Pillow releases the GIL while decoding and resizing, so the CPU work overlaps
-inference and memory stays at a few batches whatever the dataset size.
+inference and memory stays at a few batches whatever the dataset size. On the Ray engine the same object runs in
+an actor pool (:mod:`splitaudit.features.engine`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -22,6 +23,9 @@ from ...errors import invalid_parameter
 from .. import decode
 from ..extract import DEFAULT_MAX_PIXELS, _read
 from .backbones import BackboneSpec, load_backbone
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 Progress = Callable[[int], None]
 
@@ -123,6 +127,15 @@ class EmbedBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.embed_decoded(*self.decode(batch))
 
+    @property
+    def gpu(self) -> bool:
+        """Whether a GPU helps (an engine gives each worker one): Keras runs on one; LiteRT (XNNPACK) on CPUs."""
+        return self.runtime == "keras"
+
+
+#: Images per network call (the same batches locally and on Ray, so the same floats).
+EMBED_BATCH = 32
+
 
 def inference_batch(size: int) -> int:
     """Images per forward pass: about 64k input pixels (1 at 224 px, 16 at 64 px, 64 at 32 px).
@@ -138,7 +151,7 @@ def iter_embedded(
     work: EmbedBatch,
     columns: dict[str, np.ndarray],
     *,
-    batch_size: int = 32,
+    batch_size: int = EMBED_BATCH,
     threads: int = 2,
     read_ahead: int = 3,
 ) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
@@ -171,7 +184,7 @@ def embed_rows(
     work: EmbedBatch,
     columns: dict[str, np.ndarray],
     *,
-    batch_size: int = 32,
+    batch_size: int = EMBED_BATCH,
     threads: int = 2,
     read_ahead: int = 3,
     progress: Progress | None = None,
@@ -197,19 +210,26 @@ def embed_dataset(
     cache: object | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Embeddings (float32, L2-normalised, n×D) for ``rows`` of ``records``; zero rows where decoding failed.
 
     Returns the matrix aligned with ``records``, a mask of rows that have an embedding, and the number computed
     (the rest came from the cache, keyed by content digest and ``spec.identity``). Vectors go straight into the
-    one n×D matrix (and to the cache batch by batch): no second copy of the dataset's vectors is ever held.
+    one n×D matrix (and to the cache batch by batch): no second copy of the dataset's vectors is ever held. The
+    misses are embedded on ``engine`` (:class:`~splitaudit.features.engine.Engine`; default: here, decoding ahead
+    on threads) by the same batch function: on Ray, in actors that load the backbone once each.
     """
+    from ..engine import resolve_engine
     from .litert import model_dir
 
     n = len(records)
     cached = cache.embeddings_for([digests[i] for i in rows], spec.identity) if cache is not None else {}
     todo = [i for i in rows if digests[i] not in cached]
-    work = EmbedBatch(spec, max_pixels, model_dir=str(model_dir(getattr(cache, "directory", None))))
+    engine = resolve_engine(engine)
+    # On a cluster each actor holds one CPU, so its interpreter gets one thread (not one per core of its machine).
+    work = EmbedBatch(spec, max_pixels, model_dir=str(model_dir(getattr(cache, "directory", None))),
+                      threads=1 if engine.distributed else None)
     dim = work.backbone.dim if todo else next(iter(cached.values())).shape[0] if cached else 1
     matrix = np.zeros((n, dim), dtype=np.float32)
     have = np.zeros(n, dtype=bool)
@@ -234,7 +254,9 @@ def embed_dataset(
                 cache.store_embeddings([digests[i] for i in unstored], matrix[unstored].astype(np.float16), spec.identity)
             unstored.clear()
 
-        for s, out in iter_embedded(work, cols):
+        batches = engine.iter_model(work, cols, batch_size=EMBED_BATCH,
+                                                    local=lambda c: iter_embedded(work, c, batch_size=EMBED_BATCH))
+        for s, out in batches:  # s: the batch's positions in todo (a slice here; any order on a cluster)
             ok = out["embedded"]
             matrix[idx[s]] = out["embedding"]  # float16 -> float32: the same numbers a warm run reads from the cache
             have[idx[s]] = ok

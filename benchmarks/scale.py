@@ -1,0 +1,222 @@
+"""Scale figures for docs/scale.md: the Ray engine's overhead, the driver's memory, and search at 1M x 100k.
+
+    python benchmarks/scale.py data --n 1000000            # small JPEGs under /tmp/sa-scale (crops of real photos)
+    python benchmarks/scale.py engines --n 20000 [--embed]  # cold run, local pool vs Ray, one ratio per stage
+    python benchmarks/scale.py rss --n 100000 --engine local  # peak driver RSS of a hash-only check
+    python benchmarks/scale.py search --base 1000000 --queries 100000 --dim 256
+
+Every figure comes from one run on the machine it ran on; ratios, not absolute times, are what carry over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = Path(os.environ.get("SPLITAUDIT_SCALE_DATA", "/tmp/sa-scale"))
+PER_FOLDER = 1000
+
+
+def _photos() -> list[np.ndarray]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import PHOTO_NAMES, _load_photo
+
+    return [_load_photo(n) for n in PHOTO_NAMES]
+
+
+def _write_range(args: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    start, stop, seed = args
+    photos = _photos()
+    rng = np.random.default_rng(seed)
+    for i in range(start, stop):
+        p = photos[i % len(photos)]
+        side = int(rng.integers(24, 49))
+        y, x = int(rng.integers(0, p.shape[0] - side)), int(rng.integers(0, p.shape[1] - side))
+        tile = p[y : y + side, x : x + side]
+        if tile.ndim == 2:
+            tile = np.stack([tile] * 3, axis=-1)
+        folder = DATA / "images" / f"{i // PER_FOLDER:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(tile[..., :3])).save(buf, "JPEG", quality=int(rng.integers(70, 96)))
+        (folder / f"{i:07d}.jpg").write_bytes(buf.getvalue())
+
+
+def make_data(n: int) -> None:
+    """``n`` small JPEG crops (24-48 px) of the test photos; one manifest per size: 90% train, 10% val."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    have = sum(1 for _ in (DATA / "images").glob("*/*.jpg")) if (DATA / "images").exists() else 0
+    t0 = time.perf_counter()
+    if have < n:
+        chunks = [(s, min(n, s + 10_000), s) for s in range(have - have % 10_000, n, 10_000)]
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(_write_range, chunks))
+    print(f"{n} images ready in {DATA} ({time.perf_counter() - t0:.0f} s)")
+
+
+def manifest(n: int) -> Path:
+    path = DATA / f"manifest-{n}.csv"
+    if not path.exists():
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "label", "split"])
+            for i in range(n):
+                w.writerow([f"images/{i // PER_FOLDER:05d}/{i:07d}.jpg", str(i % 8), "val" if i % 10 == 9 else "train"])
+    return path
+
+
+HASH_CHECKS = ["exact-duplicates", "pixel-duplicates", "near-duplicates"]
+
+
+def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = None) -> tuple[float, str]:
+    import splitaudit
+
+    with tempfile.TemporaryDirectory(prefix="sa-cache-") as fresh:  # a cold run: an empty cache, removed after
+        t0 = time.perf_counter()
+        report = splitaudit.audit(manifest=manifest(n), backbone=backbone, engine=engine, select=HASH_CHECKS,
+                                  cache_dir=cache_dir or fresh)
+        return time.perf_counter() - t0, report.to_json()
+
+
+def engines(n: int, embed: bool) -> None:
+    """Cold runs (fresh cache) of the same check, local pool then Ray; the Ray runtime is started first and its
+    start-up reported apart (a cluster is started once and serves many runs)."""
+    from splitaudit.features.ray_engine import connect
+
+    t0 = time.perf_counter()
+    connect(None)
+    startup = time.perf_counter() - t0
+    backbones = ["none"] + (["efficientnet_lite0"] if embed else [])
+    for backbone in backbones:
+        t_local, j_local = _audit(n, "local", backbone)
+        t_ray, j_ray = _audit(n, "ray", backbone)
+        print(json.dumps({"n": n, "backbone": backbone, "local_s": round(t_local, 1), "ray_s": round(t_ray, 1),
+                          "ray_over_local": round(t_ray / t_local, 3), "ray_startup_s": round(startup, 1),
+                          "identical_json": j_local == j_ray}))
+
+
+def rss(n: int, engine: str) -> None:
+    """Peak RSS of this (driver) process over a cold hash-only check of ``n`` images (pool workers excluded)."""
+    t, _ = _audit(n, engine)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": n, "engine": engine, "seconds": round(t, 1), "peak_driver_rss_mb": round(peak_mb)}))
+
+
+def _clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
+    """Unit vectors around random cluster centres (a stand-in for CNN embeddings: dense clusters, a long tail)."""
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, 100_000):
+        m = min(n, s + 100_000) - s
+        c = centers[rng.integers(0, len(centers), m)]
+        v = c + rng.standard_normal((m, dim), dtype=np.float32) * 0.6 / np.sqrt(dim)
+        out[s : s + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
+
+
+def search(n_base: int, n_query: int, dim: int, sample: int, k: int, methods: list[str], binary: bool) -> None:
+    """Dense and binary search at ``n_base`` x ``n_query``: time of each method, recall@k against exact search on a
+    sample of queries, and the sharded exact search (shards of the base merged) equal to the unsharded one."""
+    from splitaudit.neighbors import dense
+    from splitaudit.neighbors.binary import hash_pairs
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20_000, dim)).astype(np.float32)
+    base = _clustered(n_base, dim, rng, centers)
+    queries = _clustered(n_query, dim, rng, centers)
+    # Planted near-copies: the first 1% of queries are noisy copies of base rows.
+    copies = rng.choice(n_base, n_query // 100, replace=False)
+    noisy = base[copies] + rng.standard_normal((len(copies), dim), dtype=np.float32) * 0.05 / np.sqrt(dim)
+    queries[: len(copies)] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    probe = np.sort(rng.choice(n_query, sample, replace=False))
+    t0 = time.perf_counter()
+    _, exact_ids = _exact(base, queries[probe], k)
+    t_sample = time.perf_counter() - t0
+    print(json.dumps({"search": "exact sample", "queries": sample, "seconds": round(t_sample, 1),
+                      "projected_full_exact_s": round(t_sample * n_query / sample)}))
+    for method in methods:
+        if method == "pca" and dim <= dense.PCA_DIM:
+            continue
+        t0 = time.perf_counter()
+        index = dense.build_index(base, method=method, queries=n_query)
+        t_build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if dense._is_ivfpq(index):  # what knn() does: candidates from the codes, re-ranked with the full vectors
+            _, cand = index.search(queries, dense.RERANK * k)
+            _, ids = dense.rerank(base, queries, cand, k)
+        else:
+            _, ids = index.search(queries, k)
+        t_search = time.perf_counter() - t0
+        recall = np.mean([len(set(ids[j]) & set(exact_ids[i])) / k for i, j in enumerate(probe)])
+        found = np.mean(ids[: len(copies), 0] == copies)
+        print(json.dumps({"search": method, "base": n_base, "queries": n_query, "dim": dim, "build_s": round(t_build, 1),
+                          "search_s": round(t_search, 1), f"recall@{k}": round(float(recall), 4),
+                          "planted_copies_top1": round(float(found), 4)}))
+        del index
+    if not binary:
+        return
+    # Binary: 64-bit pHash/dHash codes of the same sizes (random codes, 1% planted copies within 4 bits).
+    n = n_base + n_query
+    ph = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
+    dh = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
+    src = rng.choice(n_base, n_query // 100, replace=False)
+    tgt = n_base + np.arange(len(src))
+    flip = np.uint64(1) << rng.integers(0, 64, len(src)).astype(np.uint64)
+    ph[tgt], dh[tgt] = ph[src] ^ flip, dh[src] ^ flip
+    t0 = time.perf_counter()
+    pairs = hash_pairs(ph, dh, ph, dh, np.ones(n, bool), max_phash=8, max_dhash=10)
+    t_bin = time.perf_counter() - t0
+    got = set(zip(pairs.a.tolist(), pairs.b.tolist()))
+    recall = np.mean([(int(a), int(b)) in got for a, b in zip(src, tgt)])
+    print(json.dumps({"search": "binary exact (all pairs, both orientations)", "codes": n, "seconds": round(t_bin, 1),
+                      "planted_recall": float(recall), "pairs": len(pairs)}))
+
+
+def _exact(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(base)
+    return index.search(queries, k)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["data", "engines", "rss", "search"])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--engine", default="local", choices=["local", "ray"])
+    ap.add_argument("--embed", action="store_true", help="also time the embedding stage (efficientnet_lite0)")
+    ap.add_argument("--base", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--sample", type=int, default=1000)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--methods", default="ivfpq,pca", help="dense index methods to time (comma-separated)")
+    ap.add_argument("--no-binary", action="store_true", help="skip the binary search")
+    a = ap.parse_args()
+    if a.what == "data":
+        make_data(a.n)
+    elif a.what == "engines":
+        engines(a.n, a.embed)
+    elif a.what == "rss":
+        rss(a.n, a.engine)
+    else:
+        search(a.base, a.queries, a.dim, a.sample, a.k, a.methods.split(","), not a.no_binary)
+
+
+if __name__ == "__main__":
+    main()

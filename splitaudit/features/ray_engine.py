@@ -1,0 +1,221 @@
+"""The Ray engine: a stage's batch function as Ray Data ``map_batches`` over the rows the driver still needs.
+
+What travels: the driver builds Arrow blocks of a whole number of batches (a row number, the file path, the known
+content digest; in-memory arrays are put in the object store once and rows carry an index into them), so each
+worker batch holds the same rows as the local pool's batch and the function sees the same columns. Results come
+back as Arrow/NumPy columns through the object store (never pickled to disk) and are written into preallocated
+columns by row number while the run streams, so the driver holds only its output plus a few blocks in flight.
+
+What is required where: the driver needs the dataset's listing (a folder it can walk, or a CSV manifest) and its
+cache; the workers need the image files at the same paths (a shared or replicated file system: a manifest path the
+driver cannot stat is still read by the workers) and a Python with splitaudit's dependencies. splitaudit's own code
+is shipped to the cluster with the job (``runtime_env`` ``py_modules``), so driver and workers always run the same
+version of the batch functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .engine import objects, require_ray
+from .runner import BatchFn, Columns
+
+ROW = "_row"
+PIXEL_INDEX = "_pix"
+#: Retries of a batch whose worker died (node lost, OOM-killed): the batch functions are pure, so a retry is exact;
+#: bounded, so an image that crashes its decoder fails the run instead of looping.
+MAX_RETRIES = 3
+
+#: Rows per Ray Data pipeline: the driver builds (and the object store holds) only this many rows' input blocks at a
+#: time, ~100 bytes a row, whatever the dataset's size.
+WINDOW = 1_000_000
+#: Batches per Arrow block (one Ray task or actor call each): a task costs Ray ~10-100 ms of scheduling, so a block
+#: holds several batches; blocks start at multiples of the batch size, so the batches are still the local ones.
+BATCHES_PER_BLOCK = 16
+
+_pixel_stores: dict[str, list[np.ndarray]] = {}  # per worker process: the in-memory images of the current job
+
+
+def connect(address: str | None = None) -> None:
+    """Join the cluster at ``address`` or start a local Ray runtime (once per process; later calls reuse it)."""
+    require_ray()
+    import ray
+
+    if ray.is_initialized():
+        return
+    import splitaudit
+
+    package = os.path.dirname(os.path.abspath(splitaudit.__file__))
+    # No address: RAY_ADDRESS if set, else a new local runtime (never silently joining a cluster found on disk).
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING, runtime_env={"py_modules": [package], "excludes": ["__pycache__"]})
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # splitaudit reports progress itself
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" on every run
+
+
+@dataclass(frozen=True)
+class _OnWorker:
+    """``fn`` on a Ray Data batch: rebuilds the columns ``fn`` expects, returns its output with the row numbers."""
+
+    fn: BatchFn
+    names: tuple[str, ...]
+    pixels: Any = None  # an ObjectRef to the list of in-memory images, or None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cols: dict[str, np.ndarray] = {}
+        for name in self.names:
+            if name == "pixels" and self.pixels is None:
+                cols[name] = np.full(len(batch[ROW]), None, dtype=object)
+            elif name == "pixels":
+                store = self._store()
+                cols[name] = objects([store[int(i)] if i >= 0 else None for i in batch[PIXEL_INDEX]])
+            elif batch[name].dtype == object or batch[name].dtype.kind in "USV":
+                cols[name] = objects(batch[name].tolist())
+            else:
+                cols[name] = batch[name]
+        out = dict(self.fn(cols))
+        out[ROW] = batch[ROW]
+        return out
+
+    def _store(self) -> list[np.ndarray]:
+        import ray
+
+        key = self.pixels.hex()
+        if key not in _pixel_stores:
+            _pixel_stores.clear()  # one job's images at a time
+            _pixel_stores[key] = ray.get(self.pixels)
+        return _pixel_stores[key]
+
+
+class _Actor:
+    """The actor form (Ray Data calls the class once per actor): ``fn`` keeps its loaded model between batches."""
+
+    def __init__(self, call: _OnWorker) -> None:
+        self.call = call
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.call(batch)
+
+
+def _blocks(columns: Columns, batch_size: int) -> tuple[list[Any], Any]:
+    """Arrow tables of BATCHES_PER_BLOCK batches with the row numbers, and the object-store ref of in-memory images."""
+    import pyarrow as pa
+    import ray
+
+    n = len(next(iter(columns.values())))
+    plain = {k: v for k, v in columns.items() if k != "pixels"}
+    pixels_ref = None
+    pixel_index = None
+    if "pixels" in columns and any(p is not None for p in columns["pixels"]):
+        have = [j for j, p in enumerate(columns["pixels"]) if p is not None]
+        pixels_ref = ray.put([columns["pixels"][j] for j in have])
+        pixel_index = np.full(n, -1, dtype=np.int64)
+        pixel_index[have] = np.arange(len(have))
+    # One Arrow type per object column for every block (a block of only None would be typed null, and read back as
+    # NaN): text or bytes by its first value.
+    types = {k: pa.string() if isinstance(next((x for x in v if x is not None), b""), str) else pa.binary()
+             for k, v in plain.items() if v.dtype == object}
+    tables = []
+    rows_per_block = batch_size * BATCHES_PER_BLOCK
+    for start in range(0, n, rows_per_block):
+        s = slice(start, min(n, start + rows_per_block))
+        data: dict[str, Any] = {ROW: pa.array(np.arange(s.start, s.stop, dtype=np.int64))}
+        for k, v in plain.items():
+            data[k] = pa.array(v[s].tolist(), type=types[k]) if k in types else pa.array(v[s])
+        if "pixels" in columns:
+            data[PIXEL_INDEX] = pa.array(pixel_index[s] if pixel_index is not None else np.full(s.stop - s.start, -1, np.int64))
+        tables.append(pa.table(data))
+    return tables, pixels_ref
+
+
+def ray_iter_batches(fn: BatchFn, columns: Columns, *, address: str | None = None, batch_size: int = 64,
+                     actors: bool = False) -> Iterator[tuple[np.ndarray, Columns]]:
+    """``fn`` over ``columns`` on Ray, as (row positions, output) per finished block, in no particular order.
+
+    ``actors``: run ``fn`` in a pool of actors (a model loaded once per actor), one GPU each where the cluster has
+    GPUs and ``fn.gpu`` is true, else one CPU each; otherwise as stateless tasks (one CPU each) that Ray retries when a worker dies. Rows
+    go to the cluster in windows of :data:`WINDOW`, so the driver's input blocks stay bounded too.
+    """
+    n = len(next(iter(columns.values()))) if columns else 0
+    if n == 0:
+        return
+    connect(address)
+    for offset in range(0, n, WINDOW):
+        part = {k: v[offset : offset + WINDOW] for k, v in columns.items()}
+        tables, pixels_ref = _blocks(part, batch_size)
+        for batch in _mapped(tables, _OnWorker(fn, tuple(columns), pixels_ref), batch_size, actors):
+            rows = np.asarray(batch.pop(ROW), dtype=np.int64) + offset
+            yield rows, {k: objects(v.tolist()) if v.dtype.kind in "OUSV" else v for k, v in batch.items()}
+        del tables, pixels_ref
+
+
+def ray_map_batches(fn: BatchFn, columns: Columns, *, address: str | None = None, batch_size: int = 64,
+                    progress: Callable[[int], None] | None = None,
+                    on_batch: Callable[[int, Columns], None] | None = None) -> Columns:
+    """:func:`splitaudit.features.runner.map_batches` on Ray: same function, same batches, same output columns,
+    written into preallocated columns by row number while the run streams. ``on_batch(start, output)`` gets each
+    run of consecutive rows as it arrives."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    if n == 0:
+        return {}
+    out: Columns = {}
+    filled = np.zeros(n, dtype=bool)
+    for rows, batch in ray_iter_batches(fn, columns, address=address, batch_size=batch_size):
+        for k, v in batch.items():
+            if k not in out:
+                out[k] = np.empty((n, *v.shape[1:]), dtype=v.dtype)
+            out[k][rows] = v
+        filled[rows] = True
+        if on_batch is not None:
+            cuts = np.flatnonzero(np.diff(rows) != 1) + 1  # a block's rows are consecutive; split if ever not
+            for part in np.split(np.arange(len(rows)), cuts):
+                on_batch(int(rows[part[0]]), {k: v[part] for k, v in batch.items()})
+        if progress:
+            progress(len(rows))
+    if not filled.all():  # pragma: no cover - Ray raises first when a batch fails for good
+        raise RuntimeError(f"the Ray run returned {int(filled.sum())} of {n} rows")
+    return out
+
+
+def _mapped(tables: list[Any], call: _OnWorker, batch_size: int, actors: bool) -> Iterator[dict[str, np.ndarray]]:
+    """The output batches of ``call`` over ``tables``, as they finish (streaming, in no particular order)."""
+    import ray
+    import ray.data
+
+    ds = ray.data.from_arrow(tables)
+    with warnings.catch_warnings():
+        # Ray Data's own default is to retry forever; a bounded count needs the (deprecated) remote-args route.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if actors:
+            resources = ray.cluster_resources()
+            # One GPU per actor only for a function that runs on GPUs (``fn.gpu``): the LiteRT backbone runs on CPUs.
+            gpus = int(resources.get("GPU", 0)) if getattr(call.fn, "gpu", False) else 0
+            size = gpus or max(1, int(resources.get("CPU", 1)))
+            mapped = ds.map_batches(_Actor, fn_constructor_args=(call,), batch_size=batch_size, batch_format="numpy",
+                                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+                                    max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES,
+                                    **({"num_gpus": 1} if gpus else {"num_cpus": 1}))
+        else:
+            mapped = ds.map_batches(call, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+                                    max_retries=MAX_RETRIES)
+    return mapped.iter_batches(batch_format="numpy", batch_size=None)
+
+
+def ray_starmap(fn: Callable[..., Any], shared: tuple, tasks: Sequence[tuple], *, address: str | None = None) -> list[Any]:
+    """``fn(*shared, *task)`` for each task as Ray tasks (one CPU each, retried like batches); ``shared`` is put in the
+    object store once and read zero-copy by every task on a node."""
+    connect(address)
+    import ray
+
+    refs = [ray.put(x) for x in shared]
+    remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(fn)
+    return ray.get([remote.remote(*refs, *task) for task in tasks])

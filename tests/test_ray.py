@@ -1,0 +1,254 @@
+"""The Ray engine on a real local cluster: a head and a second worker node started with ``ray start``, the real
+pipeline on a planted dataset, the report compared byte for byte with the local engine's; a worker process killed
+mid-run; and the message when Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from conftest import build_planted
+
+import splitaudit
+from splitaudit.cli import main
+from splitaudit.features import extract, table
+
+ROOT = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"the Ray head did not open port {port}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A two-node Ray cluster on this machine (one CPU each, a small object store), torn down afterwards.
+
+    ``ray start --block`` keeps each node's processes under our own child, so teardown stops exactly the processes
+    this fixture started (``ray stop`` would stop every Ray process on the machine). Its own temp dir keeps other
+    Ray sessions on the machine from finding (and joining) it.
+    """
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="sa-ray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    # A throw-away cluster on the loopback interface: no auth token to share between its processes and the driver.
+    settings = dict(RAY_AUTH_MODE="disabled", RAY_memory_monitor_refresh_ms="0", RAY_USAGE_STATS_ENABLED="0")
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    common = ["--num-cpus=1", "--object-store-memory=200000000", "--block", "--disable-usage-stats"]
+    procs = []
+    try:
+        head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                                 "--include-dashboard=false", f"--temp-dir={temp}", *common], env=env,
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(head)
+        _wait_port(port, head)
+        address = f"127.0.0.1:{port}"
+        procs.append(subprocess.Popen([RAY, "start", f"--address={address}", "--node-ip-address=127.0.0.1", *common],
+                                      env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        ray.shutdown()
+        ray.init(address=address, log_to_driver=False,
+                 runtime_env={"py_modules": [str(ROOT / "splitaudit")], "excludes": ["__pycache__"]})
+        deadline = time.monotonic() + 120
+        while sum(n["Alive"] for n in ray.nodes()) < 2:
+            assert time.monotonic() < deadline, "the second node did not join"
+            time.sleep(0.5)
+        yield address
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)  # our own session: the node's raylet, GCS and workers
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def planted_data(tmp_path_factory, photos):
+    return build_planted(tmp_path_factory.mktemp("ray-data"), photos)
+
+
+def _report(ds, **kw) -> str:
+    return splitaudit.audit(*ds.splits, backbone="none", cache=False, **kw).to_json()
+
+
+def test_ray_report_equals_local(cluster, planted_data):
+    local = _report(planted_data)
+    assert '"exact-duplicates"' in local and '"near-duplicates"' in local  # the planted leaks are found
+    assert _report(planted_data, engine="ray", ray_address=cluster) == local
+
+
+def test_ray_cli_and_cache(cluster, planted_data, tmp_path):
+    """The CLI flags reach the engine; a warm re-check on Ray reads the driver's cache and sends nothing."""
+    out_local, out_ray = tmp_path / "local.json", tmp_path / "ray.json"
+    splits = [str(p) for p in planted_data.splits]
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--backbone", "none", "--format", "json"]
+    assert main(["check", *splits, "--no-cache", "--backbone", "none", "--format", "json", "-o", str(out_local)]) == 1
+    assert main(["check", *splits, *cache, "--engine", "ray", "--ray-address", cluster, "-o", str(out_ray)]) == 1
+    assert out_ray.read_bytes() == out_local.read_bytes()
+    ticks: dict[str, list[tuple[int, int]]] = {}
+    report = splitaudit.audit(*planted_data.splits, backbone="none", cache_dir=tmp_path / "cache", engine="ray",
+                              ray_address=cluster, progress=lambda stage, done, total: ticks.setdefault(stage, []).append((done, total)))
+    assert report.to_json() == out_local.read_text()
+    # Every stage answered from the cache in one tick: nothing was sent to the cluster.
+    assert ticks["hashing images"] == [(ticks["hashing images"][0][1],) * 2]
+    assert all(len(t) == 1 and t[0][0] == t[0][1] for t in ticks.values())
+
+
+def test_ray_from_pyproject(cluster, planted_data, tmp_path):
+    """``engine`` and ``ray-address`` in [tool.splitaudit] select the cluster like the flags do."""
+    config = tmp_path / "pyproject.toml"
+    splits = ", ".join(f'"{p}"' for p in planted_data.splits)
+    config.write_text(f'[tool.splitaudit]\nsplits = [{splits}]\nengine = "ray"\nray-address = "{cluster}"\n'
+                      'backbone = "none"\nno-cache = true\nformat = "json"\n')
+    out = tmp_path / "report.json"
+    assert main(["check", "--config", str(config), "-o", str(out)]) == 1
+    assert out.read_text() == _report(planted_data)
+    config.write_text('[tool.splitaudit]\nengine = 1\n')
+    assert main(["check", "--config", str(config)]) == 2
+
+
+@dataclass(frozen=True)
+class _KillOnce:
+    """The hash stage's batch function, but the first call on the cluster kills its own worker process."""
+
+    options: extract.HashOptions
+    marker: str
+
+    def __call__(self, batch):
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return extract.extract_batch(batch, self.options)
+        os.kill(os.getpid(), signal.SIGKILL)  # mid-run: other batches are in flight or done
+        raise AssertionError("unreachable")
+
+
+def test_killed_worker_gives_the_same_report(cluster, planted_data, tmp_path, monkeypatch):
+    from ray import cloudpickle  # Ray's own copy pickles the job's functions
+
+    marker = tmp_path / "killed"
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the cluster cannot import this test module
+    monkeypatch.setattr(table, "_Extract", lambda options: _KillOnce(options, str(marker)))
+    try:
+        got = _report(planted_data, engine="ray", ray_address=cluster)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert marker.exists()  # a worker really died, and Ray retried its batch
+    monkeypatch.undo()
+    assert got == _report(planted_data)
+
+
+def test_ray_properties_and_arrays(cluster, photos):
+    """In-memory arrays travel through the object store; the properties stage runs on the cluster too."""
+    rng = np.random.default_rng(0)
+    tiles = np.stack([photos["astronaut"][y : y + 32, x : x + 32] for y in range(0, 256, 32) for x in range(0, 256, 32)])
+    train, val = tiles[:48], np.concatenate([tiles[48:], tiles[:3]])  # three copies leak into val
+    y_train, y_val = rng.integers(0, 3, len(train)), rng.integers(0, 3, len(val))
+    kw = dict(backbone="none", cache=False, select=["exact-duplicates", "image-properties"])
+    local = splitaudit.audit((train, y_train), (val, y_val), **kw).to_json()
+    assert '"exact-duplicates"' in local
+    assert splitaudit.audit((train, y_train), (val, y_val), engine="ray", ray_address=cluster, **kw).to_json() == local
+
+
+def test_missing_ray_is_a_clear_usage_error(planted_data):
+    """Without Ray installed, --engine ray exits 2 with one line saying what to install."""
+    code = ("import sys; sys.modules['ray'] = None\n"  # what a Python without Ray sees: import ray fails
+            "from splitaudit.cli import main\n"
+            f"sys.exit(main(['check', *{[str(p) for p in planted_data.splits]!r}, '--engine', 'ray', '--no-cache']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert run.returncode == 2
+    assert "pip install 'splitaudit[ray]'" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_engine_parameter_is_validated():
+    with pytest.raises(splitaudit.errors.InvalidParameterError, match="'engine'"):
+        splitaudit.audit(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3), np.uint8), engine="spark")
+    with pytest.raises(splitaudit.errors.InvalidParameterError, match="'ray_address'"):
+        splitaudit.audit(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3), np.uint8), engine="ray", ray_address="")
+
+
+def test_ray_embeddings_equal_local(cluster, planted_data):
+    """The embedding stage on Ray actors (the backbone loaded once per actor) and the pixel confirmation decoded on
+    the cluster: the same report as the local engine."""
+    kw = dict(cache=False, select=["near-duplicates", "similar-images"])
+    local = splitaudit.audit(*planted_data.splits, **kw).to_json()
+    assert splitaudit.audit(*planted_data.splits, engine="ray", ray_address=cluster, **kw).to_json() == local
+
+
+def test_sharded_searches_merge_exactly(cluster):
+    """Binary search sharded by split (run as Ray tasks) gives exactly the unsharded pairs; the dense top-k merged
+    across shards gives the unsharded neighbours."""
+    from splitaudit.features.engine import Engine
+    from splitaudit.neighbors import dense
+    from splitaudit.neighbors.binary import hash_pairs
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    ph = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
+    dh = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
+    near = rng.choice(n, 400, replace=False)  # 200 pairs a few bits apart, within and across splits
+    for x, y in near.reshape(-1, 2):
+        bits = np.uint64(0)
+        for b in rng.choice(64, rng.integers(0, 6), replace=False):
+            bits |= np.uint64(1) << np.uint64(b)
+        ph[y], dh[y] = ph[x] ^ bits, dh[x] ^ (bits >> np.uint64(1))
+    flip_p, flip_d = ph[::-1].copy(), dh[rng.permutation(n)]  # mirrored hashes: any other codes will do
+    split = rng.integers(0, 3, n)
+    ok = rng.random(n) > 0.05
+    args = (ph, dh, flip_p, flip_d, ok)
+    whole = hash_pairs(*args, max_phash=8, max_dhash=10)
+    assert len(whole) >= 150
+    for starmap in (None, Engine("ray", cluster).starmap):
+        sharded = hash_pairs(*args, max_phash=8, max_dhash=10, shards=split, starmap=starmap)
+        for name, column in whole.to_arrays().items():
+            np.testing.assert_array_equal(getattr(sharded, name), column, err_msg=name)
+
+    emb = rng.standard_normal((n, 32)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    base, query = np.flatnonzero(split < 2), np.flatnonzero(split == 2)
+    sims, ids = dense.knn(emb[base], emb[query], 10)
+    s2, g = dense.sharded_knn(emb, [np.flatnonzero(split == 0), np.flatnonzero(split == 1)], query, 10,
+                              Engine("ray", cluster).starmap)
+    np.testing.assert_array_equal(base[ids], g)
+    np.testing.assert_allclose(s2, sims, atol=1e-6)  # BLAS blocking may change the last bit of a cosine
