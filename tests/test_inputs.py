@@ -135,7 +135,7 @@ def test_tf_data_is_read_while_it_streams_and_refused_when_infinite(tmp_path: Pa
     def gen():  # element 250 is produced only after the first elements are on disk: nothing is collected first
         for i in range(300):
             if i == 250:
-                written_before.append(len(list(tmp_path.glob("splitaudit-stream-*/train/*.png"))))
+                written_before.append(len(list(tmp_path.glob("splitaudit-stream-*/*-train/*.png"))))
             yield x[i], y[i]
 
     sig = (tf.TensorSpec((24, 24), tf.uint8), tf.TensorSpec((), tf.int64))

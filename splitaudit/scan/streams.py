@@ -53,12 +53,15 @@ class SpillStore:
     def __init__(self, parent: str | None = None) -> None:
         self._parent = parent
         self._root: str | None = None
+        self._count = 0
 
     def folder(self, split: str) -> str:
         """A new, empty folder for ``split`` (the temporary root is made on first use)."""
         if self._root is None:
             self._root = tempfile.mkdtemp(prefix="splitaudit-stream-", dir=self._parent)
-        path = os.path.join(self._root, split)
+        self._count += 1
+        # Numbered, not named after the split: a split may be called "." or "..".
+        path = os.path.join(self._root, f"{self._count}-{split}" if split.strip(".") else str(self._count))
         os.makedirs(path)
         return path
 
@@ -82,7 +85,6 @@ class Stream:
     kind: str
     source: Any
     label_names: tuple[str, ...] | None = None
-    name: str | None = None  # the source's own split name (Hugging Face's ``Dataset.split``)
 
     def items(self, split: str) -> Iterator[tuple[Any, Any]]:
         if self.kind == "tf.data":
@@ -103,8 +105,7 @@ def as_stream(source: Any) -> Stream | None:
             return Stream("tf.data", source[0], _info_label_names(source[1]) or _tf_class_names(source[0]))
     hf = sys.modules.get("datasets")
     if hf is not None and isinstance(source, (hf.Dataset, hf.IterableDataset)):
-        split = getattr(source, "split", None)
-        return Stream("datasets", source, _hf_label_names(source), str(split) if split else None)
+        return Stream("datasets", source, _hf_label_names(source))
     if _is_pil_list(source):
         return Stream("PIL", source)
     return None
