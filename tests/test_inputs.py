@@ -214,11 +214,13 @@ def test_hugging_face_datasets_of_differently_sized_images(photos: dict[str, np.
     assert exact == [[("train", "#000007.jpg", "coffee"), ("test", "#000002.jpg", "coffee")]]  # the JPEG bytes, kept
     unreadable = [f for f in report.findings if f.check == "unreadable-images"]
     assert [i.path for f in unreadable for i in f.images] == ["#000003.jpg"]
+    streamed = splitaudit.audit(train, train.to_iterable_dataset(), select=["exact-duplicates"], **FAST)
+    assert [s.files for s in streamed.splits] == [10, 10] and len(streamed.findings) == 10  # IterableDataset too
     with pytest.raises(InvalidParameterError, match="a dataset with an Image column"):
         splitaudit.audit(datasets.Dataset.from_dict({"text": ["a"]}), test, **FAST)
 
 
-def test_lists_of_pil_images_with_or_without_labels(photos: dict[str, np.ndarray]) -> None:
+def test_lists_of_pil_images_with_or_without_labels(photos: dict[str, np.ndarray], tmp_path: Path) -> None:
     small = tiles_of(photos["astronaut"], 40, 6, step=44)
     large = tiles_of(photos["rocket"], 56, 6, step=60)
     train = [(im, "person") for im in small[:4]] + [(im, "rocket") for im in large[:4]]
@@ -227,6 +229,11 @@ def test_lists_of_pil_images_with_or_without_labels(photos: dict[str, np.ndarray
     assert [(s.name, s.files) for s in report.splits] == [("train", 8), ("val", 5)]
     pairs = [[(i.split, i.path, i.label) for i in f.images] for f in report.findings if f.check == "exact-duplicates"]
     assert pairs == [[("train", "#000005.png", "rocket"), ("val", "#000004.png", "rocket")]]
+    # A fix plan names the moves and drops; there are no files to copy (the temporary copies are gone).
+    plan = splitaudit.plan_fix(train, val, **FAST)
+    assert [(c.split, c.path) for c in plan.changes] == [("val", "#000004.png")]
+    with pytest.raises(SplitauditError, match="nor do streamed datasets"):
+        splitaudit.apply_plan(plan, to=tmp_path / "fixed")
     unlabelled = splitaudit.audit(small, large, select=["exact-duplicates"], **FAST)
     assert [s.files for s in unlabelled.splits] == [6, 6] and not unlabelled.findings
 
