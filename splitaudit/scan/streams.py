@@ -100,7 +100,8 @@ def as_stream(source: Any) -> Stream | None:
     if tf is not None:
         if isinstance(source, tf.data.Dataset):
             return Stream("tf.data", source, _tf_class_names(source))
-        if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], tf.data.Dataset):
+        if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], tf.data.Dataset) \
+                and type(source[1]).__name__ == "DatasetInfo":
             # tfds.load(..., with_info=True) returns (ds, info): the info names the classes.
             return Stream("tf.data", source[0], _info_label_names(source[1]) or _tf_class_names(source[0]))
     hf = sys.modules.get("datasets")
