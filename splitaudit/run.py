@@ -33,7 +33,7 @@ def open_run(
     source: Any = sources[0] if len(sources) == 1 and isinstance(sources[0], Mapping) else list(sources)
     with SpillStore() as spill:
         dataset = scan(source if (sources or manifest is None) else None, manifest=manifest, group_by=options.group_by,
-                       spill=spill, validation_split=options.validation_split, seed=options.seed)
+                       spill=spill, validation_split=options.validation_split, seed=options.seed, progress=progress)
         if timings is not None:
             timings["scan"] = time.perf_counter() - t0
         store = FeatureCache(options.cache_dir) if options.cache else None

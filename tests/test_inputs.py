@@ -116,7 +116,10 @@ def test_tf_data_batched_tuples_and_unbatched_dicts_are_audited_by_element(tmp_p
     train = tf.data.Dataset.from_tensor_slices((x[:120, :, :, None], y[:120])).batch(32)
     val = tf.data.Dataset.from_tensor_slices({"image": vx[..., None], "label": vy})
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the run's temporary copies go
-    report = splitaudit.audit(train, val, **FAST)
+    seen: dict[str, tuple[int, int]] = {}
+    report = splitaudit.audit(train, val, progress=lambda stage, done, total: seen.__setitem__(stage, (done, total)),
+                              **FAST)
+    assert seen["read train"] == (120, 0) and seen["read val"] == (31, 31)  # a batched dataset's image count is unknown
     assert not list(tmp_path.glob("splitaudit-stream-*")), "the temporary copies outlive the run"
     assert [(s.name, s.files, s.root) for s in report.splits] == [("train", 120, "<tf.data train>"), ("val", 31, "<tf.data val>")]
     exact = [f for f in report.findings if f.check == "exact-duplicates"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 from ..errors import SplitauditError, invalid_parameter
@@ -40,6 +40,7 @@ def scan(
     spill: SpillStore | None = None,
     validation_split: float | None = None,
     seed: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Dataset:
     """List the records of every split.
 
@@ -61,6 +62,8 @@ def scan(
         Split one folder as ``keras.utils.image_dataset_from_directory(folder, validation_split=...,
         subset="training"/"validation", seed=...)`` does, into splits ``train`` and ``val`` (see
         :mod:`.keras_split`).
+    progress:
+        Called as ``progress(stage, done, total)`` while streamed inputs are read.
     """
     pattern = compile_group_pattern(group_by)
     if manifest is not None:
@@ -103,7 +106,7 @@ def scan(
             if spill is None:
                 raise SplitauditError(f"split {name!r}: a streamed input ({stream.kind}) needs a run to hold its images; "
                                       "use splitaudit.audit() or splitaudit.run.open_run()")
-            records.extend(stream_records(name, stream, spill, group_pattern=pattern))
+            records.extend(stream_records(name, stream, spill, group_pattern=pattern, progress=progress))
             specs.append(SplitSpec(name, f"<{stream.kind} {name}>", "stream"))
         else:
             x, y = _array_source(name, source)

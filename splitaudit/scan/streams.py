@@ -20,7 +20,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import SplitauditError, invalid_parameter
+from ..errors import InvalidParameterError, SplitauditError, invalid_parameter
 from .arrays import normalise_pixels
 from .folders import group_of
 from .records import ImageRecord
@@ -86,6 +86,18 @@ class Stream:
     source: Any
     label_names: tuple[str, ...] | None = None
 
+    def length(self) -> int:
+        """The number of elements if the source knows it cheaply, else 0."""
+        if self.kind == "tf.data":
+            n = int(self.source.cardinality())
+            batch = self.source.element_spec
+            # A batched dataset counts batches, not images: its image count is unknown until read.
+            return n if n >= 0 and not _tf_layout_is_batched(batch) else 0
+        try:
+            return len(self.source[0] if isinstance(self.source, tuple) else self.source)
+        except TypeError:  # a datasets.IterableDataset
+            return 0
+
     def items(self, split: str) -> Iterator[tuple[Any, Any]]:
         if self.kind == "tf.data":
             return _tf_items(self.source, split)
@@ -112,20 +124,28 @@ def as_stream(source: Any) -> Stream | None:
     return None
 
 
-def stream_records(split: str, stream: Stream, store: SpillStore, *,
-                   group_pattern: re.Pattern[str] | None = None) -> list[ImageRecord]:
-    """Write every element of ``stream`` into ``store`` and return one record per element, in stream order."""
+def stream_records(split: str, stream: Stream, store: SpillStore, *, group_pattern: re.Pattern[str] | None = None,
+                   progress: Callable[[str, int, int], None] | None = None) -> list[ImageRecord]:
+    """Write every element of ``stream`` into ``store`` and return one record per element, in stream order.
+    ``progress(f"read {split}", done, total)`` follows it (``total`` 0 when the stream does not know its length)."""
     folder = store.folder(split)
     records: list[ImageRecord] = []
     pending: list[tuple[int, Any, Any]] = []
+    total = stream.length()
+
+    def flush() -> None:
+        records.extend(pool.map(lambda e: _write(split, folder, e, stream, group_pattern), pending))
+        pending.clear()
+        if progress is not None:
+            progress(f"read {split}", len(records), max(total, len(records)) if total else 0)
+
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         # Elements are encoded a chunk at a time (Pillow's PNG encoder releases the GIL): memory stays one chunk.
         for image, label in stream.items(split):
             pending.append((len(records) + len(pending), image, label))
             if len(pending) >= 64:
-                records.extend(pool.map(lambda e: _write(split, folder, e, stream, group_pattern), pending))
-                pending = []
-        records.extend(pool.map(lambda e: _write(split, folder, e, stream, group_pattern), pending))
+                flush()
+        flush()
     return records
 
 
@@ -291,6 +311,13 @@ def _tf_layout(spec: Any, split: str) -> tuple[Any, Any, bool]:
     if rank in (2, 3):
         return get_image, get_label, False
     raise invalid_parameter(split, "images shaped (H, W), (H, W, C) or batches (N, H, W[, C])", f"elements of shape {shape}")
+
+
+def _tf_layout_is_batched(spec: Any) -> bool:
+    try:
+        return _tf_layout(spec, "split")[2]
+    except InvalidParameterError:
+        return False  # reported when the elements are read
 
 
 def _tf_items(ds: Any, split: str) -> Iterator[tuple[Any, Any]]:
