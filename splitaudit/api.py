@@ -29,8 +29,13 @@ def audit(
     *splits:
         Two or more splits, the training split first. Each is a folder (``train/<class>/*.jpg`` or flat), an
         ``(x, y)`` tuple of arrays or an ``x`` array as ``keras.datasets`` returns them (uint8, or float in
-        ``[0, 1]``). Folders are named after their folder, arrays ``train``/``val``/``test`` by position. A single
-        mapping ``{name: source}`` names them explicitly.
+        ``[0, 1]``), a ``tf.data.Dataset`` (TFDS splits included; ``(ds, info)`` names the classes), a Hugging Face
+        ``datasets.Dataset`` with an ``Image`` column, or a list of PIL images (or of ``(image, label)`` pairs).
+        Streamed inputs are written once to a temporary folder removed after the run (see ``docs/inputs.md``).
+        Folders are named after their folder, other inputs ``train``/``val``/``test`` by position. A single
+        mapping ``{name: source}`` (a ``datasets.DatasetDict`` too) names them explicitly. With
+        ``validation_split`` and ``seed``, one folder is split as Keras' ``image_dataset_from_directory`` splits
+        it, into ``train`` and ``val``.
     manifest:
         A CSV file with ``path,label,split`` (optional ``group``) columns instead of ``splits``.
     options:

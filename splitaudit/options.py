@@ -152,6 +152,10 @@ class Options:
     group_by: str | None = _setting(
         None, "regex on relative paths; its first group names the image's group", commands=_AUDIT,
         types=(str,), desc="a regular expression", parse=str, metavar="REGEX")
+    validation_split: float | None = _setting(
+        None, "audit one folder as Keras splits it: image_dataset_from_directory(folder, validation_split=F, "
+        "seed=--seed) subsets 'training' and 'validation' become splits train and val", commands=_AUDIT,
+        types=(float,), desc="a number between 0 and 1 (exclusive)", parse=float, metavar="F")
     select: tuple[str, ...] | None = _setting(
         None, "comma-separated checks to run (default: all)", commands=(CHECK,),
         types=(list,), desc="a list of check names", parse=csv_names, metavar="CHECKS")
@@ -214,8 +218,9 @@ class Options:
     input_scale: str = _setting(
         "auto", "pixel range fed to --model", commands=(EXPLAIN,),
         types=(str,), desc=f"one of {', '.join(INPUT_SCALES)}", parse=str, choices=INPUT_SCALES)
-    seed: int = _setting(
-        0, "seed for every random choice (probes, dropout masks, folds); stated in the report", commands=(EXPLAIN,),
+    seed: int | None = _setting(
+        None, "seed for every random choice: Keras' --validation-split shuffle (required with it), explain's probes, "
+        "dropout masks and folds (default 0); stated in the report", commands=COMMANDS,
         types=(int,), desc="an integer >= 0", parse=int, metavar="N")
     metric: str = _setting(
         "both", "which gap the headline decomposes", commands=(EXPLAIN,),
@@ -279,7 +284,16 @@ class Options:
         _int("batch_size", self.batch_size, 1, 1 << 16)
         if self.input_scale not in INPUT_SCALES:
             raise invalid_parameter("input_scale", INPUT_SCALES, self.input_scale)
-        _int("seed", self.seed, 0, 2**31 - 1)
+        _int("seed", self.seed, 0, 2**31 - 1, none=True)
+        if self.validation_split is not None:
+            if isinstance(self.validation_split, bool) or not isinstance(self.validation_split, (int, float)) \
+                    or not 0 < self.validation_split < 1:
+                raise invalid_parameter("validation_split", "None or a float in (0, 1)", self.validation_split)
+            put("validation_split", float(self.validation_split))
+            if self.seed is None:
+                # Keras refuses validation_split without a seed too: each subset would be drawn from another shuffle.
+                raise invalid_parameter("seed", "an int when validation_split is set (the seed given to Keras' "
+                                        "image_dataset_from_directory)", self.seed)
         if self.metric not in METRICS:
             raise invalid_parameter("metric", METRICS, self.metric)
         put("probe_dropout", _float("probe_dropout", self.probe_dropout, 0.0, 0.95))

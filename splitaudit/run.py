@@ -12,7 +12,7 @@ from .checks import AuditContext
 from .features import FeatureCache
 from .features.engine import Engine
 from .options import Options
-from .scan import scan
+from .scan import SpillStore, scan
 
 Progress = Callable[[str, int, int], None]
 
@@ -26,18 +26,21 @@ def open_run(
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
 ) -> Iterator[AuditContext]:
-    """Scan ``sources`` (as :func:`splitaudit.audit` takes its ``*splits``: folders, arrays, or one mapping
-    ``{name: source}``) or ``manifest``, open the feature cache if ``options.cache``, and yield the run's
-    :class:`AuditContext`; the cache is closed on exit. ``timings["scan"]`` gets the scan's seconds."""
+    """Scan ``sources`` (as :func:`splitaudit.audit` takes its ``*splits``: folders, arrays, streamed datasets, or
+    one mapping ``{name: source}``) or ``manifest``, open the feature cache if ``options.cache``, and yield the run's
+    :class:`AuditContext`; the cache is closed on exit, and the temporary copies of streamed images are removed.
+    ``timings["scan"]`` gets the scan's seconds."""
     Engine.of(options)  # fails fast, before the scan, when the engine is 'ray' and Ray is missing
     t0 = time.perf_counter()
     source: Any = sources[0] if len(sources) == 1 and isinstance(sources[0], Mapping) else list(sources)
-    dataset = scan(source if (sources or manifest is None) else None, manifest=manifest, group_by=options.group_by)
-    if timings is not None:
-        timings["scan"] = time.perf_counter() - t0
-    store = FeatureCache(options.cache_dir) if options.cache else None
-    try:
-        yield AuditContext(dataset, options, cache=store, progress=progress)
-    finally:
-        if store is not None:
-            store.close()
+    with SpillStore() as spill:
+        dataset = scan(source if (sources or manifest is None) else None, manifest=manifest, group_by=options.group_by,
+                       spill=spill, validation_split=options.validation_split, seed=options.seed, progress=progress)
+        if timings is not None:
+            timings["scan"] = time.perf_counter() - t0
+        store = FeatureCache(options.cache_dir) if options.cache else None
+        try:
+            yield AuditContext(dataset, options, cache=store, progress=progress)
+        finally:
+            if store is not None:
+                store.close()

@@ -52,7 +52,8 @@ _SAME = object()  # the error shows the value as given
     ("epochs", 0, "an int in [1, 1000]", _SAME),
     ("batch_size", 0, "an int in [1, 65536]", _SAME),
     ("input_scale", "0-100", "one of {", _SAME),
-    ("seed", -1, "an int in [0, 2147483647]", _SAME),
+    ("seed", -1, "None or an int in [0, 2147483647]", _SAME),
+    ("validation_split", 1.0, "None or a float in (0, 1)", _SAME),
     ("probe_dropout", 1.0, "a float in [0, 0.95]", _SAME),
     ("probe_l2", -1.0, "a float in [0, 1e+06]", _SAME),
     ("probe_noise", "x", "a float in [0, 100]", _SAME),
@@ -108,6 +109,7 @@ ALTERNATES: dict[str, Any] = {
     "backbone": "mobilenet_v3_small", "weights": None, "image_size": 96, "baseline": "/tmp/bl.json", "epochs": 3,
     "batch_size": 16, "input_scale": "0-1", "seed": 5, "metric": "loss", "probe_dropout": 0.25, "probe_l2": 0.5, "probe_noise": 0.125,
     "tolerance": 0.5, "prefer": "drop", "verify": False, "engine": "ray", "ray_address": "127.0.0.1:6379",
+    "validation_split": 0.2,
 }
 KEYED = {"draft", "max_pixels", "backbone", "weights", "image_size", "verify"}
 
@@ -119,7 +121,8 @@ def test_cache_key_changes_with_result_settings_only(tmp_path: Path) -> None:
     for name, value in ALTERNATES.items():
         if name == "weights":
             continue
-        changed = base.replace(**{name: value}).cache_key() != base.cache_key()
+        extra = {"seed": 5} if name == "validation_split" else {}  # Keras' split needs its seed
+        changed = base.replace(**{name: value}, **extra).cache_key() != base.cache_key()
         assert changed == (name in KEYED), name
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
     a.write_bytes(b"first")
@@ -194,13 +197,14 @@ def test_flag_and_config_key_set_the_same_field_and_the_flag_wins(tmp_path: Path
         for f, spec in settings(Options, command):
             value = values[f.name]
             pyproject = tmp_path / f"{command}-{f.name}.toml"
-            pyproject.write_text("[tool.splitaudit]\n" + _toml(spec, value) + "\n")
+            seed = f.name == "validation_split"  # Keras' split needs its seed
+            pyproject.write_text("[tool.splitaudit]\n" + _toml(spec, value) + "\n" + ("seed = 5\n" if seed else ""))
             config = load_config(pyproject)
             from_config = Options(**config.settings(Options, command))
             assert getattr(from_config, f.name) == value, (command, f.name)
             if spec.flag is None:
                 continue
-            args = parser.parse_args([command, *positional[command], *_argv(spec, value)])
+            args = parser.parse_args([command, *positional[command], *_argv(spec, value), *(["--seed", "5"] if seed else [])])
             assert getattr(Options(**_resolve(Options, command, args, Config())), f.name) == value, (command, f.name)
     # Precedence: flag over config over default.
     config = Config({"workers": 2, "epochs": 4})

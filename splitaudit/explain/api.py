@@ -114,6 +114,8 @@ def explain(
     from ..run import open_run
 
     o = build_options(EXPLAIN, "explain", options, settings).only(EXPLAIN)
+    if o.seed is None:
+        o = o.replace(seed=0)  # explain's documented default; check needs no seed unless it splits like Keras
     hist = parse_history(history) if history is not None else None
 
     with open_run((train, val), options=o, progress=progress) as ctx:

@@ -48,14 +48,15 @@ def _inside(child: Path, parent: Path) -> bool:
 def apply_plan(plan: FixPlan, *, to: str | os.PathLike[str]) -> AppliedPlan:
     """Copy the planned dataset into ``to/<split>/<path>`` and write ``to/manifest.csv``; returns what was done."""
     if any(f.source is None for f in plan.files):
-        raise SplitauditError("in-memory arrays have no files to copy: apply the plan to your arrays yourself (see plan.changes)")
+        raise SplitauditError("in-memory arrays have no files to copy (nor do streamed datasets): apply the plan to "
+                              "them yourself (see plan.changes)")
     target = Path(os.path.abspath(os.fspath(to)))
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise SplitauditError(f"--to {str(target)!r} exists and is not an empty folder: give a new folder")
     real_target = Path(os.path.realpath(target))
     for root, kind in zip(plan.roots, plan.kinds):
-        if kind != "folder":
-            continue  # a manifest lists its files: a new folder beside it changes nothing it reads
+        if kind not in ("folder", "subset"):
+            continue  # a manifest lists its files: a new folder beside it changes nothing it reads (Keras' listing would)
         real_root = Path(os.path.realpath(root))
         if _inside(real_target, real_root) or _inside(real_root, real_target):
             raise SplitauditError(f"--to {str(target)!r} overlaps the source split folder {root!r}: the originals must stay untouched")

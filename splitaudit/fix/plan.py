@@ -131,7 +131,7 @@ class FixPlan:
         """The planned dataset as a ``splitaudit check --manifest`` CSV pointing at the original files (paths
         relative to ``base_dir``, the folder the manifest will live in): nothing needs to be copied to audit it."""
         if any(f.source is None for f in self.files):
-            raise SplitauditError("in-memory arrays have no files: a manifest cannot point at them")
+            raise SplitauditError("in-memory arrays have no files (nor do streamed datasets): a manifest cannot point at them")
         base = os.path.abspath(os.fspath(base_dir))
         groups = any(f.group is not None for f in self.files)
         buf = io.StringIO()
@@ -324,12 +324,14 @@ def build_plan(dataset: Dataset, report: AuditReport, *, tolerance: float = DEFA
             actions[i] = (action, home if action == MOVE else None, to_path, k, reason)
 
     files = []
+    # Streamed splits' files are temporary copies, gone after the run: like arrays, they have no source to copy.
+    streamed = {sp.name for sp in dataset.splits if sp.kind == "stream"}
     for i, r in enumerate(records):
         if i in actions:
             action, to_split, to_path, comp_id, reason = actions[i]
         else:
             action, to_split, to_path, comp_id, reason = KEEP, r.split, r.relpath, -1, ""
-        files.append(PlannedFile(r.split, r.relpath, r.label, r.group, r.path, r.size, r.mtime_ns,
+        files.append(PlannedFile(r.split, r.relpath, r.label, r.group, None if r.split in streamed else r.path, r.size, r.mtime_ns,
                                  action, to_split, to_path, comp_id, reason))
     shifts = tuple(
         ClassShift(n, tuple(sorted((c, v) for c, v in before[n].items() if v > 0)),

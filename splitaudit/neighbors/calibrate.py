@@ -9,7 +9,9 @@
   a quantile cut would land. So the cut is not an empirical quantile: a Gumbel law (the law of a maximum) is fitted
   to the null's bulk (its median and 80th percentile, after Fisher's z), which copies in the tail barely move, and
   the cut is where that law puts ``target_rate`` false pairs per eval image. Null images scoring like the
-  synthetic copies (at least their 5th percentile) are counted as likely copies and reported.
+  synthetic copies (at least their 5th percentile) are counted as likely copies and reported. The cut never falls
+  below the maximum of the other null images (a distinct neighbour seen to score x proves x is no copy evidence
+  here), nor, with fewer than ``SMALL_NULL`` samples, below ``SMALL_FLOOR``.
 * ``similar_cut``: the same law at ``SIMILAR_RATE`` per eval image (the similar-images warning band).
 
 Deterministic (seeded). Every value goes into the report (:class:`Calibration`).
@@ -36,6 +38,10 @@ FLOOR = 0.6
 CEILING = 0.97
 #: Quantiles of the null the Gumbel law is fitted to.
 FIT_QUANTILES = (0.5, 0.8)
+#: Below this many null samples the fitted tail is an extrapolation too far to trust: the copy cut is then at least
+#: SMALL_FLOOR (where synthetic copies of real photos still score, benchmarks/copy_suites.py).
+SMALL_NULL = 100
+SMALL_FLOOR = 0.9
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,14 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     clean = null[~likely] if (~likely).sum() >= 10 else null
     cut, mu, beta = gumbel_cut(clean, target_rate)
     sim, _, _ = gumbel_cut(clean, similar_rate)
+    # A cut under what distinct neighbours were seen to reach is no cut: the fitted law is then wrong about this
+    # dataset's tail (few samples, or look-alikes such as mirror-symmetric scenes). The copy cut stays above the
+    # clean null's maximum, the similar band above its 99th percentile (copies inside train are already excluded).
+    if len(clean):
+        cut = max(cut, float(clean.max()) + 1e-6)
+        sim = max(sim, float(np.quantile(clean, 0.99)))
+    if len(null) < SMALL_NULL:
+        cut = max(cut, SMALL_FLOOR)
     copy_cut = float(min(max(cut, FLOOR), CEILING))
     similar_cut = float(min(max(sim, FLOOR), copy_cut))
     per_kind = [float(np.mean(pos[kind == t] >= copy_cut)) for t in range(len(TRANSFORMS)) if (kind == t).any()]

@@ -16,7 +16,11 @@ from .records import ImageRecord
 
 def normalise_pixels(x: Any, *, name: str) -> np.ndarray:
     """Return uint8 ``N×H×W×C`` (C = 1 or 3) without copying when already in that form."""
-    x = np.asarray(x)
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # e.g. a list of images of different sizes
+        raise invalid_parameter(name, "an image array (images of one size; pass differently sized images as a list "
+                                "of PIL images or a tf.data / datasets.Dataset)", f"{type(x).__name__} ({exc})") from exc
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
