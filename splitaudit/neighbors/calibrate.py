@@ -11,7 +11,7 @@
   the cut is where that law puts ``target_rate`` false pairs per eval image. Null images scoring like the
   synthetic copies (at least their 5th percentile) are counted as likely copies and reported. The cut never falls
   below the maximum of the other null images (a distinct neighbour seen to score x proves x is no copy evidence
-  here), nor, with fewer than ``SMALL_NULL`` samples, below ``SMALL_FLOOR``.
+  here), nor, with fewer than ``SMALL_NULL`` samples, below ``SMALL_FLOOR`` (``SMALL_SIMILAR_FLOOR`` for the band).
 * ``similar_cut``: the same law at ``SIMILAR_RATE`` per eval image (the similar-images warning band).
 
 Deterministic (seeded). Every value goes into the report (:class:`Calibration`).
@@ -39,9 +39,11 @@ CEILING = 0.97
 #: Quantiles of the null the Gumbel law is fitted to.
 FIT_QUANTILES = (0.5, 0.8)
 #: Below this many null samples the fitted tail is an extrapolation too far to trust: the copy cut is then at least
-#: SMALL_FLOOR (where synthetic copies of real photos still score, benchmarks/copy_suites.py).
+#: SMALL_FLOOR (where synthetic copies of real photos still score, benchmarks/copy_suites.py), and the similar band
+#: starts at SMALL_SIMILAR_FLOOR.
 SMALL_NULL = 100
 SMALL_FLOOR = 0.9
+SMALL_SIMILAR_FLOOR = 0.8
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         cut = max(cut, float(clean.max()) + 1e-6)
         sim = max(sim, float(np.quantile(clean, 0.99)))
     if len(null) < SMALL_NULL:
-        cut = max(cut, SMALL_FLOOR)
+        cut, sim = max(cut, SMALL_FLOOR), max(sim, SMALL_SIMILAR_FLOOR)
     copy_cut = float(min(max(cut, FLOOR), CEILING))
     similar_cut = float(min(max(sim, FLOOR), copy_cut))
     per_kind = [float(np.mean(pos[kind == t] >= copy_cut)) for t in range(len(TRANSFORMS)) if (kind == t).any()]
