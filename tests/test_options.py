@@ -58,6 +58,9 @@ _SAME = object()  # the error shows the value as given
     ("probe_noise", "x", "a float in [0, 100]", _SAME),
     ("tolerance", 2, "a float in [0, 1]", _SAME),
     ("prefer", "shuffle", "one of {'drop', 'move'}", _SAME),
+    ("html_originals", "inline", "one of {'embed', 'link', 'none'}", _SAME),
+    ("html_embed_mib", -1, "a float in [0, 4096]", _SAME),
+    ("html_max_pixels", 10, "an int >= 1024", _SAME),
 ])
 def test_invalid_values_name_the_parameter_the_allowed_values_and_the_input(name: str, value: Any, allowed: str, got: Any) -> None:
     with pytest.raises(InvalidParameterError) as err:
@@ -105,7 +108,7 @@ ALTERNATES: dict[str, Any] = {
     "cache": False, "cache_dir": "/tmp/splitaudit-options-test", "workers": 3, "draft": False, "max_pixels": 1000,
     "backbone": "mobilenet_v3_small", "weights": None, "image_size": 96, "baseline": "/tmp/bl.json", "epochs": 3,
     "batch_size": 16, "input_scale": "0-1", "seed": 5, "metric": "loss", "probe_dropout": 0.25, "probe_l2": 0.5, "probe_noise": 0.125,
-    "tolerance": 0.5, "prefer": "drop",
+    "tolerance": 0.5, "prefer": "drop", "html_originals": "link", "html_embed_mib": 2.5, "html_max_pixels": 65536,
 }
 KEYED = {"draft", "max_pixels", "backbone", "weights", "image_size"}
 
