@@ -737,6 +737,8 @@ def _examples(refs: Sequence[ImageRef], gallery: _Gallery, caption: str) -> str:
 def _drift_html(props: Mapping[str, Any], findings: Sequence[Finding], gallery: _Gallery) -> str:
     """Each drifted numeric property (a finding naming ``property`` and ``split``): a histogram per split and the
     finding's example images; then the medians of every property as one table."""
+    if "medians" not in props:
+        raise KeyError("medians")
     out = "<h3>Image properties</h3>"
     histograms = props.get("histograms") or {}
     by_class = props.get("class_histograms") or {}
@@ -860,11 +862,17 @@ def _distribution_section(report: AuditReport, found: _Findings, gallery: _Galle
     dist = report.distribution
     if not dist:
         return out + '<p class="muted">Not part of this report.</p>'
+    drawn = set()
     for key, fn in _DISTRIBUTION_DRAWN.items():
         value = dist.get(key)
-        if isinstance(value, Mapping):
+        if not isinstance(value, Mapping):
+            continue
+        try:
             out += fn(value, [f for f in found.others if _owns(f, key)], gallery)
-    rest = {k: v for k, v in dist.items() if not (k in _DISTRIBUTION_DRAWN and isinstance(v, Mapping))}
+            drawn.add(key)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+            pass  # not the shape this version's check writes (an older report): drawn generically below
+    rest = {k: v for k, v in dist.items() if k not in drawn}
     if rest:
         out += f'<h3>Other tables</h3><div class="scroll">{render_value(rest)}</div>'
     return out

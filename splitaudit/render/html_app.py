@@ -37,7 +37,7 @@ tr.dec-notcopy td:first-child,tr.dec-accept td:first-child{box-shadow:inset 4px 
 .dec button,#viewer .dec button{font-size:11px;padding:1px 5px;margin:1px;border:1px solid #bbb;background:#fff;border-radius:3px;cursor:pointer}
 .dec button.on{background:#1b1b1b;color:#fff;border-color:#1b1b1b}.triage{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:6px 0}
 .keys{font-size:12px;color:var(--muted)}kbd{font:11px ui-monospace,monospace;border:1px solid #bbb;border-radius:3px;padding:0 3px;background:#fff}
-#viewer{position:fixed;inset:0;background:rgba(20,20,20,.94);color:#eee;z-index:10;display:flex;flex-direction:column}
+#viewer{position:fixed;inset:0;background:#161616;color:#eee;z-index:10;display:flex;flex-direction:column}
 #viewer[hidden]{display:none}#viewer .bar{display:flex;flex-wrap:wrap;gap:10px;align-items:center;padding:8px 14px;border-bottom:1px solid #444}
 #viewer .bar button{background:#333;color:#eee;border:1px solid #555;border-radius:3px;padding:2px 8px;cursor:pointer}
 #viewer .bar button.on{background:#eee;color:#111}#viewer code{color:#eee}#viewer .muted{color:#aaa}
