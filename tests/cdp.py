@@ -147,8 +147,8 @@ class Browser:
 
     def click(self, selector: str) -> None:
         """A real mouse click in the middle of the first element matching ``selector``."""
-        box = self.js(f"(function(){{var r=document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                      "return [r.left + r.width / 2, r.top + r.height / 2];})()")
+        box = self.js(f"(function(){{var e=document.querySelector({json.dumps(selector)});e.scrollIntoView({{block:'center'}});"
+                      "var r=e.getBoundingClientRect();return [r.left + r.width / 2, r.top + r.height / 2];})()")
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", session=True, type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 

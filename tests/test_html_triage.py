@@ -77,7 +77,7 @@ def test_originals_are_embedded_byte_for_byte_within_the_caps(planted: Planted) 
     assert "2 larger than 40,000 pixels were downscaled" in page
 
     # The total cap: embedding stops at the first image past it, and the page says how many are embedded.
-    one = len(full[0][0])
+    one = len(blob(render_html(report), "sa-full")[0][0])  # the first image as embedded at the default pixel cap
     capped = render_html(report, options=Options(html_embed_mib=(one + 10) / 2**20))
     assert sum(1 for o in blob(capped, "sa-full") if o) == 1
     assert f"Originals are embedded for 1 of {n} images" in capped
@@ -264,14 +264,18 @@ def _registered_copy(a: Image.Image, *, k: float, angle: float, d: tuple[float, 
 
 
 @needs_chromium
-def test_difference_view_applies_the_registration(photos: dict[str, np.ndarray], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_difference_view_applies_the_registration(photos: dict[str, np.ndarray], tmp_path: Path, mirrored: bool) -> None:
     """A copy rotated, scaled and shifted by a known registration: drawn with it, the difference is dark; drawn
-    without it (the same page minus the registration), it is not."""
+    without it (the same page minus the registration), it is not. Mirrored: the registration holds for b's mirror
+    image (b is flipped first)."""
     from cdp import Browser
 
     a = Image.fromarray(photos["astronaut"][40:296, 120:376])  # 256x256 of a real photo
-    geometry = {"score": 0.97, "mirrored": False, "scale": 1.15, "angle": 12.0, "dx": 0.04, "dy": -0.03}
+    geometry = {"score": 0.97, "mirrored": mirrored, "scale": 1.15, "angle": 12.0, "dx": 0.04, "dy": -0.03}
     b = _registered_copy(a, k=geometry["scale"], angle=geometry["angle"], d=(geometry["dx"], geometry["dy"]))
+    if mirrored:
+        b = b.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     save(tmp_path / "train" / "x" / "a.png", a, "PNG")
     save(tmp_path / "val" / "x" / "b.png", b, "PNG")
     f = Finding("near-duplicates", Severity.ERROR, "val/x/b.png is a near-duplicate of train/x/a.png",
@@ -299,4 +303,5 @@ def test_difference_view_applies_the_registration(photos: dict[str, np.ndarray],
 
     registered = darkness(f, "registered.html")
     unregistered = darkness(dataclasses.replace(f, data={}), "unregistered.html")
+    print(f"difference view mean grey: registered {registered:.1f}, unregistered {unregistered:.1f}")
     assert registered < 12 and unregistered > 3 * registered, (registered, unregistered)
