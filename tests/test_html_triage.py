@@ -305,3 +305,21 @@ def test_difference_view_applies_the_registration(photos: dict[str, np.ndarray],
     unregistered = darkness(dataclasses.replace(f, data={}), "unregistered.html")
     print(f"difference view mean grey: registered {registered:.1f}, unregistered {unregistered:.1f}")
     assert registered < 12 and unregistered > 3 * registered, (registered, unregistered)
+
+
+@needs_chromium
+def test_linked_originals_open_from_a_report_next_to_the_data(planted: Planted, tmp_path: Path) -> None:
+    """The linked files load under the page's policy (``file:`` allowed for images, nothing else)."""
+    from cdp import Browser
+
+    report = splitaudit.audit(*planted.splits, backbone="none")
+    page = planted.root / "report.html"
+    page.write_text(render_html(report, options=Options(html_originals="link"), output=page), encoding="utf-8")
+    with Browser(CHROMIUM or "chromium", tmp_path / "profile") as b:
+        b.open(page.as_uri())
+        b.key("Enter")
+        b.until("Array.prototype.every.call(document.querySelectorAll('#v-stage img'), function (i) {"
+                "return i.complete && i.naturalWidth > 0; })")
+        srcs = b.js("Array.prototype.map.call(document.querySelectorAll('#v-stage img'), function (i) { return i.src; })")
+    a, c = cross_pairs(report)[0].images
+    assert srcs == [(planted.split(a.split) / a.path).as_uri(), (planted.split(c.split) / c.path).as_uri()]

@@ -636,15 +636,16 @@ def registration_of(f: Finding) -> dict[str, Any] | None:
     return out
 
 
-def _report_key(pairs: Sequence[Finding]) -> str:
+def _report_key(pair_ids: Sequence[str]) -> str:
     """Names this report's decisions in the browser's storage: the same pairs, the same decisions."""
-    return hashlib.sha256(",".join(f.id for f in pairs).encode()).hexdigest()[:16]
+    return hashlib.sha256(",".join(pair_ids).encode()).hexdigest()[:16]
 
 
 def _pairs_data(report: AuditReport, pairs: Sequence[Finding], gallery: _Gallery, page_size: int) -> dict[str, Any]:
     """The JSON blob the script draws the pairs table from."""
     split_index = {s.name: k for k, s in enumerate(report.splits)}
-    pair_ids = {f.id for f in pairs}
+    ids = [f.id for f in pairs]  # a hash each: computed once
+    pair_ids = set(ids)
     return {
         "splits": [s.name for s in report.splits],
         "images": [[split_index.get(r.split, 0), r.path, r.label, gallery.thumb_of[k]] for k, r in enumerate(gallery.refs)],
@@ -652,12 +653,12 @@ def _pairs_data(report: AuditReport, pairs: Sequence[Finding], gallery: _Gallery
         # [check, category, severity, image a, image b, evidence, closeness, accepted, id, message, registration,
         #  mirrored]
         "pairs": [[f.check, f.category, f.severity.label, gallery.at(f.images[0]), gallery.at(f.images[1]),
-                   Evidence.describe_all(f.evidence), _closeness(f), 1 if f.accepted else 0, f.id, f.message,
-                   registration_of(f), 1 if any(e.flipped for e in f.evidence) else 0] for f in pairs],
+                   Evidence.describe_all(f.evidence), _closeness(f), 1 if f.accepted else 0, fid, f.message,
+                   registration_of(f), 1 if any(e.flipped for e in f.evidence) else 0] for f, fid in zip(pairs, ids)],
         # What the report's baseline already accepted besides the pairs: kept by the exported baseline.
         "accepted": [[f.id, f.check, f.severity.label, [f"{i.split}/{i.path}" for i in f.images], f.message]
                      for f in report.findings if f.accepted and f.id not in pair_ids],
-        "key": _report_key(pairs),
+        "key": _report_key(ids),
         "page": page_size,
     }
 
