@@ -583,7 +583,7 @@ _TRIAGE = (
     '<button id="x-clear" type="button">clear decisions</button>'
     '<span class="keys"><kbd>j</kbd>/<kbd>k</kbd> or <kbd>&darr;</kbd>/<kbd>&uarr;</kbd> move, <kbd>Enter</kbd> or a click '
     'enlarges, <kbd>1</kbd> same shot, <kbd>2</kbd> not a copy, <kbd>3</kbd> accept (then the next pair), '
-    '<kbd>s</kbd>/<kbd>d</kbd>/<kbd>b</kbd> side by side / difference / blink, <kbd>f</kbd> fit, <kbd>Esc</kbd> closes</span>'
+    '<kbd>s</kbd>/<kbd>d</kbd>/<kbd>b</kbd> side by side / difference / blink, <kbd>f</kbd> fit or 1:1 pixels, <kbd>Esc</kbd> closes</span>'
     '</div><p class="muted">Decisions stay in this browser (per report). The baseline accepts the pairs marked '
     '<i>not a copy</i> or <i>accept</i> and what this report&rsquo;s baseline already accepted (unless now marked '
     '<i>same shot</i>): <code>splitaudit check &hellip; --baseline splitaudit-baseline.json</code>. The CSV lists every '

@@ -43,7 +43,7 @@ tr.dec-notcopy td:first-child,tr.dec-accept td:first-child{box-shadow:inset 4px 
 #viewer .bar button.on{background:#eee;color:#111}#viewer code{color:#eee}#viewer .muted{color:#aaa}
 #v-stage{flex:1;overflow:auto;padding:10px;display:flex;gap:10px;align-items:flex-start;justify-content:center}
 #v-stage .pane{flex:1 1 0;min-width:0;overflow:auto;max-height:100%}#v-stage .pane img{display:block;image-rendering:auto;background:#fff}
-#v-stage.fit .pane img{max-width:100%;height:auto}#v-stage .cap{font-size:12px;margin:4px 0}
+#v-stage.fit .pane img{width:100%;height:auto;max-height:calc(100vh - 130px);object-fit:contain}#v-stage .cap{font-size:12px;margin:4px 0}
 .stack{position:relative;flex:none;overflow:hidden;background:#000}.stack img{position:absolute;left:0;top:0;width:100%;height:100%;transform-origin:50% 50%}
 .stack img.b.diff{mix-blend-mode:difference}svg.hist{background:#fff;border:1px solid var(--line);margin:4px 8px 4px 0}
 .drift{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start;margin:8px 0 14px}.examples{display:flex;flex-wrap:wrap;gap:8px}
@@ -214,7 +214,10 @@ function show() {
     [p[3], p[4]].forEach(function (i) {
       var pane = el("div", "pane");
       pane.appendChild(el("div", "cap", name(i) + " \u00b7 " + sizeText(i)));
-      pane.appendChild(image(i));
+      var g = image(i);
+      // Fitted small images are enlarged with visible pixels (smoothing would invent detail); f shows 1:1.
+      g.addEventListener("load", function () { if (g.naturalWidth < pane.clientWidth) g.style.imageRendering = "pixelated"; });
+      pane.appendChild(g);
       st.appendChild(pane);
     });
     return;
