@@ -83,7 +83,7 @@ def test_originals_are_embedded_byte_for_byte_within_the_caps(planted: Planted) 
     assert f"Originals are embedded for 1 of {n} images" in capped
     # none: no blob at all, and the page says the view shows thumbnails
     without = render_html(report, options=Options(html_originals="none"))
-    assert blob(without, "sa-full") is None and "Originals are not part of this report" in without
+    assert blob(without, "sa-full") is None and "no originals were embedded or linked" in without
     assert len(without) < len(capped) < len(page)
 
 

@@ -68,7 +68,7 @@ class Originals:
         """What the page says about its originals (plain text)."""
         n, total = self.count, len(self.items)
         if self.mode == "none" or total == 0:
-            return "Originals are not part of this report (the enlarged view shows thumbnails)."
+            return "The enlarged view shows thumbnails: no originals were embedded or linked (--html-originals none)."
         if self.mode == "link":
             return (f"Originals are linked by relative path ({n} of {total} images): they open while the report stays "
                     "next to the data.")
