@@ -175,6 +175,7 @@ def _non_blank(png: bytes, min_colours: int = 200) -> np.ndarray:
 @needs_chromium
 def test_scripted_triage_downloads_a_baseline_that_check_accepts(planted: Planted, tmp_path: Path) -> None:
     from cdp import Browser
+    from test_render_html import CanaryProxy
 
     splits = [str(p) for p in planted.splits]
     out = tmp_path / "report.html"
@@ -185,7 +186,8 @@ def test_scripted_triage_downloads_a_baseline_that_check_accepts(planted: Plante
     assert len(pairs) == 8
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    with Browser(CHROMIUM or "chromium", tmp_path / "profile", downloads=downloads, size=(1280, 1000)) as b:
+    with CanaryProxy() as proxy, Browser(CHROMIUM or "chromium", tmp_path / "profile", downloads=downloads, size=(1280, 1000),
+                                         extra=(f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>")) as b:
         b.open(out.as_uri())
         # The DOM has the pairs: one row per pair, in report order, with the report's finding ids.
         ids = b.js("Array.prototype.map.call(document.querySelectorAll('#pairs-body tr'), function (t) {"
@@ -236,6 +238,7 @@ def test_scripted_triage_downloads_a_baseline_that_check_accepts(planted: Plante
         baseline = b.download("#x-baseline", downloads, "splitaudit-baseline.json")
         table = b.download("#x-csv", downloads, "splitaudit-decisions.csv")
 
+    assert proxy.page_hosts() == set(), proxy.server.lines  # the whole triage, exports included, asked no one
     accepted = {k for k, v in decided.items() if v != "same shot"}
     assert load_baseline(baseline).ids == accepted
     rows = list(csv.DictReader(table.read_text(encoding="utf-8").splitlines()))
