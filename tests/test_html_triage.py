@@ -229,7 +229,7 @@ def test_scripted_triage_downloads_a_baseline_that_check_accepts(planted: Plante
         decided = {pairs[1].id: "not a copy", pairs[2].id: "accept", pairs[3].id: "same shot"}
         assert b.js("document.getElementById('triage-status').textContent") == f"3 of {len(pairs)} pairs decided"
         # A click on a decision button works too, and they survive a reload (kept in the browser).
-        b.click(f"tr[data-row='5'] button[data-decision='accept']")
+        b.click("tr[data-row='5'] button[data-decision='accept']")
         decided[pairs[5].id] = "accept"
         b.open(out.as_uri())
         assert b.js("document.getElementById('triage-status').textContent") == f"4 of {len(pairs)} pairs decided"
