@@ -116,7 +116,8 @@ def test_registration_is_read_only_when_well_formed() -> None:
 
 
 def _digits_with_dark_val(root: Path, n: int = 240) -> tuple[Path, Path]:
-    """scikit-learn's real digit scans at 32 px; a quarter of them in val, darkened by 30 grey levels."""
+    """scikit-learn's real digit scans at 32 px; a quarter of them in val, darkened by 30 grey levels and saved as
+    BMP instead of PNG."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -128,7 +129,8 @@ def _digits_with_dark_val(root: Path, n: int = 240) -> tuple[Path, Path]:
         im = np.asarray(Image.fromarray(small[i]).resize((32, 32), Image.Resampling.BILINEAR)).astype(np.int16)
         if is_val[i]:
             im -= 30
-        p = root / ("val" if is_val[i] else "train") / str(d.target[i]) / f"{i:04d}.png"
+        # val also in another file format (BMP): a categorical drift
+        p = root / ("val" if is_val[i] else "train") / str(d.target[i]) / f"{i:04d}.{'bmp' if is_val[i] else 'png'}"
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(im.astype(np.uint8)).save(p)
     return root / "train", root / "val"
@@ -138,10 +140,10 @@ def test_drifted_properties_are_histograms_per_split_with_example_thumbnails(tmp
     train, val = _digits_with_dark_val(tmp_path / "digits")
     report = splitaudit.audit(train, val, backbone="none", select=["image-properties", "class-balance"])
     drifted = [f for f in report.by_check("image-properties") if f.data["kind"] == "numeric" and f.data["class"] is None]
-    assert [f.data["property"] for f in drifted][:1] == ["brightness"]
+    assert {"brightness", "file_size"} <= {f.data["property"] for f in drifted}  # darker, and BMP files are larger
     hist = report.distribution["properties"]["histograms"]["brightness"]
     assert set(hist["counts"]) == {"train", "val"} and len(hist["edges"]) == len(hist["counts"]["val"]) + 1
-    assert sum(hist["counts"]["val"]) == sum(1 for _ in val.rglob("*.png"))
+    assert sum(hist["counts"]["val"]) == sum(1 for _ in val.rglob("*.bmp"))
     page = render_html(report)
     dist = section(page, "distribution", "explain")
     svgs = re.findall(r'<svg class="hist"[^>]*aria-label="([^"]*)"', dist)
@@ -151,6 +153,8 @@ def test_drifted_properties_are_histograms_per_split_with_example_thumbnails(tmp
     # the finding's example images (the darkest val images) as thumbnails beside the plot
     names = re.findall(r"<code>([^<]*)</code>", dist.split('<div class="drift">', 1)[1].split('<div class="drift">', 1)[0])
     assert names == [f"{r.split}/{r.path}" for r in drifted[0].images] and 'class="th" data-t=' in dist
+    # the format change as each split's shares
+    assert 'aria-label="format: share of images"' in dist
     # flat tables only (no key/value tables nested in tables), and no chart of p-values or degrees of freedom
     assert 'class="kv"' not in dist and "<table" in dist
     labels = re.findall(r'aria-label="([^"]*)"', page)

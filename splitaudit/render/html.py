@@ -754,15 +754,16 @@ def _drift_html(props: Mapping[str, Any], findings: Sequence[Finding], gallery: 
         chart = histogram_chart(h, title=name)
         direction = f.data.get("direction")
         caption = f"{split} images at the {'low' if direction == 'lower' else 'high'} end of {prop.replace('_', ' ')}"
-        out += (f'<div class="drift">{chart}<div><div>{_e(f.message.split(". A model", 1)[0])}.</div>'
+        out += (f'<div class="drift">{chart}<div><div>{_e(f.message.split(". A model", 1)[0].rstrip("."))}.</div>'
                 f'{_examples(f.images, gallery, caption)}</div></div>')
         shown += 1
     categorical = [f for f in findings if f.data.get("kind") == "categorical" and isinstance(f.data.get("train"), Mapping)]
+    train = next(iter(props["medians"]), "train")  # splits in report order: train first
     for f in categorical:
-        chart = grouped_chart([("train", f.data["train"]), (str(f.data.get("split")), f.data.get("eval") or {})],
+        chart = grouped_chart([(str(train), f.data["train"]), (str(f.data.get("split")), f.data.get("eval") or {})],
                               normalise=False, title=f"{f.data.get('property')}: share of images")
-        out += f'<div class="drift">{chart}<div><div>{_e(f.message.split(". ", 1)[0])}.</div>' \
-               f'{_examples(f.images, gallery, "examples")}</div></div>'
+        out += (f'<div class="drift">{chart}<div><div>{_e(f.message.split(". ", 1)[0].rstrip("."))}.</div>'
+                f'{_examples(f.images, gallery, "examples")}</div></div>')
         shown += 1
     if not shown:
         out += '<p class="muted">No property differs between train and an evaluation split.</p>'
