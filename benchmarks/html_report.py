@@ -6,9 +6,10 @@
    within-split groups and label conflicts, as the real checks would report them.
 2. Renders it with :func:`splitaudit.render.html.render_html` (default thumbnail cap) and prints the render time
    and the file size.
-3. Opens it with ``chromium --headless --dump-dom`` (the DOM after the page's script has drawn the first page of
-   pairs) and, in the same run, a trivial page; prints the best of ``--repeats`` wall times of each and the
-   difference, which is the cost of our page. Nothing is asserted here: ``tests/test_render_html.py`` checks the
+3. Opens it with ``chromium --headless --dump-dom`` once (the DOM after the page's script has drawn the first page
+   of pairs: rows are counted), then times ``--screenshot`` of it (loaded, script run, painted) and, in the same
+   run, of a trivial page; prints the best of ``--repeats`` wall times of each and the difference, which is the
+   cost of our page. Nothing is asserted here: ``tests/test_render_html.py`` checks the
    targets stated in ``docs/report.md``.
 
 Usage::
@@ -30,12 +31,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from splitaudit.options import DEFAULT_HTML_EMBED_MIB
 from splitaudit.report.model import AuditReport, Evidence, Finding, ImageRef, Severity, SplitSummary, Verdict
 
 SEED = 20241123
 SIDE = 128
 CLASSES = 20
-#: Targets stated in docs/report.md (checked by tests/test_render_html.py).
+#: Targets stated in docs/report.md (checked by tests/test_render_html.py): the page without its embedded
+#: originals, which have their own cap (``--html-embed-mib``).
 TARGET_MIB = 12.0
 TARGET_OPEN_S = 5.0  # extra seconds over a trivial page, in the same run
 
@@ -117,13 +120,17 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def dump_dom(page: Path, *, profile: Path, timeout: float = 120) -> tuple[float, str]:
-    """Wall time of ``chromium --headless --dump-dom`` on ``page`` (the DOM after its scripts ran) and the DOM."""
+def dump_dom(page: Path, *, profile: Path, timeout: float = 120, screenshot: Path | None = None) -> tuple[float, str]:
+    """Wall time of ``chromium --headless --dump-dom`` on ``page`` (the DOM after its scripts ran) and the DOM; with
+    ``screenshot``, of ``--screenshot`` instead (loaded, scripts run, painted), and no DOM. Opening times use
+    screenshots: dumping serialises the whole DOM to a pipe, which for a page with 16 MiB of embedded originals
+    costs seconds that no reader of the page waits for."""
     exe = chromium()
     if exe is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
+    what = f"--screenshot={screenshot}" if screenshot is not None else "--dump-dom"
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", f"--user-data-dir={profile}", "--dump-dom", page.resolve().as_uri()]
+           "--disable-component-update", f"--user-data-dir={profile}", what, page.resolve().as_uri()]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
@@ -145,18 +152,22 @@ def measure(workdir: Path, *, pairs: int, images: int, repeats: int) -> dict[str
     trivial.write_text("<!DOCTYPE html><html><body><p>trivial</p></body></html>\n", encoding="utf-8")
     profile = workdir / "profile"
     times: dict[str, list[float]] = {"report": [], "trivial": []}
-    rows = 0
+    rows = dump_dom(page, profile=profile)[1].count(" data-pair=\"")
     for _ in range(repeats):
         for name, p in (("trivial", trivial), ("report", page)):
-            wall, dom = dump_dom(p, profile=profile)
+            wall, _ = dump_dom(p, profile=profile, screenshot=workdir / "shot.png")
             times[name].append(wall)
-            if name == "report":
-                rows = dom.count(" data-pair=\"")
+    # The embedded originals (issue #14: the enlarged pair view) are bounded by their own cap, --html-embed-mib;
+    # the size target is for the rest of the page.
+    full = text.split('id="sa-full">', 1)[1].split("</script>", 1)[0] if 'id="sa-full">' in text else ""
+    originals_mib = len(full.encode("utf-8")) / 2**20
     return {
         "pairs": float(pairs),
         "findings": float(len(report.findings)),
         "render_s": render_s,
         "size_mib": page.stat().st_size / 2**20,
+        "originals_mib": originals_mib,
+        "size_without_originals_mib": page.stat().st_size / 2**20 - originals_mib,
         "open_report_s": min(times["report"]),
         "open_trivial_s": min(times["trivial"]),
         "open_extra_s": min(times["report"]) - min(times["trivial"]),
@@ -186,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"pairs: {m['pairs']:.0f} (findings: {m['findings']:.0f}); first page drawn: {m['rows_drawn']:.0f} rows")
-    print(f"render: {m['render_s']:.2f} s; file size: {m['size_mib']:.2f} MiB (target <= {TARGET_MIB} MiB)")
-    print(f"open (chromium --headless --dump-dom, best of {args.repeats}): report {m['open_report_s']:.2f} s, "
+    print(f"render: {m['render_s']:.2f} s; file size: {m['size_mib']:.2f} MiB, of which embedded originals "
+          f"{m['originals_mib']:.2f} MiB (cap {DEFAULT_HTML_EMBED_MIB:g} MiB) and the rest {m['size_without_originals_mib']:.2f} MiB "
+          f"(target <= {TARGET_MIB} MiB)")
+    print(f"open (chromium --headless --screenshot, best of {args.repeats}): report {m['open_report_s']:.2f} s, "
           f"trivial page {m['open_trivial_s']:.2f} s, extra {m['open_extra_s']:.2f} s (target <= {TARGET_OPEN_S} s)")
     print(f"cpu count: {os.cpu_count()}")
     return 0

@@ -144,7 +144,7 @@ def _write(path: str, text: str, *, newline: str | None = None) -> None:
 def _run_check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .render import RENDERERS, print_report
+    from .render import RENDERERS, print_report, render
 
     config = load_config(args.config)
     splits, manifest = _inputs(args, config, CHECK)
@@ -184,7 +184,7 @@ def _run_check(args: argparse.Namespace) -> int:
         print(f"wrote {n} accepted finding(s) to {args.write_baseline}", file=sys.stderr)
 
     if invocation.output:
-        _write(invocation.output, RENDERERS[fmt](report))
+        _write(invocation.output, render(fmt, report, options=options, output=invocation.output))
         print(("FAIL " if report.failed else "PASS ") + report.verdict.reason, file=sys.stderr)
     elif fmt == "terminal":
         console = Console()
@@ -193,7 +193,7 @@ def _run_check(args: argparse.Namespace) -> int:
         else:
             print_report(report, console)
     else:
-        sys.stdout.write(RENDERERS[fmt](report))
+        sys.stdout.write(render(fmt, report, options=options))
     if report.failed and not invocation.exit_zero:
         return EXIT_FINDINGS
     return EXIT_CLEAN
@@ -249,7 +249,7 @@ def _run_explain(args: argparse.Namespace) -> int:
 
         # Same options: the audit reuses the features and embeddings explain just computed.
         audited = audit(args.train, args.val, options=options)
-        _write(args.html, render_html(audited, explain=report))
+        _write(args.html, render_html(audited, explain=report, options=options, output=args.html))
     text = report.to_json() if args.format == "json" else render_text(report)
     if args.output:
         _write(args.output, text)

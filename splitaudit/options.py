@@ -37,6 +37,13 @@ PREFER = ("move", "drop")
 INPUT_SCALES = ("auto", "0-1", "-1-1", "0-255")
 #: ``explain --metric``: which gap the headline decomposes (both are always computed and reported).
 METRICS = ("both", "accuracy", "loss")
+#: ``--html-originals``: how the HTML report's enlarged view gets each pair's original images.
+HTML_ORIGINALS = ("embed", "link", "none")
+#: Defaults of the HTML report's embedded originals: total MiB of the file they may take, and pixels per image
+#: beyond which an original is downscaled before it is embedded (a 24-megapixel photo would be ~8 MB on its own).
+DEFAULT_HTML_EMBED_MIB = 16.0
+DEFAULT_HTML_MAX_PIXELS = 4_000_000
+_HTML = (CHECK, EXPLAIN)  # explain --html writes the same report
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,17 @@ class Options:
         "move", "move leaked images to train when proportions allow, or always drop them", commands=(FIX,),
         types=(str,), desc="'move' or 'drop'", parse=str, choices=PREFER)
 
+    html_originals: str = _setting(
+        "embed", "HTML report: the originals its enlarged pair view shows, embedded in the file (up to "
+        "--html-embed-mib), linked by relative path (for a report written next to the data), or none",
+        commands=_HTML, types=(str,), desc=f"one of {', '.join(HTML_ORIGINALS)}", parse=str, choices=HTML_ORIGINALS)
+    html_embed_mib: float = _setting(
+        DEFAULT_HTML_EMBED_MIB, "HTML report: at most this many MiB of embedded originals (most severe pairs first)",
+        commands=_HTML, types=(float, int), desc="a number in [0, 4096]", parse=float, metavar="MIB")
+    html_max_pixels: int = _setting(
+        DEFAULT_HTML_MAX_PIXELS, "HTML report: an embedded original with more pixels than this is downscaled to it",
+        commands=_HTML, types=(int,), desc="an integer >= 1024", parse=int, metavar="N")
+
     def __post_init__(self) -> None:
         from .report.baseline import Baseline, resolve_baseline
         from .checks import all_checks
@@ -302,6 +320,10 @@ class Options:
         put("tolerance", _float("tolerance", self.tolerance, 0, 1))
         if self.prefer not in PREFER:
             raise invalid_parameter("prefer", PREFER, self.prefer)
+        if self.html_originals not in HTML_ORIGINALS:
+            raise invalid_parameter("html_originals", HTML_ORIGINALS, self.html_originals)
+        put("html_embed_mib", _float("html_embed_mib", self.html_embed_mib, 0, 4096))
+        _int("html_max_pixels", self.html_max_pixels, 1024)
 
     def _check_options(self, known: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
         """A plain copy, every check name known and every parameter valid (names as the user spelled them)."""

@@ -154,3 +154,4 @@ def test_severity_prints_as_its_name_and_a_report_shows_itself_in_notebooks(plan
     report = splitaudit.audit(*planted.splits, backbone="none")
     html = report._repr_html_()
     assert html.lstrip().lower().startswith("<!doctype html") and "copy_exact.jpg" in html
+    assert 'id="sa-full"' not in html and "no originals were embedded or linked" in html  # notebooks stay small

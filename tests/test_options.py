@@ -61,6 +61,9 @@ _SAME = object()  # the error shows the value as given
     ("prefer", "shuffle", "one of {'drop', 'move'}", _SAME),
     ("engine", "spark", "one of {'local', 'ray'}", _SAME),
     ("ray_address", "", "None or a Ray address", _SAME),
+    ("html_originals", "inline", "one of {'embed', 'link', 'none'}", _SAME),
+    ("html_embed_mib", -1, "a float in [0, 4096]", _SAME),
+    ("html_max_pixels", 10, "an int >= 1024", _SAME),
 ])
 def test_invalid_values_name_the_parameter_the_allowed_values_and_the_input(name: str, value: Any, allowed: str, got: Any) -> None:
     with pytest.raises(InvalidParameterError) as err:
@@ -110,6 +113,7 @@ ALTERNATES: dict[str, Any] = {
     "batch_size": 16, "input_scale": "0-1", "seed": 5, "metric": "loss", "probe_dropout": 0.25, "probe_l2": 0.5, "probe_noise": 0.125,
     "tolerance": 0.5, "prefer": "drop", "verify": False, "engine": "ray", "ray_address": "127.0.0.1:6379",
     "validation_split": 0.2,
+    "html_originals": "link", "html_embed_mib": 2.5, "html_max_pixels": 65536,
 }
 KEYED = {"draft", "max_pixels", "backbone", "weights", "image_size", "verify"}
 

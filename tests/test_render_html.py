@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import html.parser
 import io
+import json
 import re
 import shutil
 import socketserver
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -150,6 +152,12 @@ class _Dom(html.parser.HTMLParser):
                 self.text_by_id[ident] = self.text_by_id.get(ident, "") + data
 
 
+def blob(page: str, ident: str = "sa-data") -> Any:
+    """A JSON blob of the page (``sa-data``: pairs and thumbnails; ``sa-full``: the originals)."""
+    m = re.search(rf'<script type="application/json" id="{ident}">(.*?)</script>', page, re.S)
+    return None if m is None else json.loads(m.group(1))
+
+
 def parse(text: str) -> _Dom:
     d = _Dom()
     d.feed(text)
@@ -167,8 +175,9 @@ def test_self_contained_escaped_and_deterministic(evil_report: splitaudit.AuditR
     dom = parse(page)
     # Every URL-bearing attribute is an inline image or an in-page anchor: nothing can be fetched.
     assert dom.urls and all(v.startswith("data:image/") or v.startswith("#") for _, _, v in dom.urls), dom.urls
-    # Exactly two script elements, ours: the JSON data (not executable) and the app, pinned by its hash in the CSP.
-    assert [s.get("type") for s in dom.scripts] == ["application/json", None]
+    # Exactly three script elements, ours: the JSON data and the embedded originals (not executable) and the app,
+    # pinned by its hash in the CSP.
+    assert [s.get("type") for s in dom.scripts] == ["application/json", "application/json", None]
     app = re.search(r"<script>(.*?)</script></body>", page, re.S).group(1)  # type: ignore[union-attr]
     assert f"'sha256-{base64.b64encode(hashlib.sha256(app.encode()).digest()).decode()}'" in CSP
     # The payload never appears as markup, only escaped (HTML entities in markup, \u003c in the JSON blob).
@@ -195,7 +204,7 @@ def test_sections_counts_and_thumbnails(planted: Planted) -> None:
     assert page.count("<svg") >= 1 and "class distribution per split" in page
     # One thumbnail per distinct image named by a finding (8 pairs: 16 images; the group: 2 more).
     assert dom.text_by_id["n-thumbs"] == "18"
-    thumbs = re.findall(r'"(data:image/(?:webp|jpeg);base64,[^"]+)"', page)
+    thumbs = blob(page)["thumbs"]
     assert len(thumbs) == 18
     im = Image.open(io.BytesIO(base64.b64decode(thumbs[0].split(",", 1)[1])))
     assert max(im.size) <= 96 and im.size[0] > 8
@@ -204,7 +213,7 @@ def test_sections_counts_and_thumbnails(planted: Planted) -> None:
 def test_thumbnail_cap_bounds_the_file(planted: Planted) -> None:
     report = splitaudit.audit(*planted.splits, backbone="none")
     capped = render_html(report, max_thumbnails=3)
-    assert len(re.findall(r'"data:image/(?:webp|jpeg);base64,', capped)) == 3
+    assert len(blob(capped)["thumbs"]) == 3
     assert "Thumbnails are embedded for the first 3 of 16 images" in capped
     assert len(render_html(report, max_thumbnails=0)) < len(capped) < len(render_html(report))
     with pytest.raises(splitaudit.InvalidParameterError, match="'max_thumbnails' parameter must be an int >= 0"):
@@ -303,7 +312,7 @@ def test_browser_renders_pairs_counts_and_escaped_names_without_requests(evil_re
     # The payload is text in the page, never an element: the browser's DOM has only our two scripts.
     assert f"train/{EVIL}" in dom.code_texts and f"val/{EVIL}" in dom.code_texts
     assert EVIL_LABEL in drawn
-    assert [s.get("type") for s in dom.scripts] == ["application/json", None]
+    assert [s.get("type") for s in dom.scripts] == ["application/json", "application/json", None]
     assert "<script>alert(1)" not in dom_text
 
     im = np.asarray(Image.open(shot).convert("RGB"))
@@ -351,7 +360,8 @@ def test_browser_filters_sorts_and_paginates(planted: Planted, tmp_path: Path) -
 @needs_chromium
 @pytest.mark.slow
 def test_10k_pairs_stay_small_and_open_fast(tmp_path: Path) -> None:
-    """The benchmark's targets (docs/report.md): <= 12 MiB, and <= 5 s to open over a trivial page."""
+    """The benchmark's targets (docs/report.md): <= 12 MiB besides the embedded originals (within their own cap),
+    and <= 5 s to open over a trivial page."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import html_report
@@ -359,5 +369,6 @@ def test_10k_pairs_stay_small_and_open_fast(tmp_path: Path) -> None:
         sys.path.remove(str(ROOT / "benchmarks"))
     m = html_report.measure(tmp_path, pairs=10_000, images=8000, repeats=2)
     assert m["rows_drawn"] == 50
-    assert m["size_mib"] <= html_report.TARGET_MIB, m
+    assert m["size_without_originals_mib"] <= html_report.TARGET_MIB, m
+    assert 0 < m["originals_mib"] <= html_report.DEFAULT_HTML_EMBED_MIB * 1.02, m  # the cap, plus the blob's JSON
     assert m["open_extra_s"] <= html_report.TARGET_OPEN_S, m

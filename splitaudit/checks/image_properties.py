@@ -37,6 +37,8 @@ WORDS = {
     "file_size": ("smaller on disk", "larger on disk"),
 }
 EXAMPLES = 3
+#: Bins of the per-split histograms stored in the tables (the HTML report plots those of the drifted properties).
+BINS = 24
 
 
 @register("image-properties", summary="Image size, format, mode, brightness, contrast, saturation, sharpness, entropy and blank images that differ between train and an evaluation split (KS/chi-square with effect sizes).", display="table")
@@ -70,6 +72,9 @@ def image_properties(
     cats = {"mode": f["mode"], "format": f["format"], "blank": np.where(blank, "blank", "not blank")}
     m = (len(NUMERIC) + len(cats)) * (len(names) - 1)  # Bonferroni: every overall test of the run
     summary: dict = {"medians": {}, "blank_fraction": {}, "modes": {}, "formats": {}, "tests": {}}
+    splits_rows = {name: ok & (s == k) for k, name in enumerate(names)}
+    summary["histograms"] = {p: _histogram(cols[p], splits_rows, p) for p in NUMERIC}
+    class_histograms: dict[str, dict] = {}  # {evaluation split: {class: {property: histogram}}}, flagged ones only
     for k, name in enumerate(names):
         rows = ok & (s == k)
         summary["medians"][name] = {p: _median(cols[p][rows]) for p in NUMERIC}
@@ -128,13 +133,34 @@ def image_properties(
                 p = min(1.0, p_raw * mc)
                 if p < alpha and d >= min_ks:
                     shift = _shift(a, b, prop)
+                    class_histograms.setdefault(other, {}).setdefault(c, {})[prop] = _histogram(cols[prop], {names[0]: ia, other: ib}, prop)
                     ranked.append((d, _numeric_finding(ctx, prop, a, b, d, p, mc, shift, other, names[0], ib, cols[prop], {}, label=c)))
         summary["tests"][other] = tests
         ranked.sort(key=lambda t: (-t[0], t[1].message))
         for rank, (_, finding) in enumerate(ranked[:max_findings], start=1):
             findings.append(Finding(finding.check, finding.severity, finding.message, finding.images, finding.category,
                                     finding.evidence, {**finding.data, "rank": rank}))
+    if class_histograms:
+        summary["class_histograms"] = class_histograms
     return CheckResult(tuple(findings), {"properties": summary})
+
+
+def _histogram(col: np.ndarray, rows: dict[str, np.ndarray], prop: str) -> dict:
+    """Counts per split over common bin edges (log-spaced where spread is multiplicative), for plotting."""
+    finite = np.isfinite(col)
+    pooled = col[finite & np.logical_or.reduce(list(rows.values()))]
+    if not len(pooled):
+        return {"scale": "linear", "edges": [], "counts": {}}
+    lo, hi = float(pooled.min()), float(pooled.max())
+    log = prop in LOG_SCALE and lo >= 0 and hi > lo
+    if hi <= lo:
+        edges = np.array([lo - 0.5, hi + 0.5])
+    elif log:
+        edges = np.expm1(np.linspace(np.log1p(lo), np.log1p(hi), BINS + 1))
+    else:
+        edges = np.linspace(lo, hi, BINS + 1)
+    counts = {name: [int(c) for c in np.histogram(col[r & finite], bins=edges)[0]] for name, r in rows.items()}
+    return {"scale": "log" if log else "linear", "edges": [float(e) for e in edges], "counts": counts}
 
 
 def _median(v: np.ndarray) -> float | None:

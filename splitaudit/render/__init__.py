@@ -1,7 +1,11 @@
 """Stage 6 of the pipeline: renderers turn a report into text for people (terminal, HTML, Markdown) and machines
 (JSON, SARIF, GitHub workflow annotations, CSV)."""
 
+from __future__ import annotations
+
+import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..report.model import AuditReport
 from .csv import render_csv
@@ -11,6 +15,9 @@ from .json import render_json
 from .markdown import render_markdown
 from .sarif import render_sarif
 from .terminal import print_report, render_terminal
+
+if TYPE_CHECKING:
+    from ..options import Options
 
 #: Output formats by name: each turns a report into the text written to ``--output``.
 RENDERERS: dict[str, Callable[[AuditReport], str]] = {
@@ -23,5 +30,15 @@ RENDERERS: dict[str, Callable[[AuditReport], str]] = {
     "github": render_github,
 }
 
-__all__ = ["RENDERERS", "print_report", "render_csv", "render_github", "render_html", "render_json", "render_markdown",
+
+
+def render(fmt: str, report: AuditReport, *, options: Options | None = None, output: str | os.PathLike[str] | None = None) -> str:
+    """``report`` in format ``fmt``; the HTML page also takes the run's options (its originals) and where it is
+    written (originals linked relative to it)."""
+    if fmt == "html":
+        return render_html(report, options=options, output=output)
+    return RENDERERS[fmt](report)
+
+
+__all__ = ["RENDERERS", "print_report", "render", "render_csv", "render_github", "render_html", "render_json", "render_markdown",
            "render_sarif", "render_terminal"]

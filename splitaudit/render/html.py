@@ -38,9 +38,13 @@ from ..errors import invalid_parameter
 from ..features import decode
 from ..features.extract import DEFAULT_MAX_PIXELS
 from ..report.model import AuditReport, Evidence, Finding, ImageRef
+from . import originals as _originals
+from .html_app import CSS as _CSS
+from .html_app import JS as _JS
 
 if TYPE_CHECKING:
     from ..explain.report import ExplainReport
+    from ..options import Options
 
 #: Longest side of an embedded thumbnail, in pixels.
 THUMB_SIDE = 96
@@ -101,17 +105,7 @@ def thumbnail_of_file(path: str, side: int = THUMB_SIDE, *, max_pixels: int = DE
 
 def _thumbnail_of_value(value: Any, side: int) -> str | None:
     """What an ``image_loader`` returned (PIL image, H×W[×C] array in uint8 or [0, 1], or None) as a thumbnail."""
-    if value is None:
-        return None
-    if isinstance(value, Image.Image):
-        return thumbnail_uri(value, side)
-    a = np.asarray(value)
-    if a.dtype != np.uint8:
-        scale = 255.0 if a.size and float(a.max()) <= 1.0 else 1.0
-        a = np.clip(np.rint(a.astype(np.float64) * scale), 0, 255).astype(np.uint8)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    return thumbnail_uri(Image.fromarray(a), side)
+    return None if value is None else thumbnail_uri(_originals.as_image(value), side)
 
 
 def image_file(report: AuditReport, ref: ImageRef) -> str | None:
@@ -245,6 +239,49 @@ def grouped_chart(columns: Sequence[tuple[str, Mapping[str, float]]], *, normali
     return "".join(out)
 
 
+def histogram_chart(h: Mapping[str, Any], *, title: str) -> str:
+    """Per split, the share of its images in each bin (``{"edges", "counts": {split: [...]}, "scale"}``): one
+    outlined step curve per split on common bins, so a shift between splits is seen as two humps."""
+    edges = [float(e) for e in h.get("edges") or ()]
+    counts = {str(k): [int(c) for c in v] for k, v in (h.get("counts") or {}).items() if sum(v)}
+    if len(edges) < 2 or not counts:
+        return ""
+    nb = len(edges) - 1
+    shares = {k: [c / sum(v) for c in v] for k, v in counts.items()}
+    peak = max(max(v) for v in shares.values()) or 1.0
+    left, top, pw, ph = 8, 30, 300, 90
+    width, height = left + pw + 12, top + ph + 30
+    bw = pw / nb
+    out = [f'<svg class="hist" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">'
+           f'<text x="{left}" y="13" font-size="12" font-weight="600">{_e(title)}</text>']
+    x = left
+    for k, name in enumerate(shares):  # legend
+        color = _PALETTE[k % len(_PALETTE)]
+        out.append(f'<rect x="{x}" y="18" width="10" height="8" fill="{color}"/>'
+                   f'<text x="{x + 13}" y="26" font-size="10">{_e(name)}</text>')
+        x += 22 + 6 * len(name)
+    base = top + ph
+    for k, (name, v) in enumerate(shares.items()):
+        color = _PALETTE[k % len(_PALETTE)]
+        pts = [f"{left:.1f},{base}"]
+        for i, share in enumerate(v):
+            y = base - share / peak * ph
+            pts += [f"{left + i * bw:.1f},{y:.1f}", f"{left + (i + 1) * bw:.1f},{y:.1f}"]
+        pts.append(f"{left + pw:.1f},{base}")
+        tip = ", ".join(f"{c}" for c in counts[name])
+        out.append(f'<polygon points="{" ".join(pts)}" fill="{color}" fill-opacity="0.18" stroke="{color}" '
+                   f'stroke-width="1.5"><title>{_e(name)}: images per bin {_e(tip)}</title></polygon>')
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{base}" y2="{base}" stroke="#999"/>')
+    scale = " (log scale)" if h.get("scale") == "log" else ""
+    for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
+        value = edges[round(frac * nb)]
+        out.append(f'<text x="{left + frac * pw:.1f}" y="{base + 13}" font-size="10" text-anchor="{anchor}">{_e(_num(value))}</text>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{base + 26}" font-size="10" text-anchor="middle" fill="#666">'
+               f'share of each split&#39;s images per bin{_e(scale)}</text></svg>')
+    return "".join(out)
+
+
 def class_chart(splits: Sequence[tuple[str, Mapping[str, int]]], *, max_classes: int = MAX_CHART_CLASSES) -> str:
     """Per class, each split's share of its images."""
     return grouped_chart(splits, normalise=True, title="class distribution per split", max_rows=max_classes)
@@ -298,6 +335,12 @@ def _is_matrix(value: Mapping[str, Any]) -> bool:
     return all(isinstance(v, Mapping) and v and all(_is_number(x) for x in v.values()) for v in value.values())
 
 
+def _unplotted(key: Any) -> bool:
+    """Test bookkeeping, never drawn as a bar: p-values and degrees of freedom (their size is no effect size)."""
+    k = str(key).lower()
+    return k in ("p", "dof", "df", "degrees_of_freedom") or k.startswith("p_value") or k.endswith("p_value")
+
+
 def _spark(value: float, peak: float) -> str:
     """A tiny bar in a table cell: one row's values across splits, on the row's own scale (drift at a glance)."""
     w = 0.0 if peak <= 0 else max(0.0, value / peak) * 60
@@ -321,9 +364,11 @@ def _matrix_html(value: Mapping[str, Mapping[str, Any]], title: str) -> str:
             "<td></td>" if v is None else f"<td>{_e(_num(v))}{_spark(float(v), peak) if peak > 0 else ''}</td>" for v in vals)
         body.append(f"<tr><th>{_e(r)}</th>{cells}</tr>")
     chart = ""
-    all_values = [v for c in cols for v in data[c].values()]
-    if len(cols) <= len(_PALETTE) and 2 <= len(rows) <= MAX_CHART_CLASSES and _chartable(all_values):
-        chart = grouped_chart([(c, data[c]) for c in cols], normalise=False, title=title)
+    plotted = [r for r in rows if not _unplotted(r)]
+    all_values = [v for c in cols for r, v in data[c].items() if r in plotted]
+    if (len(cols) <= len(_PALETTE) and 2 <= len(plotted) <= MAX_CHART_CLASSES and not any(_unplotted(c) for c in cols)
+            and _chartable(all_values)):
+        chart = grouped_chart([(c, {r: v for r, v in data[c].items() if r in plotted}) for c in cols], normalise=False, title=title)
     return (f'<div class="kvwrap"><table class="grid matrix"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
             f"{chart}</div>")
 
@@ -352,8 +397,9 @@ def render_value(value: Any, *, depth: int = 0, chart_title: str = "") -> str:
             head = "".join(f"<th>{_e(k)}</th>" for k in value)
             cells = "".join(f"<td>{_e(_num(_plain(v)))}</td>" for v in value.values())
             chart = ""
-            if 2 <= len(value) <= 60 and _chartable(value.values()):
-                chart = bar_chart({str(k): float(v) for k, v in value.items()}, title=chart_title)
+            plotted = {str(k): float(v) for k, v in value.items() if not _unplotted(k)}
+            if 2 <= len(plotted) <= 60 and _chartable(plotted.values()):
+                chart = bar_chart(plotted, title=chart_title)
             return f'<div class="kvwrap"><table class="grid"><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>{chart}</div>'
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{render_value(v, depth=depth + 1, chart_title=str(k))}</td></tr>"
                        for k, v in value.items())
@@ -377,151 +423,13 @@ def render_value(value: Any, *, depth: int = 0, chart_title: str = "") -> str:
 
 # -- the page ------------------------------------------------------------------------------------------------------
 
-_CSS = """
-:root{--err:#b3261e;--warn:#a45c00;--ok:#1e7a3a;--line:#ddd;--muted:#666}
-*{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
-header,main{max-width:1280px;margin:0 auto;padding:0 20px}header{padding-top:16px}
-h1{font-size:22px;margin:.2em 0}h2{font-size:18px;margin:1.6em 0 .5em;border-bottom:1px solid var(--line);padding-bottom:4px}
-nav a{margin-right:12px}code{font:12px ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
-.verdict{font-size:18px;font-weight:600;padding:10px 14px;border-radius:6px;margin:10px 0}
-.verdict.fail{background:#fbe9e7;color:var(--err)}.verdict.pass{background:#e6f4ea;color:var(--ok)}
-.counts{display:flex;flex-wrap:wrap;gap:10px;margin:8px 0}.counts div{background:#fff;border:1px solid var(--line);border-radius:6px;padding:6px 12px}
-.counts b{font-size:18px;display:block}
-table{border-collapse:collapse;background:#fff}th,td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f0f0f0}td.num{text-align:right;color:var(--muted)}
-figure.img{margin:0;display:inline-block;max-width:240px;vertical-align:top}figure.img img,span.th img{display:block;max-width:96px;max-height:96px;border:1px solid var(--line);background:#fff}
-figcaption{font-size:12px}.label{background:#eef;border-radius:3px;padding:0 4px;font-size:12px}
-.nothumb{width:96px;height:40px;border:1px dashed #bbb;color:#999;font-size:11px;display:flex;align-items:center;justify-content:center}
-.controls{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:8px 0}.controls label{font-size:12px;color:var(--muted)}
-tr.sev-error td:nth-child(4) .sev{color:var(--err);font-weight:600}tr.sev-warning td:nth-child(4) .sev{color:var(--warn);font-weight:600}
-tr.accepted{opacity:.6}.ev{font-size:12px}.id{font:11px ui-monospace,monospace;color:var(--muted)}
-.muted{color:var(--muted)}.group{background:#fff;border:1px solid var(--line);border-radius:6px;padding:8px;margin:6px 0}
-.group .members{display:flex;flex-wrap:wrap;gap:10px;margin-top:6px}.kvwrap{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap}
-table.kv th{font-weight:500}img.plot{max-width:100%;background:#fff;border:1px solid var(--line)}svg.spark{display:block;margin-top:2px}.scroll{overflow-x:auto;max-width:100%}svg.chart{background:#fff;border:1px solid var(--line)}
-footer{max-width:1280px;margin:30px auto;padding:0 20px;color:var(--muted);font-size:12px}
-"""
-
-# The only script. Data come from the JSON blob and reach the DOM through textContent/setAttribute only.
-_JS = r"""(function () {
-"use strict";
-var D = JSON.parse(document.getElementById("sa-data").textContent);
-var S = D.splits, I = D.images, T = D.thumbs, P = D.pairs, PAGE = D.page;
-function $(id) { return document.getElementById(id); }
-function el(tag, cls, text) {
-  var e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  return e;
-}
-function name(i) { return S[I[i][0]] + "/" + I[i][1]; }
-function fig(i) {
-  var im = I[i], f = el("figure", "img");
-  if (im[3] >= 0) { var g = document.createElement("img"); g.src = T[im[3]]; g.alt = ""; f.appendChild(g); }
-  else f.appendChild(el("div", "nothumb", "no thumbnail"));
-  var c = el("figcaption");
-  c.appendChild(el("code", null, name(i)));
-  if (im[2] !== null) { c.appendChild(document.createTextNode(" ")); c.appendChild(el("span", "label", im[2])); }
-  f.appendChild(c);
-  return f;
-}
-Array.prototype.forEach.call(document.querySelectorAll("span.th[data-t]"), function (n) {
-  var g = document.createElement("img"); g.src = T[+n.getAttribute("data-t")]; g.alt = ""; n.appendChild(g);
-});
-if (!$("pairs-body")) return;
-function options(sel, values) {
-  values.forEach(function (v) { var o = el("option", null, v); o.value = v; sel.appendChild(o); });
-}
-var checks = {}, cats = {}, pairsOf = {}, classes = {};
-P.forEach(function (p) {
-  checks[p[0]] = 1; cats[p[1]] = 1; pairsOf[S[I[p[3]][0]] + " \u2192 " + S[I[p[4]][0]]] = 1;
-  if (I[p[3]][2] !== null) classes[I[p[3]][2]] = 1;
-  if (I[p[4]][2] !== null) classes[I[p[4]][2]] = 1;
-});
-options($("f-check"), Object.keys(checks).sort());
-options($("f-category"), Object.keys(cats).sort());
-options($("f-pair"), Object.keys(pairsOf).sort());
-options($("f-class"), Object.keys(classes).sort());
-var rows = [], page = 0;
-function apply() {
-  var c = $("f-check").value, k = $("f-category").value, sp = $("f-pair").value, cl = $("f-class").value,
-      st = $("f-status").value, q = $("f-search").value.toLowerCase(), so = $("f-sort").value;
-  rows = [];
-  for (var j = 0; j < P.length; j++) {
-    var p = P[j], a = I[p[3]], b = I[p[4]];
-    if (c && p[0] !== c) continue;
-    if (k && p[1] !== k) continue;
-    if (sp && S[a[0]] + " \u2192 " + S[b[0]] !== sp) continue;
-    if (cl && a[2] !== cl && b[2] !== cl) continue;
-    if (st === "new" && p[7]) continue;
-    if (st === "accepted" && !p[7]) continue;
-    if (q && (name(p[3]) + " " + name(p[4])).toLowerCase().indexOf(q) < 0) continue;
-    rows.push(j);
-  }
-  if (so === "closest") rows.sort(function (x, y) { return P[x][6] - P[y][6] || x - y; });
-  else if (so === "farthest") rows.sort(function (x, y) { return P[y][6] - P[x][6] || x - y; });
-  else if (so === "path") rows.sort(function (x, y) { var u = name(P[x][4]), v = name(P[y][4]); return u < v ? -1 : u > v ? 1 : x - y; });
-  page = 0;
-  draw();
-}
-function draw() {
-  var body = $("pairs-body"), n = rows.length, pages = Math.max(1, Math.ceil(n / PAGE));
-  if (page >= pages) page = pages - 1;
-  body.textContent = "";
-  for (var r = page * PAGE; r < Math.min(n, (page + 1) * PAGE); r++) {
-    var j = rows[r], p = P[j], tr = el("tr", p[7] ? "accepted" : "sev-" + p[2]);
-    tr.setAttribute("data-pair", String(j));
-    tr.appendChild(el("td", "num", j + 1));
-    var ta = el("td"); ta.appendChild(fig(p[3])); tr.appendChild(ta);
-    var tb = el("td"); tb.appendChild(fig(p[4])); tr.appendChild(tb);
-    var td = el("td");
-    td.appendChild(el("div", "sev", p[2] + (p[7] ? " (accepted)" : "")));
-    td.appendChild(el("div", null, p[0]));
-    td.appendChild(el("div", "muted", p[1]));
-    tr.appendChild(td);
-    tr.appendChild(el("td", "ev", p[5]));
-    tr.appendChild(el("td", "id", p[8]));
-    body.appendChild(tr);
-  }
-  $("pairs-status").textContent = n + " of " + P.length + " pairs \u00b7 page " + (page + 1) + " of " + pages;
-  $("prev").disabled = page === 0;
-  $("next").disabled = page >= pages - 1;
-}
-// The view lives in the URL fragment (#pairs?check=...&class=...&sort=closest&page=2): links to a filtered view
-// can be shared, and fragment changes never leave the page.
-var FIELDS = {check: "f-check", category: "f-category", splits: "f-pair", "class": "f-class", status: "f-status", sort: "f-sort", q: "f-search"};
-function readHash() {
-  var h = location.hash, i = h.indexOf("?"), out = {};
-  if (h.slice(0, 6) !== "#pairs" || i < 0) return out;
-  h.slice(i + 1).split("&").forEach(function (kv) {
-    var j = kv.indexOf("=");
-    if (j <= 0) return;
-    try { out[decodeURIComponent(kv.slice(0, j))] = decodeURIComponent(kv.slice(j + 1).replace(/\+/g, " ")); } catch (e) { /* malformed: ignore */ }
-  });
-  return out;
-}
-function writeHash() {
-  var parts = [];
-  Object.keys(FIELDS).forEach(function (k) { var v = $(FIELDS[k]).value; if (v) parts.push(k + "=" + encodeURIComponent(v)); });
-  if (page > 0) parts.push("page=" + (page + 1));
-  try { history.replaceState(null, "", "#pairs" + (parts.length ? "?" + parts.join("&") : "")); } catch (e) { /* file: URLs may refuse */ }
-}
-Object.keys(FIELDS).forEach(function (k) {
-  var el_ = $(FIELDS[k]);
-  el_.addEventListener(k === "q" ? "input" : "change", function () { apply(); writeHash(); });
-});
-$("prev").addEventListener("click", function () { page -= 1; draw(); writeHash(); });
-$("next").addEventListener("click", function () { page += 1; draw(); writeHash(); });
-var init = readHash();
-Object.keys(FIELDS).forEach(function (k) { if (init[k] !== undefined) $(FIELDS[k]).value = init[k]; });
-apply();
-if (init.page) { page = Math.max(0, (parseInt(init.page, 10) || 1) - 1); draw(); }
-document.body.setAttribute("data-ready", "1");
-})();"""
-
 _JS_HASH = base64.b64encode(hashlib.sha256(_JS.encode("utf-8")).digest()).decode("ascii")
 #: No network loads of any kind: only inline styles, data: images and the one script, pinned by its hash.
 CSP = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{_JS_HASH}'; "
        "base-uri 'none'; form-action 'none'")
+#: With ``--html-originals link``: images may also come from the report's own origin (the files beside it), never
+#: from anywhere else.
+CSP_LINKED = CSP.replace("img-src data:", "img-src data: 'self' file:")
 
 
 # -- sections: each returns its HTML; the page is their concatenation ---------------------------------------------
@@ -570,7 +478,9 @@ class _Gallery:
     def of(cls, report: AuditReport, found: _Findings, *, cap: int, side: int, image_loader: ImageLoader | None) -> _Gallery:
         index: dict[tuple[str, str], int] = {}
         refs: list[ImageRef] = []
-        for f in (*found.pairs, *(f for _, fs in found.groups for f in fs[:MAX_GROUPS])):
+        # Pairs first (their images are the enlarged view's, indices 0..), then groups, then the examples table
+        # and image findings name (the images most unlike train, the drifted ones).
+        for f in (*found.pairs, *(f for _, fs in found.groups for f in fs[:MAX_GROUPS]), *found.images, *found.others):
             for ref in f.images:
                 if (ref.split, ref.path) not in index:
                     index[(ref.split, ref.path)] = len(refs)
@@ -610,9 +520,9 @@ def _facts(f: Finding) -> dict[str, Any]:
     return {k: val for k, val in dict(f.data).items() if k != "baseline"}
 
 
-def _head(title: str) -> str:
+def _head(title: str, csp: str = CSP) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
             '<meta name="referrer" content="no-referrer"><meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>")
 
@@ -655,20 +565,48 @@ _PAIR_CONTROLS = (
     '<option value="accepted">accepted</option></select></label>'
     '<label>sort <select id="f-sort"><option value="">severity</option><option value="closest">closest first</option>'
     '<option value="farthest">farthest first</option><option value="path">evaluation path</option></select></label>'
+    '<label>decision <select id="f-decision"><option value="">all</option><option value="undecided">undecided</option>'
+    '<option value="same">same shot</option><option value="notcopy">not a copy</option><option value="accept">accept</option>'
+    '</select></label>'
     '<label>file name <input id="f-search" type="search" placeholder="filter by name"></label>'
     '<button id="prev" type="button">&larr; previous</button><button id="next" type="button">next &rarr;</button>'
     '<span id="pairs-status" class="muted"></span></div>'
     '<table class="grid" id="pairs-table"><thead><tr><th>#</th><th>earlier split</th><th>later split</th>'
-    '<th>finding</th><th>evidence</th><th>id</th></tr></thead><tbody id="pairs-body"></tbody></table>'
+    '<th>finding</th><th>evidence</th><th>decision</th><th>id</th></tr></thead><tbody id="pairs-body"></tbody></table>'
+)
+
+#: The triage bar: decision count, exports and the keys.
+_TRIAGE = (
+    '<div class="triage"><b id="triage-status"></b>'
+    '<button id="x-baseline" type="button">export baseline (.json)</button>'
+    '<button id="x-csv" type="button">export decisions (.csv)</button>'
+    '<button id="x-clear" type="button">clear decisions</button>'
+    '<span class="keys"><kbd>j</kbd>/<kbd>k</kbd> or <kbd>&darr;</kbd>/<kbd>&uarr;</kbd> move, <kbd>Enter</kbd> or a click '
+    'enlarges, <kbd>1</kbd> same shot, <kbd>2</kbd> not a copy, <kbd>3</kbd> accept (then the next pair), '
+    '<kbd>s</kbd>/<kbd>d</kbd>/<kbd>b</kbd> side by side / difference / blink, <kbd>f</kbd> fit or 1:1 pixels, <kbd>Esc</kbd> closes</span>'
+    '</div><p class="muted">Decisions stay in this browser (per report). The baseline accepts the pairs marked '
+    '<i>not a copy</i> or <i>accept</i> and what this report&rsquo;s baseline already accepted (unless now marked '
+    '<i>same shot</i>): <code>splitaudit check &hellip; --baseline splitaudit-baseline.json</code>. The CSV lists every '
+    'pair with its decision.</p>'
+)
+
+#: The enlarged view (filled by the script).
+_VIEWER = (
+    '<div id="viewer" hidden role="dialog" aria-label="pair"><div class="bar">'
+    '<button id="v-prev" type="button">&larr;</button><button id="v-next" type="button">&rarr;</button>'
+    '<span id="v-title"></span><code id="v-names"></code><span id="v-dec"></span>'
+    '<button id="v-side" type="button">side by side</button><button id="v-diff" type="button">difference</button>'
+    '<button id="v-blink" type="button">blink</button><button id="v-fit" type="button">fit</button>'
+    '<button id="v-close" type="button">close (Esc)</button></div><div id="v-stage"></div></div>'
 )
 
 
-def _pairs_section(pairs: Sequence[Finding], gallery: _Gallery) -> str:
+def _pairs_section(pairs: Sequence[Finding], gallery: _Gallery, originals: _originals.Originals) -> str:
     """The controls and an empty table the script fills from the JSON blob; a text list for scripts off."""
     out = f'<h2 id="pairs">Cross-split pairs ({len(pairs)})</h2>'
     if not pairs:
         return out + '<p class="muted">No images are shared between splits.</p>'
-    out += _PAIR_CONTROLS
+    out += _TRIAGE + f'<p class="muted" id="originals-note">{_e(originals.note())}</p>' + _PAIR_CONTROLS + _VIEWER
     out += (f"<noscript><p>Scripts are off: the first {min(len(pairs), NOSCRIPT_PAIRS)} of {len(pairs)} pairs as text.</p><ol>"
             + "".join(f"<li>{_e(f.severity.label)} {_e(f.message)} ({_e(Evidence.describe_all(f.evidence))})</li>"
                       for f in pairs[:NOSCRIPT_PAIRS])
@@ -679,16 +617,48 @@ def _pairs_section(pairs: Sequence[Finding], gallery: _Gallery) -> str:
     return out
 
 
+_REGISTRATION_KEYS = ("score", "scale", "angle", "dx", "dy")
+
+
+def registration_of(f: Finding) -> dict[str, Any] | None:
+    """The copy verifier's registration of b onto a (``data["registration"]``), when present and well formed:
+    ``{score, mirrored, scale, angle (degrees), dx, dy (fractions of the side)}``."""
+    g = f.data.get("registration") if isinstance(f.data, Mapping) else None
+    if not isinstance(g, Mapping):
+        return None
+    try:
+        out: dict[str, Any] = {k: float(g[k]) for k in _REGISTRATION_KEYS}
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in out.values()) or out["scale"] <= 0:
+        return None
+    out["mirrored"] = bool(g.get("mirrored", False))
+    return out
+
+
+def _report_key(pair_ids: Sequence[str]) -> str:
+    """Names this report's decisions in the browser's storage: the same pairs, the same decisions."""
+    return hashlib.sha256(",".join(pair_ids).encode()).hexdigest()[:16]
+
+
 def _pairs_data(report: AuditReport, pairs: Sequence[Finding], gallery: _Gallery, page_size: int) -> dict[str, Any]:
     """The JSON blob the script draws the pairs table from."""
     split_index = {s.name: k for k, s in enumerate(report.splits)}
+    ids = [f.id for f in pairs]  # a hash each: computed once
+    pair_ids = set(ids)
     return {
         "splits": [s.name for s in report.splits],
         "images": [[split_index.get(r.split, 0), r.path, r.label, gallery.thumb_of[k]] for k, r in enumerate(gallery.refs)],
         "thumbs": list(gallery.uris),
-        # [check, category, severity, image a, image b, evidence, closeness, accepted, id]
+        # [check, category, severity, image a, image b, evidence, closeness, accepted, id, message, registration,
+        #  mirrored]
         "pairs": [[f.check, f.category, f.severity.label, gallery.at(f.images[0]), gallery.at(f.images[1]),
-                   Evidence.describe_all(f.evidence), _closeness(f), 1 if f.accepted else 0, f.id] for f in pairs],
+                   Evidence.describe_all(f.evidence), _closeness(f), 1 if f.accepted else 0, fid, f.message,
+                   registration_of(f), 1 if any(e.flipped for e in f.evidence) else 0] for f, fid in zip(pairs, ids)],
+        # What the report's baseline already accepted besides the pairs: kept by the exported baseline.
+        "accepted": [[f.id, f.check, f.severity.label, [f"{i.split}/{i.path}" for i in f.images], f.message]
+                     for f in report.findings if f.accepted and f.id not in pair_ids],
+        "key": _report_key(ids),
         "page": page_size,
     }
 
@@ -712,18 +682,24 @@ def _group_section(check: str, findings: Sequence[Finding], gallery: _Gallery) -
     return out
 
 
-def _findings_table(anchor: str, heading: str, findings: Sequence[Finding], *, with_images: bool) -> str:
-    """Findings as table rows: severity, check, (files,) message, facts, id."""
+def _findings_table(anchor: str, heading: str, findings: Sequence[Finding], *, with_images: bool,
+                    gallery: _Gallery | None = None) -> str:
+    """Findings as table rows: severity, check, (files, or example thumbnails with ``gallery``,) message, facts,
+    id."""
     out = f'<h2 id="{anchor}">{heading} ({len(findings)})</h2>'
     if not findings:
         return out + '<p class="muted">None.</p>'
-    head = "<th>severity</th><th>check</th>" + ("<th>file</th>" if with_images else "") + "<th>message</th><th>facts</th><th>id</th>"
+    examples = gallery is not None and any(f.images for f in findings)
+    head = ("<th>severity</th><th>check</th>" + ("<th>file</th>" if with_images else "")
+            + ("<th>examples</th>" if examples else "") + "<th>message</th><th>facts</th><th>id</th>")
     rows = []
     for f in findings:
         css, severity = _status(f)
         files = "".join(f"<code>{_e(r.split)}/{_e(r.path)}</code> " for r in f.images)
+        shown = f'<div class="examples">{"".join(gallery.figure(r) for r in f.images)}</div>' if examples and gallery else ""
         facts = _facts(f)
         rows.append(f'<tr class="{css}"><td>{severity}</td><td>{_e(f.check)}</td>' + (f"<td>{files}</td>" if with_images else "")
+                    + (f"<td>{shown}</td>" if examples else "")
                     + f'<td>{_e(f.message)}</td><td>{render_value(facts) if facts else ""}</td><td class="id">{_e(f.id)}</td></tr>')
     return out + f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -741,12 +717,179 @@ def _classes_section(report: AuditReport) -> str:
             + "".join(f"<th>{_e(n)}</th>" for n, _ in labelled) + f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
-def _distribution_section(report: AuditReport) -> str:
-    """What the table checks measured (``report.distribution``), drawn generically."""
+def _fmt_value(v: Any) -> str:
+    return _e(_num(_plain(v))) if v is not None else "&ndash;"
+
+
+def _flat_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A plain table; cells are HTML already escaped by the caller."""
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return (f'<table class="grid"><thead><tr>{"".join(f"<th>{_e(h)}</th>" for h in head)}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def _examples(refs: Sequence[ImageRef], gallery: _Gallery, caption: str) -> str:
+    if not refs:
+        return ""
+    return (f'<div><div class="muted">{_e(caption)}</div><div class="examples">'
+            + "".join(gallery.figure(r) for r in refs) + "</div></div>")
+
+
+def _drift_html(props: Mapping[str, Any], findings: Sequence[Finding], gallery: _Gallery) -> str:
+    """Each drifted numeric property (a finding naming ``property`` and ``split``): a histogram per split and the
+    finding's example images; then the medians of every property as one table."""
+    if "medians" not in props:
+        raise KeyError("medians")
+    out = "<h3>Image properties</h3>"
+    histograms = props.get("histograms") or {}
+    by_class = props.get("class_histograms") or {}
+    drifted = [f for f in findings if isinstance(f.data.get("property"), str) and f.data.get("kind") == "numeric"]
+    shown = 0
+    for f in drifted:
+        prop, split, label = f.data["property"], f.data.get("split"), f.data.get("class")
+        h = (by_class.get(split, {}).get(label, {}).get(prop) if label is not None else histograms.get(prop))
+        if not isinstance(h, Mapping) or not h.get("edges"):
+            continue
+        name = prop.replace("_", " ") + (f" in class {label}" if label is not None else "")
+        chart = histogram_chart(h, title=name)
+        direction = f.data.get("direction")
+        caption = f"{split} images at the {'low' if direction == 'lower' else 'high'} end of {prop.replace('_', ' ')}"
+        out += (f'<div class="drift">{chart}<div><div>{_e(f.message.split(". A model", 1)[0].rstrip("."))}.</div>'
+                f'{_examples(f.images, gallery, caption)}</div></div>')
+        shown += 1
+    categorical = [f for f in findings if f.data.get("kind") == "categorical" and isinstance(f.data.get("train"), Mapping)]
+    train = next(iter(props["medians"]), "train")  # splits in report order: train first
+    for f in categorical:
+        chart = grouped_chart([(str(train), f.data["train"]), (str(f.data.get("split")), f.data.get("eval") or {})],
+                              normalise=False, title=f"{f.data.get('property')}: share of images")
+        out += (f'<div class="drift">{chart}<div><div>{_e(f.message.split(". ", 1)[0].rstrip("."))}.</div>'
+                f'{_examples(f.images, gallery, "examples")}</div></div>')
+        shown += 1
+    if not shown:
+        out += '<p class="muted">No property differs between train and an evaluation split.</p>'
+    medians = props.get("medians") or {}
+    if medians:
+        splits = list(medians)
+        names = sorted({p for m in medians.values() if isinstance(m, Mapping) for p in m})
+        flagged = {(f.data.get("property"), f.data.get("split")) for f in drifted if f.data.get("class") is None}
+        rows = []
+        for p in names:
+            mark = " (drifted)" if any((p, sp) in flagged for sp in splits) else ""
+            rows.append([f"<b>{_e(p)}</b>{_e(mark)}" if mark else _e(p),
+                         *(_fmt_value((medians.get(sp) or {}).get(p)) for sp in splits)])
+        out += "<p>Median of each property per split:</p>" + _flat_table(["property", *splits], rows)
+    return out
+
+
+def _distinguishability_html(table: Mapping[str, Any], findings: Sequence[Finding], gallery: _Gallery) -> str:
+    """ROC AUC of telling each evaluation split from train, and the images most unlike train."""
+    rows = []
+    for split, kinds in table.items():
+        for kind, r in (kinds or {}).items():
+            ci = r.get("ci") or [None, None]
+            rows.append([_e(split), _e(kind), _fmt_value(r.get("auc")), f"{_fmt_value(ci[0])} &ndash; {_fmt_value(ci[1])}",
+                         _fmt_value(r.get("n_train")), _fmt_value(r.get("n_eval"))])
+    out = ("<h3>Distinguishability (adversarial validation)</h3><p class=\"muted\">ROC AUC of a classifier telling each "
+           "split from train (0.5 = same distribution).</p>"
+           + _flat_table(["split", "features", "ROC AUC", "95% CI", "train images", "split images"], rows))
+    for f in findings:
+        if f.images and isinstance(f.data.get("features"), str):
+            out += _examples(f.images, gallery, f"most unlike train by {f.data['features']} ({f.data.get('split')})")
+    return out
+
+
+def _difficulty_html(table: Mapping[str, Any], findings: Sequence[Finding], gallery: _Gallery) -> str:
+    """Probe difficulty per split and per class, as flat tables, and the example images."""
+    rows, class_rows = [], []
+    for split, r in table.items():
+        if not isinstance(r, Mapping):
+            continue
+        rows.append([_e(split), _fmt_value(r.get("p_easier")), _fmt_value(r.get("accuracy_train")),
+                     _fmt_value(r.get("accuracy_eval")), _fmt_value(r.get("mean_loss_train")), _fmt_value(r.get("mean_loss_eval"))])
+        for c, cr in (r.get("by_class") or {}).items():
+            class_rows.append([_e(split), _e(c), _fmt_value(cr.get("p_easier")), _fmt_value(cr.get("accuracy_train")),
+                               _fmt_value(cr.get("accuracy_eval"))])
+    out = ("<h3>Difficulty</h3><p class=\"muted\">P(easier): the chance a split image has a lower probe loss than a train "
+           "image (0.5 = equally difficult).</p>"
+           + _flat_table(["split", "P(easier)", "accuracy train", "accuracy split", "mean loss train", "mean loss split"], rows))
+    if class_rows:
+        out += "<p>Per class:</p>" + _flat_table(["split", "class", "P(easier)", "accuracy train", "accuracy split"], class_rows)
+    for f in findings:
+        if f.images:
+            out += _examples(f.images, gallery, f"examples: {f.category or f.check}")
+    return out
+
+
+def _classes_table_html(table: Mapping[str, Any], findings: Sequence[Finding], gallery: _Gallery) -> str:
+    """Class imbalance and the association of class with split (the counts are in the class section)."""
+    imbalance = table.get("imbalance") or {}
+    tests = table.get("tests") or {}
+    rows = [[_e(sp), _fmt_value(imbalance.get(sp)), _fmt_value((tests.get(sp) or {}).get("cramers_v"))] for sp in imbalance]
+    return ('<h3>Class balance</h3><p class="muted">Imbalance: largest over smallest class; Cram&eacute;r&rsquo;s V: '
+            'how much the class mix depends on the split (0 = not at all). Counts and shares: see '
+            '<a href="#classes">Class distribution</a>.</p>' + _flat_table(["split", "imbalance", "Cramér's V vs train"], rows))
+
+
+def _separability_html(table: Mapping[str, Any], findings: Sequence[Finding], gallery: _Gallery) -> str:
+    ci = table.get("ci") or [None, None]
+    out = (f"<h3>Class separability</h3><p>Probe accuracy {_fmt_value(table.get('accuracy'))} (95% CI {_fmt_value(ci[0])} "
+           f"&ndash; {_fmt_value(ci[1])}; chance {_fmt_value(table.get('chance'))}) over {_fmt_value(table.get('classes'))} classes.</p>")
+    pairs = [p for p in table.get("confused_pairs") or () if isinstance(p, Mapping)]
+    if pairs:
+        out += "<p>Most confused class pairs:</p>" + _flat_table(
+            ["classes", "confusion", "pair accuracy", "images"],
+            ([_e(" / ".join(str(c) for c in p.get("classes") or ())), _fmt_value(p.get("confusion")),
+              _fmt_value(p.get("pair_accuracy")), _fmt_value(p.get("n"))] for p in pairs))
+    return out
+
+
+def _leak_impact_html(table: Mapping[str, Any], findings: Sequence[Finding], gallery: _Gallery) -> str:
+    keys = ("accuracy", "accuracy_on_leaked", "accuracy_without_leaked", "inflation", "leaked", "n")
+    rows = [[_e(sp), *(_fmt_value((r or {}).get(k)) for k in keys)] for sp, r in table.items() if isinstance(r, Mapping)]
+    return ("<h3>Leak impact</h3><p class=\"muted\">Probe accuracy on each split with and without its leaked images.</p>"
+            + _flat_table(["split", "accuracy", "on leaked", "without leaked", "inflation", "leaked", "images"], rows))
+
+
+#: Distribution tables drawn by a purpose-made function (keyed by their table name, in this order); others are
+#: drawn generically.
+_DISTRIBUTION_DRAWN = {"properties": _drift_html, "distinguishability": _distinguishability_html, "difficulty": _difficulty_html,
+                       "separability": _separability_html, "leak_impact": _leak_impact_html, "classes": _classes_table_html}
+
+
+def _distribution_section(report: AuditReport, found: _Findings, gallery: _Gallery) -> str:
+    """What the table checks measured (``report.distribution``): drifted properties as histograms per split, the
+    distinguishability and difficulty tables with their example images, the other tables generically (never a
+    chart of p-values or degrees of freedom)."""
     out = '<h2 id="distribution">Distribution: property drift, distinguishability, difficulty</h2>'
-    if not report.distribution:
+    dist = report.distribution
+    if not dist:
         return out + '<p class="muted">Not part of this report.</p>'
-    return out + f'<div class="scroll">{render_value(report.distribution)}</div>'
+    drawn = set()
+    for key, fn in _DISTRIBUTION_DRAWN.items():
+        value = dist.get(key)
+        if not isinstance(value, Mapping):
+            continue
+        try:
+            out += fn(value, [f for f in found.others if _owns(f, key)], gallery)
+            drawn.add(key)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+            pass  # not the shape this version's check writes (an older report): drawn generically below
+    rest = {k: v for k, v in dist.items() if k not in drawn}
+    if rest:
+        out += f'<h3>Other tables</h3><div class="scroll">{render_value(rest)}</div>'
+    return out
+
+
+def _owns(f: Finding, table: str) -> bool:
+    """A finding speaks about a distribution table when its data carry that table's keys."""
+    d = f.data
+    if table == "properties":
+        return "property" in d and "kind" in d
+    if table == "distinguishability":
+        return "auc" in d and "features" in d
+    if table == "difficulty":
+        return "p_easier" in d or ("scope" in d and "direction" in d)
+    return False
 
 
 def _explain_section(explain: ExplainReport | None) -> str:
@@ -766,14 +909,18 @@ def _run_section(report: AuditReport) -> str:
                                                     "embeddings": dict(report.embeddings) or None})
 
 
-def _footer(data: Mapping[str, Any]) -> str:
+def _footer(data: Mapping[str, Any], originals: _originals.Originals) -> str:
     # imported at call time: splitaudit/__init__ may still be importing when this module loads
     from .. import __version__
 
+    # The originals have their own blob, parsed the first time a pair is enlarged: megabytes of base64 would
+    # otherwise be parsed before the first page of pairs is drawn.
+    full = [o.to_json() if o is not None else None for o in originals.items]
     return (f"<footer>splitaudit {_e(__version__)} &middot; self-contained report: no network requests "
             "(Content-Security-Policy <code>default-src 'none'</code>)</footer>"
             f'<script type="application/json" id="sa-data">{_script_json(data)}</script>'
-            f"<script>{_JS}</script></body></html>\n")
+            + (f'<script type="application/json" id="sa-full">{_script_json(full)}</script>' if any(full) else "")
+            + f"<script>{_JS}</script></body></html>\n")
 
 
 def render_html(
@@ -785,6 +932,8 @@ def render_html(
     page_size: int = PAGE_SIZE,
     image_loader: ImageLoader | None = None,
     title: str = "splitaudit report",
+    options: Options | None = None,
+    output: str | os.PathLike[str] | None = None,
 ) -> str:
     """The report as one self-contained HTML page.
 
@@ -798,6 +947,12 @@ def render_html(
     image_loader:
         ``image_loader(ImageRef)`` -> PIL image or array, for reports on in-memory arrays (files are read from
         the split roots otherwise; array inputs without a loader get no thumbnails).
+    options:
+        Its ``html_originals``, ``html_embed_mib`` and ``html_max_pixels`` say how the enlarged pair view gets
+        the originals (defaults: :class:`~splitaudit.options.Options`'s).
+    output:
+        Where the page will be written: ``html_originals="link"`` links the originals relative to its folder
+        (the working directory when ``None``).
     """
     if isinstance(max_thumbnails, bool) or not isinstance(max_thumbnails, int) or max_thumbnails < 0:
         raise invalid_parameter("max_thumbnails", "an int >= 0", max_thumbnails)
@@ -806,18 +961,39 @@ def render_html(
     if isinstance(thumb_side, bool) or not isinstance(thumb_side, int) or not 16 <= thumb_side <= 512:
         raise invalid_parameter("thumb_side", "an int in [16, 512]", thumb_side)
 
+    if options is None:
+        from ..options import Options
+
+        options = Options()
     found = _Findings.of(report)
     gallery = _Gallery.of(report, found, cap=max_thumbnails, side=thumb_side, image_loader=image_loader)
+    originals = _pair_originals(report, found, gallery, options, output, image_loader)
     sections = [
         _splits_section(report),
-        _pairs_section(found.pairs, gallery),
+        _pairs_section(found.pairs, gallery, originals),
         *(_group_section(check, findings, gallery) for check, findings in found.groups),
         _findings_table("images", "Image findings", found.images, with_images=True),
         _classes_section(report),
-        _distribution_section(report),
+        _distribution_section(report, found, gallery),
         _explain_section(explain),
-        _findings_table("other", "Other findings", found.others, with_images=False),
+        _findings_table("other", "Other findings", found.others, with_images=False, gallery=gallery),
         _run_section(report),
     ]
-    return (_head(title) + _header(report, found, gallery, title) + "<main>" + "".join(sections) + "</main>"
-            + _footer(_pairs_data(report, found.pairs, gallery, page_size)))
+    csp = CSP_LINKED if options.html_originals == "link" else CSP
+    return (_head(title, csp) + _header(report, found, gallery, title) + "<main>" + "".join(sections) + "</main>"
+            + _footer(_pairs_data(report, found.pairs, gallery, page_size), originals))
+
+
+def _pair_originals(report: AuditReport, found: _Findings, gallery: _Gallery, options: Options,
+                    output: str | os.PathLike[str] | None, image_loader: ImageLoader | None) -> _originals.Originals:
+    """The originals of the images the pairs name (the gallery's first images), as ``options`` asks."""
+    n = len({(r.split, r.path) for f in found.pairs for r in f.images})
+    refs = gallery.refs[:n]
+    mode = options.html_originals
+    if image_loader is not None and mode == "link":
+        mode = "none"  # in-memory images have no file to link to
+    loader = None if image_loader is None else (lambda k: image_loader(refs[k]))
+    start = os.path.dirname(os.path.abspath(os.fspath(output))) if output is not None else os.getcwd()
+    return _originals.collect([image_file(report, r) for r in refs], mode=mode,
+                              budget_bytes=int(options.html_embed_mib * 2**20), max_pixels=options.html_max_pixels,
+                              link_from=start, loader=loader)

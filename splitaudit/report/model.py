@@ -264,10 +264,12 @@ class AuditReport:
         return json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
     def _repr_html_(self) -> str:
-        """Jupyter shows a report as the curator's HTML page (one self-contained document)."""
+        """Jupyter shows a report as the curator's HTML page (one self-contained document). Without embedded
+        originals: a notebook keeps its outputs, and megabytes of them per report would bloat it."""
+        from ..options import Options
         from ..render.html import render_html
 
-        return render_html(self)
+        return render_html(self, options=Options(html_originals="none"))
 
 
 def _clean(value: Any) -> Any:
