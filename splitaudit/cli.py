@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
     _add_settings(check, Options, CHECK)
     check.add_argument("--config", metavar="PYPROJECT", help=config_help)
-    check.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line (terminal format)")
+    check.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr; with the terminal format, print only the verdict line")
     check.add_argument("--write-baseline", metavar="FILE", help="write every current finding to FILE as accepted, then report with it")
 
     sub.add_parser("checks", help="list the available checks and their parameters")

@@ -31,6 +31,10 @@ def open_run(
     t0 = time.perf_counter()
     source: Any = sources[0] if len(sources) == 1 and isinstance(sources[0], Mapping) else list(sources)
     dataset = scan(source if (sources or manifest is None) else None, manifest=manifest, group_by=options.group_by)
+    if options.git_tracked:
+        from .scan.git import keep_tracked
+
+        dataset = keep_tracked(dataset)
     if timings is not None:
         timings["scan"] = time.perf_counter() - t0
     store = FeatureCache(options.cache_dir) if options.cache else None
