@@ -8,6 +8,7 @@ from typing import Any
 
 from .checks import AuditContext
 from .options import CHECK, Options, build_options
+from .progress import CHECKS, stage
 from .report import AuditReport, Policy, build_report
 from .report.baseline import Baseline, resolve_baseline
 from .run import Progress, open_run
@@ -75,10 +76,12 @@ def run_checks(ctx: AuditContext, *, baseline: Baseline | None = None, timings: 
         _ = ctx.embeddings
         timings["embeddings"] = time.perf_counter() - t0
     results = []
-    for check, params in selected:
+    for k, (check, params) in enumerate(selected):
+        stage(CHECKS, k, len(selected))
         t0 = time.perf_counter()
         results.append((check.name, params, check.run(ctx, params)))
         timings[f"check:{check.name}"] = time.perf_counter() - t0
+    stage(CHECKS, len(selected), len(selected))
     o = ctx.options
     policy = Policy(o.fail_on, o.max_leak_fraction, frozenset(c.name for c, _ in selected if c.leak))
     f = ctx.features

@@ -142,6 +142,8 @@ def compute_properties(
     """
     from .runner import map_batches
 
+    if progress:  # announce the stage before the cache look-ups and the workers' start-up
+        progress(0)
     n = len(records)
     version = property_version(max_pixels)
     rows = [int(i) for i in rows]
@@ -153,6 +155,8 @@ def compute_properties(
     if cache is not None:
         stored = cache.get_arrays(key)  # type: ignore[attr-defined]
         if stored is not None and set(stored) == set(MEASURED) and all(len(v) == n for v in stored.values()):
+            if progress:
+                progress(len(rows))
             return {k: np.asarray(stored[k], dtype=np.float64) for k in MEASURED}, 0
     matrix = np.full((n, len(MEASURED)), np.nan)
     known = cache.properties_for([digests[i] for i in rows], version) if cache is not None else {}  # type: ignore[attr-defined]

@@ -140,6 +140,8 @@ def compute_features(
     path list and stat, no per-row SQL), then the per-file stat fast path, then a digest of the bytes (moved or
     copied files), and only then decoding.
     """
+    if progress:  # announce the stage before the cache look-ups and the workers' start-up
+        progress(0)
     records = dataset.records
     n = len(records)
     variant = options.variant

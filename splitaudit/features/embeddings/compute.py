@@ -21,6 +21,7 @@ from PIL import Image
 from ...errors import invalid_parameter
 from .. import decode
 from ..extract import DEFAULT_MAX_PIXELS, _read
+from ...progress import LOAD_MODEL, staged
 from .backbones import BackboneSpec, load_backbone
 
 Progress = Callable[[int], None]
@@ -210,7 +211,13 @@ def embed_dataset(
     cached = cache.embeddings_for([digests[i] for i in rows], spec.identity) if cache is not None else {}
     todo = [i for i in rows if digests[i] not in cached]
     work = EmbedBatch(spec, max_pixels, model_dir=str(model_dir(getattr(cache, "directory", None))))
-    dim = work.backbone.dim if todo else next(iter(cached.values())).shape[0] if cached else 1
+    if todo:
+        with staged(LOAD_MODEL):  # seconds before the first batch: say so
+            dim = work.backbone.dim
+    else:
+        dim = next(iter(cached.values())).shape[0] if cached else 1
+    if progress:  # the stage starts now, with what the cache answered
+        progress(len(rows) - len(todo))
     matrix = np.zeros((n, dim), dtype=np.float32)
     have = np.zeros(n, dtype=bool)
     for i in rows:
@@ -220,8 +227,6 @@ def embed_dataset(
             have[i] = True
     del cached
     if todo:
-        if progress and len(rows) > len(todo):
-            progress(len(rows) - len(todo))
         cols = {"path": np.array([records[i].path for i in todo], dtype=object), "pixels": np.empty(len(todo), dtype=object)}
         for j, i in enumerate(todo):
             if records[i].array_index >= 0:
