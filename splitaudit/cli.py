@@ -200,7 +200,8 @@ def _run_fix(args: argparse.Namespace) -> int:
     sys.stdout.write(plan.summary())
     if args.apply:
         done = apply_plan(plan, to=args.to)
-        print(f"copied {done.copied} file(s) into {done.target} ({done.dropped} dropped); manifest: {done.manifest}")
+        left_out = f", {done.excluded} unreadable left out" if done.excluded else ""
+        print(f"copied {done.copied} file(s) into {done.target} ({done.dropped} dropped{left_out}); manifest: {done.manifest}")
     return EXIT_CLEAN
 
 
@@ -250,19 +251,21 @@ def _line_progress(command: str) -> Progress:
 def _run_explain(args: argparse.Namespace) -> int:
     from .explain import explain
     from .explain.render import render_text
+    from .native_logs import native_logs_filtered
 
     config = load_config(args.config)
     options = Options(**_resolve(Options, EXPLAIN, args, config))
-    with _progress(EXPLAIN, quiet=False) as progress:
-        report = explain(args.train, args.val, model=args.model, history=args.history, options=options, progress=progress)
-    if args.plot:
-        report.plot(args.plot)
-    if args.html:
-        from .render.html import render_html
+    with native_logs_filtered():  # TensorFlow's CUDA/oneDNN chatter, not ours
+        with _progress(EXPLAIN, quiet=False) as progress:
+            report = explain(args.train, args.val, model=args.model, history=args.history, options=options, progress=progress)
+        if args.plot:
+            report.plot(args.plot)
+        if args.html:
+            from .render.html import render_html
 
-        # Same options: the audit reuses the features and embeddings explain just computed.
-        audited = audit(args.train, args.val, options=options)
-        _write(args.html, render_html(audited, explain=report))
+            # Same options: the audit reuses the features and embeddings explain just computed.
+            audited = audit(args.train, args.val, options=options)
+            _write(args.html, render_html(audited, explain=report))
     text = report.to_json() if args.format == "json" else render_text(report)
     if args.output:
         _write(args.output, text)

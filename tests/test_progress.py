@@ -87,3 +87,36 @@ def test_a_terminal_gets_live_stage_lines(planted: Planted, tmp_path: Path) -> N
         assert name in text, text[-2000:]
     assert "splitaudit check:" not in text  # live lines, not the log format
     assert b"near-duplicate of train/coffee/coffee_03.jpg" in out
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_explain_keeps_tensorflows_native_logs_off_stderr_and_ours_on_it(planted: Planted, tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "splitaudit", "explain", str(planted.split("train")), str(planted.split("val")),
+                        "--epochs", "2", "--cache-dir", str(tmp_path / "c")],
+                       capture_output=True, text=True, timeout=900, env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    # Only our progress lines: no absl banner, no "Could not find cuda drivers", no "failed call to cuInit".
+    assert lines and all(line.startswith("splitaudit explain: ") for line in lines), lines
+    assert "splitaudit explain: training probes" in r.stderr
+    assert "Diagnoses" in r.stdout or "Advice" in r.stdout
+    assert "[bold]" not in r.stdout  # the headline is styled, not printed as markup
+
+
+def test_native_log_filter_drops_tensorflow_lines_and_forwards_the_rest(tmp_path: Path) -> None:
+    """Through real descriptors: C-level writes to fd 2 in TF's log format vanish, other fd-2 lines and Python's
+    sys.stderr come through."""
+    code = (
+        "import os, sys\n"
+        "from splitaudit.native_logs import native_logs_filtered\n"
+        "with native_logs_filtered():\n"
+        "    os.write(2, b'I0000 00:00:1796301914.458961    5457 cudart_stub.cc:31] Could not find cuda drivers\\n')\n"
+        "    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
+        "    os.write(2, b'a native line of someone else\\n')\n"
+        "    print('our message', file=sys.stderr)\n"
+        "print('after', file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stderr.splitlines()) == ["a native line of someone else", "after", "our message"], r.stderr
