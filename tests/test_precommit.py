@@ -21,6 +21,14 @@ def _git(repo: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedPro
     return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _env(tmp_path: Path) -> dict[str, str]:
+    """pre-commit and git in a throw-away home, with the splitaudit beside this interpreter on PATH."""
+    return {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
 def published_hook(hook_id: str = "splitaudit") -> dict:
     (hook,) = [h for h in yaml.safe_load((REPO_ROOT / ".pre-commit-hooks.yaml").read_text()) if h["id"] == hook_id]
     return hook
@@ -60,10 +68,7 @@ def test_commit_fails_on_a_leak_and_passes_once_it_is_removed(tmp_path: Path, ph
     local = {**hook, "language": "system"}
     (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": [local]}]}))
 
-    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env = _env(tmp_path)
     assert _git(repo, "init", "-q", env=env).returncode == 0
     install = subprocess.run([sys.executable, "-m", "pre_commit", "install"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
@@ -97,10 +102,7 @@ def test_hash_hook_with_git_tracked_ignores_an_untracked_scratch_copy(tmp_path: 
     # takes no additional_dependencies (test_packaging.py installs the hook's environment for real).
     local = {k: v for k, v in hook.items() if k != "additional_dependencies"} | {"language": "system", "args": ["--git-tracked"]}
     (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": [local]}]}))
-    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env = _env(tmp_path)
     assert _git(repo, "init", "-q", env=env).returncode == 0
     assert subprocess.run([sys.executable, "-m", "pre_commit", "install"], cwd=repo, env=env, capture_output=True, timeout=300).returncode == 0
     _git(repo, "add", "-A", env=env)
