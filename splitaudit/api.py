@@ -35,10 +35,12 @@ def audit(
     options:
         An :class:`splitaudit.options.Options` with every setting (default: ``Options()``).
     progress:
-        Called as ``progress(stage, done, total)`` during long work.
+        Called as ``progress(stage, done, total)`` as each stage starts and advances (names in
+        :data:`splitaudit.progress.STAGES`; ``total`` 0 when the size is not known yet).
     **settings:
         Any field of :class:`~splitaudit.options.Options` that applies to ``check``, applied over ``options``:
-        ``group_by`` (a regex whose first group names an image's group), ``select``/``ignore`` (check names),
+        ``group_by`` (a regex whose first group names an image's group), ``git_tracked`` (only files git tracks, in
+        folders of a git repository), ``select``/``ignore`` (check names),
         ``check_options`` (``{"near-duplicates": {"max_phash": 8}}``), ``fail_on`` (``"error"``, ``"warning"`` or
         ``"info"``), ``max_leak_fraction`` (tolerated share of copied images per split), ``cache``/``cache_dir``,
         ``workers``, ``draft``/``max_pixels`` (decoding), ``backbone``/``weights``/``image_size`` (the CNN for

@@ -24,8 +24,12 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 MAX_ROWS_PER_CHECK = 25
 
 
-def print_report(report: AuditReport, console: Console, *, max_rows: int = MAX_ROWS_PER_CHECK) -> None:
-    """Write the report to ``console``."""
+def print_report(report: AuditReport, console: Console, *, max_rows: int = MAX_ROWS_PER_CHECK,
+                 wrap: bool | None = None) -> None:
+    """Write the report to ``console``. ``wrap`` (default: when the console is a terminal) wraps long findings at
+    its width for reading; otherwise (a pipe, a file) each finding stays one line for grep."""
+    if wrap is None:
+        wrap = console.is_terminal
     splits = Table(title="Splits", title_justify="left", show_edge=False)
     for col in ("split", "images", "unreadable", "skipped", "classes", "copied"):
         splits.add_column(col, justify="left" if col == "split" else "right")
@@ -39,8 +43,8 @@ def print_report(report: AuditReport, console: Console, *, max_rows: int = MAX_R
     by_check: dict[str, list[Finding]] = defaultdict(list)
     for f in report.findings:
         by_check[f.check].append(f)
-    # A finding that fits the width is one line; a longer one wraps at spaces with a hanging indent. Words (paths)
-    # are never broken, so they stay copyable and greppable.
+    # On a terminal a finding longer than the width wraps at spaces with a hanging indent; words (paths) are never
+    # broken, so they stay copyable. In a pipe or a file every finding is one line.
     for check, findings in by_check.items():
         console.print()
         console.print(f"[bold]{_safe(check)}[/] ({len(findings)})")
@@ -49,13 +53,14 @@ def print_report(report: AuditReport, console: Console, *, max_rows: int = MAX_R
             ev = Evidence.describe_all(f.evidence)
             if ev:
                 body.append(f"  ({printable(ev)})", style="dim")
-            print_wrapped(console, Text("  ") + Text(f"{f.severity.label:7}", style=_STYLE[f.severity]) + Text(" "), body)
+            print_wrapped(console, Text("  ") + Text(f"{f.severity.label:7}", style=_STYLE[f.severity]) + Text(" "), body,
+                          wrap=wrap)
         if len(findings) > max_rows:
             console.print(f"  ... and {len(findings) - max_rows} more (use --format json for all)")
     legend = evidence_legend(report.findings)
     if legend:
         console.print()
-        print_wrapped(console, Text(""), Text(legend, style="dim"))
+        print_wrapped(console, Text(""), Text(legend, style="dim"), wrap=wrap)
     v = report.verdict
     console.print()
     if v.failed:
@@ -80,10 +85,11 @@ def evidence_legend(findings: Iterable[Finding]) -> str | None:
     return "evidence: " + "; ".join(parts) if parts else None
 
 
-def print_wrapped(console: Console, head: Text, body: Text) -> None:
-    """``head`` then ``body`` word-wrapped to the console's width, continuation lines indented under the body."""
+def print_wrapped(console: Console, head: Text, body: Text, *, wrap: bool = True) -> None:
+    """``head`` then ``body``, word-wrapped to the console's width (continuation lines indented under the body), or
+    as one line when not ``wrap``."""
     width = max(20, console.width - head.cell_len)
-    for k, line in enumerate(_word_wrap(body, width)):
+    for k, line in enumerate(_word_wrap(body, width) if wrap else [body]):
         console.print((head if k == 0 else Text(" " * head.cell_len)) + line, soft_wrap=True, highlight=False)
 
 
