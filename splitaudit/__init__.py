@@ -12,7 +12,7 @@ from .report import AuditReport, Evidence, Finding, ImageRef, Severity, SplitSum
 from .fix import FixPlan, apply_plan, plan_fix
 from .options import Options
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AuditReport", "CheckError", "ConfigError", "Evidence", "Finding", "ImageRef", "InvalidParameterError",

@@ -10,6 +10,7 @@ import numpy as np
 
 from .checks import AuditContext
 from .options import CHECK, Options, build_options
+from .progress import CHECKS, stage
 from .report import AuditReport, Policy, build_report
 from .report.baseline import Baseline, resolve_baseline
 from .run import Progress, open_run
@@ -41,10 +42,12 @@ def audit(
     options:
         An :class:`splitaudit.options.Options` with every setting (default: ``Options()``).
     progress:
-        Called as ``progress(stage, done, total)`` during long work.
+        Called as ``progress(stage, done, total)`` as each stage starts and advances (names in
+        :data:`splitaudit.progress.STAGES`; ``total`` 0 when the size is not known yet).
     **settings:
         Any field of :class:`~splitaudit.options.Options` that applies to ``check``, applied over ``options``:
-        ``group_by`` (a regex whose first group names an image's group), ``select``/``ignore`` (check names),
+        ``group_by`` (a regex whose first group names an image's group), ``git_tracked`` (only files git tracks, in
+        folders of a git repository), ``select``/``ignore`` (check names),
         ``check_options`` (``{"near-duplicates": {"max_phash": 8}}``), ``fail_on`` (``"error"``, ``"warning"`` or
         ``"info"``), ``max_leak_fraction`` (tolerated share of copied images per split), ``cache``/``cache_dir``,
         ``workers``, ``draft``/``max_pixels`` (decoding), ``backbone``/``weights``/``image_size`` (the CNN for
@@ -82,10 +85,12 @@ def run_checks(ctx: AuditContext, *, baseline: Baseline | None = None, timings: 
         _ = ctx.embeddings
         timings["embeddings"] = time.perf_counter() - t0
     results = []
-    for check, params in selected:
+    for k, (check, params) in enumerate(selected):
+        stage(CHECKS, k, len(selected))
         t0 = time.perf_counter()
         results.append((check.name, params, check.run(ctx, params)))
         timings[f"check:{check.name}"] = time.perf_counter() - t0
+    stage(CHECKS, len(selected), len(selected))
     o = ctx.options
     policy = Policy(o.fail_on, o.max_leak_fraction, frozenset(c.name for c, _ in selected if c.leak))
     f = ctx.features

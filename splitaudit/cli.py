@@ -9,7 +9,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
@@ -17,6 +17,8 @@ from .api import audit
 from .config import Config, load_config
 from .errors import SplitauditError, invalid_parameter
 from .options import CHECK, EXPLAIN, FIX, Invocation, Options, settings
+from .progress import Progress
+from .render.escape import printable
 from .report.model import Severity
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of standard output")
     _add_settings(check, Options, CHECK)
     check.add_argument("--config", metavar="PYPROJECT", help=config_help)
-    check.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line (terminal format)")
+    check.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr; with the terminal format, print only the verdict line")
     check.add_argument("--write-baseline", metavar="FILE", help="write every current finding to FILE as accepted, then report with it")
 
     sub.add_parser("checks", help="list the available checks and their parameters")
@@ -155,26 +157,8 @@ def _run_check(args: argparse.Namespace) -> int:
     options = Options(**_resolve(Options, CHECK, args, config))
     if args.write_baseline:
         options = options.replace(baseline=None)
-    interactive = sys.stderr.isatty() and not args.quiet
-    err = Console(stderr=True)
-
-    progress_ctx = None
-    if interactive:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        progress_ctx = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=err, transient=True)
-    task: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if progress_ctx is None or total < 200:
-            return
-        if stage not in task:
-            task[stage] = progress_ctx.add_task(stage, total=total)
-        progress_ctx.update(task[stage], completed=done)
-
     sources = (splits,) if splits is not None else ()
-    with progress_ctx if progress_ctx is not None else contextlib.nullcontext():
+    with _progress(CHECK, quiet=args.quiet) as progress:
         report = audit(*sources, manifest=manifest, options=options, progress=progress)
     if args.write_baseline:
         from .report.baseline import apply_baseline, write_baseline
@@ -207,7 +191,8 @@ def _run_fix(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     splits, manifest = _inputs(args, config, FIX)
     options = Options(**_resolve(Options, FIX, args, config))
-    plan = plan_fix(*((splits,) if splits is not None else ()), manifest=manifest, options=options)
+    with _progress(FIX, quiet=False) as progress:
+        plan = plan_fix(*((splits,) if splits is not None else ()), manifest=manifest, options=options, progress=progress)
     if args.output:
         _write(args.output, plan.to_csv(), newline="")
     if args.write_manifest:
@@ -215,12 +200,41 @@ def _run_fix(args: argparse.Namespace) -> int:
     sys.stdout.write(plan.summary())
     if args.apply:
         done = apply_plan(plan, to=args.to)
-        print(f"copied {done.copied} file(s) into {done.target} ({done.dropped} dropped); manifest: {done.manifest}")
+        left_out = f", {done.excluded} unreadable left out" if done.excluded else ""
+        print(f"copied {done.copied} file(s) into {done.target} ({done.dropped} dropped{left_out}); manifest: {done.manifest}")
     return EXIT_CLEAN
 
 
-def _line_progress(command: str) -> Callable[[str, int, int], None]:
-    """Plain progress lines on stderr (CI logs): each stage once when it starts, then at every quarter of it."""
+@contextlib.contextmanager
+def _progress(command: str, *, quiet: bool) -> Iterator[Progress | None]:
+    """Stage progress on stderr from the first second: on a terminal a live line per stage (spinner, bar, count,
+    elapsed time; gone when the run ends); elsewhere (CI logs, pre-commit) plain lines; with ``quiet`` nothing."""
+    if quiet:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        yield _line_progress(command)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bars
+
+    bars = Bars(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True)
+    tasks: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(printable(stage), total=total or None)
+        bars.update(tasks[stage], completed=done, total=total or None)
+
+    with bars:
+        yield progress
+
+
+def _line_progress(command: str) -> Progress:
+    """Plain progress lines on stderr (``splitaudit check: hashing images: 10/40``): each stage when it starts,
+    then at every quarter of it; a stage of unknown size once, by name."""
     seen: dict[str, int] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -228,7 +242,7 @@ def _line_progress(command: str) -> Callable[[str, int, int], None]:
         if seen.get(stage, -1) >= quarter:
             return
         seen[stage] = quarter
-        print(f"splitaudit {command}: {stage} {done}/{total}" if total > 1 else f"splitaudit {command}: {stage}",
+        print(f"splitaudit {command}: {stage}: {done}/{total}" if total > 0 else f"splitaudit {command}: {stage}",
               file=sys.stderr, flush=True)
 
     return progress
@@ -237,19 +251,21 @@ def _line_progress(command: str) -> Callable[[str, int, int], None]:
 def _run_explain(args: argparse.Namespace) -> int:
     from .explain import explain
     from .explain.render import render_text
+    from .native_logs import native_logs_filtered
 
     config = load_config(args.config)
     options = Options(**_resolve(Options, EXPLAIN, args, config))
-    report = explain(args.train, args.val, model=args.model, history=args.history, options=options,
-                     progress=_line_progress("explain"))
-    if args.plot:
-        report.plot(args.plot)
-    if args.html:
-        from .render.html import render_html
+    with native_logs_filtered():  # TensorFlow's CUDA/oneDNN chatter, not ours
+        with _progress(EXPLAIN, quiet=False) as progress:
+            report = explain(args.train, args.val, model=args.model, history=args.history, options=options, progress=progress)
+        if args.plot:
+            report.plot(args.plot)
+        if args.html:
+            from .render.html import render_html
 
-        # Same options: the audit reuses the features and embeddings explain just computed.
-        audited = audit(args.train, args.val, options=options)
-        _write(args.html, render_html(audited, explain=report, options=options, output=args.html))
+            # Same options: the audit reuses the features and embeddings explain just computed.
+            audited = audit(args.train, args.val, options=options)
+            _write(args.html, render_html(audited, explain=report, options=options, output=args.html))
     text = report.to_json() if args.format == "json" else render_text(report)
     if args.output:
         _write(args.output, text)

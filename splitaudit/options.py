@@ -163,6 +163,9 @@ class Options:
         None, "audit one folder as Keras splits it: image_dataset_from_directory(folder, validation_split=F, "
         "seed=--seed) subsets 'training' and 'validation' become splits train and val", commands=_AUDIT,
         types=(float,), desc="a number between 0 and 1 (exclusive)", parse=float, metavar="F")
+    git_tracked: bool = _setting(
+        False, "audit only the files git tracks (committed or staged), so untracked scratch files never block a commit",
+        commands=_AUDIT, types=(bool,), desc="true or false")
     select: tuple[str, ...] | None = _setting(
         None, "comma-separated checks to run (default: all)", commands=(CHECK,),
         types=(list,), desc="a list of check names", parse=csv_names, metavar="CHECKS")
@@ -271,6 +274,7 @@ class Options:
         if self.group_by is not None and not isinstance(self.group_by, str):
             raise invalid_parameter("group_by", "None or a regular expression", self.group_by)
         compile_group_pattern(self.group_by)
+        _bool("git_tracked", self.git_tracked)
         put("select", _names("select", self.select, known))
         put("ignore", _names("ignore", self.ignore, known, empty=True))
         put("check_options", self._check_options(known))

@@ -118,7 +118,7 @@ def test_precommit_hook_passes_a_baselined_leak_and_fails_a_new_one(tmp_path: Pa
     ds = build_planted(repo / "data", photos)
     (repo / "pyproject.toml").write_text('[tool.splitaudit]\nsplits = ["data/train", "data/val", "data/test"]\n'
                                          'baseline = ".splitaudit-baseline.json"\n')
-    (hook,) = yaml.safe_load((REPO_ROOT / ".pre-commit-hooks.yaml").read_text())
+    (hook,) = [h for h in yaml.safe_load((REPO_ROOT / ".pre-commit-hooks.yaml").read_text()) if h["id"] == "splitaudit"]
     local = {**hook, "language": "system"}  # the published hook, run with the splitaudit beside this interpreter
     (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": [local]}]}))
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),

@@ -61,7 +61,9 @@ def test_json_is_byte_identical_across_runs_and_complete(planted: Planted, tmp_p
 def test_output_file_and_select_ignore(planted: Planted, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     r = run("check", *map(str, planted.splits), "--format", "json", "--output", str(out), "--select", "exact-duplicates,near-duplicates")
-    assert r.returncode == 1 and r.stdout == "" and r.stderr.startswith("FAIL")
+    *progress, verdict = r.stderr.splitlines()  # progress lines (stderr is no terminal here), then the verdict
+    assert r.returncode == 1 and r.stdout == "" and verdict.startswith("FAIL")
+    assert progress and all(line.startswith("splitaudit check: ") for line in progress), progress
     doc = json.loads(out.read_text())
     assert {f["check"] for f in doc["findings"]} == {"exact-duplicates", "near-duplicates"}
     assert sorted(doc["checks"]) == ["exact-duplicates", "near-duplicates"]

@@ -283,3 +283,27 @@ def test_no_leaks_no_changes(clean: Planted, tmp_path: Path) -> None:
     applied = apply_plan(plan, to=tmp_path / "copy")
     assert applied.copied == 56 and applied.dropped == 0  # 40 + 8 + 8
     assert sorted(os.listdir(applied.target)) == ["manifest.csv", "test", "train", "val"]
+
+
+def test_unreadable_files_are_left_out_so_the_applied_copy_passes_check(planted: Planted, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import save
+
+    val = planted.split("val")
+    save(val / "temple" / "broken.jpg", (planted.split("train") / "temple" / "temple_09.jpg").read_bytes()[:400])  # truncated
+    (val / "cat" / "empty.png").write_bytes(b"")
+    plan = plan_fix(*planted.splits, backbone="none")
+    excluded = {(f.split, f.path) for f in plan.files if f.action == "exclude"}
+    assert excluded == {("val", "temple/broken.jpg"), ("val", "cat/empty.png")}
+    assert all(f.reason.startswith("unreadable-images: ") for f in plan.files if f.action == "exclude")
+    assert plan.excluded == 2 and "leave out 2 unreadable file(s)" in plan.summary()
+    assert "exclude val/temple/broken.jpg  (unreadable-images: " in plan.summary()
+    assert "exclude,val,temple/broken.jpg" in plan.to_csv()
+    assert "broken.jpg" not in plan.to_manifest(tmp_path)
+
+    target = tmp_path / "fixed"
+    assert main(["fix", "--backbone", "none", *map(str, planted.splits), "--apply", "--to", str(target)]) == 0
+    assert "2 unreadable left out" in capsys.readouterr().out
+    assert not (target / "val" / "temple" / "broken.jpg").exists() and not (target / "val" / "cat" / "empty.png").exists()
+    assert (val / "temple" / "broken.jpg").exists()  # the originals stay
+    assert main(["check", "--backbone", "none", *(str(target / s) for s in ("train", "val", "test")), "--quiet"]) == 0

@@ -106,7 +106,7 @@ def test_values_are_normalised_and_the_object_is_frozen(tmp_path: Path) -> None:
 
 # A valid non-default value for every field: a new field must be added here, deciding whether it is keyed.
 ALTERNATES: dict[str, Any] = {
-    "group_by": r"^([^_]+)_", "select": ("exact-duplicates", "near-duplicates"), "ignore": ("class-balance",),
+    "group_by": r"^([^_]+)_", "git_tracked": True, "select": ("exact-duplicates", "near-duplicates"), "ignore": ("class-balance",),
     "check_options": {"near-duplicates": {"max-phash": 8}}, "fail_on": Severity.WARNING, "max_leak_fraction": 0.25,
     "cache": False, "cache_dir": "/tmp/splitaudit-options-test", "workers": 3, "draft": False, "max_pixels": 1000,
     "backbone": "mobilenet_v3_small", "weights": None, "image_size": 96, "baseline": "/tmp/bl.json", "epochs": 3,

@@ -48,10 +48,10 @@ def _portable(report: splitaudit.AuditReport, root: Path) -> splitaudit.AuditRep
     return dataclasses.replace(report, splits=splits)
 
 
-def _text(report: splitaudit.AuditReport, *, width: int, max_rows: int | None = None) -> str:
+def _text(report: splitaudit.AuditReport, *, width: int, max_rows: int | None = None, wrap: bool | None = None) -> str:
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None, highlight=False)
-    print_report(report, console, **({} if max_rows is None else {"max_rows": max_rows}))
+    print_report(report, console, **({} if max_rows is None else {"max_rows": max_rows}), wrap=wrap)
     return buf.getvalue()
 
 
@@ -84,5 +84,28 @@ def test_terminal_report_matches_golden(every_kind: splitaudit.AuditReport) -> N
 
 
 def test_narrow_terminal_with_capped_rows_matches_golden(every_kind: splitaudit.AuditReport) -> None:
-    # 72 columns: the splits table squeezes and folds its root column; findings soft-wrap, never fold mid-path.
-    _compare("terminal_planted_narrow.txt", _text(every_kind, width=72, max_rows=2))
+    # 72 columns: the splits table squeezes and folds its root column; findings wrap at spaces as on a terminal,
+    # never mid-path. (The wide file is as a pipe or --output gets it: one line per finding.)
+    _compare("terminal_planted_narrow.txt", _text(every_kind, width=72, max_rows=2, wrap=True))
+
+
+def test_long_findings_wrap_at_spaces_under_their_text_and_never_break_a_path() -> None:
+    from splitaudit.report.model import Evidence, Finding, ImageRef, SplitSummary, Verdict
+
+    path = "val/" + "/".join(["a_rather_long_folder_name"] * 4) + "/image.jpg"
+    prose = " ".join(["the medians differ by more than the spread of train's values"] * 3)
+    f = Finding("image-properties", splitaudit.Severity.WARNING, f"{path}: {prose}", (ImageRef("val", path[4:]),),
+                evidence=(Evidence("phash", 3), Evidence("ncc", 0.01, similarity=0.99)))
+    report = splitaudit.AuditReport((SplitSummary("val", "<data>/val", 1, 1, 0, 0),), (f,),
+                                    Verdict(False, splitaudit.Severity.ERROR, (), "no finding at or above error"))
+    one = _text(report, width=60).splitlines()  # not a terminal: one line per finding, for grep
+    assert f"  warning {path}: {prose}  (phash 3, ncc 0.990)" in one
+    lines = _text(report, width=60, wrap=True).splitlines()
+    start = lines.index("image-properties (1)") + 1
+    body = lines[start:lines.index("", start)]
+    assert body[0].startswith("  warning ") and all(line.startswith(" " * 10) for line in body[1:]), body
+    assert path in "\n".join(body)  # whole, on one line (longer than the width, so alone there)
+    assert all(len(line) <= 60 for line in body if path not in line), body
+    assert " ".join(line.strip() for line in body).startswith(f"warning {path}: {prose}")
+    legend = " ".join(lines[lines.index("", start) + 1:]).split("  FAIL")[0]
+    assert "phash, dhash = differing bits" in legend and "ncc = pixel correlation" in legend and "cosine" not in legend

@@ -29,6 +29,7 @@ from ..neighbors.verify import CopyMatches, find_copies
 from ..neighbors.thresholds import (CONSTANTS, DEFAULT_MAX_DHASH, DEFAULT_MAX_PHASH, DEFAULT_MAX_RATIO, DEFAULT_MIN_NCC,
                                     DEFAULT_MIN_SIMILARITY, EMBED_K, HASH_COLLISION_RATE, Calibration, calibrate,
                                     hash_collision_rate, ncc_threshold, similarity_threshold)
+from ..progress import SEARCH, THUMBNAILS, VERIFY, staged
 from ..report.model import ImageRef
 from ..scan import Dataset
 
@@ -216,7 +217,8 @@ class AuditContext:
 
     # -- neighbours ----------------------------------------------------------------------------------------------
     def _confirm(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
-        return confirm_pairs(a, b, thumbnails(self.dataset, a, b, max_pixels=self.hash_options.max_pixels, engine=self.engine))
+        return staged_call(VERIFY, len(a), lambda: confirm_pairs(
+            a, b, thumbnails(self.dataset, a, b, max_pixels=self.hash_options.max_pixels, engine=self.engine)))
 
     def confirmed(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
         """:func:`~splitaudit.neighbors.confirm.confirm_pairs` of these exact pairs, kept for this exact dataset."""
@@ -231,9 +233,10 @@ class AuditContext:
 
         def compute() -> DensePairs:
             emb, have = self.embeddings
-            a, b, cos, ratio = dense_candidates(emb, have, self.split_index, len(self.dataset.splits), k=EMBED_K,
-                                                min_cosine=self.similarity_threshold(min_similarity), max_ratio=max_ratio,
-                                                starmap=self._shards().get("starmap"))
+            threshold = self.similarity_threshold(min_similarity)
+            a, b, cos, ratio = staged_call(SEARCH, len(self.dataset.records), lambda: dense_candidates(
+                emb, have, self.split_index, len(self.dataset.splits), k=EMBED_K, min_cosine=threshold,
+                max_ratio=max_ratio, starmap=self._shards().get("starmap")))
             c = self._confirm(a, b)
             return DensePairs(a, b, cos, ratio, c.ncc, c.flipped)
 
@@ -251,8 +254,9 @@ class AuditContext:
         searched = f.ok & ~near_blank(f["spread"], f.ok)
         inputs = ("hash-pairs-v3", searched, f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"])
         return self.stored(("hash-pairs", max_phash, max_dhash), inputs,
-                           lambda: hash_pairs(f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], searched,
-                                              max_phash=max_phash, max_dhash=max_dhash, **self._shards()),
+                           lambda: staged_call(SEARCH, len(f), lambda: hash_pairs(
+                               f["phash"], f["dhash"], f["phash_flip"], f["dhash_flip"], searched,
+                               max_phash=max_phash, max_dhash=max_dhash, **self._shards())),
                            HashPairs.from_arrays)
 
     def _shards(self) -> dict[str, Any]:
@@ -291,7 +295,7 @@ class AuditContext:
             thumbs, ok, _ = compute_thumbnails(self.dataset.records, self.dataset.arrays, rows, f["digest"], side=side,
                                                cache=self.cache, workers=self.options.workers,
                                                max_pixels=self.hash_options.max_pixels,
-                                               progress=self._ticker("thumbnails", len(rows)), engine=self.engine)
+                                               progress=self._ticker(THUMBNAILS, len(rows)), engine=self.engine)
             return thumbs, ok
 
         return self.memo("thumbnails", compute)
@@ -308,11 +312,9 @@ class AuditContext:
         trusted = self.hash_collision_rate(max_phash, max_dhash) <= HASH_COLLISION_RATE
 
         def compute() -> CopyMatches:
-            tick = self._ticker("verifying copies", 1)
-            found = find_copies(thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None,
-                                have_embedding=have, hash_a=hp.a, hash_b=hp.b, trust_hashes=trusted)
-            tick(1)
-            return found
+            return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
+                thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None, have_embedding=have,
+                hash_a=hp.a, hash_b=hp.b, trust_hashes=trusted))
 
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
         # of the key, so a changed algorithm never serves results of the old one.
@@ -348,6 +350,13 @@ class AuditContext:
                                       progress=self._ticker("measuring images", len(rows)))
 
         return self.memo("properties", compute)
+
+
+def staged_call(name: str, total: int, fn: Callable[[], T]) -> T:
+    """``fn()`` reported as stage ``name`` (see :mod:`splitaudit.progress`): the neighbour stages run inside whichever
+    check asks first, so without a name the run would sit silent on that check."""
+    with staged(name, total):
+        return fn()
 
 
 def _verifier_code() -> bytes:

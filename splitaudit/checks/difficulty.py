@@ -71,8 +71,7 @@ def difficulty(ctx: AuditContext, *, alpha: float = 0.001, min_effect: float = 0
             if not flagged:
                 continue
             ordered = sorted(flagged, key=lambda c: (-abs(flagged[c]["p_easier"] - 0.5), c))
-            parts = [f"{c!r} (P(easier)={flagged[c]['p_easier']:.2f}, accuracy {flagged[c]['accuracy_eval']:.0%} vs "
-                     f"{flagged[c]['accuracy_train']:.0%}, p={flagged[c]['p_value']:.1e})" for c in ordered]
+            parts = [_class_words(c, flagged[c], other, train) for c in ordered]
             findings.append(Finding(
                 "difficulty", Severity.WARNING,
                 f"{other} is {direction} than {train} for {len(flagged)} class(es): {'; '.join(parts)}. "
@@ -82,6 +81,15 @@ def difficulty(ctx: AuditContext, *, alpha: float = 0.001, min_effect: float = 0
                 data={"split": other, "scope": "classes", "direction": direction, "classes": ordered,
                       "by_class": {c: flagged[c] for c in ordered}}))
     return CheckResult(tuple(findings), {"difficulty": summary} if summary else {})
+
+
+def _class_words(name: str, r: dict, other: str, train: str) -> str:
+    """One flagged class in words: how often its evaluation images have the lower probe loss, and its accuracy on
+    both sides (said once when equal: a shift in confidence, not in correctness)."""
+    acc_eval, acc_train = f"{r['accuracy_eval']:.0%}", f"{r['accuracy_train']:.0%}"
+    accuracy = f"accuracy {acc_eval} on both" if acc_eval == acc_train else f"accuracy {acc_eval} on {other}, {acc_train} on {train}"
+    return (f"{name!r}: a {other} image has the lower loss in {r['p_easier']:.0%} of pairs with a {train} image "
+            f"(50% = equal, p={r['p_value']:.1e}), {accuracy}")
 
 
 def _compare(loss: np.ndarray, margin: np.ndarray, correct: np.ndarray, a: np.ndarray, b: np.ndarray, tests: int) -> dict:

@@ -183,6 +183,16 @@ def _finite_ks(x: np.ndarray, y: np.ndarray, min_n: int) -> tuple[np.ndarray, np
     return a, b, d, p
 
 
+def _shift_words(shift: float, train: str) -> str:
+    """The shift in words: its size in ``train``'s spread, or that ``train`` has (almost) no spread to compare with
+    (a property every training image shares, such as one image size, gives a capped, meaningless ratio)."""
+    if shift >= 100.0:
+        return f"every {train} image has nearly the same value, so any difference is new to a model trained on it"
+    if shift >= 10:
+        return f"the difference is {shift:.0f} times the spread of {train}'s values"
+    return f"the difference is {shift:.2g} times the spread (standard deviation) of {train}'s values"
+
+
 def _shift(a: np.ndarray, b: np.ndarray, prop: str) -> float:
     """Wasserstein distance between the two samples in units of train's standard deviation (log scale where
     spread is multiplicative); capped at 100 when train does not vary at all."""
@@ -230,10 +240,10 @@ def _numeric_finding(ctx: AuditContext, prop: str, a: np.ndarray, b: np.ndarray,
     name = prop.replace("_", " ")
     top = [c for c, v in by_class.items() if v >= d][:3] if by_class else []
     classes = f"; most shifted classes: {', '.join(repr(c) for c in top)}" if top else ""
-    message = (f"{who} are {word} than {base}: median {name} {_fmt(mb)} vs {_fmt(ma)} (difference {mb - ma:+.3g}, "
-               f"95% CI {lo:+.3g} to {hi:+.3g}); KS D={d:.2f}, p={p:.1e} (Bonferroni over {tests} tests), shift "
-               f"{shift:.2f} train SDs{classes}. A model is scored on {name} it did not learn from, so part of the "
-               f"{train}/{other} gap is this shift, not overfitting")
+    message = (f"{who} are {word} than {base}: median {name} {_fmt(mb)} against {_fmt(ma)} (difference "
+               f"{mb - ma:+.3g}, 95% CI {lo:+.3g} to {hi:+.3g}); {_shift_words(shift, train)}{classes}. A model is scored "
+               f"on {name} it did not learn from, so part of the {train}/{other} gap is this shift, not overfitting "
+               f"(KS D={d:.2f}, p={p:.1e} after Bonferroni over {tests} tests)")
     data = {"split": other, "kind": "numeric", "property": prop, "class": label, "ks": d, "p_value": p,
             "shift_sd": shift, "median_train": ma, "median_eval": mb, "median_difference_ci": [lo, hi],
             "direction": "lower" if lower else "higher", "n_train": len(a), "n_eval": len(b), "by_class": by_class}

@@ -57,19 +57,23 @@ def print_explain(report: Any, console: Any) -> None:
             causes = g.accuracy.causes()
             e.add_row(str(g.epoch), f"{g.accuracy.gap:+.4f}", *(f"{causes[c]:+.4f}" for c in ORDER))
         console.print(e)
-    console.print(f"[bold]{report.summary}[/bold]", highlight=False, markup=False)
+    from rich.text import Text
+
+    from ..render.escape import printable
+    from ..render.terminal import print_wrapped
+
+    print_wrapped(console, Text(""), Text(printable(report.summary), style="bold"))  # plain text: never read as markup
     console.print(f"(seed {report.seed}; headline metric: {report.metric})", highlight=False)
-    if report.diagnoses:
-        console.print("[bold]Diagnoses[/bold]")
-        for dg in report.diagnoses:
-            console.print(f"  - {dg.code}: {dg.message}", highlight=False, markup=False)
+    # Hanging indents: a long diagnosis wraps under its own text, not under the dash.
     other = [c for c in report.curves if c.code in ("val-above-train", "half-epoch-shift")]
-    for c in other:
-        console.print(f"  - {c.code}: {c.message}", highlight=False, markup=False)
+    if report.diagnoses or other:
+        console.print("[bold]Diagnoses[/bold]")
+        for code, message in [(dg.code, dg.message) for dg in report.diagnoses] + [(c.code, c.message) for c in other]:
+            print_wrapped(console, Text("  - "), Text(printable(f"{code}: {message}")))
     if report.advice:
         console.print("[bold]Advice[/bold]")
         for a in report.advice:
-            console.print(f"  - {a}", highlight=False, markup=False)
+            print_wrapped(console, Text("  - "), Text(printable(a)))
 
 
 def render_text(report: Any, width: int = 120) -> str:

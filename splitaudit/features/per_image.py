@@ -37,6 +37,8 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
     The rows to compute run on ``engine`` (default: the local pool of ``workers`` processes)."""
     from .engine import resolve_engine
 
+    if progress:  # announce the stage before the cache look-ups and the workers' start-up
+        progress(0)
     n = len(records)
     rows = [int(i) for i in rows]
     h = hashlib.sha256(f"{table}:{version}:{width}:{dtype}:".encode())
@@ -48,6 +50,8 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
         stored = cache.get_arrays(key)
         if stored is not None and set(stored) == {"vector", "ok"} and stored["vector"].shape == (n, width) \
                 and stored["vector"].dtype == np.dtype(dtype) and len(stored["ok"]) == n:
+            if progress:
+                progress(len(rows))
             return stored["vector"], stored["ok"].astype(bool), 0
     matrix = np.zeros((n, width), dtype)
     ok = np.zeros(n, bool)

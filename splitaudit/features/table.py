@@ -143,6 +143,8 @@ def compute_features(
     copied files), and only then decoding, on ``engine`` (default: the local pool of ``workers`` processes). Only
     the misses go to the engine: the cache on this machine stays the source of truth.
     """
+    if progress:  # announce the stage before the cache look-ups and the workers' start-up
+        progress(0)
     records = dataset.records
     n = len(records)
     variant = options.variant

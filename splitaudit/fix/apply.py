@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import SplitauditError
-from .plan import DROP, FixPlan
+from .plan import LEFT_OUT, FixPlan
 
 #: Written at the top of the new tree: the planned dataset as a manifest (paths relative to the tree).
 MANIFEST_NAME = "manifest.csv"
@@ -30,6 +30,7 @@ class AppliedPlan:
     copied: int
     dropped: int
     manifest: str
+    excluded: int = 0  # unreadable files left out
 
 
 def _safe_relpath(path: str) -> PurePosixPath:
@@ -61,7 +62,7 @@ def apply_plan(plan: FixPlan, *, to: str | os.PathLike[str]) -> AppliedPlan:
         if _inside(real_target, real_root) or _inside(real_root, real_target):
             raise SplitauditError(f"--to {str(target)!r} overlaps the source split folder {root!r}: the originals must stay untouched")
 
-    kept = [f for f in plan.files if f.action != DROP]
+    kept = [f for f in plan.files if f.action not in LEFT_OUT]
     for f in kept:
         try:
             st = os.stat(f.source)  # type: ignore[arg-type]
@@ -96,4 +97,4 @@ def apply_plan(plan: FixPlan, *, to: str | os.PathLike[str]) -> AppliedPlan:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return AppliedPlan(str(target), len(kept), plan.dropped, str(target / MANIFEST_NAME))
+    return AppliedPlan(str(target), len(kept), plan.dropped, str(target / MANIFEST_NAME), plan.excluded)

@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     from ..run import Progress
 
 KEEP, MOVE, DROP = "keep", "move", "drop"
+#: Files the audit could not read as images (unreadable-images errors and warnings, not animations): left out of the
+#: planned dataset, so the copy passes ``check``; the originals stay where they are.
+EXCLUDE = "exclude"
+#: Actions whose file is not part of the planned dataset.
+LEFT_OUT = (DROP, EXCLUDE)
 
 
 def links(check: Check) -> bool:
@@ -115,6 +120,11 @@ class FixPlan:
         return sum(1 for f in self.files if f.action == DROP)
 
     @property
+    def excluded(self) -> int:
+        """Unreadable files left out of the planned dataset."""
+        return sum(1 for f in self.files if f.action == EXCLUDE)
+
+    @property
     def max_deviation(self) -> float:
         return max((s.deviation for s in self.shifts), default=0.0)
 
@@ -138,7 +148,7 @@ class FixPlan:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["path", "label", "split", *(["group"] if groups else [])])
         order = {n: k for k, n in enumerate(self.splits)}
-        kept = sorted((f for f in self.files if f.action != DROP), key=lambda f: (order[f.to_split or f.split], f.to_path or f.path))
+        kept = sorted((f for f in self.files if f.action not in LEFT_OUT), key=lambda f: (order[f.to_split or f.split], f.to_path or f.path))
         for f in kept:
             src = os.path.abspath(f.source or "")
             rel = os.path.relpath(src, base) if os.path.splitdrive(src)[0] == os.path.splitdrive(base)[0] else src
@@ -151,6 +161,7 @@ class FixPlan:
             "components": self.components,
             "moved": self.moved,
             "dropped": self.dropped,
+            "excluded": self.excluded,
             "tolerance": self.tolerance,
             "prefer": self.prefer,
             "shifts": [s.to_dict() for s in self.shifts],
@@ -161,7 +172,8 @@ class FixPlan:
     def summary(self) -> str:
         """A few lines for people: counts, per-split class shift, then every change."""
         lines = [f"{self.components} leaked component(s): move {self.moved} image(s), drop {self.dropped} "
-                 f"(move tolerance {self.tolerance:.1%} of class share)"]
+                 f"(move tolerance {self.tolerance:.1%} of class share)"
+                 + (f"; leave out {self.excluded} unreadable file(s)" if self.excluded else "")]
         for s in self.shifts:
             lines.append(f"  {s.split:12} {sum(c for _, c in s.before):7d} -> {sum(c for _, c in s.after):7d} images, "
                          f"largest class-share change {s.deviation:.2%}")
@@ -169,7 +181,7 @@ class FixPlan:
             if f.action == MOVE:
                 lines.append(f"  move {f.split}/{f.path} -> {f.to_split}/{f.to_path}  ({f.reason})")
             else:
-                lines.append(f"  drop {f.split}/{f.path}  ({f.reason})")
+                lines.append(f"  {f.action} {f.split}/{f.path}  ({f.reason})")
         return "\n".join(lines) + "\n"
 
 
@@ -322,6 +334,13 @@ def build_plan(dataset: Dataset, report: AuditReport, *, tolerance: float = DEFA
                         to_path = f"{stem}__from-{r.split}-{n}{ext}"
                 taken.add((home, to_path))
             actions[i] = (action, home if action == MOVE else None, to_path, k, reason)
+
+    # Files that are no image the audit could read are left out, or the planned dataset would fail check again.
+    for f in report.findings:
+        if f.images and display_of(f.check) == "image" and f.data.get("status") != "animated":
+            i = at.get((f.images[0].split, f.images[0].path))
+            if i is not None and i not in actions:
+                actions[i] = (EXCLUDE, None, None, -1, f"unreadable-images: {f.data.get('status', 'unreadable')}")
 
     files = []
     # Streamed splits' files are temporary copies, gone after the run: like arrays, they have no source to copy.

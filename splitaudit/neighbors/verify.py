@@ -103,6 +103,23 @@ def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: 
     return copy, similar
 
 
+#: A second partner of one eval image is a copy only if it scores within this of the image's best partner.
+SECONDARY_MARGIN = 0.02
+
+
+def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy: np.ndarray, similar: np.ndarray,
+                     *, margin: float = SECONDARY_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+    """A shot has one source: an eval image's copy partners other than its best are copies only when they score
+    nearly as well (within ``margin``: copies of that source inside train, which score alike); the others are
+    look-alikes of the source (a neighbouring crop of a mirror-symmetric scene, another tile of one texture) and
+    move to the similar band. Pairs the hashes back keep their decision (independent evidence)."""
+    score = np.nan_to_num(np.asarray(score, np.float64), nan=-1.0)
+    best = np.full(int(b.max(initial=-1)) + 1, -np.inf)
+    np.maximum.at(best, b[copy], score[copy])
+    weak = copy & ~hashed & (score < best[b] - margin)
+    return copy & ~weak, similar | weak
+
+
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool = False,
@@ -125,6 +142,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed)
     reg = verify_pairs(thumbs, cand.a, cand.b)
     copy, similar = decide(reg.score, cand.hashed, calibration, trust_hashes=trust_hashes)
+    copy, similar = demote_secondary(cand.b, reg.score, cand.hashed, copy, similar)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
     order = np.lexsort((cand.a, -reg.score))  # best score first; ties: the lowest partner index

@@ -1,4 +1,4 @@
-"""Stage 6 of the pipeline: renderers turn a report into text for people (terminal, HTML, Markdown) and machines
+"""Stage 6 of the pipeline: renderers turn a report into text for people (terminal, concise lines, HTML, Markdown) and machines
 (JSON, SARIF, GitHub workflow annotations, CSV)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..report.model import AuditReport
+from .concise import render_concise
 from .csv import render_csv
 from .github import render_github
 from .html import render_html
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 #: Output formats by name: each turns a report into the text written to ``--output``.
 RENDERERS: dict[str, Callable[[AuditReport], str]] = {
     "terminal": render_terminal,
+    "concise": render_concise,
     "csv": render_csv,
     "json": render_json,
     "html": render_html,
@@ -40,5 +42,5 @@ def render(fmt: str, report: AuditReport, *, options: Options | None = None, out
     return RENDERERS[fmt](report)
 
 
-__all__ = ["RENDERERS", "print_report", "render", "render_csv", "render_github", "render_html", "render_json", "render_markdown",
+__all__ = ["RENDERERS", "print_report", "render", "render_concise", "render_csv", "render_github", "render_html", "render_json", "render_markdown",
            "render_sarif", "render_terminal"]

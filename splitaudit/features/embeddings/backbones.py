@@ -109,7 +109,8 @@ def _keras() -> Any:
             import keras
     except ImportError as exc:
         raise SplitauditError(
-            "embeddings need Keras with a backend (pip install tensorflow); or run with --backbone none"
+            "embeddings need Keras with a backend (pip install tensorflow, or the complete pip install splitaudit); "
+            "or run with --backbone none (hash and pixel evidence only, as the splitaudit-hash hook does)"
         ) from exc
     return keras
 

@@ -22,6 +22,7 @@ from PIL import Image
 from ...errors import invalid_parameter
 from .. import decode
 from ..extract import DEFAULT_MAX_PIXELS, _read
+from ...progress import LOAD_MODEL, staged
 from .backbones import BackboneSpec, load_backbone
 
 if TYPE_CHECKING:
@@ -230,7 +231,13 @@ def embed_dataset(
     # On a cluster each actor holds one CPU, so its interpreter gets one thread (not one per core of its machine).
     work = EmbedBatch(spec, max_pixels, model_dir=str(model_dir(getattr(cache, "directory", None))),
                       threads=1 if engine.distributed else None)
-    dim = work.backbone.dim if todo else next(iter(cached.values())).shape[0] if cached else 1
+    if todo:
+        with staged(LOAD_MODEL):  # seconds before the first batch: say so
+            dim = work.backbone.dim
+    else:
+        dim = next(iter(cached.values())).shape[0] if cached else 1
+    if progress:  # the stage starts now, with what the cache answered
+        progress(len(rows) - len(todo))
     matrix = np.zeros((n, dim), dtype=np.float32)
     have = np.zeros(n, dtype=bool)
     for i in rows:
@@ -240,8 +247,6 @@ def embed_dataset(
             have[i] = True
     del cached
     if todo:
-        if progress and len(rows) > len(todo):
-            progress(len(rows) - len(todo))
         cols = {"path": np.array([records[i].path for i in todo], dtype=object), "pixels": np.empty(len(todo), dtype=object)}
         for j, i in enumerate(todo):
             if records[i].array_index >= 0:

