@@ -44,7 +44,7 @@ def test_concise_is_one_line_per_finding_then_the_verdict(planted: Planted, monk
         (line,) = [ln for ln in lines if ln.startswith(f"{split}/{relpath}: ") and ln.endswith(f"[{check}]")] or [lines]
         assert f"of train/{original}" in line and not line.startswith(f"{split}/{relpath}: {split}/"), line
     near = next(ln for ln in lines if ln.startswith("val/coffee/copy_q40.jpg: "))
-    assert re.fullmatch(r"val/coffee/copy_q40\.jpg: near-duplicate of train/coffee/coffee_03\.jpg \(phash \d+, dhash \d+\) "
+    assert re.fullmatch(r"val/coffee/copy_q40\.jpg: near-duplicate of train/coffee/coffee_03\.jpg \(phash \d+, dhash \d+, copy 0\.9\d\d\) "
                         r"\[near-duplicates\]", near), near
     # Findings below --fail-on say their severity; findings about no file start with the check.
     assert any(ln.startswith("train/cat/") and ln.endswith("[within-split-duplicates, warning]") for ln in lines), lines
