@@ -93,58 +93,66 @@ def to_grey(images: np.ndarray) -> np.ndarray:
     return x
 
 
-def _frame(g: np.ndarray) -> tuple[int, int, int, int]:
-    """Content box (x0, y0, x1, y1) inside uniform outer rows and columns."""
-    h, w = g.shape
-    row_std, col_std = g.std(axis=1), g.std(axis=0)
+def _batch(op, stack: np.ndarray, width: int = 128) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Apply a 2-D OpenCV ``op`` to N images at once, as ``width`` channels of one image (OpenCV takes up to 128;
+    a resize by a non-integer factor with INTER_AREA only 4)."""
+    out = []
+    for s in range(0, len(stack), width):
+        chunk = np.ascontiguousarray(np.moveaxis(stack[s : s + width], 0, -1))
+        r = op(chunk)
+        out.append(np.moveaxis(r.reshape(r.shape[0], r.shape[1], -1), -1, 0))
+    return np.concatenate(out) if out else np.zeros((0,) + op(np.zeros(stack.shape[1:3], np.float32)).shape, np.float32)
 
-    def run(std: np.ndarray, limit: int) -> int:
-        n = 0
-        while n < limit and std[n] < FRAME_STD:
-            n += 1
-        return n
 
+def frames(grey: np.ndarray) -> np.ndarray:
+    """(N, 4) content boxes x0, y0, x1, y1 (inclusive) inside uniform outer rows and columns (see
+    all images at once; the whole image where (almost) all is uniform."""
+    n, h, w = grey.shape
+    row_flat, col_flat = grey.std(axis=2) < FRAME_STD, grey.std(axis=1) < FRAME_STD
+    run = lambda m, limit: np.cumprod(m[:, :limit], axis=1).sum(axis=1)  # leading uniform rows, at most limit
     my, mx = int(h * FRAME_MAX), int(w * FRAME_MAX)
-    top, bottom = run(row_std, my), run(row_std[::-1], my)
-    left, right = run(col_std, mx), run(col_std[::-1], mx)
-    return left, top, w - 1 - right, h - 1 - bottom
+    top, bottom = run(row_flat, my), run(row_flat[:, ::-1], my)
+    left, right = run(col_flat, mx), run(col_flat[:, ::-1], mx)
+    box = np.stack([left, top, w - 1 - right, h - 1 - bottom], axis=1).astype(np.int64)
+    tiny = (box[:, 2] - box[:, 0] < w // 4) | (box[:, 3] - box[:, 1] < h // 4)
+    box[tiny] = (0, 0, w - 1, h - 1)
+    return box
 
 
 def prepare(images: np.ndarray, side: int = SIDE) -> Prepared:
-    """Working images for registration from N thumbnails of one size (grey or RGB, any side)."""
+    """Working images for registration from N thumbnails of one size (grey or RGB, any side); vectorised."""
     import cv2
 
     grey = to_grey(images)
-    n = len(grey)
-    out = np.zeros((n, side, side), np.float32)
-    boxes = np.zeros((n, 4), np.int64)
-    k = side / 48.0
-    for i in range(n):
-        g0 = grey[i]
-        h, w = g0.shape
+    n, h, w = grey.shape
+    if n == 0:
+        z = np.zeros((0, side, side), np.float32)
+        return Prepared(z, np.zeros((0, side // 2, side // 2), np.float32), np.zeros((0, 4), np.int64), np.zeros(0, np.float32))
+    if (h, w) == (side, side):
+        g = grey.copy()
+    elif h > side and h % side == 0 and w % side == 0:  # INTER_AREA by an integer factor: block means
+        g = grey.reshape(n, side, h // side, side, w // side).mean(axis=(2, 4))
+    else:
         interp = cv2.INTER_AREA if h > side else cv2.INTER_CUBIC
-        g = cv2.resize(g0, (side, side), interpolation=interp)
-        # The frame is found at the native resolution (resizing blurs its edge), then mapped to working pixels
-        # with one more pixel off each framed side (the blurred edge itself).
-        fx0, fy0, fx1, fy1 = _frame(g0)
-        if fx1 - fx0 < w // 4 or fy1 - fy0 < h // 4:  # (almost) all uniform: nothing to register
-            x0, y0, x1, y1 = 0, 0, side - 1, side - 1
-        else:
-            sx, sy = side / w, side / h
-            x0 = int(math.ceil(fx0 * sx)) + (1 if fx0 else 0)
-            y0 = int(math.ceil(fy0 * sy)) + (1 if fy0 else 0)
-            x1 = side - 1 - (int(math.ceil((w - 1 - fx1) * sx)) + (1 if fx1 < w - 1 else 0))
-            y1 = side - 1 - (int(math.ceil((h - 1 - fy1) * sy)) + (1 if fy1 < h - 1 else 0))
-        if (x0, y0, x1, y1) != (0, 0, side - 1, side - 1):
-            # Fill the frame with the content's edge, so the frame's border is no structure.
-            g = cv2.copyMakeBorder(np.ascontiguousarray(g[y0 : y1 + 1, x0 : x1 + 1]), y0, side - 1 - y1, x0, side - 1 - x1,
-                                   cv2.BORDER_REPLICATE)
-        fine = cv2.GaussianBlur(g, (0, 0), SIGMA_FINE * k, borderType=cv2.BORDER_REFLECT)
-        coarse = cv2.GaussianBlur(g, (0, 0), SIGMA_COARSE * k, borderType=cv2.BORDER_REFLECT)
-        out[i] = fine - coarse
-        boxes[i] = (x0, y0, x1, y1)
+        g = _batch(lambda c: cv2.resize(c, (side, side), interpolation=interp), grey, 4 if interp == cv2.INTER_AREA else 128)
+    # The frame is found at the native resolution (resizing blurs its edge), then mapped to working pixels with one
+    # more pixel off each framed side (the blurred edge itself).
+    f = frames(grey)
+    sx, sy = side / w, side / h
+    boxes = np.stack([np.ceil(f[:, 0] * sx).astype(np.int64) + (f[:, 0] > 0),
+                      np.ceil(f[:, 1] * sy).astype(np.int64) + (f[:, 1] > 0),
+                      side - 1 - (np.ceil((w - 1 - f[:, 2]) * sx).astype(np.int64) + (f[:, 2] < w - 1)),
+                      side - 1 - (np.ceil((h - 1 - f[:, 3]) * sy).astype(np.int64) + (f[:, 3] < h - 1))], axis=1)
+    for i in np.flatnonzero((boxes != (0, 0, side - 1, side - 1)).any(axis=1)).tolist():
+        # Fill the frame with the content's edge, so the frame's border is no structure.
+        x0, y0, x1, y1 = boxes[i].tolist()
+        g[i] = cv2.copyMakeBorder(np.ascontiguousarray(g[i, y0 : y1 + 1, x0 : x1 + 1]), y0, side - 1 - y1, x0,
+                                  side - 1 - x1, cv2.BORDER_REPLICATE)
+    k = side / 48.0
+    blur = lambda s: _batch(lambda c: cv2.GaussianBlur(c, (0, 0), s * k, borderType=cv2.BORDER_REFLECT), g)
+    out = (blur(SIGMA_FINE) - blur(SIGMA_COARSE)).astype(np.float32)
     energy = np.sqrt((out**2).mean(axis=(1, 2)))
-    small = np.stack([cv2.pyrDown(x) for x in out]) if n else np.zeros((0, side // 2, side // 2), np.float32)
+    small = _batch(cv2.pyrDown, out)
     return Prepared(out, small, boxes, energy)
 
 
