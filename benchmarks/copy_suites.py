@@ -361,8 +361,8 @@ def measure(suite: Suite, thumb: int, gt: list[tuple[int, int, float]] | None = 
     import cv2
 
     from splitaudit.neighbors.calibrate import calibrate
-    from splitaudit.neighbors.candidates import candidate_pairs
-    from splitaudit.neighbors.verify import decide, verify_pairs
+    from splitaudit.neighbors.candidates import view_vectors
+    from splitaudit.neighbors.verify import find_copies, screen, verify_pairs
 
     images = suite.images
     if images.shape[1] != thumb:
@@ -373,19 +373,19 @@ def measure(suite: Suite, thumb: int, gt: list[tuple[int, int, float]] | None = 
     t0 = time.perf_counter()
     ha, hb = hash_view(suite.images)
     t_hash = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    cand = candidate_pairs(images, suite.split, hash_a=ha, hash_b=hb)
-    t_cand = time.perf_counter() - t0
+    # the stage as find_copies runs it; the calibration timed on its own (find_copies would run the same call)
     t0 = time.process_time()
-    cal = calibrate(images, np.flatnonzero(suite.split == 0))
+    cal = calibrate(images, np.flatnonzero(suite.split == 0), vectors=view_vectors(images))
     t_cal = time.process_time() - t0
     t0 = time.process_time()
-    reg = verify_pairs(images, cand.a, cand.b)
-    t_ver = time.process_time() - t0
-    copy, similar = decide(reg.score, cand.hashed, cal)
-    print(f"  candidates: {len(cand)} pairs ({len(cand) / max(n_eval, 1):.1f} per eval image) in {t_cand:.1f} s; hashes "
-          f"{t_hash:.1f} s; calibration {t_cal:.1f} CPU-s; verification {t_ver:.1f} CPU-s = "
-          f"{1e3 * t_ver / max(len(cand), 1):.2f} CPU-ms per pair")
+    cand = find_copies(images, suite.split, hash_a=ha, hash_b=hb, calibration=cal)
+    t_all = time.process_time() - t0
+    reg, copy, similar = cand, cand.copy, cand.similar
+    n_reg = int(cand.registered.sum())
+    print(f"  candidates: {len(cand)} pairs ({len(cand) / max(n_eval, 1):.1f} per eval image), {n_reg} registered "
+          f"({n_reg / max(n_eval, 1):.1f} per eval image); hashes {t_hash:.1f} s; calibration {t_cal:.1f} CPU-s; "
+          f"find_copies without calibration (views, candidates, screen, registration) {t_all:.1f} CPU-s = "
+          f"{1e3 * t_all / max(len(cand), 1):.2f} CPU-ms per candidate pair")
     print("  calibration: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in cal.__dict__.items()))
     at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(cand.a, cand.b))}
@@ -393,7 +393,7 @@ def measure(suite: Suite, thumb: int, gt: list[tuple[int, int, float]] | None = 
     # the true pairs scored directly, whether or not they are candidates: the verifier on its own
     pa = np.array([p[0] for p in suite.planted])
     pb = np.array([p[1] for p in suite.planted])
-    direct = verify_pairs(images, pa, pb)
+    direct = verify_pairs(images, pa, pb, start=screen(images, pa, pb))
     rows = []
     for name in dict.fromkeys(p[2] for p in suite.planted):
         idx = [i for i, p in enumerate(suite.planted) if p[2] == name]

@@ -313,30 +313,39 @@ def _coarse_search(pa: _Pair, pb: _Pair, mirror: bool) -> list[tuple[float, bool
     return [(h[0], h[1], h[2]) for h in found]
 
 
-def register_pair(prep: Prepared, i: int, j: int, *, mirror: bool = True, refine: bool = True
+def register_pair(prep: Prepared, i: int, j: int, *, mirror: bool = True, refine: bool = True,
+                  start: tuple[bool, float, float] | None = None
                   ) -> tuple[float, bool, tuple[float, float, float, float], float, float]:
     """Register image ``j`` (b) onto image ``i`` (a). Returns (score, mirrored, (k, theta, dx, dy) the map from a's
-    working coordinates to (mirrored) b's, overlap share, coarse peak)."""
+    working coordinates to (mirrored) b's, overlap share, coarse peak). ``start``: (mirrored, zoom, angle) found
+    by :mod:`.screen`; the half-resolution search is then skipped (zooms around the start are re-found at full
+    resolution, and zoom 1 in both orientations: symmetric objects fool the screen's choice; the peak is NaN)."""
     side = prep.image.shape[1]
     half = prep.small.shape[1]
     a, b = prep.image[i], prep.image[j]
     box_a, box_b = prep.box[i], prep.box[j]
-    sa, sb = prep.small[i], prep.small[j]
-    small = _Pair(sa, prep.box[i] // 2, sb, prep.box[j] // 2)
-    small_m = _Pair(sa, prep.box[i] // 2, np.ascontiguousarray(sb[:, ::-1]), mirror_box(prep.box[j] // 2, half)) if mirror else small
-    hyps = _coarse_search(small, small_m, mirror)
-    peak = hyps[0][0]
-    pairs = {False: _Pair(a, box_a, b, box_b)}
-    if mirror:
-        pairs[True] = _Pair(a, box_a, np.ascontiguousarray(b[:, ::-1]), mirror_box(box_b, side))
+    orientations = (False, True) if mirror else (False,)
+    pairs = {fl: (_Pair(a, box_a, np.ascontiguousarray(b[:, ::-1]), mirror_box(box_b, side)) if fl
+                  else _Pair(a, box_a, b, box_b)) for fl in orientations}
+    if start is None:
+        sa, sb = prep.small[i], prep.small[j]
+        small = _Pair(sa, prep.box[i] // 2, sb, prep.box[j] // 2)
+        small_m = _Pair(sa, prep.box[i] // 2, np.ascontiguousarray(sb[:, ::-1]), mirror_box(prep.box[j] // 2, half)) if mirror else small
+        hyps = _coarse_search(small, small_m, mirror)
+        peak = hyps[0][0]
+        hyps = hyps[:REFIND]
+    else:
+        fl, k, theta = bool(start[0]), float(start[1]), float(start[2])
+        hyps = [(math.nan, fl, (k * z, theta, 0.0, 0.0)) for z in (1.0, START_ZOOM, 1.0 / START_ZOOM)]
+        peak = math.nan
     flipped, (k, theta, dx, dy) = hyps[0][1], hyps[0][2]
     params = (k, theta, dx * side / half, dy * side / half)
-    if refine and peak >= PRUNE:
+    if refine and (start is not None or peak >= PRUNE):
         # The best few half-resolution answers, re-found at full resolution; the best of them refined.
         best = -2.0
         # Zoom 1 in both orientations always: sparse images (a few stars) can fool the half-resolution search.
         unzoomed = [(0.0, fl, (1.0, 0.0, 0.0, 0.0)) for fl in pairs]
-        for _, fl, (k, theta, _, _) in unzoomed + hyps[:REFIND]:
+        for _, fl, (k, theta, _, _) in unzoomed + hyps:
             p2, params2 = _coarse(pairs[fl], k >= 1.0, 1.0 / k if k >= 1.0 else k, theta if k >= 1.0 else -theta)
             if p2 > best:
                 best, params, flipped = p2, params2, fl
@@ -345,6 +354,8 @@ def register_pair(prep: Prepared, i: int, j: int, *, mirror: bool = True, refine
     return score, flipped, params, overlap, peak
 
 
+#: From a screen's start, zooms of start x START_ZOOM^(-1, 0, 1) are re-found (half the screen's zoom grid step).
+START_ZOOM = 1.07
 #: How many of the best half-resolution hypotheses are re-found at full resolution.
 REFIND = 3
 

@@ -15,28 +15,33 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .register import SIDE, Registration, prepare, register_pair
+from .register import SIDE, Prepared, Registration, prepare, register_pair
+from .screen import Screen, screen_pairs
 
 #: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image).
 CHUNK = 4096
+#: Pairs registered per eval image: its best PER_IMAGE candidates by screen score (and every hash match).
+PER_IMAGE = 3
 
 
-def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True
-                 ) -> Registration:
+def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
+                 start: Screen | None = None) -> Registration:
     """Register and score every pair (``thumbs[a[i]]``, ``thumbs[b[i]]``): a copy score per pair and the transform
-    that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair)."""
+    that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair). ``start``:
+    each pair's :class:`~.screen.Screen` row, the starting point that replaces the half-resolution search."""
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     n = len(a)
     out = {f.name: np.zeros(n, bool if f.name == "mirrored" else np.float64) for f in fields(Registration)}
     order = np.lexsort((a, b))
-    for start in range(0, n, CHUNK):
-        sel = order[start : start + CHUNK]
+    for begin in range(0, n, CHUNK):
+        sel = order[begin : begin + CHUNK]
         ids, inv = np.unique(np.concatenate([a[sel], b[sel]]), return_inverse=True)
         prep = prepare(thumbs[ids], side)
         ia, ib = inv[: len(sel)], inv[len(sel) :]
         for j, x, y in zip(sel.tolist(), ia.tolist(), ib.tolist()):
-            score, flipped, (k, theta, dx, dy), overlap, _ = register_pair(prep, x, y, mirror=mirror)
+            seed = None if start is None else (bool(start.mirrored[j]), float(start.scale[j]), float(start.angle[j]))
+            score, flipped, (k, theta, dx, dy), overlap, _ = register_pair(prep, x, y, mirror=mirror, start=seed)
             out["score"][j] = score
             out["mirrored"][j] = flipped
             out["scale"][j] = k  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
@@ -45,6 +50,32 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
             out["dy"][j] = dy / side
             out["overlap"][j] = min(overlap, 1.0)
     return Registration(**out)
+
+
+def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True) -> Screen:
+    """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
+    image is kept: ~2.3 kB each), all pairs screened at once."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    ids, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+    parts = [prepare(thumbs[ids[s : s + CHUNK]], side) for s in range(0, len(ids), CHUNK)]
+    small = np.concatenate([p.small for p in parts]) if parts else np.zeros((0, side // 2, side // 2), np.float32)
+    box = np.concatenate([p.box for p in parts]) if parts else np.zeros((0, 4), np.int64)
+    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32))
+    return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror)
+
+
+def select(sc: Screen, b: np.ndarray, per_image: int = PER_IMAGE, always: np.ndarray | None = None) -> np.ndarray:
+    """The pairs worth registering: each later image's ``per_image`` best pairs by screen score (ties: the earlier
+    row), and every pair in ``always`` (hash matches). Bounds the registration work to ``per_image`` pairs per
+    eval image whatever the candidate count."""
+    b = np.asarray(b, np.int64)
+    order = np.lexsort((np.arange(len(b)), -sc.score, b))
+    first = np.r_[True, b[order][1:] != b[order][:-1]] if len(b) else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(b)), 0))
+    keep = np.zeros(len(b), bool)
+    keep[order[np.arange(len(b)) - start < per_image]] = True
+    return keep if always is None else keep | np.asarray(always, bool)
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,10 @@ class CopyMatches:
     best_score: np.ndarray
     best_partner: np.ndarray
     calibration: object  # a calibrate.Calibration
+    #: Per pair: the screen's score, and whether the pair was registered (``score`` is NaN where it was not: it
+    #: was not among its eval image's best :data:`PER_IMAGE` by screen score, nor a hash match).
+    screen_score: np.ndarray | None = None
+    registered: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.a)
@@ -79,7 +114,7 @@ class CopyMatches:
     def pairs(self) -> dict[str, np.ndarray]:
         """The per-pair columns (for a table, a cache entry or a report)."""
         skip = {"best_score", "best_partner", "calibration"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip and getattr(self, f.name) is not None}
 
 
 def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: bool = False  # type: ignore[no-untyped-def]
@@ -99,33 +134,45 @@ def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: 
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool = False,
-                calibration=None, seed: int = 0) -> CopyMatches:  # type: ignore[no-untyped-def]
-    """The copy stage over arrays: candidates (pixel views, embeddings, hashes), verification, calibration on the
-    training split (unless one is given), decisions, and every record's best copy score.
+                calibration=None, seed: int = 0, per_image: int = PER_IMAGE) -> CopyMatches:  # type: ignore[no-untyped-def]
+    """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
+    candidate, registration of each eval image's ``per_image`` best candidates and of every hash match,
+    calibration on the training split (unless one is given), decisions, and every record's best copy score.
 
     ``thumbs``: (N, s, s[, 3]) uint8 squashed thumbnails of every record (32 px for tiny images, 64 px for
     photos); ``split_index``: 0 = train, then the later splits; ``valid``: rows that decoded; ``trust_hashes``:
     hash matches are copies on their own (see :func:`decide`)."""
     from .calibrate import calibrate
-    from .candidates import candidate_pairs
+    from .candidates import VIEWS, candidate_pairs, view_vectors
 
     split_index = np.asarray(split_index)
     n = len(split_index)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    vectors = view_vectors(thumbs, VIEWS)  # once, for the candidates and the calibration's negatives
     cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
-                           hash_a=hash_a, hash_b=hash_b)
+                           hash_a=hash_a, hash_b=hash_b, vectors=vectors)
     if calibration is None:
-        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed)
-    reg = verify_pairs(thumbs, cand.a, cand.b)
-    copy, similar = decide(reg.score, cand.hashed, calibration, trust_hashes=trust_hashes)
+        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed, vectors=vectors,
+                                per_image=per_image)
+    sc = screen(thumbs, cand.a, cand.b)
+    keep = select(sc, cand.b, per_image, always=cand.hashed)
+    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep))
+    reg = {f.name: np.full(len(cand), np.nan) if f.name == "score" else np.zeros(len(cand), getattr(got, f.name).dtype)
+           for f in fields(Registration)}
+    for name, col in reg.items():
+        col[keep] = getattr(got, name)
+    copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
-    order = np.lexsort((cand.a, -reg.score))  # best score first; ties: the lowest partner index
+    score = np.nan_to_num(reg["score"], nan=-np.inf)
+    order = np.lexsort((cand.a, -score))  # best score first; ties: the lowest partner index
     for j in order[::-1].tolist():  # the last write per record wins: the best
-        best[cand.b[j]] = reg.score[j]
-        partner[cand.b[j]] = cand.a[j]
-    return CopyMatches(cand.a, cand.b, cand.pixel_rank, cand.embed_rank, cand.hashed, reg.score, reg.mirrored, reg.scale,
-                       reg.angle, reg.dx, reg.dy, reg.overlap, copy, similar, best, partner, calibration)
+        if keep[j]:
+            best[cand.b[j]] = reg["score"][j]
+            partner[cand.b[j]] = cand.a[j]
+    return CopyMatches(cand.a, cand.b, cand.pixel_rank, cand.embed_rank, cand.hashed, reg["score"], reg["mirrored"],
+                       reg["scale"], reg["angle"], reg["dx"], reg["dy"], reg["overlap"], copy, similar, best, partner,
+                       calibration, sc.score, keep)
 
 
 def as_dict(calibration) -> dict[str, float | int]:  # type: ignore[no-untyped-def]

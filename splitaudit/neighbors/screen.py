@@ -1,0 +1,121 @@
+"""A cheap, vectorised first look at every candidate pair before the full registration (:mod:`.register`).
+
+Most candidates are distinct images; registering each costs milliseconds. The screen scores all pairs at once:
+at half the working resolution, image b is warped by a few zooms and rotations (:data:`VARIANTS`), as is and
+mirrored, and the cross-correlation of the windowed, band-passed images over every shift up to ``MAX_OFFSET``
+comes from one batched FFT per pair and variant. The best normalised peak is the screen score; its variant and
+shift are the starting point of the registration's refinement. Pairs under the calibrated screen cut (chosen so
+that the dataset's own synthetic copies pass it, see :mod:`.calibrate`) are not registered.
+
+Work per pair: one product of spectra and one inverse FFT of 32 x 32 per variant (~10), with no Python per pair.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .columns import Columns
+from .register import MAX_OFFSET, Prepared, _batch
+
+#: b is tried at these (zoom, angle in degrees): the grid points lie within ~8% of any zoom in [0.8, 1.25] and
+#: within 3.5 deg of any rotation up to 10 deg (at half resolution, the correlation peak survives that much).
+VARIANTS = ((1.0, 0.0), (1.15, 0.0), (1 / 1.15, 0.0), (1.0, 7.0), (1.0, -7.0))
+#: FFT side: the half-resolution image (24 px) zero-padded, so shifts up to MAX_OFFSET do not wrap around.
+PAD = 32
+#: Pairs screened together (memory: ~45 kB per pair).
+CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class Screen(Columns):
+    """Per pair: the screen ``score`` (normalised cross-correlation peak, -1..1), whether b matched ``mirrored``,
+    and the registration's starting point: ``scale`` (b's content over a's), ``angle`` (degrees), ``dx``/``dy``
+    (b's centre relative to a's, working pixels), in :func:`.register.register_pair`'s convention."""
+
+    score: np.ndarray
+    mirrored: np.ndarray
+    scale: np.ndarray
+    angle: np.ndarray
+    dx: np.ndarray
+    dy: np.ndarray
+
+
+@functools.lru_cache(maxsize=4)
+def _window(side: int) -> np.ndarray:
+    w = np.hanning(side + 2)[1:-1].astype(np.float32)
+    return w[:, None] * w[None, :]
+
+
+@functools.lru_cache(maxsize=4)
+def _shifts(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices into a PAD x PAD correlation of every shift within MAX_OFFSET of the side, and the shifts."""
+    r = int(math.ceil(MAX_OFFSET * side))
+    sy, sx = np.mgrid[-r : r + 1, -r : r + 1]
+    keep = sx**2 + sy**2 <= (MAX_OFFSET * side) ** 2
+    sx, sy = sx[keep], sy[keep]
+    return (sy % PAD) * PAD + (sx % PAD), sx.astype(np.float64), sy.astype(np.float64)
+
+
+def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """(N, V, PAD, PAD // 2 + 1) spectra of the windowed, zero-mean images warped by each variant, unit norm."""
+    import cv2
+    import scipy.fft as sfft
+
+    n, side = len(small), small.shape[1]
+    c = (side - 1) / 2.0
+    win = _window(side)
+    out = np.zeros((n, len(variants), PAD, PAD // 2 + 1), np.complex64)
+    for v, (z, theta) in enumerate(variants):
+        if (z, theta) == (1.0, 0.0):
+            w = small
+        else:  # w(x) = b(R(theta) (x - c) / z + c): b's content shown z times bigger, turned by theta
+            t = math.radians(theta)
+            r = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]) / z
+            m = np.hstack([r, (np.array([c, c]) - r @ np.array([c, c]))[:, None]])
+            w = _batch(lambda ch: cv2.warpAffine(ch, m, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                                 borderMode=cv2.BORDER_REFLECT), small)
+        w = (w - w.mean(axis=(1, 2), keepdims=True)) * win
+        w /= np.maximum(np.sqrt((w**2).sum(axis=(1, 2), keepdims=True)), 1e-6)
+        out[:, v] = sfft.rfft2(w, s=(PAD, PAD))
+    return out
+
+
+def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True) -> Screen:
+    """Screen the pairs (``prep`` rows ``ia[i]``, ``ib[i]``): see the module docstring."""
+    import scipy.fft as sfft
+
+    ia = np.asarray(ia, np.int64)
+    ib = np.asarray(ib, np.int64)
+    n = len(ia)
+    small = prep.small
+    side = small.shape[1]
+    scale_up = prep.image.shape[1] / side
+    flat, sx, sy = _shifts(side)
+    ua, inv_a = np.unique(ia, return_inverse=True)
+    ub, inv_b = np.unique(ib, return_inverse=True)
+    fa = _spectra(small[ua], ((1.0, 0.0),))[:, 0]
+    fb = _spectra(small[ub], VARIANTS)
+    if mirror:
+        fb = np.concatenate([fb, _spectra(np.ascontiguousarray(small[ub][:, :, ::-1]), VARIANTS)], axis=1)
+    nv = fb.shape[1]
+    score = np.zeros(n)
+    best = np.zeros(n, np.int64)
+    shift = np.zeros(n, np.int64)
+    for s in range(0, n, CHUNK):
+        x, y = inv_a[s : s + CHUNK], inv_b[s : s + CHUNK]
+        corr = sfft.irfft2(np.conj(fa[x])[:, None] * fb[y], s=(PAD, PAD), axes=(2, 3))  # sum_u a(u) b_v(u + s)
+        at = corr.reshape(len(x), nv, PAD * PAD)[:, :, flat]
+        peak = at.max(axis=2)
+        v = peak.argmax(axis=1)
+        score[s : s + CHUNK] = peak[np.arange(len(x)), v]
+        best[s : s + CHUNK] = v
+        shift[s : s + CHUNK] = at[np.arange(len(x)), v].argmax(axis=1)
+    zoom = np.array([VARIANTS[v % len(VARIANTS)][0] for v in range(nv)])
+    theta = np.array([VARIANTS[v % len(VARIANTS)][1] for v in range(nv)])
+    # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
+    return Screen(score, best >= len(VARIANTS), 1.0 / zoom[best], theta[best], -sx[shift] * scale_up,
+                  -sy[shift] * scale_up)
