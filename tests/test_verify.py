@@ -247,9 +247,12 @@ def test_find_copies_end_to_end(tiles, calibration) -> None:  # type: ignore[no-
     split = np.zeros(len(thumbs), np.int64)
     split[len(imgs) :] = 1
     split[[7, 20, 33, 46]] = 1  # distinct eval images
-    m = find_copies(thumbs, split, calibration=calibration)
+    m = find_copies(thumbs, split, calibration=calibration, per_image=2)
     found = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
     assert found == {(s, len(imgs) + i) for i, s in enumerate(truth)}
+    # the registration work is bounded: each eval image's 2 best pairs by screen score (no hash pairs here)
+    assert m.registered.sum() <= 2 * (split == 1).sum() and np.isnan(m.score[~m.registered]).all()
+    assert np.isfinite(m.screen_score).all() and (np.bincount(m.b[m.registered]) <= 2).all()
     ev = np.flatnonzero(split == 1)
     assert np.isfinite(m.best_score[ev]).all() and np.isnan(m.best_score[split == 0]).all()
     assert (m.best_partner[len(imgs) :] == truth).all()
@@ -290,3 +293,27 @@ def test_calibration_is_deterministic_and_fits_the_null() -> None:
     # copies in the tail (3% of the null at 0.99: hundreds in a 10k training set) barely move the fit
     cut2, _, _ = gumbel_cut(np.concatenate([null, np.full(150, 0.99)]), 1e-3)
     assert abs(np.arctanh(cut2) - np.arctanh(cut)) < 0.15
+
+
+def test_screen_ranks_copies_first_and_finds_the_start(tiles) -> None:  # type: ignore[no-untyped-def]
+    """The vectorised screen: a copy outscores the eval image's distinct neighbours, and its start (orientation,
+    zoom, shift) is the transform's."""
+    from splitaudit.neighbors.verify import screen, select
+
+    imgs, where, photos = tiles
+    copies = []
+    for s, kw, edit in ((3, {"shift": (2.0, 0.0)}, None), (17, {}, COPIES["mirror"][1]), (30, {"zoom": 1.15}, None)):
+        name, cx, cy = where[s]
+        im = window(photos[name], cx, cy, 64, **kw)
+        copies.append(edit(im) if edit else im)
+    thumbs = np.concatenate([imgs, np.stack(copies)])
+    n = len(imgs)
+    a = np.tile(np.arange(n), 3)
+    b = np.repeat(np.arange(n, n + 3), n)
+    sc = screen(thumbs, a, b)
+    keep = select(sc, b, 1)
+    assert sorted(zip(a[keep].tolist(), b[keep].tolist())) == [(3, n), (17, n + 1), (30, n + 2)]
+    first, mirrored, zoomed = (np.flatnonzero(keep & (b == n + i))[0] for i in range(3))
+    assert not sc.mirrored[first] and sc.mirrored[mirrored] and sc.scale[zoomed] > 1.05
+    # the window moved right by 2 of 32 px: b's centre shows a's centre + 2/32 of the side (screen steps: 1/24)
+    assert abs(sc.dx[first] - 2 / 32) <= 1 / 24 and abs(sc.dy[first]) <= 1 / 24

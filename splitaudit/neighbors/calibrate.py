@@ -87,31 +87,48 @@ def gumbel_cut(null: np.ndarray, rate: float) -> tuple[float, float, float]:
 
 # ------------------------------------------------------------------------------------------------ positives
 
-#: The calibration's own copy transforms: (name, shift px, zoom, angle deg, crop, frame, letterbox, grade, grey,
-#: mirror, jpeg quality). Shifts and crops are in thumbnail pixels of a 32-px side (scaled for bigger thumbnails).
-TRANSFORMS = (
-    ("shift", 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, False, False, 0),
-    ("shift 4", 4.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, False, False, 0),
-    ("zoom", 0.0, 1.1, 0.0, 0.0, 0.0, 0.0, False, False, False, 0),
-    ("zoom out", 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, False, False, False, 0),
-    ("crop", 0.0, 1.0, 0.0, 0.18, 0.0, 0.0, False, False, False, 0),
-    ("frame", 0.0, 1.0, 0.0, 0.0, 0.08, 0.0, False, False, False, 0),
-    ("letterbox", 0.0, 1.0, 0.0, 0.0, 0.0, 0.12, False, False, False, 0),
-    ("rotate", 0.0, 1.0, 8.0, 0.0, 0.0, 0.0, False, False, False, 0),
-    ("grade", 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, True, False, False, 0),
-    ("grey", 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, True, False, 0),
-    ("jpeg", 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, False, False, 50),
-    ("mirror + shift + jpeg", 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, False, False, True, 70),
-    ("grade + zoom + rotate", 1.0, 1.05, 3.0, 0.0, 0.0, 0.0, True, False, False, 0),
-)
+@dataclass(frozen=True)
+class Recipe:
+    """One of the calibration's copy transforms: shift (px of a 32-px side, scaled for bigger thumbnails), zoom,
+    rotation (degrees), crop and frame / letterbox (share of the side), colour grade, grey, mirror, JPEG quality."""
+
+    name: str = ""
+    shift: float = 0.0
+    zoom: float = 1.0
+    rotate: float = 0.0
+    crop: float = 0.0
+    frame: float = 0.0
+    letterbox: float = 0.0
+    grade: bool = False
+    grey: bool = False
+    mirror: bool = False
+    jpeg: int = 0
 
 
-def synthetic_copy(img: np.ndarray, spec: tuple, rng: np.random.Generator) -> np.ndarray:  # type: ignore[type-arg]
+def _recipes(text: str) -> tuple[Recipe, ...]:
+    """``"shift=2; grade zoom=1.05; ..."``: one recipe per ``;``, named by its text; a bare word is a flag."""
+    out = []
+    for item in text.split(";"):
+        kw: dict[str, object] = {}
+        for word in item.split():
+            key, _, value = word.partition("=")
+            kw[key] = (int(value) if key == "jpeg" else float(value)) if value else True
+        out.append(Recipe(item.strip().replace("=", " "), **kw))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+#: The calibration's own copy transforms, each applied to the thumbnails here (edges replicated, not black).
+TRANSFORMS = _recipes("shift=2; shift=4; zoom=1.1; zoom=0.9; crop=0.18; frame=0.08; letterbox=0.12; rotate=8; grade; "
+                      "grey; jpeg=50; mirror shift=1 jpeg=70; grade zoom=1.05 rotate=3 shift=1")
+
+
+def synthetic_copy(img: np.ndarray, spec: Recipe, rng: np.random.Generator) -> np.ndarray:
     """A copy of one thumbnail (h, w[, 3] uint8) by a :data:`TRANSFORMS` entry (edges replicated, not black)."""
     import cv2
     from PIL import Image
 
-    _, shift, zoom, angle, crop, frame, letterbox, grade, grey, mirror, jpeg = spec
+    shift, zoom, angle, crop, frame, letterbox = spec.shift, spec.zoom, spec.rotate, spec.crop, spec.frame, spec.letterbox
+    grade, grey, mirror, jpeg = spec.grade, spec.grey, spec.mirror, spec.jpeg
     h, w = img.shape[:2]
     unit = w / 32.0
     t = rng.uniform(0, 2 * math.pi)
@@ -214,4 +231,4 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         null_q99=float(np.quantile(null, 0.99)), null_max=float(null.max()), likely_copies=int(likely.sum()),
         gumbel_mu=mu, gumbel_beta=beta, positives=len(pos), positive_q05=p05,
         positive_q50=float(np.quantile(pos, 0.5)), positive_recall=float(np.mean(pos >= copy_cut)),
-        positive_recall_min=per_kind[worst], positive_worst=TRANSFORMS[worst][0], seed=seed)
+        positive_recall_min=per_kind[worst], positive_worst=TRANSFORMS[worst].name, seed=seed)

@@ -51,6 +51,9 @@ FRAME_MAX = 0.3
 #: The largest offset of b's centre from a's (share of the side): a window moved further is another framing of
 #: the scene (a neighbouring crop), not a copy; copies shift a few pixels or crop at most ~20% (offset 10%).
 MAX_OFFSET = 0.15
+#: Working pixels left out of the score along each edge of a content box: the band-pass there saw the image's
+#: reflected border or a frame's fill, which a shifted or re-framed copy does not share.
+MARGIN = 0
 #: Pairs whose coarse score stays under PRUNE skip the refinement.
 PRUNE = 0.6
 #: The overlap must cover this share of the smaller content box, or the score is 0 (a sliver proves nothing).
@@ -70,7 +73,7 @@ class Prepared(Columns):
 
 
 @dataclass(frozen=True)
-class Registration(Columns):
+class Transform:
     """Per pair: the band-passed NCC on the overlap (``score``, -1..1), and the transform found: ``mirrored`` (b
     flipped left-right), ``scale`` (b's content size over a's: > 1 when b is zoomed in or cropped), ``angle``
     (degrees, b relative to a), ``dx``/``dy`` (b's centre relative to a's, as a share of the side), ``overlap``
@@ -83,6 +86,11 @@ class Registration(Columns):
     dx: np.ndarray
     dy: np.ndarray
     overlap: np.ndarray
+
+
+@dataclass(frozen=True)
+class Registration(Columns, Transform):
+    """A :class:`Transform` per pair, as a column table (the screen's answer too, with ``overlap`` NaN)."""
 
 
 def to_grey(images: np.ndarray) -> np.ndarray:
@@ -175,6 +183,15 @@ def _grid(side: int) -> tuple[np.ndarray, np.ndarray]:
     return xs.astype(np.float32), ys.astype(np.float32)
 
 
+def _inset(box: np.ndarray, side: int) -> tuple[int, int, int, int]:
+    """The content box less MARGIN (scaled to ``side``) on each side, where the band-pass saw padding or fill."""
+    m = int(round(MARGIN * side / 48.0))
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 - x0 > 4 * m and y1 - y0 > 4 * m:
+        return x0 + m, y0 + m, x1 - m, y1 - m
+    return x0, y0, x1, y1
+
+
 class _Pair:
     """The search for one pair: a fixed, b in one orientation."""
 
@@ -183,12 +200,13 @@ class _Pair:
         self.side = side = a.shape[0]
         self.c = (side - 1) / 2.0
         xs, ys = _grid(side)
-        x0, y0, x1, y1 = box_a
+        x0, y0, x1, y1 = _inset(box_a, side)
         self.in_a = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
         self.area = max(int(self.in_a.sum()), 1)
         # b and the mask of its content box travel together through one warp
         bm = np.zeros((side, side), np.float32)
-        bm[box_b[1] : box_b[3] + 1, box_b[0] : box_b[2] + 1] = 1.0
+        bx0, by0, bx1, by1 = _inset(box_b, side)
+        bm[by0 : by1 + 1, bx0 : bx1 + 1] = 1.0
         self.b = b
         self.b2 = np.ascontiguousarray(np.dstack([b, bm]))
 

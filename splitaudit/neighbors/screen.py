@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-
 import numpy as np
 
-from .columns import Columns
-from .register import MAX_OFFSET, Prepared, _batch
+from .register import MAX_OFFSET, Prepared, Registration, _batch
 
 #: b is tried at these (zoom, angle in degrees): the grid points lie within ~8% of any zoom in [0.8, 1.25] and
 #: within 3.5 deg of any rotation up to 10 deg (at half resolution, the correlation peak survives that much).
@@ -28,20 +25,6 @@ VARIANTS = ((1.0, 0.0), (1.15, 0.0), (1 / 1.15, 0.0), (1.0, 7.0), (1.0, -7.0))
 PAD = 32
 #: Pairs screened together (memory: ~45 kB per pair).
 CHUNK = 1024
-
-
-@dataclass(frozen=True)
-class Screen(Columns):
-    """Per pair: the screen ``score`` (normalised cross-correlation peak, -1..1), whether b matched ``mirrored``,
-    and the registration's starting point: ``scale`` (b's content over a's), ``angle`` (degrees), ``dx``/``dy``
-    (b's centre relative to a's, working pixels), in :func:`.register.register_pair`'s convention."""
-
-    score: np.ndarray
-    mirrored: np.ndarray
-    scale: np.ndarray
-    angle: np.ndarray
-    dx: np.ndarray
-    dy: np.ndarray
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,8 +67,10 @@ def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np
     return out
 
 
-def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True) -> Screen:
-    """Screen the pairs (``prep`` rows ``ia[i]``, ``ib[i]``): see the module docstring."""
+def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True) -> Registration:
+    """Screen the pairs (``prep`` rows ``ia[i]``, ``ib[i]``): see the module docstring. The answer is a
+    :class:`~.register.Registration` (the screen's score and its best variant and shift; ``overlap`` NaN): the
+    registration's starting point."""
     import scipy.fft as sfft
 
     ia = np.asarray(ia, np.int64)
@@ -93,7 +78,6 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     n = len(ia)
     small = prep.small
     side = small.shape[1]
-    scale_up = prep.image.shape[1] / side
     flat, sx, sy = _shifts(side)
     ua, inv_a = np.unique(ia, return_inverse=True)
     ub, inv_b = np.unique(ib, return_inverse=True)
@@ -117,5 +101,5 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     zoom = np.array([VARIANTS[v % len(VARIANTS)][0] for v in range(nv)])
     theta = np.array([VARIANTS[v % len(VARIANTS)][1] for v in range(nv)])
     # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
-    return Screen(score, best >= len(VARIANTS), 1.0 / zoom[best], theta[best], -sx[shift] * scale_up,
-                  -sy[shift] * scale_up)
+    return Registration(score, best >= len(VARIANTS), 1.0 / zoom[best], theta[best], -sx[shift] / side,
+                        -sy[shift] / side, np.full(n, np.nan))

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .register import SIDE, Prepared, Registration, prepare, register_pair
-from .screen import Screen, screen_pairs
+from .register import SIDE, Prepared, Registration, Transform, prepare, register_pair
+from .screen import screen_pairs
 
 #: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image).
 CHUNK = 4096
@@ -25,10 +25,10 @@ PER_IMAGE = 3
 
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
-                 start: Screen | None = None) -> Registration:
+                 start: Registration | None = None) -> Registration:
     """Register and score every pair (``thumbs[a[i]]``, ``thumbs[b[i]]``): a copy score per pair and the transform
     that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair). ``start``:
-    each pair's :class:`~.screen.Screen` row, the starting point that replaces the half-resolution search."""
+    each pair's :func:`screen` answer, the starting point that replaces the half-resolution search."""
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     n = len(a)
@@ -52,7 +52,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
     return Registration(**out)
 
 
-def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True) -> Screen:
+def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True) -> Registration:
     """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
     image is kept: ~2.3 kB each), all pairs screened at once."""
     a = np.asarray(a, np.int64)
@@ -65,7 +65,7 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror)
 
 
-def select(sc: Screen, b: np.ndarray, per_image: int = PER_IMAGE, always: np.ndarray | None = None) -> np.ndarray:
+def select(sc: Registration, b: np.ndarray, per_image: int = PER_IMAGE, always: np.ndarray | None = None) -> np.ndarray:
     """The pairs worth registering: each later image's ``per_image`` best pairs by screen score (ties: the earlier
     row), and every pair in ``always`` (hash matches). Bounds the registration work to ``per_image`` pairs per
     eval image whatever the candidate count."""
@@ -79,32 +79,26 @@ def select(sc: Screen, b: np.ndarray, per_image: int = PER_IMAGE, always: np.nda
 
 
 @dataclass(frozen=True)
-class CopyMatches:
+class CopyMatches(Transform):
     """The copy stage's answer over record indices: candidate pairs ``a`` (earlier split) -> ``b`` (later split)
-    with the candidate evidence, the registration and the decision. ``copy``: a confirmed copy (the
-    near-duplicates error); ``similar``: the uncertain band (the similar-images warning). ``best_score`` /
-    ``best_partner``: per record, its best-scoring candidate in an earlier split (NaN / -1 for none): every eval
-    image's best copy score goes into the JSON report. ``calibration``: the values the decisions used."""
+    with the candidate evidence, the registration (the :class:`~.register.Transform` fields; NaN score where a
+    pair was not registered) and the decision. ``copy``: a confirmed copy (the near-duplicates error);
+    ``similar``: the uncertain band (the similar-images warning). ``best_score`` / ``best_partner``: per record,
+    its best-scoring candidate in an earlier split (NaN / -1 for none): every eval image's best copy score goes
+    into the JSON report. ``calibration``: the values the decisions used. ``screen_score``, ``registered``: per
+    pair, the screen's score, and whether the pair was registered (its eval image's best :data:`PER_IMAGE` by
+    screen score, or a hash match)."""
 
     a: np.ndarray
     b: np.ndarray
     pixel_rank: np.ndarray
     embed_rank: np.ndarray
     hashed: np.ndarray
-    score: np.ndarray
-    mirrored: np.ndarray
-    scale: np.ndarray
-    angle: np.ndarray
-    dx: np.ndarray
-    dy: np.ndarray
-    overlap: np.ndarray
     copy: np.ndarray
     similar: np.ndarray
     best_score: np.ndarray
     best_partner: np.ndarray
     calibration: object  # a calibrate.Calibration
-    #: Per pair: the screen's score, and whether the pair was registered (``score`` is NaN where it was not: it
-    #: was not among its eval image's best :data:`PER_IMAGE` by screen score, nor a hash match).
     screen_score: np.ndarray | None = None
     registered: np.ndarray | None = None
 
@@ -170,9 +164,9 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         if keep[j]:
             best[cand.b[j]] = reg["score"][j]
             partner[cand.b[j]] = cand.a[j]
-    return CopyMatches(cand.a, cand.b, cand.pixel_rank, cand.embed_rank, cand.hashed, reg["score"], reg["mirrored"],
-                       reg["scale"], reg["angle"], reg["dx"], reg["dy"], reg["overlap"], copy, similar, best, partner,
-                       calibration, sc.score, keep)
+    return CopyMatches(**reg, a=cand.a, b=cand.b, pixel_rank=cand.pixel_rank, embed_rank=cand.embed_rank,
+                       hashed=cand.hashed, copy=copy, similar=similar, best_score=best, best_partner=partner,
+                       calibration=calibration, screen_score=sc.score, registered=keep)
 
 
 def as_dict(calibration) -> dict[str, float | int]:  # type: ignore[no-untyped-def]
