@@ -43,7 +43,7 @@ SIGMA_FINE = 1.2
 SIGMA_COARSE = 4.0
 #: The final score blurs the sharper of the two by RESOLUTION_SIGMA * sqrt(|k^2 - 1|) working pixels (k: the zoom)
 #: so both show the same detail.
-RESOLUTION_SIGMA = 0.8
+RESOLUTION_SIGMA = 2.0
 #: Uniform frame detection: outer rows/columns with a grey standard deviation under FRAME_STD, up to FRAME_MAX of
 #: the side, are a frame (or letterbox bar).
 FRAME_STD = 3.0
@@ -53,7 +53,7 @@ FRAME_MAX = 0.3
 MAX_OFFSET = 0.15
 #: Working pixels left out of the score along each edge of a content box: the band-pass there saw the image's
 #: reflected border or a frame's fill, which a shifted or re-framed copy does not share.
-MARGIN = 0
+MARGIN = 3
 #: Pairs whose coarse score stays under PRUNE skip the refinement.
 PRUNE = 0.6
 #: The overlap must cover this share of the smaller content box, or the score is 0 (a sliver proves nothing).
