@@ -6,7 +6,10 @@ band-passed NCC is what a per-channel affine colour correction followed by a res
 its over-fitting: level, contrast and grey conversion drop out, structure has to agree. The calibration
 (:mod:`.calibrate`) turns the score into decisions for this dataset.
 
-:func:`find_copies` is the whole stage: candidates, verification, calibration, decisions, over plain arrays.
+:func:`find_copies` is the whole stage over plain arrays: candidates, a vectorised screen of every candidate
+(:mod:`.screen`), registration of each eval image's :data:`PER_IMAGE` best candidates by screen score (and of every
+hash match) from the screen's start, calibration, decisions. The registration work is bounded by the eval image
+count, not by the candidate count.
 """
 
 from __future__ import annotations
