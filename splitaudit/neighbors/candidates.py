@@ -231,43 +231,50 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
         if view not in VIEWS:
             raise invalid_parameter("views", VIEWS, view)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
-    rows: dict[tuple[int, int], dict[str, object]] = {}
-
-    def add(a: int, b: int, **ev: object) -> None:
-        rows.setdefault((a, b), {}).update(ev)
-
     s = np.asarray(split_index)
+    empty = np.zeros(0, np.int64)
+    pix = [(empty, empty, empty, np.zeros(0), np.zeros(0, bool), empty)]  # a, b, rank, score, mirrored, view
     if k_pixel and valid.any():
         rows_v = np.flatnonzero(valid)
         vectors = view_vectors(thumbs, views) if vectors is None else vectors
-        for view in views:
-            vec, vec_m = (v[rows_v] for v in vectors[view])
+        for vi, view in enumerate(views):
+            vec, vec_m = vectors[view] if valid.all() else (v[rows_v] for v in vectors[view])
             for _, base, query in _split_pairs(s[valid], np.ones(len(rows_v), bool)):
                 sc, ids, _, mir = csls_knn(vec[base], vec[query], k_pixel, mirrored_queries=vec_m[query])
-                for qi, r in zip(*np.nonzero(ids >= 0)):
-                    key = (int(rows_v[base[ids[qi, r]]]), int(rows_v[query[qi]]))
-                    old = rows.get(key, {})
-                    if old.get("pixel_rank", 10**9) > r:  # the best rank over the pixel views
-                        add(*key, pixel_rank=int(r), pixel_score=float(sc[qi, r]), pixel_mirrored=bool(mir[qi, r]),
-                            pixel_view=view)
+                qi, r = np.nonzero(ids >= 0)
+                pix.append((rows_v[base[ids[qi, r]]], rows_v[query[qi]], r, sc[qi, r], mir[qi, r], np.full(len(r), vi)))
+    pa, pb, prank, pscore, pmir, pview = (np.concatenate(c) for c in zip(*pix))
+    # one row per pair: its best rank over the pixel views (ties: the view listed first)
+    order = np.lexsort((pview, prank, pb, pa))
+    first = order[np.r_[True, (np.diff(pa[order]) != 0) | (np.diff(pb[order]) != 0)]] if len(order) else order
+    pa, pb, prank, pscore, pmir, pview = (x[first] for x in (pa, pb, prank, pscore, pmir, pview))
+    emb = [(empty, empty, empty, np.zeros(0))]
     if embeddings is not None and k_embed and len(embeddings):
         have = valid & (np.ones(n, bool) if have_embedding is None else np.asarray(have_embedding, bool))
-        for later, base, query in _split_pairs(s, have):
+        for _, base, query in _split_pairs(s, have):
             sc, ids, _, _ = csls_knn(embeddings[base], embeddings[query], k_embed)
-            for qi, r in zip(*np.nonzero(ids >= 0)):
-                add(int(base[ids[qi, r]]), int(query[qi]), embed_rank=int(r), embed_score=float(sc[qi, r]))
+            qi, r = np.nonzero(ids >= 0)
+            emb.append((base[ids[qi, r]], query[qi], r, sc[qi, r]))
+    ea, eb, erank, escore = (np.concatenate(c) for c in zip(*emb))
+    ha = hb = empty
     if hash_a is not None and hash_b is not None:
-        for x, y in zip(np.asarray(hash_a).tolist(), np.asarray(hash_b).tolist()):
-            if s[x] != s[y] and valid[x] and valid[y]:
-                a, b = (x, y) if s[x] < s[y] else (y, x)
-                add(a, b, hashed=True)
-    keys = sorted(rows)
-    col = lambda name, default, dt: np.array([rows[k].get(name, default) for k in keys], dtype=dt)
+        x, y = np.asarray(hash_a, np.int64), np.asarray(hash_b, np.int64)
+        ok = (s[x] != s[y]) & valid[x] & valid[y]
+        x, y = x[ok], y[ok]
+        ha, hb = np.where(s[x] < s[y], x, y), np.where(s[x] < s[y], y, x)
+    keys = np.unique(np.concatenate([pa * n + pb, ea * n + eb, ha * n + hb]))  # sorted by (a, b)
+
+    def col(ka: np.ndarray, kb: np.ndarray, values: np.ndarray, default: object, dt: type) -> np.ndarray:
+        out = np.full(len(keys), default, dtype=dt)
+        out[np.searchsorted(keys, ka * n + kb)] = values
+        return out
+
+    view_names = np.array(list(views) + [""], dtype=object)
     return Candidates(
-        np.array([k[0] for k in keys], np.int64), np.array([k[1] for k in keys], np.int64),
-        col("pixel_rank", -1, np.int64), col("pixel_score", np.nan, np.float64), col("pixel_mirrored", False, bool),
-        col("pixel_view", "", object),
-        col("embed_rank", -1, np.int64), col("embed_score", np.nan, np.float64), col("hashed", False, bool))
+        keys // n, keys % n, col(pa, pb, prank, -1, np.int64), col(pa, pb, pscore, np.nan, np.float64),
+        col(pa, pb, pmir, False, bool), view_names[col(pa, pb, pview, len(views), np.int64)],
+        col(ea, eb, erank, -1, np.int64), col(ea, eb, escore, np.nan, np.float64),
+        col(ha, hb, np.ones(len(ha), bool), False, bool))
 
 
 def _split_pairs(split_index: np.ndarray, rows: np.ndarray):  # type: ignore[no-untyped-def]
