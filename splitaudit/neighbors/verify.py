@@ -7,9 +7,9 @@ its over-fitting: level, contrast and grey conversion drop out, structure has to
 (:mod:`.calibrate`) turns the score into decisions for this dataset.
 
 :func:`find_copies` is the whole stage over plain arrays: candidates, a vectorised screen of every candidate
-(:mod:`.screen`), registration of each eval image's :data:`PER_IMAGE` best candidates by screen score (and of every
-hash match) from the screen's start, calibration, decisions. The registration work is bounded by the eval image
-count, not by the candidate count.
+(:mod:`.screen`), registration of each eval image's :data:`PER_IMAGE` best candidates by screen score (and of
+its best :data:`PER_IMAGE` hash matches) from the screen's start, calibration, decisions. The registration work is
+bounded by the eval image count, not by the candidate count.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from .screen import screen_pairs
 
 #: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image).
 CHUNK = 4096
-#: Pairs registered per eval image: its best PER_IMAGE candidates by screen score (and every hash match).
+#: Pairs registered per eval image: its best PER_IMAGE candidates by screen score, and its best PER_IMAGE hash
+#: matches.
 PER_IMAGE = 3
 
 
@@ -68,17 +69,27 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror)
 
 
-def select(sc: Registration, b: np.ndarray, per_image: int = PER_IMAGE, always: np.ndarray | None = None) -> np.ndarray:
-    """The pairs worth registering: each later image's ``per_image`` best pairs by screen score (ties: the earlier
-    row), and every pair in ``always`` (hash matches). Bounds the registration work to ``per_image`` pairs per
-    eval image whatever the candidate count."""
-    b = np.asarray(b, np.int64)
-    order = np.lexsort((np.arange(len(b)), -sc.score, b))
-    first = np.r_[True, b[order][1:] != b[order][:-1]] if len(b) else np.zeros(0, bool)
-    start = np.maximum.accumulate(np.where(first, np.arange(len(b)), 0))
+def _best_per_image(score: np.ndarray, b: np.ndarray, per_image: int, among: np.ndarray) -> np.ndarray:
+    """Mask of each later image's ``per_image`` best pairs by ``score`` among the rows ``among`` (ties: earlier row)."""
+    rows = np.flatnonzero(among)
+    order = rows[np.lexsort((rows, -score[rows], b[rows]))]
+    first = np.r_[True, b[order][1:] != b[order][:-1]] if len(order) else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
     keep = np.zeros(len(b), bool)
-    keep[order[np.arange(len(b)) - start < per_image]] = True
-    return keep if always is None else keep | np.asarray(always, bool)
+    keep[order[np.arange(len(order)) - start < per_image]] = True
+    return keep
+
+
+def select(sc: Registration, b: np.ndarray, per_image: int = PER_IMAGE, hashed: np.ndarray | None = None
+           ) -> np.ndarray:
+    """The pairs worth registering: each later image's ``per_image`` best pairs by screen score, and its
+    ``per_image`` best hash matches (uniform data -- garments, digits -- hash alike by the dozen per image).
+    Bounds the registration work to 2 x ``per_image`` pairs per eval image whatever the candidate count."""
+    b = np.asarray(b, np.int64)
+    keep = _best_per_image(sc.score, b, per_image, np.ones(len(b), bool))
+    if hashed is not None:
+        keep |= _best_per_image(sc.score, b, per_image, np.asarray(hashed, bool))
+    return keep
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,7 @@ class CopyMatches(Transform):
     its best-scoring candidate in an earlier split (NaN / -1 for none): every eval image's best copy score goes
     into the JSON report. ``calibration``: the values the decisions used. ``screen_score``, ``registered``: per
     pair, the screen's score, and whether the pair was registered (its eval image's best :data:`PER_IMAGE` by
-    screen score, or a hash match)."""
+    screen score, or among its best :data:`PER_IMAGE` hash matches)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -133,7 +144,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool = False,
                 calibration=None, seed: int = 0, per_image: int = PER_IMAGE) -> CopyMatches:  # type: ignore[no-untyped-def]
     """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
-    candidate, registration of each eval image's ``per_image`` best candidates and of every hash match,
+    candidate, registration of each eval image's ``per_image`` best candidates and best hash matches,
     calibration on the training split (unless one is given), decisions, and every record's best copy score.
 
     ``thumbs``: (N, s, s[, 3]) uint8 squashed thumbnails of every record (32 px for tiny images, 64 px for
@@ -152,7 +163,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed, vectors=vectors,
                                 per_image=per_image)
     sc = screen(thumbs, cand.a, cand.b)
-    keep = select(sc, cand.b, per_image, always=cand.hashed)
+    keep = select(sc, cand.b, per_image, hashed=cand.hashed)
     got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep))
     reg = {f.name: np.full(len(cand), np.nan) if f.name == "score" else np.zeros(len(cand), getattr(got, f.name).dtype)
            for f in fields(Registration)}
