@@ -37,7 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from splitaudit.neighbors.calibrate import Recipe  # noqa: E402
+from splitaudit.neighbors.calibrate import Recipe
 
 SEED = 20261203
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"

@@ -105,7 +105,7 @@ def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS) -> dict[str
             v, vm = x, flip(x)
         elif view == "coarse":
             s = 1.5 * w / 32
-            x = area(_batch(lambda c: cv2.GaussianBlur(c, (0, 0), s), grey), 8)
+            x = area(_batch(lambda c, s=s: cv2.GaussianBlur(c, (0, 0), s), grey), 8)
             v, vm = x, flip(x)
         else:  # spectrum: magnitude of the low frequencies of the windowed 32-px image (a shift changes only phase)
             g = grey if (h, w) == (32, 32) else area(grey, 32)

@@ -113,9 +113,9 @@ def _batch(op, stack: np.ndarray, width: int = 128) -> np.ndarray:  # type: igno
 
 
 def frames(grey: np.ndarray) -> np.ndarray:
-    """(N, 4) content boxes x0, y0, x1, y1 (inclusive) inside uniform outer rows and columns (see
-    all images at once; the whole image where (almost) all is uniform."""
-    n, h, w = grey.shape
+    """(N, 4) content boxes x0, y0, x1, y1 (inclusive) inside uniform outer rows and columns (a frame, letterbox
+    bars), all images at once; the whole image where (almost) all is uniform."""
+    _, h, w = grey.shape
     row_flat, col_flat = grey.std(axis=2) < FRAME_STD, grey.std(axis=1) < FRAME_STD
     run = lambda m, limit: np.cumprod(m[:, :limit], axis=1).sum(axis=1)  # leading uniform rows, at most limit
     my, mx = int(h * FRAME_MAX), int(w * FRAME_MAX)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+
 import numpy as np
 
 from .register import MAX_OFFSET, Prepared, Registration, _batch
@@ -37,7 +38,7 @@ def _window(side: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _shifts(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat indices into a padded correlation of every shift within MAX_OFFSET of the side, and the shifts."""
-    r = int(math.ceil(MAX_OFFSET * side))
+    r = math.ceil(MAX_OFFSET * side)
     sy, sx = np.mgrid[-r : r + 1, -r : r + 1]
     keep = sx**2 + sy**2 <= (MAX_OFFSET * side) ** 2
     sx, sy = sx[keep], sy[keep]
@@ -63,7 +64,7 @@ def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np
             t = math.radians(theta)
             r = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]) / z
             m = np.hstack([r, (np.array([c, c]) - r @ np.array([c, c]))[:, None]])
-            w = _batch(lambda ch: cv2.warpAffine(ch, m, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            w = _batch(lambda ch, m=m: cv2.warpAffine(ch, m, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                                  borderMode=cv2.BORDER_REFLECT), small)
         w = (w - w.mean(axis=(1, 2), keepdims=True)) * win
         w /= np.maximum(np.sqrt((w**2).sum(axis=(1, 2), keepdims=True)), 1e-6)
