@@ -188,7 +188,7 @@ def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generat
 def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float = TARGET_RATE,
               similar_rate: float = SIMILAR_RATE, null_sample: int = NULL_SAMPLE,
               positive_sample: int = POSITIVE_SAMPLE, seed: int = 0,
-              vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, per_image: int = 3) -> Calibration:
+              vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, per_image: int = 2) -> Calibration:
     """The copy and similar cuts for this dataset, from its training images (see the module docstring).
     ``vectors``: the candidate search's :func:`~.candidates.view_vectors` of all ``thumbs``, when at hand;
     ``per_image``: neighbours registered per sampled image (by screen score), as the decisions do."""

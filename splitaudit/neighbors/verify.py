@@ -25,7 +25,7 @@ from .screen import screen_pairs
 CHUNK = 4096
 #: Pairs registered per eval image: its best PER_IMAGE candidates by screen score, and its best PER_IMAGE hash
 #: matches.
-PER_IMAGE = 3
+PER_IMAGE = 2
 
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
