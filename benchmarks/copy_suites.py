@@ -37,6 +37,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from splitaudit.neighbors.calibrate import Recipe
+
 SEED = 20261203
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 PHOTO_SOURCES = [
@@ -69,21 +71,11 @@ def load_photo(name: str, kind: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Spec:
-    """A copy's recipe: geometry in the source (shift in output pixels, zoom = content magnification, angle in
-    degrees, crop = share of the side removed, at ``crop_pos`` in [-1, 1]^2), then edits of the output image."""
+class Spec(Recipe):
+    """A copy's recipe (the calibration's :class:`Recipe`, geometry applied in the source: shift in output pixels,
+    zoom = content magnification, crop = share of the side removed), with the crop's position in [-1, 1]^2."""
 
-    shift: float = 0.0
-    zoom: float = 1.0
-    angle: float = 0.0
-    crop: float = 0.0
     crop_pos: tuple[float, float] = (0.0, 0.0)
-    frame: float = 0.0
-    letterbox: float = 0.0
-    grade: bool = False
-    grey: bool = False
-    mirror: bool = False
-    jpeg: int = 0
 
 
 TRANSFORMS: dict[str, Spec] = {
@@ -98,8 +90,8 @@ TRANSFORMS: dict[str, Spec] = {
     "crop 15% corner": Spec(crop=0.15, crop_pos=(1.0, 1.0)),
     "frame 8%": Spec(frame=0.08),
     "letterbox 12%": Spec(letterbox=0.12),
-    "rotate 5": Spec(angle=5),
-    "rotate 10": Spec(angle=10),
+    "rotate 5": Spec(rotate=5),
+    "rotate 10": Spec(rotate=10),
     "colour grade": Spec(grade=True),
     "greyscale": Spec(grey=True),
     "jpeg q50": Spec(jpeg=50),
@@ -107,10 +99,10 @@ TRANSFORMS: dict[str, Spec] = {
     "shift 2 + jpeg q50": Spec(shift=2, jpeg=50),
     "mirror + crop 10% + jpeg q70": Spec(mirror=True, crop=0.1, crop_pos=(-1.0, 0.0), jpeg=70),
     "grade + shift 1 + zoom 5%": Spec(grade=True, shift=1, zoom=1.05),
-    "grey + rotate 3 + shift 1": Spec(grey=True, angle=3, shift=1),
+    "grey + rotate 3 + shift 1": Spec(grey=True, rotate=3, shift=1),
     "frame 6% + grade": Spec(frame=0.06, grade=True),
     "zoom out 5% + mirror + jpeg q75": Spec(zoom=1 / 1.05, mirror=True, jpeg=75),
-    "rotate 7 + crop 10%": Spec(angle=7, crop=0.1),
+    "rotate 7 + crop 10%": Spec(rotate=7, crop=0.1),
 }
 
 
@@ -131,7 +123,7 @@ def render(src: np.ndarray, cx: float, cy: float, region: float, out: int, spec:
         dy += spec.crop_pos[1] * region * spec.crop / 2
     up = 4 * out
     k = side / up  # source pixels per supersampled pixel
-    t = np.radians(spec.angle)
+    t = np.radians(spec.rotate)
     r = k * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     c = (up - 1) / 2
     m = np.hstack([r, (np.array([cx + dx, cy + dy]) - r @ np.array([c, c]))[:, None]])
@@ -361,8 +353,8 @@ def measure(suite: Suite, thumb: int, gt: list[tuple[int, int, float]] | None = 
     import cv2
 
     from splitaudit.neighbors.calibrate import calibrate
-    from splitaudit.neighbors.candidates import candidate_pairs
-    from splitaudit.neighbors.verify import decide, verify_pairs
+    from splitaudit.neighbors.candidates import view_vectors
+    from splitaudit.neighbors.verify import find_copies, screen, verify_pairs
 
     images = suite.images
     if images.shape[1] != thumb:
@@ -373,19 +365,19 @@ def measure(suite: Suite, thumb: int, gt: list[tuple[int, int, float]] | None = 
     t0 = time.perf_counter()
     ha, hb = hash_view(suite.images)
     t_hash = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    cand = candidate_pairs(images, suite.split, hash_a=ha, hash_b=hb)
-    t_cand = time.perf_counter() - t0
+    # the stage as find_copies runs it; the calibration timed on its own (find_copies would run the same call)
     t0 = time.process_time()
-    cal = calibrate(images, np.flatnonzero(suite.split == 0))
+    cal = calibrate(images, np.flatnonzero(suite.split == 0), vectors=view_vectors(images))
     t_cal = time.process_time() - t0
     t0 = time.process_time()
-    reg = verify_pairs(images, cand.a, cand.b)
-    t_ver = time.process_time() - t0
-    copy, similar = decide(reg.score, cand.hashed, cal)
-    print(f"  candidates: {len(cand)} pairs ({len(cand) / max(n_eval, 1):.1f} per eval image) in {t_cand:.1f} s; hashes "
-          f"{t_hash:.1f} s; calibration {t_cal:.1f} CPU-s; verification {t_ver:.1f} CPU-s = "
-          f"{1e3 * t_ver / max(len(cand), 1):.2f} CPU-ms per pair")
+    cand = find_copies(images, suite.split, hash_a=ha, hash_b=hb, calibration=cal)
+    t_all = time.process_time() - t0
+    reg, copy, similar = cand, cand.copy, cand.similar
+    n_reg = int(cand.registered.sum())
+    print(f"  candidates: {len(cand)} pairs ({len(cand) / max(n_eval, 1):.1f} per eval image), {n_reg} registered "
+          f"({n_reg / max(n_eval, 1):.1f} per eval image); hashes {t_hash:.1f} s; calibration {t_cal:.1f} CPU-s; "
+          f"find_copies without calibration (views, candidates, screen, registration) {t_all:.1f} CPU-s = "
+          f"{1e3 * t_all / max(len(cand), 1):.2f} CPU-ms per candidate pair")
     print("  calibration: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in cal.__dict__.items()))
     at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(cand.a, cand.b))}
@@ -393,7 +385,7 @@ def measure(suite: Suite, thumb: int, gt: list[tuple[int, int, float]] | None = 
     # the true pairs scored directly, whether or not they are candidates: the verifier on its own
     pa = np.array([p[0] for p in suite.planted])
     pb = np.array([p[1] for p in suite.planted])
-    direct = verify_pairs(images, pa, pb)
+    direct = verify_pairs(images, pa, pb, start=screen(images, pa, pb))
     rows = []
     for name in dict.fromkeys(p[2] for p in suite.planted):
         idx = [i for i, p in enumerate(suite.planted) if p[2] == name]

@@ -50,7 +50,10 @@ def test_evidence_names_stage_and_distance(planted: Planted) -> None:
 
 def test_clean_split_of_distinct_photos_has_no_pair_findings(clean: Planted) -> None:
     report = splitaudit.audit(*clean.splits, backbone="none")
-    assert [f for f in report.findings if f.check != "class-balance"] == []
+    # Look-alike tiles may be shown for review (similar-images warnings: the copy verifier's uncertain band), but no
+    # pair is a copy.
+    assert [f for f in report.findings if f.check not in ("class-balance", "similar-images")] == []
+    assert all(f.severity == Severity.WARNING for f in report.by_check("similar-images"))
     assert not report.failed
     assert [s.images for s in report.splits] == [40, 8, 8]
 

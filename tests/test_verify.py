@@ -145,10 +145,13 @@ def test_copies_score_above_the_cut_and_distinct_tiles_below(tiles, calibration)
     allimgs = np.concatenate([imgs, np.stack(copies)])
     reg = verify_pairs(allimgs, np.array(src), len(imgs) + np.arange(len(copies)))
     missed = [(n, round(float(v), 3)) for n, v in zip(names, reg.score) if v < calibration.copy_cut]
-    # every transform is caught on at least 3 of the 4 photos, and 90% of all copies are
-    assert len(missed) <= 0.1 * len(names), (calibration.copy_cut, missed)
+    # The cut follows the null (1e-3 false pairs per image; no fixed ceiling under it): 70% of the copies are
+    # confirmed, 95% at least in the similar-images band, and every transform reaches that band on 3 of 4 photos
+    assert len(missed) <= 0.3 * len(names), (calibration.copy_cut, missed)
+    unseen = [(n, round(float(v), 3)) for n, v in zip(names, reg.score) if v < calibration.similar_cut]
+    assert len(unseen) <= 0.05 * len(names), (calibration.similar_cut, unseen)
     for label in COPIES:
-        assert sum(n == label for n, _ in missed) <= 1, (label, missed)
+        assert sum(n == label for n, _ in unseen) <= 1, (label, unseen)
     # distinct tiles of the same photo (other regions: the same texture, the same light) stay below the cut
     a, b = [], []
     for i in range(len(imgs)):
@@ -209,7 +212,10 @@ def test_distinct_garments_are_not_copies_and_shifted_ones_are() -> None:
     mirrored = np.stack([jpeg(np.ascontiguousarray(t[:, ::-1]), 70) for t in thumbs[20:40]])
     both = np.concatenate([thumbs[:40], shifted, mirrored])
     pos = verify_pairs(both, np.arange(40), np.arange(40, 80))
-    assert (pos.score >= cal.copy_cut).mean() >= 0.9, np.sort(pos.score)[:5]
+    # Garments are uniform data: distinct look-alikes align well, the calibrated cut rises to ~0.99 to hold the
+    # false-pair rate, and some copies fall into the similar-images band (docs/copies.md)
+    assert (pos.score >= cal.copy_cut).mean() >= 0.8, (np.mean(pos.score >= cal.copy_cut), np.sort(pos.score)[:5])
+    assert (pos.score >= cal.similar_cut).mean() >= 0.95, (np.mean(pos.score >= cal.similar_cut), cal.similar_cut)
 
 
 def test_candidates_are_flip_aware_and_merge_views(tiles) -> None:  # type: ignore[no-untyped-def]
@@ -247,9 +253,12 @@ def test_find_copies_end_to_end(tiles, calibration) -> None:  # type: ignore[no-
     split = np.zeros(len(thumbs), np.int64)
     split[len(imgs) :] = 1
     split[[7, 20, 33, 46]] = 1  # distinct eval images
-    m = find_copies(thumbs, split, calibration=calibration)
+    m = find_copies(thumbs, split, calibration=calibration, per_image=2)
     found = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
     assert found == {(s, len(imgs) + i) for i, s in enumerate(truth)}
+    # the registration work is bounded: each eval image's 2 best pairs by screen score (no hash pairs here)
+    assert m.registered.sum() <= 2 * (split == 1).sum() and np.isnan(m.score[~m.registered]).all()
+    assert np.isfinite(m.screen_score).all() and (np.bincount(m.b[m.registered]) <= 2).all()
     ev = np.flatnonzero(split == 1)
     assert np.isfinite(m.best_score[ev]).all() and np.isnan(m.best_score[split == 0]).all()
     assert (m.best_partner[len(imgs) :] == truth).all()
@@ -290,3 +299,27 @@ def test_calibration_is_deterministic_and_fits_the_null() -> None:
     # copies in the tail (3% of the null at 0.99: hundreds in a 10k training set) barely move the fit
     cut2, _, _ = gumbel_cut(np.concatenate([null, np.full(150, 0.99)]), 1e-3)
     assert abs(np.arctanh(cut2) - np.arctanh(cut)) < 0.15
+
+
+def test_screen_ranks_copies_first_and_finds_the_start(tiles) -> None:  # type: ignore[no-untyped-def]
+    """The vectorised screen: a copy outscores the eval image's distinct neighbours, and its start (orientation,
+    zoom, shift) is the transform's."""
+    from splitaudit.neighbors.verify import screen, select
+
+    imgs, where, photos = tiles
+    copies = []
+    for s, kw, edit in ((3, {"shift": (2.0, 0.0)}, None), (17, {}, COPIES["mirror"][1]), (30, {"zoom": 1.15}, None)):
+        name, cx, cy = where[s]
+        im = window(photos[name], cx, cy, 64, **kw)
+        copies.append(edit(im) if edit else im)
+    thumbs = np.concatenate([imgs, np.stack(copies)])
+    n = len(imgs)
+    a = np.tile(np.arange(n), 3)
+    b = np.repeat(np.arange(n, n + 3), n)
+    sc = screen(thumbs, a, b)
+    keep = select(sc, b, 1)
+    assert sorted(zip(a[keep].tolist(), b[keep].tolist())) == [(3, n), (17, n + 1), (30, n + 2)]
+    first, mirrored, zoomed = (np.flatnonzero(keep & (b == n + i))[0] for i in range(3))
+    assert not sc.mirrored[first] and sc.mirrored[mirrored] and sc.scale[zoomed] > 1.05
+    # the window moved right by 2 of 32 px: b's centre shows a's centre + 2/32 of the side (screen steps: 1/24)
+    assert abs(sc.dx[first] - 2 / 32) <= 1 / 24 and abs(sc.dy[first]) <= 1 / 24

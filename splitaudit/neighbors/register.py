@@ -43,7 +43,7 @@ SIGMA_FINE = 1.2
 SIGMA_COARSE = 4.0
 #: The final score blurs the sharper of the two by RESOLUTION_SIGMA * sqrt(|k^2 - 1|) working pixels (k: the zoom)
 #: so both show the same detail.
-RESOLUTION_SIGMA = 0.8
+RESOLUTION_SIGMA = 2.0
 #: Uniform frame detection: outer rows/columns with a grey standard deviation under FRAME_STD, up to FRAME_MAX of
 #: the side, are a frame (or letterbox bar).
 FRAME_STD = 3.0
@@ -51,6 +51,9 @@ FRAME_MAX = 0.3
 #: The largest offset of b's centre from a's (share of the side): a window moved further is another framing of
 #: the scene (a neighbouring crop), not a copy; copies shift a few pixels or crop at most ~20% (offset 10%).
 MAX_OFFSET = 0.15
+#: Working pixels left out of the score along each edge of a content box: the band-pass there saw the image's
+#: reflected border or a frame's fill, which a shifted or re-framed copy does not share.
+MARGIN = 3
 #: Pairs whose coarse score stays under PRUNE skip the refinement.
 PRUNE = 0.6
 #: The overlap must cover this share of the smaller content box, or the score is 0 (a sliver proves nothing).
@@ -70,7 +73,7 @@ class Prepared(Columns):
 
 
 @dataclass(frozen=True)
-class Registration(Columns):
+class Transform:
     """Per pair: the band-passed NCC on the overlap (``score``, -1..1), and the transform found: ``mirrored`` (b
     flipped left-right), ``scale`` (b's content size over a's: > 1 when b is zoomed in or cropped), ``angle``
     (degrees, b relative to a), ``dx``/``dy`` (b's centre relative to a's, as a share of the side), ``overlap``
@@ -85,6 +88,11 @@ class Registration(Columns):
     overlap: np.ndarray
 
 
+@dataclass(frozen=True)
+class Registration(Columns, Transform):
+    """A :class:`Transform` per pair, as a column table (the screen's answer too, with ``overlap`` NaN)."""
+
+
 def to_grey(images: np.ndarray) -> np.ndarray:
     """(N, h, w) or (N, h, w, 3) pixels -> (N, h, w) float32 grey (ITU-R 601 luma, as Pillow's ``convert("L")``)."""
     x = np.asarray(images, dtype=np.float32)
@@ -93,58 +101,66 @@ def to_grey(images: np.ndarray) -> np.ndarray:
     return x
 
 
-def _frame(g: np.ndarray) -> tuple[int, int, int, int]:
-    """Content box (x0, y0, x1, y1) inside uniform outer rows and columns."""
-    h, w = g.shape
-    row_std, col_std = g.std(axis=1), g.std(axis=0)
+def _batch(op, stack: np.ndarray, width: int = 128) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Apply a 2-D OpenCV ``op`` to N images at once, as ``width`` channels of one image (OpenCV takes up to 128;
+    a resize by a non-integer factor with INTER_AREA only 4)."""
+    out = []
+    for s in range(0, len(stack), width):
+        chunk = np.ascontiguousarray(np.moveaxis(stack[s : s + width], 0, -1))
+        r = op(chunk)
+        out.append(np.moveaxis(r.reshape(r.shape[0], r.shape[1], -1), -1, 0))
+    return np.concatenate(out) if out else np.zeros((0,) + op(np.zeros(stack.shape[1:3], np.float32)).shape, np.float32)
 
-    def run(std: np.ndarray, limit: int) -> int:
-        n = 0
-        while n < limit and std[n] < FRAME_STD:
-            n += 1
-        return n
 
+def frames(grey: np.ndarray) -> np.ndarray:
+    """(N, 4) content boxes x0, y0, x1, y1 (inclusive) inside uniform outer rows and columns (a frame, letterbox
+    bars), all images at once; the whole image where (almost) all is uniform."""
+    _, h, w = grey.shape
+    row_flat, col_flat = grey.std(axis=2) < FRAME_STD, grey.std(axis=1) < FRAME_STD
+    run = lambda m, limit: np.cumprod(m[:, :limit], axis=1).sum(axis=1)  # leading uniform rows, at most limit
     my, mx = int(h * FRAME_MAX), int(w * FRAME_MAX)
-    top, bottom = run(row_std, my), run(row_std[::-1], my)
-    left, right = run(col_std, mx), run(col_std[::-1], mx)
-    return left, top, w - 1 - right, h - 1 - bottom
+    top, bottom = run(row_flat, my), run(row_flat[:, ::-1], my)
+    left, right = run(col_flat, mx), run(col_flat[:, ::-1], mx)
+    box = np.stack([left, top, w - 1 - right, h - 1 - bottom], axis=1).astype(np.int64)
+    tiny = (box[:, 2] - box[:, 0] < w // 4) | (box[:, 3] - box[:, 1] < h // 4)
+    box[tiny] = (0, 0, w - 1, h - 1)
+    return box
 
 
 def prepare(images: np.ndarray, side: int = SIDE) -> Prepared:
-    """Working images for registration from N thumbnails of one size (grey or RGB, any side)."""
+    """Working images for registration from N thumbnails of one size (grey or RGB, any side); vectorised."""
     import cv2
 
     grey = to_grey(images)
-    n = len(grey)
-    out = np.zeros((n, side, side), np.float32)
-    boxes = np.zeros((n, 4), np.int64)
-    k = side / 48.0
-    for i in range(n):
-        g0 = grey[i]
-        h, w = g0.shape
+    n, h, w = grey.shape
+    if n == 0:
+        z = np.zeros((0, side, side), np.float32)
+        return Prepared(z, np.zeros((0, side // 2, side // 2), np.float32), np.zeros((0, 4), np.int64), np.zeros(0, np.float32))
+    if (h, w) == (side, side):
+        g = grey.copy()
+    elif h > side and h % side == 0 and w % side == 0:  # INTER_AREA by an integer factor: block means
+        g = grey.reshape(n, side, h // side, side, w // side).mean(axis=(2, 4))
+    else:
         interp = cv2.INTER_AREA if h > side else cv2.INTER_CUBIC
-        g = cv2.resize(g0, (side, side), interpolation=interp)
-        # The frame is found at the native resolution (resizing blurs its edge), then mapped to working pixels
-        # with one more pixel off each framed side (the blurred edge itself).
-        fx0, fy0, fx1, fy1 = _frame(g0)
-        if fx1 - fx0 < w // 4 or fy1 - fy0 < h // 4:  # (almost) all uniform: nothing to register
-            x0, y0, x1, y1 = 0, 0, side - 1, side - 1
-        else:
-            sx, sy = side / w, side / h
-            x0 = int(math.ceil(fx0 * sx)) + (1 if fx0 else 0)
-            y0 = int(math.ceil(fy0 * sy)) + (1 if fy0 else 0)
-            x1 = side - 1 - (int(math.ceil((w - 1 - fx1) * sx)) + (1 if fx1 < w - 1 else 0))
-            y1 = side - 1 - (int(math.ceil((h - 1 - fy1) * sy)) + (1 if fy1 < h - 1 else 0))
-        if (x0, y0, x1, y1) != (0, 0, side - 1, side - 1):
-            # Fill the frame with the content's edge, so the frame's border is no structure.
-            g = cv2.copyMakeBorder(np.ascontiguousarray(g[y0 : y1 + 1, x0 : x1 + 1]), y0, side - 1 - y1, x0, side - 1 - x1,
-                                   cv2.BORDER_REPLICATE)
-        fine = cv2.GaussianBlur(g, (0, 0), SIGMA_FINE * k, borderType=cv2.BORDER_REFLECT)
-        coarse = cv2.GaussianBlur(g, (0, 0), SIGMA_COARSE * k, borderType=cv2.BORDER_REFLECT)
-        out[i] = fine - coarse
-        boxes[i] = (x0, y0, x1, y1)
+        g = _batch(lambda c: cv2.resize(c, (side, side), interpolation=interp), grey, 4 if interp == cv2.INTER_AREA else 128)
+    # The frame is found at the native resolution (resizing blurs its edge), then mapped to working pixels with one
+    # more pixel off each framed side (the blurred edge itself).
+    f = frames(grey)
+    sx, sy = side / w, side / h
+    boxes = np.stack([np.ceil(f[:, 0] * sx).astype(np.int64) + (f[:, 0] > 0),
+                      np.ceil(f[:, 1] * sy).astype(np.int64) + (f[:, 1] > 0),
+                      side - 1 - (np.ceil((w - 1 - f[:, 2]) * sx).astype(np.int64) + (f[:, 2] < w - 1)),
+                      side - 1 - (np.ceil((h - 1 - f[:, 3]) * sy).astype(np.int64) + (f[:, 3] < h - 1))], axis=1)
+    for i in np.flatnonzero((boxes != (0, 0, side - 1, side - 1)).any(axis=1)).tolist():
+        # Fill the frame with the content's edge, so the frame's border is no structure.
+        x0, y0, x1, y1 = boxes[i].tolist()
+        g[i] = cv2.copyMakeBorder(np.ascontiguousarray(g[i, y0 : y1 + 1, x0 : x1 + 1]), y0, side - 1 - y1, x0,
+                                  side - 1 - x1, cv2.BORDER_REPLICATE)
+    k = side / 48.0
+    blur = lambda s: _batch(lambda c: cv2.GaussianBlur(c, (0, 0), s * k, borderType=cv2.BORDER_REFLECT), g)
+    out = (blur(SIGMA_FINE) - blur(SIGMA_COARSE)).astype(np.float32)
     energy = np.sqrt((out**2).mean(axis=(1, 2)))
-    small = np.stack([cv2.pyrDown(x) for x in out]) if n else np.zeros((0, side // 2, side // 2), np.float32)
+    small = _batch(cv2.pyrDown, out)
     return Prepared(out, small, boxes, energy)
 
 
@@ -167,6 +183,15 @@ def _grid(side: int) -> tuple[np.ndarray, np.ndarray]:
     return xs.astype(np.float32), ys.astype(np.float32)
 
 
+def _inset(box: np.ndarray, side: int) -> tuple[int, int, int, int]:
+    """The content box less MARGIN (scaled to ``side``) on each side, where the band-pass saw padding or fill."""
+    m = int(round(MARGIN * side / 48.0))
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 - x0 > 4 * m and y1 - y0 > 4 * m:
+        return x0 + m, y0 + m, x1 - m, y1 - m
+    return x0, y0, x1, y1
+
+
 class _Pair:
     """The search for one pair: a fixed, b in one orientation."""
 
@@ -175,12 +200,13 @@ class _Pair:
         self.side = side = a.shape[0]
         self.c = (side - 1) / 2.0
         xs, ys = _grid(side)
-        x0, y0, x1, y1 = box_a
+        x0, y0, x1, y1 = _inset(box_a, side)
         self.in_a = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
         self.area = max(int(self.in_a.sum()), 1)
         # b and the mask of its content box travel together through one warp
         bm = np.zeros((side, side), np.float32)
-        bm[box_b[1] : box_b[3] + 1, box_b[0] : box_b[2] + 1] = 1.0
+        bx0, by0, bx1, by1 = _inset(box_b, side)
+        bm[by0 : by1 + 1, bx0 : bx1 + 1] = 1.0
         self.b = b
         self.b2 = np.ascontiguousarray(np.dstack([b, bm]))
 
@@ -305,30 +331,39 @@ def _coarse_search(pa: _Pair, pb: _Pair, mirror: bool) -> list[tuple[float, bool
     return [(h[0], h[1], h[2]) for h in found]
 
 
-def register_pair(prep: Prepared, i: int, j: int, *, mirror: bool = True, refine: bool = True
+def register_pair(prep: Prepared, i: int, j: int, *, mirror: bool = True, refine: bool = True,
+                  start: tuple[bool, float, float] | None = None
                   ) -> tuple[float, bool, tuple[float, float, float, float], float, float]:
     """Register image ``j`` (b) onto image ``i`` (a). Returns (score, mirrored, (k, theta, dx, dy) the map from a's
-    working coordinates to (mirrored) b's, overlap share, coarse peak)."""
+    working coordinates to (mirrored) b's, overlap share, coarse peak). ``start``: (mirrored, zoom, angle) found
+    by :mod:`.screen`; the half-resolution search is then skipped (zooms around the start are re-found at full
+    resolution, and zoom 1 in both orientations: symmetric objects fool the screen's choice; the peak is NaN)."""
     side = prep.image.shape[1]
     half = prep.small.shape[1]
     a, b = prep.image[i], prep.image[j]
     box_a, box_b = prep.box[i], prep.box[j]
-    sa, sb = prep.small[i], prep.small[j]
-    small = _Pair(sa, prep.box[i] // 2, sb, prep.box[j] // 2)
-    small_m = _Pair(sa, prep.box[i] // 2, np.ascontiguousarray(sb[:, ::-1]), mirror_box(prep.box[j] // 2, half)) if mirror else small
-    hyps = _coarse_search(small, small_m, mirror)
-    peak = hyps[0][0]
-    pairs = {False: _Pair(a, box_a, b, box_b)}
-    if mirror:
-        pairs[True] = _Pair(a, box_a, np.ascontiguousarray(b[:, ::-1]), mirror_box(box_b, side))
+    orientations = (False, True) if mirror else (False,)
+    pairs = {fl: (_Pair(a, box_a, np.ascontiguousarray(b[:, ::-1]), mirror_box(box_b, side)) if fl
+                  else _Pair(a, box_a, b, box_b)) for fl in orientations}
+    if start is None:
+        sa, sb = prep.small[i], prep.small[j]
+        small = _Pair(sa, prep.box[i] // 2, sb, prep.box[j] // 2)
+        small_m = _Pair(sa, prep.box[i] // 2, np.ascontiguousarray(sb[:, ::-1]), mirror_box(prep.box[j] // 2, half)) if mirror else small
+        hyps = _coarse_search(small, small_m, mirror)
+        peak = hyps[0][0]
+        hyps = hyps[:REFIND]
+    else:
+        fl, k, theta = bool(start[0]), float(start[1]), float(start[2])
+        hyps = [(math.nan, fl, (k * z, theta, 0.0, 0.0)) for z in (1.0, START_ZOOM, 1.0 / START_ZOOM)]
+        peak = math.nan
     flipped, (k, theta, dx, dy) = hyps[0][1], hyps[0][2]
     params = (k, theta, dx * side / half, dy * side / half)
-    if refine and peak >= PRUNE:
+    if refine and (start is not None or peak >= PRUNE):
         # The best few half-resolution answers, re-found at full resolution; the best of them refined.
         best = -2.0
         # Zoom 1 in both orientations always: sparse images (a few stars) can fool the half-resolution search.
         unzoomed = [(0.0, fl, (1.0, 0.0, 0.0, 0.0)) for fl in pairs]
-        for _, fl, (k, theta, _, _) in unzoomed + hyps[:REFIND]:
+        for _, fl, (k, theta, _, _) in unzoomed + hyps:
             p2, params2 = _coarse(pairs[fl], k >= 1.0, 1.0 / k if k >= 1.0 else k, theta if k >= 1.0 else -theta)
             if p2 > best:
                 best, params, flipped = p2, params2, fl
@@ -337,6 +372,8 @@ def register_pair(prep: Prepared, i: int, j: int, *, mirror: bool = True, refine
     return score, flipped, params, overlap, peak
 
 
+#: From a screen's start, zooms of start x START_ZOOM^(-1, 0, 1) are re-found (half the screen's zoom grid step).
+START_ZOOM = 1.07
 #: How many of the best half-resolution hypotheses are re-found at full resolution.
 REFIND = 3
 

@@ -6,7 +6,10 @@ band-passed NCC is what a per-channel affine colour correction followed by a res
 its over-fitting: level, contrast and grey conversion drop out, structure has to agree. The calibration
 (:mod:`.calibrate`) turns the score into decisions for this dataset.
 
-:func:`find_copies` is the whole stage: candidates, verification, calibration, decisions, over plain arrays.
+:func:`find_copies` is the whole stage over plain arrays: candidates, a vectorised screen of every candidate
+(:mod:`.screen`), registration of each eval image's :data:`PER_IMAGE` best candidates by screen score (and of
+its best :data:`PER_IMAGE` hash matches) from the screen's start, calibration, decisions. The registration work is
+bounded by the eval image count, not by the candidate count.
 """
 
 from __future__ import annotations
@@ -15,28 +18,34 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .register import SIDE, Registration, prepare, register_pair
+from .register import SIDE, Prepared, Registration, Transform, prepare, register_pair
+from .screen import screen_pairs
 
 #: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image).
 CHUNK = 4096
+#: Pairs registered per eval image: its best PER_IMAGE candidates by screen score, and its best PER_IMAGE hash
+#: matches.
+PER_IMAGE = 2
 
 
-def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True
-                 ) -> Registration:
+def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
+                 start: Registration | None = None) -> Registration:
     """Register and score every pair (``thumbs[a[i]]``, ``thumbs[b[i]]``): a copy score per pair and the transform
-    that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair)."""
+    that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair). ``start``:
+    each pair's :func:`screen` answer, the starting point that replaces the half-resolution search."""
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     n = len(a)
     out = {f.name: np.zeros(n, bool if f.name == "mirrored" else np.float64) for f in fields(Registration)}
     order = np.lexsort((a, b))
-    for start in range(0, n, CHUNK):
-        sel = order[start : start + CHUNK]
+    for begin in range(0, n, CHUNK):
+        sel = order[begin : begin + CHUNK]
         ids, inv = np.unique(np.concatenate([a[sel], b[sel]]), return_inverse=True)
         prep = prepare(thumbs[ids], side)
         ia, ib = inv[: len(sel)], inv[len(sel) :]
         for j, x, y in zip(sel.tolist(), ia.tolist(), ib.tolist()):
-            score, flipped, (k, theta, dx, dy), overlap, _ = register_pair(prep, x, y, mirror=mirror)
+            seed = None if start is None else (bool(start.mirrored[j]), float(start.scale[j]), float(start.angle[j]))
+            score, flipped, (k, theta, dx, dy), overlap, _ = register_pair(prep, x, y, mirror=mirror, start=seed)
             out["score"][j] = score
             out["mirrored"][j] = flipped
             out["scale"][j] = k  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
@@ -47,31 +56,65 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
     return Registration(**out)
 
 
+def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True) -> Registration:
+    """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
+    image is kept: ~2.3 kB each), all pairs screened at once."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    ids, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+    parts = [prepare(thumbs[ids[s : s + CHUNK]], side) for s in range(0, len(ids), CHUNK)]
+    small = np.concatenate([p.small for p in parts]) if parts else np.zeros((0, side // 2, side // 2), np.float32)
+    box = np.concatenate([p.box for p in parts]) if parts else np.zeros((0, 4), np.int64)
+    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32))
+    return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror)
+
+
+def _best_per_image(score: np.ndarray, b: np.ndarray, per_image: int, among: np.ndarray) -> np.ndarray:
+    """Mask of each later image's ``per_image`` best pairs by ``score`` among the rows ``among`` (ties: earlier row)."""
+    rows = np.flatnonzero(among)
+    order = rows[np.lexsort((rows, -score[rows], b[rows]))]
+    first = np.r_[True, b[order][1:] != b[order][:-1]] if len(order) else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    keep = np.zeros(len(b), bool)
+    keep[order[np.arange(len(order)) - start < per_image]] = True
+    return keep
+
+
+def select(sc: Registration, b: np.ndarray, per_image: int = PER_IMAGE, hashed: np.ndarray | None = None
+           ) -> np.ndarray:
+    """The pairs worth registering: each later image's ``per_image`` best pairs by screen score, and its
+    ``per_image`` best hash matches (uniform data -- garments, digits -- hash alike by the dozen per image).
+    Bounds the registration work to 2 x ``per_image`` pairs per eval image whatever the candidate count."""
+    b = np.asarray(b, np.int64)
+    keep = _best_per_image(sc.score, b, per_image, np.ones(len(b), bool))
+    if hashed is not None:
+        keep |= _best_per_image(sc.score, b, per_image, np.asarray(hashed, bool))
+    return keep
+
+
 @dataclass(frozen=True)
-class CopyMatches:
+class CopyMatches(Transform):
     """The copy stage's answer over record indices: candidate pairs ``a`` (earlier split) -> ``b`` (later split)
-    with the candidate evidence, the registration and the decision. ``copy``: a confirmed copy (the
-    near-duplicates error); ``similar``: the uncertain band (the similar-images warning). ``best_score`` /
-    ``best_partner``: per record, its best-scoring candidate in an earlier split (NaN / -1 for none): every eval
-    image's best copy score goes into the JSON report. ``calibration``: the values the decisions used."""
+    with the candidate evidence, the registration (the :class:`~.register.Transform` fields; NaN score where a
+    pair was not registered) and the decision. ``copy``: a confirmed copy (the near-duplicates error);
+    ``similar``: the uncertain band (the similar-images warning). ``best_score`` / ``best_partner``: per record,
+    its best-scoring candidate in an earlier split (NaN / -1 for none): every eval image's best copy score goes
+    into the JSON report. ``calibration``: the values the decisions used. ``screen_score``, ``registered``: per
+    pair, the screen's score, and whether the pair was registered (its eval image's best :data:`PER_IMAGE` by
+    screen score, or among its best :data:`PER_IMAGE` hash matches)."""
 
     a: np.ndarray
     b: np.ndarray
     pixel_rank: np.ndarray
     embed_rank: np.ndarray
     hashed: np.ndarray
-    score: np.ndarray
-    mirrored: np.ndarray
-    scale: np.ndarray
-    angle: np.ndarray
-    dx: np.ndarray
-    dy: np.ndarray
-    overlap: np.ndarray
     copy: np.ndarray
     similar: np.ndarray
     best_score: np.ndarray
     best_partner: np.ndarray
     calibration: object  # a calibrate.Calibration
+    screen_score: np.ndarray | None = None
+    registered: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.a)
@@ -79,7 +122,7 @@ class CopyMatches:
     def pairs(self) -> dict[str, np.ndarray]:
         """The per-pair columns (for a table, a cache entry or a report)."""
         skip = {"best_score", "best_partner", "calibration"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip and getattr(self, f.name) is not None}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return copies_to_arrays(self)
@@ -123,34 +166,46 @@ def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy:
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool = False,
-                calibration=None, seed: int = 0) -> CopyMatches:  # type: ignore[no-untyped-def]
-    """The copy stage over arrays: candidates (pixel views, embeddings, hashes), verification, calibration on the
-    training split (unless one is given), decisions, and every record's best copy score.
+                calibration=None, seed: int = 0, per_image: int = PER_IMAGE) -> CopyMatches:  # type: ignore[no-untyped-def]
+    """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
+    candidate, registration of each eval image's ``per_image`` best candidates and best hash matches,
+    calibration on the training split (unless one is given), decisions, and every record's best copy score.
 
     ``thumbs``: (N, s, s[, 3]) uint8 squashed thumbnails of every record (32 px for tiny images, 64 px for
     photos); ``split_index``: 0 = train, then the later splits; ``valid``: rows that decoded; ``trust_hashes``:
     hash matches are copies on their own (see :func:`decide`)."""
     from .calibrate import calibrate
-    from .candidates import candidate_pairs
+    from .candidates import VIEWS, candidate_pairs, view_vectors
 
     split_index = np.asarray(split_index)
     n = len(split_index)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    vectors = view_vectors(thumbs, VIEWS)  # once, for the candidates and the calibration's negatives
     cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
-                           hash_a=hash_a, hash_b=hash_b)
+                           hash_a=hash_a, hash_b=hash_b, vectors=vectors)
     if calibration is None:
-        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed)
-    reg = verify_pairs(thumbs, cand.a, cand.b)
-    copy, similar = decide(reg.score, cand.hashed, calibration, trust_hashes=trust_hashes)
-    copy, similar = demote_secondary(cand.b, reg.score, cand.hashed, copy, similar)
+        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed, vectors=vectors,
+                                per_image=per_image)
+    sc = screen(thumbs, cand.a, cand.b)
+    keep = select(sc, cand.b, per_image, hashed=cand.hashed)
+    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep))
+    reg = {f.name: np.full(len(cand), np.nan) if f.name == "score" else np.zeros(len(cand), getattr(got, f.name).dtype)
+           for f in fields(Registration)}
+    for name, col in reg.items():
+        col[keep] = getattr(got, name)
+    copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes)
+    copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed, copy, similar)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
-    order = np.lexsort((cand.a, -reg.score))  # best score first; ties: the lowest partner index
+    score = np.nan_to_num(reg["score"], nan=-np.inf)
+    order = np.lexsort((cand.a, -score))  # best score first; ties: the lowest partner index
     for j in order[::-1].tolist():  # the last write per record wins: the best
-        best[cand.b[j]] = reg.score[j]
-        partner[cand.b[j]] = cand.a[j]
-    return CopyMatches(cand.a, cand.b, cand.pixel_rank, cand.embed_rank, cand.hashed, reg.score, reg.mirrored, reg.scale,
-                       reg.angle, reg.dx, reg.dy, reg.overlap, copy, similar, best, partner, calibration)
+        if keep[j]:
+            best[cand.b[j]] = reg["score"][j]
+            partner[cand.b[j]] = cand.a[j]
+    return CopyMatches(**reg, a=cand.a, b=cand.b, pixel_rank=cand.pixel_rank, embed_rank=cand.embed_rank,
+                       hashed=cand.hashed, copy=copy, similar=similar, best_score=best, best_partner=partner,
+                       calibration=calibration, screen_score=sc.score, registered=keep)
 
 
 def as_dict(calibration) -> dict[str, float | int]:  # type: ignore[no-untyped-def]
