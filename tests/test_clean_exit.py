@@ -70,8 +70,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return [str(root / "train"), str(root / "val")]
 
 
-def _start(splits: list[str], cache: Path) -> subprocess.Popen:
+def _start(splits: list[str], cache: Path, models: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if models is not None:
+        env["SPLITAUDIT_MODEL_DIR"] = str(models)
     cmd = [sys.executable, "-m", "splitaudit", "check", *splits, "--format", "json", "--cache-dir", str(cache), "--exit-zero"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -93,17 +95,21 @@ def test_session_is_empty_after_a_run(dataset: list[str], tmp_path: Path) -> Non
     assert _session_members(proc.pid) == []
 
 
-@pytest.mark.parametrize("stage", ["hashing", "embedding"])
+@pytest.mark.parametrize("stage", ["hashing", "converting", "embedding"])
 def test_session_is_empty_after_ctrl_c(dataset: list[str], tmp_path: Path, stage: str) -> None:
-    # The converted network is built by an earlier run (or this one), so the interrupted run reaches inference.
+    # The converted network is built by an earlier run (or this one), so the interrupted run reaches inference;
+    # "converting" interrupts the child process that runs TensorFlow's converter, with its own model folder.
+    models = tmp_path / "models" if stage == "converting" else None
     if stage == "embedding":
         warm = _start(dataset, tmp_path / "warm")
         assert _finish(warm)[0] == 0
-    proc = _start(dataset, tmp_path / "c")
+    proc = _start(dataset, tmp_path / "c", models)
     reached = False
     while proc.poll() is None and not reached:
         if stage == "hashing":  # the feature stage's worker processes are up
             reached = len(_children(proc.pid)) > 0
+        elif stage == "converting":  # the converter's child has loaded TensorFlow
+            reached = any("libtensorflow_framework" in _maps(c) for c in _children(proc.pid))
         else:  # the converted network is mapped: inference is running
             reached = ".tflite" in _maps(proc.pid)
         time.sleep(0.005)
