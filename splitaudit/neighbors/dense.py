@@ -55,7 +55,6 @@ def build_index(base: np.ndarray, *, method: str = "auto", nprobe: int | None = 
     base = np.ascontiguousarray(base, dtype=np.float32)
     n, d = base.shape
     method = _method(method, base, queries)
-        method = "ivfpq" if n >= IVFPQ_MIN else method
     if method == "flat":
         index = faiss.IndexFlatIP(d)
     elif method == "pca":
@@ -112,7 +111,8 @@ def merge_topk(sims: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[n
 def _method(method: str, base: np.ndarray, queries: int) -> str:
     n, d = base.shape
     if method == "auto":
-        return "pca" if n > EXACT_MAX and n * max(queries, 1) > EXACT_PAIRS and d > PCA_DIM else "flat"
+        method = "pca" if n > EXACT_MAX and n * max(queries, 1) > EXACT_PAIRS and d > PCA_DIM else "flat"
+        method = "ivfpq" if n >= IVFPQ_MIN else method
     return method
 
 
