@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers  # noqa: E402  (the data set, tree sampling and environment are peers.py's)
+import peers
 
 DRIVER = """
 import sys, time
@@ -71,7 +71,7 @@ def process_sizes(pid: int) -> list[tuple[int, int, int]]:
 
 def measure(data: Path, cache: Path, backbone: str) -> dict:
     cmd = [sys.executable, "-c", DRIVER, str(data / "train"), str(data / "val"), str(cache), backbone]
-    errors = tempfile.TemporaryFile("w+")
+    errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below, after the child ends
     proc = subprocess.Popen(cmd, env=peers.project_env(), stdout=subprocess.PIPE, stderr=errors, text=True,
                             start_new_session=True)
     stage = ["start"]
@@ -108,6 +108,7 @@ def measure(data: Path, cache: Path, backbone: str) -> dict:
     reader.join()
     errors.seek(0)
     err = errors.read()
+    errors.close()
     return {"rc": proc.returncode, "wall": wall, "peaks": peaks, "lines": lines, "err": err.strip().splitlines()[-3:]}
 
 

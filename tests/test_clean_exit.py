@@ -10,10 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from conftest import save, tiles_of
+from conftest import tile_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -55,19 +53,10 @@ def _maps(pid: int) -> str:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """~1,000 64-px tiles of real photos: enough rows for the process pool and a few seconds of embedding."""
-    from conftest import PHOTO_NAMES, _load_photo
-
-    root = tmp_path_factory.mktemp("exit")
-    n = 0
-    for name in PHOTO_NAMES:
-        photo = _load_photo(name)
-        if photo.ndim == 2:
-            photo = np.stack([photo] * 3, axis=-1)
-        for i, t in enumerate(tiles_of(photo[..., :3], 64, 160, step=24)):
-            save(root / ("train" if n % 5 else "val") / name / f"{i:03d}.jpg", t)
-            n += 1
+    train, val = tile_splits(tmp_path_factory.mktemp("exit"), per_photo=160, step=24)
+    n = sum(1 for _ in train.rglob("*.jpg")) + sum(1 for _ in val.rglob("*.jpg"))
     assert n >= 600, n
-    return [str(root / "train"), str(root / "val")]
+    return [str(train), str(val)]
 
 
 def _start(splits: list[str], cache: Path, models: Path | None = None) -> subprocess.Popen:

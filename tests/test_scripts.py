@@ -14,10 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import tile_splits
 
-from conftest import save, tiles_of
 from splitaudit.features.runner import pool_kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,19 +37,10 @@ TF_LIBRARIES = ("libtensorflow_framework", "_pywrap_tensorflow_internal")
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """~300 64-px tiles of real photos: more rows than the pool threshold (96), so the stages use a pool."""
-    from conftest import PHOTO_NAMES, _load_photo
-
-    root = tmp_path_factory.mktemp("script")
-    n = 0
-    for name in PHOTO_NAMES:
-        photo = _load_photo(name)
-        if photo.ndim == 2:
-            photo = np.stack([photo] * 3, axis=-1)
-        for i, t in enumerate(tiles_of(photo[..., :3], 64, 40, step=48)):
-            save(root / ("train" if n % 5 else "val") / name / f"{i:03d}.jpg", t)
-            n += 1
+    train, val = tile_splits(tmp_path_factory.mktemp("script"), per_photo=40, step=48)
+    n = sum(1 for _ in train.rglob("*.jpg")) + sum(1 for _ in val.rglob("*.jpg"))
     assert n >= 2 * 96, n
-    return str(root / "train"), str(root / "val")
+    return str(train), str(val)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +108,7 @@ def _run_watched(cmd: list[str], models: Path, stdin: str | None = None) -> tupl
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    out, err = proc.communicate(stdin, timeout=900)
+    out, err = proc.communicate(stdin, timeout=900, check=False)
     done.set()
     watcher.join()
     with_tf = {(pid, line) for pid, (first, last, line) in since.items() if last - first > 0.5}
@@ -131,7 +121,7 @@ def cli_json(splits: tuple[str, str], models: Path, tmp_path_factory: pytest.Tem
     cache = tmp_path_factory.mktemp("cli-cache")
     done = subprocess.run([sys.executable, "-m", "splitaudit", "check", *splits, "--format", "json", "--workers", "2",
                            "--cache-dir", str(cache), "--exit-zero"], env=_env(models), capture_output=True, text=True,
-                          timeout=900)
+                          timeout=900, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -181,5 +171,6 @@ def test_pool_policy_never_forks_a_threaded_or_tensorflow_process(models: Path) 
         t.join()
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from splitaudit.features.runner import pool_kind; "
             "a = pool_kind(2, 10_000); import tensorflow; print(a, pool_kind(2, 10_000))")
-    done = subprocess.run([sys.executable, "-c", code, str(ROOT)], env=_env(models), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT)], env=_env(models), capture_output=True, text=True,
+                          timeout=300, check=False)
     assert done.stdout.split() == ["fork", "threads"], done.stderr[-2000:]
