@@ -108,7 +108,7 @@ def _run_watched(cmd: list[str], models: Path, stdin: str | None = None) -> tupl
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    out, err = proc.communicate(stdin, timeout=900, check=False)
+    out, err = proc.communicate(stdin, timeout=900)
     done.set()
     watcher.join()
     with_tf = {(pid, line) for pid, (first, last, line) in since.items() if last - first > 0.5}
