@@ -205,9 +205,11 @@ def raw_decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def pool_start_method() -> str:
-    """The start method map_batches picks in this process right now (older versions: always forkserver)."""
+    """Where map_batches runs a large GIL-bound job in this process right now (older versions: a start method)."""
     from splitaudit.features import runner
 
+    if hasattr(runner, "pool_kind"):
+        return runner.pool_kind(2, 10**6)
     pick = getattr(runner, "_mp_context", None)
     return pick().get_start_method() if pick is not None else "forkserver"
 

@@ -66,6 +66,19 @@ def tiles_of(photo: np.ndarray, size: int, count: int, *, step: int | None = Non
     return out
 
 
+def tile_splits(root: Path, per_photo: int, step: int, side: int = 64) -> tuple[Path, Path]:
+    """``train/<photo>/NNN.jpg`` and ``val/...`` (every fifth tile) of ``side``-px tiles of every bundled photo."""
+    n = 0
+    for name in PHOTO_NAMES:
+        photo = _load_photo(name)
+        if photo.ndim == 2:
+            photo = np.stack([photo] * 3, axis=-1)
+        for i, t in enumerate(tiles_of(photo[..., :3], side, per_photo, step=step)):
+            save(root / ("train" if n % 5 else "val") / name / f"{i:03d}.jpg", t)
+            n += 1
+    return root / "train", root / "val"
+
+
 def jpeg_bytes(im: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     im.convert("RGB").save(buf, "JPEG", quality=quality)

@@ -10,10 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from conftest import save, tiles_of
+from conftest import tile_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -55,23 +53,16 @@ def _maps(pid: int) -> str:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """~1,000 64-px tiles of real photos: enough rows for the process pool and a few seconds of embedding."""
-    from conftest import PHOTO_NAMES, _load_photo
-
-    root = tmp_path_factory.mktemp("exit")
-    n = 0
-    for name in PHOTO_NAMES:
-        photo = _load_photo(name)
-        if photo.ndim == 2:
-            photo = np.stack([photo] * 3, axis=-1)
-        for i, t in enumerate(tiles_of(photo[..., :3], 64, 160, step=24)):
-            save(root / ("train" if n % 5 else "val") / name / f"{i:03d}.jpg", t)
-            n += 1
+    train, val = tile_splits(tmp_path_factory.mktemp("exit"), per_photo=160, step=24)
+    n = sum(1 for _ in train.rglob("*.jpg")) + sum(1 for _ in val.rglob("*.jpg"))
     assert n >= 600, n
-    return [str(root / "train"), str(root / "val")]
+    return [str(train), str(val)]
 
 
-def _start(splits: list[str], cache: Path) -> subprocess.Popen:
+def _start(splits: list[str], cache: Path, models: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if models is not None:
+        env["SPLITAUDIT_MODEL_DIR"] = str(models)
     cmd = [sys.executable, "-m", "splitaudit", "check", *splits, "--format", "json", "--cache-dir", str(cache), "--exit-zero"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -93,17 +84,21 @@ def test_session_is_empty_after_a_run(dataset: list[str], tmp_path: Path) -> Non
     assert _session_members(proc.pid) == []
 
 
-@pytest.mark.parametrize("stage", ["hashing", "embedding"])
+@pytest.mark.parametrize("stage", ["hashing", "converting", "embedding"])
 def test_session_is_empty_after_ctrl_c(dataset: list[str], tmp_path: Path, stage: str) -> None:
-    # The converted network is built by an earlier run (or this one), so the interrupted run reaches inference.
+    # The converted network is built by an earlier run (or this one), so the interrupted run reaches inference;
+    # "converting" interrupts the child process that runs TensorFlow's converter, with its own model folder.
+    models = tmp_path / "models" if stage == "converting" else None
     if stage == "embedding":
         warm = _start(dataset, tmp_path / "warm")
         assert _finish(warm)[0] == 0
-    proc = _start(dataset, tmp_path / "c")
+    proc = _start(dataset, tmp_path / "c", models)
     reached = False
     while proc.poll() is None and not reached:
         if stage == "hashing":  # the feature stage's worker processes are up
             reached = len(_children(proc.pid)) > 0
+        elif stage == "converting":  # the converter's child has loaded TensorFlow
+            reached = any("libtensorflow_framework" in _maps(c) for c in _children(proc.pid))
         else:  # the converted network is mapped: inference is running
             reached = ".tflite" in _maps(proc.pid)
         time.sleep(0.005)

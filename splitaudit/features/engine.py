@@ -53,12 +53,13 @@ class Engine:
 
     def map(self, fn: BatchFn, columns: Columns, *, batch_size: int = 64, progress: Callable[[int], None] | None = None,
             preload: Sequence[str] = (), setup: Callable[[], None] | None = None,
-            on_batch: Callable[[int, Columns], None] | None = None) -> Columns:
+            on_batch: Callable[[int, Columns], None] | None = None, releases_gil: bool = False) -> Columns:
         """``fn`` over ``columns`` in batches of ``batch_size`` rows; the output columns in input order.
-        ``on_batch(start, output)`` gets each finished run of consecutive rows (in any order on Ray)."""
+        ``on_batch(start, output)`` gets each finished run of consecutive rows (in any order on Ray);
+        ``releases_gil``: ``fn`` mostly decodes (C code without the GIL), so the local pool may use threads."""
         if self.name == "local":
             return map_batches(fn, columns, batch_size=batch_size, workers=self.workers, progress=progress,
-                               preload=preload, setup=setup, on_batch=on_batch)
+                               preload=preload, setup=setup, on_batch=on_batch, releases_gil=releases_gil)
         from .ray_engine import ray_map_batches
 
         return ray_map_batches(fn, columns, address=self.address, batch_size=batch_size, progress=progress,

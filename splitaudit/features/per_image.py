@@ -66,7 +66,9 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
     if progress and len(rows) > len(todo):
         progress(len(rows) - len(todo))
     if todo:
-        out = resolve_engine(engine, workers=workers).map(fn, batch_columns(records, arrays, todo), progress=progress)
+        # Every per-image function decodes whole images (Pillow, NumPy reductions: no GIL held): threads locally.
+        out = resolve_engine(engine, workers=workers).map(fn, batch_columns(records, arrays, todo), progress=progress,
+                                                          releases_gil=True)
         got, good = out["vector"].astype(dtype, copy=False), out["ok"].astype(bool)
         matrix[np.asarray(todo)], ok[np.asarray(todo)] = got, good
         if cache is not None:

@@ -1,4 +1,4 @@
-"""Run a pure batch function over columns: in-process for small jobs, on a local process pool otherwise.
+"""Run a pure batch function over columns: in-process for small jobs, on local threads or forked processes otherwise.
 
 The function has Ray Data's ``map_batches`` shape (dict of NumPy columns in, dict of columns out), so moving the
 features stage to a cluster is a matter of replacing this module's loop with ``ray.data.from_numpy(...)
@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 
@@ -50,12 +50,15 @@ def map_batches(
     preload: Sequence[str] = (),
     setup: Callable[[], None] | None = None,
     on_batch: Callable[[int, Columns], None] | None = None,
+    releases_gil: bool = False,
 ) -> Columns:
     """Apply ``fn`` to consecutive batches of ``columns`` and concatenate the outputs in input order.
 
-    ``preload`` names modules ``fn`` imports lazily: they are imported once before the pool starts, so forked
-    workers inherit them instead of each paying the import (scipy.fft: 0.17 s per worker). ``setup`` likewise runs
-    once in this process before a pool is started (warming caches the workers inherit). ``on_batch(start, output)``
+    Where the batches run is :func:`pool_kind`'s choice (``releases_gil``: ``fn`` spends its time in C code that
+    releases the GIL, such as decoding, so threads are as fast as processes). ``preload`` names modules ``fn``
+    imports lazily: they are imported once before the pool starts, so forked workers inherit them instead of each
+    paying the import (scipy.fft: 0.17 s per worker). ``setup`` likewise runs once in this process before a pool
+    is started (warming caches the workers inherit). ``on_batch(start, output)``
     is called for each batch's output as soon as it is in order (``start`` = its first row), so a caller can keep
     finished work before the whole job ends (an interrupted run then resumes where it stopped).
     """
@@ -69,20 +72,18 @@ def map_batches(
         return {}
     batches = ({k: v[s] for k, v in columns.items()} for s in _slices(n, batch_size))
     outputs: _Outputs = _Outputs(on_batch)
-    if workers == 1 or n < _MIN_ROWS_FOR_POOL:
+    kind = pool_kind(workers, n, releases_gil=releases_gil)
+    if kind == "inline":
         for batch in batches:
             outputs.append(fn(batch))
             if progress:
                 progress(len(next(iter(batch.values()))))
     else:
-        context = _mp_context()
         for module in preload:
             importlib.import_module(module)
         if setup is not None:
             setup()
-        if preload and context.get_start_method() == "forkserver":
-            context.set_forkserver_preload(list(preload))
-        with _workers_started(workers, context) as pool:
+        with _pool(kind, workers) as pool:
             try:
                 # Bounded in-flight submissions keep memory flat however many images there are.
                 window = workers * 4
@@ -93,7 +94,7 @@ def map_batches(
                         _drain_one(pending, outputs, progress)
                 while pending:
                     _drain_one(pending, outputs, progress)
-            except BaseException:  # Ctrl-C or an error: drop the queued batches, let the workers end, then raise
+            except BaseException:  # Ctrl-C or an error: drop the queued batches, let the running ones end, then raise
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
@@ -146,17 +147,38 @@ def _workers_started(workers: int, context: multiprocessing.context.BaseContext)
     return pool
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
-    """fork when it is safe, forkserver when the parent runs threads.
+def pool_kind(workers: int, rows: int, *, releases_gil: bool = False) -> str:
+    """The one pool policy: ``"inline"``, ``"threads"`` or ``"fork"`` for a job of ``rows`` rows on ``workers``.
 
-    fork copies a process with its threads half-alive (TensorFlow's or faiss' pools can deadlock in the child), so
-    a threaded parent gets forkserver. But forkserver and spawn re-import the caller's ``__main__`` in every worker,
-    which fails for code run from stdin or a notebook and re-runs unguarded scripts: fork, where safe, avoids both.
+    Worker processes are only ever forked, and only from a plain single-threaded process for work that holds the
+    GIL (hashing): a forked child inherits the imports and never re-runs the caller's script. spawn and forkserver
+    are never used: their workers re-import ``__main__`` from its file (re-running an unguarded Keras script, which
+    then breaks the pool) or fail where it has none (``python - < script.py``, notebooks), and each pays the
+    imports again. Everywhere else threads do the work: where fork is unsafe (other threads running, as in a
+    notebook kernel or once TensorFlow, faiss or XNNPACK started theirs: a forked copy of a half-held lock
+    deadlocks), where TensorFlow, PyTorch or JAX is imported (a worker must never carry it), in a daemonic process
+    (it may not have children), without fork (Windows), and for work that releases the GIL, where threads keep
+    pace with processes and add no memory (forked workers' resident pages count the parent's again).
     """
-    threaded = threading.active_count() > 1 or any(m in sys.modules for m in ("tensorflow", "torch", "jax"))
-    if threaded or "fork" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    return multiprocessing.get_context("fork")
+    if workers <= 1 or rows < _MIN_ROWS_FOR_POOL:
+        return "inline"
+    if releases_gil or not _fork_is_safe():
+        return "threads"
+    return "fork"
+
+
+def _fork_is_safe() -> bool:
+    if "fork" not in multiprocessing.get_all_start_methods() or multiprocessing.current_process().daemon:
+        return False
+    # Python threads only: native pools (OpenBLAS starts one at import, OpenMP, XNNPACK) are fork-aware or unused
+    # by the workers, but a Python thread may hold a lock the child then waits on forever.
+    return threading.active_count() == 1 and not any(m in sys.modules for m in ("tensorflow", "torch", "jax"))
+
+
+def _pool(kind: str, workers: int) -> Executor:
+    if kind == "threads":
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="splitaudit-worker")
+    return _workers_started(workers, multiprocessing.get_context("fork"))
 
 
 def _drain_one(pending: list[tuple[Future[Columns], int]], outputs: list[Columns], progress: Callable[[int], None] | None) -> None:

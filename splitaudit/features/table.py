@@ -62,7 +62,8 @@ def full_pixel_digests(dataset: Dataset, table: FeatureTable, rows: Sequence[int
         todo = [i for i in todo if not out[i]]
     if todo:
         batch = batch_columns([dataset.records[i] for i in todo], dataset.arrays)
-        computed = resolve_engine(engine, workers=workers).map(_PixelDigests(options), batch)["pixel_digest"]
+        # Full-resolution decoding and sha256 release the GIL: threads, no forked copy of this (by now large) process.
+        computed = resolve_engine(engine, workers=workers).map(_PixelDigests(options), batch, releases_gil=True)["pixel_digest"]
         out.update(zip(todo, computed))
         if cache is not None:
             cache.store_pixel_digests(((digests[i], out[i]) for i in todo), table.variant)

@@ -167,7 +167,8 @@ def engine_thumbnails(dataset: Dataset, rows: np.ndarray, engine, *, max_pixels:
     from ..features.table import batch_columns
 
     rows = np.unique(rows)
-    got = engine.map(ThumbnailBatch(max_pixels), batch_columns([dataset.records[i] for i in rows], dataset.arrays))
+    got = engine.map(ThumbnailBatch(max_pixels), batch_columns([dataset.records[i] for i in rows], dataset.arrays),
+                     releases_gil=True)  # decoding: threads locally, no fork of this large process
     at = {int(i): j for j, i in enumerate(rows)}
 
     def thumb(i: int) -> np.ndarray | None:

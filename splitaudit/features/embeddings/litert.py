@@ -3,8 +3,8 @@
 The Keras network (:mod:`.backbones`) is the reference; it is converted once, offline, with TensorFlow's converter
 into a model that takes uint8 RGB batches and returns L2-normalised vectors (preprocessing and normalisation are in
 the graph). The conversion runs in a child process, so the process that embeds never imports TensorFlow: it loads
-the ``ai-edge-litert`` interpreter (about 10 MiB) instead of TensorFlow (about 600 MiB and a thread pool that made
-later process pools fall back to a forkserver). The file is kept under the cache folder, keyed by the weights'
+the ``ai-edge-litert`` interpreter (about 10 MiB) instead of TensorFlow (about 600 MiB and a thread pool that makes
+forking later pool workers unsafe). The file is kept under the cache folder, keyed by the weights'
 digest, the converter's version, the quantization and the input side, and written atomically.
 
 Runtime: ``ai_edge_litert.interpreter.Interpreter`` (LiteRT, the successor of ``tf.lite.Interpreter``, which warns
