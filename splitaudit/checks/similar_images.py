@@ -18,6 +18,11 @@ from .context import AuditContext
 from .registry import Cosine, Count, NonNegative, register
 
 
+#: How far under the calibrated cosine threshold a pair of the verifier's uncertain band may lie (the margin the
+#: hash-match confirmation uses too: neighbors.matches).
+BAND_COSINE_SLACK = 0.15
+
+
 @register("similar-images", summary="Pairs across splits that look alike but are not confirmed copies: the verifier's uncertain band, and embedding neighbours that stand out.", display="pair")
 def similar_images(
     ctx: AuditContext,
@@ -29,11 +34,18 @@ def similar_images(
 ) -> list[Finding]:
     """Pairs whose cosine is at least ``min_similarity`` and at most ``max_ratio`` of the way to the query's
     10th-nearest neighbour (in cosine distance), and pairs the copy verifier scored in its uncertain band (between
-    its calibrated similar and copy cuts), minus those confirmed as copies."""
+    its calibrated similar and copy cuts), minus those confirmed as copies. With embeddings on, a pair of the
+    verifier's band also needs a cosine within ``BAND_COSINE_SLACK`` of the calibrated threshold: a second,
+    independent test (registration over mirror, zoom, rotation and shift finds some alignment for distinct images
+    too; their embeddings then disagree -- measured 0.25 for a flower tile against a saucer's rim)."""
     m = cross_split(ctx, ctx.matches(DEFAULT_MAX_PHASH, DEFAULT_MAX_DHASH, min_similarity, max_ratio))
     copies = duplicate_mask(m, ctx.ncc_threshold(min_ncc))
     # An image that already has a copy in an earlier split is explained: its other neighbours are not news.
     explained = np.isin(m.b, m.b[copies])
-    keep = (m.candidate | m.copy_similar) & ~copies & ~explained
+    band = m.copy_similar
+    if ctx.backbone is not None:
+        floor = ctx.similarity_threshold(min_similarity) - BAND_COSINE_SLACK
+        band = band & (np.isnan(m.cosine) | (m.cosine >= floor))
+    keep = (m.candidate | band) & ~copies & ~explained
     return pair_findings(ctx, m.select(keep), check="similar-images", category="very-similar",
                          max_matches_per_image=max_matches_per_image, severity=Severity.WARNING)
