@@ -338,8 +338,9 @@ def test_cli_explain_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.C
     from splitaudit.cli import main
 
     assert main(["explain", str(tmp_path / "missing"), str(tmp_path / "val")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("splitaudit: error:") and err.count("\n") == 1
+    err = capsys.readouterr().err  # progress lines ("splitaudit explain: scanning files"), then one error line
+    errors = [line for line in err.splitlines() if not line.startswith("splitaudit explain: ")]
+    assert len(errors) == 1 and errors[0].startswith("splitaudit: error:") and err.endswith("\n")
     with pytest.raises(SplitauditError, match="'epochs'"):
         splitaudit.explain(tmp_path, tmp_path, epochs=0)
     with pytest.raises(SplitauditError, match="input_scale"):

@@ -381,7 +381,10 @@ def test_many_blank_images_make_linear_pairs(tmp_path: Path, photos: dict[str, n
     hp = ctx.hash_pairs()
     assert not (np.isin(hp.a, blank) | np.isin(hp.b, blank)).any()  # blanks are left out of the hash search
     m = ctx.matches()
-    assert bool(m.same_pixels.all()) and len(m) <= 17 * 120  # at most 16 links per copy (plus a chain)
+    # pairs with a blank image: identical pixels only, at most 16 links per copy (plus a chain); the photo tiles'
+    # own look-alike pairs (the copy verifier's band) are not this test's subject
+    blank_pair = np.isin(m.a, blank) | np.isin(m.b, blank)
+    assert bool(m.same_pixels[blank_pair].all()) and blank_pair.sum() <= 17 * 120
     report = audit(train, val, backbone="none")
     copies = _by_path(report, "pixel-duplicates") | _by_path(report, "exact-duplicates")
     assert sum(1 for p in copies if p.startswith("val/")) == 80  # every val frame, none matched across colours

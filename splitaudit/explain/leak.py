@@ -24,7 +24,8 @@ class CopySources:
     """Per validation row: the training row it copies (-1: none) and whether the match is verified.
 
     Verified: same bytes, same pixels, pixel correlation at or above the calibrated threshold, or a hash match
-    confirmed by the embedding. A hash match alone (``--backbone none``) is a possible copy, not a verified one.
+    confirmed by the embedding, or registered by the copy verifier at its cut. A hash match alone (``--backbone none``)
+    is a possible copy, not a verified one.
     """
 
     source: np.ndarray  # int64, row index into the dataset
@@ -44,6 +45,8 @@ def copy_sources(ctx: Any, val_rows: np.ndarray) -> CopySources:
     split = ctx.split_index
     pixel_ok = np.nan_to_num(m.ncc, nan=-1.0) >= ctx.ncc_threshold()
     verified = m.same_bytes | m.same_pixels | pixel_ok | (m.hashed & m.cos_ok & ~np.isnan(m.cosine))
+    if ctx.options.verify:  # registered by the copy verifier at its calibrated copy cut: verified too
+        verified |= np.nan_to_num(m.copy_score, nan=-1.0) >= ctx.copies().calibration.copy_cut
     # Strongest evidence first, so each validation image keeps its best match.
     strength = m.same_bytes * 4.0 + m.same_pixels * 2.0 + verified * 1.0 + np.nan_to_num(m.ncc, nan=0.0) * 0.1
     best: dict[int, tuple[float, int, bool]] = {}

@@ -94,9 +94,12 @@ def merge_matches(
     blank = near_blank(f["spread"], f.ok)
     blank_rows = np.flatnonzero(blank)
     ba, bb = blank_pairs(blank_rows, pixel_digests(blank_rows), split_index)
-    extra = [x for x in (dense, copies) if x is not None]
-    a = np.concatenate([hp.a, ea, ba] + [x.a for x in extra]).astype(np.int64)
-    b = np.concatenate([hp.b, eb, bb] + [x.b for x in extra]).astype(np.int64)
+    # matched pairs only: the verifier's copies and its uncertain band, not every candidate it scored
+    matched = (copies.copy | copies.similar) if copies is not None else None
+    extra_a = ([dense.a] if dense is not None else []) + ([copies.a[matched]] if copies is not None else [])
+    extra_b = ([dense.b] if dense is not None else []) + ([copies.b[matched]] if copies is not None else [])
+    a = np.concatenate([hp.a, ea, ba] + extra_a).astype(np.int64)
+    b = np.concatenate([hp.b, eb, bb] + extra_b).astype(np.int64)
     if len(a):
         pair_ids = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
         a, b = pair_ids[:, 0], pair_ids[:, 1]
@@ -147,7 +150,9 @@ def copy_columns(a: np.ndarray, b: np.ndarray, copies: CopyMatches | None) -> li
     at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a.tolist(), b.tolist()))}
     src = (copies.score, copies.copy, copies.similar, copies.mirrored, copies.scale, copies.angle, copies.dx, copies.dy)
     for k, (x, y) in enumerate(zip(copies.a.tolist(), copies.b.tolist())):
-        j = at[(min(x, y), max(x, y))]
+        j = at.get((min(x, y), max(x, y)))
+        if j is None:  # not a matched pair (scored below the band): its score is in the report's copies object
+            continue
         for col, values in zip(cols, src):
             col[j] = values[k]
     return cols
