@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .register import SIDE, Prepared, Registration, Transform, prepare, register_pair
+from .register import PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, Transform, prepare, register_pair
 from .screen import screen_pairs
 
 #: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image).
@@ -45,7 +45,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
         ia, ib = inv[: len(sel)], inv[len(sel) :]
         for j, x, y in zip(sel.tolist(), ia.tolist(), ib.tolist()):
             seed = None if start is None else (bool(start.mirrored[j]), float(start.scale[j]), float(start.angle[j]))
-            score, flipped, (k, theta, dx, dy), overlap, _ = register_pair(prep, x, y, mirror=mirror, start=seed)
+            score, flipped, (k, theta, dx, dy), overlap, _, mad, spread = register_pair(prep, x, y, mirror=mirror, start=seed)
             out["score"][j] = score
             out["mirrored"][j] = flipped
             out["scale"][j] = k  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
@@ -53,6 +53,8 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
             out["dx"][j] = dx / side
             out["dy"][j] = dy / side
             out["overlap"][j] = min(overlap, 1.0)
+            out["mad"][j] = mad
+            out["spread"][j] = spread
     return Registration(**out)
 
 
@@ -65,7 +67,8 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     parts = [prepare(thumbs[ids[s : s + CHUNK]], side) for s in range(0, len(ids), CHUNK)]
     small = np.concatenate([p.small for p in parts]) if parts else np.zeros((0, side // 2, side // 2), np.float32)
     box = np.concatenate([p.box for p in parts]) if parts else np.zeros((0, 4), np.int64)
-    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32))
+    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),
+                    np.zeros((0, side, side), np.float32))
     return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror)
 
 
@@ -132,9 +135,17 @@ class CopyMatches(Transform):
         return copies_from_arrays(arrays)
 
 
-def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: bool = False  # type: ignore[no-untyped-def]
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """(copy, similar) per pair. A pair is a copy at ``copy_cut``; a hash match is one always with ``trust_hashes``
+def pixel_agreement(mad: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per registered pair: its grey levels agree within :data:`~.register.PIXEL_MAD` on the overlap, and the
+    overlap is no near-blank area (a's grey spread at least :data:`~.register.PIXEL_SPREAD`). NaN: not registered."""
+    mad = np.nan_to_num(np.asarray(mad, np.float64), nan=np.inf)
+    return (mad <= PIXEL_MAD) & (np.nan_to_num(np.asarray(spread, np.float64), nan=0.0) >= PIXEL_SPREAD)
+
+
+def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: bool = False,  # type: ignore[no-untyped-def]
+           pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(copy, similar) per pair. A pair is a copy at ``copy_cut``, or where its ``pixels`` agree (:func:`pixel_agreement`:
+    the same picture to a viewer, whatever the structural score); a hash match is one always with ``trust_hashes``
     (datasets whose distinct images do not hash alike: the check context's hash collision rate), so the stage never
     finds fewer copies than hashes alone. Where hashes collide, a hash match adds nothing: on scikit-learn's digits
     distinct images that hash alike also register at 0.976-0.981, inside the similar band (an earlier rule, hash
@@ -142,6 +153,8 @@ def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: 
     score = np.nan_to_num(np.asarray(score, np.float64), nan=-1.0)
     hashed = np.asarray(hashed, bool)
     copy = (score >= calibration.copy_cut) | (hashed & trust_hashes)
+    if pixels is not None:
+        copy |= np.asarray(pixels, bool)
     similar = ~copy & (score >= calibration.similar_cut)
     return copy, similar
 
@@ -155,7 +168,8 @@ def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy:
     """A shot has one source: an eval image's copy partners other than its best are copies only when they score
     nearly as well (within ``margin``: copies of that source inside train, which score alike); the others are
     look-alikes of the source (a neighbouring crop of a mirror-symmetric scene, another tile of one texture) and
-    move to the similar band. Pairs the hashes back keep their decision (independent evidence)."""
+    move to the similar band. Pairs the hashes (or the pixel agreement: the caller passes it in ``hashed``) back keep their decision
+    (independent evidence)."""
     score = np.nan_to_num(np.asarray(score, np.float64), nan=-1.0)
     best = np.full(int(b.max(initial=-1)) + 1, -np.inf)
     np.maximum.at(best, b[copy], score[copy])
@@ -189,12 +203,13 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     sc = screen(thumbs, cand.a, cand.b)
     keep = select(sc, cand.b, per_image, hashed=cand.hashed)
     got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep))
-    reg = {f.name: np.full(len(cand), np.nan) if f.name == "score" else np.zeros(len(cand), getattr(got, f.name).dtype)
+    reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
            for f in fields(Registration)}
     for name, col in reg.items():
         col[keep] = getattr(got, name)
-    copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes)
-    copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed, copy, similar)
+    pixels = pixel_agreement(reg["mad"], reg["spread"])
+    copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes, pixels=pixels)
+    copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed | pixels, copy, similar)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
     score = np.nan_to_num(reg["score"], nan=-np.inf)
