@@ -40,6 +40,7 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     found: set[tuple[int, int]] = set()
     similar: set[tuple[int, int]] = set()
     score: dict[tuple[int, int], float] = {}
+    why: dict[tuple[int, int], str] = {}
     for f in report.findings:
         if len(f.images) != 2 or f.category is None:
             continue
@@ -47,6 +48,9 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
         key = (int(tr[a]), int(ev[b]))
         (similar if f.check == "similar-images" else found).add(key)
         score[key] = next((e.similarity for e in f.evidence if e.stage == "copy"), float("nan"))
+        if f.check != "similar-images":
+            why[key] = (f"{f.check}: " + ", ".join(f"{e.stage} {e.similarity}" for e in f.evidence)
+                        + f"; registration {f.data.get('registration', {})}")
     planted = {(a, b) for a, b, _ in suite.planted}
     known = planted | set(suite.known)
     by_name: dict[str, list[bool]] = {}
@@ -61,7 +65,8 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     out = {"wall": wall, "recall": np.mean([x for v in by_name.values() for x in v]) if by_name else float("nan"),
            "per": {k: float(np.mean(v)) for k, v in by_name.items()}, "false": 1e3 * len(false) / len(ev),
            "false_sim": 1e3 * len(false_sim) / len(ev), "false_by_score": by_score, "hard": hard, "n_hard": len(suite.hard),
-           "copies": report.copies}
+           "copies": report.copies,
+           "false_why": [f"train {a} ~ eval {b}: {why[(a, b)]}" for a, b in sorted(found) if (a, b) not in known][:5]}
     if gt is not None:
         out["gt"] = sum((j, i) in found for i, j, _ in gt), len(gt)
     del pos_tr, pos_ev
@@ -82,6 +87,8 @@ def show(name: str, suite: Suite, backbone: str, gt: list | None = None) -> None
               f"(similar-band {r['false_sim']:.1f}), hard negatives reported {r['hard']}/{r['n_hard']}{extra}, "
               f"audit {r['wall']:.1f} s")
     on, off = res[True], res[False]
+    for line in on["false_why"]:
+        print(f"    false pair (verifier on) {line}")
     print(f"  wall ratio on/off: {on['wall'] / off['wall']:.2f}")
     cal = on["copies"].get("calibration", {})
     print("  calibration: " + ", ".join(f"{k}={v}" for k, v in cal.items()))

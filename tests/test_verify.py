@@ -17,7 +17,7 @@ cv2 = pytest.importorskip("cv2")
 
 from splitaudit.errors import InvalidParameterError
 from splitaudit.neighbors import register as rg
-from splitaudit.neighbors.calibrate import calibrate, gumbel_cut
+from splitaudit.neighbors.calibrate import calibrate, tail_cut
 from splitaudit.neighbors.candidates import candidate_pairs, csls_knn, pixel_vectors
 from splitaudit.neighbors.verify import decide, find_copies, pixel_agreement, verify_pairs
 
@@ -144,7 +144,8 @@ def test_copies_score_above_the_cut_and_distinct_tiles_below(tiles, calibration)
             src.append(s)
     allimgs = np.concatenate([imgs, np.stack(copies)])
     reg = verify_pairs(allimgs, np.array(src), len(imgs) + np.arange(len(copies)))
-    copy, _ = decide(reg.score, np.zeros(len(names), bool), calibration, pixels=pixel_agreement(reg.mad, reg.spread))
+    pixels = pixel_agreement(reg.mad, reg.spread, reg.still, reg.score, calibration.similar_cut)
+    copy, _ = decide(reg.score, np.zeros(len(names), bool), calibration, pixels=pixels)
     missed = [(n, round(float(v), 3)) for n, v, c in zip(names, reg.score, copy) if not c]
     # The cut follows the null (1e-3 false pairs per image; no fixed ceiling under it): 70% of the copies are
     # confirmed (by their score or their pixels' agreement), 95% at least in the similar-images band, and every
@@ -334,15 +335,24 @@ def test_deterministic_and_bounded(tiles, monkeypatch: pytest.MonkeyPatch) -> No
     assert calls["score"] <= 20 * 26
 
 
-def test_calibration_is_deterministic_and_fits_the_null() -> None:
+def test_the_null_tail_fit_hits_its_rate_and_ignores_the_bulk_and_likely_copies() -> None:
+    from splitaudit.neighbors.calibrate import null_cuts
+
     rng = np.random.default_rng(0)
-    null = np.tanh(rng.gumbel(0.8, 0.15, 5000))
-    cut, mu, beta = gumbel_cut(null, 1e-3)
-    assert abs(mu - 0.8) < 0.03 and abs(beta - 0.15) < 0.02
-    assert abs(np.mean(null >= cut) - 1e-3) < 1.5e-3
-    # copies in the tail (3% of the null at 0.99: hundreds in a 10k training set) barely move the fit
-    cut2, _, _ = gumbel_cut(np.concatenate([null, np.full(150, 0.99)]), 1e-3)
-    assert abs(np.arctanh(cut2) - np.arctanh(cut)) < 0.15
+    null = np.tanh(rng.gumbel(0.8, 0.15, 20000))
+    cut, u, scale = tail_cut(null, 1e-3)
+    assert abs(np.mean(null >= cut) - 1e-3) < 0.6e-3, np.mean(null >= cut)
+    assert abs(np.tanh(u) - np.quantile(null, 0.8)) < 1e-9 and abs(scale - 0.15) < 0.03
+    # the bulk does not move it: pairs the search scores lower (below the 80th percentile) leave the cut alone
+    lower = null.copy()
+    bulk = null < np.quantile(null, 0.7)
+    lower[bulk] = np.tanh(np.arctanh(null[bulk]) - 0.3)
+    assert tail_cut(lower, 1e-3)[0] == pytest.approx(cut, abs=1e-9)
+    # copies inside train (3% of the null, scoring like the synthetic copies) are set aside as likely copies
+    contaminated = np.concatenate([null, np.full(600, 0.995)])
+    c1 = null_cuts(null, 0.99, 1e-3, 2e-2)[0]
+    c2, _, _, _, likely = null_cuts(contaminated, 0.99, 1e-3, 2e-2)
+    assert likely.sum() == 600 and abs(np.arctanh(c2) - np.arctanh(c1)) < 0.05
 
 
 def test_screen_ranks_copies_first_and_finds_the_start(tiles) -> None:  # type: ignore[no-untyped-def]
