@@ -46,8 +46,9 @@ def duplicate_mask(m: Matches, ncc_threshold: float) -> np.ndarray:
     """Pairs that are copies: same bytes or pixels; or hashes within radius, confirmed by the embedding (cosine
     at or above the calibrated threshold) or at pixel level; or an embedding candidate confirmed at pixel level.
 
-    Without embeddings ``cos_ok`` is all true, so a hash match alone decides (the hash-only behaviour). The copy
-    verifier's decision (``m.copy``) adds the pairs it registered as the same shot.
+    Without embeddings ``cos_ok`` is all true, so a hash match alone decides (the hash-only behaviour), except
+    where hashes collide on this dataset and the copy verifier ran: its decision (``m.copy``) then decides hash
+    matches too. It adds the pairs it registered as the same shot in any case.
     """
     pixel_ok = np.nan_to_num(m.ncc, nan=-1.0) >= ncc_threshold
     return m.same_bytes | m.same_pixels | (m.hashed & (m.cos_ok | pixel_ok)) | (m.candidate & pixel_ok) | m.copy
