@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from splitaudit.neighbors.binary import MIH_MIN, choose_index, hash_pairs
+from splitaudit.neighbors.binary import choose_index, hash_pairs
+from splitaudit.neighbors.multi_index import MultiIndex, widths
 
 
 def _codes_with_near_pairs(n: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -39,13 +40,22 @@ def test_multi_index_hash_equals_exhaustive(max_phash: int, max_dhash: int) -> N
 
 def test_choose_index() -> None:
     rng = np.random.default_rng(2)
-    n = 2 * MIH_MIN
+    n = 1_000_000
     spread = rng.integers(0, 2**64, n, dtype=np.uint64)
     assert choose_index(spread, 6) == "mih"
-    assert choose_index(spread, 9) == "flat"  # 3 flips per part: too many keys to probe
-    assert choose_index(spread[: MIH_MIN - 1], 6) == "flat"  # a small base: the exhaustive scan is as fast
-    piled = rng.integers(0, 2**64, 2000, dtype=np.uint64)[rng.integers(0, 2000, n)]  # e.g. many near-blank images
+    assert choose_index(spread, 30) == "flat"  # more than 2 flips per part even with 8 parts: too many keys to probe
+    assert choose_index(spread[:5000], 6) == "flat"  # a small base: the exhaustive scan is as fast
+    piled = rng.integers(0, 2**64, 500, dtype=np.uint64)[rng.integers(0, 500, n)]  # e.g. many near-blank images
     assert choose_index(piled, 6) == "flat"
+
+
+def test_multi_index_reports_each_pair_once() -> None:
+    """A pair within the radius in several parts (here: identical hashes) is reported once, by the first part."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2**64, 5000, dtype=np.uint64)
+    base[100:110] = base[0]
+    q, b, d = MultiIndex(base, 6, widths(4)).search(base[:1])
+    assert sorted(b.tolist()) == [0, *range(100, 110)] and (q == 0).all() and (d == 0).all()
 
 
 def test_unknown_method() -> None:

@@ -3,15 +3,13 @@
 One index over every decoded image (or one per shard of them, merged exactly), queried with each image's hash and
 with its mirrored hash (so a horizontally flipped copy is found), in chunks so memory stays bounded even when a
 uniform dataset produces many candidates. The index is an exhaustive ``IndexBinaryFlat``, or for a big base whose
-hashes spread out a multi-index hash (``IndexBinaryMultiHash``), which returns exactly the same matches (see
-:func:`choose_index`). A candidate is kept when the pHash distance is within ``max_phash`` and the dHash
-distance *in the same orientation* is within ``max_dhash``: two independent hashes must agree, which is what keeps
+hashes spread out a multi-index hash (:mod:`.multi_index`), which returns exactly the same matches. A candidate is
+kept when the pHash distance is within ``max_phash`` and the dHash distance *in the same orientation* is within ``max_dhash``: two independent hashes must agree, which is what keeps
 distinct photos apart at radii where either hash alone starts to collide (see docs/thresholds.md).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,19 +17,9 @@ import numpy as np
 
 from ..features.hashing import codes, hamming
 from .columns import Columns
+from .multi_index import MultiIndex, plan
 
 _QUERY_CHUNK = 8192
-#: Multi-index hashing: the 64 bits are cut into MIH_TABLES disjoint parts of MIH_BITS bits (63 bits used). Two
-#: codes within Hamming distance r differ in at most r // MIH_TABLES bits of one of the parts (pigeonhole), so
-#: probing every key within that many flips of each part finds every match: the search is exact, and the candidates
-#: are then checked with the full 64-bit distance. Pays off only on a big base (below, the exhaustive scan at
-#: ~3e9 code pairs/s on 2 cores is as fast) whose hashes do not pile up in a few buckets (then exhaustive is cheaper).
-MIH_TABLES, MIH_BITS, MIH_MAX_FLIPS = 3, 21, 2
-MIH_MIN = 300_000
-#: Cost of one bucket probe or one candidate relative to one exhaustive code comparison (faiss 1.15 on the 2-core
-#: development machine, 1.1M random codes: ~200-300 ns against ~0.3-0.7 ns), and the speed-up the estimate must
-#: promise before the hash index is used.
-_MIH_COST, _MIH_MARGIN = 300, 2
 
 
 @dataclass(frozen=True)
@@ -91,26 +79,13 @@ def shard_pairs(phash: np.ndarray, dhash: np.ndarray, phash_flip: np.ndarray, dh
                 base: np.ndarray, max_phash: int, max_dhash: int, method: str = "auto") -> tuple[np.ndarray, ...]:
     """Matches of every row of ``rows`` (queries, as is and mirrored) among the rows of ``base``: ``(query, target,
     phash distance, dhash distance, flipped)`` columns, a match per direction and orientation."""
-    import faiss  # imported here: faiss costs start-up time that runs without a search should not pay
-
-    if method == "auto":
-        method = choose_index(phash[base], max_phash)
-    if method == "mih" and max_phash // MIH_TABLES > MIH_MAX_FLIPS:
-        method = "flat"  # too many keys to probe per part: the exhaustive scan is cheaper
-    if method == "mih":
-        index = faiss.IndexBinaryMultiHash(64, MIH_TABLES, MIH_BITS)
-        index.nflip = max_phash // MIH_TABLES
-    else:
-        index = faiss.IndexBinaryFlat(64)
-    index.add(codes(phash[base]))
+    searcher = _searcher(phash[base], max_phash, method)
     found: list[tuple[np.ndarray, ...]] = []
     for flipped, (q_p, q_d) in enumerate(((phash, dhash), (phash_flip, dhash_flip))):
         for start in range(0, len(rows), _QUERY_CHUNK):
             q_rows = rows[start : start + _QUERY_CHUNK]
-            # faiss keeps distances strictly below the radius, hence the +1.
-            lims, dist, labels = index.range_search(codes(q_p[q_rows]), max_phash + 1)
-            q = np.repeat(q_rows, np.diff(lims).astype(np.int64))
-            t = base[labels]
+            qi, ti, dist = searcher(q_p[q_rows])
+            q, t = q_rows[qi], base[ti]
             keep = q != t
             q, t, dist = q[keep], t[keep], dist[keep]
             dd = hamming(q_d[q], dhash[t])
@@ -120,21 +95,28 @@ def shard_pairs(phash: np.ndarray, dhash: np.ndarray, phash_flip: np.ndarray, dh
 
 
 def choose_index(base_phash: np.ndarray, max_phash: int) -> str:
-    """``"mih"`` where multi-index hashing is predicted to be several times cheaper than the exhaustive scan, else
-    ``"flat"``. The prediction counts, per query, the keys probed and the expected candidates: for each part, the
-    mean size of the bucket a base hash falls in (piled-up hashes, e.g. many near-uniform images, make it large),
-    times the keys probed around it."""
-    n, flips = len(base_phash), max_phash // MIH_TABLES
-    if n < MIH_MIN or flips > MIH_MAX_FLIPS:
-        return "flat"
-    probes = sum(math.comb(MIH_BITS, i) for i in range(flips + 1))
-    # faiss reads the code's bits from the first byte's lowest bit on: the little-endian view of the code's bytes.
-    bits = codes(base_phash).view("<u8").ravel()
-    candidates = 0.0
-    for t in range(MIH_TABLES):
-        _, size = np.unique((bits >> np.uint64(t * MIH_BITS)) & np.uint64((1 << MIH_BITS) - 1), return_counts=True)
-        candidates += (float(np.sum(size.astype(np.float64) ** 2)) / n - 1) * probes + 1
-    return "mih" if (MIH_TABLES * probes + candidates) * _MIH_COST * _MIH_MARGIN < n else "flat"
+    """``"mih"`` where multi-index hashing is predicted to be several times cheaper than the exhaustive scan (a big
+    base whose hashes spread out: :func:`.multi_index.plan`), else ``"flat"``."""
+    return "mih" if plan(base_phash, max_phash) is not None else "flat"
+
+
+def _searcher(base_phash: np.ndarray, radius: int, method: str) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
+    """``search(query hashes) -> (query position, base position, distance)`` of every match within ``radius``."""
+    # "mih" forces the multi-index (the cheapest parts that can search this radius) even where the scan is cheaper.
+    parts = plan(base_phash, radius, force=method == "mih") if method != "flat" else None
+    if parts is not None:
+        return MultiIndex(base_phash, radius, parts).search
+    import faiss  # imported here: faiss costs start-up time that runs without a search should not pay
+
+    index = faiss.IndexBinaryFlat(64)
+    index.add(codes(base_phash))
+
+    def search(queries: np.ndarray) -> tuple[np.ndarray, ...]:
+        # faiss keeps distances strictly below the radius, hence the +1.
+        lims, dist, labels = index.range_search(codes(queries), radius + 1)
+        return np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64)), labels, dist
+
+    return search
 
 
 def closest_pairs(found: Sequence[tuple[np.ndarray, ...]]) -> HashPairs:
