@@ -109,7 +109,7 @@ def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = 
     return end - t0, report.to_json(), stages
 
 
-def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1) -> None:
+def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, skip_hash: bool = False) -> None:
     """Cold runs (fresh cache) of the same check, local pool and Ray interleaved (A B A B, ``rounds`` times); the Ray
     runtime is started first and its start-up reported apart (a cluster is started once and serves many runs).
     ``folder`` (``train/`` and ``val/`` inside, e.g. a benchmarks/peers.py photo set) replaces the manifest of
@@ -129,7 +129,7 @@ def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1) ->
     connect(None)
     startup = time.perf_counter() - t0
     print(json.dumps({"ray_startup_s": round(startup, 1), "load": os.getloadavg()}), flush=True)
-    runs = [("none", HASH_CHECKS)] + ([("efficientnet_lite0", ["similar-images"])] if embed else [])
+    runs = ([] if skip_hash else [("none", HASH_CHECKS)]) + ([("efficientnet_lite0", ["similar-images"])] if embed else [])
     for backbone, select in runs:
         times: dict[str, list[float]] = {"local": [], "ray": []}
         reports: dict[str, set[str]] = {"local": set(), "ray": set()}
@@ -286,6 +286,7 @@ def main() -> None:
     ap.add_argument("--embed", action="store_true", help="also time the embedding stage (efficientnet_lite0)")
     ap.add_argument("--folder", type=Path, help="engines: a folder with train/ and val/ (e.g. a peers.py photo set)")
     ap.add_argument("--rounds", type=int, default=1, help="engines: interleaved local/Ray rounds")
+    ap.add_argument("--skip-hash", action="store_true", help="engines: only the embedding runs (with --embed)")
     ap.add_argument("--base", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=256)
@@ -300,7 +301,7 @@ def main() -> None:
     if a.what == "data":
         make_data(a.n)
     elif a.what == "engines":
-        engines(a.n, a.embed, a.folder, a.rounds)
+        engines(a.n, a.embed, a.folder, a.rounds, a.skip_hash)
     elif a.what == "rss":
         rss(a.n, a.engine)
     elif a.what == "binary":

@@ -201,7 +201,9 @@ def _mapped(tables: list[Any], call: _OnWorker, batch_size: int, actors: bool) -
             gpus = int(resources.get("GPU", 0)) if getattr(call.fn, "gpu", False) else 0
             size = gpus or max(1, int(resources.get("CPU", 1)))
             mapped = ds.map_batches(_Actor, fn_constructor_args=(call,), batch_size=batch_size, batch_format="numpy",
-                                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+                                    # Every actor from the start: growing the pool from one actor as the queue
+                                    # builds left a core idle for much of a small run (benchmarks/scale.py engines).
+                                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size),
                                     max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES,
                                     **({"num_gpus": 1} if gpus else {"num_cpus": 1}))
         else:
