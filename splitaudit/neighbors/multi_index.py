@@ -24,7 +24,7 @@ from ..features.hashing import hamming
 #: Parts of at most this many bits (a table is 2**bits + 1 offsets) and keys within at most MAX_FLIPS bits probed.
 MAX_BITS = 22
 MAX_FLIPS = 2
-#: Candidates checked per step (bounds the temporary arrays to ~1 GB at worst, ~100 MB typically).
+#: Candidates checked per step: bounds the temporary arrays (~300 MB) whatever the buckets hold.
 STEP = 4_000_000
 #: Cost of one candidate here relative to one comparison of faiss' exhaustive scan, a probe's extra cost in a table
 #: too big for the CPU caches (over LARGE_TABLE bits: a random read in 32 MB), and the speed-up the prediction must
@@ -52,12 +52,15 @@ def plan(base: np.ndarray, radius: int, *, force: bool = False) -> tuple[int, ..
         if flips > MAX_FLIPS:
             continue
         w = widths(parts)
+        probes = [sum(math.comb(bits, i) for i in range(flips + 1)) for bits in w]
+        probe_cost = [LARGE_PROBE if bits > LARGE_TABLE else 1 for bits in w]
+        # A hash's own bucket holds at least itself: a lower bound that spares counting buckets for small bases.
+        if sum(p * (c + 1) for p, c in zip(probes, probe_cost)) >= (best_cost if force else min(best_cost, n / (COST * MARGIN))):
+            continue
         cost = 0.0
-        for shift, bits in zip(itertools.accumulate((0, *w[:-1])), w):
-            probes = sum(math.comb(bits, i) for i in range(flips + 1))
+        for shift, bits, p, c in zip(itertools.accumulate((0, *w[:-1])), w, probes, probe_cost):
             size = np.bincount(_keys(base, shift, bits), minlength=1 << bits).astype(np.float64)
-            probe_cost = LARGE_PROBE if bits > LARGE_TABLE else 1
-            cost += probes * (probe_cost + float(size @ size) / max(n, 1))  # keys probed + the bucket a hash sees
+            cost += p * (c + float(size @ size) / max(n, 1))  # keys probed + the bucket a base hash sees, per key
         if cost < best_cost:
             best, best_cost = w, cost
     return best if best is not None and (force or best_cost * COST * MARGIN < n) else None
