@@ -2,8 +2,10 @@
 
     python benchmarks/scale.py data --n 1000000            # small JPEGs under /tmp/sa-scale (crops of real photos)
     python benchmarks/scale.py engines --n 20000 [--embed]  # cold run, local pool vs Ray, one ratio per stage
+    python benchmarks/scale.py engines --folder /tmp/splitaudit-peers/photos-2000 --embed --rounds 2  # A B A B
     python benchmarks/scale.py rss --n 100000 --engine local  # peak driver RSS of a hash-only check
-    python benchmarks/scale.py search --base 1000000 --queries 100000 --dim 256
+    python benchmarks/scale.py search --base 1000000 --queries 100000 --dim 256   # dense
+    python benchmarks/scale.py binary --base 1000000 --queries 100000   # Hamming radius search, flat vs MIH
 
 Every figure comes from one run on the machine it ran on; ratios, not absolute times, are what carry over.
 """
@@ -83,36 +85,72 @@ def manifest(n: int) -> Path:
 HASH_CHECKS = ["exact-duplicates", "pixel-duplicates", "near-duplicates"]
 
 
-def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = None) -> tuple[float, str]:
+def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = None, folder: Path | None = None,
+           select: list[str] | None = None) -> tuple[float, str, dict[str, float]]:
+    """A cold check (fresh cache): wall seconds, the JSON report, and seconds per stage (from a stage's first
+    progress event to the next stage's first one)."""
     import splitaudit
 
+    first: dict[str, float] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        first.setdefault(stage, time.perf_counter())
+
+    source: dict = {"manifest": manifest(n)} if folder is None else {}
+    splits = [folder / "train", folder / "val"] if folder is not None else []
+    extra = {"verify": False} if backbone != "none" else {}  # embeddings and their search, not the copy verifier
     with tempfile.TemporaryDirectory(prefix="sa-cache-") as fresh:  # a cold run: an empty cache, removed after
         t0 = time.perf_counter()
-        report = splitaudit.audit(manifest=manifest(n), backbone=backbone, engine=engine, select=HASH_CHECKS,
-                                  cache_dir=cache_dir or fresh)
-        return time.perf_counter() - t0, report.to_json()
+        report = splitaudit.audit(*splits, **source, backbone=backbone, engine=engine, select=select or HASH_CHECKS,
+                                  cache_dir=cache_dir or fresh, progress=progress, **extra)
+        end = time.perf_counter()
+    marks = sorted(first.items(), key=lambda kv: kv[1]) + [("end", end)]
+    stages = {k: round(marks[i + 1][1] - t, 2) for i, (k, t) in enumerate(marks[:-1])}
+    return end - t0, report.to_json(), stages
 
 
-def engines(n: int, embed: bool) -> None:
-    """Cold runs (fresh cache) of the same check, local pool then Ray; the Ray runtime is started first and its
-    start-up reported apart (a cluster is started once and serves many runs)."""
+def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, skip_hash: bool = False) -> None:
+    """Cold runs (fresh cache) of the same check, local pool and Ray interleaved (A B A B, ``rounds`` times); the Ray
+    runtime is started first and its start-up reported apart (a cluster is started once and serves many runs).
+    ``folder`` (``train/`` and ``val/`` inside, e.g. a benchmarks/peers.py photo set) replaces the manifest of
+    small images. With ``embed`` the embedding run checks ``similar-images`` with efficientnet_lite0 (verifier off);
+    the network is converted once before anything is timed."""
     from splitaudit.features.ray_engine import connect
 
+    if folder is not None:
+        n = sum(1 for _ in folder.glob("*/*.jpg"))
+    if embed:
+        from splitaudit.features.embeddings.backbones import BackboneSpec
+        from splitaudit.features.embeddings.litert import ensure_model
+
+        os.environ.setdefault("SPLITAUDIT_MODEL_DIR", str(Path(tempfile.gettempdir()) / "splitaudit-peers-models"))
+        ensure_model(BackboneSpec(image_size=224), Path(os.environ["SPLITAUDIT_MODEL_DIR"]))
     t0 = time.perf_counter()
     connect(None)
     startup = time.perf_counter() - t0
-    backbones = ["none"] + (["efficientnet_lite0"] if embed else [])
-    for backbone in backbones:
-        t_local, j_local = _audit(n, "local", backbone)
-        t_ray, j_ray = _audit(n, "ray", backbone)
-        print(json.dumps({"n": n, "backbone": backbone, "local_s": round(t_local, 1), "ray_s": round(t_ray, 1),
-                          "ray_over_local": round(t_ray / t_local, 3), "ray_startup_s": round(startup, 1),
-                          "identical_json": j_local == j_ray}))
+    print(json.dumps({"ray_startup_s": round(startup, 1), "load": os.getloadavg()}), flush=True)
+    runs = ([] if skip_hash else [("none", HASH_CHECKS)]) + ([("efficientnet_lite0", ["similar-images"])] if embed else [])
+    for backbone, select in runs:
+        times: dict[str, list[float]] = {"local": [], "ray": []}
+        reports: dict[str, set[str]] = {"local": set(), "ray": set()}
+        for r in range(rounds):
+            for engine in ("local", "ray"):
+                t, js, stages = _audit(n, engine, backbone, folder=folder, select=select)
+                times[engine].append(t)
+                reports[engine].add(js)
+                print(json.dumps({"n": n, "backbone": backbone, "round": r, "engine": engine, "seconds": round(t, 1),
+                                  "stages_s": stages, "load": os.getloadavg()[0]}), flush=True)
+        print(json.dumps({"n": n, "backbone": backbone, "rounds": rounds,
+                          "local_s": [round(t, 1) for t in times["local"]], "ray_s": [round(t, 1) for t in times["ray"]],
+                          "ray_over_local_sum": round(sum(times["ray"]) / sum(times["local"]), 3),
+                          "ray_over_local_best": round(min(times["ray"]) / min(times["local"]), 3),
+                          "ray_startup_s": round(startup, 1),
+                          "identical_json": len(reports["local"] | reports["ray"]) == 1}), flush=True)
 
 
 def rss(n: int, engine: str) -> None:
     """Peak RSS of this (driver) process over a cold hash-only check of ``n`` images (pool workers excluded)."""
-    t, _ = _audit(n, engine)
+    t, _, _ = _audit(n, engine)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"n": n, "engine": engine, "seconds": round(t, 1), "peak_driver_rss_mb": round(peak_mb)}))
 
@@ -128,11 +166,10 @@ def _clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) 
     return out
 
 
-def search(n_base: int, n_query: int, dim: int, sample: int, k: int, methods: list[str], binary: bool) -> None:
-    """Dense and binary search at ``n_base`` x ``n_query``: time of each method, recall@k against exact search on a
+def search(n_base: int, n_query: int, dim: int, sample: int, k: int, methods: list[str]) -> None:
+    """Dense search at ``n_base`` x ``n_query``: time of each method, recall@k against exact search on a
     sample of queries, and the sharded exact search (shards of the base merged) equal to the unsharded one."""
     from splitaudit.neighbors import dense
-    from splitaudit.neighbors.binary import hash_pairs
 
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((20_000, dim)).astype(np.float32)
@@ -167,23 +204,70 @@ def search(n_base: int, n_query: int, dim: int, sample: int, k: int, methods: li
                           "search_s": round(t_search, 1), f"recall@{k}": round(float(recall), 4),
                           "planted_copies_top1": round(float(found), 4)}))
         del index
-    if not binary:
-        return
-    # Binary: 64-bit pHash/dHash codes of the same sizes (random codes, 1% planted copies within 4 bits).
+
+
+def binary(n_base: int, n_query: int, methods: list[str], max_phash: int, max_dhash: int, sample: int) -> None:
+    """The hash search at ``n_base`` x ``n_query`` as ``check`` runs it: every code (base and queries) searched
+    against all of them, as is and mirrored, within the radii. ``flat`` is the exhaustive index (exact by
+    construction), ``mih`` multi-index hashing; both unsharded (the local engine) and ``auto`` sharded by split
+    (the Ray engine's tasks, run here one after another). Every method's pairs must equal the first one's; on
+    ``sample`` query rows the chosen index is compared with the exhaustive scan match for match."""
+    from splitaudit.neighbors.binary import choose_index, hash_pairs, shard_pairs
+
+    rng = np.random.default_rng(0)
     n = n_base + n_query
-    ph = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
-    dh = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
+    # Random 64-bit codes (real pHashes spread less evenly; choose_index falls back to flat where they pile up),
+    # independent codes for the mirrored images, and 1% of the queries planted as copies of base rows: pHash within
+    # max_phash bits, dHash within max_dhash bits.
+    ph, dh, ph_f, dh_f = (rng.integers(0, 2**64, n, dtype=np.uint64) for _ in range(4))
     src = rng.choice(n_base, n_query // 100, replace=False)
     tgt = n_base + np.arange(len(src))
-    flip = np.uint64(1) << rng.integers(0, 64, len(src)).astype(np.uint64)
-    ph[tgt], dh[tgt] = ph[src] ^ flip, dh[src] ^ flip
-    t0 = time.perf_counter()
-    pairs = hash_pairs(ph, dh, ph, dh, np.ones(n, bool), max_phash=8, max_dhash=10)
-    t_bin = time.perf_counter() - t0
-    got = set(zip(pairs.a.tolist(), pairs.b.tolist()))
-    recall = np.mean([(int(a), int(b)) in got for a, b in zip(src, tgt)])
-    print(json.dumps({"search": "binary exact (all pairs, both orientations)", "codes": n, "seconds": round(t_bin, 1),
-                      "planted_recall": float(recall), "pairs": len(pairs)}))
+
+    def flips(m: int, most: int) -> np.ndarray:
+        out = np.zeros(m, np.uint64)
+        for j in range(m):
+            for b in rng.choice(64, int(rng.integers(0, most + 1)), replace=False):
+                out[j] |= np.uint64(1) << np.uint64(b)
+        return out
+
+    ph[tgt], dh[tgt] = ph[src] ^ flips(len(src), max_phash), dh[src] ^ flips(len(src), max_dhash)
+    split = (np.arange(n) >= n_base).astype(np.int64)
+    valid = np.ones(n, bool)
+    print(json.dumps({"binary": "setup", "codes": n, "base": n_base, "queries": n_query, "max_phash": max_phash,
+                      "max_dhash": max_dhash, "auto_choice_whole": choose_index(ph, max_phash),
+                      "auto_choice_base_split": choose_index(ph[:n_base], max_phash)}), flush=True)
+    first = None
+    for method in methods:
+        sharded = method.endswith("-sharded")
+        t0 = time.perf_counter()
+        pairs = hash_pairs(ph, dh, ph_f, dh_f, valid, max_phash=max_phash, max_dhash=max_dhash,
+                           method=method.removesuffix("-sharded"), shards=split if sharded else None)
+        t = time.perf_counter() - t0
+        got = set(zip(pairs.a.tolist(), pairs.b.tolist()))
+        recall = np.mean([(int(a), int(b)) in got for a, b in zip(src, tgt)])
+        same = None
+        if first is None:
+            first = pairs
+        else:
+            same = all(np.array_equal(getattr(pairs, c), col) for c, col in first.to_arrays().items())
+        print(json.dumps({"binary": method, "seconds": round(t, 1), "pairs": len(pairs),
+                          "planted_recall": float(recall), "identical_to_first": same, "load": os.getloadavg()}),
+              flush=True)
+    if sample:
+        # Recall against the exhaustive scan on a sample of query rows (every match of each, both orientations), and
+        # the exhaustive scan's time for all rows projected from it (the auto time includes building its index).
+        rows = np.union1d(tgt, rng.choice(n, sample, replace=False))  # the planted copies' rows and random ones
+        out = {}
+        for method in ("flat", "auto"):
+            t0 = time.perf_counter()
+            q, tg, dp, dd, fl = shard_pairs(ph, dh, ph_f, dh_f, rows, np.arange(n), max_phash, max_dhash, method)
+            out[method] = (time.perf_counter() - t0, set(zip(q.tolist(), tg.tolist(), fl.tolist(), dp.tolist(), dd.tolist())))
+        exact, approx = out["flat"][1], out["auto"][1]
+        print(json.dumps({"binary": "sample vs exhaustive", "query_rows": len(rows), "flat_s": round(out["flat"][0], 1),
+                          "auto_s": round(out["auto"][0], 1), "matches_exhaustive": len(exact),
+                          "recall_vs_exhaustive": len(exact & approx) / max(1, len(exact)), "extra": len(approx - exact),
+                          "projected_full_flat_s": round(out["flat"][0] * n / len(rows)), "load": os.getloadavg()}),
+              flush=True)
 
 
 def _exact(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,26 +280,34 @@ def _exact(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["data", "engines", "rss", "search"])
+    ap.add_argument("what", choices=["data", "engines", "rss", "search", "binary"])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--engine", default="local", choices=["local", "ray"])
     ap.add_argument("--embed", action="store_true", help="also time the embedding stage (efficientnet_lite0)")
+    ap.add_argument("--folder", type=Path, help="engines: a folder with train/ and val/ (e.g. a peers.py photo set)")
+    ap.add_argument("--rounds", type=int, default=1, help="engines: interleaved local/Ray rounds")
+    ap.add_argument("--skip-hash", action="store_true", help="engines: only the embedding runs (with --embed)")
     ap.add_argument("--base", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--sample", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--methods", default="ivfpq,pca", help="dense index methods to time (comma-separated)")
-    ap.add_argument("--no-binary", action="store_true", help="skip the binary search")
+    ap.add_argument("--binary-methods", default="auto,auto-sharded",
+                    help="binary index methods to time over all rows (flat, mih, auto; -sharded: one base per split)")
+    ap.add_argument("--max-phash", type=int, default=6)
+    ap.add_argument("--max-dhash", type=int, default=12)
     a = ap.parse_args()
     if a.what == "data":
         make_data(a.n)
     elif a.what == "engines":
-        engines(a.n, a.embed)
+        engines(a.n, a.embed, a.folder, a.rounds, a.skip_hash)
     elif a.what == "rss":
         rss(a.n, a.engine)
+    elif a.what == "binary":
+        binary(a.base, a.queries, [m for m in a.binary_methods.split(",") if m], a.max_phash, a.max_dhash, a.sample)
     else:
-        search(a.base, a.queries, a.dim, a.sample, a.k, a.methods.split(","), not a.no_binary)
+        search(a.base, a.queries, a.dim, a.sample, a.k, a.methods.split(","))
 
 
 if __name__ == "__main__":

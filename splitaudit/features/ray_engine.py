@@ -39,6 +39,8 @@ WINDOW = 1_000_000
 #: Batches per Arrow block (one Ray task or actor call each): a task costs Ray ~10-100 ms of scheduling, so a block
 #: holds several batches; blocks start at multiples of the batch size, so the batches are still the local ones.
 BATCHES_PER_BLOCK = 16
+#: How long a local runtime keeps an idle worker process (see :func:`connect`).
+IDLE_WORKER_MS = 60_000
 
 _pixel_stores: dict[str, list[np.ndarray]] = {}  # per worker process: the in-memory images of the current job
 
@@ -54,8 +56,13 @@ def connect(address: str | None = None) -> None:
 
     package = os.path.dirname(os.path.abspath(splitaudit.__file__))
     # No address: RAY_ADDRESS if set, else a new local runtime (never silently joining a cluster found on disk).
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING, runtime_env={"py_modules": [package], "excludes": ["__pycache__"]})
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    # A runtime we start keeps idle workers for a minute (Ray's default: 1 s beyond one per CPU): while the embedding
+    # actors hold the CPUs the idle task workers count beyond that limit, and the next stage's tasks then waited ~5 s
+    # for new ones (benchmarks/scale.py engines, docs/scale.md). A cluster we join keeps its own settings.
+    system = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS} if target == "local" else None
+    ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             runtime_env={"py_modules": [package], "excludes": ["__pycache__"]}, _system_config=system)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # splitaudit reports progress itself
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -201,7 +208,9 @@ def _mapped(tables: list[Any], call: _OnWorker, batch_size: int, actors: bool) -
             gpus = int(resources.get("GPU", 0)) if getattr(call.fn, "gpu", False) else 0
             size = gpus or max(1, int(resources.get("CPU", 1)))
             mapped = ds.map_batches(_Actor, fn_constructor_args=(call,), batch_size=batch_size, batch_format="numpy",
-                                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+                                    # Every actor from the start: growing the pool from one actor as the queue
+                                    # builds left a core idle for much of a small run (benchmarks/scale.py engines).
+                                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size),
                                     max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES,
                                     **({"num_gpus": 1} if gpus else {"num_cpus": 1}))
         else:
