@@ -246,6 +246,27 @@ def test_garments_whose_pixels_agree_are_copies_and_look_alikes_do_not_agree() -
     assert blank.mad[0] <= 4 and not pixel_agreement(blank.mad, blank.spread).any()
 
 
+def test_every_train_duplicate_of_an_eval_garment_is_found() -> None:
+    """An eval garment with four near-identical copies in train (each within a few grey levels: re-encoded,
+    re-quantised) is a copy of each of them, though only its best PER_IMAGE pairs are registered: the pixel
+    agreement compares every candidate as it lies. Its distinct neighbours are not copies of it."""
+    data = fmnist()
+    if data is None:
+        pytest.skip("Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)")
+    x, _ = data
+    garments = [np.repeat(cv2.resize(a, (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, axis=2) for a in x[:120]]
+    src = garments[0]
+    copies = [jpeg(src, 95), jpeg(src, 90), np.clip(src.astype(np.int16) + 2, 0, 255).astype(np.uint8), (src // 4) * 4]
+    train = np.stack(garments[1:] + copies)
+    images = np.concatenate([train, src[None]])
+    split = np.r_[np.zeros(len(train), np.int64), 1]
+    found = find_copies(images, split, per_image=2)
+    partners = set(found.a[found.copy & (found.b == len(train))].tolist())
+    dup = set(range(len(garments) - 1, len(train)))
+    assert partners == dup, (partners, dup)
+    assert int(found.registered[found.b == len(train)].sum()) <= 4
+
+
 def test_rotated_and_cropped_copies_register_from_the_screens_start(photos) -> None:  # type: ignore[no-untyped-def]
     """From the screen's start (the decisions' path): a copy rotated 7 deg and zoomed out 10% is found at its
     rotation (the screen tries 7 deg at zoom 1 only, the refinement moves 3 deg), and a 20% side crop of a window
