@@ -72,26 +72,53 @@ def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np
     return out
 
 
+#: Pairs screened per block of at most this many distinct b images: only the block's spectra are held
+#: (25 kB per b image with its 10 variants, 2.5 kB per a image).
+BLOCK = 1024
+
+
 def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True) -> Registration:
     """Screen the pairs (``prep`` rows ``ia[i]``, ``ib[i]``): see the module docstring. The answer is a
     :class:`~.register.Registration` (the screen's score and its best variant and shift; ``overlap`` NaN): the
-    registration's starting point."""
-    import scipy.fft as sfft
-
+    registration's starting point. Pairs run in blocks of :data:`BLOCK` distinct b images (bounded memory)."""
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
     n = len(ia)
-    small = prep.small
+    score = np.zeros(n)
+    best = np.zeros(n, np.int64)
+    shift = np.zeros(n, np.int64)
+    nv = len(VARIANTS) * (2 if mirror else 1)
+    order = np.argsort(ib, kind="stable")
+    ub, first = np.unique(ib[order], return_index=True)
+    for s in range(0, len(ub), BLOCK):
+        rows = order[first[s] : first[s + BLOCK] if s + BLOCK < len(ub) else n]
+        score[rows], best[rows], shift[rows] = _screen_block(prep.small, ia[rows], ib[rows], mirror)
+    side = prep.small.shape[1]
+    _, sx, sy = _shifts(side)
+    zoom = np.array([VARIANTS[v % len(VARIANTS)][0] for v in range(nv)])
+    theta = np.array([VARIANTS[v % len(VARIANTS)][1] for v in range(nv)])
+    # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
+    return Registration(score, best >= len(VARIANTS), 1.0 / zoom[best], theta[best], -sx[shift] / side,
+                        -sy[shift] / side, np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool))
+
+
+def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score, best variant, best shift index) of the pairs (ia, ib)."""
+    import scipy.fft as sfft
+
+    n = len(ia)
     side = small.shape[1]
-    flat, sx, sy = _shifts(side)
+    flat, _, _ = _shifts(side)
     p = side + PAD
     ua, inv_a = np.unique(ia, return_inverse=True)
     ub, inv_b = np.unique(ib, return_inverse=True)
     fa = _spectra(small[ua], ((1.0, 0.0),))[:, 0]
-    fb = _spectra(small[ub], VARIANTS)
+    nv = len(VARIANTS) * (2 if mirror else 1)
+    fb = np.zeros((len(ub), nv, p, p // 2 + 1), np.complex64)
+    fb[:, : len(VARIANTS)] = _spectra(small[ub], VARIANTS)
     if mirror:
-        fb = np.concatenate([fb, _spectra(np.ascontiguousarray(small[ub][:, :, ::-1]), VARIANTS)], axis=1)
-    nv = fb.shape[1]
+        fb[:, len(VARIANTS) :] = _spectra(np.ascontiguousarray(small[ub][:, :, ::-1]), VARIANTS)
     score = np.zeros(n)
     best = np.zeros(n, np.int64)
     shift = np.zeros(n, np.int64)
@@ -104,9 +131,4 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
         score[s : s + CHUNK] = peak[np.arange(len(x)), v]
         best[s : s + CHUNK] = v
         shift[s : s + CHUNK] = at[np.arange(len(x)), v].argmax(axis=1)
-    zoom = np.array([VARIANTS[v % len(VARIANTS)][0] for v in range(nv)])
-    theta = np.array([VARIANTS[v % len(VARIANTS)][1] for v in range(nv)])
-    # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
-    return Registration(score, best >= len(VARIANTS), 1.0 / zoom[best], theta[best], -sx[shift] / side,
-                        -sy[shift] / side, np.full(n, np.nan),
-                        np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool))
+    return score, best, shift

@@ -22,7 +22,7 @@ from .register import PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, Tra
 from .screen import screen_pairs
 
 #: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image).
-CHUNK = 4096
+CHUNK = 1024
 #: Pairs registered per eval image: its best PER_IMAGE candidates by screen score, and its best PER_IMAGE hash
 #: matches.
 PER_IMAGE = 2
@@ -67,9 +67,11 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     ids, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-    parts = [prepare(thumbs[ids[s : s + CHUNK]], side) for s in range(0, len(ids), CHUNK)]
-    small = np.concatenate([p.small for p in parts]) if parts else np.zeros((0, side // 2, side // 2), np.float32)
-    box = np.concatenate([p.box for p in parts]) if parts else np.zeros((0, 4), np.int64)
+    small = np.zeros((len(ids), side // 2, side // 2), np.float32)
+    box = np.zeros((len(ids), 4), np.int64)
+    for s in range(0, len(ids), CHUNK):  # only the half-resolution image is kept: not every chunk's full one
+        p = prepare(thumbs[ids[s : s + CHUNK]], side)
+        small[s : s + CHUNK], box[s : s + CHUNK] = p.small, p.box
     prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),
                     np.zeros((0, side, side), np.float32))
     return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror)
@@ -233,6 +235,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     if calibration is None:
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed, vectors=vectors,
                                 per_image=per_image)
+    del vectors  # 5.7 kB per image (114 MiB at 20k): not needed past the candidates and the calibration
     sc = screen(thumbs, cand.a, cand.b)
     keep = select(sc, cand.b, per_image, hashed=cand.hashed)
     got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep))
