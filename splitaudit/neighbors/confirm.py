@@ -82,36 +82,66 @@ class Confirmation(Columns):
     flipped: np.ndarray
 
 
-#: Images whose crop views (~190 kB each) are kept while confirming pairs: about 100 MB. Pairs come sorted by their
-#: first image, so its views are reused at once; 2048 (0.4 GB) held most of a 20k-photo check's peak memory.
-VIEW_CACHE = 512
+#: Bytes of crop views (341 kB per image and orientation, float32) and thumbnails (9 kB, uint8) kept while
+#: confirming pairs. Pairs come sorted by their first image, so its views are reused at once; a count-bounded cache
+#: of 2048 images held 0.7 GB at a 20k-photo check's peak, 512 still 175 MB.
+CACHE_BYTES = 48 * 2**20
+#: Share of :data:`CACHE_BYTES` for the thumbnails: re-making views from a kept thumbnail costs no decode.
+THUMB_SHARE = 0.25
 
 
-def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarray | None], *, keep: int = VIEW_CACHE) -> Confirmation:
+class ByteLRU:
+    """A least-recently-used memo of arrays bounded by the bytes it holds (``None`` values, failed decodes, count as
+    nothing); :attr:`held` is what it holds now, :attr:`peak` the most it ever held, :attr:`made` how many values
+    it had to make."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = int(budget)
+        self.held = self.peak = self.made = 0
+        self._items: OrderedDict[object, np.ndarray | None] = OrderedDict()
+
+    def get(self, key: object, make: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = make()
+        self.made += 1
+        size = 0 if value is None else value.nbytes
+        while self._items and self.held + size > self.budget:
+            old = self._items.popitem(last=False)[1]
+            self.held -= 0 if old is None else old.nbytes
+        if size <= self.budget:  # a value larger than the whole budget is used once, never kept
+            self._items[key] = value
+            self.held += size
+            self.peak = max(self.peak, self.held)
+        return value
+
+
+def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarray | None], *,
+                  cache_bytes: int = CACHE_BYTES, caches: list[ByteLRU] | None = None) -> Confirmation:
     """Aligned NCC of each pair ``(a[j], b[j])``, with ``thumb(i)`` giving image i's :func:`thumbnail` (or ``None``).
 
-    Each image is decoded once and its crop views are computed once while they stay among the ``keep`` most recently
-    used (uniform datasets send thousands of pairs that share images); pairs are visited in order of their first
-    image so its views are reused while cached.
+    Each image's thumbnail and crop views are computed once while they stay among the most recently used within
+    ``cache_bytes`` (uniform datasets send thousands of pairs that share images); pairs are visited in order of
+    their first image so its views are reused while cached. ``caches``: a list that receives the two caches
+    (thumbnails, views), to see what they held.
     """
-    views: OrderedDict[tuple[int, bool], np.ndarray | None] = OrderedDict()
-    thumbs: OrderedDict[int, np.ndarray | None] = OrderedDict()
+    thumbs = ByteLRU(int(cache_bytes * THUMB_SHARE))
+    views = ByteLRU(cache_bytes - thumbs.budget)
+    if caches is not None:
+        caches.extend((thumbs, views))
 
-    def remember(memo: OrderedDict, key: object, make: Callable[[], np.ndarray | None]) -> np.ndarray | None:
-        if key in memo:
-            memo.move_to_end(key)
-            return memo[key]
-        memo[key] = value = make()
-        if len(memo) > keep:
-            memo.popitem(last=False)
-        return value
+    def grey(i: int) -> np.ndarray | None:
+        t = thumb(i)
+        # the views are made from the thumbnail as uint8 (_views): keeping it so is exact, in a quarter of the bytes
+        return None if t is None else t.astype(np.uint8)
 
     def view(i: int, mirrored: bool) -> np.ndarray | None:
         def make() -> np.ndarray | None:
-            t = remember(thumbs, i, lambda: thumb(i))
+            t = thumbs.get(i, lambda: grey(i))
             return None if t is None else standard_views(t, mirrored)
 
-        return remember(views, (i, mirrored), make)
+        return views.get((i, mirrored), make)
 
     ncc = np.full(len(a), np.nan)
     fl = np.zeros(len(a), bool)
