@@ -58,7 +58,7 @@ def test_confirm_answers_do_not_depend_on_the_cache_budget(photos: dict[str, np.
     view_bytes = standard_views(thumbnail(images[0])).nbytes  # one orientation's views of one image
     decodes[0] = 0
     small: list[ByteLRU] = []
-    budget = 5 * view_bytes  # room for the views of two images and a half, and a few thumbnails
+    budget = 5 * view_bytes  # views of three images (one orientation each) and a few dozen thumbnails
     tight = confirm_pairs(a, b, thumb, cache_bytes=budget, caches=small)
     assert all(c.peak <= c.budget for c in small) and sum(c.budget for c in small) == budget
     assert small[1].peak >= view_bytes and small[0].peak >= THUMB * THUMB  # the caches were used
