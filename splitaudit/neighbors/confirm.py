@@ -34,16 +34,17 @@ def thumbnail(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(im, dtype=np.float32)
 
 
-def _views(t: np.ndarray) -> np.ndarray:
-    """The thumbnail's crops (all scales, 3x3 positions), each resized to SIDE×SIDE: (V, SIDE, SIDE)."""
+def raw_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
+    """The thumbnail's crops (all scales, 3x3 positions), each resized to SIDE×SIDE: (V, SIDE, SIDE) uint8 (Pillow
+    resizes grey levels to grey levels: a quarter of the float32 bytes, the same values); optionally of its mirror."""
     out = []
-    img = Image.fromarray(t.astype(np.uint8))
+    img = Image.fromarray((np.ascontiguousarray(t[:, ::-1]) if mirrored else t).astype(np.uint8))
     for s in _SCALES:
         c = int(round(THUMB * s))
         offsets = [0] if c == THUMB else [0, (THUMB - c) // 2, THUMB - c]
         for y in offsets:
             for x in offsets:
-                out.append(np.asarray(img.crop((x, y, x + c, y + c)).resize((SIDE, SIDE), Image.Resampling.BILINEAR), dtype=np.float32))
+                out.append(np.asarray(img.crop((x, y, x + c, y + c)).resize((SIDE, SIDE), Image.Resampling.BILINEAR)))
     return np.stack(out)
 
 
@@ -55,7 +56,7 @@ def _standardise(v: np.ndarray) -> np.ndarray:
 
 def standard_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
     """A thumbnail's crops, zero-mean and unit-norm, as rows (the full view first); optionally of its mirror."""
-    return _standardise(_views(np.ascontiguousarray(t[:, ::-1]) if mirrored else t))
+    return _standardise(raw_views(t, mirrored).astype(np.float32))
 
 
 def ncc_from_views(va: np.ndarray, vb: np.ndarray, vb_mirrored: np.ndarray) -> tuple[float, bool]:
@@ -82,12 +83,13 @@ class Confirmation(Columns):
     flipped: np.ndarray
 
 
-#: Bytes of crop views (341 kB per image and orientation, float32) and thumbnails (9 kB, uint8) kept while
-#: confirming pairs. Pairs come sorted by their first image, so its views are reused at once; a count-bounded cache
-#: of 2048 images held 0.7 GB at a 20k-photo check's peak, 512 still 175 MB.
+#: Bytes kept while confirming pairs: thumbnails (9 kB each, uint8), crop views (85 kB per image and orientation,
+#: uint8) and standardised views (341 kB, float32; pairs come sorted by their first image, whose views are reused at
+#: once). A cache of 2048 images' float32 views held 0.7 GB at a 20k-photo check's peak, 512 still 175 MB.
 CACHE_BYTES = 48 * 2**20
-#: Share of :data:`CACHE_BYTES` for the thumbnails: re-making views from a kept thumbnail costs no decode.
-THUMB_SHARE = 0.25
+#: Shares of :data:`CACHE_BYTES`: thumbnails (re-making views from a kept one costs no decode), crop views (the
+#: dear part: 37 crops and resizes, ~6 ms), standardised views (a cheap NumPy pass over the crop views).
+SHARES = (0.125, 0.625, 0.25)
 
 
 class ByteLRU:
@@ -123,23 +125,26 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
 
     Each image's thumbnail and crop views are computed once while they stay among the most recently used within
     ``cache_bytes`` (uniform datasets send thousands of pairs that share images); pairs are visited in order of
-    their first image so its views are reused while cached. ``caches``: a list that receives the two caches
-    (thumbnails, views), to see what they held.
+    their first image so its views are reused while cached. ``caches``: a list that receives the three caches
+    (thumbnails, crop views, standardised views), to see what they held.
     """
-    thumbs = ByteLRU(int(cache_bytes * THUMB_SHARE))
-    views = ByteLRU(cache_bytes - thumbs.budget)
+    thumbs, crops, views = (ByteLRU(int(cache_bytes * share)) for share in SHARES)
     if caches is not None:
-        caches.extend((thumbs, views))
+        caches.extend((thumbs, crops, views))
 
     def grey(i: int) -> np.ndarray | None:
         t = thumb(i)
-        # the views are made from the thumbnail as uint8 (_views): keeping it so is exact, in a quarter of the bytes
+        # raw_views() crops the thumbnail as uint8: keeping it so is exact, in a quarter of the bytes
         return None if t is None else t.astype(np.uint8)
 
     def view(i: int, mirrored: bool) -> np.ndarray | None:
-        def make() -> np.ndarray | None:
+        def crop() -> np.ndarray | None:
             t = thumbs.get(i, lambda: grey(i))
-            return None if t is None else standard_views(t, mirrored)
+            return None if t is None else raw_views(t, mirrored)
+
+        def make() -> np.ndarray | None:
+            c = crops.get((i, mirrored), crop)
+            return None if c is None else _standardise(c.astype(np.float32))
 
         return views.get((i, mirrored), make)
 
