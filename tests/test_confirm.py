@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from splitaudit.neighbors.confirm import SHARES, THUMB, ByteLRU, aligned_ncc, confirm_pairs, raw_views, thumbnail
+from splitaudit.neighbors.confirm import SHARES, THUMB, ByteLRU, aligned_ncc, confirm_pairs, pair_order, raw_views, thumbnail
 
 
 def test_byte_lru_never_holds_more_than_its_budget() -> None:
@@ -30,10 +30,10 @@ def test_byte_lru_never_holds_more_than_its_budget() -> None:
     assert lru.get("none", lambda: None) is None and lru.held <= lru.budget  # a failed decode costs nothing
 
 
-def _crops(photos: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Overlapping and distinct crops of real photos: copies (shifted crops, a mirrored one) and distinct tiles."""
+def _crops(photos: dict[str, np.ndarray], count: int = 3) -> list[np.ndarray]:
+    """Four crops of each of ``count`` real photos: copies (a shifted crop, a mirrored one) and a distinct tile."""
     out = []
-    for photo in list(photos.values())[:3]:
+    for photo in list(photos.values())[:count]:
         h, w = photo.shape[:2]
         s = min(h, w) // 2
         for dy, dx in ((0, 0), (8, 12), (s // 2, s // 2)):
@@ -87,3 +87,28 @@ def test_an_undecodable_image_gives_nan_and_is_not_retried_while_remembered(phot
     got = confirm_pairs(np.array([0, 0, 1]), np.array([1, 2, 2]), thumb)
     assert np.isnan(got.ncc[0]) and np.isnan(got.ncc[2]) and np.isfinite(got.ncc[1])
     assert calls == {0: 1, 1: 1, 2: 1}
+
+
+def test_pairs_of_one_image_are_visited_together_so_a_small_cache_makes_each_view_once(photos: dict[str, np.ndarray]) -> None:
+    """Groups of crops of one photo (every pair within a group) whose pairs arrive shuffled, under shuffled image
+    numbers: the pair order visits each group's pairs in one run, so a cache of eight images' crop views makes each
+    image's views once per orientation, and decodes it once."""
+    images = _crops(photos, len(photos))
+    n = len(images)
+    rng = np.random.default_rng(3)
+    label = rng.permutation(n)  # image numbers unrelated to the groups
+    pairs = [(label[g + i], label[g + j]) for g in range(0, n, 4) for i in range(4) for j in range(i + 1, 4)]
+    pairs = [pairs[k] for k in rng.permutation(len(pairs))]
+    a, b = np.array([min(p) for p in pairs]), np.array([max(p) for p in pairs])
+    group = np.argsort(label) // 4  # image number -> its group
+    order = pair_order(a, b)
+    assert sorted(order.tolist()) == list(range(len(a)))  # a permutation of the pairs
+    runs = 1 + int(np.count_nonzero(np.diff(group[a[order]])))
+    assert runs == n // 4  # one run of pairs per group
+    thumbs = {i: thumbnail(images[i]) for i in range(n)}
+    caches: list[ByteLRU] = []
+    budget = int(8 * raw_views(thumbs[0]).nbytes / SHARES[1]) + 1
+    got = confirm_pairs(a, b, thumbs.__getitem__, cache_bytes=budget, caches=caches)
+    assert caches[0].made == n and caches[1].made <= 2 * n
+    within = np.array([aligned_ncc(thumbs[x], thumbs[y])[0] for x, y in zip(a[:5], b[:5])])
+    np.testing.assert_array_equal(got.ncc[:5], within)
