@@ -73,7 +73,7 @@ def spy(pid: int) -> str:
     """``py-spy dump`` of ``pid`` (the Python stack running now), or why there is none."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     try:
-        return subprocess.run([exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20).stdout
+        return subprocess.run([exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20, check=False).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return f"py-spy failed: {e}"
 

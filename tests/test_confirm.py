@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from splitaudit.neighbors.confirm import SHARES, THUMB, ByteLRU, aligned_ncc, confirm_pairs, pair_order, raw_views, thumbnail
+from splitaudit.neighbors.confirm import (
+    SHARES,
+    THUMB,
+    ByteLRU,
+    aligned_ncc,
+    confirm_pairs,
+    pair_order,
+    raw_views,
+    thumbnail,
+)
 
 
 def test_byte_lru_never_holds_more_than_its_budget() -> None:

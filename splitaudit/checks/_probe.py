@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._twosample import logistic_fit, midranks
 from ..neighbors.dense import _rows
+from ._twosample import logistic_fit, midranks
 from .context import AuditContext
 
 SEED = 0
