@@ -69,7 +69,16 @@ def process_sizes(pid: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def measure(data: Path, cache: Path, backbone: str) -> dict:
+def spy(pid: int) -> str:
+    """``py-spy dump`` of ``pid`` (the Python stack running now), or why there is none."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    try:
+        return subprocess.run([exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"py-spy failed: {e}"
+
+
+def measure(data: Path, cache: Path, backbone: str, *, dumps: bool = False) -> dict:
     cmd = [sys.executable, "-c", DRIVER, str(data / "train"), str(data / "val"), str(cache), backbone]
     errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below, after the child ends
     proc = subprocess.Popen(cmd, env=peers.project_env(), stdout=subprocess.PIPE, stderr=errors, text=True,
@@ -78,6 +87,8 @@ def measure(data: Path, cache: Path, backbone: str) -> dict:
     lines: list[str] = []
     peaks: dict[str, dict[str, float]] = {}
     done = threading.Event()
+    # With ``dumps``: the stack of the largest process each time the summed RSS passes its peak by 32 MiB.
+    at_peak: list[tuple[str, float, str]] = []
 
     def read() -> None:
         assert proc.stdout is not None
@@ -95,6 +106,8 @@ def measure(data: Path, cache: Path, backbone: str) -> dict:
                 p["rss"], p["pss"] = max(p["rss"], rss), max(p["pss"], pss)
                 p["procs"] = max(p["procs"], len(sizes))
                 p["largest"] = max(p["largest"], max(s[1] for s in sizes))
+                if dumps and rss > (at_peak[-1][1] if at_peak else 0) + 32 * 2**20:
+                    at_peak.append((stage[0], rss, spy(max(sizes, key=lambda s: s[1])[0])))
             done.wait(0.05)
 
     t0 = time.perf_counter()
@@ -109,7 +122,8 @@ def measure(data: Path, cache: Path, backbone: str) -> dict:
     errors.seek(0)
     err = errors.read()
     errors.close()
-    return {"rc": proc.returncode, "wall": wall, "peaks": peaks, "lines": lines, "err": err.strip().splitlines()[-3:]}
+    return {"rc": proc.returncode, "wall": wall, "peaks": peaks, "lines": lines, "err": err.strip().splitlines()[-3:],
+            "dumps": at_peak}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,16 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=20000)
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "splitaudit-peers")
     ap.add_argument("--backbone", default="efficientnet_lite0", help='"none" for the hash-only check')
+    ap.add_argument("--cache", type=Path, help="feature cache directory to use and keep (default: a fresh one, removed)")
+    ap.add_argument("--dumps", action="store_true", help="print py-spy stacks of the largest process as the peak grows")
     args = ap.parse_args(argv)
     data = peers.make_set(args.workdir / f"photos-{args.images}", args.images)
     if args.backbone != "none":
         print(f"converted network ready ({peers.warm_model(224):.1f} s)", flush=True)
-    cache = args.workdir / "scratch" / "memory-cache"
-    shutil.rmtree(cache, ignore_errors=True)
-    cache.mkdir(parents=True)
+    cache = args.cache or args.workdir / "scratch" / "memory-cache"
+    if not args.cache:
+        shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True, exist_ok=True)
     print(f"{peers.count_images(data)} photos, load average {os.getloadavg()[0]:.1f}", flush=True)
-    res = measure(data, cache, args.backbone)
-    shutil.rmtree(cache, ignore_errors=True)
+    res = measure(data, cache, args.backbone, dumps=args.dumps)
+    if not args.cache:
+        shutil.rmtree(cache, ignore_errors=True)
     mib = 2**20
     print(f"rc {res['rc']}, {res['wall']:.0f} s wall, load average {os.getloadavg()[0]:.1f}; {' '.join(res['lines'][-1:])}")
     print(f"{'stage':28} {'RSS summed':>10} {'PSS summed':>10} {'procs':>5} {'largest':>8}  (MiB)")
@@ -135,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     top = max(res["peaks"].values(), key=lambda p: p["rss"]) if res["peaks"] else None
     if top:
         print(f"peak: {top['rss'] / mib:.0f} MiB RSS summed, {max(p['pss'] for p in res['peaks'].values()) / mib:.0f} MiB PSS summed")
+    for name, rss, text in res["dumps"][-4:]:  # the last few: what held memory as it reached the peak
+        frames = [ln.strip() for ln in text.splitlines() if ln.startswith("    ") and "(<string>" not in ln][:12]
+        print(f"-- {rss / mib:.0f} MiB in {name}:", *frames, sep="\n   ")
     if res["rc"]:
         print("stderr:", *res["err"], sep="\n  ")
     return 0 if res["rc"] == 0 else 1

@@ -26,6 +26,15 @@ def batch_columns(records: Sequence[Any], arrays: dict, rows: Sequence[int]) -> 
     return cols
 
 
+#: Rows computed (and read from or written to the cache) together: the stage holds the one (n, width) matrix and
+#: about this many bytes of a chunk's vectors besides (20k 64-px thumbnails are 78 MiB; whole, the job's outputs,
+#: their concatenation and the cache's copies held four times that at once).
+CHUNK_BYTES = 16 * 2**20
+#: The whole matrix is also kept as one cache blob (an unchanged dataset read in one query) up to this size; a
+#: bigger one is read back per digest, a chunk at a time (a blob is written and read through whole copies).
+BLOB_MAX = 16 * 2**20
+
+
 def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtype: str, records: Sequence[Any],
                       arrays: dict, rows: Sequence[int], digests: Sequence[bytes], cache: Any | None = None,
                       workers: int | None = None, progress: Progress | None = None, engine: Any | None = None
@@ -34,7 +43,8 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
 
     ``fn(batch)`` returns ``{"vector": (m, width), "ok": (m,) bool}``; rows outside ``rows`` are zero and not ok.
     Vectors are cached in ``table`` under ``version`` (rows that failed are not cached: a fixed file is retried).
-    The rows to compute run on ``engine`` (default: the local pool of ``workers`` processes)."""
+    The rows to compute run on ``engine`` (default: the local pool of ``workers`` processes), a chunk of about
+    :data:`CHUNK_BYTES` at a time."""
     from .engine import resolve_engine
 
     if progress:  # announce the stage before the cache look-ups and the workers' start-up
@@ -46,7 +56,8 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
         h.update(i.to_bytes(8, "little"))
         h.update(digests[i] or b"")
     key = h.hexdigest()
-    if cache is not None:
+    blob = n * width * np.dtype(dtype).itemsize <= BLOB_MAX
+    if cache is not None and blob:
         stored = cache.get_arrays(key)
         if stored is not None and set(stored) == {"vector", "ok"} and stored["vector"].shape == (n, width) \
                 and stored["vector"].dtype == np.dtype(dtype) and len(stored["ok"]) == n:
@@ -55,25 +66,31 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
             return stored["vector"], stored["ok"].astype(bool), 0
     matrix = np.zeros((n, width), dtype)
     ok = np.zeros(n, bool)
-    known = cache.vectors_for(table, [digests[i] for i in rows], version, dtype) if cache is not None else {}
+    chunk = max(64, CHUNK_BYTES // max(1, width * np.dtype(dtype).itemsize))
     todo: list[int] = []
-    for i in rows:
-        v = known.get(digests[i]) if digests[i] else None
-        if v is not None and len(v) == width:
-            matrix[i], ok[i] = v, True
-        else:
-            todo.append(i)
+    for s in range(0, len(rows), chunk):
+        part = rows[s : s + chunk]
+        known = cache.vectors_for(table, [digests[i] for i in part], version, dtype) if cache is not None else {}
+        for i in part:
+            v = known.get(digests[i]) if digests[i] else None
+            if v is not None and len(v) == width:
+                matrix[i], ok[i] = v, True
+            else:
+                todo.append(i)
+        del known
     if progress and len(rows) > len(todo):
         progress(len(rows) - len(todo))
-    if todo:
+    run = resolve_engine(engine, workers=workers) if todo else None
+    for s in range(0, len(todo), chunk):
+        part = todo[s : s + chunk]
         # Every per-image function decodes whole images (Pillow, NumPy reductions: no GIL held): threads locally.
-        out = resolve_engine(engine, workers=workers).map(fn, batch_columns(records, arrays, todo), progress=progress,
-                                                          releases_gil=True)
+        out = run.map(fn, batch_columns(records, arrays, part), progress=progress, releases_gil=True)  # type: ignore[union-attr]
         got, good = out["vector"].astype(dtype, copy=False), out["ok"].astype(bool)
-        matrix[np.asarray(todo)], ok[np.asarray(todo)] = got, good
+        matrix[np.asarray(part)], ok[np.asarray(part)] = got, good
         if cache is not None:
-            keep = [j for j, i in enumerate(todo) if digests[i] and good[j]]
-            cache.store_vectors(table, [digests[todo[j]] for j in keep], got[keep], version, dtype)
-    if cache is not None:
+            keep = [j for j, i in enumerate(part) if digests[i] and good[j]]
+            cache.store_vectors(table, [digests[part[j]] for j in keep], got[keep], version, dtype)
+        del out, got
+    if cache is not None and blob:
         cache.put_arrays(key, {"vector": matrix, "ok": ok})
     return matrix, ok, len(todo)

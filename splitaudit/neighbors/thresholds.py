@@ -79,14 +79,15 @@ def calibrate(emb: np.ndarray, have: np.ndarray, split_index: np.ndarray, digest
     """Calibrate on a fixed sample of training images: each one's nearest other training image that is not a known
     copy (same bytes, or hashes within the default radii) is a distinct neighbour; ``confirm`` scores the hardest
     of those pairs at pixel level."""
-    from .dense import knn
+    from .dense import _rows, knn
 
     train = np.flatnonzero(have & (split_index == 0))
     if emb.shape[1] == 0 or len(train) < 3:
         return Calibration()
     rng = np.random.default_rng(0)  # a fixed sample: same data, same threshold
     queries = train if len(train) <= NULL_SAMPLE else np.sort(rng.choice(train, NULL_SAMPLE, replace=False))
-    sims, ids = knn(emb[train], emb[queries], min(4, len(train)))
+    # the training rows are usually consecutive: a view, not a copy of most of the matrix (82 MiB at 20k photos)
+    sims, ids = knn(_rows(emb, train), emb[queries], min(4, len(train)))
     null: list[float] = []
     null_pairs: list[tuple[int, int]] = []
     for q, row_s, row_i in zip(queries, sims, ids):

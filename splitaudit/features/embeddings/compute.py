@@ -9,8 +9,6 @@ an actor pool (:mod:`splitaudit.features.engine`).
 
 from __future__ import annotations
 
-import ctypes
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,9 +18,10 @@ import numpy as np
 from PIL import Image
 
 from ...errors import invalid_parameter
+from ...memory import release_freed_memory
+from ...progress import LOAD_MODEL, staged
 from .. import decode
 from ..extract import DEFAULT_MAX_PIXELS, _read
-from ...progress import LOAD_MODEL, staged
 from .backbones import BackboneSpec, load_backbone
 
 if TYPE_CHECKING:
@@ -277,15 +276,5 @@ def embed_dataset(
         norms = np.linalg.norm(block, axis=1, keepdims=True)
         block[...] = np.where(norms > 0, block / np.maximum(norms, 1e-12), 0)
     del work
-    _release_freed_memory()
+    release_freed_memory()
     return matrix, have, len(todo)
-
-
-def _release_freed_memory() -> None:
-    """Hand the network's freed buffers back to the OS (glibc keeps them otherwise): later stages fork worker
-    processes, and every page the parent still holds is counted again in each worker's resident size."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
-            pass

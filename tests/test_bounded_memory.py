@@ -1,0 +1,43 @@
+"""Stages that gather per-pair or per-row copies of the embedding matrix do it a bounded block at a time, or
+not at all, with answers bit-identical to the whole-array computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+
+from splitaudit.checks import _probe
+from splitaudit.neighbors import matches
+
+
+def _unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("block", [1, 7, matches.COSINE_BLOCK])
+def test_pair_cosines_in_blocks_equal_the_whole_gather(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    emb = _unit(500, 64, 0)
+    rng = np.random.default_rng(1)
+    have = rng.random(len(emb)) > 0.1
+    a, b = rng.integers(0, len(emb), 3 * matches.COSINE_BLOCK + 5), rng.integers(0, len(emb), 3 * matches.COSINE_BLOCK + 5)
+    both = have[a] & have[b]
+    want = np.full(len(a), np.nan)
+    want[both] = np.einsum("ij,ij->i", emb[a[both]], emb[b[both]])
+    monkeypatch.setattr(matches, "COSINE_BLOCK", block)
+    got = matches.pair_cosines(emb, have, a, b)
+    np.testing.assert_array_equal(got, want)  # bit for bit, NaN where either row has no embedding
+    assert np.isnan(got[~both]).all() and np.isfinite(got[both]).all()
+    assert np.isnan(matches.pair_cosines(np.zeros((3, 0), np.float32), np.ones(3, bool), a[:2] % 3, b[:2] % 3)).all()
+
+
+def test_projection_centres_its_own_copy_in_place() -> None:
+    x = _unit(600, 96, 2)
+    before = x.copy()
+    with _probe._one_thread():  # the reference: PCA centring a second copy of the data (copy=True)
+        want = PCA(n_components=min(_probe.PCA_DIM, 96), svd_solver="randomized",
+                   random_state=_probe.SEED).fit_transform(x.astype(np.float64))
+    want /= np.maximum(want.std(axis=0, keepdims=True), 1e-12)
+    np.testing.assert_array_equal(_probe.project(x), want)
+    np.testing.assert_array_equal(x, before)  # the caller's matrix is never the one centred

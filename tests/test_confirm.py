@@ -1,0 +1,123 @@
+"""Pixel confirmation of candidate pairs: its memo of thumbnails and crop views is bounded by bytes, not by count,
+and a small budget changes the work, never the answers. Real photos (scikit-image / scikit-learn samples)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from splitaudit.neighbors.confirm import (
+    SHARES,
+    THUMB,
+    ByteLRU,
+    aligned_ncc,
+    confirm_pairs,
+    pair_order,
+    raw_views,
+    thumbnail,
+)
+
+
+def test_byte_lru_never_holds_more_than_its_budget() -> None:
+    lru = ByteLRU(10_000)
+    made: list[int] = []
+
+    def make(n: int) -> np.ndarray:
+        made.append(n)
+        return np.zeros(n, np.uint8)
+
+    for key, size in enumerate([4_000, 3_000, 2_000, 5_000, 1_000, 9_000, 500]):
+        lru.get(key, lambda size=size: make(size))
+        assert lru.held <= lru.budget
+        assert lru.held == sum(v.nbytes for v in lru._items.values() if v is not None)
+    assert lru.peak == 10_000  # 3k + 2k + 5k, after the 4k item went: full, never over
+    lru.get(6, lambda: make(1))  # the most recent item is still held: no new work
+    assert made[-1] == 500
+    big = lru.get("big", lambda: make(20_000))  # larger than the whole budget: returned, not kept
+    assert big is not None and len(big) == 20_000 and "big" not in lru._items and lru.held <= lru.budget
+    assert lru.made == 8
+    assert lru.get("none", lambda: None) is None and lru.held <= lru.budget  # a failed decode costs nothing
+
+
+def _crops(photos: dict[str, np.ndarray], count: int = 3) -> list[np.ndarray]:
+    """Four crops of each of ``count`` real photos: copies (a shifted crop, a mirrored one) and a distinct tile."""
+    out = []
+    for photo in list(photos.values())[:count]:
+        h, w = photo.shape[:2]
+        s = min(h, w) // 2
+        for dy, dx in ((0, 0), (8, 12), (s // 2, s // 2)):
+            out.append(np.ascontiguousarray(photo[dy : dy + s, dx : dx + s]))
+        out.append(np.ascontiguousarray(photo[:s, :s][:, ::-1]))
+    return out
+
+
+def test_confirm_answers_do_not_depend_on_the_cache_budget(photos: dict[str, np.ndarray]) -> None:
+    images = _crops(photos)
+    n = len(images)
+    a, b = (x.ravel() for x in np.triu_indices(n, 1))
+    decodes = [0]
+
+    def thumb(i: int) -> np.ndarray:
+        decodes[0] += 1
+        return thumbnail(images[i])
+
+    caches: list[ByteLRU] = []
+    roomy = confirm_pairs(a, b, thumb, cache_bytes=2**30, caches=caches)
+    assert decodes[0] == n  # each image decoded once when everything fits
+    crop_bytes = raw_views(thumbnail(images[0])).nbytes  # one orientation's crop views of one image
+    decodes[0] = 0
+    small: list[ByteLRU] = []
+    budget = int(3.5 * crop_bytes / SHARES[1])  # crop views of three images (one orientation each), six thumbnails
+    tight = confirm_pairs(a, b, thumb, cache_bytes=budget, caches=small)
+    assert all(c.peak <= c.budget for c in small) and sum(c.budget for c in small) <= budget
+    assert small[1].peak >= 3 * crop_bytes and small[0].peak >= 6 * THUMB * THUMB  # the caches were used
+    # every view made once (image 0 is never a b, so never mirrored); with less memory, some made again ...
+    assert small[1].made > caches[1].made == 2 * n - 1
+    np.testing.assert_array_equal(tight.ncc, roomy.ncc)  # ... and the very same answers
+    np.testing.assert_array_equal(tight.flipped, roomy.flipped)
+    # the memo returns what the direct computation gives, pair by pair
+    for j in range(0, len(a), 17):
+        ncc, flipped = aligned_ncc(thumbnail(images[a[j]]), thumbnail(images[b[j]]))
+        assert (ncc, flipped) == (tight.ncc[j], tight.flipped[j])
+    # the shifted crop and the mirrored crop of one photo are copies; a far crop is not
+    first = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a, b))}
+    assert roomy.ncc[first[(0, 1)]] > 0.9 and roomy.ncc[first[(0, 3)]] > 0.9 and roomy.flipped[first[(0, 3)]]
+    assert roomy.ncc[first[(0, 2)]] < roomy.ncc[first[(0, 1)]]
+
+
+def test_an_undecodable_image_gives_nan_and_is_not_retried_while_remembered(photos: dict[str, np.ndarray]) -> None:
+    images = _crops(photos)[:3]
+    calls: dict[int, int] = {}
+
+    def thumb(i: int) -> np.ndarray | None:
+        calls[i] = calls.get(i, 0) + 1
+        return None if i == 1 else thumbnail(np.asarray(Image.fromarray(images[i])))
+
+    got = confirm_pairs(np.array([0, 0, 1]), np.array([1, 2, 2]), thumb)
+    assert np.isnan(got.ncc[0]) and np.isnan(got.ncc[2]) and np.isfinite(got.ncc[1])
+    assert calls == {0: 1, 1: 1, 2: 1}
+
+
+def test_pairs_of_one_image_are_visited_together_so_a_small_cache_makes_each_view_once(photos: dict[str, np.ndarray]) -> None:
+    """Groups of crops of one photo (every pair within a group) whose pairs arrive shuffled, under shuffled image
+    numbers: the pair order visits each group's pairs in one run, so a cache of eight images' crop views makes each
+    image's views once per orientation, and decodes it once."""
+    images = _crops(photos, len(photos))
+    n = len(images)
+    rng = np.random.default_rng(3)
+    label = rng.permutation(n)  # image numbers unrelated to the groups
+    pairs = [(label[g + i], label[g + j]) for g in range(0, n, 4) for i in range(4) for j in range(i + 1, 4)]
+    pairs = [pairs[k] for k in rng.permutation(len(pairs))]
+    a, b = np.array([min(p) for p in pairs]), np.array([max(p) for p in pairs])
+    group = np.argsort(label) // 4  # image number -> its group
+    order = pair_order(a, b)
+    assert sorted(order.tolist()) == list(range(len(a)))  # a permutation of the pairs
+    runs = 1 + int(np.count_nonzero(np.diff(group[a[order]])))
+    assert runs == n // 4  # one run of pairs per group
+    thumbs = {i: thumbnail(images[i]) for i in range(n)}
+    caches: list[ByteLRU] = []
+    budget = int(8 * raw_views(thumbs[0]).nbytes / SHARES[1]) + 1
+    got = confirm_pairs(a, b, thumbs.__getitem__, cache_bytes=budget, caches=caches)
+    assert caches[0].made == n and caches[1].made <= 2 * n
+    within = np.array([aligned_ncc(thumbs[x], thumbs[y])[0] for x, y in zip(a[:5], b[:5])])
+    np.testing.assert_array_equal(got.ncc[:5], within)
