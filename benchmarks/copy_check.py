@@ -69,6 +69,8 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
            "false_why": [f"train {a} ~ eval {b}: {why[(a, b)]}" for a, b in sorted(found) if (a, b) not in known][:5]}
     if gt is not None:
         out["gt"] = sum((j, i) in found for i, j, _ in gt), len(gt)
+        # the target counts test images: each with at least one of its train duplicates found
+        out["gt_images"] = len({i for i, j, _ in gt if (j, i) in found}), len({i for i, _, _ in gt})
     del pos_tr, pos_ev
     return out
 
@@ -81,7 +83,8 @@ def show(name: str, suite: Suite, backbone: str, gt: list | None = None) -> None
     for v, r in res.items():
         label = "verifier on " if v else "verifier off"
         worst = min(r["per"].items(), key=lambda kv: kv[1]) if r["per"] else ("-", float("nan"))
-        extra = f", ground truth {r['gt'][0]}/{r['gt'][1]}" if "gt" in r else ""
+        extra = (f", ground truth {r['gt'][0]}/{r['gt'][1]} pairs, {r['gt_images'][0]}/{r['gt_images'][1]} images"
+                 if "gt" in r else "")
         print(f"  {label}: recall {r['recall']:.3f} (worst: {worst[0]} {worst[1]:.2f}), false {r['false']:.2f} per 1k eval "
               f"({r['false_by_score']} pairs by the copy score alone) "
               f"(similar-band {r['false_sim']:.1f}), hard negatives reported {r['hard']}/{r['n_hard']}{extra}, "
