@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..neighbors.register import PIXEL_MAD
+
 Z95 = 1.959963984540054
 
 
@@ -45,8 +47,9 @@ def copy_sources(ctx: Any, val_rows: np.ndarray) -> CopySources:
     split = ctx.split_index
     pixel_ok = np.nan_to_num(m.ncc, nan=-1.0) >= ctx.ncc_threshold()
     verified = m.same_bytes | m.same_pixels | pixel_ok | (m.hashed & m.cos_ok & ~np.isnan(m.cosine))
-    if ctx.options.verify:  # registered by the copy verifier at its calibrated copy cut: verified too
+    if ctx.options.verify:  # registered by the copy verifier at its calibrated copy cut, or pixels that agree: verified
         verified |= np.nan_to_num(m.copy_score, nan=-1.0) >= ctx.copies().calibration.copy_cut
+        verified |= m.copy & (np.nan_to_num(m.copy_mad, nan=np.inf) <= PIXEL_MAD)
     # Strongest evidence first, so each validation image keeps its best match.
     strength = m.same_bytes * 4.0 + m.same_pixels * 2.0 + verified * 1.0 + np.nan_to_num(m.ncc, nan=0.0) * 0.1
     best: dict[int, tuple[float, int, bool]] = {}
