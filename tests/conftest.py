@@ -182,3 +182,12 @@ def tree_state(root: Path) -> dict[str, tuple[bytes, int]]:
             except PermissionError:
                 out[str(p.relative_to(root))] = (b"unreadable", p.stat().st_mtime_ns)
     return out
+
+
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` of a child the tests interrupt: Ctrl-C at its default action, as under a terminal. A shell
+    starts a background job (``pytest ... &``) with SIGINT ignored, the child inherits that, and Python keeps an
+    inherited ignore: the tests' SIGINT would then be lost and the run would finish (seen in a backgrounded suite)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tile_splits
+from conftest import sigint_as_in_a_terminal, tile_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -64,7 +64,8 @@ def _start(splits: list[str], cache: Path, models: Path | None = None) -> subpro
     if models is not None:
         env["SPLITAUDIT_MODEL_DIR"] = str(models)
     cmd = [sys.executable, "-m", "splitaudit", "check", *splits, "--format", "json", "--cache-dir", str(cache), "--exit-zero"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=sigint_as_in_a_terminal)
 
 
 def _finish(proc: subprocess.Popen) -> tuple[int, str]:

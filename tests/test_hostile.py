@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import save, tiles_of
+from conftest import save, sigint_as_in_a_terminal, tiles_of
 from splitaudit import audit
 from splitaudit.checks import all_checks
 from splitaudit.errors import SplitauditError
@@ -310,7 +310,8 @@ def test_sigint_keeps_finished_work_and_exits_130(tmp_path: Path, photos: dict[s
     cmd = [sys.executable, "-m", "splitaudit", "check", str(tmp_path / "train"), str(tmp_path / "val"), "--backbone", "none",
            "--workers", "2", "--format", "json"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     try:
         _interrupt_and_check(proc, _isolated_cache, tmp_path, len(tiles))
     finally:
