@@ -335,25 +335,29 @@ def test_deterministic_and_bounded(tiles, monkeypatch: pytest.MonkeyPatch) -> No
     a = np.arange(0, 20)
     b = np.arange(20, 40)
     first = verify_pairs(imgs, a, b)
-    calls = {"score": 0, "match": 0}
-    score, match = rg._Pair.score, rg._template_match
+    calls = {"score": 0, "pairs": 0, "match": 0}
+    score, match = rg._Stack.score, rg._template_match
 
-    def counted_score(self, *args):  # type: ignore[no-untyped-def]
+    def counted_score(self, params, *args):  # type: ignore[no-untyped-def]
         calls["score"] += 1
-        return score(self, *args)
+        calls["pairs"] += len(params)
+        return score(self, params, *args)
 
     def counted_match(*args):  # type: ignore[no-untyped-def]
         calls["match"] += 1
         return match(*args)
 
-    monkeypatch.setattr(rg._Pair, "score", counted_score)
+    monkeypatch.setattr(rg._Stack, "score", counted_score)
     monkeypatch.setattr(rg, "_template_match", counted_match)
-    second = verify_pairs(imgs, a, b)
-    for f in ("score", "mirrored", "scale", "angle", "dx", "dy", "overlap"):
+    second = verify_pairs(imgs, a, b, workers=1)
+    third = verify_pairs(imgs, a, b, workers=2)
+    for f in ("score", "mirrored", "scale", "angle", "dx", "dy", "overlap", "mad"):
         assert np.array_equal(getattr(first, f), getattr(second, f))
-    # a fixed search per pair: 2 x 7 zooms + 2 x 4 angles at half resolution, 2 + 3 re-found, 1 + 2 x 4 x 3 + 1 scores
-    assert calls["match"] <= 20 * (22 + 5)
-    assert calls["score"] <= 20 * 26
+        assert np.array_equal(getattr(first, f), getattr(third, f))
+    # a fixed search per pair: 2 x 7 zooms + 2 x 4 angles at half resolution, 2 + 3 re-found; the refinement and
+    # the final score batched over the pairs: 1 + 2 x 4 x 3 + 1 scores of all pairs at once
+    assert calls["match"] <= 2 * 20 * (22 + 5)
+    assert calls["score"] <= 2 * 26 and calls["pairs"] <= 2 * 20 * 26
 
 
 def test_the_null_tail_fit_hits_its_rate_and_ignores_the_bulk_and_likely_copies() -> None:

@@ -18,46 +18,64 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .register import PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, Transform, prepare, register_pair
+from .register import PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, Transform, prepare, register_pairs
 from .screen import screen_pairs
 
-#: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image).
-CHUNK = 1024
+#: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image, ~30 kB
+#: per pair in flight), one chunk per thread.
+CHUNK = 512
 #: Pairs registered per eval image: its best PER_IMAGE candidates by screen score, and its best PER_IMAGE hash
 #: matches.
 PER_IMAGE = 2
 
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
-                 start: Registration | None = None, prune: bool = True) -> Registration:
+                 start: Registration | None = None, prune: bool = True, workers: int | None = None) -> Registration:
     """Register and score every pair (``thumbs[a[i]]``, ``thumbs[b[i]]``): a copy score per pair and the transform
     that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair). ``start``:
     each pair's :func:`screen` answer, the starting point that replaces the half-resolution search. ``prune``:
     pairs whose template peak stays under :data:`~.register.PRUNE` skip the refinement (the calibration's null
-    does not prune: its scores, low ones included, are what the cut is fitted to)."""
+    does not prune: its scores, low ones included, are what the cut is fitted to). ``workers``: threads (default:
+    one per core); the answer does not depend on them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..features.runner import default_workers
+
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     n = len(a)
     out = {f.name: np.zeros(n, bool if f.name in ("mirrored", "still") else np.float64) for f in fields(Registration)}
     order = np.lexsort((a, b))
-    for begin in range(0, n, CHUNK):
+
+    def chunk(begin: int) -> None:  # writes its own rows of ``out``: chunks run side by side
         sel = order[begin : begin + CHUNK]
         ids, inv = np.unique(np.concatenate([a[sel], b[sel]]), return_inverse=True)
         prep = prepare(thumbs[ids], side)
         ia, ib = inv[: len(sel)], inv[len(sel) :]
-        for j, x, y in zip(sel.tolist(), ia.tolist(), ib.tolist()):
-            seed = None if start is None else (bool(start.mirrored[j]), float(start.scale[j]), float(start.angle[j]))
-            score, flipped, (k, theta, dx, dy), overlap, _, mad, spread, still = register_pair(prep, x, y, mirror=mirror, start=seed, prune=prune)
-            out["score"][j] = score
-            out["mirrored"][j] = flipped
-            out["scale"][j] = k  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
-            out["angle"][j] = theta
-            out["dx"][j] = dx / side
-            out["dy"][j] = dy / side
-            out["overlap"][j] = min(overlap, 1.0)
-            out["mad"][j] = mad
-            out["spread"][j] = spread
-            out["still"][j] = still
+        seeds = None if start is None else list(zip(start.mirrored[sel].tolist(), start.scale[sel].tolist(),
+                                                    start.angle[sel].tolist()))
+        r = register_pairs(prep, ia, ib, mirror=mirror, starts=seeds, prune=prune)
+        out["score"][sel] = r.score
+        out["mirrored"][sel] = r.mirrored
+        out["scale"][sel] = r.params[:, 0]  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
+        out["angle"][sel] = r.params[:, 1]
+        out["dx"][sel] = r.params[:, 2] / side
+        out["dy"][sel] = r.params[:, 3] / side
+        out["overlap"][sel] = np.minimum(r.overlap, 1.0)
+        out["mad"][sel] = r.mad
+        out["spread"][sel] = r.spread
+        out["still"][sel] = r.still
+
+    # Threads, not processes: the time goes to OpenCV's template matching and warps and to large NumPy operations,
+    # which release the GIL; a thread adds no memory of its own and works where forking is unsafe (TensorFlow or
+    # faiss threads running).
+    workers = min(default_workers() if workers is None else workers, max(1, -(-n // CHUNK)))
+    if workers <= 1:
+        for begin in range(0, n, CHUNK):
+            chunk(begin)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="splitaudit-verify") as pool:
+            list(pool.map(chunk, range(0, n, CHUNK)))
     return Registration(**out)
 
 
