@@ -25,8 +25,8 @@ VARIANTS = ((1.0, 0.0), (1.15, 0.0), (1 / 1.15, 0.0), (1.0, 7.0), (1.0, -7.0))
 #: Zero padding of the FFT (pixels added to the half-resolution side). None: the Hann window already takes the
 #: edges to zero, so a shift of up to MAX_OFFSET wraps little (padding to 32 px cost 1.7x the work).
 PAD = 0
-#: Pairs screened together (memory: ~45 kB per pair).
-CHUNK = 1024
+#: Pairs screened together (memory: ~45 kB per pair), one chunk per thread.
+CHUNK = 512
 
 
 @functools.lru_cache(maxsize=4)
@@ -105,7 +105,11 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
 def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(score, best variant, best shift index) of the pairs (ia, ib)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import scipy.fft as sfft
+
+    from ..features.runner import default_workers
 
     n = len(ia)
     side = small.shape[1]
@@ -122,7 +126,8 @@ def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: boo
     score = np.zeros(n)
     best = np.zeros(n, np.int64)
     shift = np.zeros(n, np.int64)
-    for s in range(0, n, CHUNK):
+
+    def chunk(s: int) -> None:  # its own rows of the outputs: chunks run side by side
         x, y = inv_a[s : s + CHUNK], inv_b[s : s + CHUNK]
         corr = sfft.irfft2(np.conj(fa[x])[:, None] * fb[y], s=(p, p), axes=(2, 3))  # sum_u a(u) b_v(u + s)
         at = corr.reshape(len(x), nv, p * p)[:, :, flat]
@@ -131,4 +136,14 @@ def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: boo
         score[s : s + CHUNK] = peak[np.arange(len(x)), v]
         best[s : s + CHUNK] = v
         shift[s : s + CHUNK] = at[np.arange(len(x)), v].argmax(axis=1)
+
+    # threads: the FFTs and the large array operations release the GIL (no memory of their own, safe where forking
+    # is not)
+    workers = min(default_workers(), -(-n // CHUNK))
+    if workers <= 1:
+        for s in range(0, n, CHUNK):
+            chunk(s)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="splitaudit-screen") as pool:
+            list(pool.map(chunk, range(0, n, CHUNK)))
     return score, best, shift
