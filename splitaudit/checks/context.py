@@ -314,7 +314,7 @@ class AuditContext:
         def compute() -> CopyMatches:
             return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
                 thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None, have_embedding=have,
-                hash_a=hp.a, hash_b=hp.b, trust_hashes=trusted))
+                hash_a=hp.a, hash_b=hp.b, trust_hashes=trusted, workers=self.options.workers))
 
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
         # of the key, so a changed algorithm never serves results of the old one.

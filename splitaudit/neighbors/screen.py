@@ -77,10 +77,12 @@ def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np
 BLOCK = 1024
 
 
-def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True) -> Registration:
+def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, workers: int | None = None
+                 ) -> Registration:
     """Screen the pairs (``prep`` rows ``ia[i]``, ``ib[i]``): see the module docstring. The answer is a
     :class:`~.register.Registration` (the screen's score and its best variant and shift; ``overlap`` NaN): the
-    registration's starting point. Pairs run in blocks of :data:`BLOCK` distinct b images (bounded memory)."""
+    registration's starting point. Pairs run in blocks of :data:`BLOCK` distinct b images (bounded memory), each
+    block's chunks on ``workers`` threads (default: one per core; the answer does not depend on them)."""
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
     n = len(ia)
@@ -92,7 +94,7 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     ub, first = np.unique(ib[order], return_index=True)
     for s in range(0, len(ub), BLOCK):
         rows = order[first[s] : first[s + BLOCK] if s + BLOCK < len(ub) else n]
-        score[rows], best[rows], shift[rows] = _screen_block(prep.small, ia[rows], ib[rows], mirror)
+        score[rows], best[rows], shift[rows] = _screen_block(prep.small, ia[rows], ib[rows], mirror, workers)
     side = prep.small.shape[1]
     _, sx, sy = _shifts(side)
     zoom = np.array([VARIANTS[v % len(VARIANTS)][0] for v in range(nv)])
@@ -102,7 +104,7 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
                         -sy[shift] / side, np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool))
 
 
-def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool
+def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool, workers: int | None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(score, best variant, best shift index) of the pairs (ia, ib)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -139,7 +141,7 @@ def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: boo
 
     # threads: the FFTs and the large array operations release the GIL (no memory of their own, safe where forking
     # is not)
-    workers = min(default_workers(), -(-n // CHUNK))
+    workers = min(default_workers() if workers is None else workers, -(-n // CHUNK))
     if workers <= 1:
         for s in range(0, n, CHUNK):
             chunk(s)

@@ -79,7 +79,8 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
     return Registration(**out)
 
 
-def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True) -> Registration:
+def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
+           workers: int | None = None) -> Registration:
     """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
     image is kept: ~2.3 kB each), all pairs screened at once."""
     a = np.asarray(a, np.int64)
@@ -92,7 +93,7 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
         small[s : s + CHUNK], box[s : s + CHUNK] = p.small, p.box
     prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),
                     np.zeros((0, side, side), np.float32))
-    return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror)
+    return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers)
 
 
 def _best_per_image(score: np.ndarray, b: np.ndarray, per_image: int, among: np.ndarray) -> np.ndarray:
@@ -233,14 +234,15 @@ def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy:
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool = False,
-                calibration=None, seed: int = 0, per_image: int = PER_IMAGE) -> CopyMatches:  # type: ignore[no-untyped-def]
+                calibration=None, seed: int = 0, per_image: int = PER_IMAGE, workers: int | None = None) -> CopyMatches:  # type: ignore[no-untyped-def]
     """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
     candidate, registration of each eval image's ``per_image`` best candidates and best hash matches,
     calibration on the training split (unless one is given), decisions, and every record's best copy score.
 
     ``thumbs``: (N, s, s[, 3]) uint8 squashed thumbnails of every record (32 px for tiny images, 64 px for
     photos); ``split_index``: 0 = train, then the later splits; ``valid``: rows that decoded; ``trust_hashes``:
-    hash matches are copies on their own (see :func:`decide`)."""
+    hash matches are copies on their own (see :func:`decide`); ``workers``: threads of the screen and the
+    registration (default: one per core; the answer does not depend on them)."""
     from .calibrate import calibrate
     from .candidates import VIEWS, candidate_pairs, view_vectors
 
@@ -252,11 +254,11 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                            hash_a=hash_a, hash_b=hash_b, vectors=vectors)
     if calibration is None:
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed, vectors=vectors,
-                                per_image=per_image)
+                                per_image=per_image, workers=workers)
     del vectors  # 5.7 kB per image (114 MiB at 20k): not needed past the candidates and the calibration
-    sc = screen(thumbs, cand.a, cand.b)
+    sc = screen(thumbs, cand.a, cand.b, workers=workers)
     keep = select(sc, cand.b, per_image, hashed=cand.hashed)
-    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep))
+    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep), workers=workers)
     reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
            for f in fields(Registration)}
     for name, col in reg.items():
