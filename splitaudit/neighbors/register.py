@@ -496,19 +496,25 @@ def _start(prep: Prepared, i: int, j: int, *, mirror: bool, refine: bool, start:
         p2, params2 = _coarse(pairs[fl], k >= 1.0, 1.0 / k if k >= 1.0 else k, theta if k >= 1.0 else -theta)
         if p2 > best:
             best, params, flipped = p2, params2, fl
-    if start is not None and ROTATE_FROM <= best < ROTATE_BELOW:
-        # The screen tries one rotation each way (7 deg) at zoom 1 only, and the refinement moves the angle by
-        # 3 deg at most: a rotated, cropped copy started unrotated (measured: 'rotate 7 + crop 10%' at
-        # 0.86-0.93 from the start, 0.996 with the full search). The rotations of the full search, at the best
-        # zoom and orientation.
-        k0 = params[0]
-        for theta in ANGLES:
-            p2, params2 = _coarse(pairs[flipped], k0 >= 1.0, 1.0 / k0 if k0 >= 1.0 else k0, theta if k0 >= 1.0 else -theta)
-            if p2 > best:
-                best, params = p2, params2
     if start is not None:
         peak = best  # the full-resolution template peak of the best hypothesis
     return flipped, params, peak, peak >= PRUNE or not prune
+
+
+def _rotated_starts(stack: _Stack, params: np.ndarray) -> np.ndarray:
+    """The screen tries one rotation each way (7 deg) at zoom 1 only, and the refinement moves the angle by 3 deg
+    at most: a rotated, cropped copy starts unrotated (measured: 'rotate 7 + crop 10%' at 0.86-0.93 from the start,
+    0.996 with the full search). Each pair's start turned by each of ANGLES at its zoom and shift, scored all at
+    once; the best of these and the start itself is where the refinement begins."""
+    best, _ = stack.score(params)
+    out = params.copy()
+    for theta in ANGLES:
+        turned = params.copy()
+        turned[:, 1] = theta
+        s, _ = stack.score(turned)
+        better = s > best
+        out[better], best[better] = turned[better], s[better]
+    return out
 
 
 @dataclass(frozen=True)
@@ -554,7 +560,15 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
     stack = _Stack(prep.image[ia], prep.box[ia], b, box_b)
     if todo.any():
         sub = _Stack(prep.image[ia[todo]], prep.box[ia[todo]], b[todo], box_b[todo])
-        params[todo] = _refine_stack(sub, params[todo])
+        start_p = params[todo]
+        if starts is not None:
+            # a template peak in [ROTATE_FROM, ROTATE_BELOW): a well-fitting start needs no other rotation, and a
+            # distinct pair searched more only scores higher by chance
+            turn = (peak[todo] >= ROTATE_FROM) & (peak[todo] < ROTATE_BELOW)
+            if turn.any():
+                start_p[turn] = _rotated_starts(_Stack(sub.a.reshape(-1, side, side)[turn], prep.box[ia[todo]][turn],
+                                                       b[todo][turn], box_b[todo][turn]), start_p[turn])
+        params[todo] = _refine_stack(sub, start_p)
     score, overlap = stack.final(params)
     gb = prep.grey[ib].copy()
     gb[flipped] = gb[flipped][:, :, ::-1]
