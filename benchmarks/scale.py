@@ -21,6 +21,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,8 @@ HASH_CHECKS = ["exact-duplicates", "pixel-duplicates", "near-duplicates"]
 
 
 def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = None, folder: Path | None = None,
-           select: list[str] | None = None) -> tuple[float, str, dict[str, float]]:
+           select: list[str] | None = None, on_stage: Callable[[str, int, int], None] | None = None,
+           ) -> tuple[float, str, dict[str, float]]:
     """A cold check (fresh cache): wall seconds, the JSON report, and seconds per stage (from a stage's first
     progress event to the next stage's first one)."""
     import splitaudit
@@ -95,6 +97,8 @@ def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = 
 
     def progress(stage: str, done: int, total: int) -> None:
         first.setdefault(stage, time.perf_counter())
+        if on_stage is not None:
+            on_stage(stage, done, total)
 
     source: dict = {"manifest": manifest(n)} if folder is None else {}
     splits = [folder / "train", folder / "val"] if folder is not None else []
@@ -148,11 +152,43 @@ def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, sk
                           "identical_json": len(reports["local"] | reports["ray"]) == 1}), flush=True)
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
+
+
 def rss(n: int, engine: str) -> None:
-    """Peak RSS of this (driver) process over a cold hash-only check of ``n`` images (pool workers excluded)."""
-    t, _, _ = _audit(n, engine)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": n, "engine": engine, "seconds": round(t, 1), "peak_driver_rss_mb": round(peak_mb)}))
+    """Peak RSS of this (driver) process over a cold hash-only check of ``n`` images (pool workers excluded), and
+    per stage: its seconds, the RSS when it started and its peak. No sampling thread (a second thread makes the
+    pool run threads instead of forked workers): the kernel's high-water mark (VmHWM) is read at each stage's
+    start and reset there (``/proc/self/clear_refs``), so each stage's peak is its own."""
+
+    def reset_peak() -> None:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+
+    order: list[str] = []
+    at_start: dict[str, float] = {}
+    peak: dict[str, float] = {}
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        if stage not in at_start:
+            if order:
+                peak[order[-1]] = _status_mb("VmHWM")
+            at_start[stage] = _status_mb("VmRSS")
+            order.append(stage)
+            reset_peak()
+            print(json.dumps({"stage": stage, "rss_mb": round(at_start[stage]), "load": os.getloadavg()[0],
+                              "utc": time.strftime("%H:%M:%S", time.gmtime())}), flush=True)
+
+    reset_peak()
+    t, _, times = _audit(n, engine, on_stage=on_stage)
+    peak[order[-1]] = _status_mb("VmHWM")  # the last stage, up to the end of the report
+    per_stage = {s: {"s": times.get(s), "rss_start_mb": round(at_start[s]), "rss_peak_mb": round(peak[s])}
+                 for s in order}
+    print(json.dumps({"n": n, "engine": engine, "seconds": round(t, 1),
+                      "peak_driver_rss_mb": round(max(peak.values())), "stages": per_stage,
+                      "load": os.getloadavg()}), flush=True)
 
 
 def _clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
