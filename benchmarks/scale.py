@@ -3,6 +3,7 @@
     python benchmarks/scale.py data --n 1000000            # small JPEGs under /tmp/sa-scale (crops of real photos)
     python benchmarks/scale.py engines --n 20000 [--embed]  # cold run, local pool vs Ray, one ratio per stage
     python benchmarks/scale.py engines --folder /tmp/splitaudit-peers/photos-2000 --embed --rounds 2  # A B A B
+    python benchmarks/scale.py hashstage --n 20000 --rounds 2  # the hash stage alone, local vs Ray, A B A B
     python benchmarks/scale.py rss --n 100000 --engine local  # peak driver RSS of a hash-only check
     python benchmarks/scale.py search --base 1000000 --queries 100000 --dim 256   # dense
     python benchmarks/scale.py binary --base 1000000 --queries 100000   # Hamming radius search, flat vs MIH
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +153,75 @@ def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, sk
                           "ray_over_local_best": round(min(times["ray"]) / min(times["local"]), 3),
                           "ray_startup_s": round(startup, 1),
                           "identical_json": len(reports["local"] | reports["ray"]) == 1}), flush=True)
+
+
+@dataclass(frozen=True)
+class _Canned:
+    """A batch function that does no work: the hash stage's output columns for as many rows as it is given (the
+    engines' own cost per row, without decoding)."""
+
+    out: dict
+
+    def __call__(self, batch: dict) -> dict:
+        m = len(batch["path"])
+        return {k: v[:m].copy() for k, v in self.out.items()}
+
+
+def _hash_once(n: int, engine_name: str, work: bool) -> dict:
+    """One timed hash stage (``work``) or no-work pass of ``n`` rows on an engine, in this process."""
+    from splitaudit.features.engine import Engine
+    from splitaudit.features.extract import HashOptions
+    from splitaudit.features.table import _Extract, batch_columns, compute_features
+    from splitaudit.scan import scan
+
+    dataset = scan(None, manifest=manifest(n))
+    engine = Engine(engine_name)
+    if work:
+        c0, t0 = time.process_time(), time.perf_counter()
+        table = compute_features(dataset, cache=None, engine=engine)
+        t, cpu = time.perf_counter() - t0, time.process_time() - c0
+        digest = hashlib.sha256()
+        for k in ("digest", "pixel_digest", "phash", "dhash", "status", "width", "height"):
+            digest.update(repr(table[k].tolist()).encode())
+        return {"seconds": round(t, 2), "driver_cpu_s": round(cpu, 2), "columns_sha": digest.hexdigest()[:16]}
+    sample = _Extract(HashOptions())(batch_columns(dataset.records[:64], {}))
+    canned = _Canned({k: np.concatenate([v] * 16) for k, v in sample.items()})
+    cols = batch_columns(dataset.records, {})
+    c0, t0 = time.process_time(), time.perf_counter()
+    engine.map(canned, cols)
+    t, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": round(t, 2), "driver_cpu_s": round(cpu, 2), "us_per_row": round(t / n * 1e6, 1)}
+
+
+def hash_stage(n: int, rounds: int) -> None:
+    """The hash stage alone (``compute_features``, no cache), local pool and Ray interleaved (A B A B): wall seconds
+    and the driver's CPU seconds per run, the output columns compared; then the engines' own cost per row with a
+    batch function that does no work (``_Canned``: the same output columns, no decoding). The local runs are each
+    a fresh process that never imports Ray, as the CLI runs them (in a process with Ray's threads the pool would
+    be threads, not forked workers)."""
+    import subprocess
+
+    from splitaudit.features.ray_engine import connect
+
+    def local(work: bool) -> dict:
+        cmd = [sys.executable, __file__, "hashstage", "--n", str(n), "--one", "local" if work else "local-nowork"]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+
+    t0 = time.perf_counter()
+    connect(None)
+    print(json.dumps({"n": n, "ray_startup_s": round(time.perf_counter() - t0, 1), "load": os.getloadavg()}), flush=True)
+    for work in (True, False):
+        times: dict[str, list[float]] = {"local": [], "ray": []}
+        shas = set()
+        for r in range(rounds):
+            for name in ("local", "ray"):
+                got = local(work) if name == "local" else _hash_once(n, "ray", work)
+                times[name].append(got["seconds"])
+                shas.add(got.get("columns_sha"))
+                print(json.dumps({"work": work, "round": r, "engine": name, **got, "load": os.getloadavg()[0]}), flush=True)
+        print(json.dumps({"n": n, "work": work, "ray_over_local": [round(b / a, 3) for a, b in zip(times["local"], times["ray"])],
+                          "sum_ratio": round(sum(times["ray"]) / sum(times["local"]), 3),
+                          **({"identical_columns": len(shas) == 1} if work else {})}), flush=True)
 
 
 def _status_mb(field: str) -> float:
@@ -316,13 +388,14 @@ def _exact(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["data", "engines", "rss", "search", "binary"])
+    ap.add_argument("what", choices=["data", "engines", "hashstage", "rss", "search", "binary"])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--engine", default="local", choices=["local", "ray"])
     ap.add_argument("--embed", action="store_true", help="also time the embedding stage (efficientnet_lite0)")
     ap.add_argument("--folder", type=Path, help="engines: a folder with train/ and val/ (e.g. a peers.py photo set)")
     ap.add_argument("--rounds", type=int, default=1, help="engines: interleaved local/Ray rounds")
     ap.add_argument("--skip-hash", action="store_true", help="engines: only the embedding runs (with --embed)")
+    ap.add_argument("--one", help="hashstage: one run in this process (local, local-nowork, ray, ray-nowork)")
     ap.add_argument("--base", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=256)
@@ -338,6 +411,10 @@ def main() -> None:
         make_data(a.n)
     elif a.what == "engines":
         engines(a.n, a.embed, a.folder, a.rounds, a.skip_hash)
+    elif a.what == "hashstage" and a.one:
+        print(json.dumps(_hash_once(a.n, a.one.removesuffix("-nowork"), not a.one.endswith("-nowork"))))
+    elif a.what == "hashstage":
+        hash_stage(a.n, a.rounds)
     elif a.what == "rss":
         rss(a.n, a.engine)
     elif a.what == "binary":
