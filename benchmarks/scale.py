@@ -116,6 +116,16 @@ def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = 
     return end - t0, report.to_json(), stages
 
 
+def _audit_elsewhere(n: int, backbone: str, folder: Path | None, select: list[str]) -> tuple[float, str, dict[str, float]]:
+    """:func:`_audit` on the local engine in a fresh Python process (the report as its SHA-256)."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "engines", "--n", str(n), "--one", json.dumps([backbone, select]),
+           *(["--folder", str(folder)] if folder is not None else [])]
+    got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    return got["seconds"], got["sha"], got["stages_s"]
+
+
 def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, skip_hash: bool = False) -> None:
     """Cold runs (fresh cache) of the same check, local pool and Ray interleaved (A B A B, ``rounds`` times); the Ray
     runtime is started first and its start-up reported apart (a cluster is started once and serves many runs).
@@ -142,7 +152,11 @@ def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, sk
         reports: dict[str, set[str]] = {"local": set(), "ray": set()}
         for r in range(rounds):
             for engine in ("local", "ray"):
-                t, js, stages = _audit(n, engine, backbone, folder=folder, select=select)
+                if engine == "local":  # a fresh process: with Ray's threads in this one the pool would be threads
+                    t, js, stages = _audit_elsewhere(n, backbone, folder, select)
+                else:
+                    t, js, stages = _audit(n, engine, backbone, folder=folder, select=select)
+                    js = hashlib.sha256(js.encode()).hexdigest()
                 times[engine].append(t)
                 reports[engine].add(js)
                 print(json.dumps({"n": n, "backbone": backbone, "round": r, "engine": engine, "seconds": round(t, 1),
@@ -395,7 +409,7 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, help="engines: a folder with train/ and val/ (e.g. a peers.py photo set)")
     ap.add_argument("--rounds", type=int, default=1, help="engines: interleaved local/Ray rounds")
     ap.add_argument("--skip-hash", action="store_true", help="engines: only the embedding runs (with --embed)")
-    ap.add_argument("--one", help="hashstage: one run in this process (local, local-nowork, ray, ray-nowork)")
+    ap.add_argument("--one", help="hashstage: one run in this process (local, local-nowork, ray, ray-nowork); engines: [backbone, select] as JSON")
     ap.add_argument("--base", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=256)
@@ -409,6 +423,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.what == "data":
         make_data(a.n)
+    elif a.what == "engines" and a.one:
+        backbone, select = json.loads(a.one)
+        t, js, stages = _audit(a.n, "local", backbone, folder=a.folder, select=select)
+        print(json.dumps({"seconds": t, "sha": hashlib.sha256(js.encode()).hexdigest(), "stages_s": stages}))
     elif a.what == "engines":
         engines(a.n, a.embed, a.folder, a.rounds, a.skip_hash)
     elif a.what == "hashstage" and a.one:
