@@ -70,8 +70,25 @@ def connect(address: str | None = None) -> None:
     # other work they got a fraction of a core (a batch took 10x its CPU time in wall time; benchmarks/scale.py
     # hashstage). A cluster we join keeps its own settings.
     system = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS, "worker_niceness": 0} if target == "local" else None
-    ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-             runtime_env={"py_modules": [package], "excludes": ["__pycache__"]}, _system_config=system)
+    if target == "local":
+        # The runtime's workers run on this machine with this Python and inherit its environment: the package's
+        # folder first on their PYTHONPATH makes them import this very splitaudit, without a runtime environment.
+        # A runtime environment (py_modules) made every worker a dedicated one, started only when the first batch
+        # came (5-9 s under load before the first batch, against 1.5-1.9 s for the workers Ray starts with the
+        # runtime; benchmarks/scale.py hashstage, docs/scale.md).
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([os.path.dirname(package), *([saved] if saved else [])])
+        try:
+            ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     _system_config=system)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+    else:
+        ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env={"py_modules": [package], "excludes": ["__pycache__"]})
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # splitaudit reports progress itself
     logging.getLogger("ray.data").setLevel(logging.WARNING)
