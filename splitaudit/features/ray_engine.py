@@ -9,8 +9,8 @@ columns by row number while the run streams, so the driver holds only its output
 What is required where: the driver needs the dataset's listing (a folder it can walk, or a CSV manifest) and its
 cache; the workers need the image files at the same paths (a shared or replicated file system: a manifest path the
 driver cannot stat is still read by the workers) and a Python with splitaudit's dependencies. splitaudit's own code
-is shipped to the cluster with the job (``runtime_env`` ``py_modules``), so driver and workers always run the same
-version of the batch functions.
+is shipped to a cluster it joins with the job (``runtime_env`` ``py_modules``), so driver and workers always run the
+same version of the batch functions; a local runtime's workers import the driver's own copy (see :func:`connect`).
 """
 
 from __future__ import annotations
