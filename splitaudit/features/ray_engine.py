@@ -205,8 +205,8 @@ def ray_iter_batches(fn: BatchFn, columns: Columns, *, address: str | None = Non
     cpus = ray.cluster_resources().get("CPU", 1)
     for offset in range(0, n, WINDOW):
         part = {k: v[offset : offset + WINDOW] for k, v in columns.items()}
-        rows = len(next(iter(part.values())))
-        tables, pixels_ref = _blocks(part, batch_size, batches_per_block(rows, batch_size, actors, cpus))
+        size = len(next(iter(part.values())))
+        tables, pixels_ref = _blocks(part, batch_size, batches_per_block(size, batch_size, actors, cpus))
         for batch in _mapped(tables, _OnWorker(fn, tuple(columns), pixels_ref, batch_size), actors):
             rows = np.asarray(batch.pop(ROW), dtype=np.int64) + offset
             yield rows, {k: objects(v.tolist()) if v.dtype.kind in "OUSV" else v for k, v in batch.items()}
