@@ -3,6 +3,7 @@
     python benchmarks/scale.py data --n 1000000            # small JPEGs under /tmp/sa-scale (crops of real photos)
     python benchmarks/scale.py engines --n 20000 [--embed]  # cold run, local pool vs Ray, one ratio per stage
     python benchmarks/scale.py engines --folder /tmp/splitaudit-peers/photos-2000 --embed --rounds 2  # A B A B
+    python benchmarks/scale.py hashstage --n 20000 --rounds 2  # the hash stage alone, local vs Ray, A B A B
     python benchmarks/scale.py rss --n 100000 --engine local  # peak driver RSS of a hash-only check
     python benchmarks/scale.py search --base 1000000 --queries 100000 --dim 256   # dense
     python benchmarks/scale.py binary --base 1000000 --queries 100000   # Hamming radius search, flat vs MIH
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -21,6 +23,8 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +90,8 @@ HASH_CHECKS = ["exact-duplicates", "pixel-duplicates", "near-duplicates"]
 
 
 def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = None, folder: Path | None = None,
-           select: list[str] | None = None) -> tuple[float, str, dict[str, float]]:
+           select: list[str] | None = None, on_stage: Callable[[str, int, int], None] | None = None,
+           ) -> tuple[float, str, dict[str, float]]:
     """A cold check (fresh cache): wall seconds, the JSON report, and seconds per stage (from a stage's first
     progress event to the next stage's first one)."""
     import splitaudit
@@ -95,6 +100,8 @@ def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = 
 
     def progress(stage: str, done: int, total: int) -> None:
         first.setdefault(stage, time.perf_counter())
+        if on_stage is not None:
+            on_stage(stage, done, total)
 
     source: dict = {"manifest": manifest(n)} if folder is None else {}
     splits = [folder / "train", folder / "val"] if folder is not None else []
@@ -107,6 +114,16 @@ def _audit(n: int, engine: str, backbone: str = "none", cache_dir: str | None = 
     marks = sorted(first.items(), key=lambda kv: kv[1]) + [("end", end)]
     stages = {k: round(marks[i + 1][1] - t, 2) for i, (k, t) in enumerate(marks[:-1])}
     return end - t0, report.to_json(), stages
+
+
+def _audit_elsewhere(n: int, backbone: str, folder: Path | None, select: list[str]) -> tuple[float, str, dict[str, float]]:
+    """:func:`_audit` on the local engine in a fresh Python process (the report as its SHA-256)."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "engines", "--n", str(n), "--one", json.dumps([backbone, select]),
+           *(["--folder", str(folder)] if folder is not None else [])]
+    got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    return got["seconds"], got["sha"], got["stages_s"]
 
 
 def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, skip_hash: bool = False) -> None:
@@ -135,7 +152,11 @@ def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, sk
         reports: dict[str, set[str]] = {"local": set(), "ray": set()}
         for r in range(rounds):
             for engine in ("local", "ray"):
-                t, js, stages = _audit(n, engine, backbone, folder=folder, select=select)
+                if engine == "local":  # a fresh process: with Ray's threads in this one the pool would be threads
+                    t, js, stages = _audit_elsewhere(n, backbone, folder, select)
+                else:
+                    t, js, stages = _audit(n, engine, backbone, folder=folder, select=select)
+                    js = hashlib.sha256(js.encode()).hexdigest()
                 times[engine].append(t)
                 reports[engine].add(js)
                 print(json.dumps({"n": n, "backbone": backbone, "round": r, "engine": engine, "seconds": round(t, 1),
@@ -148,11 +169,112 @@ def engines(n: int, embed: bool, folder: Path | None = None, rounds: int = 1, sk
                           "identical_json": len(reports["local"] | reports["ray"]) == 1}), flush=True)
 
 
+@dataclass(frozen=True)
+class _Canned:
+    """A batch function that does no work: the hash stage's output columns for as many rows as it is given (the
+    engines' own cost per row, without decoding)."""
+
+    out: dict
+
+    def __call__(self, batch: dict) -> dict:
+        m = len(batch["path"])
+        return {k: v[:m].copy() for k, v in self.out.items()}
+
+
+def _hash_once(n: int, engine_name: str, work: bool) -> dict:
+    """One timed hash stage (``work``) or no-work pass of ``n`` rows on an engine, in this process."""
+    from splitaudit.features.engine import Engine
+    from splitaudit.features.extract import HashOptions
+    from splitaudit.features.table import _Extract, batch_columns, compute_features
+    from splitaudit.scan import scan
+
+    dataset = scan(None, manifest=manifest(n))
+    engine = Engine(engine_name)
+    if work:
+        c0, t0 = time.process_time(), time.perf_counter()
+        table = compute_features(dataset, cache=None, engine=engine)
+        t, cpu = time.perf_counter() - t0, time.process_time() - c0
+        digest = hashlib.sha256()
+        for k in ("digest", "pixel_digest", "phash", "dhash", "status", "width", "height"):
+            digest.update(repr(table[k].tolist()).encode())
+        return {"seconds": round(t, 2), "driver_cpu_s": round(cpu, 2), "columns_sha": digest.hexdigest()[:16]}
+    sample = _Extract(HashOptions())(batch_columns(dataset.records[:64], {}))
+    canned = _Canned({k: np.concatenate([v] * 16) for k, v in sample.items()})
+    cols = batch_columns(dataset.records, {})
+    c0, t0 = time.process_time(), time.perf_counter()
+    engine.map(canned, cols)
+    t, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": round(t, 2), "driver_cpu_s": round(cpu, 2), "us_per_row": round(t / n * 1e6, 1)}
+
+
+def hash_stage(n: int, rounds: int) -> None:
+    """The hash stage alone (``compute_features``, no cache), local pool and Ray interleaved (A B A B): wall seconds
+    and the driver's CPU seconds per run, the output columns compared; then the engines' own cost per row with a
+    batch function that does no work (``_Canned``: the same output columns, no decoding). The local runs are each
+    a fresh process that never imports Ray, as the CLI runs them (in a process with Ray's threads the pool would
+    be threads, not forked workers)."""
+    import subprocess
+
+    from splitaudit.features.ray_engine import connect
+
+    def local(work: bool) -> dict:
+        cmd = [sys.executable, __file__, "hashstage", "--n", str(n), "--one", "local" if work else "local-nowork"]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+
+    t0 = time.perf_counter()
+    connect(None)
+    print(json.dumps({"n": n, "ray_startup_s": round(time.perf_counter() - t0, 1), "load": os.getloadavg()}), flush=True)
+    for work in (True, False):
+        times: dict[str, list[float]] = {"local": [], "ray": []}
+        shas = set()
+        for r in range(rounds):
+            for name in ("local", "ray"):
+                got = local(work) if name == "local" else _hash_once(n, "ray", work)
+                times[name].append(got["seconds"])
+                shas.add(got.get("columns_sha"))
+                print(json.dumps({"work": work, "round": r, "engine": name, **got, "load": os.getloadavg()[0]}), flush=True)
+        print(json.dumps({"n": n, "work": work, "ray_over_local": [round(b / a, 3) for a, b in zip(times["local"], times["ray"])],
+                          "sum_ratio": round(sum(times["ray"]) / sum(times["local"]), 3),
+                          **({"identical_columns": len(shas) == 1} if work else {})}), flush=True)
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
+
+
 def rss(n: int, engine: str) -> None:
-    """Peak RSS of this (driver) process over a cold hash-only check of ``n`` images (pool workers excluded)."""
-    t, _, _ = _audit(n, engine)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": n, "engine": engine, "seconds": round(t, 1), "peak_driver_rss_mb": round(peak_mb)}))
+    """Peak RSS of this (driver) process over a cold hash-only check of ``n`` images (pool workers excluded), and
+    per stage: its seconds, the RSS when it started and its peak. No sampling thread (a second thread makes the
+    pool run threads instead of forked workers): the kernel's high-water mark (VmHWM) is read at each stage's
+    start and reset there (``/proc/self/clear_refs``), so each stage's peak is its own."""
+
+    def reset_peak() -> None:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+
+    order: list[str] = []
+    at_start: dict[str, float] = {}
+    peak: dict[str, float] = {}
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        if stage not in at_start:
+            if order:
+                peak[order[-1]] = _status_mb("VmHWM")
+            at_start[stage] = _status_mb("VmRSS")
+            order.append(stage)
+            reset_peak()
+            print(json.dumps({"stage": stage, "rss_mb": round(at_start[stage]), "load": os.getloadavg()[0],
+                              "utc": time.strftime("%H:%M:%S", time.gmtime())}), flush=True)
+
+    reset_peak()
+    t, _, times = _audit(n, engine, on_stage=on_stage)
+    peak[order[-1]] = _status_mb("VmHWM")  # the last stage, up to the end of the report
+    per_stage = {s: {"s": times.get(s), "rss_start_mb": round(at_start[s]), "rss_peak_mb": round(peak[s])}
+                 for s in order}
+    print(json.dumps({"n": n, "engine": engine, "seconds": round(t, 1),
+                      "peak_driver_rss_mb": round(max(peak.values())), "stages": per_stage,
+                      "load": os.getloadavg()}), flush=True)
 
 
 def _clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
@@ -280,13 +402,14 @@ def _exact(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["data", "engines", "rss", "search", "binary"])
+    ap.add_argument("what", choices=["data", "engines", "hashstage", "rss", "search", "binary"])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--engine", default="local", choices=["local", "ray"])
     ap.add_argument("--embed", action="store_true", help="also time the embedding stage (efficientnet_lite0)")
     ap.add_argument("--folder", type=Path, help="engines: a folder with train/ and val/ (e.g. a peers.py photo set)")
     ap.add_argument("--rounds", type=int, default=1, help="engines: interleaved local/Ray rounds")
     ap.add_argument("--skip-hash", action="store_true", help="engines: only the embedding runs (with --embed)")
+    ap.add_argument("--one", help="hashstage: one run in this process (local, local-nowork, ray, ray-nowork); engines: [backbone, select] as JSON")
     ap.add_argument("--base", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=256)
@@ -300,8 +423,16 @@ def main() -> None:
     a = ap.parse_args()
     if a.what == "data":
         make_data(a.n)
+    elif a.what == "engines" and a.one:
+        backbone, select = json.loads(a.one)
+        t, js, stages = _audit(a.n, "local", backbone, folder=a.folder, select=select)
+        print(json.dumps({"seconds": t, "sha": hashlib.sha256(js.encode()).hexdigest(), "stages_s": stages}))
     elif a.what == "engines":
         engines(a.n, a.embed, a.folder, a.rounds, a.skip_hash)
+    elif a.what == "hashstage" and a.one:
+        print(json.dumps(_hash_once(a.n, a.one.removesuffix("-nowork"), not a.one.endswith("-nowork"))))
+    elif a.what == "hashstage":
+        hash_stage(a.n, a.rounds)
     elif a.what == "rss":
         rss(a.n, a.engine)
     elif a.what == "binary":

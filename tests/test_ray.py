@@ -254,3 +254,47 @@ def test_sharded_searches_merge_exactly(cluster):
                               Engine("ray", cluster).starmap)
     np.testing.assert_array_equal(base[ids], g)
     np.testing.assert_allclose(s2, sims, atol=1e-6)  # BLAS blocking may change the last bit of a cosine
+
+
+@dataclass(frozen=True)
+class _BatchShape:
+    """A batch function whose output depends on how the rows were cut into batches: each row gets its batch's first
+    value and length (a wrong cut on a worker changes the output)."""
+
+    def __call__(self, batch):
+        v = batch["v"]
+        return {"first": np.full(len(v), v[0]), "size": np.full(len(v), len(v)), "label": batch["label"]}
+
+
+def test_ray_cuts_blocks_into_the_local_batches(cluster):
+    """A Ray task gets a whole block of several batches and cuts it on the worker: every batch holds the rows the
+    local pool's does, over several blocks and a short last batch."""
+    from ray import cloudpickle
+
+    from splitaudit.features.engine import Engine
+    from splitaudit.features.ray_engine import batches_per_block
+    from splitaudit.features.runner import map_batches
+
+    n, size = 1003, 8
+    cols = {"v": np.arange(n, dtype=np.int64) * 3, "label": np.array([f"x{i % 7}" if i % 5 else None for i in range(n)], dtype=object)}
+    assert -(-n // (size * batches_per_block(n, size, False, 2))) > 2  # several blocks on the 2-CPU cluster
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        got = Engine("ray", cluster).map(_BatchShape(), cols, batch_size=size)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    want = map_batches(_BatchShape(), cols, batch_size=size, workers=1)
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].tolist() == want[k].tolist(), k
+
+
+def test_task_blocks_follow_the_cluster_size():
+    """About TASK_WAVES task blocks per CPU, within the bounds; actors keep the fixed block."""
+    from splitaudit.features.ray_engine import BATCHES_PER_BLOCK, MAX_BATCHES_PER_TASK, TASK_WAVES, batches_per_block
+
+    assert batches_per_block(20_000, 64, False, 2) == -(-313 // (2 * TASK_WAVES))  # 40 batches: 8 blocks
+    assert batches_per_block(500, 64, False, 2) == BATCHES_PER_BLOCK  # never below the fixed block
+    assert batches_per_block(10**7, 64, False, 2) == MAX_BATCHES_PER_TASK
+    assert batches_per_block(20_000, 64, False, 1000) == BATCHES_PER_BLOCK
+    assert batches_per_block(20_000, 64, True, 2) == BATCHES_PER_BLOCK

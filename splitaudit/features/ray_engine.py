@@ -9,8 +9,8 @@ columns by row number while the run streams, so the driver holds only its output
 What is required where: the driver needs the dataset's listing (a folder it can walk, or a CSV manifest) and its
 cache; the workers need the image files at the same paths (a shared or replicated file system: a manifest path the
 driver cannot stat is still read by the workers) and a Python with splitaudit's dependencies. splitaudit's own code
-is shipped to the cluster with the job (``runtime_env`` ``py_modules``), so driver and workers always run the same
-version of the batch functions.
+is shipped to a cluster it joins with the job (``runtime_env`` ``py_modules``), so driver and workers always run the
+same version of the batch functions; a local runtime's workers import the driver's own copy (see :func:`connect`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,15 @@ MAX_RETRIES = 3
 #: Rows per Ray Data pipeline: the driver builds (and the object store holds) only this many rows' input blocks at a
 #: time, ~100 bytes a row, whatever the dataset's size.
 WINDOW = 1_000_000
-#: Batches per Arrow block (one Ray task or actor call each): a task costs Ray ~10-100 ms of scheduling, so a block
-#: holds several batches; blocks start at multiples of the batch size, so the batches are still the local ones.
+#: Batches per Arrow block (one Ray task or actor call each): blocks start at multiples of the batch size, so the
+#: batches are still the local ones. An actor queues its next calls, but a task slot stays idle between one task's
+#: end and the next one's start: ~200 ms per task on the 2-core machine (Ray Data's executor polls every 100 ms,
+#: then leases a worker; benchmarks/scale.py hashstage), a core idle 30% of the time with 1,024-row tasks. So tasks
+#: get bigger blocks: about TASK_WAVES blocks per CPU of the cluster (a slower worker or a retry then costs at most
+#: a share of the stage), between BATCHES_PER_BLOCK and MAX_BATCHES_PER_TASK batches each.
 BATCHES_PER_BLOCK = 16
+TASK_WAVES = 4
+MAX_BATCHES_PER_TASK = 256
 #: How long a local runtime keeps an idle worker process (see :func:`connect`).
 IDLE_WORKER_MS = 60_000
 
@@ -59,10 +65,30 @@ def connect(address: str | None = None) -> None:
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     # A runtime we start keeps idle workers for a minute (Ray's default: 1 s beyond one per CPU): while the embedding
     # actors hold the CPUs the idle task workers count beyond that limit, and the next stage's tasks then waited ~5 s
-    # for new ones (benchmarks/scale.py engines, docs/scale.md). A cluster we join keeps its own settings.
-    system = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS} if target == "local" else None
-    ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-             runtime_env={"py_modules": [package], "excludes": ["__pycache__"]}, _system_config=system)
+    # for new ones (benchmarks/scale.py engines, docs/scale.md). Its workers also run at the driver's priority, as the
+    # local pool's do: Ray's default lowers theirs by 15 (nice 19 under a nice-5 driver), so on a machine shared with
+    # other work they got a fraction of a core (a batch took 10x its CPU time in wall time; benchmarks/scale.py
+    # hashstage). A cluster we join keeps its own settings.
+    system = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS, "worker_niceness": 0} if target == "local" else None
+    if target == "local":
+        # The runtime's workers run on this machine with this Python and inherit its environment: the package's
+        # folder first on their PYTHONPATH makes them import this very splitaudit, without a runtime environment.
+        # A runtime environment (py_modules) made every worker a dedicated one, started only when the first batch
+        # came (5-9 s under load before the first batch, against 1.5-1.9 s for the workers Ray starts with the
+        # runtime; benchmarks/scale.py hashstage, docs/scale.md).
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([os.path.dirname(package), *([saved] if saved else [])])
+        try:
+            ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     _system_config=system)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+    else:
+        ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env={"py_modules": [package], "excludes": ["__pycache__"]})
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # splitaudit reports progress itself
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -77,20 +103,28 @@ class _OnWorker:
     names: tuple[str, ...]
     pixels: Any = None  # an ObjectRef to the list of in-memory images, or None
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    batch_size: int = 64
+
+    def __call__(self, block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One whole block: ``fn`` on each run of ``batch_size`` rows (the local pool's batches, as blocks start at
+        multiples of it), the outputs concatenated as the local pool does. Slicing here rather than in Ray Data
+        saves its per-batch conversions to and from Arrow (~25 ms per 1,024 rows, 5% of the hash stage's work)."""
         cols: dict[str, np.ndarray] = {}
         for name in self.names:
             if name == "pixels" and self.pixels is None:
-                cols[name] = np.full(len(batch[ROW]), None, dtype=object)
+                cols[name] = np.full(len(block[ROW]), None, dtype=object)
             elif name == "pixels":
                 store = self._store()
-                cols[name] = objects([store[int(i)] if i >= 0 else None for i in batch[PIXEL_INDEX]])
-            elif batch[name].dtype == object or batch[name].dtype.kind in "USV":
-                cols[name] = objects(batch[name].tolist())
+                cols[name] = objects([store[int(i)] if i >= 0 else None for i in block[PIXEL_INDEX]])
+            elif block[name].dtype == object or block[name].dtype.kind in "USV":
+                cols[name] = objects(block[name].tolist())
             else:
-                cols[name] = batch[name]
-        out = dict(self.fn(cols))
-        out[ROW] = batch[ROW]
+                cols[name] = block[name]
+        n = len(block[ROW])
+        outs = [dict(self.fn({k: v[s : s + self.batch_size] for k, v in cols.items()}))
+                for s in range(0, n, self.batch_size)]
+        out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {}
+        out[ROW] = block[ROW]
         return out
 
     def _store(self) -> list[np.ndarray]:
@@ -113,8 +147,18 @@ class _Actor:
         return self.call(batch)
 
 
-def _blocks(columns: Columns, batch_size: int) -> tuple[list[Any], Any]:
-    """Arrow tables of BATCHES_PER_BLOCK batches with the row numbers, and the object-store ref of in-memory images."""
+def batches_per_block(rows: int, batch_size: int, actors: bool, cpus: float) -> int:
+    """Batches in each block of a run of ``rows`` rows (see :data:`TASK_WAVES`): BATCHES_PER_BLOCK for actors,
+    for tasks about TASK_WAVES blocks per CPU."""
+    if actors:
+        return BATCHES_PER_BLOCK
+    batches = -(-rows // batch_size)
+    per_block = -(-batches // max(1, int(cpus) * TASK_WAVES))
+    return min(MAX_BATCHES_PER_TASK, max(BATCHES_PER_BLOCK, per_block))
+
+
+def _blocks(columns: Columns, batch_size: int, per_block: int = BATCHES_PER_BLOCK) -> tuple[list[Any], Any]:
+    """Arrow tables of ``per_block`` batches with the row numbers, and the object-store ref of in-memory images."""
     import pyarrow as pa
     import ray
 
@@ -132,7 +176,7 @@ def _blocks(columns: Columns, batch_size: int) -> tuple[list[Any], Any]:
     types = {k: pa.string() if isinstance(next((x for x in v if x is not None), b""), str) else pa.binary()
              for k, v in plain.items() if v.dtype == object}
     tables = []
-    rows_per_block = batch_size * BATCHES_PER_BLOCK
+    rows_per_block = batch_size * per_block
     for start in range(0, n, rows_per_block):
         s = slice(start, min(n, start + rows_per_block))
         data: dict[str, Any] = {ROW: pa.array(np.arange(s.start, s.stop, dtype=np.int64))}
@@ -156,10 +200,14 @@ def ray_iter_batches(fn: BatchFn, columns: Columns, *, address: str | None = Non
     if n == 0:
         return
     connect(address)
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1)
     for offset in range(0, n, WINDOW):
         part = {k: v[offset : offset + WINDOW] for k, v in columns.items()}
-        tables, pixels_ref = _blocks(part, batch_size)
-        for batch in _mapped(tables, _OnWorker(fn, tuple(columns), pixels_ref), batch_size, actors):
+        size = len(next(iter(part.values())))
+        tables, pixels_ref = _blocks(part, batch_size, batches_per_block(size, batch_size, actors, cpus))
+        for batch in _mapped(tables, _OnWorker(fn, tuple(columns), pixels_ref, batch_size), actors):
             rows = np.asarray(batch.pop(ROW), dtype=np.int64) + offset
             yield rows, {k: objects(v.tolist()) if v.dtype.kind in "OUSV" else v for k, v in batch.items()}
         del tables, pixels_ref
@@ -193,8 +241,9 @@ def ray_map_batches(fn: BatchFn, columns: Columns, *, address: str | None = None
     return out
 
 
-def _mapped(tables: list[Any], call: _OnWorker, batch_size: int, actors: bool) -> Iterator[dict[str, np.ndarray]]:
-    """The output batches of ``call`` over ``tables``, as they finish (streaming, in no particular order)."""
+def _mapped(tables: list[Any], call: _OnWorker, actors: bool) -> Iterator[dict[str, np.ndarray]]:
+    """The output batches of ``call`` over ``tables``, one call per whole block (``batch_size=None``; ``call``
+    cuts it into the local batches), as they finish (streaming, in no particular order)."""
     import ray
     import ray.data
 
@@ -207,14 +256,14 @@ def _mapped(tables: list[Any], call: _OnWorker, batch_size: int, actors: bool) -
             # One GPU per actor only for a function that runs on GPUs (``fn.gpu``): the LiteRT backbone runs on CPUs.
             gpus = int(resources.get("GPU", 0)) if getattr(call.fn, "gpu", False) else 0
             size = gpus or max(1, int(resources.get("CPU", 1)))
-            mapped = ds.map_batches(_Actor, fn_constructor_args=(call,), batch_size=batch_size, batch_format="numpy",
+            mapped = ds.map_batches(_Actor, fn_constructor_args=(call,), batch_size=None, batch_format="numpy",
                                     # Every actor from the start: growing the pool from one actor as the queue
                                     # builds left a core idle for much of a small run (benchmarks/scale.py engines).
                                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size),
                                     max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES,
                                     **({"num_gpus": 1} if gpus else {"num_cpus": 1}))
         else:
-            mapped = ds.map_batches(call, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+            mapped = ds.map_batches(call, batch_size=None, batch_format="numpy", num_cpus=1,
                                     max_retries=MAX_RETRIES)
     return mapped.iter_batches(batch_format="numpy", batch_size=None)
 
