@@ -3,6 +3,11 @@ not at all, with answers bit-identical to the whole-array computation."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
@@ -32,12 +37,24 @@ def test_pair_cosines_in_blocks_equal_the_whole_gather(block: int, monkeypatch: 
     assert np.isnan(matches.pair_cosines(np.zeros((3, 0), np.float32), np.ones(3, bool), a[:2] % 3, b[:2] % 3)).all()
 
 
-def test_projection_centres_its_own_copy_in_place() -> None:
-    x = _unit(600, 96, 2)
+@pytest.mark.parametrize(("n", "d"), [(600, 96), (2000, 700), (300, 1280), (12, 40)])
+def test_projection_is_scikit_learns_pca_bit_for_bit(n: int, d: int) -> None:
+    # tall and wide (the randomized SVD transposes), 7 and 4 power iterations, fewer rows than PCA_DIM
+    x = _unit(n, d, 2)
     before = x.copy()
     with _probe._one_thread():  # the reference: PCA centring a second copy of the data (copy=True)
-        want = PCA(n_components=min(_probe.PCA_DIM, 96), svd_solver="randomized",
+        want = PCA(n_components=min(_probe.PCA_DIM, n - 1, d), svd_solver="randomized",
                    random_state=_probe.SEED).fit_transform(x.astype(np.float64))
     want /= np.maximum(want.std(axis=0, keepdims=True), 1e-12)
     np.testing.assert_array_equal(_probe.project(x), want)
     np.testing.assert_array_equal(x, before)  # the caller's matrix is never the one centred
+
+
+def test_projection_imports_neither_scikit_learn_nor_pandas() -> None:
+    # scikit-learn's import loads pandas, pyarrow and scipy.stats: ~150 MiB resident in every default check
+    code = ("import sys, numpy as np; from splitaudit.checks import _probe; "
+            "_probe.project(np.random.default_rng(0).normal(size=(300, 50)).astype(np.float32)); "
+            "print(sorted({'sklearn', 'pandas', 'pyarrow', 'scipy.stats'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.strip() == "[]", out.stdout
