@@ -58,3 +58,47 @@ def test_projection_imports_neither_scikit_learn_nor_pandas() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def _photo_thumbs(photos: dict[str, np.ndarray], per_photo: int) -> np.ndarray:
+    """64-px thumbnails of overlapping tiles of the real photos (neighbours that look alike, as in a dataset)."""
+    from conftest import tiles_of
+
+    tiles = [t for p in photos.values() for t in tiles_of(p, 96, per_photo, step=40)]
+    return np.stack([np.asarray(t.resize((64, 64))) for t in tiles])
+
+
+def test_pixel_views_do_not_depend_on_the_chunk_size(photos: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    from splitaudit.neighbors import candidates
+
+    thumbs = _photo_thumbs(photos, 40)
+    whole = candidates.view_vectors(thumbs)  # fewer images than one chunk
+    monkeypatch.setattr(candidates, "VIEW_CHUNK", 7)
+    chunked = candidates.view_vectors(thumbs)
+    assert len(thumbs) > 7 * 10 and whole.keys() == chunked.keys()
+    for view in whole:
+        for as_is, got in zip(whole[view], chunked[view]):
+            np.testing.assert_array_equal(got, as_is)
+
+
+def test_embedding_candidates_searched_first_are_the_same_candidates(photos: dict[str, np.ndarray]) -> None:
+    # the copy stage can run the embedding search before the pixel views exist (never both held); the answer
+    # is the one candidate_pairs finds on its own, with unreadable rows inside the training split
+    from splitaudit.neighbors import candidates
+
+    thumbs = _photo_thumbs(photos, 30)
+    n = len(thumbs)
+    split = (np.arange(n) % 5 == 4).astype(np.int64)
+    valid = np.ones(n, bool)
+    valid[[3, 50, 51, 120]] = False
+    emb = _unit(n, 32, 3)
+    emb[10:20] = emb[0]  # identical embeddings: exact ties in the search
+    have = np.ones(n, bool)
+    have[77] = False
+    embedded = candidates.embedding_pairs(split, emb, have, valid=valid)
+    assert len(embedded[0]) >= (split == 1).sum()
+    first = candidates.candidate_pairs(thumbs, split, valid=valid, embeddings=emb, have_embedding=have, embedded=embedded)
+    alone = candidates.candidate_pairs(thumbs, split, valid=valid, embeddings=emb, have_embedding=have)
+    for name in ("a", "b", "pixel_rank", "pixel_score", "pixel_mirrored", "pixel_view", "embed_rank", "embed_score", "hashed"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(alone, name))
+    assert (alone.embed_rank >= 0).any() and not np.isin(alone.a[alone.embed_rank >= 0], [3, 50, 51, 77, 120]).any()

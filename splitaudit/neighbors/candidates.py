@@ -61,8 +61,10 @@ def _unit_rows(v: np.ndarray) -> np.ndarray:
     return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)).astype(np.float32)
 
 
-#: Images whose views are computed together.
-VIEW_CHUNK = 2048
+#: Images whose views are computed together: the working arrays of a chunk (a float32 grey copy, its blur, the
+#: frames' statistics: ~64 kB per 64-px image) stay small and in cache. Each image's views are its own: the
+#: chunk size changes no number (2,048 held ~100 MiB of working arrays at the copy stage's peak).
+VIEW_CHUNK = 512
 
 
 def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -223,9 +225,12 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
                     embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                     hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None,
                     k_pixel: int = PIXEL_K, k_embed: int = K, views: tuple[str, ...] = VIEWS,
-                    vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Candidates:
+                    vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                    embedded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> Candidates:
     """Candidates from every later split into all earlier ones, from the pixel view (flip-aware, CSLS), the
-    embedding view (CSLS) and given hash pairs, unioned.
+    embedding view (CSLS) and given hash pairs, unioned. ``embedded``: :func:`embedding_pairs` of these
+    arguments, when the caller ran that search first (before the pixel views were made: the two never held at
+    once).
 
     ``thumbs``: (N, s, s[, 3]) pixels of every record (rows where ``valid`` is False are ignored: unreadable);
     ``embeddings``: (N, D) unit-norm rows, ``have_embedding`` marking the rows that have one; ``hash_a``/
@@ -259,14 +264,9 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
     order = np.lexsort((pview, prank, pb, pa))
     first = order[np.r_[True, (np.diff(pa[order]) != 0) | (np.diff(pb[order]) != 0)]] if len(order) else order
     pa, pb, prank, pscore, pmir, pview = (x[first] for x in (pa, pb, prank, pscore, pmir, pview))
-    emb = [(empty, empty, empty, np.zeros(0))]
-    if embeddings is not None and k_embed and len(embeddings):
-        have = valid & (np.ones(n, bool) if have_embedding is None else np.asarray(have_embedding, bool))
-        for _, base, query in _split_pairs(s, have):  # a split's rows are usually consecutive: views, not copies
-            sc, ids, _, _ = csls_knn(_rows(embeddings, base), _rows(embeddings, query), k_embed)
-            qi, r = np.nonzero(ids >= 0)
-            emb.append((base[ids[qi, r]], query[qi], r, sc[qi, r]))
-    ea, eb, erank, escore = (np.concatenate(c) for c in zip(*emb))
+    if embedded is None:
+        embedded = embedding_pairs(s, embeddings, have_embedding, valid=valid, k=k_embed)
+    ea, eb, erank, escore = embedded
     ha = hb = empty
     if hash_a is not None and hash_b is not None:
         x, y = np.asarray(hash_a, np.int64), np.asarray(hash_b, np.int64)
@@ -286,6 +286,29 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
         col(pa, pb, pmir, False, bool), view_names[col(pa, pb, pview, len(views), np.int64)],
         col(ea, eb, erank, -1, np.int64), col(ea, eb, escore, np.nan, np.float64),
         col(ha, hb, np.ones(len(ha), bool), False, bool))
+
+
+def embedding_pairs(split_index: np.ndarray, embeddings: np.ndarray | None, have_embedding: np.ndarray | None = None,
+                    *, valid: np.ndarray | None = None, k: int = K
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The embedding view's candidates (CSLS kNN from every later split into the earlier ones) as record pairs
+    (a, b) with their rank and CSLS score: :func:`candidate_pairs`' embedding part, on its own so that a caller
+    can run it before the pixel views exist. Empty without embeddings."""
+    from .dense import _rows
+
+    s = np.asarray(split_index)
+    n = len(s)
+    empty = np.zeros(0, np.int64)
+    emb = [(empty, empty, empty, np.zeros(0))]
+    if embeddings is not None and k and len(embeddings):
+        valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+        have = valid & (np.ones(n, bool) if have_embedding is None else np.asarray(have_embedding, bool))
+        for _, base, query in _split_pairs(s, have):  # a split's rows are usually consecutive: views, not copies
+            sc, ids, _, _ = csls_knn(_rows(embeddings, base), _rows(embeddings, query), k)
+            qi, r = np.nonzero(ids >= 0)
+            emb.append((base[ids[qi, r]], query[qi], r, sc[qi, r]))
+    ea, eb, erank, escore = (np.concatenate(c) for c in zip(*emb))
+    return ea, eb, erank, escore
 
 
 def _split_pairs(split_index: np.ndarray, rows: np.ndarray):  # type: ignore[no-untyped-def]
