@@ -50,14 +50,22 @@ def test_projection_is_scikit_learns_pca_bit_for_bit(n: int, d: int) -> None:
     np.testing.assert_array_equal(x, before)  # the caller's matrix is never the one centred
 
 
-def test_projection_imports_neither_scikit_learn_nor_pandas() -> None:
-    # scikit-learn's import loads pandas, pyarrow and scipy.stats: ~150 MiB resident in every default check
+def test_projection_imports_neither_scikit_learn_nor_pandas_and_is_its_pca(tmp_path: Path) -> None:
+    # scikit-learn's import loads pandas, pyarrow and scipy.stats: ~150 MiB resident in every default check. In a
+    # process that never imported it, the projection is still scikit-learn's, bit for bit: scipy.linalg's BLAS
+    # must be loaded before the one-thread limit or LAPACK runs threaded (digits 1e-12 apart on a wide matrix)
+    x = _unit(150, 1280, 5)
+    np.save(tmp_path / "x.npy", x)
     code = ("import sys, numpy as np; from splitaudit.checks import _probe; "
-            "_probe.project(np.random.default_rng(0).normal(size=(300, 50)).astype(np.float32)); "
+            f"np.save({str(tmp_path / 'z.npy')!r}, _probe.project(np.load({str(tmp_path / 'x.npy')!r}))); "
             "print(sorted({'sklearn', 'pandas', 'pyarrow', 'scipy.stats'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.stdout.strip() == "[]", out.stdout
+    with _probe._one_thread():
+        want = PCA(n_components=_probe.PCA_DIM, svd_solver="randomized", random_state=_probe.SEED).fit_transform(x.astype(np.float64))
+    want /= np.maximum(want.std(axis=0, keepdims=True), 1e-12)
+    np.testing.assert_array_equal(np.load(tmp_path / "z.npy"), want)
 
 
 def _photo_thumbs(photos: dict[str, np.ndarray], per_photo: int) -> np.ndarray:

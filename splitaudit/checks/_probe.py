@@ -69,6 +69,8 @@ def auc_ci(scores: np.ndarray, positive: np.ndarray, z: float = Z95) -> tuple[fl
 
 def project(x: np.ndarray, seed: int = SEED) -> np.ndarray:
     """Rows of ``x`` on their first principal components (at most ``PCA_DIM``), each scaled to unit variance."""
+    import scipy.linalg  # noqa: F401 - loaded before the thread limit: it applies to the BLAS libraries loaded by then
+
     k = int(min(PCA_DIM, len(x) - 1, x.shape[1]))
     with _one_thread():
         z = randomized_pca(x.astype(np.float64), k, seed)
