@@ -3,6 +3,11 @@ not at all, with answers bit-identical to the whole-array computation."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
@@ -32,12 +37,76 @@ def test_pair_cosines_in_blocks_equal_the_whole_gather(block: int, monkeypatch: 
     assert np.isnan(matches.pair_cosines(np.zeros((3, 0), np.float32), np.ones(3, bool), a[:2] % 3, b[:2] % 3)).all()
 
 
-def test_projection_centres_its_own_copy_in_place() -> None:
-    x = _unit(600, 96, 2)
+@pytest.mark.parametrize(("n", "d"), [(600, 96), (2000, 700), (300, 1280), (12, 40)])
+def test_projection_is_scikit_learns_pca_bit_for_bit(n: int, d: int) -> None:
+    # tall and wide (the randomized SVD transposes), 7 and 4 power iterations, fewer rows than PCA_DIM
+    x = _unit(n, d, 2)
     before = x.copy()
     with _probe._one_thread():  # the reference: PCA centring a second copy of the data (copy=True)
-        want = PCA(n_components=min(_probe.PCA_DIM, 96), svd_solver="randomized",
+        want = PCA(n_components=min(_probe.PCA_DIM, n - 1, d), svd_solver="randomized",
                    random_state=_probe.SEED).fit_transform(x.astype(np.float64))
     want /= np.maximum(want.std(axis=0, keepdims=True), 1e-12)
     np.testing.assert_array_equal(_probe.project(x), want)
     np.testing.assert_array_equal(x, before)  # the caller's matrix is never the one centred
+
+
+def test_projection_imports_neither_scikit_learn_nor_pandas_and_is_its_pca(tmp_path: Path) -> None:
+    # scikit-learn's import loads pandas, pyarrow and scipy.stats: ~150 MiB resident in every default check. In a
+    # process that never imported it, the projection is still scikit-learn's, bit for bit: scipy.linalg's BLAS
+    # must be loaded before the one-thread limit or LAPACK runs threaded (digits 1e-12 apart on a wide matrix)
+    x = _unit(150, 1280, 5)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np; from splitaudit.checks import _probe; "
+            f"np.save({str(tmp_path / 'z.npy')!r}, _probe.project(np.load({str(tmp_path / 'x.npy')!r}))); "
+            "print(sorted({'sklearn', 'pandas', 'pyarrow', 'scipy.stats'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.strip() == "[]", out.stdout
+    with _probe._one_thread():
+        want = PCA(n_components=_probe.PCA_DIM, svd_solver="randomized", random_state=_probe.SEED).fit_transform(x.astype(np.float64))
+    want /= np.maximum(want.std(axis=0, keepdims=True), 1e-12)
+    np.testing.assert_array_equal(np.load(tmp_path / "z.npy"), want)
+
+
+def _photo_thumbs(photos: dict[str, np.ndarray], per_photo: int) -> np.ndarray:
+    """64-px thumbnails of overlapping tiles of the real photos (neighbours that look alike, as in a dataset)."""
+    from conftest import tiles_of
+
+    tiles = [t for p in photos.values() for t in tiles_of(p, 96, per_photo, step=40)]
+    return np.stack([np.asarray(t.resize((64, 64))) for t in tiles])
+
+
+def test_pixel_views_do_not_depend_on_the_chunk_size(photos: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    from splitaudit.neighbors import candidates
+
+    thumbs = _photo_thumbs(photos, 40)
+    whole = candidates.view_vectors(thumbs)  # fewer images than one chunk
+    monkeypatch.setattr(candidates, "VIEW_CHUNK", 7)
+    chunked = candidates.view_vectors(thumbs)
+    assert len(thumbs) > 7 * 10 and whole.keys() == chunked.keys()
+    for view in whole:
+        for as_is, got in zip(whole[view], chunked[view]):
+            np.testing.assert_array_equal(got, as_is)
+
+
+def test_embedding_candidates_searched_first_are_the_same_candidates(photos: dict[str, np.ndarray]) -> None:
+    # the copy stage can run the embedding search before the pixel views exist (never both held); the answer
+    # is the one candidate_pairs finds on its own, with unreadable rows inside the training split
+    from splitaudit.neighbors import candidates
+
+    thumbs = _photo_thumbs(photos, 30)
+    n = len(thumbs)
+    split = (np.arange(n) % 5 == 4).astype(np.int64)
+    valid = np.ones(n, bool)
+    valid[[3, 50, 51, 120]] = False
+    emb = _unit(n, 32, 3)
+    emb[10:20] = emb[0]  # identical embeddings: exact ties in the search
+    have = np.ones(n, bool)
+    have[77] = False
+    embedded = candidates.embedding_pairs(split, emb, have, valid=valid)
+    assert len(embedded[0]) >= (split == 1).sum()
+    first = candidates.candidate_pairs(thumbs, split, valid=valid, embeddings=emb, have_embedding=have, embedded=embedded)
+    alone = candidates.candidate_pairs(thumbs, split, valid=valid, embeddings=emb, have_embedding=have)
+    for name in ("a", "b", "pixel_rank", "pixel_score", "pixel_mirrored", "pixel_view", "embed_rank", "embed_score", "hashed"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(alone, name))
+    assert (alone.embed_rank >= 0).any() and not np.isin(alone.a[alone.embed_rank >= 0], [3, 50, 51, 77, 120]).any()

@@ -69,15 +69,44 @@ def auc_ci(scores: np.ndarray, positive: np.ndarray, z: float = Z95) -> tuple[fl
 
 def project(x: np.ndarray, seed: int = SEED) -> np.ndarray:
     """Rows of ``x`` on their first principal components (at most ``PCA_DIM``), each scaled to unit variance."""
-    from sklearn.decomposition import PCA
+    import scipy.linalg  # noqa: F401 - loaded before the thread limit: it applies to the BLAS libraries loaded by then
 
     k = int(min(PCA_DIM, len(x) - 1, x.shape[1]))
     with _one_thread():
-        # copy=False: PCA centres our float64 copy in place instead of a second one (196 MiB at 20k x 1280);
-        # fit_transform's answer is U * S of that same centred matrix either way
-        z = PCA(n_components=k, svd_solver="randomized", random_state=seed, copy=False).fit_transform(x.astype(np.float64))
+        z = randomized_pca(x.astype(np.float64), k, seed)
     z /= np.maximum(z.std(axis=0, keepdims=True), 1e-12)
     return z
+
+
+def randomized_pca(x: np.ndarray, k: int, seed: int = SEED) -> np.ndarray:
+    """The rows of ``x`` (float64, centred in place) on their first ``k`` principal components: scikit-learn's
+    ``PCA(k, svd_solver="randomized", random_state=seed).fit_transform(x)`` step for step (Halko et al.'s
+    randomized SVD, 10 oversamples, LU-normalised power iterations, signs by the components' largest entries),
+    so its answers are bit-identical (``tests/test_probe_pca.py``). Not importing scikit-learn keeps the
+    default check ~150 MiB smaller: its import loads pandas and pyarrow (``sklearn.utils.fixes``) and
+    ``scipy.stats``; only the class probe on labelled data still needs it."""
+    from scipy import linalg
+
+    x -= x.mean(axis=0)  # centred in place: no second 20k x 1280 float64 copy (196 MiB)
+    n_iter = 7 if k < 0.1 * min(x.shape) else 4
+    transpose = x.shape[0] < x.shape[1]
+    m = x.T if transpose else x
+    q = np.random.RandomState(seed).normal(size=(m.shape[1], k + 10))
+    for _ in range(n_iter):
+        q, _ = linalg.lu(m @ q, permute_l=True, check_finite=False)
+        q, _ = linalg.lu(m.T @ q, permute_l=True, check_finite=False)
+    q, _ = linalg.qr(m @ q, mode="economic", check_finite=False)
+    u_hat, s, vt = linalg.svd(q.T @ m, full_matrices=False, lapack_driver="gesdd")
+    u = q @ u_hat
+    if transpose:
+        u, s, vt = vt[:k].T, s[:k], u[:, :k].T
+    else:
+        u, s, vt = u[:, :k], s[:k], vt[:k]
+    # the sign of each component: its largest entry positive (scikit-learn's svd_flip, u_based_decision=False)
+    signs = np.sign(vt[np.arange(len(vt)), np.argmax(np.abs(vt), axis=1)])
+    u *= signs[np.newaxis, :]
+    u *= s[:k]
+    return u
 
 
 def embedding_features(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray]:

@@ -61,8 +61,10 @@ def _unit_rows(v: np.ndarray) -> np.ndarray:
     return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)).astype(np.float32)
 
 
-#: Images whose views are computed together.
-VIEW_CHUNK = 2048
+#: Images whose views are computed together: the working arrays of a chunk (a float32 grey copy, its blur, the
+#: frames' statistics: ~64 kB per 64-px image) stay small and in cache. Each image's views are its own: the
+#: chunk size changes no number (2,048 held ~100 MiB of working arrays at the copy stage's peak).
+VIEW_CHUNK = 512
 
 
 def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -223,9 +225,12 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
                     embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                     hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None,
                     k_pixel: int = PIXEL_K, k_embed: int = K, views: tuple[str, ...] = VIEWS,
-                    vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Candidates:
+                    vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                    embedded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> Candidates:
     """Candidates from every later split into all earlier ones, from the pixel view (flip-aware, CSLS), the
-    embedding view (CSLS) and given hash pairs, unioned.
+    embedding view (CSLS) and given hash pairs, unioned. ``embedded``: :func:`embedding_pairs` of these
+    arguments, when the caller ran that search first (before the pixel views were made: the two never held at
+    once).
 
     ``thumbs``: (N, s, s[, 3]) pixels of every record (rows where ``valid`` is False are ignored: unreadable);
     ``embeddings``: (N, D) unit-norm rows, ``have_embedding`` marking the rows that have one; ``hash_a``/
@@ -249,9 +254,13 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
         rows_v = np.flatnonzero(valid)
         vectors = view_vectors(thumbs, views) if vectors is None else vectors
         for vi, view in enumerate(views):
-            vec, vec_m = vectors[view] if valid.all() else (v[rows_v] for v in vectors[view])
+            vec, vec_m = vectors[view]
             for _, base, query in _split_pairs(s[valid], np.ones(len(rows_v), bool)):
-                sc, ids, _, mir = csls_knn(_rows(vec, base), _rows(vec, query), k_pixel, mirrored_queries=_rows(vec_m, query))
+                # only the rows a search reads, each a view where they are consecutive (the mirrored views: the
+                # queries'): not every valid row of the view, as is and mirrored (40 MiB per view at 20k photos)
+                base_r, query_r = rows_v[base], rows_v[query]
+                sc, ids, _, mir = csls_knn(_rows(vec, base_r), _rows(vec, query_r), k_pixel,
+                                           mirrored_queries=_rows(vec_m, query_r))
                 qi, r = np.nonzero(ids >= 0)
                 pix.append((rows_v[base[ids[qi, r]]], rows_v[query[qi]], r, sc[qi, r], mir[qi, r], np.full(len(r), vi)))
     pa, pb, prank, pscore, pmir, pview = (np.concatenate(c) for c in zip(*pix))
@@ -259,14 +268,9 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
     order = np.lexsort((pview, prank, pb, pa))
     first = order[np.r_[True, (np.diff(pa[order]) != 0) | (np.diff(pb[order]) != 0)]] if len(order) else order
     pa, pb, prank, pscore, pmir, pview = (x[first] for x in (pa, pb, prank, pscore, pmir, pview))
-    emb = [(empty, empty, empty, np.zeros(0))]
-    if embeddings is not None and k_embed and len(embeddings):
-        have = valid & (np.ones(n, bool) if have_embedding is None else np.asarray(have_embedding, bool))
-        for _, base, query in _split_pairs(s, have):  # a split's rows are usually consecutive: views, not copies
-            sc, ids, _, _ = csls_knn(_rows(embeddings, base), _rows(embeddings, query), k_embed)
-            qi, r = np.nonzero(ids >= 0)
-            emb.append((base[ids[qi, r]], query[qi], r, sc[qi, r]))
-    ea, eb, erank, escore = (np.concatenate(c) for c in zip(*emb))
+    if embedded is None:
+        embedded = embedding_pairs(s, embeddings, have_embedding, valid=valid, k=k_embed)
+    ea, eb, erank, escore = embedded
     ha = hb = empty
     if hash_a is not None and hash_b is not None:
         x, y = np.asarray(hash_a, np.int64), np.asarray(hash_b, np.int64)
@@ -288,6 +292,29 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
         col(ha, hb, np.ones(len(ha), bool), False, bool))
 
 
+def embedding_pairs(split_index: np.ndarray, embeddings: np.ndarray | None, have_embedding: np.ndarray | None = None,
+                    *, valid: np.ndarray | None = None, k: int = K
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The embedding view's candidates (CSLS kNN from every later split into the earlier ones) as record pairs
+    (a, b) with their rank and CSLS score: :func:`candidate_pairs`' embedding part, on its own so that a caller
+    can run it before the pixel views exist. Empty without embeddings."""
+    from .dense import _rows
+
+    s = np.asarray(split_index)
+    n = len(s)
+    empty = np.zeros(0, np.int64)
+    emb = [(empty, empty, empty, np.zeros(0))]
+    if embeddings is not None and k and len(embeddings):
+        valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+        have = valid & (np.ones(n, bool) if have_embedding is None else np.asarray(have_embedding, bool))
+        for _, base, query in _split_pairs(s, have):  # a split's rows are usually consecutive: views, not copies
+            sc, ids, _, _ = csls_knn(_rows(embeddings, base), _rows(embeddings, query), k)
+            qi, r = np.nonzero(ids >= 0)
+            emb.append((base[ids[qi, r]], query[qi], r, sc[qi, r]))
+    ea, eb, erank, escore = (np.concatenate(c) for c in zip(*emb))
+    return ea, eb, erank, escore
+
+
 def _split_pairs(split_index: np.ndarray, rows: np.ndarray):  # type: ignore[no-untyped-def]
     """(later split, base rows = earlier splits, query rows = that split) for every later split."""
     for later in range(1, int(split_index.max(initial=0)) + 1):
@@ -303,13 +330,16 @@ def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: i
     """Each of ``queries``' k nearest *other* images among ``rows`` in every pixel view (flip-aware, CSLS): the
     neighbours a calibration draws its negatives from, as the candidate search would propose them. Returns record
     pairs (query, neighbour), unique."""
+    from .dense import _rows
+
+    rows = np.asarray(rows, np.int64)
     pos = {int(r): i for i, r in enumerate(rows)}
     q_pos = np.array([pos[int(q)] for q in queries], np.int64)
     found: set[tuple[int, int]] = set()
     vectors = view_vectors(thumbs, views) if vectors is None else vectors
     for view in views:
-        vec, vec_m = (v[rows] for v in vectors[view])
-        _, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=vec_m[q_pos])
+        vec = _rows(vectors[view][0], rows)  # the mirrored view only for the queries: not for every row
+        _, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=vectors[view][1][rows[q_pos]])
         for qi, row in zip(q_pos.tolist(), ids.tolist()):
             found.update((int(rows[qi]), int(rows[j])) for j in row if j >= 0 and j != qi)
     pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
