@@ -253,6 +253,8 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
                            *(math.nan,) * 4, "", seed, 0)
     queries = np.sort(rng.choice(train_rows, size=min(null_sample, len(train_rows)), replace=False))
     qa, qb = pairs_within(thumbs, train_rows, queries, vectors=vectors)
+    if vectors is not None:  # the caller's pixel views (114 MiB at 20k): not held through the screen and registration
+        vectors.clear()
     sc = screen(thumbs, qb, qa, workers=workers)  # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
     keep = select(sc, qa, per_image)
     qa, qb = qa[keep], qb[keep]

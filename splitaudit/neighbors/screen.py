@@ -26,7 +26,7 @@ VARIANTS = ((1.0, 0.0), (1.15, 0.0), (1 / 1.15, 0.0), (1.0, 7.0), (1.0, -7.0))
 #: edges to zero, so a shift of up to MAX_OFFSET wraps little (padding to 32 px cost 1.7x the work).
 PAD = 0
 #: Pairs screened together (memory: ~45 kB per pair), one chunk per thread.
-CHUNK = 512
+CHUNK = 256
 
 
 @functools.lru_cache(maxsize=4)
@@ -74,7 +74,7 @@ def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np
 
 #: Pairs screened per block of at most this many distinct b images: only the block's spectra are held
 #: (25 kB per b image with its 10 variants, 2.5 kB per a image).
-BLOCK = 1024
+BLOCK = 256
 
 
 def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, workers: int | None = None
