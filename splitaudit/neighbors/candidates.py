@@ -154,8 +154,15 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int):  # type: ignor
         b = np.ascontiguousarray(base, dtype=np.float32)
         return [faiss.knn(np.ascontiguousarray(q, dtype=np.float32), b, k, metric=faiss.METRIC_INNER_PRODUCT) for q in queries]
     rng = np.random.default_rng(0)  # deterministic projection: the principal axes of a sample of both sides
-    sample = np.vstack([base, *queries])
-    sample = sample[rng.choice(len(sample), size=min(len(sample), 8192), replace=False)].astype(np.float64)
+    # the sampled rows of [base, *queries] gathered part by part: stacking them all first copied every row (at 1M
+    # images, ~1 GB for one view) to keep 8,192
+    parts = [base, *queries]
+    bounds = np.cumsum([0, *map(len, parts)])
+    pick = rng.choice(int(bounds[-1]), size=min(int(bounds[-1]), 8192), replace=False)
+    sample = np.empty((len(pick), d), np.float64)
+    for x, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+        inside = (pick >= lo) & (pick < hi)
+        sample[inside] = x[pick[inside] - lo]
     sample -= sample.mean(axis=0)
     _, vecs = np.linalg.eigh(sample.T @ sample)
     proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
