@@ -108,13 +108,15 @@ def copy_summary(ctx: AuditContext) -> dict[str, Any]:
     from dataclasses import asdict
 
     s = ctx.split_index
+    later = np.flatnonzero(s > 0)
+    cut = found.cuts(later)[0]
     best: dict[str, list[dict[str, Any]]] = {}
-    for i in np.flatnonzero(s > 0).tolist():
+    for i, c in zip(later.tolist(), cut.tolist()):
         r = ctx.ref(i)
         score, partner = float(found.best_score[i]), int(found.best_partner[i])
         other = ctx.ref(partner) if partner >= 0 else None
         best.setdefault(r.split, []).append({
-            "path": r.path, "score": None if np.isnan(score) else round(score, 4),
+            "path": r.path, "score": None if np.isnan(score) else round(score, 4), "cut": round(c, 4),
             "partner": f"{other.split}/{other.path}" if other is not None else None})
     return {"calibration": asdict(found.calibration), "candidates": len(found), "copies": int(found.copy.sum()),
             "similar": int(found.similar.sum()), "best": best}

@@ -98,10 +98,10 @@ def test_recropped_copies_are_found_by_the_verifier_and_not_without_it(recropped
     assert len(right) >= 5 and len(set(found) & set(copies)) >= 4, flagged
     # nothing else is a copy: the distinct regions of the same photos are look-alikes, not copies
     assert set(found) <= set(copies)
-    cut = with_verifier.copies["calibration"]["copy_cut"]
+    cut = {row["path"]: row["cut"] for row in with_verifier.copies["best"]["val"]}  # each eval image's own cut
     for f in with_verifier.by_check("near-duplicates"):
         reg = f.data["registration"]
-        assert reg["score"] >= cut or any(e.stage == "phash" and e.distance <= 10 for e in f.evidence)
+        assert reg["score"] >= cut[f.images[1].path] or any(e.stage == "phash" and e.distance <= 10 for e in f.evidence)
         assert any(e.stage == "copy" for e in f.evidence)
     mirrored = next(f for f in with_verifier.findings if "mirror" in f.images[1].path and len(f.images) == 2)
     assert mirrored.data["registration"]["mirrored"]
@@ -122,6 +122,8 @@ def test_every_eval_image_has_its_best_copy_score_and_the_calibration_is_reporte
     cal = doc["copies"]["calibration"]
     assert 0.6 <= cal["similar_cut"] <= cal["copy_cut"] <= 1.0
     assert cal["null_samples"] == 32 and cal["positives"] > 0
+    # every eval image's own cut, by its crowding, between the floor and the ceiling (a small null: its floor)
+    assert all(cal["copy_floor"] <= row["cut"] <= 0.995 for row in best.values()) and cal["copy_floor"] == 0.98
     for rel, src in copies.items():
         assert best[rel]["partner"] == f"train/{src}", (rel, best[rel])
     # scores are sortable: the copies rank above the distinct regions

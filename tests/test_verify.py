@@ -361,7 +361,7 @@ def test_deterministic_and_bounded(tiles, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_the_null_tail_fit_hits_its_rate_and_ignores_the_bulk_and_likely_copies() -> None:
-    from splitaudit.neighbors.calibrate import null_cuts
+    from splitaudit.neighbors.calibrate import null_model
 
     rng = np.random.default_rng(0)
     null = np.tanh(rng.gumbel(0.8, 0.15, 20000))
@@ -375,9 +375,40 @@ def test_the_null_tail_fit_hits_its_rate_and_ignores_the_bulk_and_likely_copies(
     assert tail_cut(lower, 1e-3)[0] == pytest.approx(cut, abs=1e-9)
     # copies inside train (3% of the null, scoring like the synthetic copies) are set aside as likely copies
     contaminated = np.concatenate([null, np.full(600, 0.995)])
-    c1 = null_cuts(null, 0.99, 1e-3, 2e-2)[0]
-    c2, _, _, _, likely = null_cuts(contaminated, 0.99, 1e-3, 2e-2)
-    assert likely.sum() == 600 and abs(np.arctanh(c2) - np.arctanh(c1)) < 0.05
+    m1 = null_model(null, None, 0.99, 1e-3, 2e-2)
+    m2 = null_model(contaminated, None, 0.99, 1e-3, 2e-2)
+    assert m2.likely.sum() == 600 and not m2.likely[: len(null)].any()
+    assert abs((m2.intercept + m2.copy_residual) - (m1.intercept + m1.copy_residual)) < 0.05
+    # ... and so are 15% of copies (real datasets, tiny suites): the set-aside tests against the rest's own tail,
+    # with no cap that would let the excess copies into the fit
+    heavy = np.concatenate([null, np.full(3500, 0.995)])
+    m3 = null_model(heavy, None, 0.99, 1e-3, 2e-2)
+    assert m3.likely.sum() == 3500 and abs((m3.intercept + m3.copy_residual) - (m1.intercept + m1.copy_residual)) < 0.05
+
+
+def test_the_null_given_crowding_hits_its_rate_in_crowds_and_alone() -> None:
+    """Distinct neighbours score higher in a crowd (tiles of a texture, garments): fitted on 400 samples as the
+    calibration does, the cut given crowding keeps the false-pair rate near its aim both in a crowd and alone, and
+    alone it sits far under one cut for all (the recall a single cut wastes)."""
+    from splitaudit.neighbors.calibrate import Calibration, null_model
+
+    rng = np.random.default_rng(1)
+    crowd = rng.uniform(0.2, 1.4, 80400)
+    null = np.tanh(0.3 + 1.1 * crowd + rng.gumbel(0.0, 0.12, len(crowd)))
+    fit, held, x = slice(0, 400), slice(400, None), crowd[400:]
+    model = null_model(null[fit], crowd[fit], 0.999, 1e-3, 2e-2)
+    assert abs(model.slope - 1.1) < 0.1, model.slope
+    cal = Calibration(0.99, 0.9, 1e-3, 2e-2, 400, *(0.0,) * 4, 0, 0.0, 0.0, 0, *(0.0,) * 4, "", 0, 0,
+                      crowding_intercept=model.intercept, crowding_slope=model.slope, crowding_lo=0.2,
+                      crowding_hi=1.4, crowding_median=0.8, copy_residual=model.copy_residual,
+                      similar_residual=model.similar_residual, copy_floor=0.0, similar_floor=0.0)
+    cut, similar = cal.cuts(x)
+    for part in (x < 0.6, x > 1.0):  # held-out samples, alone and in a crowd
+        assert np.mean(null[held][part] >= cut[part]) < 3e-3, np.mean(null[held][part] >= cut[part])
+        assert 0.005 < np.mean(null[held][part] >= similar[part]) < 0.05
+    flat = null_model(null[fit], None, 0.999, 1e-3, 2e-2)
+    one = np.tanh(flat.intercept + flat.copy_residual)
+    assert np.arctanh(one) - np.arctanh(np.median(cut[x < 0.6])) > 0.5, (one, np.median(cut[x < 0.6]))
 
 
 def test_screen_ranks_copies_first_and_finds_the_start(tiles) -> None:  # type: ignore[no-untyped-def]

@@ -48,7 +48,8 @@ def copy_sources(ctx: Any, val_rows: np.ndarray) -> CopySources:
     pixel_ok = np.nan_to_num(m.ncc, nan=-1.0) >= ctx.ncc_threshold()
     verified = m.same_bytes | m.same_pixels | pixel_ok | (m.hashed & m.cos_ok & ~np.isnan(m.cosine))
     if ctx.options.verify:  # registered by the copy verifier at its calibrated copy cut, or pixels that agree: verified
-        verified |= np.nan_to_num(m.copy_score, nan=-1.0) >= ctx.copies().calibration.copy_cut
+        later = np.where(ctx.split_index[m.a] > ctx.split_index[m.b], m.a, m.b)  # the cut is the eval image's
+        verified |= np.nan_to_num(m.copy_score, nan=-1.0) >= ctx.copies().cuts(later)[0]
         verified |= m.copy & (np.nan_to_num(m.copy_mad, nan=np.inf) <= PIXEL_MAD)
     # Strongest evidence first, so each validation image keeps its best match.
     strength = m.same_bytes * 4.0 + m.same_pixels * 2.0 + verified * 1.0 + np.nan_to_num(m.ncc, nan=0.0) * 0.1

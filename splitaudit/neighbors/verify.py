@@ -142,13 +142,19 @@ class CopyMatches(Transform):
     calibration: object  # a calibrate.Calibration
     screen_score: np.ndarray | None = None
     registered: np.ndarray | None = None
+    crowding: np.ndarray | None = None  # per record: calibrate.crowding (NaN: no candidates)
+
+    def cuts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(copy cut, similar cut) of the records ``rows`` (eval images: each image's own, by its crowding)."""
+        x = np.full(len(rows), np.nan) if self.crowding is None else self.crowding[np.asarray(rows, np.int64)]
+        return self.calibration.cuts(x)  # type: ignore[attr-defined]
 
     def __len__(self) -> int:
         return len(self.a)
 
     def pairs(self) -> dict[str, np.ndarray]:
         """The per-pair columns (for a table, a cache entry or a report)."""
-        skip = {"best_score", "best_partner", "calibration"}
+        skip = {"best_score", "best_partner", "calibration", "crowding"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip and getattr(self, f.name) is not None}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -183,7 +189,7 @@ def still_agreement(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[n
 
 
 def pixel_agreement(mad: np.ndarray, spread: np.ndarray, still: np.ndarray | None = None, score: np.ndarray | None = None,
-                    similar_cut: float = -1.0) -> np.ndarray:
+                    similar_cut: float | np.ndarray = -1.0) -> np.ndarray:
     """Per registered pair: its grey levels agree within :data:`~.register.PIXEL_MAD`, and the compared area is no
     near-blank one (a's grey spread at least :data:`~.register.PIXEL_SPREAD`). NaN: not registered. Where the MAD is
     of the registered overlap (not ``still``: the whole images as they lie), the structure must agree too, the
@@ -197,8 +203,9 @@ def pixel_agreement(mad: np.ndarray, spread: np.ndarray, still: np.ndarray | Non
 
 
 def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: bool = False,  # type: ignore[no-untyped-def]
-           pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(copy, similar) per pair. A pair is a copy at ``copy_cut``, or where its ``pixels`` agree (:func:`pixel_agreement`:
+           pixels: np.ndarray | None = None, crowding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(copy, similar) per pair. A pair is a copy at its copy cut (the calibration's, at the eval image's
+    ``crowding``: :meth:`~.calibrate.Calibration.cuts`), or where its ``pixels`` agree (:func:`pixel_agreement`:
     the same picture to a viewer, whatever the structural score); a hash match is one always with ``trust_hashes``
     (datasets whose distinct images do not hash alike: the check context's hash collision rate), so the stage never
     finds fewer copies than hashes alone. Where hashes collide, a hash match adds nothing: on scikit-learn's digits
@@ -206,10 +213,11 @@ def decide(score: np.ndarray, hashed: np.ndarray, calibration, *, trust_hashes: 
     match + similar band, reported them). The band between the cuts is 'similar'."""
     score = np.nan_to_num(np.asarray(score, np.float64), nan=-1.0)
     hashed = np.asarray(hashed, bool)
-    copy = (score >= calibration.copy_cut) | (hashed & trust_hashes)
+    copy_cut, similar_cut = calibration.cuts(np.full(len(score), np.nan) if crowding is None else crowding)
+    copy = (score >= copy_cut) | (hashed & trust_hashes)
     if pixels is not None:
         copy |= np.asarray(pixels, bool)
-    similar = ~copy & (score >= calibration.similar_cut)
+    similar = ~copy & (score >= similar_cut)
     return copy, similar
 
 
@@ -243,7 +251,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     photos); ``split_index``: 0 = train, then the later splits; ``valid``: rows that decoded; ``trust_hashes``:
     hash matches are copies on their own (see :func:`decide`); ``workers``: threads of the screen and the
     registration (default: one per core; the answer does not depend on them)."""
-    from .calibrate import calibrate
+    from .calibrate import calibrate, crowding
     from .candidates import VIEWS, candidate_pairs, embedding_pairs, view_vectors
 
     split_index = np.asarray(split_index)
@@ -260,6 +268,9 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                                 per_image=per_image, workers=workers)
     del vectors  # 5.7 kB per image (114 MiB at 20k): not needed past the candidates and the calibration
     sc = screen(thumbs, cand.a, cand.b, workers=workers)
+    # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
+    proposed = cand.pixel_rank >= 0
+    crowd = crowding(cand.b[proposed], sc.score[proposed], n)
     keep = select(sc, cand.b, per_image, hashed=cand.hashed)
     got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep), workers=workers)
     reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
@@ -271,8 +282,10 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     mad, spread = still_agreement(thumbs, cand.a, cand.b)
     closer = ~(np.nan_to_num(reg["mad"], nan=np.inf) <= mad)
     reg["mad"][closer], reg["spread"][closer], reg["still"][closer] = mad[closer], spread[closer], True
-    pixels = pixel_agreement(reg["mad"], reg["spread"], reg["still"], reg["score"], calibration.similar_cut)
-    copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes, pixels=pixels)
+    _, similar_cut = calibration.cuts(crowd[cand.b])
+    pixels = pixel_agreement(reg["mad"], reg["spread"], reg["still"], reg["score"], similar_cut)
+    copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes, pixels=pixels,
+                           crowding=crowd[cand.b])
     copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed | pixels, copy, similar)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
@@ -284,7 +297,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
             partner[cand.b[j]] = cand.a[j]
     return CopyMatches(**reg, a=cand.a, b=cand.b, pixel_rank=cand.pixel_rank, embed_rank=cand.embed_rank,
                        hashed=cand.hashed, copy=copy, similar=similar, best_score=best, best_partner=partner,
-                       calibration=calibration, screen_score=sc.score, registered=keep)
+                       calibration=calibration, screen_score=sc.score, registered=keep, crowding=crowd)
 
 
 def as_dict(calibration) -> dict[str, float | int]:  # type: ignore[no-untyped-def]
