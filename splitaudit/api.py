@@ -126,7 +126,7 @@ def embedding_summary(ctx: AuditContext) -> dict[str, Any]:
     """The backbone and the thresholds this dataset calibrated (empty when embeddings are off)."""
     if ctx.backbone is None or ctx.calibration is None:
         return {}
-    from .neighbors.thresholds import DEFAULT_MIN_NCC, HASH_COLLISION_RATE
+    from .neighbors.thresholds import DEFAULT_MIN_NCC
 
     rate = ctx.hash_collision_rate()
     return {
@@ -135,6 +135,6 @@ def embedding_summary(ctx: AuditContext) -> dict[str, Any]:
         "similarity_threshold": ctx.similarity_threshold(),
         "ncc_threshold": ctx.ncc_threshold(DEFAULT_MIN_NCC),
         "hash_collision_rate": rate,
-        "hashes_trusted": rate <= HASH_COLLISION_RATE,
+        "hashes_trusted": ctx.hashes_trusted(),
         "null_cosine": ctx.calibration.null_cosine(),
     }

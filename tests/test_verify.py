@@ -433,3 +433,20 @@ def test_screen_ranks_copies_first_and_finds_the_start(tiles) -> None:  # type: 
     assert not sc.mirrored[first] and sc.mirrored[mirrored] and sc.scale[zoomed] > 1.05
     # the window moved right by 2 of 32 px: b's centre shows a's centre + 2/32 of the side (screen steps: 1/24)
     assert abs(sc.dx[first] - 2 / 32) <= 1 / 24 and abs(sc.dy[first]) <= 1 / 24
+
+
+def test_copies_inside_train_do_not_count_against_the_hashes() -> None:
+    """A hash match inside train is a collision only between distinct images: matches whose images the null set
+    aside as copies inside train leave the distinct rate, so a dataset holding copies still trusts its hashes,
+    and one whose distinct images hash alike (garments, digits) does not."""
+    from splitaudit.neighbors.calibrate import distinct_hash_rate
+
+    train = np.arange(100)
+    a, b = np.arange(0, 20, 2), np.arange(1, 21, 2)  # 20 of 100 training images in 10 hash-matched pairs
+    queries = np.arange(0, 100, 2)  # the null sampled every other image: 10 of them matched
+    copies = np.isin(queries, a)  # ... and set all 10 aside as copies inside train
+    assert distinct_hash_rate(train, a, b, queries, copies) == (0.2, 0.0)
+    half = copies & (queries < 10)  # only half of them: the other half are distinct images that collide
+    assert distinct_hash_rate(train, a, b, queries, half) == (0.2, pytest.approx(0.1))
+    # pairs across splits and a record matched with itself are not collisions inside train
+    assert distinct_hash_rate(train, np.array([5, 7]), np.array([150, 7]), queries, copies)[0] == 0.0

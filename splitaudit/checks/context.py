@@ -263,6 +263,15 @@ class AuditContext:
         """On a cluster the searches shard their base by split and run a task per shard (exact merges)."""
         return {"shards": self.split_index, "starmap": self.engine.starmap} if self.engine.distributed else {}
 
+    def hashes_trusted(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH) -> bool:
+        """Whether a hash match is a copy on its own here: distinct training images rarely hash alike. With the copy
+        verifier, copies inside train (which hash alike too) do not count against the hashes
+        (:func:`~splitaudit.neighbors.calibrate.distinct_hash_rate`); without it, every non-identical hash match
+        inside train does."""
+        if self.options.verify:
+            return bool(self.copies(max_phash, max_dhash).calibration.hash_distinct_rate <= HASH_COLLISION_RATE)
+        return self.hash_collision_rate(max_phash, max_dhash) <= HASH_COLLISION_RATE
+
     def matches(self, max_phash: int = DEFAULT_MAX_PHASH, max_dhash: int = DEFAULT_MAX_DHASH,
                 min_similarity: float = DEFAULT_MIN_SIMILARITY, max_ratio: float = DEFAULT_MAX_RATIO) -> Matches:
         """Every matched pair with merged evidence: identical bytes, identical pixels, hashes, embeddings."""
@@ -273,7 +282,7 @@ class AuditContext:
                 self.features, self.split_index, self.hash_pairs(max_phash, max_dhash),
                 self.dense_pairs(min_similarity, max_ratio) if self.backbone is not None else None, emb, have,
                 max_phash=max_phash, max_dhash=max_dhash,
-                trust_hashes=lambda: self.hash_collision_rate(max_phash, max_dhash) <= HASH_COLLISION_RATE,
+                trust_hashes=lambda: self.hashes_trusted(max_phash, max_dhash),
                 min_cosine=self.similarity_threshold(min_similarity) if self.backbone is not None else 1.0,
                 pixel_digests=self.pixel_digests, confirm=self.confirmed,
                 copies=self.copies(max_phash, max_dhash) if self.options.verify else None)
@@ -309,17 +318,18 @@ class AuditContext:
         hp = self.hash_pairs(max_phash, max_dhash)
         # Near-blank images match on identical pixels only (neighbors.blank): nothing to register.
         valid = f.ok & have_thumb & ~near_blank(f["spread"], f.ok)
-        trusted = self.hash_collision_rate(max_phash, max_dhash) <= HASH_COLLISION_RATE
 
         def compute() -> CopyMatches:
+            # whether a hash match is a copy on its own is decided by the stage: it tells copies inside train
+            # (which hash alike) from distinct images that collide
             return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
                 thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None, have_embedding=have,
-                hash_a=hp.a, hash_b=hp.b, trust_hashes=trusted, workers=self.options.workers))
+                hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers))
 
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
         # of the key, so a changed algorithm never serves results of the old one.
         inputs = ("copies-v1", _verifier_code(), self.hash_options.max_pixels, self.split_index, valid, tuple(f["digest"]),
-                  self.backbone, have, hp.a, hp.b, trusted)
+                  self.backbone, have, hp.a, hp.b, "trust-by-calibration")
         return self.stored(("copies", max_phash, max_dhash), inputs, compute, CopyMatches.from_arrays)
 
     def computed_copies(self) -> CopyMatches | None:

@@ -100,6 +100,10 @@ class Calibration:
     similar_residual: float = math.nan
     copy_floor: float = FLOOR
     similar_floor: float = FLOOR
+    #: Training images with a hash match inside train (share), and that share less the matches the null sets aside
+    #: as copies inside train: how often distinct images hash alike here (:func:`distinct_hash_rate`).
+    hash_collision_rate: float = math.nan
+    hash_distinct_rate: float = math.nan
 
     def cuts(self, crowding: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """(copy cut, similar cut) for images of the given :func:`crowding` (NaN: none measured, the median is
@@ -321,6 +325,23 @@ def null_model(null: np.ndarray, crowd: np.ndarray | None, copy_like: float, tar
     return NullModel(intercept, slope, r_copy, r_sim, u, scale, likely)
 
 
+def distinct_hash_rate(train_rows: np.ndarray, hash_a: np.ndarray, hash_b: np.ndarray, queries: np.ndarray,
+                       likely: np.ndarray) -> tuple[float, float]:
+    """(share of training images with a hash match inside train, the share of them that are distinct images).
+    Copies inside train hash alike as much as look-alikes do, so the raw share says little where a dataset holds
+    copies; among the null's sampled images with such a match, those the null sets aside as likely copies are
+    copies, the rest distinct images that collide (no extra registration)."""
+    train = np.zeros(int(max(train_rows.max(initial=-1), hash_a.max(initial=-1), hash_b.max(initial=-1))) + 1, bool)
+    train[train_rows] = True
+    hash_a, hash_b = np.asarray(hash_a, np.int64), np.asarray(hash_b, np.int64)
+    inside = train[hash_a] & train[hash_b] & (hash_a != hash_b)
+    involved = np.unique(np.concatenate([hash_a[inside], hash_b[inside]]))
+    rate = len(involved) / max(len(train_rows), 1)
+    seen = np.isin(queries, involved)
+    share = float(np.mean(~likely[seen])) if seen.any() else 1.0
+    return rate, rate * share
+
+
 def _bare(target_rate: float, similar_rate: float, seed: int, **model: float) -> Calibration:
     """A calibration with no null and no positives measured: cuts at the ceiling unless ``model`` says otherwise."""
     return Calibration(CEILING, CEILING, target_rate, similar_rate, 0, *(math.nan,) * 4, 0, math.nan, math.nan, 0,
@@ -331,11 +352,12 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
               similar_rate: float = SIMILAR_RATE, null_sample: int = NULL_SAMPLE,
               positive_sample: int = POSITIVE_SAMPLE, seed: int = 0,
               vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, per_image: int = 2,
-              workers: int | None = None) -> Calibration:
+              workers: int | None = None, hash_pairs: tuple[np.ndarray, np.ndarray] | None = None) -> Calibration:
     """The copy and similar cuts for this dataset, from its training images (see the module docstring).
     ``vectors``: the candidate search's :func:`~.candidates.view_vectors` of all ``thumbs``, when at hand;
     ``per_image``: neighbours registered per sampled image (by screen score), as the decisions do; ``workers``:
-    threads of the screen and the registration (the answer does not depend on them)."""
+    threads of the screen and the registration (the answer does not depend on them); ``hash_pairs``: the
+    dataset's hash matches (record pairs), for :func:`distinct_hash_rate`."""
     from .candidates import pairs_within
     from .verify import pixel_agreement, screen, select, verify_pairs
 
@@ -377,6 +399,9 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     model_values = dict(crowding_intercept=model.intercept, crowding_slope=model.slope, crowding_lo=lo,
                         crowding_hi=hi, crowding_median=mid, copy_residual=model.copy_residual,
                         similar_residual=model.similar_residual, copy_floor=floor, similar_floor=sim_floor)
+    if hash_pairs is not None:
+        rate, distinct = distinct_hash_rate(train_rows, hash_pairs[0], hash_pairs[1], queries, model.likely)
+        model_values.update(hash_collision_rate=rate, hash_distinct_rate=distinct)
     copy_cut, similar_cut = (float(c) for c in _bare(target_rate, similar_rate, seed, **model_values).cuts(mid))
     # the decisions' rule (verify.decide), hashes aside, at a typical image's cuts
     found = (pos >= copy_cut) | pixel_agreement(preg.mad, preg.spread, preg.still, pos, similar_cut)

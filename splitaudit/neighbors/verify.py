@@ -241,7 +241,7 @@ def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy:
 
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
-                hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool = False,
+                hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool | None = False,
                 calibration=None, seed: int = 0, per_image: int = PER_IMAGE, workers: int | None = None) -> CopyMatches:  # type: ignore[no-untyped-def]
     """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
     candidate, registration of each eval image's ``per_image`` best candidates and best hash matches,
@@ -249,7 +249,9 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
 
     ``thumbs``: (N, s, s[, 3]) uint8 squashed thumbnails of every record (32 px for tiny images, 64 px for
     photos); ``split_index``: 0 = train, then the later splits; ``valid``: rows that decoded; ``trust_hashes``:
-    hash matches are copies on their own (see :func:`decide`); ``workers``: threads of the screen and the
+    hash matches are copies on their own (see :func:`decide`); ``None``: where the calibration finds that distinct
+    training images rarely hash alike (:func:`~.calibrate.distinct_hash_rate` at most
+    :data:`~.thresholds.HASH_COLLISION_RATE`: copies inside train do not count against the hashes); ``workers``: threads of the screen and the
     registration (default: one per core; the answer does not depend on them)."""
     from .calibrate import calibrate, crowding
     from .candidates import VIEWS, candidate_pairs, embedding_pairs, view_vectors
@@ -264,8 +266,13 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
                            hash_a=hash_a, hash_b=hash_b, vectors=vectors, embedded=embedded)
     if calibration is None:
+        hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed, vectors=vectors,
-                                per_image=per_image, workers=workers)
+                                per_image=per_image, workers=workers, hash_pairs=hashes)
+    if trust_hashes is None:
+        from .thresholds import HASH_COLLISION_RATE
+
+        trust_hashes = bool(calibration.hash_distinct_rate <= HASH_COLLISION_RATE)  # NaN (not measured): no
     del vectors  # 5.7 kB per image (114 MiB at 20k): not needed past the candidates and the calibration
     sc = screen(thumbs, cand.a, cand.b, workers=workers)
     # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
