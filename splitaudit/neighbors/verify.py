@@ -244,7 +244,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     hash matches are copies on their own (see :func:`decide`); ``workers``: threads of the screen and the
     registration (default: one per core; the answer does not depend on them)."""
     from .calibrate import calibrate
-    from .candidates import VIEWS, candidate_pairs, embedding_pairs, view_vectors
+    from .candidates import candidate_pairs, embedding_pairs
 
     split_index = np.asarray(split_index)
     n = len(split_index)
@@ -252,13 +252,12 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     # the embedding search first: it gathers the splits' rows (98 MiB at 20k photos) while the pixel views (114 MiB)
     # do not exist yet
     embedded = embedding_pairs(split_index, embeddings, have_embedding, valid=valid)
-    vectors = view_vectors(thumbs, VIEWS)  # once, for the candidates and the calibration's negatives
+    # the pixel views are made per search, for the rows it reads (not held for every image: 5.8 kB an image)
     cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
-                           hash_a=hash_a, hash_b=hash_b, vectors=vectors, embedded=embedded)
+                           hash_a=hash_a, hash_b=hash_b, embedded=embedded)
     if calibration is None:
-        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed, vectors=vectors,
+        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed,
                                 per_image=per_image, workers=workers)
-    del vectors  # 5.7 kB per image (114 MiB at 20k): not needed past the candidates and the calibration
     sc = screen(thumbs, cand.a, cand.b, workers=workers)
     keep = select(sc, cand.b, per_image, hashed=cand.hashed)
     got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep), workers=workers)
