@@ -82,18 +82,31 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
 def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
            workers: int | None = None) -> Registration:
     """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
-    image is kept: ~2.3 kB each), all pairs screened at once."""
+    image is kept: ~2.3 kB each; in a temporary file above :data:`~splitaudit.memory.SPILL_BYTES`, 230 MB at 100k
+    images, read back block by block), all pairs screened at once."""
+    from ..memory import SPILL_BYTES, SpilledRows
+
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     ids, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-    small = np.zeros((len(ids), side // 2, side // 2), np.float32)
+    shape = (len(ids), side // 2, side // 2)
+    spill = len(ids) * (side // 2) ** 2 * 4 > SPILL_BYTES
+    small = SpilledRows(shape, np.float32) if spill else np.zeros(shape, np.float32)
     box = np.zeros((len(ids), 4), np.int64)
     for s in range(0, len(ids), CHUNK):  # only the half-resolution image is kept: not every chunk's full one
         p = prepare(thumbs[ids[s : s + CHUNK]], side)
-        small[s : s + CHUNK], box[s : s + CHUNK] = p.small, p.box
-    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),
+        if spill:
+            small.write(s, p.small)  # type: ignore[union-attr]
+        else:
+            small[s : s + CHUNK] = p.small
+        box[s : s + CHUNK] = p.box
+    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),  # type: ignore[arg-type]
                     np.zeros((0, side, side), np.float32))
-    return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers)
+    try:
+        return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers)
+    finally:
+        if spill:
+            small.close()  # type: ignore[union-attr]
 
 
 def _best_per_image(score: np.ndarray, b: np.ndarray, per_image: int, among: np.ndarray) -> np.ndarray:
