@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import invalid_parameter
+from ..memory import release_freed_memory
 from .columns import Columns
 
 #: Pixel views, each searched on its own (top K by CSLS) and unioned (measured by benchmarks/copy_suites.py):
@@ -291,6 +292,7 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
                 del q, q_m
                 qi, r = np.nonzero(ids >= 0)
                 pix.append((rows_v[base[ids[qi, r]]], rows_v[query[qi]], r, sc[qi, r], mir[qi, r], np.full(len(r), vi)))
+            release_freed_memory()  # the view's search arrays, freed: the next view starts from what is in use
     pa, pb, prank, pscore, pmir, pview = (np.concatenate(c) for c in zip(*pix))
     # one row per pair: its best rank over the pixel views (ties: the view listed first)
     order = np.lexsort((pview, prank, pb, pa))
@@ -368,5 +370,6 @@ def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: i
         del vec
         for qi, row in zip(q_pos.tolist(), ids.tolist()):
             found.update((int(rows[qi]), int(rows[j])) for j in row if j >= 0 and j != qi)
+        release_freed_memory()
     pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1]

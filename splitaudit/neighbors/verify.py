@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from ..memory import release_freed_memory
 from .register import PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, Transform, prepare, register_pairs
 from .screen import screen_pairs
 
@@ -76,6 +77,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="splitaudit-verify") as pool:
             list(pool.map(chunk, range(0, n, CHUNK)))
+    release_freed_memory()  # the chunks' working images, freed in the threads' heaps: the next step starts lower
     return Registration(**out)
 
 
@@ -107,6 +109,7 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     finally:
         if spill:
             small.close()  # type: ignore[union-attr]
+        release_freed_memory()
 
 
 def _best_per_image(score: np.ndarray, b: np.ndarray, per_image: int, among: np.ndarray) -> np.ndarray:
