@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 
@@ -14,3 +15,62 @@ def release_freed_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl): nothing to trim
             pass
+
+
+#: Arrays larger than this go to a temporary file when a caller allows it (:class:`SpilledRows`).
+SPILL_BYTES = 32 * 2**20
+
+
+class SpilledRows:
+    """The rows of a large array in a temporary file, read back by index (``x[rows]``, ``x[a:b]``, ``len``,
+    ``shape``): a read maps the file, copies the rows out and unmaps it, so the rows live in the page cache, not in
+    this process's resident memory (a mapping kept open would count every page ever read). Filled in parts with
+    :meth:`write`; the file is removed by :meth:`close` (or when the object is collected)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: object, folder: str | None = None) -> None:
+        import tempfile
+
+        import numpy as np
+
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)  # type: ignore[call-overload]
+        fd, self.path = tempfile.mkstemp(prefix="splitaudit-rows-", suffix=".bin", dir=folder)
+        with open(fd, "wb") as fh:
+            fh.truncate(int(np.prod(self.shape)) * self.dtype.itemsize)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _map(self, mode: str):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        return np.memmap(self.path, self.dtype, mode, shape=self.shape)
+
+    def write(self, start: int, rows) -> None:  # type: ignore[no-untyped-def]
+        """Rows ``start ...`` of the array (plain file writes: no page of it enters this process's memory)."""
+        import numpy as np
+
+        rows = np.ascontiguousarray(rows, self.dtype)
+        row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        with open(self.path, "r+b") as fh:
+            fh.seek(start * row_bytes)
+            fh.write(rows.tobytes())
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        m = self._map("r")
+        try:
+            return np.array(m[index])
+        finally:
+            m._mmap.close()  # type: ignore[attr-defined]
+            del m
+
+    def close(self) -> None:
+        if getattr(self, "path", None):
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
+            self.path = ""
+
+    __del__ = close

@@ -110,3 +110,80 @@ def test_embedding_candidates_searched_first_are_the_same_candidates(photos: dic
     for name in ("a", "b", "pixel_rank", "pixel_score", "pixel_mirrored", "pixel_view", "embed_rank", "embed_score", "hashed"):
         np.testing.assert_array_equal(getattr(first, name), getattr(alone, name))
     assert (alone.embed_rank >= 0).any() and not np.isin(alone.a[alone.embed_rank >= 0], [3, 50, 51, 77, 120]).any()
+
+
+def test_pixel_views_made_per_search_give_the_same_candidates_and_negatives(photos: dict[str, np.ndarray]) -> None:
+    # the copy stage makes each pixel view for the rows one search reads (the mirrored view for its queries only),
+    # never every image's views at once: the candidates and the calibration's negatives are those of the views made
+    # for every image up front, with unreadable rows and three splits
+    from splitaudit.neighbors import candidates
+
+    thumbs = _photo_thumbs(photos, 30)
+    n = len(thumbs)
+    split = np.where(np.arange(n) % 5 == 4, 1, np.where(np.arange(n) % 7 == 3, 2, 0)).astype(np.int64)
+    valid = np.ones(n, bool)
+    valid[[3, 50, 51, 120]] = False
+    whole = candidates.view_vectors(thumbs)
+    rows = np.flatnonzero(valid)[::3]
+    some = candidates.view_vectors(thumbs, rows=rows, mirror=False)
+    for view in whole:
+        np.testing.assert_array_equal(some[view][0], whole[view][0][rows])
+        assert some[view][1] is None
+    given = candidates.candidate_pairs(thumbs, split, valid=valid, vectors=whole)
+    made = candidates.candidate_pairs(thumbs, split, valid=valid)
+    for name in ("a", "b", "pixel_rank", "pixel_score", "pixel_mirrored", "pixel_view"):
+        np.testing.assert_array_equal(getattr(made, name), getattr(given, name))
+    assert len(made) > (split > 0).sum()
+    train = np.flatnonzero(valid & (split == 0))
+    queries = train[::4]
+    for got, want in zip(candidates.pairs_within(thumbs, train, queries),
+                         candidates.pairs_within(thumbs, train, queries, vectors=whole)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_screen_with_its_images_in_a_file_gives_the_same_answer(photos: dict[str, np.ndarray],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # above SPILL_BYTES the screen's half-resolution images go to a temporary file read back per block: the same
+    # answer as in memory, and the file is gone afterwards
+    import glob
+    import tempfile
+
+    from splitaudit import memory
+    from splitaudit.neighbors import screen as screen_module
+    from splitaudit.neighbors import verify
+
+    thumbs = _photo_thumbs(photos, 20)
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, len(thumbs) // 2, 300), rng.integers(len(thumbs) // 2, len(thumbs), 300)
+    in_memory = verify.screen(thumbs, a, b, workers=1)
+    made = []
+
+    class Recorded(memory.SpilledRows):
+        def write(self, start, rows):  # type: ignore[no-untyped-def]
+            made.append(len(rows))
+            super().write(start, rows)
+
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    monkeypatch.setattr(memory, "SpilledRows", Recorded)
+    monkeypatch.setattr(screen_module, "BLOCK", 16)
+    before = set(glob.glob(f"{tempfile.gettempdir()}/splitaudit-rows-*"))
+    spilled = verify.screen(thumbs, a, b, workers=1)
+    for got, want in zip(spilled.to_arrays().values(), in_memory.to_arrays().values()):
+        np.testing.assert_array_equal(got, want)
+    assert sum(made) == len(np.unique(np.r_[a, b]))  # every screened image went through the file
+    assert set(glob.glob(f"{tempfile.gettempdir()}/splitaudit-rows-*")) == before
+
+
+def test_spilled_rows_read_back_what_was_written(tmp_path: Path) -> None:
+    from splitaudit.memory import SpilledRows
+
+    x = np.random.default_rng(0).random((1000, 6, 5)).astype(np.float32)
+    rows = SpilledRows(x.shape, np.float32, folder=str(tmp_path))
+    for s in range(0, len(x), 300):
+        rows.write(s, x[s : s + 300])
+    pick = np.array([999, 3, 3, 0, 512])
+    np.testing.assert_array_equal(rows[pick], x[pick])
+    np.testing.assert_array_equal(rows[10:20], x[10:20])
+    assert len(rows) == 1000 and rows.shape == x.shape and len(list(tmp_path.iterdir())) == 1
+    rows.close()
+    assert not list(tmp_path.iterdir())

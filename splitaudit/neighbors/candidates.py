@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import invalid_parameter
+from ..memory import release_freed_memory
 from .columns import Columns
 
 #: Pixel views, each searched on its own (top K by CSLS) and unioned (measured by benchmarks/copy_suites.py):
@@ -67,9 +68,12 @@ def _unit_rows(v: np.ndarray) -> np.ndarray:
 VIEW_CHUNK = 512
 
 
-def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS, *, rows: np.ndarray | None = None,
+                 mirror: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every pixel view of :data:`VIEWS` for N thumbnails, as is and mirrored: view -> (rows, mirrored rows), each
-    mean-centred and unit norm (float32). Vectorised: a few seconds for 100k 32-px images."""
+    mean-centred and unit norm (float32). Vectorised: a few seconds for 100k 32-px images. ``rows``: only these
+    thumbnails (one output row each, in this order; each image's views are its own: the same numbers as for all);
+    ``mirror=False``: the mirrored rows are not made (None)."""
     import cv2
     import scipy.fft as sfft
 
@@ -78,14 +82,20 @@ def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS) -> dict[str
     for view in views:
         if view not in VIEWS:
             raise invalid_parameter("view", VIEWS, view)
-    if len(thumbs) > VIEW_CHUNK:  # in chunks: the working arrays stay in cache (3x faster on 70k images)
+    count = len(thumbs) if rows is None else len(rows)
+    if count > VIEW_CHUNK or rows is not None:  # in chunks: the working arrays stay in cache (3x faster on 70k images)
         out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for s in range(0, len(thumbs), VIEW_CHUNK):  # written into the result: no second copy of every view
-            part = view_vectors(thumbs[s : s + VIEW_CHUNK], views)
+        for s in range(0, count, VIEW_CHUNK):  # written into the result: no second copy of every view
+            part = view_vectors(thumbs[s : s + VIEW_CHUNK] if rows is None else thumbs[rows[s : s + VIEW_CHUNK]],
+                                views, mirror=mirror)
             for v in views:
                 if v not in out:
-                    out[v] = tuple(np.empty((len(thumbs), x.shape[1]), x.dtype) for x in part[v])  # type: ignore[assignment]
-                out[v][0][s : s + VIEW_CHUNK], out[v][1][s : s + VIEW_CHUNK] = part[v]
+                    out[v] = tuple(None if x is None else np.empty((count, x.shape[1]), x.dtype) for x in part[v])  # type: ignore[assignment]
+                for o in range(2 if mirror else 1):
+                    out[v][o][s : s + VIEW_CHUNK] = part[v][o]
+        if not out:  # no rows
+            z = np.zeros((0, 0), np.float32)
+            out = {v: (z, z if mirror else None) for v in views}  # type: ignore[misc]
         return out
     grey = to_grey(thumbs)
     n, h, w = grey.shape
@@ -110,20 +120,34 @@ def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS) -> dict[str
                     x0, y0, x1, y1 = box[i]
                     x[i] = cv2.resize(np.ascontiguousarray(grey[i, y0 : y1 + 1, x0 : x1 + 1]), (PIXEL_SIDE, PIXEL_SIDE),
                                       interpolation=cv2.INTER_AREA)
-            v, vm = x, flip(x)
+            v, vm = x, flip(x) if mirror else None
         elif view == "coarse":
             s = 1.5 * w / 32
             x = area(_batch(lambda c, s=s: cv2.GaussianBlur(c, (0, 0), s), grey), 8)
-            v, vm = x, flip(x)
+            v, vm = x, flip(x) if mirror else None
         else:  # spectrum: magnitude of the low frequencies of the windowed 32-px image (a shift changes only phase)
             g = grey if (h, w) == (32, 32) else area(grey, 32)
             win = np.hanning(32).astype(np.float32)
             g = (g - g.mean(axis=(1, 2), keepdims=True)) * win[:, None] * win[None, :]
             # scipy's FFT: numpy's is ~40x slower on a batch of small images (numpy 2.4)
             spec = lambda im: np.log1p(np.fft.fftshift(np.abs(sfft.rfft2(im)), axes=1)[:, 8:25, :9]).astype(np.float32)
-            v, vm = spec(g), spec(g[:, :, ::-1])
-        out[view] = (_unit_rows(v.reshape(n, -1)), _unit_rows(vm.reshape(n, -1)))
+            v, vm = spec(g), spec(g[:, :, ::-1]) if mirror else None
+        out[view] = (_unit_rows(v.reshape(n, -1)), None if vm is None else _unit_rows(vm.reshape(n, -1)))  # type: ignore[assignment]
     return out
+
+
+def _view_rows(thumbs: np.ndarray, vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None, view: str,
+               rows: np.ndarray, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """One view of the thumbnails ``rows`` (as is; mirrored too with ``mirror``): from ``vectors`` (a view where the
+    rows are consecutive), else made now for those rows alone. Made per search, the views of every image are never
+    held at once (5.8 kB an image as is and mirrored: 580 MB at 100k images); a view is made again for each search
+    that reads it, which costs little beside the search."""
+    from .dense import _rows
+
+    if vectors is None:
+        return view_vectors(thumbs, (view,), rows=rows, mirror=mirror)[view]
+    vec, vec_m = vectors[view]
+    return _rows(vec, rows), (_rows(vec_m, rows) if mirror else None)
 
 
 def pixel_vectors(thumbs: np.ndarray, view: str = "pixels", *, mirrored: bool = False) -> np.ndarray:
@@ -251,25 +275,24 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
     for view in views:
         if view not in VIEWS:
             raise invalid_parameter("views", VIEWS, view)
-    from .dense import _rows
-
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
     s = np.asarray(split_index)
     empty = np.zeros(0, np.int64)
     pix = [(empty, empty, empty, np.zeros(0), np.zeros(0, bool), empty)]  # a, b, rank, score, mirrored, view
     if k_pixel and valid.any():
         rows_v = np.flatnonzero(valid)
-        vectors = view_vectors(thumbs, views) if vectors is None else vectors
         for vi, view in enumerate(views):
-            vec, vec_m = vectors[view]
             for _, base, query in _split_pairs(s[valid], np.ones(len(rows_v), bool)):
-                # only the rows a search reads, each a view where they are consecutive (the mirrored views: the
-                # queries'): not every valid row of the view, as is and mirrored (40 MiB per view at 20k photos)
+                # only the rows a search reads (the mirrored views: the queries'), made for this search unless given:
+                # not every valid row of every view, as is and mirrored (5.8 kB an image)
                 base_r, query_r = rows_v[base], rows_v[query]
-                sc, ids, _, mir = csls_knn(_rows(vec, base_r), _rows(vec, query_r), k_pixel,
-                                           mirrored_queries=_rows(vec_m, query_r))
+                q, q_m = _view_rows(thumbs, vectors, view, query_r, True)
+                sc, ids, _, mir = csls_knn(_view_rows(thumbs, vectors, view, base_r, False)[0], q, k_pixel,
+                                           mirrored_queries=q_m)
+                del q, q_m
                 qi, r = np.nonzero(ids >= 0)
                 pix.append((rows_v[base[ids[qi, r]]], rows_v[query[qi]], r, sc[qi, r], mir[qi, r], np.full(len(r), vi)))
+            release_freed_memory()  # the view's search arrays, freed: the next view starts from what is in use
     pa, pb, prank, pscore, pmir, pview = (np.concatenate(c) for c in zip(*pix))
     # one row per pair: its best rank over the pixel views (ties: the view listed first)
     order = np.lexsort((pview, prank, pb, pa))
@@ -337,17 +360,16 @@ def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: i
     """Each of ``queries``' k nearest *other* images among ``rows`` in every pixel view (flip-aware, CSLS): the
     neighbours a calibration draws its negatives from, as the candidate search would propose them. Returns record
     pairs (query, neighbour), unique."""
-    from .dense import _rows
-
     rows = np.asarray(rows, np.int64)
     pos = {int(r): i for i, r in enumerate(rows)}
     q_pos = np.array([pos[int(q)] for q in queries], np.int64)
     found: set[tuple[int, int]] = set()
-    vectors = view_vectors(thumbs, views) if vectors is None else vectors
-    for view in views:
-        vec = _rows(vectors[view][0], rows)  # the mirrored view only for the queries: not for every row
-        _, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=vectors[view][1][rows[q_pos]])
+    for view in views:  # one view at a time, made now unless given; the mirrored view only for the queries
+        vec = _view_rows(thumbs, vectors, view, rows, False)[0]
+        _, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=_view_rows(thumbs, vectors, view, rows[q_pos], True)[1])
+        del vec
         for qi, row in zip(q_pos.tolist(), ids.tolist()):
             found.update((int(rows[qi]), int(rows[j])) for j in row if j >= 0 and j != qi)
+        release_freed_memory()
     pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1]

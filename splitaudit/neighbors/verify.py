@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from ..memory import release_freed_memory
 from .register import PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, Transform, prepare, register_pairs
 from .screen import screen_pairs
 
@@ -76,24 +77,39 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
     else:
         with ThreadPoolExecutor(workers, thread_name_prefix="splitaudit-verify") as pool:
             list(pool.map(chunk, range(0, n, CHUNK)))
+    release_freed_memory()  # the chunks' working images, freed in the threads' heaps: the next step starts lower
     return Registration(**out)
 
 
 def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
            workers: int | None = None) -> Registration:
     """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
-    image is kept: ~2.3 kB each), all pairs screened at once."""
+    image is kept: ~2.3 kB each; in a temporary file above :data:`~splitaudit.memory.SPILL_BYTES`, 230 MB at 100k
+    images, read back block by block), all pairs screened at once."""
+    from ..memory import SPILL_BYTES, SpilledRows
+
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     ids, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-    small = np.zeros((len(ids), side // 2, side // 2), np.float32)
+    shape = (len(ids), side // 2, side // 2)
+    spill = len(ids) * (side // 2) ** 2 * 4 > SPILL_BYTES
+    small = SpilledRows(shape, np.float32) if spill else np.zeros(shape, np.float32)
     box = np.zeros((len(ids), 4), np.int64)
     for s in range(0, len(ids), CHUNK):  # only the half-resolution image is kept: not every chunk's full one
         p = prepare(thumbs[ids[s : s + CHUNK]], side)
-        small[s : s + CHUNK], box[s : s + CHUNK] = p.small, p.box
-    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),
+        if spill:
+            small.write(s, p.small)  # type: ignore[union-attr]
+        else:
+            small[s : s + CHUNK] = p.small
+        box[s : s + CHUNK] = p.box
+    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),  # type: ignore[arg-type]
                     np.zeros((0, side, side), np.float32))
-    return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers)
+    try:
+        return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers)
+    finally:
+        if spill:
+            small.close()  # type: ignore[union-attr]
+        release_freed_memory()
 
 
 def _best_per_image(score: np.ndarray, b: np.ndarray, per_image: int, among: np.ndarray) -> np.ndarray:
@@ -254,7 +270,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     :data:`~.thresholds.HASH_COLLISION_RATE`: copies inside train do not count against the hashes); ``workers``: threads of the screen and the
     registration (default: one per core; the answer does not depend on them)."""
     from .calibrate import calibrate, crowding
-    from .candidates import VIEWS, candidate_pairs, embedding_pairs, view_vectors
+    from .candidates import candidate_pairs, embedding_pairs
 
     split_index = np.asarray(split_index)
     n = len(split_index)
@@ -262,18 +278,17 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     # the embedding search first: it gathers the splits' rows (98 MiB at 20k photos) while the pixel views (114 MiB)
     # do not exist yet
     embedded = embedding_pairs(split_index, embeddings, have_embedding, valid=valid)
-    vectors = view_vectors(thumbs, VIEWS)  # once, for the candidates and the calibration's negatives
+    # the pixel views are made per search, for the rows it reads (not held for every image: 5.8 kB an image)
     cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
-                           hash_a=hash_a, hash_b=hash_b, vectors=vectors, embedded=embedded)
+                           hash_a=hash_a, hash_b=hash_b, embedded=embedded)
     if calibration is None:
         hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
-        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed, vectors=vectors,
+        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed,
                                 per_image=per_image, workers=workers, hash_pairs=hashes)
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
 
         trust_hashes = bool(calibration.hash_distinct_rate <= HASH_COLLISION_RATE)  # NaN (not measured): no
-    del vectors  # 5.7 kB per image (114 MiB at 20k): not needed past the candidates and the calibration
     sc = screen(thumbs, cand.a, cand.b, workers=workers)
     # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
     proposed = cand.pixel_rank >= 0
