@@ -266,6 +266,14 @@ class _Stack:
     def __len__(self) -> int:
         return len(self.a)
 
+    def take(self, rows: np.ndarray) -> _Stack:
+        """The stack of the pairs ``rows`` (a mask or indices): the same arrays' rows, not built again."""
+        out = object.__new__(_Stack)
+        out.side, out.c = self.side, self.c
+        for name in ("in_a", "area", "area_b", "a", "aa", "mosaic"):
+            setattr(out, name, getattr(self, name)[rows])
+        return out
+
     def with_b(self, b: np.ndarray) -> np.ndarray:
         """A mosaic like this stack's with other b images (same content boxes)."""
         m = self.mosaic.copy()
@@ -569,15 +577,14 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
     box_b[flipped] = mirror_box(box_b[flipped], side)
     stack = _Stack(prep.image[ia], prep.box[ia], b, box_b)
     if todo.any():
-        sub = _Stack(prep.image[ia[todo]], prep.box[ia[todo]], b[todo], box_b[todo])
+        sub = stack.take(todo)
         start_p = params[todo]
         if starts is not None:
             # a template peak in [ROTATE_FROM, ROTATE_BELOW): a well-fitting start needs no other rotation, and a
             # distinct pair searched more only scores higher by chance
             turn = (peak[todo] >= ROTATE_FROM) & (peak[todo] < ROTATE_BELOW)
             if turn.any():
-                start_p[turn] = _rotated_starts(_Stack(sub.a.reshape(-1, side, side)[turn], prep.box[ia[todo]][turn],
-                                                       b[todo][turn], box_b[todo][turn]), start_p[turn])
+                start_p[turn] = _rotated_starts(sub.take(turn), start_p[turn])
         params[todo] = _refine_stack(sub, start_p)
     score, overlap = stack.final(params)
     gb = prep.grey[ib].copy()
