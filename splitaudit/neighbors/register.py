@@ -430,10 +430,15 @@ def _template_match(x: np.ndarray, y: np.ndarray, f: float, theta: float) -> tup
     tw = max(8, int(round(TEMPLATE * f * side)))
     ct = (tw - 1) / 2.0
     # template(u) = y((1/f) R(theta) (u - ct) + c)
-    t = math.radians(theta)
-    co, si = math.cos(t) / f, math.sin(t) / f
-    m = np.array([[co, -si, c - (co - si) * ct], [si, co, c - (si + co) * ct]])
-    tmpl = cv2.warpAffine(y, m, (tw, tw), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    if f == 1.0 and theta == 0.0 and (side - tw) % 2 == 0:  # a whole-pixel crop: the warp's exact answer, sliced
+        o = (side - tw) // 2
+        tmpl = np.ascontiguousarray(y[o : o + tw, o : o + tw])
+    else:
+        t = math.radians(theta)
+        co, si = math.cos(t) / f, math.sin(t) / f
+        m = np.array([[co, -si, c - (co - si) * ct], [si, co, c - (si + co) * ct]])
+        tmpl = cv2.warpAffine(y, m, (tw, tw), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REFLECT)
     res = cv2.matchTemplate(x, tmpl, cv2.TM_CCOEFF_NORMED)
     res[_too_far(res.shape[0], tw, side)] = -1.0
     _, peak, _, (px, py) = cv2.minMaxLoc(res)
