@@ -26,6 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from copy_suites import Suite, fmnist_suite, photo_suite  # noqa: E402
 
 
+def _cpu() -> float:
+    """CPU-seconds of this process and its finished children (user + system): on shared cores, what compares."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     import splitaudit
 
@@ -33,10 +41,10 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     ev = np.flatnonzero(suite.split == 1)
     pos_tr = {int(i): k for k, i in enumerate(tr)}
     pos_ev = {int(i): k for k, i in enumerate(ev)}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     report = splitaudit.audit(suite.images[tr], suite.images[ev], cache=False, backbone=backbone, verify=verify,
                               select=("exact-duplicates", "pixel-duplicates", "near-duplicates", "similar-images"))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
     found: set[tuple[int, int]] = set()
     similar: set[tuple[int, int]] = set()
     score: dict[tuple[int, int], float] = {}
@@ -66,7 +74,7 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     by_score = sum(1 for a, b in found if (a, b) not in known and score[(a, b)] >= cut.get(b, 2.0))
     false_sim = {b for a, b in similar if (a, b) not in known}
     hard = sum((a, b) in found for a, b, _ in suite.hard)
-    out = {"wall": wall, "recall": np.mean([x for v in by_name.values() for x in v]) if by_name else float("nan"),
+    out = {"wall": wall, "cpu": cpu, "recall": np.mean([x for v in by_name.values() for x in v]) if by_name else float("nan"),
            "per": {k: float(np.mean(v)) for k, v in by_name.items()}, "false": 1e3 * len(false) / len(ev),
            "false_sim": 1e3 * len(false_sim) / len(ev), "false_by_score": by_score, "hard": hard, "n_hard": len(suite.hard),
            "copies": report.copies,
@@ -92,11 +100,11 @@ def show(name: str, suite: Suite, backbone: str, gt: list | None = None) -> None
         print(f"  {label}: recall {r['recall']:.3f} (worst: {worst[0]} {worst[1]:.2f}), false {r['false']:.2f} per 1k eval "
               f"({r['false_by_score']} pairs by the copy score alone) "
               f"(similar-band {r['false_sim']:.1f}), hard negatives reported {r['hard']}/{r['n_hard']}{extra}, "
-              f"audit {r['wall']:.1f} s")
+              f"audit {r['wall']:.1f} s, {r['cpu']:.1f} CPU-s")
     on, off = res[True], res[False]
     for line in on["false_why"]:
         print(f"    false pair (verifier on) {line}")
-    print(f"  wall ratio on/off: {on['wall'] / off['wall']:.2f}")
+    print(f"  wall ratio on/off: {on['wall'] / off['wall']:.2f}; CPU ratio on/off: {on['cpu'] / off['cpu']:.2f}")
     cal = on["copies"].get("calibration", {})
     print("  calibration: " + ", ".join(f"{k}={v}" for k, v in cal.items()))
     print(f"  {'transform':34s} {'on':>5s} {'off':>5s}")

@@ -161,6 +161,9 @@ def pixel_vectors(thumbs: np.ndarray, view: str = "pixels", *, mirrored: bool = 
 #: (exhaustive, BLAS), and the POOL found are re-ranked with the full vectors: 5x less work for 256-number views.
 REDUCE_DIM = 48
 REDUCE_PAIRS = 2e8
+#: Exact searches of at least this many queries run through BLAS (faiss's own threshold of 1.15, 128,000, left the
+#: calibration's 400 queries on its one-query-at-a-time path: 10 GFLOP/s against 60 on one core).
+BLAS_FROM = 20
 
 
 def _search(base: np.ndarray, queries: list[np.ndarray], k: int):  # type: ignore[no-untyped-def]
@@ -174,9 +177,17 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int):  # type: ignor
     if d <= REDUCE_DIM or len(base) * nq <= REDUCE_PAIRS:
         import faiss
 
-        # exact search straight on the base (an IndexFlatIP would hold a copy of it): the same BLAS kernel
+        # exact search straight on the base (an IndexFlatIP would hold a copy of it), always through BLAS: faiss
+        # 1.15 (distance_compute_blas_threshold 128,000) compares query sets of fewer than ~500 rows of 256 numbers one
+        # query at a time, 6-8x slower (the calibration's 400 sampled images, a small dataset's eval split)
         b = np.ascontiguousarray(base, dtype=np.float32)
-        return [faiss.knn(np.ascontiguousarray(q, dtype=np.float32), b, k, metric=faiss.METRIC_INNER_PRODUCT) for q in queries]
+        old = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = BLAS_FROM
+        try:
+            return [faiss.knn(np.ascontiguousarray(q, dtype=np.float32), b, k, metric=faiss.METRIC_INNER_PRODUCT)
+                    for q in queries]
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = old
     rng = np.random.default_rng(0)  # deterministic projection: the principal axes of a sample of both sides
     # the sampled rows of [base, *queries] gathered part by part: stacking them all first copied every row (at 1M
     # images, ~1 GB for one view) to keep 8,192

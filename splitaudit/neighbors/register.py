@@ -182,8 +182,9 @@ def prepare(images: np.ndarray, side: int = SIDE) -> Prepared:
 
 
 def mirror_box(box: np.ndarray, side: int) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return np.array([side - 1 - x1, y0, side - 1 - x0, y1])
+    """Content boxes (..., 4) of the images mirrored left-right."""
+    box = np.asarray(box)
+    return np.stack([side - 1 - box[..., 2], box[..., 1], side - 1 - box[..., 0], box[..., 3]], axis=-1)
 
 
 def _matrix(k: float, theta: float, dx: float, dy: float, c: float) -> np.ndarray:
@@ -200,13 +201,13 @@ def _grid(side: int) -> tuple[np.ndarray, np.ndarray]:
     return xs.astype(np.float32), ys.astype(np.float32)
 
 
-def _inset(box: np.ndarray, side: int) -> tuple[int, int, int, int]:
-    """The content box less MARGIN (scaled to ``side``) on each side, where the band-pass saw padding or fill."""
+def _inset(box: np.ndarray, side: int) -> np.ndarray:
+    """The content boxes (P, 4) less MARGIN (scaled to ``side``) on each side, where the band-pass saw padding or
+    fill; a box too small for that is kept whole."""
     m = int(round(MARGIN * side / 48.0))
-    x0, y0, x1, y1 = (int(v) for v in box)
-    if x1 - x0 > 4 * m and y1 - y0 > 4 * m:
-        return x0 + m, y0 + m, x1 - m, y1 - m
-    return x0, y0, x1, y1
+    box = np.asarray(box, np.int64).reshape(-1, 4)
+    big = (box[:, 2] - box[:, 0] > 4 * m) & (box[:, 3] - box[:, 1] > 4 * m)
+    return np.where(big[:, None], box + np.array([m, m, -m, -m]), box)
 
 
 class _Pair:
@@ -240,22 +241,33 @@ class _Stack:
         p, side, _ = a.shape
         self.side, self.c = side, (side - 1) / 2.0
         xs, ys = _grid(side)
-        ins_a = np.array([_inset(bx, side) for bx in box_a], np.float32).reshape(-1, 4)
-        ins_b = np.array([_inset(bx, side) for bx in box_b], np.int64).reshape(-1, 4)
+        ins_a = _inset(box_a, side).astype(np.float32)
+        ins_b = _inset(box_b, side)
         xs, ys = xs.ravel(), ys.ravel()
         self.in_a = ((xs >= ins_a[:, :1]) & (xs <= ins_a[:, 2:3]) & (ys >= ins_a[:, 1:2]) & (ys <= ins_a[:, 3:4]))
         self.area = np.maximum(self.in_a.sum(axis=1), 1).astype(np.float64)
         self.area_b = np.maximum((ins_b[:, 2] - ins_b[:, 0] + 1) * (ins_b[:, 3] - ins_b[:, 1] + 1), 1).astype(np.float64)
         self.a = np.ascontiguousarray(a.reshape(p, -1), np.float32)
+        self.aa = self.a * self.a  # a's squares, for every score at the stack's own a
         # the mosaic: b and its inset content box as 1s, each tile inside a 1-px zero border (warpAffine's constant
         # border: a sample within a pixel of the tile sees zeros, as the original's outside did)
         self.mosaic = np.zeros((p, side + 2, side + 2, 2), np.float32)
         self.mosaic[:, 1:-1, 1:-1, 0] = b
-        for n, (x0, y0, x1, y1) in enumerate(ins_b.tolist()):
-            self.mosaic[n, 1 + y0 : 2 + y1, 1 + x0 : 2 + x1, 1] = 1.0
+        r = np.arange(side)
+        in_y = (r[None, :] >= ins_b[:, 1:2]) & (r[None, :] <= ins_b[:, 3:4])
+        in_x = (r[None, :] >= ins_b[:, 0:1]) & (r[None, :] <= ins_b[:, 2:3])
+        self.mosaic[:, 1:-1, 1:-1, 1] = in_y[:, :, None] & in_x[:, None, :]
 
     def __len__(self) -> int:
         return len(self.a)
+
+    def take(self, rows: np.ndarray) -> _Stack:
+        """The stack of the pairs ``rows`` (a mask or indices): the same arrays' rows, not built again."""
+        out = object.__new__(_Stack)
+        out.side, out.c = self.side, self.c
+        for name in ("in_a", "area", "area_b", "a", "aa", "mosaic"):
+            setattr(out, name, getattr(self, name)[rows])
+        return out
 
     def with_b(self, b: np.ndarray) -> np.ndarray:
         """A mosaic like this stack's with other b images (same content boxes)."""
@@ -291,6 +303,7 @@ class _Stack:
         uniform-rows rule, and a's whole box would leave it under MIN_OVERLAP). 0 where the overlap is under
         MIN_OVERLAP or b's centre moved more than MAX_OFFSET. ``a``/``mosaic``: other images in place of the
         stack's (the resolution-matched ones of :meth:`final`)."""
+        aa = self.aa if a is None else None
         a = self.a if a is None else a
         mosaic = self.mosaic if mosaic is None else mosaic
         p = len(params)
@@ -305,7 +318,7 @@ class _Stack:
             n = mf.sum(axis=1, dtype=np.float64)
             nn = np.maximum(n, 1.0)
             su, sv = dot(u, mf), wm.sum(axis=1, dtype=np.float64)
-            cu = dot(u * u, mf) - su * su / nn
+            cu = dot(u * u if aa is None else aa[rows], mf) - su * su / nn
             cv = dot(wm, w) - sv * sv / nn
             cov = dot(u, wm) - su * sv / nn
             den = np.sqrt(np.maximum(cu * cv, 0.0))
@@ -412,10 +425,15 @@ def _template_match(x: np.ndarray, y: np.ndarray, f: float, theta: float) -> tup
     tw = max(8, int(round(TEMPLATE * f * side)))
     ct = (tw - 1) / 2.0
     # template(u) = y((1/f) R(theta) (u - ct) + c)
-    t = math.radians(theta)
-    co, si = math.cos(t) / f, math.sin(t) / f
-    m = np.array([[co, -si, c - (co - si) * ct], [si, co, c - (si + co) * ct]])
-    tmpl = cv2.warpAffine(y, m, (tw, tw), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    if f == 1.0 and theta == 0.0 and (side - tw) % 2 == 0:  # a whole-pixel crop: the warp's exact answer, sliced
+        o = (side - tw) // 2
+        tmpl = np.ascontiguousarray(y[o : o + tw, o : o + tw])
+    else:
+        t = math.radians(theta)
+        co, si = math.cos(t) / f, math.sin(t) / f
+        m = np.array([[co, -si, c - (co - si) * ct], [si, co, c - (si + co) * ct]])
+        tmpl = cv2.warpAffine(y, m, (tw, tw), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REFLECT)
     res = cv2.matchTemplate(x, tmpl, cv2.TM_CCOEFF_NORMED)
     res[_too_far(res.shape[0], tw, side)] = -1.0
     _, peak, _, (px, py) = cv2.minMaxLoc(res)
@@ -556,18 +574,17 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
     b = prep.image[ib].copy()
     b[flipped] = b[flipped][:, :, ::-1]
     box_b = prep.box[ib].copy()
-    box_b[flipped] = np.array([mirror_box(bx, side) for bx in box_b[flipped]]).reshape(-1, 4)
+    box_b[flipped] = mirror_box(box_b[flipped], side)
     stack = _Stack(prep.image[ia], prep.box[ia], b, box_b)
     if todo.any():
-        sub = _Stack(prep.image[ia[todo]], prep.box[ia[todo]], b[todo], box_b[todo])
+        sub = stack.take(todo)
         start_p = params[todo]
         if starts is not None:
             # a template peak in [ROTATE_FROM, ROTATE_BELOW): a well-fitting start needs no other rotation, and a
             # distinct pair searched more only scores higher by chance
             turn = (peak[todo] >= ROTATE_FROM) & (peak[todo] < ROTATE_BELOW)
             if turn.any():
-                start_p[turn] = _rotated_starts(_Stack(sub.a.reshape(-1, side, side)[turn], prep.box[ia[todo]][turn],
-                                                       b[todo][turn], box_b[todo][turn]), start_p[turn])
+                start_p[turn] = _rotated_starts(sub.take(turn), start_p[turn])
         params[todo] = _refine_stack(sub, start_p)
     score, overlap = stack.final(params)
     gb = prep.grey[ib].copy()
