@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 #: (module, function) pairs timed; find_copies and calibrate look them up at call time.
 STEPS = (("verify", "screen"), ("verify", "verify_pairs"), ("verify", "still_agreement"), ("calibrate", "calibrate"),
          ("candidates", "candidate_pairs"), ("candidates", "view_vectors"), ("candidates", "pairs_within"),
-         ("calibrate", "positive_scores"))
+         ("calibrate", "positive_scores"), ("candidates", "cross_pairs"), ("candidates", "crop_hypotheses"))
 
 
 def suite_arrays(name: str):  # type: ignore[no-untyped-def]

@@ -450,3 +450,71 @@ def test_copies_inside_train_do_not_count_against_the_hashes() -> None:
     assert distinct_hash_rate(train, a, b, queries, half) == (0.2, pytest.approx(0.1))
     # pairs across splits and a record matched with itself are not collisions inside train
     assert distinct_hash_rate(train, np.array([5, 7]), np.array([150, 7]), queries, copies)[0] == 0.0
+
+
+@pytest.fixture(scope="module")
+def crowded_tiles() -> tuple[np.ndarray, list[tuple[np.ndarray, float, float]]]:
+    """32-px renders of 64-px regions of eight photos every 48 px (overlapping neighbours, textures: brick, grass),
+    with their photo and centre: a crowded training split, as the copy suites' is."""
+    from conftest import _load_photo
+
+    imgs, where = [], []
+    for name in ("astronaut", "coffee", "chelsea", "china", "camera", "rocket", "brick", "grass"):
+        p = _load_photo(name)
+        p = np.ascontiguousarray((np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p)[..., :3])
+        h, w = p.shape[:2]
+        for y in range(40, h - 104, 48):
+            for x in range(40, w - 104, 48):
+                imgs.append(window(p, x + 32, y + 32, 64))
+                where.append((p, x + 32.0, y + 32.0))
+    return np.stack(imgs), where
+
+
+def test_cross_searches_find_crops_and_frames_of_flat_sided_photos(crowded_tiles) -> None:  # type: ignore[no-untyped-def]
+    from splitaudit.neighbors.candidates import CROSS_K, cross_pairs, pairs_within
+    from splitaudit.neighbors.register import frames, to_grey
+
+    imgs, where = crowded_tiles
+    n = len(imgs)
+    # copies cut 20% off one side, and framed copies of regions with a flat side (sky, a wall: the uniform-rows
+    # rule cuts it off the source, not off its framed copy)
+    pick = np.random.default_rng(0).choice(n, 60, replace=False)
+    sides = [(0.1, 0.0), (-0.1, 0.0), (0.0, 0.1), (0.0, -0.1)]
+    crops = [window(where[i][0], where[i][1] + 64 * sides[j % 4][0], where[i][2] + 64 * sides[j % 4][1], 0.8 * 64)
+             for j, i in enumerate(pick.tolist())]
+    box = frames(to_grey(imgs))
+    flat_by = np.maximum(np.maximum(box[:, 0], box[:, 1]), np.maximum(31 - box[:, 2], 31 - box[:, 3]))
+    flat = np.flatnonzero((flat_by >= 4) & (to_grey(imgs).std(axis=(1, 2)) > 15))
+    assert len(flat) >= 30
+    framed_copies = [framed(imgs[i], 0.08, 255 if j % 2 else 0) for j, i in enumerate(flat.tolist())]
+    sources = np.concatenate([pick, flat])
+    thumbs = np.concatenate([imgs, np.stack(crops + framed_copies)])
+    split = np.r_[np.zeros(n, np.int64), np.ones(len(sources), np.int64)]
+    copies = n + np.arange(len(sources))
+    truth = set(zip(sources.tolist(), copies.tolist()))
+    base, query = np.arange(n), copies
+
+    def found(pairs: set, rows: np.ndarray) -> int:
+        return sum((int(sources[r - n]), int(r)) in pairs for r in rows)
+
+    (_, ca, cb, crank, _, _), = cross_pairs(thumbs, base, query[: len(pick)], CROSS_K, ("crops",))
+    (_, fa, fb, _, _, _), = cross_pairs(thumbs, base, query[len(pick) :], CROSS_K, ("framed",))
+    assert found(set(zip(ca.tolist(), cb.tolist())), query[: len(pick)]) >= 45  # 48 of 60 alone (measured)
+    assert found(set(zip(fa.tolist(), fb.tolist())), query[len(pick) :]) == len(flat)
+    assert crank.max() < CROSS_K and len(ca) == CROSS_K * len(pick)
+    without = candidate_pairs(thumbs, split, cross=())
+    with_cross = candidate_pairs(thumbs, split)
+
+    def got(c) -> set:  # type: ignore[no-untyped-def]
+        return set(zip(c.a.tolist(), c.b.tolist())) & truth
+
+    # measured: 103 of the 112 copies' sources without the cross searches (53 of 60 crops), 110 with (58)
+    assert got(without) < got(with_cross)  # the views' pairs stay; the cross searches add
+    assert len(got(with_cross)) >= len(truth) - 3
+    assert set(with_cross.pixel_view[np.isin(with_cross.a * len(thumbs) + with_cross.b,
+                                             [a * len(thumbs) + b for a, b in got(with_cross) - got(without)])]) <= {"framed", "crops"}
+    # the calibration's neighbours come from the same searches, never the image itself
+    qa, qb = pairs_within(imgs, np.arange(n), np.arange(0, n, 7))
+    assert (qa != qb).all() and len(qa)
+    with pytest.raises(InvalidParameterError):
+        cross_pairs(thumbs, base, query, CROSS_K, ("nope",))

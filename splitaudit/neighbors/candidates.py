@@ -6,6 +6,9 @@
   re-ranked with CSLS (cross-domain similarity local scaling): ``2 cos(q, t) - r_q - r_t``, where ``r`` is an
   image's mean similarity to its ``HUB_K`` nearest neighbours on the other side. CSLS lowers "hubs" (flat or
   average-looking images that are everyone's neighbour) and lifts a pair that stands out of both neighbourhoods.
+* **Cross searches** (:data:`CROSS`): one side's view against the other's, for copies no whole-image view
+  matches: a framed copy's content against its source as it is (a source with a flat side loses that side to its
+  own content box), and a copy cut 15-20% off a side or a corner as a window of its source.
 * **Embeddings** (optional): CNN embedding kNN, the same CSLS re-ranking.
 * **Hashes** (optional): pairs whose perceptual hashes agree, as found by :func:`~.binary.hash_pairs`.
 
@@ -166,28 +169,31 @@ REDUCE_PAIRS = 2e8
 BLAS_FROM = 20
 
 
-def _search(base: np.ndarray, queries: list[np.ndarray], k: int):  # type: ignore[no-untyped-def]
-    """Top-k inner products of each query set against ``base`` (one index). Large searches run in a PCA space
-    (:data:`REDUCE_DIM`); the found rows' inner products are then recomputed on the full vectors and re-sorted."""
-    from .dense import build_index
+def _knn_blas(q: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``faiss.knn`` by inner product, always through BLAS: faiss 1.15 (distance_compute_blas_threshold 128,000)
+    compares query sets of fewer rows one query at a time, 6-8x slower (the calibration's 400 sampled images, a
+    small dataset's eval split, the PCA-space searches of :func:`_search`: 1 s against 0.1 s for 4,000 queries
+    into 20k rows of 48 numbers)."""
+    import faiss
 
+    old = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = BLAS_FROM
+    try:
+        return faiss.knn(np.ascontiguousarray(q, dtype=np.float32), base, k, metric=faiss.METRIC_INNER_PRODUCT)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = old
+
+
+def _search(base: np.ndarray, queries: list[np.ndarray], k: int, reduce_above: float = REDUCE_PAIRS):  # type: ignore[no-untyped-def]
+    """Top-k inner products of each query set against ``base`` (one index). Searches of more than ``reduce_above``
+    base x query pairs run in a PCA space (:data:`REDUCE_DIM`); the found rows' inner products are then recomputed
+    on the full vectors and re-sorted."""
     k = min(k, len(base))
     d = base.shape[1]
     nq = sum(len(q) for q in queries)
-    if d <= REDUCE_DIM or len(base) * nq <= REDUCE_PAIRS:
-        import faiss
-
-        # exact search straight on the base (an IndexFlatIP would hold a copy of it), always through BLAS: faiss
-        # 1.15 (distance_compute_blas_threshold 128,000) compares query sets of fewer than ~500 rows of 256 numbers one
-        # query at a time, 6-8x slower (the calibration's 400 sampled images, a small dataset's eval split)
-        b = np.ascontiguousarray(base, dtype=np.float32)
-        old = faiss.cvar.distance_compute_blas_threshold
-        faiss.cvar.distance_compute_blas_threshold = BLAS_FROM
-        try:
-            return [faiss.knn(np.ascontiguousarray(q, dtype=np.float32), b, k, metric=faiss.METRIC_INNER_PRODUCT)
-                    for q in queries]
-        finally:
-            faiss.cvar.distance_compute_blas_threshold = old
+    if d <= REDUCE_DIM or len(base) * nq <= reduce_above:
+        b = np.ascontiguousarray(base, dtype=np.float32)  # straight on the base: an IndexFlatIP would copy it
+        return [_knn_blas(q, b, k) for q in queries]
     rng = np.random.default_rng(0)  # deterministic projection: the principal axes of a sample of both sides
     # the sampled rows of [base, *queries] gathered part by part: stacking them all first copied every row (at 1M
     # images, ~1 GB for one view) to keep 8,192
@@ -201,10 +207,10 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int):  # type: ignor
     sample -= sample.mean(axis=0)
     _, vecs = np.linalg.eigh(sample.T @ sample)
     proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
-    index = build_index(base @ proj, method="flat")
+    reduced = np.ascontiguousarray(base @ proj, dtype=np.float32)
     out = []
     for q in queries:
-        sims, ids = index.search(np.ascontiguousarray(q @ proj, dtype=np.float32), k)
+        sims, ids = _knn_blas(q @ proj, reduced, k)
         for s in range(0, len(q), 256):  # 256 x POOL gathered rows: 13 MB at 256 numbers
             blk = ids[s : s + 256]
             full = np.einsum("qd,qkd->qk", q[s : s + 256], base[np.maximum(blk, 0)])
@@ -217,29 +223,49 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int):  # type: ignor
 
 
 def csls_knn(base: np.ndarray, queries: np.ndarray, k: int = K, *, hub_k: int = HUB_K, pool: int = POOL,
-             mirrored_queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+             mirrored_queries: np.ndarray | None = None, reduce_above: float = REDUCE_PAIRS
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` best base rows of each query by CSLS over unit-norm vectors.
 
     With ``mirrored_queries`` each query is also searched mirrored and a base row keeps its better orientation.
-    Returns (scores, ids, cosines, mirrored), each (Q, k), best first; ids -1 where the base is smaller than k."""
+    ``reduce_above``: see :func:`_search`. Returns (scores, ids, cosines, mirrored), each (Q, k), best first; ids
+    -1 where the base is smaller than k."""
     if len(base) == 0 or len(queries) == 0:
-        z = np.zeros((len(queries), k))
-        return z - np.inf, np.full((len(queries), k), -1), z, np.zeros((len(queries), k), bool)
+        return _no_neighbours(len(queries), k)
     sets = [queries] if mirrored_queries is None else [queries, mirrored_queries]
-    found = _search(base, sets, pool)
-    hk = min(hub_k, len(base))
-    r_q = np.max([s[:, :hk].mean(axis=1) for s, _ in found], axis=0)
-    # r_t: a base row's mean similarity to its nearest queries (the other side of the translation), from a sample
-    # of at most HUB_SAMPLE queries and a neighbourhood shrunk in proportion (the same share of the queries)
-    others, hk = (queries if mirrored_queries is None else np.vstack(sets)), hub_k
+    found = _search(base, sets, pool, reduce_above)
+    r_t = base_hubness(base, queries if mirrored_queries is None else np.vstack(sets), hub_k, reduce_above)
+    return _csls_best(found, [False, mirrored_queries is not None], r_t, hub_k, k)
+
+
+def _no_neighbours(q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    z = np.zeros((q, k))
+    return z - np.inf, np.full((q, k), -1), z, np.zeros((q, k), bool)
+
+
+def base_hubness(base: np.ndarray, others: np.ndarray, hub_k: int = HUB_K, reduce_above: float = REDUCE_PAIRS
+                 ) -> np.ndarray:
+    """CSLS's ``r_t``: each base row's mean similarity to its nearest ``others`` (the other side of the
+    translation), from a sample of at most HUB_SAMPLE of them and a neighbourhood shrunk in proportion (the same
+    share of the others)."""
+    hk = hub_k
     if len(others) > HUB_SAMPLE:
         hk = max(3, round(hub_k * HUB_SAMPLE / len(others)))
         others = others[np.sort(np.random.default_rng(0).choice(len(others), HUB_SAMPLE, replace=False))]
-    back = _search(others, [base], min(hk, len(others)))[0][0]
-    r_t = back.mean(axis=1)
+    back = _search(others, [base], min(hk, len(others)), reduce_above)[0][0]
+    return back.mean(axis=1)
+
+
+def _csls_best(found: list, mirrored: list[bool], r_t: np.ndarray, hub_k: int, k: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best base rows per query by CSLS from the raw searches ``found`` (one (sims, ids) per query set:
+    the same queries as is, mirrored (``mirrored`` flags), or under other hypotheses), each base row once, in
+    its best set. ``r_q``: a query's best mean similarity to its ``hub_k`` nearest over the sets."""
+    hk = min(hub_k, found[0][0].shape[1])
+    r_q = np.max([s[:, :hk].mean(axis=1) for s, _ in found], axis=0)
     sims = np.concatenate([s for s, _ in found], axis=1)
     ids = np.concatenate([i for _, i in found], axis=1)
-    mir = np.concatenate([np.full(s.shape, o == 1) for o, (s, _) in enumerate(found)], axis=1)
+    mir = np.concatenate([np.full(s.shape, flag) for flag, (s, _) in zip(mirrored, found)], axis=1)
     valid = ids >= 0
     csls = np.where(valid, 2 * sims - r_q[:, None] - r_t[np.maximum(ids, 0)], -np.inf)
     # one entry per base row: the better orientation (sort by score, drop later duplicates)
@@ -263,16 +289,130 @@ def csls_knn(base: np.ndarray, queries: np.ndarray, k: int = K, *, hub_k: int = 
     return out[0], out[1], out[2], out[3]
 
 
+# ------------------------------------------------------------------------------------------------ cross searches
+
+#: Searches beyond the symmetric views (:data:`VIEWS`), each one side's view against the other's:
+#: ``framed``: the content inside a query's frame against the base images as they are, and the queries as they are
+#: against the content inside base images' frames. The ``content`` view crops both sides, and a source photo with one
+#: flat side (sky, a page's margin: "frame" to the uniform-rows rule) loses it while its framed copy keeps it
+#: (benchmarks/copy_suites.py, 32 px: all 5 framed and letterboxed copies that no view proposed were found so).
+#: ``crops``: each query shrunk to CROP_WINDOW of the side and placed at CROP_POSITIONS x CROP_POSITIONS spots,
+#: compared inside that window with the base images' ``pixels`` view: a copy cut 15-20% off a side or a corner
+#: is too far from its source's whole thumbnail for any whole-image view (9 of those 12 misses found so).
+CROSS = ("framed", "crops")
+#: Neighbours kept per query by a cross search, and fetched before its CSLS re-ranking: the copies these searches
+#: alone find rank first or second (benchmarks/copy_suites.py, 32 px: 14 of 15), and each kept pair costs a screen.
+CROSS_K = 2
+CROSS_POOL = 16
+#: The cross searches always run in the PCA space of :func:`_search` (5x less work; the pool re-ranked on the full
+#: vectors), whatever their size.
+CROSS_REDUCE_ABOVE = 0.0
+CROP_WINDOW = 0.82
+CROP_POSITIONS = 3
+#: Queries whose crop hypotheses are searched together (9 sets of 256 numbers each: ~9 MB per 1,024 queries).
+CROP_CHUNK = 1024
+
+
+def _framed_rows(thumbs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mask over ``rows``: the thumbnail has uniform outer rows or columns (:func:`~.register.frames`)."""
+    from .register import frames, to_grey
+
+    out = np.zeros(len(rows), bool)
+    for s in range(0, len(rows), VIEW_CHUNK):
+        g = to_grey(thumbs[rows[s : s + VIEW_CHUNK]])
+        out[s : s + VIEW_CHUNK] = (frames(g) != (0, 0, g.shape[2] - 1, g.shape[1] - 1)).any(axis=1)
+    return out
+
+
+def crop_hypotheses(thumbs: np.ndarray) -> list[np.ndarray]:
+    """For N thumbnails, the ``pixels`` view of each as a crop of a bigger picture: shrunk to CROP_WINDOW of the
+    side (on a 32-px grid), placed at each of CROP_POSITIONS^2 spots, mean-centred inside that window and zero
+    outside (so the inner product with a base row's view is the covariance over the window), unit norm. One
+    (N, PIXEL_SIDE^2) float32 array per spot."""
+    import cv2
+
+    from .register import _batch, to_grey
+
+    g = to_grey(thumbs)
+    n = len(g)
+    if g.shape[1:] != (32, 32):
+        g = _batch(lambda c: cv2.resize(c, (32, 32), interpolation=cv2.INTER_AREA), g, 4)
+    w = round(32 * CROP_WINDOW)
+    small = _batch(lambda c: cv2.resize(c, (w, w), interpolation=cv2.INTER_AREA), np.ascontiguousarray(g), 4)
+    f = 32 // PIXEL_SIDE
+    out = []
+    for oy in np.linspace(0, 32 - w, CROP_POSITIONS).round().astype(int).tolist():
+        for ox in np.linspace(0, 32 - w, CROP_POSITIONS).round().astype(int).tolist():
+            canvas = np.zeros((n, 32, 32), np.float32)
+            mask = np.zeros((32, 32), np.float32)
+            canvas[:, oy : oy + w, ox : ox + w] = small
+            mask[oy : oy + w, ox : ox + w] = 1.0
+            # on the view's grid: a cell's share inside the window, and the window's content there
+            m = mask.reshape(PIXEL_SIDE, f, PIXEL_SIDE, f).mean(axis=(1, 3))
+            c = canvas.reshape(n, PIXEL_SIDE, f, PIXEL_SIDE, f).mean(axis=(2, 4)) / np.maximum(m, 1e-6)
+            mu = (c * m).sum(axis=(1, 2)) / m.sum()
+            v = ((c - mu[:, None, None]) * m).reshape(n, -1)
+            out.append((v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)).astype(np.float32))
+    return out
+
+
+def cross_pairs(thumbs: np.ndarray, base_r: np.ndarray, query_r: np.ndarray, k: int = CROSS_K, cross: tuple[str, ...] = CROSS,
+                vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+                ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The :data:`CROSS` searches from the queries ``query_r`` into the base ``base_r`` (record rows): per search,
+    (name, base record, query record, rank, CSLS score, mirrored), k best per query (a query found in the base, as
+    in :func:`pairs_within`, is among them)."""
+    for name in cross:
+        if name not in CROSS:
+            raise invalid_parameter("cross", CROSS, name)
+    out = []
+    if not len(base_r) or not len(query_r) or not cross:
+        return out
+
+    def rows_of(found: tuple, base_rows: np.ndarray, query_rows: np.ndarray) -> tuple:
+        sc, ids, _, mir = found
+        qi, r = np.nonzero(ids >= 0)
+        return base_rows[ids[qi, r]], query_rows[qi], r, sc[qi, r], mir[qi, r]
+
+    base_pix = _view_rows(thumbs, vectors, "pixels", base_r, False)[0]
+    if "framed" in cross:
+        fq, fb = query_r[_framed_rows(thumbs, query_r)], base_r[_framed_rows(thumbs, base_r)]
+        parts = []
+        if len(fq):
+            q, q_m = _view_rows(thumbs, vectors, "content", fq, True)
+            parts.append(rows_of(csls_knn(base_pix, q, k, pool=CROSS_POOL, mirrored_queries=q_m,
+                                          reduce_above=CROSS_REDUCE_ABOVE), base_r, fq))
+        if len(fb):
+            q, q_m = _view_rows(thumbs, vectors, "pixels", query_r, True)
+            parts.append(rows_of(csls_knn(_view_rows(thumbs, vectors, "content", fb, False)[0], q, k, pool=CROSS_POOL,
+                                          mirrored_queries=q_m, reduce_above=CROSS_REDUCE_ABOVE), fb, query_r))
+        if parts:
+            out.append(("framed", *(np.concatenate(c) for c in zip(*parts))))
+    if "crops" in cross:
+        # the base's hubness against the queries as they are, once; the hypotheses chunk by chunk (bounded memory)
+        r_t = base_hubness(base_pix, _view_rows(thumbs, vectors, "pixels", query_r, False)[0], HUB_K, CROSS_REDUCE_ABOVE)
+        parts = []
+        for s in range(0, len(query_r), CROP_CHUNK):
+            rows = query_r[s : s + CROP_CHUNK]
+            sets = crop_hypotheses(thumbs[rows])
+            found = _search(base_pix, sets, CROSS_POOL, CROSS_REDUCE_ABOVE)
+            parts.append(rows_of(_csls_best(found, [False] * len(sets), r_t, HUB_K, min(k, len(base_r))), base_r, rows))
+        out.append(("crops", *(np.concatenate(c) for c in zip(*parts))))
+    release_freed_memory()
+    return out
+
+
 def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                     embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                     hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None,
                     k_pixel: int = PIXEL_K, k_embed: int = K, views: tuple[str, ...] = VIEWS,
                     vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                    embedded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None) -> Candidates:
+                    embedded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    cross: tuple[str, ...] = CROSS) -> Candidates:
     """Candidates from every later split into all earlier ones, from the pixel view (flip-aware, CSLS), the
     embedding view (CSLS) and given hash pairs, unioned. ``embedded``: :func:`embedding_pairs` of these
     arguments, when the caller ran that search first (before the pixel views were made: the two never held at
-    once).
+    once). ``cross``: the :data:`CROSS` searches run beside the views (``pixel_view`` names them too).
 
     ``thumbs``: (N, s, s[, 3]) pixels of every record (rows where ``valid`` is False are ignored: unreadable);
     ``embeddings``: (N, D) unit-norm rows, ``have_embedding`` marking the rows that have one; ``hash_a``/
@@ -304,6 +444,9 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
                 qi, r = np.nonzero(ids >= 0)
                 pix.append((rows_v[base[ids[qi, r]]], rows_v[query[qi]], r, sc[qi, r], mir[qi, r], np.full(len(r), vi)))
             release_freed_memory()  # the view's search arrays, freed: the next view starts from what is in use
+        for _, base, query in _split_pairs(s[valid], np.ones(len(rows_v), bool)):
+            for name, *found in cross_pairs(thumbs, rows_v[base], rows_v[query], CROSS_K, cross, vectors):
+                pix.append((*found, np.full(len(found[0]), len(views) + CROSS.index(name))))
     pa, pb, prank, pscore, pmir, pview = (np.concatenate(c) for c in zip(*pix))
     # one row per pair: its best rank over the pixel views (ties: the view listed first)
     order = np.lexsort((pview, prank, pb, pa))
@@ -325,10 +468,10 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
         out[np.searchsorted(keys, ka * n + kb)] = values
         return out
 
-    view_names = np.array(list(views) + [""], dtype=object)
+    view_names = np.array(list(views) + list(CROSS) + [""], dtype=object)
     return Candidates(
         keys // n, keys % n, col(pa, pb, prank, -1, np.int64), col(pa, pb, pscore, np.nan, np.float64),
-        col(pa, pb, pmir, False, bool), view_names[col(pa, pb, pview, len(views), np.int64)],
+        col(pa, pb, pmir, False, bool), view_names[col(pa, pb, pview, len(view_names) - 1, np.int64)],
         col(ea, eb, erank, -1, np.int64), col(ea, eb, escore, np.nan, np.float64),
         col(ha, hb, np.ones(len(ha), bool), False, bool))
 
@@ -366,11 +509,11 @@ def _split_pairs(split_index: np.ndarray, rows: np.ndarray):  # type: ignore[no-
 
 
 def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int = PIXEL_K,
-                 views: tuple[str, ...] = VIEWS, vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each of ``queries``' k nearest *other* images among ``rows`` in every pixel view (flip-aware, CSLS): the
-    neighbours a calibration draws its negatives from, as the candidate search would propose them. Returns record
-    pairs (query, neighbour), unique."""
+                 views: tuple[str, ...] = VIEWS, vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 cross: tuple[str, ...] = CROSS) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``queries``' k nearest *other* images among ``rows`` in every pixel view (flip-aware, CSLS) and
+    every :data:`CROSS` search: the neighbours a calibration draws its negatives from, as the candidate search
+    would propose them. Returns record pairs (query, neighbour), unique."""
     rows = np.asarray(rows, np.int64)
     pos = {int(r): i for i, r in enumerate(rows)}
     q_pos = np.array([pos[int(q)] for q in queries], np.int64)
@@ -382,5 +525,14 @@ def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: i
         for qi, row in zip(q_pos.tolist(), ids.tolist()):
             found.update((int(rows[qi]), int(rows[j])) for j in row if j >= 0 and j != qi)
         release_freed_memory()
+    # the cross searches with one more neighbour each (the query itself is in the base), then its k best others
+    for _, nb, q, rank, _, _ in cross_pairs(thumbs, rows, rows[q_pos], CROSS_K + 1, cross, vectors):
+        other = nb != q
+        nb, q, rank = nb[other], q[other], rank[other]
+        order = np.lexsort((rank, q))
+        first = np.r_[True, q[order][1:] != q[order][:-1]] if len(order) else np.zeros(0, bool)
+        place = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        sel = order[place < CROSS_K]
+        found.update(zip(q[sel].tolist(), nb[sel].tolist()))
     pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1]
