@@ -242,27 +242,27 @@ def _row_masks(side: int) -> np.ndarray:
 def _columns(m: np.ndarray, box_a: np.ndarray, box_b: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     """Per pair (P) and row of a's frame (S): the first and last column (lo, hi; hi < lo: none) inside a's inset
     box whose point maps (``m``: (P, 2, 3), a's frame to b's) inside b's inset box ``box_b`` (tile coordinates:
-    b's pixels + 1). The map is affine and x_b grows with the column (zoom > 0, |angle| < 90 deg): each bound is
-    one division per row."""
+    b's pixels + 1). The map is affine: on a row, each of b's coordinates moves linearly with the column, so each
+    bound is one division per row."""
     r = np.arange(side, dtype=np.float64)[None, :]
     eps = 1e-9
-    lo = np.broadcast_to(box_a[:, 0:1], (len(m), side)).copy()
-    hi = np.broadcast_to(box_a[:, 2:3], (len(m), side)).copy()
+    lo, hi = box_a[:, 0:1], box_a[:, 2:3]
     for axis, (b0, b1) in enumerate(((box_b[:, 0:1], box_b[:, 2:3]), (box_b[:, 1:2], box_b[:, 3:4]))):
         slope = m[:, axis, 0:1]
-        base = m[:, axis, 1:2] * r + m[:, axis, 2:3] + 1.0
         flat = np.abs(slope) < 1e-12
-        s = np.where(flat, 1.0, slope)
-        e0, e1 = (b0 - base) / s, (b1 - base) / s
+        base = m[:, axis, 1:2] * r + (m[:, axis, 2:3] + 1.0)
+        e0, e1 = (b0 - base) / np.where(flat, 1.0, slope), (b1 - base) / np.where(flat, 1.0, slope)
         first, last = np.minimum(e0, e1), np.maximum(e0, e1)
-        inside = (base >= b0 - eps) & (base <= b1 + eps)  # a row the map keeps at one b coordinate
-        lo = np.maximum(lo, np.where(flat, np.where(inside, -np.inf, np.inf), first))
-        hi = np.minimum(hi, np.where(flat, np.where(inside, np.inf, -np.inf), last))
+        if flat.any():  # a row at one b coordinate: all columns or none
+            inside = (base >= b0 - eps) & (base <= b1 + eps)
+            first = np.where(flat, np.where(inside, -np.inf, np.inf), first)
+            last = np.where(flat, np.where(inside, np.inf, -np.inf), last)
+        lo, hi = np.maximum(lo, first), np.minimum(hi, last)
     rows_in = (r >= box_a[:, 1:2]) & (r <= box_a[:, 3:4])
-    lo = np.clip(np.ceil(lo - eps), 0, side)
-    hi = np.clip(np.floor(hi + eps), -1, side - 1)
-    lo = np.where(rows_in, lo, side).astype(np.int64)
-    hi = np.where(rows_in & (hi >= lo), hi, -1).astype(np.int64)
+    lo = np.clip(np.ceil(lo - eps), 0, side).astype(np.int64)
+    hi = np.clip(np.floor(hi + eps), -1, side - 1).astype(np.int64)
+    lo[~rows_in] = side
+    hi[~rows_in | (hi < lo)] = -1
     return lo, hi
 
 
@@ -321,13 +321,12 @@ class _Stack:
         r = np.arange(side, dtype=np.float32)
         # x_b = m00 x + m01 y + m02 over the grid, as an outer sum of a column term and a row term (tile coordinates)
         x = (m[:, 0, 0, None, None] * r[None, None, :]) + (m[:, 0, 1, None, None] * r[None, :, None] + m[:, 0, 2, None, None] + 1.0)
-        y = (m[:, 1, 0, None, None] * r[None, None, :]) + (m[:, 1, 1, None, None] * r[None, :, None] + m[:, 1, 2, None, None] + 1.0)
+        # and y moved to the pair's tile: a sample off its tile (in a neighbour's) is outside the mask, never used
+        tile = (1.0 + t * np.arange(len(m), dtype=np.float32))[:, None, None]
+        y = (m[:, 1, 0, None, None] * r[None, None, :]) + (m[:, 1, 1, None, None] * r[None, :, None] + m[:, 1, 2, None, None] + tile)
         lo, hi = _columns(m64, self.box_a[rows], self.box_b[rows], side)
-        mask = _row_masks(side)[lo, hi + 1].reshape(len(m), side * side)
+        mask = np.take(_row_masks(side).reshape(-1, side), lo * (side + 1) + hi + 1, axis=0).reshape(len(m), side * side)
         n = np.maximum(hi - lo + 1, 0).sum(axis=1).astype(np.float64)
-        # y stays within its tile and border (x outside the mosaic's width is outside: the constant border)
-        np.clip(y, 0.0, float(side + 1), out=y)
-        y += (t * np.arange(len(m), dtype=np.float32))[:, None, None]
         src = mosaic[rows].reshape(-1, t)
         w = cv2.remap(src, x.reshape(-1, side), y.reshape(-1, side), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                       borderValue=0).reshape(len(m), side * side)
