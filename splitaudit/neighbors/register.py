@@ -239,12 +239,13 @@ def _row_masks(side: int) -> np.ndarray:
     return (c >= lo) & (c <= hi)
 
 
-def _columns(m: np.ndarray, box_a: np.ndarray, box_b: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair (P) and row of a's frame (S): the first and last column (lo, hi; hi < lo: none) inside a's inset
-    box whose point maps (``m``: (P, 2, 3), a's frame to b's) inside b's inset box ``box_b`` (tile coordinates:
-    b's pixels + 1). The map is affine: on a row, each of b's coordinates moves linearly with the column, so each
-    bound is one division per row."""
-    r = np.arange(side, dtype=np.float64)[None, :]
+def _columns(m: np.ndarray, box_a: np.ndarray, box_b: np.ndarray, side: int, rows: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair (P) and row of a's frame (``rows``): the first and last column (lo, hi; hi < lo: none) inside a's
+    inset box whose point maps (``m``: (P, 2, 3), a's frame to b's) inside b's inset box ``box_b`` (tile
+    coordinates: b's pixels + 1). The map is affine: on a row, each of b's coordinates moves linearly with the
+    column, so each bound is one division per row."""
+    r = np.asarray(rows, np.float64)[None, :]
     eps = 1e-9
     lo, hi = box_a[:, 0:1], box_a[:, 2:3]
     for axis, (b0, b1) in enumerate(((box_b[:, 0:1], box_b[:, 2:3]), (box_b[:, 1:2], box_b[:, 3:4]))):
@@ -282,7 +283,12 @@ class _Stack:
         self.area = np.maximum((ins_a[:, 2] - ins_a[:, 0] + 1) * (ins_a[:, 3] - ins_a[:, 1] + 1), 1).astype(np.float64)
         self.area_b = np.maximum((ins_b[:, 2] - ins_b[:, 0] + 1) * (ins_b[:, 3] - ins_b[:, 1] + 1), 1).astype(np.float64)
         self.a = np.ascontiguousarray(a.reshape(p, -1), np.float32)
-        self.aa = self.a * self.a  # a's squares, for every score at the stack's own a
+        # scores cover the rows and columns of a's frame that some pair's inset box holds (without frames: the
+        # margins go, 42 x 42 of 48 x 48); a's own pixels there, and their squares, kept for every score
+        self.crop = ((int(ins_a[:, 1].min()), int(ins_a[:, 3].max()) + 1, int(ins_a[:, 0].min()), int(ins_a[:, 2].max()) + 1)
+                     if p else (0, side, 0, side))
+        self.ac = self.cropped(self.a)
+        self.aac = self.ac * self.ac
         # the mosaic: each b inside a 1-px zero border (warpAffine's constant border: a sample within a pixel of the
         # tile sees zeros, as the original's outside did); b's inset content box, in tile coordinates, is the mask's
         self.mosaic = np.zeros((p, side + 2, side + 2), np.float32)
@@ -295,8 +301,8 @@ class _Stack:
     def take(self, rows: np.ndarray) -> _Stack:
         """The stack of the pairs ``rows`` (a mask or indices): the same arrays' rows, not built again."""
         out = object.__new__(_Stack)
-        out.side, out.c = self.side, self.c
-        for name in ("box_a", "area", "area_b", "a", "aa", "mosaic", "box_b"):
+        out.side, out.c, out.crop = self.side, self.c, self.crop
+        for name in ("box_a", "area", "area_b", "a", "ac", "aac", "mosaic", "box_b"):
             setattr(out, name, getattr(self, name)[rows])
         return out
 
@@ -316,21 +322,29 @@ class _Stack:
         import cv2
 
         side, t = self.side, self.side + 2
+        r0, r1, c0, c1 = self.crop
+        h, w = r1 - r0, c1 - c0
         m64 = _matrices(params, self.c)
         m = m64.astype(np.float32)
-        r = np.arange(side, dtype=np.float32)
+        rr, cc = np.arange(r0, r1, dtype=np.float32), np.arange(c0, c1, dtype=np.float32)
         # x_b = m00 x + m01 y + m02 over the grid, as an outer sum of a column term and a row term (tile coordinates)
-        x = (m[:, 0, 0, None, None] * r[None, None, :]) + (m[:, 0, 1, None, None] * r[None, :, None] + m[:, 0, 2, None, None] + 1.0)
+        x = (m[:, 0, 0, None, None] * cc[None, None, :]) + (m[:, 0, 1, None, None] * rr[None, :, None] + m[:, 0, 2, None, None] + 1.0)
         # and y moved to the pair's tile: a sample off its tile (in a neighbour's) is outside the mask, never used
         tile = (1.0 + t * np.arange(len(m), dtype=np.float32))[:, None, None]
-        y = (m[:, 1, 0, None, None] * r[None, None, :]) + (m[:, 1, 1, None, None] * r[None, :, None] + m[:, 1, 2, None, None] + tile)
-        lo, hi = _columns(m64, self.box_a[rows], self.box_b[rows], side)
-        mask = np.take(_row_masks(side).reshape(-1, side), lo * (side + 1) + hi + 1, axis=0).reshape(len(m), side * side)
+        y = (m[:, 1, 0, None, None] * cc[None, None, :]) + (m[:, 1, 1, None, None] * rr[None, :, None] + m[:, 1, 2, None, None] + tile)
+        lo, hi = _columns(m64, self.box_a[rows], self.box_b[rows], side, np.arange(r0, r1))
+        lo, hi = np.minimum(lo - c0, w), np.where(hi >= lo, hi - c0, -1)
+        mask = np.take(_row_masks(w).reshape(-1, w), lo * (w + 1) + hi + 1, axis=0).reshape(len(m), h * w)
         n = np.maximum(hi - lo + 1, 0).sum(axis=1).astype(np.float64)
         src = mosaic[rows].reshape(-1, t)
-        w = cv2.remap(src, x.reshape(-1, side), y.reshape(-1, side), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                      borderValue=0).reshape(len(m), side * side)
-        return mask, n, w
+        b = cv2.remap(src, x.reshape(-1, w), y.reshape(-1, w), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                      borderValue=0).reshape(len(m), h * w)
+        return mask, n, b
+
+    def cropped(self, images: np.ndarray) -> np.ndarray:
+        """(P, S*S) images of a's frame -> their pixels in the scored rows and columns, (P, h*w) contiguous."""
+        r0, r1, c0, c1 = self.crop
+        return np.ascontiguousarray(images.reshape(-1, self.side, self.side)[:, r0:r1, c0:c1].reshape(len(images), -1))
 
     def score(self, params: np.ndarray, a: np.ndarray | None = None, mosaic: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -340,8 +354,8 @@ class _Stack:
         uniform-rows rule, and a's whole box would leave it under MIN_OVERLAP). 0 where the overlap is under
         MIN_OVERLAP or b's centre moved more than MAX_OFFSET. ``a``/``mosaic``: other images in place of the
         stack's (the resolution-matched ones of :meth:`final`)."""
-        aa = self.aa if a is None else None
-        a = self.a if a is None else a
+        aa = self.aac if a is None else None
+        a = self.ac if a is None else self.cropped(a)
         mosaic = self.mosaic if mosaic is None else mosaic
         p = len(params)
         score, overlap = np.zeros(p), np.zeros(p)
@@ -396,7 +410,7 @@ class _Stack:
         this is the pixel-level test, not the structural one."""
         p = len(params)
         mad, spread = np.full(p, np.inf), np.zeros(p)
-        ga = np.ascontiguousarray(grey_a.reshape(p, -1), np.float32)
+        ga = self.cropped(np.asarray(grey_a, np.float32).reshape(p, -1))
         mosaic = self.with_b(grey_b)
         for s in range(0, p, BLOCK):
             rows = slice(s, min(p, s + BLOCK))
