@@ -195,12 +195,6 @@ def _matrix(k: float, theta: float, dx: float, dy: float, c: float) -> np.ndarra
     return np.array([[co, -si, c - (co * px - si * py)], [si, co, c - (si * px + co * py)]])
 
 
-@functools.lru_cache(maxsize=4)
-def _grid(side: int) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:side, 0:side]
-    return xs.astype(np.float32), ys.astype(np.float32)
-
-
 def _inset(box: np.ndarray, side: int) -> np.ndarray:
     """The content boxes (P, 4) less MARGIN (scaled to ``side``) on each side, where the band-pass saw padding or
     fill; a box too small for that is kept whole."""
