@@ -224,43 +224,6 @@ def _matrices(params: np.ndarray, c: float) -> np.ndarray:
     return np.stack([np.stack([co, -si, c - (co * px - si * py)], 1), np.stack([si, co, c - (si * px + co * py)], 1)], 1)
 
 
-@functools.lru_cache(maxsize=4)
-def _row_masks(side: int) -> np.ndarray:
-    """(side + 1, side + 1, side) bool: [lo, hi + 1] is the row mask of the columns lo..hi (empty where hi < lo)."""
-    c = np.arange(side)
-    lo = np.arange(side + 1)[:, None, None]
-    hi = np.arange(-1, side)[None, :, None]
-    return (c >= lo) & (c <= hi)
-
-
-def _columns(m: np.ndarray, box_a: np.ndarray, box_b: np.ndarray, side: int, rows: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair (P) and row of a's frame (``rows``): the first and last column (lo, hi; hi < lo: none) inside a's
-    inset box whose point maps (``m``: (P, 2, 3), a's frame to b's) inside b's inset box ``box_b`` (tile
-    coordinates: b's pixels + 1). The map is affine: on a row, each of b's coordinates moves linearly with the
-    column, so each bound is one division per row."""
-    r = np.asarray(rows, np.float64)[None, :]
-    eps = 1e-9
-    lo, hi = box_a[:, 0:1], box_a[:, 2:3]
-    for axis, (b0, b1) in enumerate(((box_b[:, 0:1], box_b[:, 2:3]), (box_b[:, 1:2], box_b[:, 3:4]))):
-        slope = m[:, axis, 0:1]
-        flat = np.abs(slope) < 1e-12
-        base = m[:, axis, 1:2] * r + (m[:, axis, 2:3] + 1.0)
-        e0, e1 = (b0 - base) / np.where(flat, 1.0, slope), (b1 - base) / np.where(flat, 1.0, slope)
-        first, last = np.minimum(e0, e1), np.maximum(e0, e1)
-        if flat.any():  # a row at one b coordinate: all columns or none
-            inside = (base >= b0 - eps) & (base <= b1 + eps)
-            first = np.where(flat, np.where(inside, -np.inf, np.inf), first)
-            last = np.where(flat, np.where(inside, np.inf, -np.inf), last)
-        lo, hi = np.maximum(lo, first), np.minimum(hi, last)
-    rows_in = (r >= box_a[:, 1:2]) & (r <= box_a[:, 3:4])
-    lo = np.clip(np.ceil(lo - eps), 0, side).astype(np.int64)
-    hi = np.clip(np.floor(hi + eps), -1, side - 1).astype(np.int64)
-    lo[~rows_in] = side
-    hi[~rows_in | (hi < lo)] = -1
-    return lo, hi
-
-
 class _Stack:
     """P pairs scored together: a fixed, b in its chosen orientation. One score of all P pairs at P sets of
     parameters is one batched warp (``cv2.remap`` over a mosaic of the b images; the overlap mask compared on the map)
@@ -282,6 +245,10 @@ class _Stack:
         self.crop = ((int(ins_a[:, 1].min()), int(ins_a[:, 3].max()) + 1, int(ins_a[:, 0].min()), int(ins_a[:, 2].max()) + 1)
                      if p else (0, side, 0, side))
         self.ac = self.cropped(self.a)
+        r = np.arange(side)
+        in_y = (r[None, :] >= ins_a[:, 1:2]) & (r[None, :] <= ins_a[:, 3:4])
+        in_x = (r[None, :] >= ins_a[:, 0:1]) & (r[None, :] <= ins_a[:, 2:3])
+        self.in_a = self.cropped(in_y[:, :, None] & in_x[:, None, :])
         self.aac = self.ac * self.ac
         # the mosaic: each b inside a 1-px zero border (warpAffine's constant border: a sample within a pixel of the
         # tile sees zeros, as the original's outside did); b's inset content box, in tile coordinates, is the mask's
@@ -296,7 +263,7 @@ class _Stack:
         """The stack of the pairs ``rows`` (a mask or indices): the same arrays' rows, not built again."""
         out = object.__new__(_Stack)
         out.side, out.c, out.crop = self.side, self.c, self.crop
-        for name in ("box_a", "area", "area_b", "a", "ac", "aac", "mosaic", "box_b"):
+        for name in ("box_a", "area", "area_b", "a", "ac", "aac", "in_a", "mosaic", "box_b"):
             setattr(out, name, getattr(self, name)[rows])
         return out
 
@@ -308,28 +275,35 @@ class _Stack:
 
     def _sample(self, rows: slice, params: np.ndarray, mosaic: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs ``rows`` at ``params``: the overlap mask (a's inset content box and b's mapped into a's frame,
-        (P, S*S) bool), its pixel count (P,) and b sampled there (bilinear, as ``warpAffine`` with
-        ``WARP_INVERSE_MAP``). The mask is where the mapped point lies inside b's inset box (all its bilinear
-        neighbours are b's content): on each row of a's frame an interval of columns (the map is affine), worked out
-        per row, not compared pixel by pixel, and not warped as a second channel (OpenCV's remap of one float
-        channel is 3x faster than of two)."""
+        (P, h*w) bool over the scored crop), its pixel count (P,) and b sampled there (bilinear, as ``warpAffine``
+        with ``WARP_INVERSE_MAP``). The sample points are rounded to 1/32 px, as OpenCV's remap of two channels
+        (b and its box as a mask) did; one channel is remapped (3x faster) and the mask is compared on the rounded
+        points: where all their bilinear neighbours with a weight are b's content."""
         import cv2
 
         side, t = self.side, self.side + 2
         r0, r1, c0, c1 = self.crop
         h, w = r1 - r0, c1 - c0
-        m64 = _matrices(params, self.c)
-        m = m64.astype(np.float32)
+        m = _matrices(params, self.c).astype(np.float32)
         rr, cc = np.arange(r0, r1, dtype=np.float32), np.arange(c0, c1, dtype=np.float32)
         # x_b = m00 x + m01 y + m02 over the grid, as an outer sum of a column term and a row term (tile coordinates)
         x = (m[:, 0, 0, None, None] * cc[None, None, :]) + (m[:, 0, 1, None, None] * rr[None, :, None] + m[:, 0, 2, None, None] + 1.0)
-        # and y moved to the pair's tile: a sample off its tile (in a neighbour's) is outside the mask, never used
-        tile = (1.0 + t * np.arange(len(m), dtype=np.float32))[:, None, None]
-        y = (m[:, 1, 0, None, None] * cc[None, None, :]) + (m[:, 1, 1, None, None] * rr[None, :, None] + m[:, 1, 2, None, None] + tile)
-        lo, hi = _columns(m64, self.box_a[rows], self.box_b[rows], side, np.arange(r0, r1))
-        lo, hi = np.minimum(lo - c0, w), np.where(hi >= lo, hi - c0, -1)
-        mask = np.take(_row_masks(w).reshape(-1, w), lo * (w + 1) + hi + 1, axis=0).reshape(len(m), h * w)
-        n = np.maximum(hi - lo + 1, 0).sum(axis=1).astype(np.float64)
+        y = (m[:, 1, 0, None, None] * cc[None, None, :]) + (m[:, 1, 1, None, None] * rr[None, :, None] + m[:, 1, 2, None, None])
+        # y stays within its tile and border (x outside the mosaic's width is outside: the constant border)
+        np.clip(y, -1.0, float(side), out=y)
+        y += (1.0 + t * np.arange(len(m), dtype=np.float32))[:, None, None]
+        for v in (x, y):  # OpenCV's INTER_TAB_SIZE: 1/32 px, rounded half to even (exact in float32)
+            v *= 32.0
+            np.rint(v, out=v)
+            v *= 1.0 / 32.0
+        box = self.box_b[rows, :, None, None].astype(np.float32)
+        base = (t * np.arange(len(m), dtype=np.float32))[:, None, None]
+        mask = (x >= box[:, 0]) & (x <= box[:, 2])
+        mask &= y >= box[:, 1] + base
+        mask &= y <= box[:, 3] + base
+        mask = mask.reshape(len(m), h * w)
+        mask &= self.in_a[rows]
+        n = np.count_nonzero(mask, axis=1).astype(np.float64)
         src = mosaic[rows].reshape(-1, t)
         b = cv2.remap(src, x.reshape(-1, w), y.reshape(-1, w), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                       borderValue=0).reshape(len(m), h * w)
