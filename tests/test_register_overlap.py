@@ -1,6 +1,6 @@
-"""The registration's batched score (splitaudit/neighbors/register.py:_Stack) on real photos: its overlap mask is
-worked out per row as an interval of columns; it must be exactly the pixels whose mapped point lies inside both
-content boxes, and the score of a pure shift must be the NCC of the two crops computed directly."""
+"""The registration's batched score (splitaudit/neighbors/register.py:_Stack) on real photos: one channel is warped
+and the overlap mask compared on the sample points; both must be what the two-channel warp (b and its content box)
+gave, and the score of a pure shift must be the NCC of the two crops computed directly."""
 
 from __future__ import annotations
 
@@ -21,23 +21,34 @@ def _photo_tiles(n: int, side: int, seed: int) -> np.ndarray:
     return np.stack([photo[y : y + side, x : x + side] for y, x in zip(ys, xs)])
 
 
-def _brute_mask(stack: rg._Stack, params: np.ndarray, box_a: np.ndarray, box_b: np.ndarray) -> np.ndarray:
-    """Per pixel of a's frame: inside a's inset box and mapped (float64) inside b's inset box."""
-    side = stack.side
-    m = rg._matrices(params, stack.c)
-    ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
-    xb = m[:, 0, 0, None, None] * xs + m[:, 0, 1, None, None] * ys + m[:, 0, 2, None, None]
-    yb = m[:, 1, 0, None, None] * xs + m[:, 1, 1, None, None] * ys + m[:, 1, 2, None, None]
-    ia, ib = rg._inset(box_a, side)[:, :, None, None], rg._inset(box_b, side)[:, :, None, None]
-    eps = 1e-9
-    inside_b = (xb >= ib[:, 0] - eps) & (xb <= ib[:, 2] + eps) & (yb >= ib[:, 1] - eps) & (yb <= ib[:, 3] + eps)
-    inside_a = (xs >= ia[:, 0]) & (xs <= ia[:, 2]) & (ys >= ia[:, 1]) & (ys <= ia[:, 3])
+def _two_channel(stack: rg._Stack, params: np.ndarray, b: np.ndarray, box_b: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """What the score used before (sixth session): b and its inset box as two channels of one OpenCV remap at the
+    unrounded float32 points; the mask where the box channel exceeds 0.999, inside a's inset box."""
+    import cv2
+
+    side, t, p = stack.side, stack.side + 2, len(params)
+    ins = rg._inset(box_b, side)
+    mosaic = np.zeros((p, t, t, 2), np.float32)
+    mosaic[:, 1:-1, 1:-1, 0] = b
+    r = np.arange(side)
+    mosaic[:, 1:-1, 1:-1, 1] = (((r >= ins[:, 1:2]) & (r <= ins[:, 3:4]))[:, :, None]
+                                & ((r >= ins[:, 0:1]) & (r <= ins[:, 2:3]))[:, None, :])
+    m = rg._matrices(params, stack.c).astype(np.float32)
+    g = r.astype(np.float32)
+    x = (m[:, 0, 0, None, None] * g[None, None, :]) + (m[:, 0, 1, None, None] * g[None, :, None] + m[:, 0, 2, None, None] + 1.0)
+    y = (m[:, 1, 0, None, None] * g[None, None, :]) + (m[:, 1, 1, None, None] * g[None, :, None] + m[:, 1, 2, None, None])
+    np.clip(y, -1.0, float(side), out=y)
+    y += (1.0 + t * np.arange(p, dtype=np.float32))[:, None, None]
+    w = cv2.remap(mosaic.reshape(-1, t, 2), x.reshape(-1, side), y.reshape(-1, side), cv2.INTER_LINEAR,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(p, side, side, 2)
     r0, r1, c0, c1 = stack.crop
-    assert not (inside_a[:, :r0].any() or inside_a[:, r1:].any() or inside_a[:, :, :c0].any() or inside_a[:, :, c1:].any())
-    return (inside_a & inside_b)[:, r0:r1, c0:c1].reshape(len(params), -1)
+    in_a = stack.in_a.reshape(p, r1 - r0, c1 - c0)
+    mask = (w[:, r0:r1, c0:c1, 1] > 0.999) & in_a
+    return mask.reshape(p, -1), w[:, r0:r1, c0:c1, 0].reshape(p, -1)
 
 
-def test_overlap_mask_is_the_mapped_boxes():
+def test_overlap_mask_is_the_two_channel_warps():
     side, p = 48, 120
     rng = np.random.default_rng(3)
     a, b = _photo_tiles(p, side, 0), _photo_tiles(p, side, 1)
@@ -49,13 +60,14 @@ def test_overlap_mask_is_the_mapped_boxes():
                               rng.uniform(-7, 7, p)])
     params[:20] = (1.0, 0.0, 0.0, 0.0)  # the identity: every edge lands exactly on a box edge
     params[20:50, :2] = (1.0, 0.0)
-    params[20:50, 2:] = rng.integers(-6, 7, (30, 2))  # whole-pixel shifts: edges on edges again
-    params[50:60, 1] = 0.0  # zoom without rotation: rows at one b coordinate
+    params[20:50, 2:] = rng.integers(-6, 7, (30, 2)) + rng.choice([0.0, 1 / 64, -1 / 64, 0.3], (30, 2))  # edge ties
+    params[50:60, 1] = 0.0  # zoom without rotation
     stack = rg._Stack(a, box_a, b, box_b)
-    mask, n, _ = stack._sample(slice(0, p), params, stack.mosaic)
-    want = _brute_mask(stack, params, box_a, box_b)
+    mask, n, w = stack._sample(slice(0, p), params, stack.mosaic)
+    want, want_w = _two_channel(stack, params, b, box_b)
     assert np.array_equal(mask, want)
     assert np.array_equal(n, want.sum(axis=1))
+    assert np.abs(np.where(mask, w - want_w, 0.0)).max() < 1e-3  # grey levels 0-255: the same points, bilinear
 
 
 def test_shift_score_is_the_ncc_of_the_crops():
