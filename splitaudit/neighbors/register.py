@@ -236,7 +236,6 @@ class _Stack:
         self.side, self.c = side, (side - 1) / 2.0
         ins_a = _inset(box_a, side)
         ins_b = _inset(box_b, side)
-        self.box_a = ins_a.astype(np.float64)
         self.area = np.maximum((ins_a[:, 2] - ins_a[:, 0] + 1) * (ins_a[:, 3] - ins_a[:, 1] + 1), 1).astype(np.float64)
         self.area_b = np.maximum((ins_b[:, 2] - ins_b[:, 0] + 1) * (ins_b[:, 3] - ins_b[:, 1] + 1), 1).astype(np.float64)
         self.a = np.ascontiguousarray(a.reshape(p, -1), np.float32)
@@ -263,7 +262,7 @@ class _Stack:
         """The stack of the pairs ``rows`` (a mask or indices): the same arrays' rows, not built again."""
         out = object.__new__(_Stack)
         out.side, out.c, out.crop = self.side, self.c, self.crop
-        for name in ("box_a", "area", "area_b", "a", "ac", "aac", "in_a", "mosaic", "box_b"):
+        for name in ("area", "area_b", "a", "ac", "aac", "in_a", "mosaic", "box_b"):
             setattr(out, name, getattr(self, name)[rows])
         return out
 
