@@ -74,3 +74,19 @@ class SpilledRows:
             self.path = ""
 
     __del__ = close
+
+
+def spill_rows(x, block_bytes: int = 8 * 2**20):  # type: ignore[no-untyped-def]
+    """``x`` itself up to :data:`SPILL_BYTES`; above it, its rows copied block by block into a :class:`SpilledRows`
+    (read back by index: ``y[rows]``, ``y[a:b]``, ``len``), so that ``x`` can be dropped and its pages leave the
+    process once no one else holds it."""
+    import numpy as np
+
+    x = np.asarray(x)
+    if x.nbytes <= SPILL_BYTES or not len(x):
+        return x
+    out = SpilledRows(x.shape, x.dtype)
+    step = max(1, block_bytes // max(1, x[0].nbytes))
+    for s in range(0, len(x), step):
+        out.write(s, x[s : s + step])
+    return out
