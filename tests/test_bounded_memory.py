@@ -224,3 +224,41 @@ def test_copy_stage_on_spilled_thumbnails_gives_the_same_answer(photos: dict[str
     spilled.close()
     assert set(glob.glob(f"{tempfile.gettempdir()}/splitaudit-rows-*")) == before
     assert memory.spill_rows(thumbs[:0]).shape == (0, *thumbs.shape[1:])  # nothing to spill: the array itself
+
+
+def test_memory_gate_runs_one_task_at_a_time_over_its_budget() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from splitaudit.memory import MemoryGate, resident_bytes
+
+    assert resident_bytes() > 0
+    for budget, most in ((0, 1), (2**62, 2)):
+        gate = MemoryGate(2**20, budget)
+        both = threading.Barrier(2, timeout=5)
+
+        def task(i: int, gate: MemoryGate = gate, both: threading.Barrier = both, most: int = most) -> int:
+            if most == 2:
+                both.wait()  # both tasks in flight at once: the gate let the second start beside the first
+            return i * i
+
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(lambda i, gate=gate, task=task: gate.run(task, i), range(6))) == [0, 1, 4, 9, 16, 25]
+        assert gate.most == most and gate.running == 0
+
+
+def test_registration_over_its_memory_budget_gives_the_same_answer(photos: dict[str, np.ndarray],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # one chunk in flight (the budget already spent) or two: the same chunks, the same answer
+    from splitaudit import memory
+    from splitaudit.neighbors import verify
+
+    thumbs = _photo_thumbs(photos, 30)
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(0, len(thumbs), 700), rng.integers(0, len(thumbs), 700)
+    monkeypatch.setattr(verify, "CHUNK", 128)
+    side_by_side = verify.verify_pairs(thumbs, a, b, workers=2)
+    monkeypatch.setattr(memory, "BUDGET_BYTES", 0)
+    one_by_one = verify.verify_pairs(thumbs, a, b, workers=2)
+    for got, want in zip(one_by_one.to_arrays().values(), side_by_side.to_arrays().values()):
+        np.testing.assert_array_equal(got, want)
