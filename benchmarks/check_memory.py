@@ -38,6 +38,8 @@ def progress(stage, done, total):
 report = splitaudit.audit(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], backbone=sys.argv[4], progress=progress)
 print("STAGE done", flush=True)
 print("FINDINGS", len(report.findings), "WALL", round(time.perf_counter() - t0, 1), flush=True)
+if len(sys.argv) > 5:
+    open(sys.argv[5], "w").write(report.to_json())
 """
 
 
@@ -78,8 +80,9 @@ def spy(pid: int) -> str:
         return f"py-spy failed: {e}"
 
 
-def measure(data: Path, cache: Path, backbone: str, *, dumps: bool = False) -> dict:
+def measure(data: Path, cache: Path, backbone: str, *, dumps: bool = False, json_out: Path | None = None) -> dict:
     cmd = [sys.executable, "-c", DRIVER, str(data / "train"), str(data / "val"), str(cache), backbone]
+    cmd += [str(json_out)] if json_out else []
     errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below, after the child ends
     proc = subprocess.Popen(cmd, env=peers.project_env(), stdout=subprocess.PIPE, stderr=errors, text=True,
                             start_new_session=True)
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", default="efficientnet_lite0", help='"none" for the hash-only check')
     ap.add_argument("--cache", type=Path, help="feature cache directory to use and keep (default: a fresh one, removed)")
     ap.add_argument("--dumps", action="store_true", help="print py-spy stacks of the largest process as the peak grows")
+    ap.add_argument("--json", type=Path, help="write the check's JSON report here (to compare two trees' answers)")
     args = ap.parse_args(argv)
     data = peers.make_set(args.workdir / f"photos-{args.images}", args.images)
     if args.backbone != "none":
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
     print(f"{peers.count_images(data)} photos, load average {os.getloadavg()[0]:.1f}", flush=True)
-    res = measure(data, cache, args.backbone, dumps=args.dumps)
+    res = measure(data, cache, args.backbone, dumps=args.dumps, json_out=args.json)
     if not args.cache:
         shutil.rmtree(cache, ignore_errors=True)
     mib = 2**20

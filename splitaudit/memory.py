@@ -74,3 +74,63 @@ class SpilledRows:
             self.path = ""
 
     __del__ = close
+
+
+def spill_rows(x, block_bytes: int = 8 * 2**20):  # type: ignore[no-untyped-def]
+    """``x`` itself up to :data:`SPILL_BYTES`; above it, its rows copied block by block into a :class:`SpilledRows`
+    (read back by index: ``y[rows]``, ``y[a:b]``, ``len``), so that ``x`` can be dropped and its pages leave the
+    process once no one else holds it."""
+    import numpy as np
+
+    x = np.asarray(x)
+    if x.nbytes <= SPILL_BYTES or not len(x):
+        return x
+    out = SpilledRows(x.shape, x.dtype)
+    step = max(1, block_bytes // max(1, x[0].nbytes))
+    for s in range(0, len(x), step):
+        out.write(s, x[s : s + step])
+    return out
+
+
+#: The resident size that threads of one step keep under when they can (:class:`MemoryGate`): issue #16's 500 MiB
+#: for a default check, less a margin for what a step's estimate leaves out.
+BUDGET_BYTES = 448 * 2**20
+
+
+def resident_bytes() -> int:
+    """This process's resident size (0 where ``/proc`` is not there: no gate then)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class MemoryGate:
+    """Lets a task start beside those already running only while the resident size plus ``cost`` bytes for each of
+    them and for the new one stays within ``budget``; one task always runs. Threads running chunks of one step
+    (each holding ``cost`` of working arrays) run side by side on a small process, one at a time on a large one;
+    which thread runs a chunk, and when, never changes its answer."""
+
+    def __init__(self, cost: int, budget: int | None = None) -> None:
+        import threading
+
+        self.cost, self.budget = int(cost), BUDGET_BYTES if budget is None else int(budget)
+        self.running, self.most = 0, 0
+        self._cond = threading.Condition()
+
+    def _may_start(self) -> bool:
+        return self.running == 0 or resident_bytes() + (self.running + 1) * self.cost <= self.budget
+
+    def run(self, fn, *args):  # type: ignore[no-untyped-def]
+        """``fn(*args)`` once the gate lets it start."""
+        with self._cond:
+            self._cond.wait_for(self._may_start)
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return fn(*args)
+        finally:
+            with self._cond:
+                self.running -= 1
+                self._cond.notify_all()

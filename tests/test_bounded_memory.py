@@ -50,6 +50,17 @@ def test_projection_is_scikit_learns_pca_bit_for_bit(n: int, d: int) -> None:
     np.testing.assert_array_equal(x, before)  # the caller's matrix is never the one centred
 
 
+def test_projection_of_some_rows_converts_them_in_blocks_with_the_same_digits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the probe projects the rows that have an embedding: converted to float64 a block at a time (no float32 gather
+    # of the whole matrix beside the float64 one), the same numbers as projecting the gathered rows
+    x = _unit(900, 1280, 3)
+    rows = np.flatnonzero(np.random.default_rng(4).random(len(x)) > 0.05)
+    want = _probe.project(x[rows])
+    np.testing.assert_array_equal(_probe.project(x, rows=rows), want)
+    np.testing.assert_array_equal(_probe._float64_rows(x, rows, block=7), x[rows].astype(np.float64))
+    np.testing.assert_array_equal(_probe.project(x, rows=np.arange(100, 800)), _probe.project(x[100:800]))
+
+
 def test_projection_imports_neither_scikit_learn_nor_pandas_and_is_its_pca(tmp_path: Path) -> None:
     # scikit-learn's import loads pandas, pyarrow and scipy.stats: ~150 MiB resident in every default check. In a
     # process that never imported it, the projection is still scikit-learn's, bit for bit: scipy.linalg's BLAS
@@ -187,3 +198,67 @@ def test_spilled_rows_read_back_what_was_written(tmp_path: Path) -> None:
     assert len(rows) == 1000 and rows.shape == x.shape and len(list(tmp_path.iterdir())) == 1
     rows.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_copy_stage_on_spilled_thumbnails_gives_the_same_answer(photos: dict[str, np.ndarray],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # above SPILL_BYTES the run holds the copy stage's thumbnails in a temporary file (checks.context): every read of
+    # them goes through the file (from two registration threads here), with the answer of the in-memory array
+    import glob
+    import tempfile
+
+    from splitaudit import memory
+    from splitaudit.neighbors import verify
+
+    thumbs = _photo_thumbs(photos, 30)
+    split = (np.arange(len(thumbs)) % 5 == 0).astype(np.int64)
+    want = verify.find_copies(thumbs, split, workers=1).to_arrays()
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    before = set(glob.glob(f"{tempfile.gettempdir()}/splitaudit-rows-*"))
+    spilled = memory.spill_rows(thumbs)
+    assert isinstance(spilled, memory.SpilledRows) and len(spilled) == len(thumbs)
+    got = verify.find_copies(spilled, split, workers=2).to_arrays()  # type: ignore[arg-type]
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    spilled.close()
+    assert set(glob.glob(f"{tempfile.gettempdir()}/splitaudit-rows-*")) == before
+    assert memory.spill_rows(thumbs[:0]).shape == (0, *thumbs.shape[1:])  # nothing to spill: the array itself
+
+
+def test_memory_gate_runs_one_task_at_a_time_over_its_budget() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from splitaudit.memory import MemoryGate, resident_bytes
+
+    assert resident_bytes() > 0
+    for budget, most in ((0, 1), (2**62, 2)):
+        gate = MemoryGate(2**20, budget)
+        both = threading.Barrier(2, timeout=5)
+
+        def task(i: int, gate: MemoryGate = gate, both: threading.Barrier = both, most: int = most) -> int:
+            if most == 2:
+                both.wait()  # both tasks in flight at once: the gate let the second start beside the first
+            return i * i
+
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(lambda i, gate=gate, task=task: gate.run(task, i), range(6))) == [0, 1, 4, 9, 16, 25]
+        assert gate.most == most and gate.running == 0
+
+
+def test_registration_over_its_memory_budget_gives_the_same_answer(photos: dict[str, np.ndarray],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # one chunk in flight (the budget already spent) or two: the same chunks, the same answer
+    from splitaudit import memory
+    from splitaudit.neighbors import verify
+
+    thumbs = _photo_thumbs(photos, 30)
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(0, len(thumbs), 700), rng.integers(0, len(thumbs), 700)
+    monkeypatch.setattr(verify, "CHUNK", 128)
+    side_by_side = verify.verify_pairs(thumbs, a, b, workers=2)
+    monkeypatch.setattr(memory, "BUDGET_BYTES", 0)
+    one_by_one = verify.verify_pairs(thumbs, a, b, workers=2)
+    for got, want in zip(one_by_one.to_arrays().values(), side_by_side.to_arrays().values()):
+        np.testing.assert_array_equal(got, want)
