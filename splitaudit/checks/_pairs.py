@@ -48,7 +48,10 @@ def duplicate_mask(m: Matches, ncc_threshold: float) -> np.ndarray:
 
     Without embeddings ``cos_ok`` is all true, so a hash match alone decides (the hash-only behaviour), except
     where hashes collide on this dataset and the copy verifier ran: its decision (``m.copy``) then decides hash
-    matches too. It adds the pairs it registered as the same shot in any case.
+    matches too. With embeddings and the verifier, a hash match on such a dataset is a copy by the verifier's decision
+    or by agreeing embeddings; without the verifier, by the pixel confirmation of each image's best few hash matches
+    (:func:`~splitaudit.neighbors.matches.merge_matches`). The verifier adds the pairs it registered as the same
+    shot in any case.
     """
     pixel_ok = np.nan_to_num(m.ncc, nan=-1.0) >= ncc_threshold
     return m.same_bytes | m.same_pixels | (m.hashed & (m.cos_ok | pixel_ok)) | (m.candidate & pixel_ok) | m.copy

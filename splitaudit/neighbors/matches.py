@@ -125,10 +125,21 @@ def merge_matches(
             candidate[j], ncc[j], ncc_flipped[j] = True, v, vf
     hashed = (dp <= max_phash) & (dd <= max_dhash)
     if emb.shape[1] and not trust_hashes():
-        cos_ok = np.nan_to_num(cosine, nan=-1.0) >= min_cosine
+        cos = np.nan_to_num(cosine, nan=-1.0)
+        cos_ok = cos >= min_cosine
         # Hash matches whose embeddings disagree (uniform datasets: every digit hashes alike) must pass the
         # pixel test; far-off cosines are not worth decoding for.
-        check = hashed & ~same_pixels & ~cos_ok & ~candidate & (np.nan_to_num(cosine, nan=-1.0) >= min_cosine - 0.15)
+        check = hashed & ~same_pixels & ~cos_ok & ~candidate & (cos >= min_cosine - 0.15)
+        if copies is not None:
+            # The verifier registered each eval image's best hash matches and decided them (its `copy` column): the
+            # older crop-grid test adds nothing there, and on crowded data it is unbounded (1.0M hash pairs among
+            # 60k 32-px crops of a few photos sent 0.9M pairs to it: hours). Within a split a hash match is a
+            # duplicate when the embeddings agree, as where there are no embeddings.
+            check[:] = False
+        else:
+            # Each image's CONFIRM_LINKS most similar hash partners only: the work stays linear in the images, and
+            # a group of copies stays connected.
+            check &= best_links(a, b, cos, CONFIRM_LINKS, check)
         if check.any():
             c = confirm(a[check], b[check])
             ncc[check], ncc_flipped[check] = c.ncc, c.flipped
@@ -142,6 +153,25 @@ def merge_matches(
     reg = copy_columns(a, b, copies)
     m = Matches(a, b, same_bytes, same_pixels, dp, dd, fl, hashed, cosine, candidate, ncc, ncc_flipped, cos_ok, *reg)
     return m.select(blank_rule(a, b, blank, same_pixels))  # blank images: identical pixels only
+
+
+#: Hash matches per image that the pixel confirmation tests when hashes collide on the dataset (without the copy
+#: verifier): its most similar partners by embedding cosine.
+CONFIRM_LINKS = 4
+
+
+def best_links(a: np.ndarray, b: np.ndarray, score: np.ndarray, per_image: int, among: np.ndarray) -> np.ndarray:
+    """Mask of the pairs among ``among`` that are one of the ``per_image`` best by ``score`` of either of their
+    images (ties: the earlier row)."""
+    rows = np.flatnonzero(among)
+    pair = np.concatenate([rows, rows])  # each pair once per image, ranked among all of that image's pairs
+    node = np.concatenate([a[rows], b[rows]])
+    order = np.lexsort((pair, -score[pair], node))
+    first = np.r_[True, node[order][1:] != node[order][:-1]] if len(order) else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    keep = np.zeros(len(a), bool)
+    keep[pair[order][np.arange(len(order)) - start < per_image]] = True
+    return keep
 
 
 #: Pairs whose cosine is computed together: their gathered embeddings are 2 x 5 kB each at 1280 dimensions (all

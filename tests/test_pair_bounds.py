@@ -1,0 +1,99 @@
+"""How many pairs the older pixel confirmation (``neighbors/confirm.py``) may be asked to score, and which hash
+matches count as copies where distinct images hash alike: crowded data (many overlapping crops of one photo, uniform
+garments) sends most images' hashes within radius of dozens of others."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from splitaudit import Options, audit
+from splitaudit.neighbors.matches import CONFIRM_LINKS, best_links
+from splitaudit.progress import VERIFY
+from splitaudit.run import open_run
+
+
+def test_best_links_keeps_each_images_best_partners() -> None:
+    # image 0 is linked to 1..6 with falling scores; 7-8 is a pair of its own
+    a = np.array([0, 0, 0, 0, 0, 0, 7])
+    b = np.array([1, 2, 3, 4, 5, 6, 8])
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.1])
+    keep = best_links(a, b, score, 2, np.ones(7, bool))
+    # 0's two best, plus every pair that is the best of its other image (each of 1..6 has only one partner)
+    assert keep.all()
+    # among a subset: rows outside ``among`` are never kept
+    among = np.array([True, True, True, False, False, False, True])
+    assert best_links(a, b, score, 2, among).tolist() == [True, True, True, False, False, False, True]
+    # both images of a pair have other, better partners: dropped
+    a2 = np.array([0, 0, 1, 1, 0])
+    b2 = np.array([2, 3, 2, 3, 1])
+    s2 = np.array([0.9, 0.8, 0.9, 0.8, 0.1])
+    assert best_links(a2, b2, s2, 2, np.ones(5, bool)).tolist() == [True, True, True, True, False]
+
+
+def _crowded(photo: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` 32-px crops of 80-100% of one photo's short side at random places: nearly every crop hashes within
+    radius of many others."""
+    rng = np.random.default_rng(seed)
+    im = Image.fromarray(photo)
+    w, h = im.size
+    out = []
+    for _ in range(n):
+        s = int(min(w, h) * rng.uniform(0.8, 1.0))
+        x, y = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
+        out.append(np.asarray(im.crop((x, y, x + s, y + s)).resize((32, 32), Image.Resampling.BILINEAR)))
+    return np.stack(out)
+
+
+def test_pixel_confirmation_stays_linear_in_the_images_on_crowded_data(photos: dict[str, np.ndarray], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without the copy verifier, hash matches whose embeddings disagree go to the pixel confirmation: each image's
+    CONFIRM_LINKS most similar partners, not every match (60k 32-px crops of 15 photos had 1.0M hash pairs)."""
+    x = _crowded(photos["china"], 1500)
+    opts = Options(cache_dir=str(tmp_path / "cache"), verify=False)
+    calls: list[tuple[str, int, int]] = []
+    audit(x[:1200], x[1200:], options=opts, progress=lambda s, d, t: calls.append((s, d, t)))
+    confirmed = [t for s, d, t in calls if s == VERIFY and d == 0]
+    bound = 2 * CONFIRM_LINKS * len(x)
+    with open_run([x[:1200], x[1200:]], options=opts) as ctx:
+        pairs = len(ctx.hash_pairs())
+    assert pairs > bound  # crowded enough that confirming every hash match would pass the bound
+    assert confirmed and max(confirmed) <= bound
+
+
+def _fashion(n: int) -> tuple[np.ndarray, np.ndarray]:
+    path = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+    if not os.path.exists(path):
+        pytest.skip("Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)")
+    with gzip.open(path, "rb") as fh:
+        x = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+    with gzip.open(path.replace("images-idx3", "labels-idx1"), "rb") as fh:
+        y = np.frombuffer(fh.read(), np.uint8, offset=8)[:n]
+    return x, y
+
+
+def test_garments_that_hash_alike_are_copies_only_by_the_verifier(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fashion-MNIST: distinct garments of one class hash alike by the dozen, and the older crop-grid correlation
+    passed three such pairs (10-20 grey levels apart) as near-duplicates beside the verifier. With the verifier on,
+    its decision (or agreeing embeddings) is what makes a hash match a copy; planted copies are still found."""
+    x, y = _fashion(2000)
+    train_x, train_y = x[:1500], y[:1500]
+    val_x, val_y = x[1500:].copy(), y[1500:].copy()
+    val_x[0], val_y[0] = np.clip(train_x[10].astype(np.int16) + 6, 0, 255).astype(np.uint8), train_y[10]  # brightened
+    val_x[1], val_y[1] = np.roll(train_x[20], 1, axis=1), train_y[20]  # shifted by a pixel
+    planted = {(10, 1500), (20, 1501)}
+    report = audit((train_x, train_y), (val_x, val_y), options=Options(cache_dir=str(tmp_path / "cache")))
+    found = set()
+    for f in report.findings:
+        if f.check != "near-duplicates":
+            continue
+        at = {r.split: int(r.path[2:-1]) for r in f.images}  # array inputs are named x[i] within their split
+        i, j = at["train"], at["val"]
+        pair = (i, 1500 + j)
+        found.add(pair)
+        a, b = train_x[i].astype(np.int16), val_x[j].astype(np.int16)
+        assert pair in planted or np.abs(a - b).mean() <= 8, (pair, np.abs(a - b).mean())
+    assert planted <= found
