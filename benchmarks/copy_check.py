@@ -34,6 +34,10 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+#: ``--image-size``: the backbone's input side (0: the tool's automatic choice).
+IMAGE_SIZE = 0
+
+
 def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     import splitaudit
 
@@ -43,6 +47,7 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     pos_ev = {int(i): k for k, i in enumerate(ev)}
     t0, c0 = time.perf_counter(), _cpu()
     report = splitaudit.audit(suite.images[tr], suite.images[ev], cache=False, backbone=backbone, verify=verify,
+                              **({"image_size": IMAGE_SIZE} if IMAGE_SIZE and backbone != "none" else {}),
                               select=("exact-duplicates", "pixel-duplicates", "near-duplicates", "similar-images"))
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     found: set[tuple[int, int]] = set()
@@ -121,11 +126,15 @@ def main() -> None:
     ap.add_argument("--fmnist-train", type=int, default=60000)
     ap.add_argument("--fmnist-copies", type=int, default=300)
     ap.add_argument("--fmnist-test", type=int, default=10000)
+    ap.add_argument("--photo-side", type=int, default=128, help="side of the photo suite's images")
+    ap.add_argument("--image-size", type=int, default=0, help="the backbone's input side (default: automatic)")
     args = ap.parse_args()
+    global IMAGE_SIZE
+    IMAGE_SIZE = args.image_size
     if args.suite in ("tiny", "all"):
         show("32-px photos", photo_suite(32, args.sources), args.backbone)
     if args.suite in ("photo", "all"):
-        show("128-px photos", photo_suite(128, args.sources), args.backbone)
+        show(f"{args.photo_side}-px photos", photo_suite(args.photo_side, args.sources), args.backbone)
     if args.suite in ("fmnist", "all"):
         made = fmnist_suite(args.fmnist_train, args.fmnist_copies, args.fmnist_test)
         if made is None:

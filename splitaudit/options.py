@@ -207,7 +207,7 @@ class Options:
         True, "skip the copy verifier (registration of candidate pairs): copies are then found by hashes and "
         "embeddings only", commands=COMMANDS, types=(bool,), desc="true or false", flag="--no-verify", keyed=True)
     image_size: int | None = _setting(
-        None, "network input side (default: 224 for photos, 2x the median side for small images)", commands=COMMANDS,
+        None, "network input side (default: 2x the median side, 64 to 128 px)", commands=COMMANDS,
         types=(int,), desc="an integer number of pixels", parse=int, metavar="PX", keyed=True)
     engine: str = _setting(
         "local", "where images are decoded, hashed and embedded: this machine's process pool, or a Ray cluster "
