@@ -230,6 +230,10 @@ def count_images(data: Path) -> int:
 # ------------------------------------------------------------------------------------------------ parts
 
 
+#: The network's input side for the photo sets: compute.auto_image_size of 256-px photos.
+PHOTO_SIDE = 128
+
+
 def warm_model(size: int) -> float:
     """Convert the default network for ``size`` px if needed (the one-time per-install cost); seconds taken."""
     from splitaudit.features.embeddings.backbones import BackboneSpec
@@ -290,7 +294,7 @@ def stage_vs_raw(data: Path, limit: int = 1000) -> dict:
     from splitaudit.features.embeddings.compute import EmbedBatch, embed_rows, inference_batch, load_rgb
 
     paths = sorted(str(p) for p in data.glob("*/*.jpg"))[:limit]
-    spec = BackboneSpec(image_size=224)
+    spec = BackboneSpec(image_size=PHOTO_SIDE)
     work = EmbedBatch(spec, model_dir=str(MODEL_DIR))
     backbone = work.backbone
     images = np.stack([load_rgb(p, None, spec.image_size) for p in paths])
@@ -344,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = {n: make_set(args.workdir / f"photos-{n}", n) for n in sizes}
     if args.setup_only:
         return 0
-    print(f"converting the default network for 224 px (once per install): {warm_model(224):.1f} s", flush=True)
+    print(f"converting the default network for {PHOTO_SIDE} px (once per install): {warm_model(PHOTO_SIDE):.1f} s", flush=True)
     results: dict = {"load_start": os.getloadavg()[0], "rows": []}
     for n, data in sets.items():
         print(f"\n{n} photos ({SIDE} px), cold caches, best of {args.rounds} interleaved rounds:", flush=True)
@@ -352,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_stage and sets:
         st = stage_vs_raw(next(iter(sets.values())))
         results["stage"] = st
-        print(f"\nembedding stage vs raw forward pass ({st['images']} images, 224 px): stage {st['stage_img_s']:.1f} img/s, "
+        print(f"\nembedding stage vs raw forward pass ({st['images']} images, {PHOTO_SIDE} px): stage {st['stage_img_s']:.1f} img/s, "
               f"raw {st['raw_img_s']:.1f} img/s, ratio {st['ratio']:.2f}", flush=True)
     if args.small:
         sm = small_check(args.workdir / f"small-{args.small}", args.small, scratch)

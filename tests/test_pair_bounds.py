@@ -75,25 +75,44 @@ def _fashion(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def test_garments_that_hash_alike_are_copies_only_by_the_verifier(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Fashion-MNIST: distinct garments of one class hash alike by the dozen, and the older crop-grid correlation
-    passed three such pairs (10-20 grey levels apart) as near-duplicates beside the verifier. With the verifier on,
-    its decision (or agreeing embeddings) is what makes a hash match a copy; planted copies are still found."""
+def _jpeg(a: np.ndarray, quality: int) -> np.ndarray:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("L"))
+
+
+def test_garment_copies_that_hash_alike_are_found_with_the_verifier_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fashion-MNIST: distinct garments of one class hash alike by the dozen, so a hash match is no copy on its own
+    there. Mirrored, re-graded and JPEG copies of training garments, re-rendered at 32 px with another filter (they
+    hash alike), are found by the default check (issue #11: never fewer than hashes alone). At 20k training
+    garments the pixel test of each image's best hash matches is what finds many of them (benchmarks/copy_check.py,
+    docs/copies.md); this test keeps the small case honest."""
     x, y = _fashion(2000)
+    # at 32 px as a dataset would hold them; each copy re-rendered from the 28-px original with another filter
+    x = np.stack([np.asarray(Image.fromarray(a).resize((32, 32), Image.Resampling.BICUBIC)) for a in x])
+    raw, _ = _fashion(1500)
     train_x, train_y = x[:1500], y[:1500]
     val_x, val_y = x[1500:].copy(), y[1500:].copy()
-    val_x[0], val_y[0] = np.clip(train_x[10].astype(np.int16) + 6, 0, 255).astype(np.uint8), train_y[10]  # brightened
-    val_x[1], val_y[1] = np.roll(train_x[20], 1, axis=1), train_y[20]  # shifted by a pixel
-    planted = {(10, 1500), (20, 1501)}
+
+    def rerender(a: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(a).resize((32, 32), Image.Resampling.BILINEAR))
+
+    makers = {"mirror": lambda a: rerender(a[:, ::-1]), "grade": lambda a: rerender((a * 0.8 + 30).astype(np.uint8)),
+              "jpeg 50": lambda a: _jpeg(rerender(a), 50)}
+    planted: dict[tuple[int, int], str] = {}
+    for k, (name, make) in enumerate(makers.items()):
+        for t in range(5):
+            src, dst = 100 * k + 7 * t, 5 * k + t
+            val_x[dst], val_y[dst] = make(raw[src]), train_y[src]
+            planted[(src, dst)] = name
     report = audit((train_x, train_y), (val_x, val_y), options=Options(cache_dir=str(tmp_path / "cache")))
     found = set()
     for f in report.findings:
-        if f.check != "near-duplicates":
-            continue
-        at = {r.split: int(r.path[2:-1]) for r in f.images}  # array inputs are named x[i] within their split
-        i, j = at["train"], at["val"]
-        pair = (i, 1500 + j)
-        found.add(pair)
-        a, b = train_x[i].astype(np.int16), val_x[j].astype(np.int16)
-        assert pair in planted or np.abs(a - b).mean() <= 8, (pair, np.abs(a - b).mean())
-    assert planted <= found
+        if f.check == "near-duplicates":
+            at = {r.split: int(r.path[2:-1]) for r in f.images}  # array inputs are named x[i] within their split
+            found.add((at["train"], at["val"]))
+    for name in makers:
+        pairs = [p for p, n in planted.items() if n == name]
+        assert sum(p in found for p in pairs) >= 4, (name, sorted(found & set(pairs)))
