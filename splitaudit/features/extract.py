@@ -85,6 +85,27 @@ def _read(path: str) -> bytes:
         return fh.read(size)
 
 
+def decode_file(path: str, *, mode: str | None, draft_size: int | None, max_pixels: int) -> tuple[Image.Image, int]:
+    """A file's pixels as a viewer sees them (turned as ``ImageOps.exif_transpose`` turns them) and its size in
+    bytes; a JPEG is decoded in ``mode`` and at the smallest DCT scale keeping both sides >= ``draft_size`` when
+    given (its ``draft``). Raises :class:`decode.DecodeFailure` or ``OSError`` when unreadable."""
+    try:
+        data = _read(path)
+    except OSError as exc:
+        raise decode.DecodeFailure(decode.UNREADABLE, str(exc)) from exc
+    fmt = decode.sniff(data[:16])
+    if fmt is None:
+        raise decode.DecodeFailure(decode.NOT_IMAGE, "not an image")
+    if fmt == "JPEG":
+        quick = decode.quick_jpeg(data, mode, draft_size, max_pixels)
+        if quick is not None:  # a plain small JPEG: upright, decoded without Pillow's header parser
+            return quick, len(data)
+    im = decode.open_image(data, fmt, max_pixels=max_pixels)
+    if fmt == "JPEG" and (mode or draft_size):
+        im.draft(mode, (draft_size, draft_size) if draft_size else None)  # type: ignore[arg-type]  # DCT scaling
+    return decode.load(im, draft_size=None), len(data)
+
+
 def file_digest(path: str) -> bytes | None:
     """SHA-256 of a regular file's content, read as a stream; ``None`` when it is not a readable regular file."""
     try:
@@ -142,6 +163,13 @@ def _extract_file(fh: BinaryIO, size: int, row: dict[str, Any], options: HashOpt
         if fmt is None:
             raise decode.not_read(head, path)
         row["format"] = fmt
+        drafted = options.draft and fmt == "JPEG"
+        header = decode.plain_jpeg(data) if fmt == "JPEG" and data is not None else None
+        quick = header and decode.quick_jpeg(data, "L" if drafted else None, PHASH_INPUT if drafted else None,  # type: ignore[arg-type]
+                                             options.max_pixels, header)
+        if quick is not None:  # a plain small JPEG: upright, one frame, decoded without Pillow's header parser
+            row.update(mode=header[0], width=header[1], height=header[2], frames=1)  # type: ignore[index]
+            return _finish(row, quick, quick, drafted)
         if data is None:
             fh.seek(0)
         im = decode.open_image(data if data is not None else fh, fmt, max_pixels=options.max_pixels)
@@ -150,23 +178,27 @@ def _extract_file(fh: BinaryIO, size: int, row: dict[str, Any], options: HashOpt
         if orient in (5, 6, 7, 8):
             w, h = h, w  # EXIF says the picture is shown rotated by 90 degrees: report what a viewer sees
         row.update(mode=im.mode, width=w, height=h, frames=int(getattr(im, "n_frames", 1) or 1))
-        drafted = options.draft and fmt == "JPEG"
         # Decode the stored pixels (what Keras' loaders see: they ignore the tag), then orient them as a viewer does.
         stored = decode.load(im, draft_size=PHASH_INPUT if drafted else None, orient=1)
-        im = decode.orient(stored, orient)
         row["orientation"] = orient
-        if drafted:
-            gray = decode.to_gray(im)
-        else:
-            rgb = decode.to_rgb(im)
-            row["pixel_digest"] = pixel_digest(rgb)
-            gray = decode.to_gray(im) if im.mode in ("L", "RGB") else rgb.convert("L")
-        # A tagged image is also hashed as stored: a copy differing only by its orientation tag shows the model the
-        # same pixels (see ``stored_phash``); upright images have one set of hashes.
-        return row, gray, (None if im is stored else decode.to_gray(stored))
+        return _finish(row, decode.orient(stored, orient), stored, drafted)
     except decode.DecodeFailure as failure:
         row.update(status=failure.status, detail=failure.reason)
         return row, None, None
+
+
+def _finish(row: dict[str, Any], im: Image.Image, stored: Image.Image, drafted: bool) -> Grays:
+    """The grey images of a decoded file (``im`` as a viewer sees it, ``stored`` before its EXIF orientation) and
+    its pixel digest unless it was decoded in draft mode."""
+    if drafted:
+        gray = decode.to_gray(im)
+    else:
+        rgb = decode.to_rgb(im)
+        row["pixel_digest"] = pixel_digest(rgb)
+        gray = decode.to_gray(im) if im.mode in ("L", "RGB") else rgb.convert("L")
+    # A tagged image is also hashed as stored: a copy differing only by its orientation tag shows the model the
+    # same pixels (see ``stored_phash``); upright images have one set of hashes.
+    return row, gray, (None if im is stored else decode.to_gray(stored))
 
 
 def warm_up() -> None:
@@ -255,7 +287,12 @@ def _hash_inputs_of(grays: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pixel_digest_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptions()) -> dict[str, np.ndarray]:
-    """Full-resolution pixel digests (the confirmation stage for JPEGs hashed in draft mode)."""
+    """Full-resolution pixel digests (the confirmation stage for JPEGs hashed in draft mode): the ``pixel_digest``
+    column of :func:`extract_batch` without drafting, without taking the hashes nobody reads here."""
     full = HashOptions(draft=False, max_pixels=options.max_pixels)
-    out = extract_batch(batch, full)
-    return {"pixel_digest": out["pixel_digest"]}
+    paths = batch["path"]
+    n = len(paths)
+    pixels = batch.get("pixels", np.full(n, None, dtype=object))
+    digests = batch.get("digest", np.full(n, None, dtype=object))
+    return {"pixel_digest": np.array([extract_one(paths[i], pixels[i], digests[i], full)[0]["pixel_digest"]
+                                      for i in range(n)], dtype=object)}

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from . import decode
-from .extract import DEFAULT_MAX_PIXELS, _read
+from .extract import DEFAULT_MAX_PIXELS, decode_file
 
 #: Longest side at which properties are measured (see the module docstring for why it is enough).
 ANALYSIS_SIDE = 128
@@ -47,18 +47,8 @@ def _analysis_image(path: str | None, pixels: np.ndarray | None, max_pixels: int
         im = Image.fromarray(pixels[..., 0], "L") if pixels.shape[-1] == 1 else Image.fromarray(pixels, "RGB")
         size = math.nan
     else:
-        try:
-            data = _read(path)  # type: ignore[arg-type]
-        except OSError as exc:
-            raise decode.DecodeFailure(decode.UNREADABLE, str(exc)) from exc
-        size = float(len(data))
-        fmt = decode.sniff(data[:16])
-        if fmt is None:
-            raise decode.DecodeFailure(decode.NOT_IMAGE, "not an image")
-        im = decode.open_image(data, fmt, max_pixels=max_pixels)
-        if fmt == "JPEG":
-            im.draft(None, (ANALYSIS_SIDE, ANALYSIS_SIDE))  # type: ignore[arg-type]  # DCT scaling: cheap
-        im = decode.load(im, draft_size=None)
+        im, nbytes = decode_file(path, mode=None, draft_size=ANALYSIS_SIDE, max_pixels=max_pixels)  # type: ignore[arg-type]
+        size = float(nbytes)
     rgb = decode.to_rgb(im)
     if max(rgb.size) > ANALYSIS_SIDE:
         scale = ANALYSIS_SIDE / max(rgb.size)
@@ -87,24 +77,59 @@ def measure(rgb: Image.Image) -> tuple[float, float, float, float, float]:
     return float(grey.mean()), float(grey.std()), float(sat.mean()), sharpness, entropy
 
 
+def measure_stack(rgb: np.ndarray) -> np.ndarray:
+    """:func:`measure` of k RGB images of one size at once, a (k, h, w, 3) uint8 stack: (k, 5) float64.
+
+    One Pillow conversion of the stack (stacked vertically: its per-pixel L and HSV conversions are those of each
+    image) and NumPy reductions over the stack replace per-image calls; equal to :func:`measure` to the last bits of
+    float rounding (tested)."""
+    k, h, w, _ = rgb.shape
+    tall = Image.fromarray(rgb.reshape(k * h, w, 3), "RGB")
+    grey8 = np.frombuffer(tall.convert("L").tobytes(), np.uint8).reshape(k, h, w)
+    sat = np.frombuffer(tall.convert("HSV").tobytes(), np.uint8).reshape(k, h, w, 3)[..., 1]
+    grey = grey8.astype(np.float64).reshape(k, h * w)
+    out = np.empty((k, 5))
+    out[:, 0] = grey.mean(axis=1)
+    out[:, 1] = grey.std(axis=1)
+    out[:, 2] = sat.reshape(k, h * w).mean(axis=1, dtype=np.float64)
+    if h >= 3 and w >= 3:
+        g = grey.reshape(k, h, w)
+        lap = (g[:, 1:-1, :-2] + g[:, 1:-1, 2:] + g[:, :-2, 1:-1] + g[:, 2:, 1:-1]) - 4.0 * g[:, 1:-1, 1:-1]
+        out[:, 3] = lap.reshape(k, -1).var(axis=1)
+    else:
+        out[:, 3] = math.nan
+    hist = np.bincount((grey8.reshape(k, h * w) + (np.arange(k) * 256)[:, None].astype(np.int64)).ravel(),
+                       minlength=256 * k).reshape(k, 256).astype(np.float64)
+    p = hist / hist.sum(axis=1, keepdims=True)
+    logs = np.log2(p, out=np.zeros_like(p), where=p > 0)
+    out[:, 4] = -(p * logs).sum(axis=1) + 0.0
+    return out
+
+
 def properties_batch(batch: dict[str, np.ndarray], max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
     """Properties of a batch. Input columns: ``path`` and optionally ``pixels`` (object arrays).
 
-    Output: one float64 column per name in :data:`MEASURED`; a row that cannot be decoded is all NaN.
+    Output: one float64 column per name in :data:`MEASURED`; a row that cannot be decoded is all NaN. Images of
+    one analysis size are measured together (:func:`measure_stack`).
     """
     paths = batch["path"]
     n = len(paths)
     pixels = batch.get("pixels", np.full(n, None, dtype=object))
     out = np.full((n, len(MEASURED)), np.nan)
-    for i in range(n):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+    by_size: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(n):
+            try:
                 rgb, size = _analysis_image(paths[i], pixels[i], max_pixels)
-                out[i, :5] = measure(rgb)
+                a = np.frombuffer(rgb.tobytes(), np.uint8).reshape(rgb.height, rgb.width, 3)
+            except (decode.DecodeFailure, OSError, ValueError, MemoryError):
+                continue  # the features stage reports bad files; here they simply have no properties
+            by_size.setdefault((rgb.height, rgb.width), []).append((i, a))
             out[i, 5] = size
-        except (decode.DecodeFailure, OSError, ValueError, MemoryError):
-            pass  # the features stage reports bad files; here they simply have no properties
+    for group in by_size.values():
+        rows = [i for i, _ in group]
+        out[rows, :5] = measure_stack(np.stack([a for _, a in group]))
     return {name: out[:, j] for j, name in enumerate(MEASURED)}
 
 
