@@ -17,7 +17,11 @@ from PIL import Image
 import per_image_reference as ref
 from splitaudit.features import decode
 from splitaudit.features.extract import HashOptions, extract_batch, extract_one, pixel_digest_batch
-from splitaudit.features.properties import MEASURED, measure_stack, properties_batch
+from splitaudit.features import FeatureCache, compute_features
+from splitaudit.features.properties import (ANALYSIS_SIDE, MEASURED, compute_properties, digests_and_properties_batch,
+                                            measure_stack, properties_batch)
+from splitaudit.features.table import full_pixel_digests
+from splitaudit.scan import scan
 from splitaudit.features.thumbnails import thumbnails_batch
 
 SIZES = ((20, 20), (32, 32), (47, 31), (64, 64), (100, 150), (257, 130), (300, 300))
@@ -146,3 +150,40 @@ def test_pixel_digests_equal_reference(corpus: dict[str, list[str]], tmp_path: P
     # and the hash pass fills the same column only for images it did not draft
     hashed = extract_batch({"path": np.array(paths, dtype=object)})["pixel_digest"]
     assert all(h in (b"", w) for h, w in zip(hashed, want))
+
+
+def test_confirm_pass_measures_tiny_jpegs_from_its_decode(corpus: dict[str, list[str]]) -> None:
+    paths = corpus["plain"] + corpus["other"]
+    out = digests_and_properties_batch({"path": np.array(paths, dtype=object)})
+    assert list(out["pixel_digest"]) == [ref.extract(p, HashOptions(draft=False))[0]["pixel_digest"] for p in paths]
+    measured = ~np.isnan(out["properties"][:, 0])
+    tiny = [p in corpus["plain"] and max(Image.open(p).size) <= ANALYSIS_SIDE for p in paths]
+    assert measured.tolist() == tiny and 0 < sum(tiny) < len(paths)
+    want = np.array([ref.properties(p) for p, t in zip(paths, tiny) if t])
+    np.testing.assert_allclose(out["properties"][measured], want, rtol=1e-12, atol=1e-9)
+
+
+def test_properties_stage_reads_what_the_confirm_stage_measured(corpus: dict[str, list[str]], tmp_path: Path) -> None:
+    """Through a real cache: after the confirm stage's digests, only images it could not measure are decoded again,
+    and every property equals a run without a cache."""
+    import shutil
+
+    for split in ("train", "val"):
+        (tmp_path / split / "x").mkdir(parents=True)
+    paths = corpus["plain"] + corpus["other"]
+    for j, p in enumerate(paths):
+        shutil.copy(p, tmp_path / ("train" if j % 4 else "val") / "x" / Path(p).name)
+    dataset = scan([tmp_path / "train", tmp_path / "val"])
+    with FeatureCache(tmp_path / "cache") as cache:
+        table = compute_features(dataset, cache=cache, workers=1)
+        rows = np.flatnonzero(table.ok).tolist()
+        digests = full_pixel_digests(dataset, table, rows, options=HashOptions(), cache=cache, workers=1)
+        props, computed = compute_properties(dataset.records, dataset.arrays, rows, table["digest"], cache=cache, workers=1)
+    names = [Path(r.path).name for r in dataset.records]
+    tiny = sum(1 for p in paths if p in corpus["plain"] and max(Image.open(p).size) <= ANALYSIS_SIDE)
+    assert len(rows) == len(paths) and computed == len(paths) - tiny
+    want = {Path(p).name: ref.extract(p, HashOptions(draft=False))[0]["pixel_digest"] for p in paths}
+    assert [digests[i] for i in rows] == [want[n] for n in names]
+    fresh, _ = compute_properties(dataset.records, dataset.arrays, rows, table["digest"], cache=None, workers=1)
+    for k in MEASURED:
+        np.testing.assert_allclose(props[k], fresh[k], rtol=1e-12, atol=1e-9, equal_nan=True)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from . import decode
-from .extract import DEFAULT_MAX_PIXELS, decode_file
+from .extract import DEFAULT_MAX_PIXELS, HashOptions, _read, decode_file, extract_one, pixel_digest
 
 #: Longest side at which properties are measured (see the module docstring for why it is enough).
 ANALYSIS_SIDE = 128
@@ -116,21 +116,74 @@ def properties_batch(batch: dict[str, np.ndarray], max_pixels: int = DEFAULT_MAX
     n = len(paths)
     pixels = batch.get("pixels", np.full(n, None, dtype=object))
     out = np.full((n, len(MEASURED)), np.nan)
-    by_size: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+    by_size: _Groups = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i in range(n):
             try:
                 rgb, size = _analysis_image(paths[i], pixels[i], max_pixels)
-                a = np.frombuffer(rgb.tobytes(), np.uint8).reshape(rgb.height, rgb.width, 3)
             except (decode.DecodeFailure, OSError, ValueError, MemoryError):
                 continue  # the features stage reports bad files; here they simply have no properties
-            by_size.setdefault((rgb.height, rgb.width), []).append((i, a))
+            _add(by_size, i, rgb)
             out[i, 5] = size
-    for group in by_size.values():
-        rows = [i for i, _ in group]
-        out[rows, :5] = measure_stack(np.stack([a for _, a in group]))
+    _measure_groups(by_size, out)
     return {name: out[:, j] for j, name in enumerate(MEASURED)}
+
+
+_Groups = dict[tuple[int, int], list[tuple[int, np.ndarray]]]
+
+
+def _add(groups: _Groups, row: int, rgb: Image.Image) -> None:
+    groups.setdefault((rgb.height, rgb.width), []).append(
+        (row, np.frombuffer(rgb.tobytes(), np.uint8).reshape(rgb.height, rgb.width, 3)))
+
+
+def _measure_groups(groups: _Groups, out: np.ndarray) -> None:
+    """Fill the first five columns of ``out``'s rows in ``groups`` (images of one size measured together)."""
+    for group in groups.values():
+        out[[i for i, _ in group], :5] = measure_stack(np.stack([a for _, a in group]))
+
+
+def digests_and_properties_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptions()) -> dict[str, np.ndarray]:
+    """:func:`~.extract.pixel_digest_batch`'s ``pixel_digest`` column and, from the same decode, ``properties``
+    ((n, 6) in :data:`MEASURED` order) of the plain small JPEGs (:func:`decode.plain_jpeg`) whose full-resolution
+    pixels are their analysis image (both sides <= :data:`ANALYSIS_SIDE`); NaN rows for the others.
+
+    The confirm stage decodes many tiny images at full resolution, and the properties stage would decode them
+    again, the same way: this measures them on the way (the caller caches the properties)."""
+    paths = batch["path"]
+    n = len(paths)
+    pixels = batch.get("pixels", np.full(n, None, dtype=object))
+    digests = batch.get("digest", np.full(n, None, dtype=object))
+    full = HashOptions(draft=False, max_pixels=options.max_pixels)
+    found = np.full(n, b"", dtype=object)
+    out = np.full((n, len(MEASURED)), np.nan)
+    by_size: _Groups = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(n):
+            small = _small_plain_jpeg(paths[i], options.max_pixels) if pixels[i] is None else None
+            if small is None:  # everything else exactly as pixel_digest_batch takes it
+                found[i] = extract_one(paths[i], pixels[i], digests[i], full)[0]["pixel_digest"]
+                continue
+            rgb, out[i, 5] = small
+            found[i] = pixel_digest(rgb)
+            _add(by_size, i, rgb)
+    _measure_groups(by_size, out)
+    return {"pixel_digest": found, "properties": out}
+
+
+def _small_plain_jpeg(path: str, max_pixels: int) -> tuple[Image.Image, float] | None:
+    """(full-resolution RGB, file size) of a plain JPEG of sides <= ANALYSIS_SIDE, else ``None``."""
+    try:
+        data = _read(path)
+    except OSError:
+        return None
+    header = decode.plain_jpeg(data) if decode.sniff(data[:16]) == "JPEG" else None
+    if header is None or max(header[1], header[2]) > ANALYSIS_SIDE:
+        return None
+    im = decode.quick_jpeg(data, None, None, max_pixels, header)
+    return None if im is None else (decode.to_rgb(im), float(len(data)))
 
 
 def property_version(max_pixels: int) -> str:
