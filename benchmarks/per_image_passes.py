@@ -6,7 +6,10 @@ rows (the engine's batch size) and with the public batch functions the stages ma
 - ``hash``: :func:`splitaudit.features.extract.extract_batch` (the hash pass, the yardstick);
 - ``properties``: :func:`splitaudit.features.properties.properties_batch` (stage "measuring images");
 - ``thumbnails``: :func:`splitaudit.features.thumbnails.thumbnails_batch` at the dataset's side;
-- ``pixel-digests``: :func:`splitaudit.features.extract.pixel_digest_batch` (full-resolution digests).
+- ``pixel-digests``: :func:`splitaudit.features.extract.pixel_digest_batch` (full-resolution digests);
+- ``confirm``: what the confirm stage maps (``splitaudit.features.table._PixelDigests``): since issue #16 the
+  digests plus the properties of tiny JPEGs from the same decode, which the properties stage then reads from the
+  cache (:func:`~splitaudit.features.properties.digests_and_properties_batch`); before, ``pixel_digest_batch``.
 
 Printed per pass: CPU seconds (``time.process_time``), wall seconds, microseconds of CPU per image and the CPU
 ratio to the hash pass. Each figure is the best of ``--repeats`` runs; passes are interleaved within a repeat.
@@ -31,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-PASSES = ("hash", "properties", "thumbnails", "pixel-digests")
+PASSES = ("hash", "properties", "thumbnails", "pixel-digests", "confirm")
 BATCH = 64
 
 
@@ -48,8 +51,9 @@ def time_pass(name: str, paths: list[str]) -> dict[str, float]:
     """CPU and wall seconds of one pass over ``paths`` (in batches of :data:`BATCH`), with the current tree."""
     import numpy as np
 
-    from splitaudit.features.extract import extract_batch, pixel_digest_batch, warm_up
+    from splitaudit.features.extract import HashOptions, extract_batch, pixel_digest_batch, warm_up
     from splitaudit.features.properties import properties_batch
+    from splitaudit.features.table import _PixelDigests
     from splitaudit.features.thumbnails import thumbnail_side, thumbnails_batch
 
     warm_up()
@@ -58,7 +62,7 @@ def time_pass(name: str, paths: list[str]) -> dict[str, float]:
         sizes = [extract_batch(b) for b in batches[:4]]
         side = thumbnail_side(np.concatenate([s["width"] for s in sizes]), np.concatenate([s["height"] for s in sizes]))
     fn = {"hash": extract_batch, "properties": properties_batch, "pixel-digests": pixel_digest_batch,
-          "thumbnails": lambda b: thumbnails_batch(b, side)}[name]
+          "thumbnails": lambda b: thumbnails_batch(b, side), "confirm": _PixelDigests(HashOptions())}[name]
     fn(batches[0])  # lazy imports, plans
     cpu, wall = time.process_time(), time.perf_counter()
     for b in batches:

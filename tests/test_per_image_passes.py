@@ -112,8 +112,8 @@ def test_properties_equal_reference(corpus: dict[str, list[str]], tmp_path: Path
 
 
 def test_measure_stack_equals_measure(photos: dict[str, np.ndarray]) -> None:
-    for h, w in ((1, 7), (3, 3), (31, 47), (128, 96)):
-        stack = np.stack([np.ascontiguousarray(p[:h, :w]) for p in photos.values()])
+    for h, w in ((1, 7), (3, 3), (31, 47), (128, 96), (2000, 1500)):  # the last beyond int64 moments
+        stack = np.stack([np.ascontiguousarray(np.resize(p, (h, w, 3))) for p in photos.values()])
         got = measure_stack(stack)
         want = np.array([ref.measure(Image.fromarray(a)) for a in stack])
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9, equal_nan=True)

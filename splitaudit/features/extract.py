@@ -57,10 +57,11 @@ def array_digest(pixels: np.ndarray) -> bytes:
     return h.digest()
 
 
-def pixel_digest(rgb: Image.Image) -> bytes:
-    """Digest of what a viewer sees: size plus normalised 8-bit RGB pixels, whatever the encoding."""
+def pixel_digest(rgb: Image.Image, pixels: bytes | None = None) -> bytes:
+    """Digest of what a viewer sees: size plus normalised 8-bit RGB pixels, whatever the encoding (``pixels``:
+    ``rgb.tobytes()`` when the caller has it)."""
     h = hashlib.sha256(b"rgb:%dx%d:" % rgb.size)
-    h.update(rgb.tobytes())
+    h.update(rgb.tobytes() if pixels is None else pixels)
     return h.digest()
 
 
