@@ -187,3 +187,13 @@ def test_properties_stage_reads_what_the_confirm_stage_measured(corpus: dict[str
     fresh, _ = compute_properties(dataset.records, dataset.arrays, rows, table["digest"], cache=None, workers=1)
     for k in MEASURED:
         np.testing.assert_allclose(props[k], fresh[k], rtol=1e-12, atol=1e-9, equal_nan=True)
+
+
+def test_saturation_table_is_pillows_hsv_over_every_colour() -> None:
+    from splitaudit.features.properties import saturation_table
+
+    every = np.arange(2**24, dtype=np.uint32)
+    rgb = np.stack([every >> 16, (every >> 8) & 255, every & 255], axis=1).astype(np.uint8)
+    want = np.asarray(Image.fromarray(rgb.reshape(4096, 4096, 3), "RGB").convert("HSV"))[..., 1].ravel()
+    top, low = rgb.max(axis=1).astype(np.intp), rgb.min(axis=1)
+    assert np.array_equal(saturation_table()[(top << 8) | low], want)

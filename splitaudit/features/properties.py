@@ -18,6 +18,7 @@ Width, height, aspect ratio, mode and format are already in the feature table; t
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -88,7 +89,9 @@ def measure_stack(rgb: np.ndarray) -> np.ndarray:
     n = h * w
     tall = Image.fromarray(rgb.reshape(k * h, w, 3), "RGB")
     grey8 = np.frombuffer(tall.convert("L").tobytes(), np.uint8).reshape(k, n)
-    sat = np.frombuffer(tall.convert("HSV").tobytes(), np.uint8).reshape(k, n, 3)[..., 1]
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    top = np.maximum(np.maximum(r, g), b).astype(np.intp)
+    sat = saturation_table()[(top << 8) | np.minimum(np.minimum(r, g), b)].reshape(k, n)
     out = np.empty((k, 5))
     grey = grey8.astype(np.int64)
     total = grey.sum(axis=1)
@@ -106,6 +109,15 @@ def measure_stack(rgb: np.ndarray) -> np.ndarray:
     logs = np.log2(p, out=np.zeros_like(p), where=hist > 0)
     out[:, 4] = -(p * logs).sum(axis=1) + 0.0
     return out
+
+
+@functools.cache
+def saturation_table() -> np.ndarray:
+    """Pillow's HSV saturation of a pixel by ``max(r, g, b) << 8 | min(r, g, b)`` (it depends on nothing else:
+    tested over all 2^24 colours), read from Pillow itself: a table look-up is 3x cheaper than its conversion."""
+    top, low = np.divmod(np.arange(65536), 256)
+    pixels = np.stack([top, np.minimum(low, top), np.minimum(low, top)], axis=1).astype(np.uint8).reshape(256, 256, 3)
+    return np.asarray(Image.fromarray(pixels, "RGB").convert("HSV"))[..., 1].ravel().copy()
 
 
 def _exact_variance(total: np.ndarray, squares: np.ndarray, n: int) -> np.ndarray:
