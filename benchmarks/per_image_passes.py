@@ -123,7 +123,7 @@ def main() -> None:
             ratio = f"{b['cpu'] / base['cpu']:.2f}" if base else "-"
             print(f"{name:<14} {b['cpu']:>8.2f} {b['wall']:>8.2f} {1e6 * b['cpu'] / len(paths):>9.0f} {ratio:>11}")
     if a.trees:
-        print(f"\nB / A (CPU): " + ", ".join(f"{n} {best[(trees[1], n)]['cpu'] / best[(trees[0], n)]['cpu']:.2f}"
+        print("\nB / A (CPU): " + ", ".join(f"{n} {best[(trees[1], n)]['cpu'] / best[(trees[0], n)]['cpu']:.2f}"
                                           for n in passes))
 
 

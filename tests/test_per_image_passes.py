@@ -11,18 +11,17 @@ import io
 from pathlib import Path
 
 import numpy as np
+import per_image_reference as ref
 import pytest
 from PIL import Image
 
-import per_image_reference as ref
-from splitaudit.features import decode
+from splitaudit.features import FeatureCache, compute_features, decode
 from splitaudit.features.extract import HashOptions, extract_batch, extract_one, pixel_digest_batch
-from splitaudit.features import FeatureCache, compute_features
 from splitaudit.features.properties import (ANALYSIS_SIDE, MEASURED, compute_properties, digests_and_properties_batch,
                                             measure_stack, properties_batch)
 from splitaudit.features.table import full_pixel_digests
-from splitaudit.scan import scan
 from splitaudit.features.thumbnails import thumbnails_batch
+from splitaudit.scan import scan
 
 SIZES = ((20, 20), (32, 32), (47, 31), (64, 64), (100, 150), (257, 130), (300, 300))
 

@@ -167,7 +167,7 @@ def _measure_groups(groups: _Groups, out: np.ndarray) -> None:
         out[[i for i, _ in group], :5] = measure_stack(np.stack([a for _, a in group]))
 
 
-def digests_and_properties_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptions()) -> dict[str, np.ndarray]:
+def digests_and_properties_batch(batch: dict[str, np.ndarray], options: HashOptions | None = None) -> dict[str, np.ndarray]:
     """:func:`~.extract.pixel_digest_batch`'s ``pixel_digest`` column and, from the same decode, ``properties``
     ((n, 6) in :data:`MEASURED` order) of the plain small JPEGs (:func:`decode.plain_jpeg`) whose full-resolution
     pixels are their analysis image (both sides <= :data:`ANALYSIS_SIDE`); NaN rows for the others.
@@ -178,14 +178,15 @@ def digests_and_properties_batch(batch: dict[str, np.ndarray], options: HashOpti
     n = len(paths)
     pixels = batch.get("pixels", np.full(n, None, dtype=object))
     digests = batch.get("digest", np.full(n, None, dtype=object))
-    full = HashOptions(draft=False, max_pixels=options.max_pixels)
+    max_pixels = options.max_pixels if options is not None else DEFAULT_MAX_PIXELS
+    full = HashOptions(draft=False, max_pixels=max_pixels)
     found = np.full(n, b"", dtype=object)
     out = np.full((n, len(MEASURED)), np.nan)
     by_size: _Groups = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i in range(n):
-            small = _small_plain_jpeg(paths[i], options.max_pixels) if pixels[i] is None else None
+            small = _small_plain_jpeg(paths[i], max_pixels) if pixels[i] is None else None
             if small is None:  # everything else exactly as pixel_digest_batch takes it
                 found[i] = extract_one(paths[i], pixels[i], digests[i], full)[0]["pixel_digest"]
                 continue

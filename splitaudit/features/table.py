@@ -12,8 +12,8 @@ import numpy as np
 from ..scan.records import Dataset, ImageRecord, SplitSpec
 from . import decode
 from .cache import FEATURE_FIELDS, FeatureCache, StatKey
-from .extract import NUMBER_COLUMNS, HashOptions, array_digest, extract_batch, file_digest, warm_up
 from .engine import Engine, resolve_engine
+from .extract import NUMBER_COLUMNS, HashOptions, array_digest, extract_batch, file_digest, warm_up
 from .hashing import WORKER_MODULES
 from .properties import digests_and_properties_batch, property_version
 
