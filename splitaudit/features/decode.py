@@ -114,6 +114,17 @@ def open_regular(path: str) -> tuple[BinaryIO, int]:
     for a writer forever, and ``/dev/zero`` never ends), and the check is made on the opened descriptor, so a file
     swapped for a FIFO after the scan is refused too.
     """
+    fd, size = open_regular_fd(path)
+    try:
+        return os.fdopen(fd, "rb"), size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular_fd(path: str) -> tuple[int, int]:
+    """:func:`open_regular` as a bare descriptor (the caller closes it), for callers that read a small file whole:
+    a buffered file object costs more than reading a 1-kB image."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -122,7 +133,7 @@ def open_regular(path: str) -> tuple[BinaryIO, int]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DecodeFailure(UNREADABLE, f"not a regular file ({_kind(st.st_mode)}); only regular files are read")
-        return os.fdopen(fd, "rb"), st.st_size
+        return fd, st.st_size
     except BaseException:
         os.close(fd)
         raise

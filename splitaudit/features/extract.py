@@ -14,6 +14,7 @@ later, only for the few candidate pairs that need it, by :func:`pixel_digest_bat
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -77,13 +78,25 @@ def _read(path: str) -> bytes:
     """The bytes of a regular file of at most :data:`MAX_READ_BYTES` (``OSError`` otherwise: never a FIFO or a
     device, which would block or never end)."""
     try:
-        fh, size = decode.open_regular(path)
+        fd, size = decode.open_regular_fd(path)
     except decode.DecodeFailure as failure:
         raise OSError(failure.reason) from failure
-    with fh:
+    try:
         if size > MAX_READ_BYTES:
             raise OSError(f"file of {size:,} bytes is above the limit of {MAX_READ_BYTES:,}")
-        return fh.read(size)
+        return _read_fd(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """At most ``size`` bytes of an open file (fewer if it ends early), with bare system calls: a buffered file
+    object costs more than reading a 1-kB image."""
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := os.read(fd, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_file(path: str, *, mode: str | None, draft_size: int | None, max_pixels: int) -> tuple[Image.Image, int]:
@@ -139,22 +152,34 @@ def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | Non
             row["pixel_digest"] = pixel_digest(rgb)
             return row, decode.to_gray(im), None
         assert path is not None
-        fh, size = decode.open_regular(path)
-        with fh:
-            return _extract_file(fh, size, row, options, path)
+        fd, size = decode.open_regular_fd(path)
+        if size > decode.IN_MEMORY_BYTES:  # digested as a stream, decoded from disk
+            with os.fdopen(fd, "rb") as fh:
+                return _extract_file(fh, size, row, options, path)
+        try:
+            data = _read_fd(fd, size)
+        except OSError as exc:
+            raise decode.DecodeFailure(decode.UNREADABLE, exc.strerror or str(exc)) from exc
+        finally:
+            os.close(fd)
+        return _extract_file(None, size, row, options, path, data)
     except decode.DecodeFailure as failure:
         row.update(status=failure.status, detail=failure.reason)
         return row, None, None
 
 
-def _extract_file(fh: BinaryIO, size: int, row: dict[str, Any], options: HashOptions, path: str) -> Grays:
-    """:func:`extract_one` for an open regular file: small files are read once into memory, large ones digested as
-    a stream and decoded from disk (memory does not grow with the file's size)."""
+def _extract_file(fh: BinaryIO | None, size: int, row: dict[str, Any], options: HashOptions, path: str,
+                  data: bytes | None = None) -> Grays:
+    """:func:`extract_one` for a regular file, given as its ``data`` when small (read once into memory) or open as
+    ``fh`` when large (digested as a stream and decoded from disk: memory does not grow with the file's size)."""
     try:
         hasher = hashlib.sha256()
         try:
-            data = decode.read_head_and_digest(fh, size, hasher)
-            head = data[:16] if data is not None else (fh.seek(0), fh.read(16))[1]
+            if data is None:
+                data = decode.read_head_and_digest(fh, size, hasher)  # type: ignore[arg-type]
+            else:
+                hasher.update(data)
+            head = data[:16] if data is not None else (fh.seek(0), fh.read(16))[1]  # type: ignore[union-attr]
         except OSError as exc:
             raise decode.DecodeFailure(decode.UNREADABLE, exc.strerror or str(exc)) from exc
         row["digest"] = hasher.digest()
@@ -172,7 +197,7 @@ def _extract_file(fh: BinaryIO, size: int, row: dict[str, Any], options: HashOpt
             row.update(mode=header[0], width=header[1], height=header[2], frames=1)  # type: ignore[index]
             return _finish(row, quick, quick, drafted)
         if data is None:
-            fh.seek(0)
+            fh.seek(0)  # type: ignore[union-attr]
         im = decode.open_image(data if data is not None else fh, fmt, max_pixels=options.max_pixels)
         w, h = im.size
         orient = decode.orientation(im)
