@@ -114,6 +114,17 @@ def open_regular(path: str) -> tuple[BinaryIO, int]:
     for a writer forever, and ``/dev/zero`` never ends), and the check is made on the opened descriptor, so a file
     swapped for a FIFO after the scan is refused too.
     """
+    fd, size = open_regular_fd(path)
+    try:
+        return os.fdopen(fd, "rb"), size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular_fd(path: str) -> tuple[int, int]:
+    """:func:`open_regular` as a bare descriptor (the caller closes it), for callers that read a small file whole:
+    a buffered file object costs more than reading a 1-kB image."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -122,7 +133,7 @@ def open_regular(path: str) -> tuple[BinaryIO, int]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DecodeFailure(UNREADABLE, f"not a regular file ({_kind(st.st_mode)}); only regular files are read")
-        return os.fdopen(fd, "rb"), st.st_size
+        return fd, st.st_size
     except BaseException:
         os.close(fd)
         raise
@@ -206,7 +217,7 @@ def load(im: Image.Image, *, draft_size: int | None, orient: int | None = None) 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.load()
-            if orient != 1:
+            if orient != 1 and (orient is not None or may_be_oriented(im)):
                 im = ImageOps.exif_transpose(im)
     except DecodeFailure:
         raise
@@ -217,6 +228,87 @@ def load(im: Image.Image, *, draft_size: int | None, orient: int | None = None) 
     except Exception as exc:
         raise DecodeFailure(UNDECODABLE, f"{type(exc).__name__}: {exc}") from exc
     return im
+
+
+#: ``info`` keys from which Pillow's ``getexif`` reads an orientation (besides a TIFF's own tags).
+_ORIENTATION_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
+def may_be_oriented(im: Image.Image) -> bool:
+    """Could ``ImageOps.exif_transpose`` turn this loaded image? Without any source of an orientation it returns an
+    unturned copy: skipping it gives the same pixels without parsing EXIF or copying them."""
+    return hasattr(im, "tag_v2") or any(k in im.info for k in _ORIENTATION_SOURCES)
+
+
+#: Images up to this many pixels may be decoded by :func:`quick_jpeg`.
+QUICK_MAX_PIXELS = 512 * 512
+# Markers of the frame types quick_jpeg decodes: baseline, extended sequential, progressive (Huffman coding).
+_QUICK_SOF = (0xC0, 0xC1, 0xC2)
+# Markers that never carry a segment length.
+_BARE_MARKERS = frozenset((0x01, *range(0xD0, 0xDA)))
+
+
+def plain_jpeg(data: bytes) -> tuple[str, int, int] | None:
+    """(mode, width, height) of a plain small JPEG that :func:`quick_jpeg` may decode, else ``None``.
+
+    Plain means 8-bit, 1 or 3 components, Huffman-coded, 1 to :data:`QUICK_MAX_PIXELS` pixels, with no APP1
+    (EXIF/XMP: an orientation), APP14 (Adobe colour transform) or MPF (multi-picture) segment: the image Pillow's
+    header parser would describe as ``L``/``RGB``, upright, one frame."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, end, frame = 2, len(data), None
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker in _BARE_MARKERS or marker == 0xFF:
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 2:
+            return None
+        if marker == 0xDA:  # start of scan: the header is complete
+            break
+        if marker in _QUICK_SOF:
+            if frame is not None or length < 8:
+                return None
+            frame = (data[pos + 4], (data[pos + 5] << 8) | data[pos + 6], (data[pos + 7] << 8) | data[pos + 8],
+                     data[pos + 9])
+        elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker in (0xE1, 0xEE):
+            return None  # other frame types; EXIF/XMP; Adobe
+        elif marker == 0xE2 and data[pos + 4 : pos + 8] == b"MPF\x00":
+            return None  # a multi-picture file (Pillow's MPO reader)
+        pos += 2 + length
+    else:
+        return None
+    if frame is None:
+        return None
+    bits, h, w, layers = frame
+    if bits != 8 or layers not in (1, 3) or not 0 < w * h <= QUICK_MAX_PIXELS:
+        return None
+    return ("L" if layers == 1 else "RGB"), w, h
+
+
+def quick_jpeg(data: bytes, mode: str | None, draft_size: int | None, max_pixels: int,
+               header: tuple[str, int, int] | None = None) -> Image.Image | None:
+    """A :func:`plain_jpeg` (``header``, when the caller has it) decoded straight by Pillow's libjpeg decoder,
+    skipping Pillow's Python header parser (more than half of the cost of a 32-px image): the pixels of
+    ``open_image`` + ``draft(mode, (d, d))`` + ``load``, bit for bit (tested). ``None`` for any other file or any
+    decoder error: the caller takes the usual path, which reports the problem as before."""
+    header = header or plain_jpeg(data)
+    if header is None or header[1] * header[2] > max_pixels:
+        return None
+    own, w, h = header
+    out = mode if own == "RGB" and mode in ("L", "YCbCr") else own
+    scale = 1
+    if draft_size:  # JpegImageFile.draft's choice of DCT scale
+        fit = min(w // draft_size, h // draft_size)
+        scale = next((s for s in (8, 4, 2, 1) if fit >= s), 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.frombytes(out, (-(-w // scale), -(-h // scale)), data, "jpeg", (out, "", scale, 0))
+    except (ValueError, OSError, MemoryError):
+        return None
 
 
 def bound_pixels(im: Image.Image) -> None:

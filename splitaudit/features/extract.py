@@ -14,6 +14,7 @@ later, only for the few candidate pairs that need it, by :func:`pixel_digest_bat
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -57,10 +58,11 @@ def array_digest(pixels: np.ndarray) -> bytes:
     return h.digest()
 
 
-def pixel_digest(rgb: Image.Image) -> bytes:
-    """Digest of what a viewer sees: size plus normalised 8-bit RGB pixels, whatever the encoding."""
+def pixel_digest(rgb: Image.Image, pixels: bytes | None = None) -> bytes:
+    """Digest of what a viewer sees: size plus normalised 8-bit RGB pixels, whatever the encoding (``pixels``:
+    ``rgb.tobytes()`` when the caller has it)."""
     h = hashlib.sha256(b"rgb:%dx%d:" % rgb.size)
-    h.update(rgb.tobytes())
+    h.update(rgb.tobytes() if pixels is None else pixels)
     return h.digest()
 
 
@@ -76,13 +78,46 @@ def _read(path: str) -> bytes:
     """The bytes of a regular file of at most :data:`MAX_READ_BYTES` (``OSError`` otherwise: never a FIFO or a
     device, which would block or never end)."""
     try:
-        fh, size = decode.open_regular(path)
+        fd, size = decode.open_regular_fd(path)
     except decode.DecodeFailure as failure:
         raise OSError(failure.reason) from failure
-    with fh:
+    try:
         if size > MAX_READ_BYTES:
             raise OSError(f"file of {size:,} bytes is above the limit of {MAX_READ_BYTES:,}")
-        return fh.read(size)
+        return _read_fd(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """At most ``size`` bytes of an open file (fewer if it ends early), with bare system calls: a buffered file
+    object costs more than reading a 1-kB image."""
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := os.read(fd, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def decode_file(path: str, *, mode: str | None, draft_size: int | None, max_pixels: int) -> tuple[Image.Image, int]:
+    """A file's pixels as a viewer sees them (turned as ``ImageOps.exif_transpose`` turns them) and its size in
+    bytes; a JPEG is decoded in ``mode`` and at the smallest DCT scale keeping both sides >= ``draft_size`` when
+    given (its ``draft``). Raises :class:`decode.DecodeFailure` or ``OSError`` when unreadable."""
+    try:
+        data = _read(path)
+    except OSError as exc:
+        raise decode.DecodeFailure(decode.UNREADABLE, str(exc)) from exc
+    fmt = decode.sniff(data[:16])
+    if fmt is None:
+        raise decode.DecodeFailure(decode.NOT_IMAGE, "not an image")
+    if fmt == "JPEG":
+        quick = decode.quick_jpeg(data, mode, draft_size, max_pixels)
+        if quick is not None:  # a plain small JPEG: upright, decoded without Pillow's header parser
+            return quick, len(data)
+    im = decode.open_image(data, fmt, max_pixels=max_pixels)
+    if fmt == "JPEG" and (mode or draft_size):
+        im.draft(mode, (draft_size, draft_size) if draft_size else None)  # type: ignore[arg-type]  # DCT scaling
+    return decode.load(im, draft_size=None), len(data)
 
 
 def file_digest(path: str) -> bytes | None:
@@ -117,22 +152,34 @@ def extract_one(path: str | None, pixels: np.ndarray | None, digest: bytes | Non
             row["pixel_digest"] = pixel_digest(rgb)
             return row, decode.to_gray(im), None
         assert path is not None
-        fh, size = decode.open_regular(path)
-        with fh:
-            return _extract_file(fh, size, row, options, path)
+        fd, size = decode.open_regular_fd(path)
+        if size > decode.IN_MEMORY_BYTES:  # digested as a stream, decoded from disk
+            with os.fdopen(fd, "rb") as fh:
+                return _extract_file(fh, size, row, options, path)
+        try:
+            data = _read_fd(fd, size)
+        except OSError as exc:
+            raise decode.DecodeFailure(decode.UNREADABLE, exc.strerror or str(exc)) from exc
+        finally:
+            os.close(fd)
+        return _extract_file(None, size, row, options, path, data)
     except decode.DecodeFailure as failure:
         row.update(status=failure.status, detail=failure.reason)
         return row, None, None
 
 
-def _extract_file(fh: BinaryIO, size: int, row: dict[str, Any], options: HashOptions, path: str) -> Grays:
-    """:func:`extract_one` for an open regular file: small files are read once into memory, large ones digested as
-    a stream and decoded from disk (memory does not grow with the file's size)."""
+def _extract_file(fh: BinaryIO | None, size: int, row: dict[str, Any], options: HashOptions, path: str,
+                  data: bytes | None = None) -> Grays:
+    """:func:`extract_one` for a regular file, given as its ``data`` when small (read once into memory) or open as
+    ``fh`` when large (digested as a stream and decoded from disk: memory does not grow with the file's size)."""
     try:
         hasher = hashlib.sha256()
         try:
-            data = decode.read_head_and_digest(fh, size, hasher)
-            head = data[:16] if data is not None else (fh.seek(0), fh.read(16))[1]
+            if data is None:
+                data = decode.read_head_and_digest(fh, size, hasher)  # type: ignore[arg-type]
+            else:
+                hasher.update(data)
+            head = data[:16] if data is not None else (fh.seek(0), fh.read(16))[1]  # type: ignore[union-attr]
         except OSError as exc:
             raise decode.DecodeFailure(decode.UNREADABLE, exc.strerror or str(exc)) from exc
         row["digest"] = hasher.digest()
@@ -142,31 +189,42 @@ def _extract_file(fh: BinaryIO, size: int, row: dict[str, Any], options: HashOpt
         if fmt is None:
             raise decode.not_read(head, path)
         row["format"] = fmt
+        drafted = options.draft and fmt == "JPEG"
+        header = decode.plain_jpeg(data) if fmt == "JPEG" and data is not None else None
+        quick = header and decode.quick_jpeg(data, "L" if drafted else None, PHASH_INPUT if drafted else None,  # type: ignore[arg-type]
+                                             options.max_pixels, header)
+        if quick is not None:  # a plain small JPEG: upright, one frame, decoded without Pillow's header parser
+            row.update(mode=header[0], width=header[1], height=header[2], frames=1)  # type: ignore[index]
+            return _finish(row, quick, quick, drafted)
         if data is None:
-            fh.seek(0)
+            fh.seek(0)  # type: ignore[union-attr]
         im = decode.open_image(data if data is not None else fh, fmt, max_pixels=options.max_pixels)
         w, h = im.size
         orient = decode.orientation(im)
         if orient in (5, 6, 7, 8):
             w, h = h, w  # EXIF says the picture is shown rotated by 90 degrees: report what a viewer sees
         row.update(mode=im.mode, width=w, height=h, frames=int(getattr(im, "n_frames", 1) or 1))
-        drafted = options.draft and fmt == "JPEG"
         # Decode the stored pixels (what Keras' loaders see: they ignore the tag), then orient them as a viewer does.
         stored = decode.load(im, draft_size=PHASH_INPUT if drafted else None, orient=1)
-        im = decode.orient(stored, orient)
         row["orientation"] = orient
-        if drafted:
-            gray = decode.to_gray(im)
-        else:
-            rgb = decode.to_rgb(im)
-            row["pixel_digest"] = pixel_digest(rgb)
-            gray = decode.to_gray(im) if im.mode in ("L", "RGB") else rgb.convert("L")
-        # A tagged image is also hashed as stored: a copy differing only by its orientation tag shows the model the
-        # same pixels (see ``stored_phash``); upright images have one set of hashes.
-        return row, gray, (None if im is stored else decode.to_gray(stored))
+        return _finish(row, decode.orient(stored, orient), stored, drafted)
     except decode.DecodeFailure as failure:
         row.update(status=failure.status, detail=failure.reason)
         return row, None, None
+
+
+def _finish(row: dict[str, Any], im: Image.Image, stored: Image.Image, drafted: bool) -> Grays:
+    """The grey images of a decoded file (``im`` as a viewer sees it, ``stored`` before its EXIF orientation) and
+    its pixel digest unless it was decoded in draft mode."""
+    if drafted:
+        gray = decode.to_gray(im)
+    else:
+        rgb = decode.to_rgb(im)
+        row["pixel_digest"] = pixel_digest(rgb)
+        gray = decode.to_gray(im) if im.mode in ("L", "RGB") else rgb.convert("L")
+    # A tagged image is also hashed as stored: a copy differing only by its orientation tag shows the model the
+    # same pixels (see ``stored_phash``); upright images have one set of hashes.
+    return row, gray, (None if im is stored else decode.to_gray(stored))
 
 
 def warm_up() -> None:
@@ -255,7 +313,12 @@ def _hash_inputs_of(grays: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pixel_digest_batch(batch: dict[str, np.ndarray], options: HashOptions = HashOptions()) -> dict[str, np.ndarray]:
-    """Full-resolution pixel digests (the confirmation stage for JPEGs hashed in draft mode)."""
+    """Full-resolution pixel digests (the confirmation stage for JPEGs hashed in draft mode): the ``pixel_digest``
+    column of :func:`extract_batch` without drafting, without taking the hashes nobody reads here."""
     full = HashOptions(draft=False, max_pixels=options.max_pixels)
-    out = extract_batch(batch, full)
-    return {"pixel_digest": out["pixel_digest"]}
+    paths = batch["path"]
+    n = len(paths)
+    pixels = batch.get("pixels", np.full(n, None, dtype=object))
+    digests = batch.get("digest", np.full(n, None, dtype=object))
+    return {"pixel_digest": np.array([extract_one(paths[i], pixels[i], digests[i], full)[0]["pixel_digest"]
+                                      for i in range(n)], dtype=object)}

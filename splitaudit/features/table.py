@@ -12,9 +12,10 @@ import numpy as np
 from ..scan.records import Dataset, ImageRecord, SplitSpec
 from . import decode
 from .cache import FEATURE_FIELDS, FeatureCache, StatKey
-from .extract import NUMBER_COLUMNS, HashOptions, array_digest, extract_batch, file_digest, pixel_digest_batch, warm_up
 from .engine import Engine, resolve_engine
+from .extract import NUMBER_COLUMNS, HashOptions, array_digest, extract_batch, file_digest, warm_up
 from .hashing import WORKER_MODULES
+from .properties import digests_and_properties_batch, property_version
 
 Progress = Callable[[int], None]
 
@@ -63,19 +64,27 @@ def full_pixel_digests(dataset: Dataset, table: FeatureTable, rows: Sequence[int
     if todo:
         batch = batch_columns([dataset.records[i] for i in todo], dataset.arrays)
         # Full-resolution decoding and sha256 release the GIL: threads, no forked copy of this (by now large) process.
-        computed = resolve_engine(engine, workers=workers).map(_PixelDigests(options), batch, releases_gil=True)["pixel_digest"]
-        out.update(zip(todo, computed))
+        result = resolve_engine(engine, workers=workers).map(_PixelDigests(options), batch, releases_gil=True)
+        out.update(zip(todo, result["pixel_digest"]))
         if cache is not None:
             cache.store_pixel_digests(((digests[i], out[i]) for i in todo), table.variant)
+            # The tiny images measured on the way: the properties stage reads them from the cache, not the files.
+            measured = result["properties"]
+            keep = [j for j, i in enumerate(todo) if digests[i] and not np.isnan(measured[j, 0])]
+            if keep:
+                cache.store_vectors("properties", [digests[todo[j]] for j in keep], measured[keep].astype("<f8"),
+                                    property_version(options.max_pixels), "<f8")
     return out
 
 
 @dataclass(frozen=True)
 class _PixelDigests:
+    """Pixel digests, and the properties of tiny images from the same decode (a picklable callable)."""
+
     options: HashOptions
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return pixel_digest_batch(batch, self.options)
+        return digests_and_properties_batch(batch, self.options)
 
 
 @dataclass(frozen=True)
