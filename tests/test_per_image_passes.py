@@ -196,3 +196,20 @@ def test_saturation_table_is_pillows_hsv_over_every_colour() -> None:
     want = np.asarray(Image.fromarray(rgb.reshape(4096, 4096, 3), "RGB").convert("HSV"))[..., 1].ravel()
     top, low = rgb.max(axis=1).astype(np.intp), rgb.min(axis=1)
     assert np.array_equal(saturation_table()[(top << 8) | low], want)
+
+
+def test_truncated_jpeg_headers_are_findings_not_crashes(photos: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """Every prefix of a small real JPEG's header (a file cut short while copying) is declined by the quick header
+    reader and reported by the usual path as a decode failure: never an exception out of the hash pass."""
+    buf = io.BytesIO()
+    Image.fromarray(next(iter(photos.values()))[:32, :32]).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    sos = data.index(b"\xff\xda")
+    for cut in range(2, sos + 4):
+        prefix = data[:cut]
+        assert decode.plain_jpeg(prefix) is None
+        path = tmp_path / f"cut{cut}.jpg"
+        path.write_bytes(prefix)
+        row = extract_one(str(path), None, None, HashOptions())[0]
+        assert row["status"] != decode.OK, cut
+    assert decode.plain_jpeg(data) == ("RGB", 32, 32)

@@ -264,8 +264,8 @@ def plain_jpeg(data: bytes) -> tuple[str, int, int] | None:
         if marker in _BARE_MARKERS or marker == 0xFF:
             return None
         length = (data[pos + 2] << 8) | data[pos + 3]
-        if length < 2:
-            return None
+        if length < 2 or pos + 2 + length > end:
+            return None  # a segment cut short (a truncated file): the usual path reports it
         if marker == 0xDA:  # start of scan: the header is complete
             break
         if marker in _QUICK_SOF:
