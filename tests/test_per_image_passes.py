@@ -81,7 +81,7 @@ def _jpegs(corpus: dict[str, list[str]]) -> list[str]:
     return corpus["plain"] + [p for p in corpus["other"] if p.endswith(".jpg")]
 
 
-@pytest.mark.parametrize(("mode", "draft"), [(None, None), ("L", 32), (None, 128), ("L", 64)])
+@pytest.mark.parametrize(("mode", "draft"), [(None, None), ("L", 32), (None, 128), ("L", 64), ("RGB", 64), ("RGB", 128)])
 def test_quick_jpeg_equals_pillow_or_declines(corpus: dict[str, list[str]], mode: str | None, draft: int | None) -> None:
     for path in _jpegs(corpus):
         data = Path(path).read_bytes()

@@ -58,11 +58,16 @@ def load_rgb(path: str | None, pixels: np.ndarray | None, size: int, *, max_pixe
             fmt = decode.sniff(data[:16])
             if fmt is None:
                 return None
-            im = decode.open_image(data, fmt, max_pixels=max_pixels)
-            if fmt == "JPEG":
-                # Decode at the smallest DCT scale still >= the network input: resizing costs more than decoding.
-                im.draft("RGB", (size, size))
-            im = decode.load(im, draft_size=None)
+            # a small plain JPEG (no EXIF: upright) straight through libjpeg, the same pixels as the path below
+            quick = decode.quick_jpeg(data, "RGB", size, max_pixels) if fmt == "JPEG" else None
+            if quick is not None:
+                im = quick
+            else:
+                im = decode.open_image(data, fmt, max_pixels=max_pixels)
+                if fmt == "JPEG":
+                    # Decode at the smallest DCT scale still >= the network input: resizing costs more than decoding.
+                    im.draft("RGB", (size, size))
+                im = decode.load(im, draft_size=None)
         rgb = decode.to_rgb(im)
         return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
     except (decode.DecodeFailure, OSError, ValueError):
