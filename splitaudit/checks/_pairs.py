@@ -39,7 +39,8 @@ def registration(m: Matches, j: int) -> dict[str, float | bool]:
     return {"score": round(float(m.copy_score[j]), 4), "mirrored": bool(m.copy_mirrored[j]),
             "scale": round(float(m.copy_scale[j]), 4), "angle": round(float(m.copy_angle[j]), 3),
             "dx": round(float(m.copy_dx[j]), 4), "dy": round(float(m.copy_dy[j]), 4),
-            **({"mad": round(float(m.copy_mad[j]), 2)} if np.isfinite(m.copy_mad[j]) else {})}
+            **({"mad": round(float(m.copy_mad[j]), 2)} if np.isfinite(m.copy_mad[j]) else {}),
+            **({"level": round(float(m.copy_level[j]), 4)} if np.isfinite(m.copy_level[j]) else {})}
 
 
 def duplicate_mask(m: Matches, ncc_threshold: float) -> np.ndarray:

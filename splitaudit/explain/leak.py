@@ -51,6 +51,7 @@ def copy_sources(ctx: Any, val_rows: np.ndarray) -> CopySources:
         later = np.where(ctx.split_index[m.a] > ctx.split_index[m.b], m.a, m.b)  # the cut is the eval image's
         verified |= np.nan_to_num(m.copy_score, nan=-1.0) >= ctx.copies().cuts(later)[0]
         verified |= m.copy & (np.nan_to_num(m.copy_mad, nan=np.inf) <= PIXEL_MAD)
+        verified |= m.copy & (np.nan_to_num(m.copy_level, nan=np.inf) <= ctx.copies().calibration.level_cut)
     # Strongest evidence first, so each validation image keeps its best match.
     strength = m.same_bytes * 4.0 + m.same_pixels * 2.0 + verified * 1.0 + np.nan_to_num(m.ncc, nan=0.0) * 0.1
     best: dict[int, tuple[float, int, bool]] = {}

@@ -62,6 +62,17 @@ TAIL_FROM = 0.5
 SMALL_NULL = 100
 SMALL_FLOOR = 0.98
 SMALL_SIMILAR_FLOOR = 0.95
+#: The level cut (:func:`level_cut`): LEVEL_MARGIN times the LEVEL_QUANTILE of :func:`~.verify.level` among the
+#: kept null's registered pairs scoring at least their median and under the synthetic copies' 5th percentile, at
+#: most LEVEL_CAP; off (NaN) with fewer than LEVEL_MIN_PAIRS such pairs. Measured (benchmarks/copy_suites.py): that
+#: quantile is 0.22 (32 px), 0.22 (128 px) and 0.13 (Fashion-MNIST), while the lowest level of a distinct pair that
+#: find_copies scores in the similar band or above is 0.15, 0.111 (two coffee tiles) and 0.06-0.08 (Fashion-MNIST,
+#: perhaps real duplicates): pairs in the band score higher than the null's bulk, and a higher score brings a lower
+#: level, hence the margin.
+LEVEL_QUANTILE = 0.05
+LEVEL_MARGIN = 0.4
+LEVEL_CAP = 0.1
+LEVEL_MIN_PAIRS = 40
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,11 @@ class Calibration:
     #: as copies inside train: how often distinct images hash alike here (:func:`distinct_hash_rate`).
     hash_collision_rate: float = math.nan
     hash_distinct_rate: float = math.nan
+    #: The level rule (:func:`~.verify.level_agreement`): its cut (NaN: off), the null's level quantile it derives
+    #: from (:func:`level_cut`), and how many null pairs that quantile was read from.
+    level_cut: float = math.nan
+    level_null: float = math.nan
+    level_pairs: int = 0
 
     def cuts(self, crowding: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """(copy cut, similar cut) for images of the given :func:`crowding` (NaN: none measured, the median is
@@ -325,6 +341,23 @@ def null_model(null: np.ndarray, crowd: np.ndarray | None, copy_like: float, tar
     return NullModel(intercept, slope, r_copy, r_sim, u, scale, likely)
 
 
+def level_cut(levels: np.ndarray, scores: np.ndarray, kept: np.ndarray, copy_like: float) -> tuple[float, float, int]:
+    """(cut, null quantile, pairs) of the level rule from the null's registered pairs; ``kept``: pairs of samples not
+    set aside as likely copies, registered on an overlap (not compared as they lie). The population is the pairs
+    scoring at least the median of those and under ``copy_like`` (the synthetic copies' 5th percentile: copies
+    inside train the likely-copy test missed sit there, at levels of 0.02-0.05); its :data:`LEVEL_QUANTILE` is read
+    as a quantile, not a minimum, so that the few copies inside train scoring under ``copy_like`` (framed twins:
+    0.76-0.80 at levels 0.03-0.05 on the 32-px suite) do not switch the rule off."""
+    lv = np.asarray(levels, np.float64)
+    sc = np.nan_to_num(np.asarray(scores, np.float64), nan=-1.0)
+    ok = np.asarray(kept, bool) & np.isfinite(lv) & (sc > -1.0)
+    pop = ok & (sc >= np.median(sc[ok])) & (sc < copy_like) if ok.any() else ok
+    if pop.sum() < LEVEL_MIN_PAIRS:
+        return math.nan, math.nan, int(pop.sum())
+    q = float(np.quantile(lv[pop], LEVEL_QUANTILE))
+    return min(LEVEL_CAP, LEVEL_MARGIN * q), q, int(pop.sum())
+
+
 def distinct_hash_rate(train_rows: np.ndarray, hash_a: np.ndarray, hash_b: np.ndarray, queries: np.ndarray,
                        likely: np.ndarray) -> tuple[float, float]:
     """(share of training images with a hash match inside train, the share of them that are distinct images).
@@ -359,7 +392,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     threads of the screen and the registration (the answer does not depend on them); ``hash_pairs``: the
     dataset's hash matches (record pairs), for :func:`distinct_hash_rate`."""
     from .candidates import pairs_within
-    from .verify import pixel_agreement, screen, select, verify_pairs
+    from .verify import level, level_agreement, pixel_agreement, screen, select, verify_pairs
 
     if not 0 < target_rate < similar_rate < 1:
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
@@ -402,9 +435,14 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     if hash_pairs is not None:
         rate, distinct = distinct_hash_rate(train_rows, hash_pairs[0], hash_pairs[1], queries, model.likely)
         model_values.update(hash_collision_rate=rate, hash_distinct_rate=distinct)
+    # the level rule's cut, from the pairs of the null's samples not set aside as likely copies
+    sample_of = np.searchsorted(queries, qa)
+    lcut, lenv, lpairs = level_cut(level(reg.smooth_mad, reg.spread), reg.score, ~model.likely[sample_of] & ~reg.still, p05)
+    model_values.update(level_cut=lcut, level_null=lenv, level_pairs=lpairs)
     copy_cut, similar_cut = (float(c) for c in _bare(target_rate, similar_rate, seed, **model_values).cuts(mid))
     # the decisions' rule (verify.decide), hashes aside, at a typical image's cuts
-    found = (pos >= copy_cut) | pixel_agreement(preg.mad, preg.spread, preg.still, pos, similar_cut)
+    found = ((pos >= copy_cut) | pixel_agreement(preg.mad, preg.spread, preg.still, pos, similar_cut)
+             | level_agreement(preg.smooth_mad, preg.spread, preg.still, pos, similar_cut, lcut))
     per_kind = [float(np.mean(found[kind == t])) for t in range(len(TRANSFORMS)) if (kind == t).any()]
     worst = int(np.argmin(per_kind))
     return Calibration(

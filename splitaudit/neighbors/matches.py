@@ -62,6 +62,7 @@ class Matches(Columns):
     copy_dx: np.ndarray
     copy_dy: np.ndarray
     copy_mad: np.ndarray  # grey levels apart on the registered overlap (the pixel agreement: verify.pixel_agreement)
+    copy_level: np.ndarray  # blurred grey levels apart relative to the contrast there (the level rule: verify.level)
 
 
 def merge_matches(
@@ -189,14 +190,16 @@ def pair_cosines(emb: np.ndarray, have: np.ndarray, a: np.ndarray, b: np.ndarray
 
 
 def copy_columns(a: np.ndarray, b: np.ndarray, copies: CopyMatches | None) -> list[np.ndarray]:
-    """The verifier's columns for pairs (a < b): score, copy, similar, mirrored, scale, angle, dx, dy, mad."""
+    """The verifier's columns for pairs (a < b): score, copy, similar, mirrored, scale, angle, dx, dy, mad, level."""
+    from .verify import level
+
     n = len(a)
-    cols = [np.full(n, np.nan), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), *(np.full(n, np.nan) for _ in range(5))]
+    cols = [np.full(n, np.nan), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), *(np.full(n, np.nan) for _ in range(6))]
     if copies is None or not len(copies) or not n:
         return cols
     at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a.tolist(), b.tolist()))}
     src = (copies.score, copies.copy, copies.similar, copies.mirrored, copies.scale, copies.angle, copies.dx, copies.dy,
-           copies.mad)
+           copies.mad, level(copies.smooth_mad, copies.spread))
     for k, (x, y) in enumerate(zip(copies.a.tolist(), copies.b.tolist())):
         j = at.get((min(x, y), max(x, y)))
         if j is None:  # not a matched pair (scored below the band): its score is in the report's copies object

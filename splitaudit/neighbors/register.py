@@ -62,6 +62,15 @@ MARGIN = 3
 #: them). The band-passed NCC loses such pairs: on flat garments the few grey levels of noise are most of the band.
 PIXEL_MAD = 4.0
 PIXEL_SPREAD = 16.0
+#: The level agreement (:func:`~.verify.level`): a registered pair's mean absolute grey difference over the overlap
+#: relative to a's grey spread there plus LEVEL_SOFTEN grey levels. The softening is a noise floor: JPEG and
+#: resampling at 32 px move grey levels by 1-2 on their own, so a near-flat image (spread 3) must agree to under a grey
+#: level, not to a share of its spread, to count.
+LEVEL_SOFTEN = 8.0
+#: The level rule compares grey levels blurred by this many working pixels (Gaussian sigma): JPEG's blocks and
+#: ringing and the resampling of a shifted copy are fine detail, and a distinct crop of the same scene differs in its
+#: coarse levels (where the gradient of a sky or a wall lies), which the blur keeps.
+SMOOTH_SIGMA = 1.5
 #: Pairs whose coarse score stays under PRUNE skip the refinement (benchmarks/copy_suites.py pairs: no planted copy
 #: peaks under 0.7 at full resolution from the screen's start; 62% / 55% / 7% of the distinct pairs of the 32-px,
 #: 128-px and Fashion-MNIST suites peak under 0.6, and none of them refines above 0.92).
@@ -91,7 +100,8 @@ class Transform:
     (degrees, b relative to a), ``dx``/``dy`` (b's centre relative to a's, as a share of the side), ``overlap``
     (share of the smaller content box that was scored); ``mad`` the mean absolute difference of the two images'
     grey levels on the overlap at that transform, and ``spread`` the grey standard deviation of a there (the pixel
-    agreement: :data:`PIXEL_MAD`); ``still`` when that MAD is of the two whole images as they lie (no transform)."""
+    agreement: :data:`PIXEL_MAD`); ``still`` when that MAD is of the two whole images as they lie (no transform);
+    ``smooth_mad`` the same MAD of the two grey images blurred by :data:`SMOOTH_SIGMA` (the level rule's)."""
 
     score: np.ndarray
     mirrored: np.ndarray
@@ -103,6 +113,7 @@ class Transform:
     mad: np.ndarray
     spread: np.ndarray
     still: np.ndarray
+    smooth_mad: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -566,6 +577,15 @@ class Registered:
     mad: np.ndarray
     spread: np.ndarray
     still: np.ndarray
+    smooth_mad: np.ndarray
+
+
+def smooth(grey: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
+    """(N, S, S) grey levels blurred by ``sigma`` pixels (reflected borders), float32."""
+    import cv2
+
+    g = np.asarray(grey, np.float32)
+    return np.stack([cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for x in g]) if len(g) else g
 
 
 def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, refine: bool = True,
@@ -616,7 +636,17 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
     still = mad_still < mad
     mad = np.where(still, mad_still, mad)
     spread = np.where(still, ga.std(axis=(1, 2)).astype(np.float64), spread)
-    return Registered(score, flipped, params, overlap, peak, mad, spread, still)
+    # the level rule's MAD, of blurred grey levels, where the MAD above was read
+    # (each image blurred once; the blur commutes with the mirror: a symmetric kernel, reflected borders)
+    sg = smooth(prep.grey)
+    sa, sj = sg[ia], sg[ib]
+    sb = sj.copy()
+    sb[flipped] = sb[flipped][:, :, ::-1]
+    smooth_mad, _ = stack.agreement(params, sa, sb)
+    smooth_mad[overlap < MIN_OVERLAP] = math.inf
+    smooth_still = np.abs(sa - sj).mean(axis=(1, 2)).astype(np.float64)
+    smooth_mad = np.where(still, smooth_still, smooth_mad)
+    return Registered(score, flipped, params, overlap, peak, mad, spread, still, smooth_mad)
 
 
 def register_pair(prep: Prepared, i: int, j: int, *, mirror: bool = True, refine: bool = True,

@@ -101,7 +101,8 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     theta = np.array([VARIANTS[v % len(VARIANTS)][1] for v in range(nv)])
     # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
     return Registration(score, best >= len(VARIANTS), 1.0 / zoom[best], theta[best], -sx[shift] / side,
-                        -sy[shift] / side, np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool))
+                        -sy[shift] / side, np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool),
+                        np.full(n, np.nan))
 
 
 def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool, workers: int | None
