@@ -343,7 +343,7 @@ def null_model(null: np.ndarray, crowd: np.ndarray | None, copy_like: float, tar
 
 def level_cut(levels: np.ndarray, scores: np.ndarray, kept: np.ndarray, copy_like: float) -> tuple[float, float, int]:
     """(cut, null quantile, pairs) of the level rule from the null's registered pairs; ``kept``: pairs of samples not
-    set aside as likely copies, registered on an overlap (not compared as they lie). The population is the pairs
+    set aside as likely copies. The population is the pairs
     scoring at least the median of those and under ``copy_like`` (the synthetic copies' 5th percentile: copies
     inside train the likely-copy test missed sit there, at levels of 0.02-0.05); its :data:`LEVEL_QUANTILE` is read
     as a quantile, not a minimum, so that the few copies inside train scoring under ``copy_like`` (framed twins:
@@ -437,12 +437,12 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         model_values.update(hash_collision_rate=rate, hash_distinct_rate=distinct)
     # the level rule's cut, from the pairs of the null's samples not set aside as likely copies
     sample_of = np.searchsorted(queries, qa)
-    lcut, lenv, lpairs = level_cut(level(reg.smooth_mad, reg.spread), reg.score, ~model.likely[sample_of] & ~reg.still, p05)
+    lcut, lenv, lpairs = level_cut(level(reg.smooth_mad, reg.spread), reg.score, ~model.likely[sample_of], p05)
     model_values.update(level_cut=lcut, level_null=lenv, level_pairs=lpairs)
     copy_cut, similar_cut = (float(c) for c in _bare(target_rate, similar_rate, seed, **model_values).cuts(mid))
     # the decisions' rule (verify.decide), hashes aside, at a typical image's cuts
     found = ((pos >= copy_cut) | pixel_agreement(preg.mad, preg.spread, preg.still, pos, similar_cut)
-             | level_agreement(preg.smooth_mad, preg.spread, preg.still, pos, similar_cut, lcut))
+             | level_agreement(preg.smooth_mad, preg.spread, pos, similar_cut, lcut))
     per_kind = [float(np.mean(found[kind == t])) for t in range(len(TRANSFORMS)) if (kind == t).any()]
     worst = int(np.argmin(per_kind))
     return Calibration(
