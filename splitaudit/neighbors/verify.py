@@ -237,9 +237,9 @@ def level_agreement(smooth_mad: np.ndarray, spread: np.ndarray, score: np.ndarra
     ``smooth_mad``) at most the calibration's ``level_cut`` (NaN: the rule is off); the level is of the registered
     overlap, or of the whole images as they lie where those agree better (a re-encoded copy needs no transform).
     The structural score alone loses low-contrast copies after JPEG or a shift: the band-pass keeps mostly noise
-    there, while the blurred levels of a copy still agree. Measured (benchmarks/copy_suites.py, find_copies): the
-    lowest level of a distinct pair in the band is 0.093 (32 px) and 0.078 (128 px), under cuts of 0.077 and 0.057;
-    the rule finds 48 of the 32-px suite's 82 misses and 21 of the 128-px suite's 29, with no new false pair. The
+    there, while the blurred levels of a copy still agree. Measured (benchmarks/copy_suites.py, find_copies): at
+    cuts of 0.068 (32 px) and 0.050 (128 px) the rule finds 47 of the 32-px suite's 82 misses and 21 of the 128-px
+    suite's 29, with no new false pair (the lowest level of a distinct pair in the band: 0.093 and 0.078). The
     level alone would take a similar scene of the same level; the score excludes it."""
     if not np.isfinite(level_cut):
         return np.zeros(len(np.asarray(score)), bool)
