@@ -67,23 +67,119 @@ def _operators() -> list[tuple[int, np.ndarray]]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _layout() -> tuple[np.ndarray, list[tuple[int, int, int, np.ndarray]], bool]:
+    """:func:`_operators` arranged for :func:`raw_views`: every side's horizontal operator stacked into one
+    (rows, THUMB) matrix (the first pass is one product for all sides), and per side (offsets along a side, its
+    first and last row in the stack, its vertical operator); and whether rounding needs the clip to [0, 255].
+
+    The weights are float32 numbers (Pillow's, read in float mode) and non-negative: each product of a grey level
+    (8 bits) and a weight fits 53 bits with room to spare, so every sum is exact in float64 whatever its order or
+    grouping (checked by :func:`exact_sums`). The views are therefore the exactly rounded values, however the
+    products are split."""
+    parts = []
+    stacked = []
+    lo = 0
+    for n, ops in _operators():
+        parts.append((n, lo, lo + len(ops), ops))
+        stacked.append(ops)
+        lo += len(ops)
+    ops_all = np.concatenate(stacked)
+    # sums of non-negative weights times 0..255 stay below 255.5 (a row's weights sum to 1 within float32's
+    # rounding): floor(x + 0.5) is already in [0, 255] and the clip changes nothing
+    clip = bool((ops_all < 0).any() or 255 * ops_all.sum(axis=1).max() + 0.5 >= 256)
+    return ops_all, parts, clip
+
+
+def exact_sums() -> bool:
+    """Whether the crop views' sums are exact in float64 (what makes their values independent of how BLAS orders
+    them): non-negative float32 weights, and each row's products of grey levels (0..255) with them within 53 bits
+    of each other, whatever the order they are added in."""
+    ops_all = _layout()[0]
+    w = ops_all[ops_all != 0]
+    if (w < 0).any() or not np.array_equal(w.astype(np.float32).astype(np.float64), w):
+        return False
+    # the lowest bit any weight sets, and the highest a (partial) sum of a row reaches: 255 x the row's weight sum
+    _, low = np.frexp(w)
+    lowest = int((low - 24).min())  # a float32's 24-bit significand: its last bit is 2^(exponent - 24)
+    _, high = np.frexp(255 * ops_all.sum(axis=1).max())
+    return high - lowest <= 53
+
+
+def _rounded(x: np.ndarray, clip: bool) -> np.ndarray:
+    """``clip(floor(x + 0.5), 0, 255)`` in place (Pillow's 8-bit rounding, half up)."""
+    x += 0.5
+    np.floor(x, out=x)
+    if clip:
+        np.clip(x, 0, 255, out=x)
+    return x
+
+
 def raw_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
     """The thumbnail's crops (all scales, 3x3 positions), each resized to SIDE×SIDE: (V, SIDE, SIDE) uint8 (grey
     levels, rounded: a quarter of the float32 bytes); optionally of its mirror. Computed as matrix products with
-    Pillow's BILINEAR weights (:func:`_operators`: ~0.2 ms an orientation against ~2 ms for 37 Pillow crops and
-    resizes), rounded after each pass as Pillow rounds: at most a grey level apart (fixed-point ties)."""
+    Pillow's BILINEAR weights (:func:`_operators`: ~0.5 ms an orientation against ~2 ms for 37 Pillow crops and
+    resizes), rounded after each pass as Pillow rounds: at most a grey level apart (fixed-point ties). The sums are
+    exact (:func:`_layout`), so the horizontal pass of every side is one product."""
     img = np.asarray(t, np.float64)
     if mirrored:
         img = img[:, ::-1]
-    out = []
-    for n, ops in _operators():
+    ops_all, parts, clip = _layout()
+    # rounded after each pass, as Pillow's 8-bit resampling (horizontal, then vertical) rounds
+    # (half up, as Pillow's fixed point rounds: upscaled small images land on halves often)
+    rows = _rounded(img @ ops_all.T, clip)
+    out = np.empty((len(_crops()), SIDE, SIDE), np.uint8)
+    at = 0
+    for n, lo, hi, ops in parts:
         # every (y, x) offset pair of this side as SIDE x SIDE blocks, in _crops' order (y, then x)
-        # rounded after each pass, as Pillow's 8-bit resampling (horizontal, then vertical) rounds
-        # (half up, as Pillow's fixed point rounds: upscaled small images land on halves often)
-        rows = np.clip(np.floor(img @ ops.T + 0.5), 0, 255)
-        block = np.clip(np.floor(ops @ rows + 0.5), 0, 255).astype(np.uint8)
-        out.append(block.reshape(n, SIDE, n, SIDE).transpose(0, 2, 1, 3).reshape(n * n, SIDE, SIDE))
-    return np.concatenate(out)
+        block = _rounded(ops @ rows[:, lo:hi], clip)
+        out[at : at + n * n] = block.reshape(n, SIDE, n, SIDE).transpose(0, 2, 1, 3).reshape(n * n, SIDE, SIDE)
+        at += n * n
+    return out
+
+
+@lru_cache(maxsize=1)
+def _mirror_map() -> tuple[np.ndarray, list[tuple[int, int, list[int]]]]:
+    """For :func:`mirror_views`: per crop of the mirrored thumbnail, the crop of the thumbnail it mirrors (side c at
+    (y, x) mirrors the crop at (y, THUMB - c - x)), -1 where there is none (a side whose middle offset is not
+    symmetric: 91 and 77 px); and per side with such crops (its index in :func:`_operators`, the index of its first
+    crop, its x offsets' indices without a mirror)."""
+    crops = _crops()
+    at = {crop: k for k, crop in enumerate(crops)}
+    src = np.array([at.get((c, y, THUMB - c - x), -1) for c, y, x in crops])
+    missing = []
+    first = 0
+    for side, (n, _) in enumerate(_operators()):
+        c = crops[first][0]
+        offsets = sorted({x for cc, _, x in crops[first : first + n * n] if cc == c})
+        lack = [k for k, x in enumerate(offsets) if (c, 0, THUMB - c - x) not in at]
+        if lack:
+            missing.append((side, first, lack))
+        first += n * n
+    return src, missing
+
+
+def mirror_views(views: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``raw_views(t, mirrored=True)`` from ``views = raw_views(t)``: Pillow's BILINEAR weights are symmetric (the
+    weights of a crop's output pixel i, read backwards, are those of pixel SIDE-1-i of the crop at the mirrored
+    offset, bit for bit), and the sums are exact, so most mirrored crops are crops at the mirrored offset, flipped;
+    only those without one (the middle offset of two sides) are computed, on the mirrored thumbnail."""
+    src, missing = _mirror_map()
+    out = np.empty_like(views)
+    have = src >= 0
+    out[have] = views[src[have]][:, :, ::-1]
+    if missing:
+        img = np.asarray(t, np.float64)[:, ::-1]
+        ops_list = _operators()
+        clip = _layout()[2]
+        for side, first, lack in missing:
+            n, ops = ops_list[side]
+            cols = np.concatenate([ops[k * SIDE : (k + 1) * SIDE] for k in lack])
+            rows = _rounded(img @ cols.T, clip)  # (THUMB, len(lack) x SIDE): the horizontal pass of those crops
+            block = _rounded(ops @ rows, clip).reshape(n, SIDE, len(lack), SIDE)
+            for j, kx in enumerate(lack):
+                out[first + np.arange(n) * n + kx] = block[:, :, j, :]
+    return out
 
 
 def _pillow_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
@@ -185,7 +281,10 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
     def view(i: int, mirrored: bool) -> np.ndarray | None:
         def crop() -> np.ndarray | None:
             t = thumbs.get(i, lambda: grey(i))
-            return None if t is None else raw_views(t, mirrored)
+            if t is None or not mirrored:
+                return None if t is None else raw_views(t)
+            # the mirror's crops are mostly the thumbnail's own, flipped (a quarter of the work): kept or made here
+            return mirror_views(crops.get((i, False), lambda: raw_views(t)), t)  # type: ignore[arg-type]
 
         def make() -> np.ndarray | None:
             c = crops.get((i, mirrored), crop)
