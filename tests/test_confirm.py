@@ -186,3 +186,53 @@ def test_crop_views_are_exact_so_stacked_and_mirrored_views_equal_the_reference(
         np.testing.assert_array_equal(own, _dense_views(t))
         np.testing.assert_array_equal(raw_views(t, True), _dense_views(t, True))
         np.testing.assert_array_equal(mirror_views(own, t), _dense_views(t, True))
+
+
+def test_helper_threads_change_the_work_never_the_answers(photos: dict[str, np.ndarray]) -> None:
+    """With helper threads making the thumbnails and crop views ahead of the pairs (any number of them, roomy or
+    tight caches, an undecodable image among them), every answer is the one the loop gives alone."""
+    images = _crops(photos, len(photos))
+    n = len(images)
+    rng = np.random.default_rng(5)
+    pairs = {(int(x), int(y)) for x, y in rng.integers(0, n, (400, 2)) if x != y}
+    a = np.array([min(p) for p in sorted(pairs)])
+    b = np.array([max(p) for p in sorted(pairs)])
+    assert len(a) >= 64  # enough pairs to start the helpers (PREPARE_FROM)
+
+    def thumb(i: int) -> np.ndarray | None:
+        return None if i == 5 else thumbnail(images[i])
+
+    alone = confirm_pairs(a, b, thumb, workers=1)
+    assert np.isnan(alone.ncc[(a == 5) | (b == 5)]).all() and np.isfinite(alone.ncc[(a != 5) & (b != 5)]).all()
+    budget = int(3.5 * raw_views(thumbnail(images[0])).nbytes / SHARES[1])
+    for workers in (2, 3):
+        for cache_bytes in (2**30, budget):
+            caches: list[ByteLRU] = []
+            got = confirm_pairs(a, b, thumb, workers=workers, cache_bytes=cache_bytes, caches=caches)
+            np.testing.assert_array_equal(got.ncc, alone.ncc)
+            np.testing.assert_array_equal(got.flipped, alone.flipped)
+            assert all(c.peak <= c.budget for c in caches)
+
+
+def test_an_error_in_a_helper_thread_is_raised_by_the_loop(photos: dict[str, np.ndarray]) -> None:
+    """A thumbnail that raises (not a decode failure: those are ``None``) stops the confirmation with that error,
+    whichever thread made it first, and no helper thread outlives the call."""
+    import threading
+
+    images = _crops(photos, len(photos))
+    n = len(images)
+    a, b = (x.ravel() for x in np.triu_indices(n, 1))
+
+    def thumb(i: int) -> np.ndarray:
+        if i == 7:
+            raise RuntimeError("boom")
+        return thumbnail(images[i])
+
+    before = threading.active_count()
+    try:
+        confirm_pairs(a, b, thumb, workers=2)
+    except RuntimeError as e:
+        assert str(e) == "boom"
+    else:
+        raise AssertionError("no error")
+    assert threading.active_count() == before

@@ -261,19 +261,38 @@ class ByteLRU:
 
 
 def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarray | None], *,
-                  cache_bytes: int = CACHE_BYTES, caches: list[ByteLRU] | None = None) -> Confirmation:
+                  cache_bytes: int = CACHE_BYTES, caches: list[ByteLRU] | None = None,
+                  workers: int | None = None) -> Confirmation:
     """Aligned NCC of each pair ``(a[j], b[j])``, with ``thumb(i)`` giving image i's :func:`thumbnail` (or ``None``).
 
     Each image's thumbnail and crop views are computed once while they stay among the most recently used within
     ``cache_bytes`` (uniform datasets send thousands of pairs that share images); pairs are visited in
     :func:`pair_order`, so an image's pairs come close together while its views are cached. ``caches``: a list that receives the three caches
-    (thumbnails, crop views, standardised views), to see what they held.
+    (thumbnails, crop views, standardised views), to see what they held. ``workers`` (default: one per core): with
+    more than one, as many helper threads decode the images and make their crop views (:class:`_Prepared`) a few
+    images ahead of the pairs that first need them; ``thumb`` must then be safe to call from threads. Each value is
+    a function of its image alone: the answers are the same with any number of workers.
     """
+    from ..features.runner import default_workers
+
     thumbs, crops, views = (ByteLRU(int(cache_bytes * share)) for share in SHARES)
     if caches is not None:
         caches.extend((thumbs, crops, views))
+    order = pair_order(a, b).tolist()
+    workers = default_workers() if workers is None else workers
+    prep = _Prepared(a, b, order, thumb, workers) if workers > 1 and len(order) >= PREPARE_FROM else None
+    ready: OrderedDict[tuple[int, bool], np.ndarray] = OrderedDict()  # crop views a helper made, until used
 
     def grey(i: int) -> np.ndarray | None:
+        got = prep.take(i) if prep is not None else None
+        if got is not None:
+            g, own, mirrored = got
+            for key, value in (((i, False), own), ((i, True), mirrored)):
+                if value is not None:
+                    ready[key] = value
+            while len(ready) > 4 * AHEAD:  # made for a pair that did not need them (an undecodable partner)
+                ready.popitem(last=False)
+            return g
         t = thumb(i)
         # raw_views() crops the thumbnail as uint8: keeping it so is exact, in a quarter of the bytes
         return None if t is None else t.astype(np.uint8)
@@ -281,6 +300,9 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
     def view(i: int, mirrored: bool) -> np.ndarray | None:
         def crop() -> np.ndarray | None:
             t = thumbs.get(i, lambda: grey(i))
+            made = ready.pop((i, mirrored), None)
+            if made is not None:
+                return made
             if t is None or not mirrored:
                 return None if t is None else raw_views(t)
             # the mirror's crops are mostly the thumbnail's own, flipped (a quarter of the work): kept or made here
@@ -295,13 +317,97 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
     ncc = np.full(len(a), np.nan)
     fl = np.zeros(len(a), bool)
     with _one_blas_thread():
-        for j in pair_order(a, b).tolist():
-            va, vb = view(int(a[j]), False), view(int(b[j]), False)
-            if va is not None and vb is not None:
-                vbm = view(int(b[j]), True)
-                assert vbm is not None
-                ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
+        try:
+            if prep is not None:
+                prep.start()
+            for j in order:
+                va, vb = view(int(a[j]), False), view(int(b[j]), False)
+                if va is not None and vb is not None:
+                    vbm = view(int(b[j]), True)
+                    assert vbm is not None
+                    ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
+        finally:
+            if prep is not None:
+                prep.close()
     return Confirmation(ncc, fl)
+
+
+#: Images whose thumbnail and crop views the helper threads make ahead of the pairs that first need them (each
+#: ~180 kB: thumbnail, crop views and the mirror's), and the fewest pairs worth starting them for.
+AHEAD = 16
+PREPARE_FROM = 64
+
+
+class _Prepared:
+    """Thumbnails and crop views made by ``workers`` helper threads, each image in the order the pairs (in ``order``)
+    first need it: its grey thumbnail, its crop views and, when that first pair needs it mirrored (it is the pair's
+    ``b``), the mirror's. At most :data:`AHEAD` images beyond the one the loop needs next are made or held. Decoding
+    and the products release the GIL: on two cores the loop's standardising and correlating run beside them."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, order: list[int], thumb: Callable[[int], np.ndarray | None],
+                 workers: int) -> None:
+        import threading
+
+        self.items: list[tuple[int, bool]] = []
+        self.at: dict[int, int] = {}
+        for j in order:
+            for i, mirrored in ((int(a[j]), False), (int(b[j]), True)):
+                if i not in self.at:
+                    self.at[i] = len(self.items)
+                    self.items.append((i, mirrored))
+        self.thumb = thumb
+        self.done: dict[int, tuple | None] = {}
+        self.taken = 0  # items the loop has taken (it takes them in order)
+        self.stop = False
+        self.cond = threading.Condition()
+        self.threads = [threading.Thread(target=self._run, args=(w, workers), name=f"splitaudit-confirm-{w}",
+                                         daemon=True) for w in range(workers)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _run(self, first: int, step: int) -> None:
+        for k in range(first, len(self.items), step):
+            with self.cond:
+                while not self.stop and k > self.taken + AHEAD:
+                    self.cond.wait()
+                if self.stop:
+                    return
+            i, mirrored = self.items[k]
+            got: tuple | None
+            try:
+                t = self.thumb(i)
+                g = None if t is None else t.astype(np.uint8)
+                own = None if g is None else raw_views(g)
+                got = (g, own, mirror_views(own, g) if mirrored and own is not None else None)  # type: ignore[arg-type]
+            except Exception:  # the loop makes this image itself, and meets the error there
+                got = None
+            with self.cond:
+                self.done[k] = got
+                self.cond.notify_all()
+
+    def take(self, i: int) -> tuple | None:
+        """Image i's (grey thumbnail, crop views, the mirror's crop views or ``None``) when it was made for its first
+        use and not taken yet; ``None``: make it here."""
+        k = self.at.get(i, -1)
+        if k < self.taken:  # needed again after the caches let it go: not prepared twice
+            return None
+        with self.cond:
+            while k not in self.done and any(t.is_alive() for t in self.threads):
+                self.cond.wait(1.0)
+            got = self.done.pop(k, None)
+            self.taken = k + 1
+            self.cond.notify_all()
+        return got
+
+    def close(self) -> None:
+        with self.cond:
+            self.stop = True
+            self.cond.notify_all()
+        for t in self.threads:
+            if t.is_alive():
+                t.join()
 
 
 def _one_blas_thread():  # type: ignore[no-untyped-def]
