@@ -10,10 +10,13 @@ from splitaudit.neighbors.confirm import (
     SHARES,
     THUMB,
     ByteLRU,
+    _operators,
     _pillow_views,
     _standardise,
     aligned_ncc,
     confirm_pairs,
+    exact_sums,
+    mirror_views,
     pair_order,
     raw_views,
     thumbnail,
@@ -147,3 +150,89 @@ def test_crop_views_as_matrix_products_match_pillows_crops_and_resizes(photos: d
                 c_new = _standardise(new.astype(np.float32)) @ o_new
                 c_ref = _standardise(ref.astype(np.float32)) @ o_ref
                 assert np.abs(c_new - c_ref).max() <= 0.002
+
+
+def _dense_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
+    """raw_views as it was before the horizontal passes were stacked (kept verbatim as the reference): one product
+    per side and pass, rounded with a clip."""
+    img = np.asarray(t, np.float64)
+    if mirrored:
+        img = img[:, ::-1]
+    out = []
+    for n, ops in _operators():
+        rows = np.clip(np.floor(img @ ops.T + 0.5), 0, 255)
+        block = np.clip(np.floor(ops @ rows + 0.5), 0, 255).astype(np.uint8)
+        out.append(block.reshape(n, 48, n, 48).transpose(0, 2, 1, 3).reshape(n * n, 48, 48))
+    return np.concatenate(out)
+
+
+def test_crop_views_are_exact_so_stacked_and_mirrored_views_equal_the_reference(photos: dict[str, np.ndarray]) -> None:
+    """The crop views' sums are exact in float64 (float32 weights times grey levels), so stacking every side's
+    horizontal pass into one product, and taking a mirror's crops from the thumbnail's own crops at the mirrored
+    offsets (Pillow's weights are symmetric), give the very same grey levels as the per-side products: every value
+    equal, on crops of real photos at several sizes (upscaled, downscaled), both orientations, and on extremes."""
+    assert exact_sums()
+    rng = np.random.default_rng(7)
+    thumbs = [np.zeros((THUMB, THUMB), np.float32), np.full((THUMB, THUMB), 255, np.float32),
+              (np.indices((THUMB, THUMB)).sum(0) % 2 * 255).astype(np.float32)]  # blank, white, a checkerboard
+    for photo in photos.values():
+        h, w = photo.shape[:2]
+        for _ in range(4):
+            s = int(rng.integers(12, min(h, w)))
+            y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+            thumbs.append(thumbnail(np.ascontiguousarray(photo[y : y + s, x : x + s])))
+    for t in thumbs:
+        own = raw_views(t)
+        np.testing.assert_array_equal(own, _dense_views(t))
+        np.testing.assert_array_equal(raw_views(t, True), _dense_views(t, True))
+        np.testing.assert_array_equal(mirror_views(own, t), _dense_views(t, True))
+
+
+def test_helper_threads_change_the_work_never_the_answers(photos: dict[str, np.ndarray]) -> None:
+    """With helper threads making the thumbnails and crop views ahead of the pairs (any number of them, roomy or
+    tight caches, an undecodable image among them), every answer is the one the loop gives alone."""
+    images = _crops(photos, len(photos))
+    n = len(images)
+    rng = np.random.default_rng(5)
+    pairs = {(int(x), int(y)) for x, y in rng.integers(0, n, (400, 2)) if x != y}
+    a = np.array([min(p) for p in sorted(pairs)])
+    b = np.array([max(p) for p in sorted(pairs)])
+    assert len(a) >= 64  # enough pairs to start the helpers (PREPARE_FROM)
+
+    def thumb(i: int) -> np.ndarray | None:
+        return None if i == 5 else thumbnail(images[i])
+
+    alone = confirm_pairs(a, b, thumb, workers=1)
+    assert np.isnan(alone.ncc[(a == 5) | (b == 5)]).all() and np.isfinite(alone.ncc[(a != 5) & (b != 5)]).all()
+    budget = int(3.5 * raw_views(thumbnail(images[0])).nbytes / SHARES[1])
+    for workers in (2, 3):
+        for cache_bytes in (2**30, budget):
+            caches: list[ByteLRU] = []
+            got = confirm_pairs(a, b, thumb, workers=workers, cache_bytes=cache_bytes, caches=caches)
+            np.testing.assert_array_equal(got.ncc, alone.ncc)
+            np.testing.assert_array_equal(got.flipped, alone.flipped)
+            assert all(c.peak <= c.budget for c in caches)
+
+
+def test_an_error_in_a_helper_thread_is_raised_by_the_loop(photos: dict[str, np.ndarray]) -> None:
+    """A thumbnail that raises (not a decode failure: those are ``None``) stops the confirmation with that error,
+    whichever thread made it first, and no helper thread outlives the call."""
+    import threading
+
+    images = _crops(photos, len(photos))
+    n = len(images)
+    a, b = (x.ravel() for x in np.triu_indices(n, 1))
+
+    def thumb(i: int) -> np.ndarray:
+        if i == 7:
+            raise RuntimeError("boom")
+        return thumbnail(images[i])
+
+    before = threading.active_count()
+    try:
+        confirm_pairs(a, b, thumb, workers=2)
+    except RuntimeError as e:
+        assert str(e) == "boom"
+    else:
+        raise AssertionError("no error")
+    assert threading.active_count() == before

@@ -218,7 +218,8 @@ class AuditContext:
     # -- neighbours ----------------------------------------------------------------------------------------------
     def _confirm(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
         return staged_call(VERIFY, len(a), lambda: confirm_pairs(
-            a, b, thumbnails(self.dataset, a, b, max_pixels=self.hash_options.max_pixels, engine=self.engine)))
+            a, b, thumbnails(self.dataset, a, b, max_pixels=self.hash_options.max_pixels, engine=self.engine),
+            workers=self.options.workers))
 
     def confirmed(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
         """:func:`~splitaudit.neighbors.confirm.confirm_pairs` of these exact pairs, kept for this exact dataset."""

@@ -67,23 +67,119 @@ def _operators() -> list[tuple[int, np.ndarray]]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _layout() -> tuple[np.ndarray, list[tuple[int, int, int, np.ndarray]], bool]:
+    """:func:`_operators` arranged for :func:`raw_views`: every side's horizontal operator stacked into one
+    (rows, THUMB) matrix (the first pass is one product for all sides), and per side (offsets along a side, its
+    first and last row in the stack, its vertical operator); and whether rounding needs the clip to [0, 255].
+
+    The weights are float32 numbers (Pillow's, read in float mode) and non-negative: each product of a grey level
+    (8 bits) and a weight fits 53 bits with room to spare, so every sum is exact in float64 whatever its order or
+    grouping (checked by :func:`exact_sums`). The views are therefore the exactly rounded values, however the
+    products are split."""
+    parts = []
+    stacked = []
+    lo = 0
+    for n, ops in _operators():
+        parts.append((n, lo, lo + len(ops), ops))
+        stacked.append(ops)
+        lo += len(ops)
+    ops_all = np.concatenate(stacked)
+    # sums of non-negative weights times 0..255 stay below 255.5 (a row's weights sum to 1 within float32's
+    # rounding): floor(x + 0.5) is already in [0, 255] and the clip changes nothing
+    clip = bool((ops_all < 0).any() or 255 * ops_all.sum(axis=1).max() + 0.5 >= 256)
+    return ops_all, parts, clip
+
+
+def exact_sums() -> bool:
+    """Whether the crop views' sums are exact in float64 (what makes their values independent of how BLAS orders
+    them): non-negative float32 weights, and each row's products of grey levels (0..255) with them within 53 bits
+    of each other, whatever the order they are added in."""
+    ops_all = _layout()[0]
+    w = ops_all[ops_all != 0]
+    if (w < 0).any() or not np.array_equal(w.astype(np.float32).astype(np.float64), w):
+        return False
+    # the lowest bit any weight sets, and the highest a (partial) sum of a row reaches: 255 x the row's weight sum
+    _, low = np.frexp(w)
+    lowest = int((low - 24).min())  # a float32's 24-bit significand: its last bit is 2^(exponent - 24)
+    _, high = np.frexp(255 * ops_all.sum(axis=1).max())
+    return high - lowest <= 53
+
+
+def _rounded(x: np.ndarray, clip: bool) -> np.ndarray:
+    """``clip(floor(x + 0.5), 0, 255)`` in place (Pillow's 8-bit rounding, half up)."""
+    x += 0.5
+    np.floor(x, out=x)
+    if clip:
+        np.clip(x, 0, 255, out=x)
+    return x
+
+
 def raw_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
     """The thumbnail's crops (all scales, 3x3 positions), each resized to SIDE×SIDE: (V, SIDE, SIDE) uint8 (grey
     levels, rounded: a quarter of the float32 bytes); optionally of its mirror. Computed as matrix products with
-    Pillow's BILINEAR weights (:func:`_operators`: ~0.2 ms an orientation against ~2 ms for 37 Pillow crops and
-    resizes), rounded after each pass as Pillow rounds: at most a grey level apart (fixed-point ties)."""
+    Pillow's BILINEAR weights (:func:`_operators`: ~0.5 ms an orientation against ~2 ms for 37 Pillow crops and
+    resizes), rounded after each pass as Pillow rounds: at most a grey level apart (fixed-point ties). The sums are
+    exact (:func:`_layout`), so the horizontal pass of every side is one product."""
     img = np.asarray(t, np.float64)
     if mirrored:
         img = img[:, ::-1]
-    out = []
-    for n, ops in _operators():
+    ops_all, parts, clip = _layout()
+    # rounded after each pass, as Pillow's 8-bit resampling (horizontal, then vertical) rounds
+    # (half up, as Pillow's fixed point rounds: upscaled small images land on halves often)
+    rows = _rounded(img @ ops_all.T, clip)
+    out = np.empty((len(_crops()), SIDE, SIDE), np.uint8)
+    at = 0
+    for n, lo, hi, ops in parts:
         # every (y, x) offset pair of this side as SIDE x SIDE blocks, in _crops' order (y, then x)
-        # rounded after each pass, as Pillow's 8-bit resampling (horizontal, then vertical) rounds
-        # (half up, as Pillow's fixed point rounds: upscaled small images land on halves often)
-        rows = np.clip(np.floor(img @ ops.T + 0.5), 0, 255)
-        block = np.clip(np.floor(ops @ rows + 0.5), 0, 255).astype(np.uint8)
-        out.append(block.reshape(n, SIDE, n, SIDE).transpose(0, 2, 1, 3).reshape(n * n, SIDE, SIDE))
-    return np.concatenate(out)
+        block = _rounded(ops @ rows[:, lo:hi], clip)
+        out[at : at + n * n] = block.reshape(n, SIDE, n, SIDE).transpose(0, 2, 1, 3).reshape(n * n, SIDE, SIDE)
+        at += n * n
+    return out
+
+
+@lru_cache(maxsize=1)
+def _mirror_map() -> tuple[np.ndarray, list[tuple[int, int, list[int]]]]:
+    """For :func:`mirror_views`: per crop of the mirrored thumbnail, the crop of the thumbnail it mirrors (side c at
+    (y, x) mirrors the crop at (y, THUMB - c - x)), -1 where there is none (a side whose middle offset is not
+    symmetric: 91 and 77 px); and per side with such crops (its index in :func:`_operators`, the index of its first
+    crop, its x offsets' indices without a mirror)."""
+    crops = _crops()
+    at = {crop: k for k, crop in enumerate(crops)}
+    src = np.array([at.get((c, y, THUMB - c - x), -1) for c, y, x in crops])
+    missing = []
+    first = 0
+    for side, (n, _) in enumerate(_operators()):
+        c = crops[first][0]
+        offsets = sorted({x for cc, _, x in crops[first : first + n * n] if cc == c})
+        lack = [k for k, x in enumerate(offsets) if (c, 0, THUMB - c - x) not in at]
+        if lack:
+            missing.append((side, first, lack))
+        first += n * n
+    return src, missing
+
+
+def mirror_views(views: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``raw_views(t, mirrored=True)`` from ``views = raw_views(t)``: Pillow's BILINEAR weights are symmetric (the
+    weights of a crop's output pixel i, read backwards, are those of pixel SIDE-1-i of the crop at the mirrored
+    offset, bit for bit), and the sums are exact, so most mirrored crops are crops at the mirrored offset, flipped;
+    only those without one (the middle offset of two sides) are computed, on the mirrored thumbnail."""
+    src, missing = _mirror_map()
+    out = np.empty_like(views)
+    have = src >= 0
+    out[have] = views[src[have]][:, :, ::-1]
+    if missing:
+        img = np.asarray(t, np.float64)[:, ::-1]
+        ops_list = _operators()
+        clip = _layout()[2]
+        for side, first, lack in missing:
+            n, ops = ops_list[side]
+            cols = np.concatenate([ops[k * SIDE : (k + 1) * SIDE] for k in lack])
+            rows = _rounded(img @ cols.T, clip)  # (THUMB, len(lack) x SIDE): the horizontal pass of those crops
+            block = _rounded(ops @ rows, clip).reshape(n, SIDE, len(lack), SIDE)
+            for j, kx in enumerate(lack):
+                out[first + np.arange(n) * n + kx] = block[:, :, j, :]
+    return out
 
 
 def _pillow_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
@@ -165,19 +261,38 @@ class ByteLRU:
 
 
 def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarray | None], *,
-                  cache_bytes: int = CACHE_BYTES, caches: list[ByteLRU] | None = None) -> Confirmation:
+                  cache_bytes: int = CACHE_BYTES, caches: list[ByteLRU] | None = None,
+                  workers: int | None = None) -> Confirmation:
     """Aligned NCC of each pair ``(a[j], b[j])``, with ``thumb(i)`` giving image i's :func:`thumbnail` (or ``None``).
 
     Each image's thumbnail and crop views are computed once while they stay among the most recently used within
     ``cache_bytes`` (uniform datasets send thousands of pairs that share images); pairs are visited in
     :func:`pair_order`, so an image's pairs come close together while its views are cached. ``caches``: a list that receives the three caches
-    (thumbnails, crop views, standardised views), to see what they held.
+    (thumbnails, crop views, standardised views), to see what they held. ``workers`` (default: one per core): with
+    more than one, as many helper threads decode the images and make their crop views (:class:`_Prepared`) a few
+    images ahead of the pairs that first need them; ``thumb`` must then be safe to call from threads. Each value is
+    a function of its image alone: the answers are the same with any number of workers.
     """
+    from ..features.runner import default_workers
+
     thumbs, crops, views = (ByteLRU(int(cache_bytes * share)) for share in SHARES)
     if caches is not None:
         caches.extend((thumbs, crops, views))
+    order = pair_order(a, b).tolist()
+    workers = default_workers() if workers is None else workers
+    prep = _Prepared(a, b, order, thumb, workers) if workers > 1 and len(order) >= PREPARE_FROM else None
+    ready: OrderedDict[tuple[int, bool], np.ndarray] = OrderedDict()  # crop views a helper made, until used
 
     def grey(i: int) -> np.ndarray | None:
+        got = prep.take(i) if prep is not None else None
+        if got is not None:
+            g, own, mirrored = got
+            for key, value in (((i, False), own), ((i, True), mirrored)):
+                if value is not None:
+                    ready[key] = value
+            while len(ready) > 4 * AHEAD:  # made for a pair that did not need them (an undecodable partner)
+                ready.popitem(last=False)
+            return g
         t = thumb(i)
         # raw_views() crops the thumbnail as uint8: keeping it so is exact, in a quarter of the bytes
         return None if t is None else t.astype(np.uint8)
@@ -185,7 +300,13 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
     def view(i: int, mirrored: bool) -> np.ndarray | None:
         def crop() -> np.ndarray | None:
             t = thumbs.get(i, lambda: grey(i))
-            return None if t is None else raw_views(t, mirrored)
+            made = ready.pop((i, mirrored), None)
+            if made is not None:
+                return made
+            if t is None or not mirrored:
+                return None if t is None else raw_views(t)
+            # the mirror's crops are mostly the thumbnail's own, flipped (a quarter of the work): kept or made here
+            return mirror_views(crops.get((i, False), lambda: raw_views(t)), t)  # type: ignore[arg-type]
 
         def make() -> np.ndarray | None:
             c = crops.get((i, mirrored), crop)
@@ -196,13 +317,97 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
     ncc = np.full(len(a), np.nan)
     fl = np.zeros(len(a), bool)
     with _one_blas_thread():
-        for j in pair_order(a, b).tolist():
-            va, vb = view(int(a[j]), False), view(int(b[j]), False)
-            if va is not None and vb is not None:
-                vbm = view(int(b[j]), True)
-                assert vbm is not None
-                ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
+        try:
+            if prep is not None:
+                prep.start()
+            for j in order:
+                va, vb = view(int(a[j]), False), view(int(b[j]), False)
+                if va is not None and vb is not None:
+                    vbm = view(int(b[j]), True)
+                    assert vbm is not None
+                    ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
+        finally:
+            if prep is not None:
+                prep.close()
     return Confirmation(ncc, fl)
+
+
+#: Images whose thumbnail and crop views the helper threads make ahead of the pairs that first need them (each
+#: ~180 kB: thumbnail, crop views and the mirror's), and the fewest pairs worth starting them for.
+AHEAD = 16
+PREPARE_FROM = 64
+
+
+class _Prepared:
+    """Thumbnails and crop views made by ``workers`` helper threads, each image in the order the pairs (in ``order``)
+    first need it: its grey thumbnail, its crop views and, when that first pair needs it mirrored (it is the pair's
+    ``b``), the mirror's. At most :data:`AHEAD` images beyond the one the loop needs next are made or held. Decoding
+    and the products release the GIL: on two cores the loop's standardising and correlating run beside them."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, order: list[int], thumb: Callable[[int], np.ndarray | None],
+                 workers: int) -> None:
+        import threading
+
+        self.items: list[tuple[int, bool]] = []
+        self.at: dict[int, int] = {}
+        for j in order:
+            for i, mirrored in ((int(a[j]), False), (int(b[j]), True)):
+                if i not in self.at:
+                    self.at[i] = len(self.items)
+                    self.items.append((i, mirrored))
+        self.thumb = thumb
+        self.done: dict[int, tuple | None] = {}
+        self.taken = 0  # items the loop has taken (it takes them in order)
+        self.stop = False
+        self.cond = threading.Condition()
+        self.threads = [threading.Thread(target=self._run, args=(w, workers), name=f"splitaudit-confirm-{w}",
+                                         daemon=True) for w in range(workers)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _run(self, first: int, step: int) -> None:
+        for k in range(first, len(self.items), step):
+            with self.cond:
+                while not self.stop and k > self.taken + AHEAD:
+                    self.cond.wait()
+                if self.stop:
+                    return
+            i, mirrored = self.items[k]
+            got: tuple | None
+            try:
+                t = self.thumb(i)
+                g = None if t is None else t.astype(np.uint8)
+                own = None if g is None else raw_views(g)
+                got = (g, own, mirror_views(own, g) if mirrored and own is not None else None)  # type: ignore[arg-type]
+            except Exception:  # the loop makes this image itself, and meets the error there
+                got = None
+            with self.cond:
+                self.done[k] = got
+                self.cond.notify_all()
+
+    def take(self, i: int) -> tuple | None:
+        """Image i's (grey thumbnail, crop views, the mirror's crop views or ``None``) when it was made for its first
+        use and not taken yet; ``None``: make it here."""
+        k = self.at.get(i, -1)
+        if k < self.taken:  # needed again after the caches let it go: not prepared twice
+            return None
+        with self.cond:
+            while k not in self.done and any(t.is_alive() for t in self.threads):
+                self.cond.wait(1.0)
+            got = self.done.pop(k, None)
+            self.taken = k + 1
+            self.cond.notify_all()
+        return got
+
+    def close(self) -> None:
+        with self.cond:
+            self.stop = True
+            self.cond.notify_all()
+        for t in self.threads:
+            if t.is_alive():
+                t.join()
 
 
 def _one_blas_thread():  # type: ignore[no-untyped-def]
