@@ -636,15 +636,16 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
     still = mad_still < mad
     mad = np.where(still, mad_still, mad)
     spread = np.where(still, ga.std(axis=(1, 2)).astype(np.float64), spread)
+    del ga, gb, gj  # (the chunk's working memory: the blurred copies below take their place)
     # the level rule's MAD, of blurred grey levels, where the MAD above was read
     # (each image blurred once; the blur commutes with the mirror: a symmetric kernel, reflected borders)
     sg = smooth(prep.grey)
-    sa, sj = sg[ia], sg[ib]
-    sb = sj.copy()
+    sa, sb = sg[ia], sg[ib]
+    smooth_still = np.abs(sa - sb).mean(axis=(1, 2)).astype(np.float64)
     sb[flipped] = sb[flipped][:, :, ::-1]
+    del sg
     smooth_mad, _ = stack.agreement(params, sa, sb)
     smooth_mad[overlap < MIN_OVERLAP] = math.inf
-    smooth_still = np.abs(sa - sj).mean(axis=(1, 2)).astype(np.float64)
     smooth_mad = np.where(still, smooth_still, smooth_mad)
     return Registered(score, flipped, params, overlap, peak, mad, spread, still, smooth_mad)
 
