@@ -187,13 +187,13 @@ def _knn_blas(q: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 def _search(base: np.ndarray, queries: list[np.ndarray], k: int, reduce_above: float = REDUCE_PAIRS):  # type: ignore[no-untyped-def]
     """Top-k inner products of each query set against ``base`` (one index). Searches of more than ``reduce_above``
     base x query pairs run in a PCA space (:data:`REDUCE_DIM`); the found rows' inner products are then recomputed
-    on the full vectors and re-sorted."""
+    on the full vectors and re-sorted. The query blocks run on :func:`_on_cores`."""
     k = min(k, len(base))
     d = base.shape[1]
     nq = sum(len(q) for q in queries)
     if d <= REDUCE_DIM or len(base) * nq <= reduce_above:
         b = np.ascontiguousarray(base, dtype=np.float32)  # straight on the base: an IndexFlatIP would copy it
-        return [_knn_blas(q, b, k) for q in queries]
+        return _blocks(lambda q: _knn_blas(q, b, k), queries)
     rng = np.random.default_rng(0)  # deterministic projection: the principal axes of a sample of both sides
     # the sampled rows of [base, *queries] gathered part by part: stacking them all first copied every row (at 1M
     # images, ~1 GB for one view) to keep 8,192
@@ -208,9 +208,9 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int, reduce_above: f
     _, vecs = np.linalg.eigh(sample.T @ sample)
     proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
     reduced = np.ascontiguousarray(base @ proj, dtype=np.float32)
-    out = []
-    for q in queries:
-        sims, ids = _knn_blas(q @ proj, reduced, k)
+
+    def found(q: np.ndarray, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sims, ids = _knn_blas(qp, reduced, k)
         for s in range(0, len(q), 256):  # 256 x POOL gathered rows: 13 MB at 256 numbers
             blk = ids[s : s + 256]
             full = np.einsum("qd,qkd->qk", q[s : s + 256], base[np.maximum(blk, 0)])
@@ -218,8 +218,84 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int, reduce_above: f
             order = np.argsort(-full, axis=1, kind="stable")
             sims[s : s + 256] = np.take_along_axis(full, order, axis=1)
             ids[s : s + 256] = np.take_along_axis(blk, order, axis=1)
-        out.append((sims, ids))
+        return sims, ids
+
+    return _blocks(found, queries, [q @ proj for q in queries])
+
+
+def _blocks(fn, queries: list[np.ndarray], projected: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignore[no-untyped-def]
+    """``fn(rows)`` (or ``fn(rows, projected rows)``) -> (sims, ids) over blocks of each query set, run by
+    :func:`_on_cores` and put together per set. The blocks are cut where faiss's exhaustive search cuts its own
+    query blocks (``distance_compute_blas_query_bs`` rows), a short last one joined to the one before (it stays on the
+    BLAS path): every inner product is the same product it was in one call, so the answer does not depend on it."""
+    import faiss
+
+    bs = max(int(faiss.cvar.distance_compute_blas_query_bs), BLAS_FROM)
+    jobs = []
+    for i, q in enumerate(queries):
+        cuts = list(range(0, len(q), bs)) + [len(q)]
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] < BLAS_FROM:
+            del cuts[-2]
+        jobs.extend((i, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]))
+    if projected is None:
+        parts = _on_cores(lambda job: fn(queries[job[0]][job[1] : job[2]]), jobs)
+    else:
+        parts = _on_cores(lambda job: fn(queries[job[0]][job[1] : job[2]], projected[job[0]][job[1] : job[2]]), jobs)
+    out = []
+    for i, q in enumerate(queries):
+        mine = [p for job, p in zip(jobs, parts) if job[0] == i]
+        if not mine:  # an empty query set: one call, as before
+            out.append(fn(q) if projected is None else fn(q, projected[i]))
+        else:
+            out.append((np.concatenate([m[0] for m in mine]), np.concatenate([m[1] for m in mine])))
     return out
+
+
+def _on_cores(fn, items: list):  # type: ignore[no-untyped-def]
+    """``[fn(x) for x in items]`` on one thread per core, each of them holding BLAS and faiss's OpenMP to one
+    thread. Both libraries' own threads spin while they wait: on two cores, NumPy's and faiss's OpenBLAS pools and
+    faiss's OpenMP pool together took 2-4.5x the CPU of one thread for the 60k-image crop search, and up to 5x its
+    wall time when other work shared the cores (benchmarks/results/search-threads-ninth.txt). The blocks' answers are
+    independent, so the order they run in changes nothing."""
+    from ..features.runner import default_workers
+
+    workers = min(default_workers(), len(items))
+    with _one_thread_each():
+        if workers <= 1:
+            return [fn(x) for x in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run(x):  # type: ignore[no-untyped-def]
+            _faiss_one_thread()  # OpenMP's thread count is each thread's own
+            return fn(x)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="splitaudit-search") as pool:
+            return list(pool.map(run, items))
+
+
+def _faiss_one_thread() -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
+def _one_thread_each():  # type: ignore[no-untyped-def]
+    """BLAS and OpenMP held to one thread in this process (and faiss's OpenMP in this thread), restored after."""
+    from contextlib import ExitStack
+
+    stack = ExitStack()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # the hash-only install (no scikit-learn): faiss alone
+        pass
+    else:
+        stack.enter_context(threadpool_limits(limits=1))
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    stack.callback(faiss.omp_set_num_threads, before)
+    return stack
 
 
 def csls_knn(base: np.ndarray, queries: np.ndarray, k: int = K, *, hub_k: int = HUB_K, pool: int = POOL,
