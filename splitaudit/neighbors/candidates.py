@@ -205,9 +205,11 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int, reduce_above: f
         inside = (pick >= lo) & (pick < hi)
         sample[inside] = x[pick[inside] - lo]
     sample -= sample.mean(axis=0)
-    _, vecs = np.linalg.eigh(sample.T @ sample)
-    proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
-    reduced = np.ascontiguousarray(base @ proj, dtype=np.float32)
+    with _one_thread_each():  # eigh's last bits depend on BLAS's thread count; its two threads on busy cores spin
+        _, vecs = np.linalg.eigh(sample.T @ sample)
+        proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
+        reduced = np.ascontiguousarray(base @ proj, dtype=np.float32)
+        projected = [q @ proj for q in queries]
 
     def found(q: np.ndarray, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sims, ids = _knn_blas(qp, reduced, k)
@@ -220,7 +222,7 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int, reduce_above: f
             ids[s : s + 256] = np.take_along_axis(blk, order, axis=1)
         return sims, ids
 
-    return _blocks(found, queries, [q @ proj for q in queries])
+    return _blocks(found, queries, projected)
 
 
 def _blocks(fn, queries: list[np.ndarray], projected: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignore[no-untyped-def]
