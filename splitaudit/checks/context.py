@@ -379,8 +379,9 @@ class AuditContext:
 def staged_call(name: str, total: int, fn: Callable[[], T]) -> T:
     """``fn()`` reported as stage ``name`` (see :mod:`splitaudit.progress`): the neighbour stages run inside whichever
     check asks first, so without a name the run would sit silent on that check."""
-    from ..memory import release_freed_memory
+    from ..memory import drop_spilled_pages, release_freed_memory
 
+    drop_spilled_pages()  # a stage starts without the pages an earlier step read of the embeddings (pair cosines)
     with staged(name, total):
         try:
             return fn()
