@@ -114,11 +114,14 @@ def spill_array(x, block_bytes: int = 8 * 2**20):  # type: ignore[no-untyped-def
     if x.nbytes <= SPILL_BYTES or not len(x):
         return x
     step = max(1, block_bytes // max(1, x[0].nbytes))
-    with tempfile.TemporaryFile(prefix="splitaudit-array-") as fh:
-        for s in range(0, len(x), step):
-            fh.write(np.ascontiguousarray(x[s : s + step]).data)
-        fh.flush()
-        m = mmap.mmap(fh.fileno(), x.nbytes, access=mmap.ACCESS_READ)  # the mapping keeps the file's pages
+    try:
+        with tempfile.TemporaryFile(prefix="splitaudit-array-") as fh:
+            for s in range(0, len(x), step):
+                fh.write(np.ascontiguousarray(x[s : s + step]).data)
+            fh.flush()
+            m = mmap.mmap(fh.fileno(), x.nbytes, access=mmap.ACCESS_READ)  # the mapping keeps the file's pages
+    except OSError:  # no room (or no folder) for the file: the array stays in memory, the run goes on
+        return x
     _SPILLED.add(m)
     return np.frombuffer(m, x.dtype).reshape(x.shape)
 

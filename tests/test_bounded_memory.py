@@ -293,6 +293,17 @@ def test_spilled_array_reads_as_the_array_and_its_pages_leave_when_dropped() -> 
     assert memory.spill_array(small) is small  # below SPILL_BYTES: the array itself
 
 
+def test_spilled_array_stays_in_memory_when_no_file_can_be_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from splitaudit import memory
+
+    x = np.arange(64, dtype=np.float32).reshape(8, 8)
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))  # a temporary folder that does not exist
+    assert memory.spill_array(x) is x
+
+
 def test_audit_with_spilled_embeddings_gives_the_same_report(planted, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # the 20k check holds its embeddings in a file-backed mapping: every stage that reads them (the probes' PCA, the
