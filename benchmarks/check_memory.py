@@ -81,11 +81,14 @@ def spy(pid: int) -> str:
 
 
 def measure(data: Path, cache: Path, backbone: str, *, dumps: bool = False, json_out: Path | None = None) -> dict:
+    data, cache = data.absolute(), cache.absolute()  # not resolve(): links stay as given (the report names its roots)
     cmd = [sys.executable, "-c", DRIVER, str(data / "train"), str(data / "val"), str(cache), backbone]
-    cmd += [str(json_out)] if json_out else []
+    cmd += [str(json_out.absolute())] if json_out else []
     errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed below, after the child ends
+    # run in this script's tree: "python -c" puts the working folder first on sys.path, ahead of PYTHONPATH, so a
+    # run launched from another checkout would import that checkout's splitaudit
     proc = subprocess.Popen(cmd, env=peers.project_env(), stdout=subprocess.PIPE, stderr=errors, text=True,
-                            start_new_session=True)
+                            start_new_session=True, cwd=peers.ROOT)
     stage = ["start"]
     lines: list[str] = []
     peaks: dict[str, dict[str, float]] = {}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import weakref
 
 
 def release_freed_memory() -> None:
     """Hand freed buffers back to the OS (glibc keeps them otherwise, one heap per thread that allocated): the
-    network's, and a neighbour stage's working arrays, so the later stages start from what is still in use."""
+    network's, and a neighbour stage's working arrays, so the later stages start from what is still in use. The
+    pages read from :func:`spill_array`'s files leave this process too (they stay in the page cache)."""
+    drop_spilled_pages()
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -90,6 +93,52 @@ def spill_rows(x, block_bytes: int = 8 * 2**20):  # type: ignore[no-untyped-def]
     for s in range(0, len(x), step):
         out.write(s, x[s : s + step])
     return out
+
+
+#: The mappings made by :func:`spill_array` that are still in use (an mmap goes once no array refers to it).
+_SPILLED: weakref.WeakSet = weakref.WeakSet()
+
+
+def spill_array(x, block_bytes: int = 8 * 2**20):  # type: ignore[no-untyped-def]
+    """``x`` itself up to :data:`SPILL_BYTES`; above it, a read-only array of the same values mapped from an unlinked
+    temporary file (written block by block, never through the mapping). Unlike :class:`SpilledRows` it is a plain
+    ndarray that every consumer reads as it is; the pages a read brings in count in this process's resident size
+    only until :func:`drop_spilled_pages` (called by :func:`release_freed_memory`): the next read finds them in
+    the page cache. For arrays read whole by some stages and held, unread, through others (the embeddings)."""
+    import mmap
+    import tempfile
+
+    import numpy as np
+
+    x = np.asarray(x)
+    if x.nbytes <= SPILL_BYTES or not len(x):
+        return x
+    step = max(1, block_bytes // max(1, x[0].nbytes))
+    try:
+        with tempfile.TemporaryFile(prefix="splitaudit-array-") as fh:
+            for s in range(0, len(x), step):
+                fh.write(np.ascontiguousarray(x[s : s + step]).data)
+            fh.flush()
+            m = mmap.mmap(fh.fileno(), x.nbytes, access=mmap.ACCESS_READ)  # the mapping keeps the file's pages
+    except OSError:  # no room (or no folder) for the file: the array stays in memory, the run goes on
+        return x
+    _SPILLED.add(m)
+    return np.frombuffer(m, x.dtype).reshape(x.shape)
+
+
+def drop_spilled_pages() -> None:
+    """Unmap from this process the pages it has read of :func:`spill_array`'s arrays (``MADV_DONTNEED`` on a
+    read-only file mapping: the data stays in the file and the page cache; a later read maps it again)."""
+    import mmap
+
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None:
+        return
+    for m in list(_SPILLED):
+        try:
+            m.madvise(advice)
+        except (ValueError, OSError):  # closed meanwhile
+            pass
 
 
 #: The resident size that threads of one step keep under when they can (:class:`MemoryGate`): issue #16's 500 MiB

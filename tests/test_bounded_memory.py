@@ -266,3 +266,62 @@ def test_registration_over_its_memory_budget_gives_the_same_answer(photos: dict[
     one_by_one = verify.verify_pairs(thumbs, a, b, workers=2)
     for got, want in zip(one_by_one.to_arrays().values(), side_by_side.to_arrays().values()):
         np.testing.assert_array_equal(got, want)
+
+
+def test_spilled_array_reads_as_the_array_and_its_pages_leave_when_dropped() -> None:
+    # the embeddings above SPILL_BYTES (checks.context): a read-only array mapped from a file; what a read brought
+    # into this process's resident memory leaves at release_freed_memory, and the values are read back unchanged
+    from splitaudit import memory
+
+    x = np.random.default_rng(6).random((4096, 4096), dtype=np.float32)  # 64 MiB
+    want = x[::97].copy()
+    y = memory.spill_array(x)
+    assert type(y) is np.ndarray and y.shape == x.shape and y.dtype == x.dtype and not y.flags.writeable
+    np.testing.assert_array_equal(y, x)
+    del x
+    memory.release_freed_memory()
+    base = memory.resident_bytes()
+    assert float(y.sum(dtype=np.float64)) > 0  # every page read
+    read = memory.resident_bytes()
+    memory.release_freed_memory()
+    dropped = memory.resident_bytes()
+    assert read - base > 48 * 2**20 and read - dropped > 48 * 2**20, (base, read, dropped)
+    np.testing.assert_array_equal(y[::97], want)  # read again from the page cache (or the file)
+    with pytest.raises(ValueError):
+        y[0, 0] = 1.0
+    small = np.ones((3, 4), np.float32)
+    assert memory.spill_array(small) is small  # below SPILL_BYTES: the array itself
+
+
+def test_spilled_array_stays_in_memory_when_no_file_can_be_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from splitaudit import memory
+
+    x = np.arange(64, dtype=np.float32).reshape(8, 8)
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))  # a temporary folder that does not exist
+    assert memory.spill_array(x) is x
+
+
+def test_audit_with_spilled_embeddings_gives_the_same_report(planted, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # the 20k check holds its embeddings in a file-backed mapping: every stage that reads them (the probes' PCA, the
+    # calibration, the neighbour searches, the copy stage, the pair cosines) gives the report of the in-memory matrix
+    import splitaudit
+    from splitaudit import memory
+
+    want = splitaudit.audit(*planted.splits, cache_dir=tmp_path / "memory").to_json()
+    spilled = []
+    real = memory.spill_array
+
+    def recorded(x, *args, **kw):  # type: ignore[no-untyped-def]
+        out = real(x, *args, **kw)
+        spilled.append((out.shape, out.flags.writeable))
+        return out
+
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    monkeypatch.setattr(memory, "spill_array", recorded)
+    got = splitaudit.audit(*planted.splits, cache_dir=tmp_path / "file").to_json()
+    assert [w for _, w in spilled] == [False] and spilled[0][0][1] > 0  # the embeddings, read-only from the file
+    assert got == want

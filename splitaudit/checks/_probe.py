@@ -72,8 +72,13 @@ def project(x: np.ndarray, seed: int = SEED, rows: np.ndarray | None = None) -> 
     import scipy.linalg  # noqa: F401 - loaded before the thread limit: it applies to the BLAS libraries loaded by then
 
     k = int(min(PCA_DIM, (len(x) if rows is None else len(rows)) - 1, x.shape[1]))
+    from ..memory import release_freed_memory
+
     with _one_thread():
-        z = randomized_pca(x.astype(np.float64) if rows is None else _float64_rows(x, rows), k, seed)
+        x64 = x.astype(np.float64) if rows is None else _float64_rows(x, rows)
+        release_freed_memory()  # the float32 rows just read (a spilled matrix's pages) leave before the SVD's work
+        z = randomized_pca(x64, k, seed)
+        del x64
     z /= np.maximum(z.std(axis=0, keepdims=True), 1e-12)
     return z
 

@@ -154,7 +154,9 @@ class AuditContext:
     # -- embeddings ----------------------------------------------------------------------------------------------
     @property
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        """(n×D float32 L2-normalised embeddings, mask of rows that have one); empty when embeddings are off."""
+        """(n×D float32 L2-normalised embeddings, mask of rows that have one); empty when embeddings are off. Above
+        :data:`~splitaudit.memory.SPILL_BYTES` the matrix is read-only, mapped from a temporary file
+        (:func:`~splitaudit.memory.spill_array`)."""
         e = self._embeddings
         return e.matrix, e.have
 
@@ -177,6 +179,12 @@ class AuditContext:
             matrix, have, computed = embed_dataset(self.dataset.records, self.dataset.arrays, rows, f["digest"], self.backbone,
                                                    cache=self.cache, max_pixels=self.hash_options.max_pixels,
                                                    progress=self._ticker("embedding images", len(rows)), engine=self.engine)
+            from ..memory import release_freed_memory, spill_array
+
+            # read whole by the probes' PCA and the neighbour searches, held unread through every other stage:
+            # mapped from a file, the 98 MiB at 20k photos count only while a stage reads them (issue #16)
+            matrix = spill_array(matrix)
+            release_freed_memory()
             return Embeddings(matrix, have, computed)
 
         return self.memo("embeddings", compute)
@@ -371,8 +379,9 @@ class AuditContext:
 def staged_call(name: str, total: int, fn: Callable[[], T]) -> T:
     """``fn()`` reported as stage ``name`` (see :mod:`splitaudit.progress`): the neighbour stages run inside whichever
     check asks first, so without a name the run would sit silent on that check."""
-    from ..memory import release_freed_memory
+    from ..memory import drop_spilled_pages, release_freed_memory
 
+    drop_spilled_pages()  # a stage starts without the pages an earlier step read of the embeddings (pair cosines)
     with staged(name, total):
         try:
             return fn()

@@ -308,6 +308,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     # the embedding search first: it gathers the splits' rows (98 MiB at 20k photos) while the pixel views (114 MiB)
     # do not exist yet
     embedded = embedding_pairs(split_index, embeddings, have_embedding, valid=valid)
+    release_freed_memory()  # its gathered rows, and the pages it read of spilled embeddings
     # the pixel views are made per search, for the rows it reads (not held for every image: 5.8 kB an image)
     cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
                            hash_a=hash_a, hash_b=hash_b, embedded=embedded)

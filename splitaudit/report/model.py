@@ -261,7 +261,7 @@ class AuditReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        return indented_json(self.to_dict())
 
     def _repr_html_(self) -> str:
         """Jupyter shows a report as the curator's HTML page (one self-contained document). Without embedded
@@ -270,6 +270,19 @@ class AuditReport:
         from ..render.html import render_html
 
         return render_html(self, options=Options(html_originals="none"))
+
+
+def indented_json(document: Any) -> str:
+    """``json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\\n"``, the same text, written piece by
+    piece into one buffer: with ``indent`` the encoder is Python's, and ``json.dumps`` joins a list of all its pieces
+    (millions at 20k photos: +76 MiB for an 11 MB report, against +25 MiB here; issue #16)."""
+    import io
+
+    out = io.StringIO()
+    for piece in json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False).iterencode(document):
+        out.write(piece)
+    out.write("\n")
+    return out.getvalue()
 
 
 def _clean(value: Any) -> Any:
