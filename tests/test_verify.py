@@ -558,3 +558,44 @@ def test_low_contrast_copies_after_jpeg_and_shifts_are_found_by_their_levels(cro
     rescued = np.array([(int(a), int(b)) in (found_on - found_off) for a, b in zip(on.a, on.b)])
     assert (level(on.smooth_mad, on.spread)[rescued] <= cal.level_cut).all()
     assert not {b for _, b in found_on - truth} - {b for _, b in found_off - truth}  # no new false pair
+
+
+def _low_contrast_windows(photos: dict[str, np.ndarray], count: int) -> list[np.ndarray]:
+    """32-px renders of 64-px regions whose grey spread is 3-10 (sky, walls, blurred backgrounds), from several
+    photos, each from another place."""
+    out = []
+    for p in photos.values():
+        g = np.asarray(Image.fromarray(p).convert("L"), np.float32)
+        for y in range(0, g.shape[0] - 64, 64):
+            for x in range(0, g.shape[1] - 64, 64):
+                if 3.0 <= g[y : y + 64, x : x + 64].std() <= 10.0:
+                    out.append(window(p, x + 32, y + 32, 64))
+    return out[:: max(1, len(out) // count)][:count]
+
+
+def test_a_shared_frame_is_no_pixel_agreement(tiles) -> None:  # type: ignore[no-untyped-def]
+    """Two distinct low-contrast shots in the same uniform frame agree in grey level over the whole images (the frame
+    is most of it) and the frame's edge gave them a large spread: the whole-image rule called them copies (a blue
+    sky and a grey cell, 32 px, in 12% grey frames). The spread is now the content's, inside both frames; a framed
+    textured tile and its JPEG copy still agree."""
+    from conftest import _load_photo
+
+    from splitaudit.neighbors.verify import still_agreement
+
+    photos = {n: _load_photo(n) for n in ("astronaut", "coffee", "chelsea", "china", "rocket", "camera")}
+    flat = [framed(w, 0.12, 128) for w in _low_contrast_windows(photos, 40)]
+    assert len(flat) >= 20
+    g = np.stack([np.asarray(Image.fromarray(f).convert("L"), np.float32) for f in flat])
+    a, b = np.triu_indices(len(flat), 1)
+    whole = np.abs(g[a] - g[b]).mean(axis=(1, 2))
+    # the old rule's reach: pairs of distinct shots within PIXEL_MAD over the whole image, with the frame's spread
+    near = (whole <= rg.PIXEL_MAD) & (g[a].std(axis=(1, 2)) >= rg.PIXEL_SPREAD)
+    assert near.sum() >= 3, (near.sum(), np.sort(whole)[:5])
+    mad, spread = still_agreement(np.stack(flat), a[near], b[near])
+    assert not pixel_agreement(mad, spread).any(), (mad, spread)
+    # a textured tile in the same frame, re-encoded: the content agrees, and its spread is its own
+    imgs, _, _ = tiles
+    src = np.stack([framed(t, 0.12, 128) for t in imgs[:12]])
+    both = np.concatenate([src, np.stack([jpeg(s, 90) for s in src])])
+    mad, spread = still_agreement(both, np.arange(12), np.arange(12, 24))
+    assert pixel_agreement(mad, spread).mean() >= 0.9, (mad, spread)
