@@ -599,3 +599,20 @@ def test_a_shared_frame_is_no_pixel_agreement(tiles) -> None:  # type: ignore[no
     both = np.concatenate([src, np.stack([jpeg(s, 90) for s in src])])
     mad, spread = still_agreement(both, np.arange(12), np.arange(12, 24))
     assert pixel_agreement(mad, spread).mean() >= 0.9, (mad, spread)
+
+
+def test_a_wide_frame_registers_at_the_zoom_the_frames_give(tiles, calibration) -> None:  # type: ignore[no-untyped-def]
+    """A copy in a 12% frame is its source shrunk by 1.32, beyond the template search's zooms and more than the
+    refinement moves from them; the content boxes give the zoom, and the copy registers there."""
+    from splitaudit.neighbors.verify import screen
+
+    imgs, _, _ = tiles
+    src = imgs[:24]
+    copies = np.stack([framed(t, 0.12, (0, 128, 255)[i % 3]) for i, t in enumerate(src)])
+    both = np.concatenate([src, copies])
+    a, b = np.arange(24), np.arange(24, 48)
+    got = verify_pairs(both, a, b, start=screen(both, a, b))
+    inner = round(SIDE * 0.76) / SIDE
+    assert np.median(np.abs(got.scale - inner)) <= 0.015, np.round(got.scale, 3)
+    # without the frames' zoom: 15 of 24 at the cut (the refinement stops at zoom 0.78-0.82); with it, 20
+    assert (got.score >= calibration.copy_cut).mean() >= 0.75, (np.sort(got.score)[:6], calibration.copy_cut)

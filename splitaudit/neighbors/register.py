@@ -508,6 +508,36 @@ def _coarse_search(pa: _Pair, pb: _Pair, mirror: bool) -> list[tuple[float, bool
     return [(h[0], h[1], h[2]) for h in found]
 
 
+#: A pair whose content boxes differ in size by more than this factor (one image framed or letterboxed, the other
+#: not, or framed otherwise) is also searched at the zoom the boxes give.
+FRAME_ZOOM_FROM = 1.05
+
+
+def _frame_zooms(box_a: np.ndarray, box_b: np.ndarray, side: int) -> list[float]:
+    """Zooms (b's content over a's) that map a's content box onto b's, or one of them onto the whole of the other
+    (a flat side of the source -- a sky, a wall -- makes a box too, and is no frame): those where the sizes differ
+    by more than FRAME_ZOOM_FROM alike in both directions (a frame, not letterbox bars, which cut content off), at
+    most MAX_ZOOM. A copy in a 12% frame is its source shrunk by 1.32: beyond the template search's zooms (SCALES)
+    and more than the refinement moves from them, while the frames themselves say the zoom."""
+    def extent(box: np.ndarray) -> tuple[int, int]:
+        # :func:`prepare` took one more pixel off each framed side (the blurred edge): given back here
+        x0, y0, x1, y1 = (int(v) for v in box)
+        return (x1 - x0 + 1 + (x0 > 0) + (x1 < side - 1), y1 - y0 + 1 + (y0 > 0) + (y1 < side - 1))
+
+    whole = (side, side)
+    out: list[float] = []
+    for (ax, ay), (bx, by) in ((extent(box_a), extent(box_b)), (whole, extent(box_b)), (extent(box_a), whole)):
+        kx, ky = bx / max(ax, 1), by / max(ay, 1)
+        k = (kx * ky) ** 0.5
+        if (abs(math.log(kx / ky)) > math.log(FRAME_ZOOM_FROM) or abs(math.log(k)) <= math.log(FRAME_ZOOM_FROM)
+                or abs(math.log(k)) > 1.1 * math.log(MAX_ZOOM)):
+            continue
+        k = min(max(k, 1.0 / MAX_ZOOM), MAX_ZOOM)
+        if all(abs(math.log(k / o)) > 0.02 for o in out):
+            out.append(k)
+    return out
+
+
 def _start(prep: Prepared, i: int, j: int, *, mirror: bool, refine: bool, start: tuple[bool, float, float] | None,
            prune: bool) -> tuple[bool, tuple[float, float, float, float], float, bool]:
     """The template search of one pair (:func:`register_pairs`, steps 1-2): (mirrored, (k, theta, dx, dy) in
@@ -527,6 +557,8 @@ def _start(prep: Prepared, i: int, j: int, *, mirror: bool, refine: bool, start:
         peak = math.nan
     flipped, (k, theta, dx, dy) = hyps[0][1], hyps[0][2]
     params = (k, theta, dx * side / half, dy * side / half)
+    hyps = hyps + [(math.nan, fl, (z, 0.0, 0.0, 0.0)) for z in _frame_zooms(prep.box[i], prep.box[j], side)
+                   for fl in dict.fromkeys([hyps[0][1], False])]
     if not (refine and (start is not None or peak >= PRUNE or not prune)):
         return flipped, params, peak, False
     # The best few half-resolution answers, re-found at full resolution; the best of them refined. Zoom 1 in both
