@@ -1,7 +1,8 @@
 """End-to-end copy detection: ``splitaudit.audit`` on the copy suites, with and without the verifier (issue #11).
 
 Run:  python benchmarks/copy_check.py [--suite tiny|photo|fmnist|all] [--backbone none|efficientnet_lite0]
-                                      [--fmnist-train N] [--fmnist-test N]
+                                      [--fmnist-train N] [--fmnist-test N] [--photo-side N]
+                                      [--transforms standard|extra] [--files DIR [--aspect A] [--resize-from F]]
 
 The suites are those of ``benchmarks/copy_suites.py`` (real photos cut into 32-px and 128-px regions with planted
 re-cropped / re-graded / framed / mirrored copies and hard negatives; Fashion-MNIST with planted copies and its
@@ -23,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from copy_suites import Suite, fmnist_suite, photo_suite  # noqa: E402
+from copy_suites import Suite, extra_transforms, fmnist_suite, photo_suite  # noqa: E402
 
 
 def _cpu() -> float:
@@ -36,6 +37,39 @@ def _cpu() -> float:
 
 #: ``--image-size``: the backbone's input side (0: the tool's automatic choice).
 IMAGE_SIZE = 0
+#: ``--files``: (folder, aspect, smallest resize factor): the suite written as a user's folders and read from there.
+FILES: tuple[str, float, float] | None = None
+
+
+def write_folders(suite: Suite, root: str, aspect: float, resize_from: float, seed: int = 7) -> tuple[str, str, list[str]]:
+    """The suite as a user's folders: every image squashed to ``aspect`` (width / height, as photos are not square),
+    train as PNG, eval images (copies and distinct ones alike) resized by a factor drawn from [resize_from, 1] and
+    saved as JPEG of quality 75-94, as a re-export makes them. Returns the two folders and each record's file name
+    (in suite order)."""
+    import shutil
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shutil.rmtree(root, ignore_errors=True)
+    tr, ev = os.path.join(root, "train", "a"), os.path.join(root, "val", "a")
+    os.makedirs(tr)
+    os.makedirs(ev)
+    side = suite.images.shape[1]
+    w, h = int(round(side * aspect)), side
+    names = []
+    for i, im in enumerate(suite.images):
+        img = Image.fromarray(im).resize((w, h), Image.Resampling.LANCZOS)
+        if suite.split[i] == 0:
+            name = f"{i:05d}.png"
+            img.save(os.path.join(tr, name))
+        else:
+            f = rng.uniform(resize_from, 1.0)
+            img = img.resize((max(8, int(round(w * f))), max(8, int(round(h * f)))), Image.Resampling.BICUBIC)
+            name = f"{i:05d}.jpg"
+            img.save(os.path.join(ev, name), quality=int(rng.integers(75, 95)))
+        names.append(name)
+    return os.path.dirname(tr), os.path.dirname(ev), names
 
 
 def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
@@ -45,8 +79,12 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     ev = np.flatnonzero(suite.split == 1)
     pos_tr = {int(i): k for k, i in enumerate(tr)}
     pos_ev = {int(i): k for k, i in enumerate(ev)}
+    inputs: tuple = (suite.images[tr], suite.images[ev])
+    if FILES is not None:
+        *inputs, names = write_folders(suite, *FILES)
+        record = {n: i for i, n in enumerate(names)}
     t0, c0 = time.perf_counter(), _cpu()
-    report = splitaudit.audit(suite.images[tr], suite.images[ev], cache=False, backbone=backbone, verify=verify,
+    report = splitaudit.audit(*inputs, cache=False, backbone=backbone, verify=verify,
                               **({"image_size": IMAGE_SIZE} if IMAGE_SIZE and backbone != "none" else {}),
                               select=("exact-duplicates", "pixel-duplicates", "near-duplicates", "similar-images"))
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -57,8 +95,11 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
     for f in report.findings:
         if len(f.images) != 2 or f.category is None:
             continue
-        a, b = (int(im.path[2:-1]) for im in f.images)
-        key = (int(tr[a]), int(ev[b]))
+        if FILES is not None:  # file names are the records' suite indices
+            key = tuple(record[os.path.basename(im.path)] for im in f.images)
+        else:
+            a, b = (int(im.path[2:-1]) for im in f.images)
+            key = (int(tr[a]), int(ev[b]))
         (similar if f.check == "similar-images" else found).add(key)
         score[key] = next((e.similarity for e in f.evidence if e.stage == "copy"), float("nan"))
         if f.check != "similar-images":
@@ -128,13 +169,23 @@ def main() -> None:
     ap.add_argument("--fmnist-test", type=int, default=10000)
     ap.add_argument("--photo-side", type=int, default=128, help="side of the photo suite's images")
     ap.add_argument("--image-size", type=int, default=0, help="the backbone's input side (default: automatic)")
+    ap.add_argument("--transforms", choices=("standard", "extra"), default="standard",
+                    help="the photo suites' copies: the standard list, or the held-out-like extra one (copy_suites.py)")
+    ap.add_argument("--files", metavar="DIR", help="write the photo suites as folders under DIR (train PNG, eval JPEG "
+                    "resized) and audit the folders")
+    ap.add_argument("--aspect", type=float, default=1.0, help="with --files: the images' width / height")
+    ap.add_argument("--resize-from", type=float, default=1.0, help="with --files: eval images resized by [this, 1]")
     args = ap.parse_args()
-    global IMAGE_SIZE
+    global IMAGE_SIZE, FILES
     IMAGE_SIZE = args.image_size
+    if args.files:
+        FILES = (args.files, args.aspect, args.resize_from)
+    extra = lambda side: extra_transforms(side) if args.transforms == "extra" else None  # noqa: E731
     if args.suite in ("tiny", "all"):
-        show("32-px photos", photo_suite(32, args.sources), args.backbone)
+        show("32-px photos", photo_suite(32, args.sources, transforms=extra(32)), args.backbone)
     if args.suite in ("photo", "all"):
-        show(f"{args.photo_side}-px photos", photo_suite(args.photo_side, args.sources), args.backbone)
+        show(f"{args.photo_side}-px photos", photo_suite(args.photo_side, args.sources, transforms=extra(args.photo_side)),
+             args.backbone)
     if args.suite in ("fmnist", "all"):
         made = fmnist_suite(args.fmnist_train, args.fmnist_copies, args.fmnist_test)
         if made is None:

@@ -194,37 +194,41 @@ STILL_CHUNK = 1024
 def still_agreement(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(MAD, spread) per pair of the two thumbnails' grey levels as they lie, at their own side: the mean absolute
     difference of the whole images (as is or mirrored, the smaller) and a's grey standard deviation inside both
-    images' content boxes (:func:`~.register.frames`). Vectorised over pairs.
+    images' content boxes (:func:`~.register.frames`), measured where the MAD is within
+    :data:`~.register.PIXEL_MAD` (the only pairs :func:`pixel_agreement` reads it of; NaN elsewhere). Vectorised.
 
     The spread is the content's, not the frame's: two distinct shots in the same uniform frame (a 12% grey border
     of a blue sky and of a grey cell, 32 px) differ by 3 grey levels over the whole images, most of them frame, and
     the frame's contrast against the content gave a spread of 30; inside the frame it is 5, a near-blank content
     the rule does not judge. The MAD stays the whole images' (the ground truth's definition, issue #11)."""
-    from .register import frames, mirror_box, to_grey
+    from .register import PIXEL_MAD, frames, mirror_box, to_grey
 
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     mad = np.full(len(a), np.inf)
-    spread = np.zeros(len(a))
+    spread = np.full(len(a), np.nan)
     for s in range(0, len(a), STILL_CHUNK):
         ga = to_grey(thumbs[a[s : s + STILL_CHUNK]])
         gb = to_grey(thumbs[b[s : s + STILL_CHUNK]])
         as_is = np.abs(ga - gb).mean(axis=(1, 2))
         mirrored = np.abs(ga - gb[:, :, ::-1]).mean(axis=(1, 2))
-        flip = mirrored < as_is
-        mad[s : s + STILL_CHUNK] = np.where(flip, mirrored, as_is)
-        box_a, box_b = frames(ga), frames(gb)
-        box_b = np.where(flip[:, None], mirror_box(box_b, ga.shape[2]), box_b)
-        x0, y0 = np.maximum(box_a[:, 0], box_b[:, 0]), np.maximum(box_a[:, 1], box_b[:, 1])
-        x1, y1 = np.minimum(box_a[:, 2], box_b[:, 2]), np.minimum(box_a[:, 3], box_b[:, 3])
-        rows, cols = np.arange(ga.shape[1]), np.arange(ga.shape[2])
-        inside = (((rows[None, :] >= y0[:, None]) & (rows[None, :] <= y1[:, None]))[:, :, None]
-                  & ((cols[None, :] >= x0[:, None]) & (cols[None, :] <= x1[:, None]))[:, None, :])
-        n = np.maximum(inside.sum(axis=(1, 2)), 1)
-        mean = np.where(inside, ga, 0.0).sum(axis=(1, 2)) / n
-        var = np.where(inside, (ga - mean[:, None, None]) ** 2, 0.0).sum(axis=(1, 2)) / n
-        # boxes that do not meet (one framed low, the other high): no content in common, nothing to judge
-        spread[s : s + STILL_CHUNK] = np.where((x1 >= x0) & (y1 >= y0), np.sqrt(var), 0.0)
+        mad[s : s + STILL_CHUNK] = np.minimum(as_is, mirrored)
+        near = np.flatnonzero(np.minimum(as_is, mirrored) <= PIXEL_MAD)
+        if len(near):
+            ga, gb = ga[near], gb[near]
+            flip = mirrored[near] < as_is[near]
+            box_a, box_b = frames(ga), frames(gb)
+            box_b = np.where(flip[:, None], mirror_box(box_b, ga.shape[2]), box_b)
+            x0, y0 = np.maximum(box_a[:, 0], box_b[:, 0]), np.maximum(box_a[:, 1], box_b[:, 1])
+            x1, y1 = np.minimum(box_a[:, 2], box_b[:, 2]), np.minimum(box_a[:, 3], box_b[:, 3])
+            rows, cols = np.arange(ga.shape[1]), np.arange(ga.shape[2])
+            inside = (((rows[None, :] >= y0[:, None]) & (rows[None, :] <= y1[:, None]))[:, :, None]
+                      & ((cols[None, :] >= x0[:, None]) & (cols[None, :] <= x1[:, None]))[:, None, :])
+            n = np.maximum(inside.sum(axis=(1, 2)), 1)
+            mean = np.where(inside, ga, 0.0).sum(axis=(1, 2)) / n
+            var = np.where(inside, (ga - mean[:, None, None]) ** 2, 0.0).sum(axis=(1, 2)) / n
+            # boxes that do not meet (one framed low, the other high): no content in common, nothing to judge
+            spread[s + near] = np.where((x1 >= x0) & (y1 >= y0), np.sqrt(var), 0.0)
     return mad, spread
 
 
