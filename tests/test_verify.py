@@ -613,27 +613,6 @@ def test_a_wide_frame_registers_at_the_zoom_the_frames_give(tiles, calibration) 
     a, b = np.arange(24), np.arange(24, 48)
     got = verify_pairs(both, a, b, start=screen(both, a, b))
     inner = round(SIDE * 0.76) / SIDE
-    # the zoom found: 0.015 from the frame's in median (without the frames' zoom, from the template search's widest
-    # zoom 0.8: 0.024; from the screen's start alone: 0.03-0.07)
-    assert np.median(np.abs(got.scale - inner)) <= 0.02, np.round(got.scale, 3)
-    assert (got.score >= calibration.copy_cut).mean() >= 0.66, (np.sort(got.score)[:6], calibration.copy_cut)
-
-
-def test_corner_crops_register_from_a_start_at_the_wrong_zoom(tiles, calibration) -> None:  # type: ignore[no-untyped-def]
-    """A copy cropped by 20% from a corner is a zoom of 1.25 with its centre 0.14 of the side away: the screen
-    tries zooms up to 1.15 and often starts it at zoom 1 or mirrored, and the zooms re-found near that start never
-    reach 1.25. Where the best template peak stays low, the widest zooms are matched too."""
-    from splitaudit.neighbors.verify import screen
-
-    imgs, where, photos = tiles
-    src, copies = [], []
-    for i, (name, cx, cy) in enumerate(where[:48]):
-        sx, sy = (3.2 if i % 2 else -3.2), (3.2 if (i // 2) % 2 else -3.2)  # 10% of the side towards each corner
-        src.append(imgs[i])
-        copies.append(window(photos[name], cx, cy, 64, zoom=1.25, shift=(sx, sy)))
-    both = np.concatenate([np.stack(src), np.stack(copies)])
-    a, b = np.arange(len(src)), np.arange(len(src), 2 * len(src))
-    got = verify_pairs(both, a, b, start=screen(both, a, b))
-    assert np.median(np.abs(got.scale - 1.25)) <= 0.02, np.round(got.scale, 3)
-    # from the screen's start alone: 29 of 48 at the cut; with the widest zooms: 33
-    assert (got.score >= calibration.copy_cut).mean() >= 0.65, (np.mean(got.score >= calibration.copy_cut), calibration.copy_cut)
+    assert np.median(np.abs(got.scale - inner)) <= 0.015, np.round(got.scale, 3)
+    # without the frames' zoom: 15 of 24 at the cut (the refinement stops at zoom 0.78-0.82); with it, 20
+    assert (got.score >= calibration.copy_cut).mean() >= 0.75, (np.sort(got.score)[:6], calibration.copy_cut)

@@ -573,17 +573,6 @@ def _start(prep: Prepared, i: int, j: int, *, mirror: bool, refine: bool, start:
         p2, params2 = _coarse(pairs[fl], k >= 1.0, 1.0 / k if k >= 1.0 else k, theta if k >= 1.0 else -theta)
         if p2 > best:
             best, params, flipped = p2, params2, fl
-    if start is not None and best < WIDE_BELOW:
-        # the screen tries zooms up to 1.15 only, and zooms near its start are re-found: a copy cropped by 20% from a
-        # corner (zoom 1.25, its centre 0.14 of the side away) started at zoom 1 or 1.15 in the wrong orientation
-        for fl in pairs:
-            for k in (max(SCALES), 1.0 / max(SCALES)):
-                if (fl, k, 0.0) in tried:
-                    continue
-                tried.add((fl, k, 0.0))
-                p2, params2 = _coarse(pairs[fl], k >= 1.0, 1.0 / k if k >= 1.0 else k, 0.0)
-                if p2 > best:
-                    best, params, flipped = p2, params2, fl
     if start is not None:
         peak = best  # the full-resolution template peak of the best hypothesis
     return flipped, params, peak, peak >= PRUNE or not prune
@@ -715,10 +704,6 @@ ROTATE_FROM = 0.75
 ROTATE_BELOW = 0.97
 #: How many of the best half-resolution hypotheses are re-found at full resolution.
 REFIND = 3
-#: From a screen's start, the widest zooms of SCALES (both ways, both orientations) are matched too when the best
-#: template peak stays under WIDE_BELOW (measured, benchmarks/copy_check.py: 32-px suite 0.962 -> 0.969, 128 px
-#: 0.987 -> 0.992, crop 20% from a corner + JPEG q60 at 112 px 0.68 -> 0.81; find_copies +7-10% CPU).
-WIDE_BELOW = 0.97
 
 
 #: Bounds of the refinement: zoom (b over a, either way) and angle (degrees).
