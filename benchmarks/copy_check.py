@@ -37,7 +37,7 @@ def _cpu() -> float:
 
 #: ``--image-size``: the backbone's input side (0: the tool's automatic choice).
 IMAGE_SIZE = 0
-#: ``--files``: (folder, aspect, smallest resize factor): the suite written as a user's folders and read from there.
+#: ``--files``: (folder, aspect, smallest resize factor): the suite written as a user's folders (under folder/copy-check-files) and read from there.
 FILES: tuple[str, float, float] | None = None
 
 
@@ -51,6 +51,7 @@ def write_folders(suite: Suite, root: str, aspect: float, resize_from: float, se
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    root = os.path.join(root, "copy-check-files")  # its own folder under the one given: only that is replaced
     shutil.rmtree(root, ignore_errors=True)
     tr, ev = os.path.join(root, "train", "a"), os.path.join(root, "val", "a")
     os.makedirs(tr)
@@ -171,8 +172,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=0, help="the backbone's input side (default: automatic)")
     ap.add_argument("--transforms", choices=("standard", "extra"), default="standard",
                     help="the photo suites' copies: the standard list, or the held-out-like extra one (copy_suites.py)")
-    ap.add_argument("--files", metavar="DIR", help="write the photo suites as folders under DIR (train PNG, eval JPEG "
-                    "resized) and audit the folders")
+    ap.add_argument("--files", metavar="DIR", help="write the photo suites as folders under DIR/copy-check-files "
+                    "(train PNG, eval JPEG resized; replaced on each run) and audit the folders")
     ap.add_argument("--aspect", type=float, default=1.0, help="with --files: the images' width / height")
     ap.add_argument("--resize-from", type=float, default=1.0, help="with --files: eval images resized by [this, 1]")
     args = ap.parse_args()
