@@ -37,11 +37,13 @@ def _cpu() -> float:
 
 #: ``--image-size``: the backbone's input side (0: the tool's automatic choice).
 IMAGE_SIZE = 0
-#: ``--files``: (folder, aspect, smallest resize factor): the suite written as a user's folders (under folder/copy-check-files) and read from there.
+#: ``--files``: (folder, aspect, smallest resize factor): the suite written as a user's folders (under
+#: folder/copy-check-files) and read from there.
 FILES: tuple[str, float, float] | None = None
 
 
-def write_folders(suite: Suite, root: str, aspect: float, resize_from: float, seed: int = 7) -> tuple[str, str, list[str]]:
+def write_folders(suite: Suite, root: str, aspect: float, resize_from: float,
+                  seed: int = 7) -> tuple[str, str, list[str]]:
     """The suite as a user's folders: every image squashed to ``aspect`` (width / height, as photos are not square),
     train as PNG, eval images (copies and distinct ones alike) resized by a factor drawn from [resize_from, 1] and
     saved as JPEG of quality 75-94, as a re-export makes them. Returns the two folders and each record's file name

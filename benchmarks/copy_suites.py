@@ -113,9 +113,9 @@ TRANSFORMS: dict[str, Spec] = {
 
 #: ``--transforms extra`` (tenth session): transforms the stage was never tuned on, most of them a notch past the
 #: standard list or combined otherwise, as a held-out set meets them (the issue's own list for 112-px tiles: crop 12%
-#: + JPEG 50, mirror + crop 8% + JPEG 70, letterbox, rotate 7 + crop, translate 10 px, here with three fills). Shifts and translations are
-#: of a 112-px side, scaled to the suite's (``extra_transforms``). Crop 25% from a corner is past the issue's "crop
-#: up to 20%": reported, not a target.
+#: + JPEG 50, mirror + crop 8% + JPEG 70, letterbox, rotate 7 + crop, translate 10 px, here with three fills).
+#: Shifts and translations are of a 112-px side, scaled to the suite's (``extra_transforms``). Crop 25% from a corner
+#: is past the issue's "crop up to 20%": reported, not a target.
 EXTRA_TRANSFORMS: dict[str, Spec] = {
     "shift 6px": Spec(shift=6),
     "shift 8px": Spec(shift=8),
