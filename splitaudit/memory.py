@@ -58,6 +58,37 @@ class SpilledRows:
             fh.seek(start * row_bytes)
             fh.write(rows.tobytes())
 
+    def write_rows(self, index, rows) -> None:  # type: ignore[no-untyped-def]
+        """Rows ``rows[j]`` at the row numbers ``index[j]`` (distinct, any order): one plain file write per run of
+        consecutive row numbers, as :meth:`write`."""
+        import numpy as np
+
+        index = np.asarray(index, np.int64)
+        if not len(index):
+            return
+        rows = np.ascontiguousarray(rows, self.dtype).reshape(len(index), *self.shape[1:])
+        order = np.argsort(index, kind="stable")
+        index, rows = index[order], rows[order]
+        cuts = np.flatnonzero(np.diff(index) != 1) + 1
+        row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        with open(self.path, "r+b") as fh:
+            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(index)]):
+                fh.seek(int(index[lo]) * row_bytes)
+                fh.write(rows[lo:hi].tobytes())
+
+    def reshape(self, *shape):  # type: ignore[no-untyped-def]
+        """The same rows seen with another shape of as many rows and values (``(n, s*s)`` rows as ``(n, s, s)``): a
+        new object that takes the file over (this one no longer removes it)."""
+        import numpy as np
+
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], tuple) else tuple(shape)
+        if shape[0] != self.shape[0] or int(np.prod(shape)) != int(np.prod(self.shape)):
+            raise ValueError(f"cannot see rows of shape {self.shape} as {shape}")
+        out = object.__new__(SpilledRows)
+        out.shape, out.dtype, out.path = shape, self.dtype, self.path
+        self.path = ""
+        return out
+
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         import numpy as np
 
@@ -85,6 +116,8 @@ def spill_rows(x, block_bytes: int = 8 * 2**20):  # type: ignore[no-untyped-def]
     process once no one else holds it."""
     import numpy as np
 
+    if isinstance(x, SpilledRows):  # already in a file (made there: :func:`~.features.per_image.compute_per_image`)
+        return x
     x = np.asarray(x)
     if x.nbytes <= SPILL_BYTES or not len(x):
         return x

@@ -200,6 +200,28 @@ def test_spilled_rows_read_back_what_was_written(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_spilled_rows_written_at_scattered_rows_and_reshaped(tmp_path: Path) -> None:
+    from splitaudit.memory import SpilledRows
+
+    x = np.random.default_rng(1).integers(0, 256, (500, 12), dtype=np.uint8)
+    rows = SpilledRows(x.shape, np.uint8, folder=str(tmp_path))
+    index = np.random.default_rng(2).permutation(500)[:400]  # runs of consecutive rows and gaps, in any order
+    rows.write_rows(index, x[index])
+    rows.write_rows([], x[:0])
+    want = np.zeros_like(x)
+    want[index] = x[index]  # rows never written read back as zero
+    np.testing.assert_array_equal(rows[np.arange(500)], want)
+    seen = rows.reshape(500, 3, 4)
+    assert seen.shape == (500, 3, 4) and seen.path and not rows.path  # the file moved to the reshaped rows
+    np.testing.assert_array_equal(seen[[0, 499, 17]], want[[0, 499, 17]].reshape(3, 3, 4))
+    with pytest.raises(ValueError):
+        seen.reshape(250, 24)
+    rows.close()  # no longer its file
+    assert len(list(tmp_path.iterdir())) == 1
+    seen.close()
+    assert not list(tmp_path.iterdir())
+
+
 def test_copy_stage_on_spilled_thumbnails_gives_the_same_answer(photos: dict[str, np.ndarray],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # above SPILL_BYTES the run holds the copy stage's thumbnails in a temporary file (checks.context): every read of
