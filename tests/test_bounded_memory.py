@@ -87,6 +87,24 @@ def _photo_thumbs(photos: dict[str, np.ndarray], per_photo: int) -> np.ndarray:
     return np.stack([np.asarray(t.resize((64, 64))) for t in tiles])
 
 
+def test_hubness_of_query_sets_gathers_the_sample_without_stacking_them(photos: dict[str, np.ndarray],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # csls_knn hands base_hubness the queries as is and mirrored as two arrays: the sample is gathered from them,
+    # the same rows as from their stack (which held 2 kB per query at 256 numbers beside the search)
+    from splitaudit.neighbors import candidates
+
+    thumbs = _photo_thumbs(photos, 40)
+    vec = candidates.view_vectors(thumbs, ("pixels",))["pixels"]
+    base, queries, mirrored = vec[0][::2], vec[0][1::2], vec[1][1::2]
+    for sample in (10_000, 50):  # every query, then a sample of 50 of the 2 x len(queries) rows
+        monkeypatch.setattr(candidates, "HUB_SAMPLE", sample)
+        stacked = np.vstack([queries, mirrored])
+        want = candidates.base_hubness(base, stacked, 5, reduce_above=0.0 if sample == 50 else 2e8)
+        got = candidates.base_hubness(base, [queries, mirrored], 5, reduce_above=0.0 if sample == 50 else 2e8)
+        np.testing.assert_array_equal(got, want)
+    assert len(stacked) > 50
+
+
 def test_pixel_views_do_not_depend_on_the_chunk_size(photos: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
     from splitaudit.neighbors import candidates
 
