@@ -87,6 +87,29 @@ def _photo_thumbs(photos: dict[str, np.ndarray], per_photo: int) -> np.ndarray:
     return np.stack([np.asarray(t.resize((64, 64))) for t in tiles])
 
 
+def test_batch_outputs_are_concatenated_a_column_at_a_time_leaving_the_callers_dicts(photos: dict[str, np.ndarray]
+                                                                                   ) -> None:
+    # map_batches drops each column's batch parts once that column is concatenated (the hash stage's columns were
+    # held twice at the end of its pool); the dicts handed to on_batch (the cache writer's) keep their columns
+    from splitaudit.features.runner import map_batches
+    from splitaudit.features.thumbnails import thumbnails_batch
+
+    thumbs = _photo_thumbs(photos, 10)
+    pixels = np.empty(len(thumbs), dtype=object)
+    for i, t in enumerate(thumbs):
+        pixels[i] = np.ascontiguousarray(t[..., :3]) if t.ndim == 3 else np.stack([t] * 3, axis=-1)
+    columns = {"path": np.full(len(thumbs), None, dtype=object), "pixels": pixels}
+    seen: list[tuple[int, dict[str, np.ndarray]]] = []
+    out = map_batches(lambda b: thumbnails_batch(b, 32), columns, batch_size=7, workers=1,
+                      on_batch=lambda start, o: seen.append((start, o)))
+    assert list(out) == ["vector", "ok"] and out["ok"].all() and out["vector"].shape == (len(thumbs), 32 * 32)
+    assert [start for start, _ in seen] == list(range(0, len(thumbs), 7))
+    for name in out:
+        np.testing.assert_array_equal(np.concatenate([o[name] for _, o in seen]), out[name])
+    np.testing.assert_array_equal(out["vector"][3], thumbnails_batch({"path": columns["path"][3:4], "pixels": pixels[3:4]},
+                                                                     32)["vector"][0])
+
+
 def test_hubness_of_query_sets_gathers_the_sample_without_stacking_them(photos: dict[str, np.ndarray],
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # csls_knn hands base_hubness the queries as is and mirrored as two arrays: the sample is gathered from them,
