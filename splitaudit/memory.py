@@ -115,8 +115,12 @@ class SpilledRows:
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         import numpy as np
 
-        rows = None if isinstance(index, (int, np.integer)) else self._rows(index)
-        if rows is None:  # one row, or an index that is no row selection: through a mapping, as NumPy reads it
+        if isinstance(index, (int, np.integer)):  # one row: a row selection of one
+            if not -self.shape[0] <= int(index) < self.shape[0]:
+                raise IndexError(f"row {index} out of range for {self.shape[0]} rows")
+            return self[np.array([int(index)])][0]
+        rows = self._rows(index)
+        if rows is None:  # an index that is no plain row selection: through a mapping, as NumPy reads it
             m = self._map("r")
             try:
                 return np.array(m[index])

@@ -277,7 +277,7 @@ def test_spilled_rows_read_back_as_numpy_indexes_the_array(tmp_path: Path) -> No
         got, want = rows[index], x[index]
         assert got.dtype == want.dtype and got.shape == want.shape, index
         np.testing.assert_array_equal(got, want, err_msg=str(index))
-    for bad in ([1000], [-1001]):
+    for bad in ([1000], [-1001], 1000, -1001):
         with pytest.raises(IndexError):
             rows[bad]
     rows.close()
