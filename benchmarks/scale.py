@@ -4,7 +4,7 @@
     python benchmarks/scale.py engines --n 20000 [--embed]  # cold run, local pool vs Ray, one ratio per stage
     python benchmarks/scale.py engines --folder /tmp/splitaudit-peers/photos-2000 --embed --rounds 2  # A B A B
     python benchmarks/scale.py hashstage --n 20000 --rounds 2  # the hash stage alone, local vs Ray, A B A B
-    python benchmarks/scale.py rss --n 100000 --engine local  # peak driver RSS of a hash-only check
+    python benchmarks/scale.py rss --n 100000 --engine local [--json out.json]  # peak driver RSS of a hash-only check
     python benchmarks/scale.py search --base 1000000 --queries 100000 --dim 256   # dense
     python benchmarks/scale.py binary --base 1000000 --queries 100000   # Hamming radius search, flat vs MIH
 
@@ -243,7 +243,7 @@ def _status_mb(field: str) -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
 
 
-def rss(n: int, engine: str) -> None:
+def rss(n: int, engine: str, json_out: Path | None = None) -> None:
     """Peak RSS of this (driver) process over a cold hash-only check of ``n`` images (pool workers excluded), and
     per stage: its seconds, the RSS when it started and its peak. No sampling thread (a second thread makes the
     pool run threads instead of forked workers): the kernel's high-water mark (VmHWM) is read at each stage's
@@ -268,8 +268,10 @@ def rss(n: int, engine: str) -> None:
                               "utc": time.strftime("%H:%M:%S", time.gmtime())}), flush=True)
 
     reset_peak()
-    t, _, times = _audit(n, engine, on_stage=on_stage)
+    t, report, times = _audit(n, engine, on_stage=on_stage)
     peak[order[-1]] = _status_mb("VmHWM")  # the last stage, up to the end of the report
+    if json_out is not None:  # after the last peak is read: the report, to compare two revisions byte for byte
+        json_out.write_text(report)
     per_stage = {s: {"s": times.get(s), "rss_start_mb": round(at_start[s]), "rss_peak_mb": round(peak[s])}
                  for s in order}
     print(json.dumps({"n": n, "engine": engine, "seconds": round(t, 1),
@@ -420,6 +422,7 @@ def main() -> None:
                     help="binary index methods to time over all rows (flat, mih, auto; -sharded: one base per split)")
     ap.add_argument("--max-phash", type=int, default=6)
     ap.add_argument("--max-dhash", type=int, default=12)
+    ap.add_argument("--json", type=Path, help="rss: write the check's JSON report here (after the measurement)")
     a = ap.parse_args()
     if a.what == "data":
         make_data(a.n)
@@ -434,7 +437,7 @@ def main() -> None:
     elif a.what == "hashstage":
         hash_stage(a.n, a.rounds)
     elif a.what == "rss":
-        rss(a.n, a.engine)
+        rss(a.n, a.engine, a.json)
     elif a.what == "binary":
         binary(a.base, a.queries, [m for m in a.binary_methods.split(",") if m], a.max_phash, a.max_dhash, a.sample)
     else:

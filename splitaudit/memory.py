@@ -26,9 +26,10 @@ SPILL_BYTES = 32 * 2**20
 
 class SpilledRows:
     """The rows of a large array in a temporary file, read back by index (``x[rows]``, ``x[a:b]``, ``len``,
-    ``shape``): a read maps the file, copies the rows out and unmaps it, so the rows live in the page cache, not in
-    this process's resident memory (a mapping kept open would count every page ever read). Filled in parts with
-    :meth:`write`; the file is removed by :meth:`close` (or when the object is collected)."""
+    ``shape``): a read copies the rows out of the file with plain reads, so the rows live in the page cache, not in
+    this process's resident memory (a mapping would count the pages it touched, and with large folios in the page
+    cache, every folio a row lies in). Filled in parts with :meth:`write` or :meth:`write_rows`; the file is removed
+    by :meth:`close` (or when the object is collected)."""
 
     def __init__(self, shape: tuple[int, ...], dtype: object, folder: str | None = None) -> None:
         import tempfile
@@ -58,15 +59,102 @@ class SpilledRows:
             fh.seek(start * row_bytes)
             fh.write(rows.tobytes())
 
+    def write_rows(self, index, rows) -> None:  # type: ignore[no-untyped-def]
+        """Rows ``rows[j]`` at the row numbers ``index[j]`` (distinct, any order): one plain file write per run of
+        consecutive row numbers, as :meth:`write`."""
+        import numpy as np
+
+        index = np.asarray(index, np.int64)
+        if not len(index):
+            return
+        rows = np.ascontiguousarray(rows, self.dtype).reshape(len(index), *self.shape[1:])
+        order = np.argsort(index, kind="stable")
+        index, rows = index[order], rows[order]
+        cuts = np.flatnonzero(np.diff(index) != 1) + 1
+        row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        with open(self.path, "r+b") as fh:
+            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(index)]):
+                fh.seek(int(index[lo]) * row_bytes)
+                fh.write(rows[lo:hi].tobytes())
+
+    def reshape(self, *shape):  # type: ignore[no-untyped-def]
+        """The same rows seen with another shape of as many rows and values (``(n, s*s)`` rows as ``(n, s, s)``): a
+        new object that takes the file over (this one no longer removes it)."""
+        import numpy as np
+
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], tuple) else tuple(shape)
+        if shape[0] != self.shape[0] or int(np.prod(shape)) != int(np.prod(self.shape)):
+            raise ValueError(f"cannot see rows of shape {self.shape} as {shape}")
+        out = object.__new__(SpilledRows)
+        out.shape, out.dtype, out.path = shape, self.dtype, self.path
+        self.path = ""
+        return out
+
+    def _rows(self, index):  # type: ignore[no-untyped-def]
+        """The row numbers ``index`` selects along the first axis (an int array), or ``None`` where it is no plain
+        row selection (a tuple, a float array: left to NumPy's indexing of a mapping)."""
+        import numpy as np
+
+        n = self.shape[0]
+        if isinstance(index, slice):
+            return np.arange(*index.indices(n), dtype=np.int64)
+        if isinstance(index, tuple):
+            return None
+        index = np.asarray(index)
+        if index.dtype == bool:
+            if index.shape != (n,):
+                return None
+            return np.flatnonzero(index)
+        if index.ndim != 1 or (len(index) and index.dtype.kind not in "iu"):
+            return None
+        index = index.astype(np.int64)
+        if len(index) and (index.min() < -n or index.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        return np.where(index < 0, index + n, index)
+
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         import numpy as np
 
-        m = self._map("r")
+        if isinstance(index, (int, np.integer)):  # one row: a row selection of one
+            if not -self.shape[0] <= int(index) < self.shape[0]:
+                raise IndexError(f"row {index} out of range for {self.shape[0]} rows")
+            return self[np.array([int(index)])][0]
+        rows = self._rows(index)
+        if rows is None:  # an index that is no plain row selection: through a mapping, as NumPy reads it
+            m = self._map("r")
+            try:
+                return np.array(m[index])
+            finally:
+                m._mmap.close()  # type: ignore[attr-defined]
+                del m
+        # Plain reads of the distinct rows, one per run of consecutive rows, into the answer's own memory. Not through
+        # a mapping: the page cache holds large folios (ext4, Linux 6.16+), and a fault maps a whole folio, so 400
+        # rows scattered over a 100 MB file mapped all of it into this process while they were read (+100 MB of
+        # resident size for 400 kB of rows).
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        if not len(rows):
+            return out
+        unique, inverse = np.unique(rows, return_inverse=True)
+        buf = out if len(unique) == len(rows) and (len(rows) < 2 or bool((np.diff(rows) > 0).all())) else \
+            np.empty((len(unique), *self.shape[1:]), self.dtype)
+        row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        view = memoryview(buf.reshape(-1).view(np.uint8))
+        cuts = np.flatnonzero(np.diff(unique) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
         try:
-            return np.array(m[index])
+            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(unique)]):
+                want, at = (hi - lo) * row_bytes, int(unique[lo]) * row_bytes
+                done = 0
+                while done < want:
+                    got = os.preadv(fd, [view[lo * row_bytes + done : hi * row_bytes]], at + done)
+                    if got <= 0:
+                        raise OSError(f"short read of {self.path}")
+                    done += got
         finally:
-            m._mmap.close()  # type: ignore[attr-defined]
-            del m
+            os.close(fd)
+        if buf is not out:
+            out[...] = buf[inverse.reshape(-1)]
+        return out
 
     def close(self) -> None:
         if getattr(self, "path", None):
@@ -85,6 +173,8 @@ def spill_rows(x, block_bytes: int = 8 * 2**20):  # type: ignore[no-untyped-def]
     process once no one else holds it."""
     import numpy as np
 
+    if isinstance(x, SpilledRows):  # already in a file (made there: :func:`~.features.per_image.compute_per_image`)
+        return x
     x = np.asarray(x)
     if x.nbytes <= SPILL_BYTES or not len(x):
         return x

@@ -87,6 +87,47 @@ def _photo_thumbs(photos: dict[str, np.ndarray], per_photo: int) -> np.ndarray:
     return np.stack([np.asarray(t.resize((64, 64))) for t in tiles])
 
 
+def test_batch_outputs_are_concatenated_a_column_at_a_time_leaving_the_callers_dicts(photos: dict[str, np.ndarray]
+                                                                                   ) -> None:
+    # map_batches drops each column's batch parts once that column is concatenated (the hash stage's columns were
+    # held twice at the end of its pool); the dicts handed to on_batch (the cache writer's) keep their columns
+    from splitaudit.features.runner import map_batches
+    from splitaudit.features.thumbnails import thumbnails_batch
+
+    thumbs = _photo_thumbs(photos, 10)
+    pixels = np.empty(len(thumbs), dtype=object)
+    for i, t in enumerate(thumbs):
+        pixels[i] = np.ascontiguousarray(t[..., :3]) if t.ndim == 3 else np.stack([t] * 3, axis=-1)
+    columns = {"path": np.full(len(thumbs), None, dtype=object), "pixels": pixels}
+    seen: list[tuple[int, dict[str, np.ndarray]]] = []
+    out = map_batches(lambda b: thumbnails_batch(b, 32), columns, batch_size=7, workers=1,
+                      on_batch=lambda start, o: seen.append((start, o)))
+    assert list(out) == ["vector", "ok"] and out["ok"].all() and out["vector"].shape == (len(thumbs), 32 * 32)
+    assert [start for start, _ in seen] == list(range(0, len(thumbs), 7))
+    for name in out:
+        np.testing.assert_array_equal(np.concatenate([o[name] for _, o in seen]), out[name])
+    np.testing.assert_array_equal(out["vector"][3], thumbnails_batch({"path": columns["path"][3:4], "pixels": pixels[3:4]},
+                                                                     32)["vector"][0])
+
+
+def test_hubness_of_query_sets_gathers_the_sample_without_stacking_them(photos: dict[str, np.ndarray],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # csls_knn hands base_hubness the queries as is and mirrored as two arrays: the sample is gathered from them,
+    # the same rows as from their stack (which held 2 kB per query at 256 numbers beside the search)
+    from splitaudit.neighbors import candidates
+
+    thumbs = _photo_thumbs(photos, 40)
+    vec = candidates.view_vectors(thumbs, ("pixels",))["pixels"]
+    base, queries, mirrored = vec[0][::2], vec[0][1::2], vec[1][1::2]
+    for sample in (10_000, 50):  # every query, then a sample of 50 of the 2 x len(queries) rows
+        monkeypatch.setattr(candidates, "HUB_SAMPLE", sample)
+        stacked = np.vstack([queries, mirrored])
+        want = candidates.base_hubness(base, stacked, 5, reduce_above=0.0 if sample == 50 else 2e8)
+        got = candidates.base_hubness(base, [queries, mirrored], 5, reduce_above=0.0 if sample == 50 else 2e8)
+        np.testing.assert_array_equal(got, want)
+    assert len(stacked) > 50
+
+
 def test_pixel_views_do_not_depend_on_the_chunk_size(photos: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
     from splitaudit.neighbors import candidates
 
@@ -198,6 +239,82 @@ def test_spilled_rows_read_back_what_was_written(tmp_path: Path) -> None:
     assert len(rows) == 1000 and rows.shape == x.shape and len(list(tmp_path.iterdir())) == 1
     rows.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_spilled_rows_written_at_scattered_rows_and_reshaped(tmp_path: Path) -> None:
+    from splitaudit.memory import SpilledRows
+
+    x = np.random.default_rng(1).integers(0, 256, (500, 12), dtype=np.uint8)
+    rows = SpilledRows(x.shape, np.uint8, folder=str(tmp_path))
+    index = np.random.default_rng(2).permutation(500)[:400]  # runs of consecutive rows and gaps, in any order
+    rows.write_rows(index, x[index])
+    rows.write_rows([], x[:0])
+    want = np.zeros_like(x)
+    want[index] = x[index]  # rows never written read back as zero
+    np.testing.assert_array_equal(rows[np.arange(500)], want)
+    seen = rows.reshape(500, 3, 4)
+    assert seen.shape == (500, 3, 4) and seen.path and not rows.path  # the file moved to the reshaped rows
+    np.testing.assert_array_equal(seen[[0, 499, 17]], want[[0, 499, 17]].reshape(3, 3, 4))
+    with pytest.raises(ValueError):
+        seen.reshape(250, 24)
+    rows.close()  # no longer its file
+    assert len(list(tmp_path.iterdir())) == 1
+    seen.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_spilled_rows_read_back_as_numpy_indexes_the_array(tmp_path: Path) -> None:
+    from splitaudit.memory import SpilledRows
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (1000, 5, 3), dtype=np.uint8)
+    rows = SpilledRows(x.shape, np.uint8, folder=str(tmp_path))
+    rows.write(0, x)
+    for index in (slice(None), slice(10, 20), slice(990, 2000), slice(None, None, 7), slice(50, 10, -3), [], [3],
+                  [5, 5, 1, 999, -1, 0], np.arange(1000)[::-1], rng.integers(0, 1000, 300),
+                  np.sort(rng.choice(1000, 200, replace=False)), rng.random(1000) < 0.3, np.array([], np.int64), 7, -2,
+                  np.int64(4), np.array([1, 2], np.uint32), (slice(None), 1)):
+        got, want = rows[index], x[index]
+        assert got.dtype == want.dtype and got.shape == want.shape, index
+        np.testing.assert_array_equal(got, want, err_msg=str(index))
+    for bad in ([1000], [-1001], 1000, -1001):
+        with pytest.raises(IndexError):
+            rows[bad]
+    rows.close()
+
+
+def test_scattered_spilled_rows_are_read_without_mapping_the_file(tmp_path: Path) -> None:
+    # a mapping of the file counted every page cache folio a row lies in (large folios: ext4 on Linux 6.16+): 400
+    # rows scattered over 100 MB of thumbnails added ~100 MB of resident size while they were read
+    from splitaudit.memory import SpilledRows
+
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:  # resets the peak resident size (VmHWM) to the current one
+            fh.write("5")
+    except OSError:
+        pytest.skip("no /proc/self/clear_refs here")
+
+    def peak_mb() -> float:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+
+    rows = SpilledRows((64 * 1024, 1024), np.uint8, folder=str(tmp_path))  # 64 MiB
+    block = np.arange(1024 * 1024, dtype=np.uint32).astype(np.uint8).reshape(1024, 1024)
+    for s in range(0, len(rows), 1024):
+        rows.write(s, block)
+    pick = np.sort(np.random.default_rng(0).choice(len(rows), 400, replace=False))
+    rows[pick[:4]]  # the first read's own allocations
+    before = rss_mb()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    got = rows[pick]
+    assert peak_mb() - before < 16, (before, peak_mb())
+    np.testing.assert_array_equal(got, block[pick % 1024])
+    rows.close()
 
 
 def test_copy_stage_on_spilled_thumbnails_gives_the_same_answer(photos: dict[str, np.ndarray],

@@ -75,6 +75,45 @@ def test_chunked_thumbnails_equal_one_job_and_bound_each_job(tiles: np.ndarray, 
     np.testing.assert_array_equal(warm_ok, want_ok)
 
 
+def test_spilled_thumbnails_are_written_to_a_file_as_made_with_the_same_rows(tiles: np.ndarray, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above SPILL_BYTES (``spill=True``, as the check context asks) the thumbnails go into a temporary file a chunk
+    at a time, computed or read from the cache, and come back as SpilledRows: the same rows as the in-memory matrix,
+    which is never made (the matrix is 1 kB an image: 300 MB at 300k images)."""
+    import os
+
+    from splitaudit import memory
+
+    ds = scan({"train": tiles[:200], "val": tiles[200:]})
+    digests = [hashlib.sha256(t.tobytes()).digest() for t in tiles]
+    digests[7] = b""  # no digest: computed, never cached
+    rows = [i for i in range(len(tiles)) if i != 11]  # a row not asked for stays zero and not ok
+    want, want_ok, _ = compute_thumbnails(ds.records, ds.arrays, rows, digests, side=SIDE, engine=Engine("local", None, 2))
+    assert not want[11].any() and not want_ok[11] and want_ok.sum() == len(rows)
+
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    monkeypatch.setattr(per_image, "CHUNK_BYTES", 64 * SIDE * SIDE)
+    monkeypatch.setattr(per_image, "BLOB_MAX", 1024)  # the whole-matrix blob is for small sets: not this one
+    cache = FeatureCache(tmp_path / "cache")
+    for computed_want in (len(rows), 1):  # cold, then warm (all but the digest-less row from the cache, chunked)
+        chunked = Counting()
+        got, ok, computed = compute_thumbnails(ds.records, ds.arrays, rows, digests, side=SIDE, cache=cache,
+                                               engine=chunked, spill=True)
+        assert isinstance(got, memory.SpilledRows) and got.shape == want.shape and computed == computed_want
+        assert sum(chunked.jobs) == computed_want and max(chunked.jobs) <= 64
+        np.testing.assert_array_equal(got[np.arange(len(tiles))], want)
+        np.testing.assert_array_equal(got[5:9], want[5:9])
+        np.testing.assert_array_equal(ok, want_ok)
+        assert memory.spill_rows(got) is got  # the check context's spill_rows keeps it as it is
+        path = got.path
+        assert os.path.exists(path)
+        del got
+        assert not os.path.exists(path)  # the file goes with the object
+    plain, _, _ = compute_thumbnails(ds.records, ds.arrays, rows, digests, side=SIDE, cache=cache, engine=Counting())
+    assert isinstance(plain, np.ndarray)  # without spill: the matrix, as before
+    np.testing.assert_array_equal(plain, want)
+
+
 def _coverage(n: int, side: int) -> np.ndarray:
     """(side, n): each output pixel's share of each of n source pixels, by the length of their overlap."""
     edges = np.arange(side + 1) * n / side

@@ -316,8 +316,9 @@ class AuditContext:
             thumbs, ok, _ = compute_thumbnails(self.dataset.records, self.dataset.arrays, rows, f["digest"], side=side,
                                                cache=self.cache, workers=self.options.workers,
                                                max_pixels=self.hash_options.max_pixels,
-                                               progress=self._ticker(THUMBNAILS, len(rows)), engine=self.engine)
-            thumbs = spill_rows(thumbs)
+                                               progress=self._ticker(THUMBNAILS, len(rows)), engine=self.engine,
+                                               spill=True)  # above SPILL_BYTES: written to the file as made
+            thumbs = spill_rows(thumbs)  # (a smaller array stays as it is)
             release_freed_memory()
             return thumbs, ok
 

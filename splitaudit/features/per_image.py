@@ -37,14 +37,17 @@ BLOB_MAX = 16 * 2**20
 
 def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtype: str, records: Sequence[Any],
                       arrays: dict, rows: Sequence[int], digests: Sequence[bytes], cache: Any | None = None,
-                      workers: int | None = None, progress: Progress | None = None, engine: Any | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, int]:
+                      workers: int | None = None, progress: Progress | None = None, engine: Any | None = None,
+                      spill: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """(matrix (n, width) of ``dtype``, ok mask (n,), how many rows were computed rather than read from the cache).
 
     ``fn(batch)`` returns ``{"vector": (m, width), "ok": (m,) bool}``; rows outside ``rows`` are zero and not ok.
     Vectors are cached in ``table`` under ``version`` (rows that failed are not cached: a fixed file is retried).
     The rows to compute run on ``engine`` (default: the local pool of ``workers`` processes), a chunk of about
-    :data:`CHUNK_BYTES` at a time."""
+    :data:`CHUNK_BYTES` at a time. ``spill``: a matrix of more than :data:`~splitaudit.memory.SPILL_BYTES` is
+    written a chunk at a time into a :class:`~splitaudit.memory.SpilledRows` (a temporary file read back by rows)
+    and returned so: the whole matrix is never in memory (the thumbnails: 1 kB an image, 300 MB at 300k images)."""
+    from ..memory import SPILL_BYTES, SpilledRows
     from .engine import resolve_engine
 
     if progress:  # announce the stage before the cache look-ups and the workers' start-up
@@ -64,19 +67,26 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
             if progress:
                 progress(len(rows))
             return stored["vector"], stored["ok"].astype(bool), 0
-    matrix = np.zeros((n, width), dtype)
+    spilled = spill and not blob and n * width * np.dtype(dtype).itemsize > SPILL_BYTES
+    matrix: Any = SpilledRows((n, width), dtype) if spilled else np.zeros((n, width), dtype)
     ok = np.zeros(n, bool)
     chunk = max(64, CHUNK_BYTES // max(1, width * np.dtype(dtype).itemsize))
     todo: list[int] = []
     for s in range(0, len(rows), chunk):
         part = rows[s : s + chunk]
         known = cache.vectors_for(table, [digests[i] for i in part], version, dtype) if cache is not None else {}
+        hits: list[int] = []
         for i in part:
             v = known.get(digests[i]) if digests[i] else None
             if v is not None and len(v) == width:
-                matrix[i], ok[i] = v, True
+                hits.append(i)
+                if not spilled:
+                    matrix[i] = v
+                ok[i] = True
             else:
                 todo.append(i)
+        if spilled and hits:
+            matrix.write_rows(hits, np.stack([known[digests[i]] for i in hits]))
         del known
     if progress and len(rows) > len(todo):
         progress(len(rows) - len(todo))
@@ -86,7 +96,11 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
         # Every per-image function decodes whole images (Pillow, NumPy reductions: no GIL held): threads locally.
         out = run.map(fn, batch_columns(records, arrays, part), progress=progress, releases_gil=True)  # type: ignore[union-attr]
         got, good = out["vector"].astype(dtype, copy=False), out["ok"].astype(bool)
-        matrix[np.asarray(part)], ok[np.asarray(part)] = got, good
+        if spilled:
+            matrix.write_rows(part, got)
+        else:
+            matrix[np.asarray(part)] = got
+        ok[np.asarray(part)] = good
         if cache is not None:
             keep = [j for j, i in enumerate(part) if digests[i] and good[j]]
             cache.store_vectors(table, [digests[part[j]] for j in keep], got[keep], version, dtype)

@@ -97,7 +97,20 @@ def map_batches(
             except BaseException:  # Ctrl-C or an error: drop the queued batches, let the running ones end, then raise
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+    return _concatenate(outputs)
+
+
+def _concatenate(outputs: list[Columns]) -> Columns:
+    """The batch outputs' columns concatenated in order, one column at a time, each column's parts dropped once it is
+    made: the whole output is held about once, not twice (every per-record column of the hash stage at the end of
+    its pool, ~300 bytes an image with the small arrays' headers). The callers' own dicts are left as they are (the
+    cache writer still holds the last ones)."""
+    parts = [dict(o) for o in outputs]
+    outputs.clear()
+    out: Columns = {}
+    for k in list(parts[0]):
+        out[k] = np.concatenate([p.pop(k) for p in parts])
+    return out
 
 
 class _Outputs(list):  # type: ignore[type-arg]

@@ -338,7 +338,8 @@ def _empty_columns(n: int) -> dict[str, np.ndarray]:
 
 def _assemble(columns: dict[str, np.ndarray], rows: dict[int, tuple], todo: list[int], computed: dict[str, np.ndarray],
               known: dict[int, bytes | None]) -> None:
-    """Fill ``columns`` in place from cached feature rows and freshly computed ones."""
+    """Fill ``columns`` in place from cached feature rows and freshly computed ones (``computed``'s columns are
+    taken out of it as they are copied)."""
     if rows:
         idx = np.fromiter(rows.keys(), dtype=np.int64, count=len(rows))
         values = list(rows.values())
@@ -354,7 +355,7 @@ def _assemble(columns: dict[str, np.ndarray], rows: dict[int, tuple], todo: list
     if todo:
         t = np.asarray(todo, dtype=np.int64)
         for f in ("digest", *FEATURE_FIELDS):
-            columns[f][t] = computed[f]
+            columns[f][t] = computed.pop(f)  # each computed column dropped once copied: never both whole at once
 
 
 def is_image_name(relpath: str) -> bool:

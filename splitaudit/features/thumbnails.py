@@ -90,13 +90,15 @@ class _Thumbnails:
 
 def compute_thumbnails(records: Sequence, arrays: dict, rows: Sequence[int], digests: Sequence[bytes], *, side: int,
                        cache: object | None = None, workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                       progress: Callable[[int], None] | None = None, engine: object | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(thumbnails (n, side, side) uint8, ok mask, how many were computed rather than read from the cache)."""
+                       progress: Callable[[int], None] | None = None, engine: object | None = None,
+                       spill: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """(thumbnails (n, side, side) uint8, ok mask, how many were computed rather than read from the cache).
+    ``spill``: above :data:`~splitaudit.memory.SPILL_BYTES` the thumbnails are written into a temporary file as
+    they are made and returned as a :class:`~splitaudit.memory.SpilledRows` (read back by rows), never held whole."""
     from .per_image import compute_per_image
 
     matrix, ok, computed = compute_per_image(
         _Thumbnails(side, max_pixels), table="thumbnails", version=f"t{THUMB_VERSION}-side{side}-max{max_pixels}",
         width=side * side, dtype="|u1", records=records, arrays=arrays, rows=rows, digests=digests, cache=cache,
-        workers=workers, progress=progress, engine=engine)
+        workers=workers, progress=progress, engine=engine, spill=spill)
     return matrix.reshape(len(records), side, side), ok, computed

@@ -312,7 +312,7 @@ def csls_knn(base: np.ndarray, queries: np.ndarray, k: int = K, *, hub_k: int = 
         return _no_neighbours(len(queries), k)
     sets = [queries] if mirrored_queries is None else [queries, mirrored_queries]
     found = _search(base, sets, pool, reduce_above)
-    r_t = base_hubness(base, queries if mirrored_queries is None else np.vstack(sets), hub_k, reduce_above)
+    r_t = base_hubness(base, sets, hub_k, reduce_above)  # the sets as they are: no stacked copy of every query
     return _csls_best(found, [False, mirrored_queries is not None], r_t, hub_k, k)
 
 
@@ -321,16 +321,29 @@ def _no_neighbours(q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return z - np.inf, np.full((q, k), -1), z, np.zeros((q, k), bool)
 
 
-def base_hubness(base: np.ndarray, others: np.ndarray, hub_k: int = HUB_K, reduce_above: float = REDUCE_PAIRS
-                 ) -> np.ndarray:
+def base_hubness(base: np.ndarray, others: np.ndarray | list[np.ndarray], hub_k: int = HUB_K,
+                 reduce_above: float = REDUCE_PAIRS) -> np.ndarray:
     """CSLS's ``r_t``: each base row's mean similarity to its nearest ``others`` (the other side of the
     translation), from a sample of at most HUB_SAMPLE of them and a neighbourhood shrunk in proportion (the same
-    share of the others)."""
+    share of the others). ``others``: one array, or a list of arrays read as their rows stacked in order (the
+    sample is gathered from them: the stack of every row, 2 kB per query at 256 numbers as is and mirrored, is
+    never made)."""
+    parts = list(others) if isinstance(others, (list, tuple)) else [others]
+    total = sum(len(p) for p in parts)
     hk = hub_k
-    if len(others) > HUB_SAMPLE:
-        hk = max(3, round(hub_k * HUB_SAMPLE / len(others)))
-        others = others[np.sort(np.random.default_rng(0).choice(len(others), HUB_SAMPLE, replace=False))]
-    back = _search(others, [base], min(hk, len(others)), reduce_above)[0][0]
+    if total > HUB_SAMPLE:
+        hk = max(3, round(hub_k * HUB_SAMPLE / total))
+        pick = np.sort(np.random.default_rng(0).choice(total, HUB_SAMPLE, replace=False))
+        out = np.empty((len(pick), *parts[0].shape[1:]), np.result_type(*parts))
+        lo = 0
+        for p in parts:  # rows lo ... lo + len(p) of the stack are p's
+            inside = (pick >= lo) & (pick < lo + len(p))
+            out[inside] = p[pick[inside] - lo]
+            lo += len(p)
+        others = out
+    else:
+        others = parts[0] if len(parts) == 1 else np.vstack(parts)
+    back = _search(others, [base], min(hk, total), reduce_above)[0][0]
     return back.mean(axis=1)
 
 

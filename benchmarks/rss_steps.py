@@ -1,0 +1,85 @@
+"""Peak driver RSS of a cold hash-only check per step of the copy stage (and per stage), on ``scale.py``'s images.
+
+    python benchmarks/rss_steps.py --n 100000 [--json out.json]
+
+Like ``scale.py rss`` (no sampling thread: the kernel's high-water mark, VmHWM, read and reset through
+``/proc/self/clear_refs``), but the mark is read and reset at every call and return of the copy stage's steps
+(candidate searches, calibration, screen, registration, ...) and of the thumbnails' computation, so each line says
+which step a peak was in: ``[segment that just ended, event, RSS now MiB, that segment's peak MiB, seconds]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import scale  # noqa: E402
+
+
+def _mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--json", type=Path, help="write the check's JSON report here")
+    a = ap.parse_args()
+
+    from splitaudit.checks import context
+    from splitaudit.features import per_image
+    from splitaudit.neighbors import calibrate, candidates, verify
+
+    stack, rows, t0 = ["top"], [], time.perf_counter()
+
+    def mark(event: str) -> None:
+        rows.append((stack[-1], event, round(_mb("VmRSS")), round(_mb("VmHWM")), round(time.perf_counter() - t0, 1)))
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+
+    def wrap(module, name: str) -> None:  # type: ignore[no-untyped-def]
+        fn = getattr(module, name)
+
+        def step(*args, **kw):  # type: ignore[no-untyped-def]
+            mark("enter " + name)
+            stack.append(name)
+            try:
+                return fn(*args, **kw)
+            finally:
+                mark("exit " + name)
+                stack.pop()
+
+        setattr(module, name, step)
+
+    wrap(context, "find_copies")
+    for name in ("candidate_pairs", "cross_pairs", "csls_knn", "pairs_within"):
+        wrap(candidates, name)
+    for name in ("screen", "verify_pairs", "still_agreement"):
+        wrap(verify, name)
+    wrap(calibrate, "calibrate")
+    wrap(calibrate, "positive_scores")
+    wrap(per_image, "compute_per_image")
+    seen: set[str] = set()
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        if stage not in seen:
+            seen.add(stage)
+            mark("stage " + stage)
+
+    _, report, _ = scale._audit(a.n, "local", on_stage=on_stage)
+    mark("end")
+    for r in rows:
+        print(json.dumps(r))
+    if a.json is not None:
+        a.json.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
