@@ -616,3 +616,33 @@ def test_a_wide_frame_registers_at_the_zoom_the_frames_give(tiles, calibration) 
     assert np.median(np.abs(got.scale - inner)) <= 0.015, np.round(got.scale, 3)
     # without the frames' zoom: 15 of 24 at the cut (the refinement stops at zoom 0.78-0.82); with it, 20
     assert (got.score >= calibration.copy_cut).mean() >= 0.75, (np.sort(got.score)[:6], calibration.copy_cut)
+
+
+def test_a_frame_is_found_through_jpeg_noise(tiles) -> None:  # type: ignore[no-untyped-def]
+    """JPEG's ringing at 32 px puts a grey frame's rows at a grey spread of 2-5, over the uniform-rows bound: the
+    frame was found on some sides only and the copy registered against a wrong box. A frame of one colour all
+    round, edged by content, is found through the noise; low-contrast photos (sky, walls), whose sides fade into
+    their content, keep the boxes of the uniform rows alone."""
+    from conftest import _load_photo
+
+    from splitaudit.neighbors.register import frames, to_grey
+
+    imgs, _, _ = tiles
+    copies = np.stack([jpeg(framed(t, 0.08, (0, 128, 255)[i % 3]), 75) for i, t in enumerate(imgs[:36])])
+    g = to_grey(copies)
+    inner = int(round(SIDE * 0.84))
+    o = (SIDE - inner) // 2  # the frame's width in pixels (2 at 32 px, and 3 on the far sides)
+    expected = np.array([o, o, o + inner - 1, o + inner - 1])
+    whole = lambda box: (np.abs(box - expected) <= 1).all(axis=1)
+    got = frames(g)
+    assert whole(got).mean() >= 0.75, got  # 29 of 36; the rest run into content of the frame's colour
+    saved = rg.FRAME_NOISY
+    try:  # the uniform-rows bound alone: the same copies' frames are cut short (the test's reason to exist)
+        rg.FRAME_NOISY = rg.FRAME_STD
+        assert whole(frames(g)).mean() <= 0.4  # 8 of 36
+        photos = {n: _load_photo(n) for n in ("astronaut", "coffee", "chelsea", "china", "rocket", "camera")}
+        flat = to_grey(np.stack(_low_contrast_windows(photos, 40)))
+        strict = frames(flat)
+    finally:
+        rg.FRAME_NOISY = saved
+    assert len(flat) >= 20 and (frames(flat) == strict).all()
