@@ -12,7 +12,6 @@ hash-only run.
 import os, sys, shutil, numpy as np
 from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import copy_suites as cs
 import splitaudit
 W, H = int(sys.argv[1]), int(sys.argv[2]); root = sys.argv[3]
