@@ -43,6 +43,14 @@ __all__ = ["AuditContext", "DensePairs", "Matches", "DEFAULT_MAX_DHASH", "DEFAUL
            "DEFAULT_MAX_RATIO", "DEFAULT_MIN_NCC", "DEFAULT_MIN_SIMILARITY"]
 
 
+def shown_aspect(f) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Each record's width / height as a viewer shows it (the features stage records the size turned by an EXIF
+    orientation, as the thumbnails are); NaN where it did not decode."""
+    w, h = f["width"].astype(np.float64), f["height"].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(f.ok & (w > 0) & (h > 0), w / h, np.nan)
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """The embedding stage's output: n×D L2-normalised vectors, the rows that have one, and how many were computed
@@ -339,7 +347,7 @@ class AuditContext:
             # (which hash alike) from distinct images that collide
             return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
                 thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None, have_embedding=have,
-                hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers))
+                hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers, aspect=shown_aspect(f)))
 
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
         # of the key, so a changed algorithm never serves results of the old one.

@@ -266,7 +266,8 @@ def synthetic_copy(img: np.ndarray, spec: Recipe, rng: np.random.Generator) -> n
     return out
 
 
-def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generator, workers: int | None = None):  # type: ignore[no-untyped-def]
+def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generator, workers: int | None = None,  # type: ignore[no-untyped-def]
+                    aspect: np.ndarray | None = None):
     """The registration of synthetic copies of ``rows`` onto them (one transform each, in turn: a
     :class:`~.register.Registration`) and each copy's transform index, by the path the decisions take (screen, then
     registration from the screen's start)."""
@@ -276,7 +277,8 @@ def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generat
     both = np.concatenate([thumbs[rows], copies])
     m = len(rows)
     a, b = np.arange(m), np.arange(m, 2 * m)
-    reg = verify_pairs(both, a, b, start=screen(both, a, b, workers=workers), workers=workers)
+    shape = None if aspect is None else np.concatenate([aspect[rows], aspect[rows]])  # a copy keeps its source's
+    reg = verify_pairs(both, a, b, start=screen(both, a, b, workers=workers, aspect=shape), workers=workers, aspect=shape)
     return reg, np.arange(m) % len(TRANSFORMS)
 
 
@@ -386,12 +388,14 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
               similar_rate: float = SIMILAR_RATE, null_sample: int = NULL_SAMPLE,
               positive_sample: int = POSITIVE_SAMPLE, seed: int = 0,
               vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, per_image: int = 2,
-              workers: int | None = None, hash_pairs: tuple[np.ndarray, np.ndarray] | None = None) -> Calibration:
+              workers: int | None = None, hash_pairs: tuple[np.ndarray, np.ndarray] | None = None,
+              aspect: np.ndarray | None = None) -> Calibration:
     """The copy and similar cuts for this dataset, from its training images (see the module docstring).
     ``vectors``: the candidate search's :func:`~.candidates.view_vectors` of all ``thumbs``, when at hand;
     ``per_image``: neighbours registered per sampled image (by screen score), as the decisions do; ``workers``:
     threads of the screen and the registration (the answer does not depend on them); ``hash_pairs``: the
-    dataset's hash matches (record pairs), for :func:`distinct_hash_rate`."""
+    dataset's hash matches (record pairs), for :func:`distinct_hash_rate`; ``aspect``: the records' relative
+    shapes (:func:`~.verify.relative_aspect`), as the decisions register them."""
     from .candidates import pairs_within
     from .verify import level, level_agreement, pixel_agreement, screen, select, verify_pairs
 
@@ -405,19 +409,19 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     qa, qb = pairs_within(thumbs, train_rows, queries, vectors=vectors)
     if vectors is not None:  # the caller's pixel views (114 MiB at 20k): not held through the screen and registration
         vectors.clear()
-    sc = screen(thumbs, qb, qa, workers=workers)  # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
+    sc = screen(thumbs, qb, qa, workers=workers, aspect=aspect)  # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
     keep = select(sc, qa, per_image)
     qa, qb = qa[keep], qb[keep]
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
-    reg = verify_pairs(thumbs, qb, qa, start=sc.select(keep), prune=False, workers=workers)
+    reg = verify_pairs(thumbs, qb, qa, start=sc.select(keep), prune=False, workers=workers, aspect=aspect)
     null = np.full(len(queries), -1.0)
     pos_of = {int(q): i for i, q in enumerate(queries)}
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)
     prow = np.sort(rng.choice(train_rows, size=min(positive_sample, len(train_rows)), replace=False))
-    preg, kind = positive_scores(thumbs, prow, rng, workers)
+    preg, kind = positive_scores(thumbs, prow, rng, workers, aspect)
     pos = preg.score
     p05 = float(np.quantile(pos, 0.05))
     # sampled images whose pixels agree with another training image (a registered overlap only where the structure

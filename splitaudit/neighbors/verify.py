@@ -35,13 +35,15 @@ PER_IMAGE = 2
 
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
-                 start: Registration | None = None, prune: bool = True, workers: int | None = None) -> Registration:
+                 start: Registration | None = None, prune: bool = True, workers: int | None = None,
+                 aspect: np.ndarray | None = None) -> Registration:
     """Register and score every pair (``thumbs[a[i]]``, ``thumbs[b[i]]``): a copy score per pair and the transform
     that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair). ``start``:
     each pair's :func:`screen` answer, the starting point that replaces the half-resolution search. ``prune``:
     pairs whose template peak stays under :data:`~.register.PRUNE` skip the refinement (the calibration's null
     does not prune: its scores, low ones included, are what the cut is fitted to). ``workers``: threads (default:
-    one per core); the answer does not depend on them."""
+    one per core); the answer does not depend on them. ``aspect``: per thumbnail, its image's width / height
+    relative to the dataset's (:func:`~.register.unsquash`; None: all alike)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..features.runner import default_workers
@@ -55,7 +57,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
     def chunk(begin: int) -> None:  # writes its own rows of ``out``: chunks run side by side
         sel = order[begin : begin + CHUNK]
         ids, inv = np.unique(np.concatenate([a[sel], b[sel]]), return_inverse=True)
-        prep = prepare(thumbs[ids], side)
+        prep = prepare(thumbs[ids], side, None if aspect is None else aspect[ids])
         ia, ib = inv[: len(sel)], inv[len(sel) :]
         seeds = None if start is None else list(zip(start.mirrored[sel].tolist(), start.scale[sel].tolist(),
                                                     start.angle[sel].tolist()))
@@ -88,7 +90,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
 
 
 def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
-           workers: int | None = None) -> Registration:
+           workers: int | None = None, aspect: np.ndarray | None = None) -> Registration:
     """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
     image is kept: ~2.3 kB each; in a temporary file above :data:`~splitaudit.memory.SPILL_BYTES`, 230 MB at 100k
     images, read back block by block), all pairs screened at once."""
@@ -102,7 +104,7 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     small = SpilledRows(shape, np.float32) if spill else np.zeros(shape, np.float32)
     box = np.zeros((len(ids), 4), np.int64)
     for s in range(0, len(ids), CHUNK):  # only the half-resolution image is kept: not every chunk's full one
-        p = prepare(thumbs[ids[s : s + CHUNK]], side)
+        p = prepare(thumbs[ids[s : s + CHUNK]], side, None if aspect is None else aspect[ids[s : s + CHUNK]])
         if spill:
             small.write(s, p.small)  # type: ignore[union-attr]
         else:
@@ -307,10 +309,27 @@ def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy:
     return copy & ~weak, similar | weak
 
 
+def relative_aspect(aspect: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+    """Each record's width / height over the median one of the records ``reference`` (a mask: the training
+    split's), or None where every record has that shape to within :data:`~.register.ASPECT_SAME` (the usual case:
+    nothing to undo). The images of another shape are the ones squeezed (:func:`~.register.unsquash`), so the
+    training images, most of them, keep their full thumbnails."""
+    from .register import ASPECT_SAME
+
+    aspect = np.asarray(aspect, np.float64)
+    ok = np.isfinite(aspect) & (aspect > 0)
+    ref = ok & reference
+    if not ref.any():
+        return None
+    r = np.where(ok, aspect / float(np.median(aspect[ref])), 1.0)
+    return r if (np.abs(np.log(r)) > np.log(ASPECT_SAME)).any() else None
+
+
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool | None = False,
-                calibration=None, seed: int = 0, per_image: int = PER_IMAGE, workers: int | None = None) -> CopyMatches:  # type: ignore[no-untyped-def]
+                calibration=None, seed: int = 0, per_image: int = PER_IMAGE, workers: int | None = None,
+                aspect: np.ndarray | None = None) -> CopyMatches:  # type: ignore[no-untyped-def]
     """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
     candidate, registration of each eval image's ``per_image`` best candidates and best hash matches,
     calibration on the training split (unless one is given), decisions, and every record's best copy score.
@@ -320,13 +339,16 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     hash matches are copies on their own (see :func:`decide`); ``None``: where the calibration finds that distinct
     training images rarely hash alike (:func:`~.calibrate.distinct_hash_rate` at most
     :data:`~.thresholds.HASH_COLLISION_RATE`: copies inside train do not count against the hashes); ``workers``: threads of the screen and the
-    registration (default: one per core; the answer does not depend on them)."""
+    registration (default: one per core; the answer does not depend on them); ``aspect``: each record's width /
+    height as shown (None: all square, as arrays are): thumbnails are squashed squares, and a copy cut to another
+    shape than its source's is registered in their shared geometry (:func:`relative_aspect`)."""
     from .calibrate import calibrate, crowding
     from .candidates import candidate_pairs, embedding_pairs
 
     split_index = np.asarray(split_index)
     n = len(split_index)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    aspect = None if aspect is None else relative_aspect(aspect, valid & (split_index == 0))
     # the embedding search first: it gathers the splits' rows (98 MiB at 20k photos) while the pixel views (114 MiB)
     # do not exist yet
     embedded = embedding_pairs(split_index, embeddings, have_embedding, valid=valid)
@@ -337,17 +359,17 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     if calibration is None:
         hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed,
-                                per_image=per_image, workers=workers, hash_pairs=hashes)
+                                per_image=per_image, workers=workers, hash_pairs=hashes, aspect=aspect)
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
 
         trust_hashes = bool(calibration.hash_distinct_rate <= HASH_COLLISION_RATE)  # NaN (not measured): no
-    sc = screen(thumbs, cand.a, cand.b, workers=workers)
+    sc = screen(thumbs, cand.a, cand.b, workers=workers, aspect=aspect)
     # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
     proposed = cand.pixel_rank >= 0
     crowd = crowding(cand.b[proposed], sc.score[proposed], n)
     keep = select(sc, cand.b, per_image, hashed=cand.hashed)
-    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep), workers=workers)
+    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep), workers=workers, aspect=aspect)
     reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad", "smooth_mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
            for f in fields(Registration)}
     for name, col in reg.items():
