@@ -268,6 +268,37 @@ def prepare(images: np.ndarray, side: int = SIDE, aspect: np.ndarray | None = No
     return Prepared(out, small, boxes, energy, g.astype(np.float32))
 
 
+#: The aperture problem: a pair whose two images both have structure this close to one direction (the smaller
+#: eigenvalue of the band-passed structure tensor under APERTURE of the larger: one edge, and flat colour either side)
+#: registers along that edge wherever a stretch of it fits. A copy and a neighbouring crop of the edge then score
+#: alike (benchmarks/copy_suites.py: every false pair of the 32-px, 128-px and 256-px suites was two crops of the
+#: retina's rim, isotropy 0.004-0.014; 5 of 900 and 2 of 378 planted copies have both images under 0.015).
+APERTURE = 0.015
+
+
+def isotropy(prep: Prepared) -> np.ndarray:
+    """Per image of ``prep``: the smaller over the larger eigenvalue of the structure tensor of its band-passed
+    working image inside its inset content box, in [0, 1]: 0 for one straight edge, near 1 for texture."""
+    import cv2
+
+    img = prep.image
+    n, side, _ = img.shape
+    if n == 0:
+        return np.zeros(0)
+    gx = _batch(lambda c: cv2.Sobel(c, cv2.CV_32F, 1, 0, ksize=3), img)
+    gy = _batch(lambda c: cv2.Sobel(c, cv2.CV_32F, 0, 1, ksize=3), img)
+    ins = _inset(prep.box, side)
+    r = np.arange(side)
+    inside = (((r[None, :] >= ins[:, 1:2]) & (r[None, :] <= ins[:, 3:4]))[:, :, None]
+              & ((r[None, :] >= ins[:, 0:1]) & (r[None, :] <= ins[:, 2:3]))[:, None, :]).astype(np.float32)
+    jxx = (gx * gx * inside).sum(axis=(1, 2), dtype=np.float64)
+    jyy = (gy * gy * inside).sum(axis=(1, 2), dtype=np.float64)
+    jxy = (gx * gy * inside).sum(axis=(1, 2), dtype=np.float64)
+    half = (jxx + jyy) / 2
+    disc = np.sqrt(np.maximum(half * half - (jxx * jyy - jxy * jxy), 0.0))
+    return np.where(half > 0, (half - disc) / np.maximum(half + disc, 1e-12), 1.0)
+
+
 def mirror_box(box: np.ndarray, side: int) -> np.ndarray:
     """Content boxes (..., 4) of the images mirrored left-right."""
     box = np.asarray(box)

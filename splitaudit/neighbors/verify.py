@@ -309,6 +309,28 @@ def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy:
     return copy & ~weak, similar | weak
 
 
+def demote_apertures(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, copy: np.ndarray, similar: np.ndarray,
+                     evidence: np.ndarray, aspect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Copies decided by their registration alone whose two images are both one edge (:data:`~.register.APERTURE`)
+    move to the similar band: a copy of such an image and another crop of the same edge are not told apart by
+    registering them. ``evidence``: pairs backed otherwise (a hash match, the pixel agreement as they lie), which
+    keep their decision. Only the images of those pairs are measured (a few per copy found)."""
+    from .register import APERTURE, isotropy, prepare
+
+    check = np.flatnonzero(copy & ~evidence)
+    if not len(check):
+        return copy, similar
+    ids, inv = np.unique(np.concatenate([a[check], b[check]]), return_inverse=True)
+    iso = np.concatenate([isotropy(prepare(thumbs[ids[s : s + CHUNK]], SIDE,
+                                           None if aspect is None else aspect[ids[s : s + CHUNK]]))
+                          for s in range(0, len(ids), CHUNK)])
+    flat = np.maximum(iso[inv[: len(check)]], iso[inv[len(check) :]]) < APERTURE
+    copy, similar = copy.copy(), similar.copy()
+    copy[check[flat]] = False
+    similar[check[flat]] = True
+    return copy, similar
+
+
 def relative_aspect(aspect: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
     """Each record's width / height over the median one of the records ``reference`` (a mask: the training
     split's), or None where every record has that shape to within :data:`~.register.ASPECT_SAME` (the usual case:
@@ -387,6 +409,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                            crowding=crowd[cand.b])
     # the level rule leans on the structural score too: not independent evidence against a better-scoring partner
     copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed | pixels, copy, similar)
+    copy, similar = demote_apertures(thumbs, cand.a, cand.b, copy, similar, cand.hashed | (pixels & reg["still"]), aspect)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
     score = np.nan_to_num(reg["score"], nan=-np.inf)
