@@ -48,7 +48,10 @@ RESOLUTION_SIGMA = 2.0
 #: Blurs (Gaussian sigmas, working pixels) each image of a pair is also scored with at its final transform, the best
 #: score kept: a copy resampled with a smoother kernel than its source's (benchmarks/copy_suites.py, Fashion-MNIST:
 #: the training images grown to 32 px bicubic, the copies re-rendered bilinear; planted pairs scoring 0.99 or more
-#: 0.32 -> 0.73, the null's 99th percentile 0.9918 -> 0.9919). Only pairs scoring RESOLUTION_FROM or more are tried.
+#: 0.32 -> 0.56, the null's 99th percentile 0.9918 -> 0.9923). Only pairs scoring RESOLUTION_FROM or more are tried,
+#: and only tiny images' (thumbnails grown to the working side: their own pixels, kernel and all); a photo's
+#: thumbnail is an area average of many pixels, which no longer shows the kernel, and there the tries only raised
+#: the null (256-px suite: cut 0.9859 -> 0.9875, two copies fewer).
 RESOLUTION_TRIES = (0.9, 1.3)
 RESOLUTION_FROM = 0.8
 #: Uniform frame detection: outer rows/columns with a grey standard deviation under FRAME_STD, up to FRAME_MAX of
@@ -471,10 +474,10 @@ class _Stack:
             score[rows] = np.where(far | (ov < MIN_OVERLAP), 0.0, ncc)
         return score, overlap
 
-    def final(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def final(self, params: np.ndarray, tries: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
         """The copy score at ``params`` : the sharper image of each pair blurred to
         the other's resolution first (a zoomed or framed copy was resampled: its finest detail differs), and the
-        best of that and of each image blurred further by RESOLUTION_TRIES (:data:`RESOLUTION_TRIES`). Measured:
+        best of that and of each image blurred further by each of ``tries`` (:data:`RESOLUTION_TRIES`). Measured:
         averaging blocks of the overlap, or leaving the strongest block out, cost copies more than it saved on
         distinct images."""
         import cv2
@@ -498,19 +501,19 @@ class _Stack:
         # Another resampling kernel is another resolution: a copy made with a smoother kernel than its source (a
         # bilinear resize against a bicubic one) loses the finest band the score reads, whatever the zoom. Each
         # image is tried blurred a little more; only pairs that could reach a decision are tried.
-        tries = np.flatnonzero(score >= RESOLUTION_FROM)
-        if len(tries) and RESOLUTION_TRIES:
-            sub = self.take(tries)
-            p = params[tries]
-            for sigma in RESOLUTION_TRIES:
+        rows = np.flatnonzero(score >= RESOLUTION_FROM) if tries else np.zeros(0, np.int64)
+        if len(rows):
+            sub = self.take(rows)
+            p = params[rows]
+            for sigma in tries:
                 sa = _batch(lambda c, s=sigma: cv2.GaussianBlur(c, (0, 0), s, borderType=cv2.BORDER_REFLECT),
-                            a[tries].reshape(-1, self.side, self.side)).reshape(len(tries), -1)
-                sm = mosaic[tries].copy()
+                            a[rows].reshape(-1, self.side, self.side)).reshape(len(rows), -1)
+                sm = mosaic[rows].copy()
                 sm[:, 1:-1, 1:-1] = _batch(lambda c, s=sigma: cv2.GaussianBlur(c, (0, 0), s, borderType=cv2.BORDER_REFLECT),
                                            np.ascontiguousarray(sm[:, 1:-1, 1:-1]))
-                for x, m in ((sa, mosaic[tries]), (a[tries], sm)):
+                for x, m in ((sa, mosaic[rows]), (a[rows], sm)):
                     sc, _ = sub.score(p, x, m)
-                    score[tries] = np.maximum(score[tries], sc)
+                    score[rows] = np.maximum(score[rows], sc)
         return score, overlap
 
     def agreement(self, params: np.ndarray, grey_a: np.ndarray, grey_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -752,13 +755,14 @@ def smooth(grey: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
 
 
 def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, refine: bool = True,
-                   starts: list[tuple[bool, float, float]] | None = None, prune: bool = True) -> Registered:
+                   starts: list[tuple[bool, float, float]] | None = None, prune: bool = True,
+                   tries: tuple[float, ...] = ()) -> Registered:
     """Register image ``ib[p]`` (b) onto image ``ia[p]`` (a) for every pair p. The template search runs per pair
     (``starts[p]``: (mirrored, zoom, angle) found by :mod:`.screen`; the half-resolution search is then skipped:
     zooms around the start are re-found at full resolution, and zoom 1 in both orientations, since symmetric
     objects fool the screen's choice); the sub-pixel refinement and the final scores run for all pairs at once
     (:class:`_Stack`). With ``prune``, pairs peaking under PRUNE are not refined (they score lower, but none would
-    reach the similar band)."""
+    reach the similar band). ``tries``: the final score's blurs (:data:`RESOLUTION_TRIES`; none: as registered)."""
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
     p = len(ia)
@@ -785,7 +789,7 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
             if turn.any():
                 start_p[turn] = _rotated_starts(sub.take(turn), start_p[turn])
         params[todo] = _refine_stack(sub, start_p)
-    score, overlap = stack.final(params)
+    score, overlap = stack.final(params, tries)
     gb = prep.grey[ib].copy()
     gb[flipped] = gb[flipped][:, :, ::-1]
     ga = prep.grey[ia]

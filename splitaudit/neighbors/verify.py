@@ -53,6 +53,10 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
     n = len(a)
     out = {f.name: np.zeros(n, bool if f.name in ("mirrored", "still") else np.float64) for f in fields(Registration)}
     order = np.lexsort((a, b))
+    # tiny images (grown to the working side) keep their resampling kernel: scored blurred too (RESOLUTION_TRIES)
+    from . import register
+
+    tries = register.RESOLUTION_TRIES if thumbs.shape[1] < side else ()
 
     def chunk(begin: int) -> None:  # writes its own rows of ``out``: chunks run side by side
         sel = order[begin : begin + CHUNK]
@@ -61,7 +65,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
         ia, ib = inv[: len(sel)], inv[len(sel) :]
         seeds = None if start is None else list(zip(start.mirrored[sel].tolist(), start.scale[sel].tolist(),
                                                     start.angle[sel].tolist()))
-        r = register_pairs(prep, ia, ib, mirror=mirror, starts=seeds, prune=prune)
+        r = register_pairs(prep, ia, ib, mirror=mirror, starts=seeds, prune=prune, tries=tries)
         out["score"][sel] = r.score
         out["mirrored"][sel] = r.mirrored
         out["scale"][sel] = r.params[:, 0]  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
