@@ -193,6 +193,81 @@ def test_pixel_views_made_per_search_give_the_same_candidates_and_negatives(phot
         np.testing.assert_array_equal(got, want)
 
 
+def test_base_views_in_a_file_give_the_same_candidates_and_negatives(photos: dict[str, np.ndarray],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # above SPILL_BYTES a search's base view is written to a temporary file and read back by row (the PCA
+    # projection PROJECT_BLOCK rows at a time, the re-ranked rows per query block): the same numbers, the same
+    # candidates and calibration negatives as the views in memory (fewer base rows than one block here)
+    from splitaudit import memory
+    from splitaudit.neighbors import candidates
+
+    thumbs = _photo_thumbs(photos, 30)
+    n = len(thumbs)
+    split = (np.arange(n) % 5 == 4).astype(np.int64)
+    valid = np.ones(n, bool)
+    valid[[3, 50, 120]] = False
+    rows = np.flatnonzero(valid & (split == 0))
+    want_views = candidates.view_vectors(thumbs, rows=rows, mirror=False)
+    want = candidates.candidate_pairs(thumbs, split, valid=valid)
+    want_within = candidates.pairs_within(thumbs, rows, rows[::4])
+    made: list[int] = []
+
+    class Recorded(memory.SpilledRows):
+        def write(self, start, rows):  # type: ignore[no-untyped-def]
+            made.append(len(rows))
+            super().write(start, rows)
+
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    monkeypatch.setattr(memory, "SpilledRows", Recorded)
+    monkeypatch.setattr(candidates, "VIEW_CHUNK", 50)
+    spilled = candidates.view_vectors(thumbs, rows=rows, mirror=False, spill=True)
+    for view in want_views:
+        assert isinstance(spilled[view][0], memory.SpilledRows) and spilled[view][1] is None
+        np.testing.assert_array_equal(spilled[view][0][:], want_views[view][0])
+    assert set(made) == {50, len(rows) % 50}
+    got = candidates.candidate_pairs(thumbs, split, valid=valid)
+    for name in ("a", "b", "pixel_rank", "pixel_score", "pixel_mirrored", "pixel_view"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    for a, b in zip(candidates.pairs_within(thumbs, rows, rows[::4]), want_within):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_search_on_a_base_in_a_file_projects_it_in_fixed_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a base of more rows than PROJECT_BLOCK is projected block by block: the answer of the search in memory
+    # (its found rows re-ranked on the full vectors), exact searches read the base whole
+    from splitaudit.memory import SpilledRows
+    from splitaudit.neighbors import candidates
+
+    monkeypatch.setattr(candidates, "PROJECT_BLOCK", 300)
+    base, queries = _unit(2000, 64, 4), _unit(150, 64, 5)
+    rows = SpilledRows(base.shape, np.float32)
+    rows.write(0, base)
+    for reduce_above in (0.0, 1e12):
+        want = candidates._search(base, [queries, queries[::-1]], 10, reduce_above)
+        got = candidates._search(rows, [queries, queries[::-1]], 10, reduce_above)
+        for (ws, wi), (gs, gi) in zip(want, got):
+            np.testing.assert_array_equal(gi, wi)
+            np.testing.assert_allclose(gs, ws, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(candidates.base_hubness(rows, [queries], 5, 0.0),
+                               candidates.base_hubness(base, [queries], 5, 0.0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(candidates._project(rows, np.eye(64, 8, dtype=np.float32)), base[:, :8], rtol=0, atol=0)
+    rows.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_csls_re_ranking_in_chunks_of_queries_is_the_whole_answer(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from splitaudit.neighbors import candidates
+
+    base, queries = _unit(400, 32, 6), _unit(120, 32, 7)
+    queries[5] = queries[6]  # identical queries: ties
+    want = candidates.csls_knn(base, queries, 6, mirrored_queries=queries[:, ::-1].copy())
+    monkeypatch.setattr(candidates, "CSLS_ROWS", chunk)
+    got = candidates.csls_knn(base, queries, 6, mirrored_queries=queries[:, ::-1].copy())
+    for w, g in zip(want, got):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+
+
 def test_screen_with_its_images_in_a_file_gives_the_same_answer(photos: dict[str, np.ndarray],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # above SPILL_BYTES the screen's half-resolution images go to a temporary file read back per block: the same

@@ -91,3 +91,48 @@ def test_group_by_regex_on_relative_paths(clean: Planted) -> None:
     assert len(leaks) == 1 and leaks[0].data["counts"] == {"train": 10, "val": 2, "test": 2}
     with pytest.raises(splitaudit.InvalidParameterError, match="'group_by' parameter must be a valid regular expression"):
         splitaudit.audit(*clean.splits, group_by="(unclosed", backbone="none")
+
+
+def test_records_are_held_as_columns_and_read_back_as_given() -> None:
+    # a data set's records are columns (RecordTable): every record reads back equal to the one given, by index,
+    # slice and iteration; one that does not fit the columns (a path not ending with its relative path, an integer
+    # beyond 64 bits, an unhashable label) is kept as it is
+    import pickle
+    import tracemalloc
+
+    from splitaudit.scan.records import Dataset, ImageRecord, RecordTable, SplitSpec
+
+    given = (
+        ImageRecord("train", "cat/1.jpg", "/data/train/cat/1.jpg", "cat", None, 1234, 1_700_000_000_123_456_789, 42,
+                    1_700_000_000_123_456_790),
+        ImageRecord("train", "caf\u00e9/\udcff.png", "/data/train/caf\u00e9/\udcff.png", "caf\u00e9", "g1"),  # undecodable name
+        ImageRecord("val", "x[3]", None, "7", None, array_index=3),
+        ImageRecord("val", "a.jpg", "/elsewhere/b.jpg", None, "g1", 10),
+        ImageRecord("val", "b.jpg", "/v/b.jpg", None, None, 10, inode=2**64 - 1),
+        ImageRecord("val", "c.jpg", "/v/c.jpg", ["unhashable"], None),  # type: ignore[arg-type]
+        ImageRecord("val", "", "/v/", None, None),
+    )
+    table = RecordTable(given)
+    assert len(table) == len(given) and list(table) == list(given) and table == given and given == table
+    assert [table[i] for i in range(-len(given), len(given))] == list(given) * 2
+    assert table[1:5] == given[1:5] and table[::-2] == given[::-2]
+    assert table[5] is given[5] and table[3] is given[3] and table[4] is given[4]  # kept as they are
+    with pytest.raises(IndexError):
+        table[len(given)]
+    assert pickle.loads(pickle.dumps(table)) == table and table != given[:-1] and table != list(given)
+    ds = Dataset((SplitSpec("train", "/data/train"), SplitSpec("val", "/v")), given)
+    assert isinstance(ds.records, RecordTable) and ds == Dataset(ds.splits, table)
+    assert hash(Dataset(ds.splits, given[:5])) == hash(Dataset(ds.splits, RecordTable(given[:5])))
+    assert len(ds) == len(given) and RecordTable() == ()
+
+    many = [ImageRecord("train" if i % 10 else "val", f"images/{i // 1000:05d}/{i:07d}.jpg",
+                        f"/tmp/sa-scale/images/{i // 1000:05d}/{i:07d}.jpg", str(i % 8), None, 1000 + i,
+                        1_796_409_369_791_210_410 + i, 2_000_000 + i, 1_796_409_369_791_210_410 + i) for i in range(20_000)]
+    tracemalloc.start()
+    try:
+        held = RecordTable(many)
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size / len(many) < 120, size / len(many)  # ~90 bytes a record (as objects: ~420)
+    assert held == tuple(many)

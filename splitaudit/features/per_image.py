@@ -19,10 +19,12 @@ BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 def batch_columns(records: Sequence[Any], arrays: dict, rows: Sequence[int]) -> dict[str, np.ndarray]:
     """The ``path``/``pixels`` input columns of a batch function for these records."""
-    cols = {"path": np.array([records[i].path for i in rows], dtype=object), "pixels": np.empty(len(rows), dtype=object)}
+    cols = {"path": np.empty(len(rows), dtype=object), "pixels": np.empty(len(rows), dtype=object)}
     for j, i in enumerate(rows):
-        if records[i].array_index >= 0:
-            cols["pixels"][j] = arrays[records[i].split][records[i].array_index]
+        r = records[i]  # read once: a RecordTable makes the record when read
+        cols["path"][j] = r.path
+        if r.array_index >= 0:
+            cols["pixels"][j] = arrays[r.split][r.array_index]
     return cols
 
 

@@ -62,7 +62,7 @@ def full_pixel_digests(dataset: Dataset, table: FeatureTable, rows: Sequence[int
                 out[i] = bytes(row[column])
         todo = [i for i in todo if not out[i]]
     if todo:
-        batch = batch_columns([dataset.records[i] for i in todo], dataset.arrays)
+        batch = batch_columns(_Rows(dataset.records, todo), dataset.arrays)
         # Full-resolution decoding and sha256 release the GIL: threads, no forked copy of this (by now large) process.
         result = resolve_engine(engine, workers=workers).map(_PixelDigests(options), batch, releases_gil=True)
         out.update(zip(todo, result["pixel_digest"]))
@@ -100,14 +100,34 @@ class _Extract:
 def batch_columns(records: Sequence[ImageRecord], arrays: dict, digests: Sequence[bytes | None] | None = None) -> dict[str, np.ndarray]:
     n = len(records)
     cols = {
-        "path": np.array([r.path for r in records], dtype=object),
+        "path": np.empty(n, dtype=object),
         "pixels": np.empty(n, dtype=object),
         "digest": np.array(list(digests) if digests is not None else [None] * n, dtype=object),
     }
-    for i, r in enumerate(records):
+    for i, r in enumerate(records):  # each record read once (a RecordTable makes it when read)
+        cols["path"][i] = r.path
         if r.array_index >= 0:
             cols["pixels"][i] = arrays[r.split][r.array_index]
     return cols
+
+
+class _Rows(Sequence[ImageRecord]):
+    """``records[rows[j]]`` for each j, read when asked: not a list of every record to hash (the records are
+    columns, :class:`~splitaudit.scan.records.RecordTable`; a list of them all is ~420 bytes a record)."""
+
+    def __init__(self, records: Sequence[ImageRecord], rows: Sequence[int]) -> None:
+        self.records, self.rows = records, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, j):  # type: ignore[no-untyped-def, override]
+        if isinstance(j, slice):
+            return [self.records[i] for i in self.rows[j]]
+        return self.records[self.rows[j]]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (self.records[i] for i in self.rows)
 
 
 def _known_digests(dataset: Dataset, cache: FeatureCache, subset: Sequence[int]) -> tuple[dict[int, bytes | None], list[int]]:
@@ -120,7 +140,7 @@ def _known_digests(dataset: Dataset, cache: FeatureCache, subset: Sequence[int])
     for spec in dataset.splits:
         if spec.kind == "folder" and spec.name in wanted:
             stat_rows.update(cache.digests_under(spec.root))
-    manifest_paths = [records[i].path for i in subset if records[i].path and records[i].split not in folder_splits]
+    manifest_paths = [r.path for r in _Rows(records, subset) if r.path and r.split not in folder_splits]
     if manifest_paths:
         stat_rows.update(cache.digests_for(manifest_paths))
     missed: list[int] = []
@@ -178,7 +198,8 @@ def compute_features(
             # Moved or copied files have a new path but known content: a cheap digest pass finds their features.
             # Streamed, regular files only: a FIFO or /dev/zero link is left to the extract stage to report.
             for i in missed:
-                known[i] = file_digest(records[i].path) if records[i].path else None
+                path = records[i].path
+                known[i] = file_digest(path) if path else None
         cached = cache.features_for([d for d in known.values() if d], variant)
         for i, d in known.items():
             if d and d in cached:
@@ -188,8 +209,8 @@ def compute_features(
         progress(n - len(todo))
     computed: dict[str, np.ndarray] = {}
     if todo:
-        batch = batch_columns([records[i] for i in todo], dataset.arrays, [known.get(i) for i in todo])
-        writer = _BatchWriter(cache, variant, [records[i] for i in todo])
+        batch = batch_columns(_Rows(records, todo), dataset.arrays, [known.get(i) for i in todo])
+        writer = _BatchWriter(cache, variant, _Rows(records, todo))
         try:
             computed = resolve_engine(engine, workers=workers).map(
                 _Extract(options), batch, progress=progress, preload=WORKER_MODULES, setup=warm_up,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import invalid_parameter
-from ..memory import release_freed_memory
+from .. import memory
+from ..memory import SpilledRows, release_freed_memory
 from .columns import Columns
 
 #: Pixel views, each searched on its own (top K by CSLS) and unioned (measured by benchmarks/copy_suites.py):
@@ -72,11 +73,13 @@ VIEW_CHUNK = 512
 
 
 def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS, *, rows: np.ndarray | None = None,
-                 mirror: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                 mirror: bool = True, spill: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every pixel view of :data:`VIEWS` for N thumbnails, as is and mirrored: view -> (rows, mirrored rows), each
     mean-centred and unit norm (float32). Vectorised: a few seconds for 100k 32-px images. ``rows``: only these
     thumbnails (one output row each, in this order; each image's views are its own: the same numbers as for all);
-    ``mirror=False``: the mirrored rows are not made (None)."""
+    ``mirror=False``: the mirrored rows are not made (None). ``spill``: a view of more than
+    :data:`~splitaudit.memory.SPILL_BYTES` is written, chunk by chunk, to a :class:`~splitaudit.memory.SpilledRows`
+    (the same numbers, read back by row: :func:`_search` reads a base view so)."""
     import cv2
     import scipy.fft as sfft
 
@@ -93,9 +96,13 @@ def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS, *, rows: np
                                 views, mirror=mirror)
             for v in views:
                 if v not in out:
-                    out[v] = tuple(None if x is None else np.empty((count, x.shape[1]), x.dtype) for x in part[v])  # type: ignore[assignment]
+                    out[v] = tuple(None if x is None else _view_array((count, x.shape[1]), x.dtype, spill)
+                                   for x in part[v])  # type: ignore[assignment]
                 for o in range(2 if mirror else 1):
-                    out[v][o][s : s + VIEW_CHUNK] = part[v][o]
+                    if isinstance(out[v][o], SpilledRows):
+                        out[v][o].write(s, part[v][o])
+                    else:
+                        out[v][o][s : s + VIEW_CHUNK] = part[v][o]
         if not out:  # no rows
             z = np.zeros((0, 0), np.float32)
             out = {v: (z, z if mirror else None) for v in views}  # type: ignore[misc]
@@ -139,16 +146,28 @@ def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS, *, rows: np
     return out
 
 
+def _view_array(shape: tuple[int, int], dtype: np.dtype, spill: bool) -> np.ndarray | SpilledRows:
+    """Room for one view: in a temporary file with ``spill`` above SPILL_BYTES (in memory if the file cannot be
+    made), else an array."""
+    if spill and shape[0] * shape[1] * np.dtype(dtype).itemsize > memory.SPILL_BYTES:
+        try:
+            return memory.SpilledRows(shape, dtype)
+        except OSError:  # no room (or no folder) for the file: the view stays in memory, the run goes on
+            pass
+    return np.empty(shape, dtype)
+
+
 def _view_rows(thumbs: np.ndarray, vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None, view: str,
-               rows: np.ndarray, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:
+               rows: np.ndarray, mirror: bool, spill: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """One view of the thumbnails ``rows`` (as is; mirrored too with ``mirror``): from ``vectors`` (a view where the
     rows are consecutive), else made now for those rows alone. Made per search, the views of every image are never
     held at once (5.8 kB an image as is and mirrored: 580 MB at 100k images); a view is made again for each search
-    that reads it, which costs little beside the search."""
+    that reads it, which costs little beside the search. ``spill``: a large view made now goes to a temporary file
+    (a search's base rows: 1 kB an image at 256 numbers, ~0.9 GB at 1M images, read back by :func:`_search`)."""
     from .dense import _rows
 
     if vectors is None:
-        return view_vectors(thumbs, (view,), rows=rows, mirror=mirror)[view]
+        return view_vectors(thumbs, (view,), rows=rows, mirror=mirror, spill=spill)[view]
     vec, vec_m = vectors[view]
     return _rows(vec, rows), (_rows(vec_m, rows) if mirror else None)
 
@@ -184,15 +203,34 @@ def _knn_blas(q: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.n
         faiss.cvar.distance_compute_blas_threshold = old
 
 
-def _search(base: np.ndarray, queries: list[np.ndarray], k: int, reduce_above: float = REDUCE_PAIRS):  # type: ignore[no-untyped-def]
+#: Rows of a view in a file (:class:`~splitaudit.memory.SpilledRows`) projected on the PCA axes at a time: a fixed
+#: block, so the projection's last bits (BLAS's kernels differ with the rows of a product) never depend on the
+#: data set's size.
+PROJECT_BLOCK = 8192
+
+
+def _project(x: np.ndarray | SpilledRows, proj: np.ndarray) -> np.ndarray:
+    """``x @ proj``; rows in a file are read and projected PROJECT_BLOCK at a time (never all in memory)."""
+    if not isinstance(x, SpilledRows):
+        return x @ proj
+    out = np.empty((len(x), proj.shape[1]), np.result_type(x.dtype, proj.dtype))
+    for s in range(0, len(x), PROJECT_BLOCK):
+        out[s : s + PROJECT_BLOCK] = x[s : s + PROJECT_BLOCK] @ proj
+    return out
+
+
+def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRows], k: int,  # type: ignore[no-untyped-def]
+            reduce_above: float = REDUCE_PAIRS):
     """Top-k inner products of each query set against ``base`` (one index). Searches of more than ``reduce_above``
     base x query pairs run in a PCA space (:data:`REDUCE_DIM`); the found rows' inner products are then recomputed
-    on the full vectors and re-sorted. The query blocks run on :func:`_on_cores`."""
+    on the full vectors and re-sorted. The query blocks run on :func:`_on_cores`. The base and the query sets may
+    be rows in a file (a large view, :func:`_view_rows` with ``spill``): in the PCA space only the projection
+    (48 numbers a row) and the rows each query block re-ranks are in memory; an exact search reads the base whole."""
     k = min(k, len(base))
     d = base.shape[1]
     nq = sum(len(q) for q in queries)
     if d <= REDUCE_DIM or len(base) * nq <= reduce_above:
-        b = np.ascontiguousarray(base, dtype=np.float32)  # straight on the base: an IndexFlatIP would copy it
+        b = np.ascontiguousarray(base[:] if isinstance(base, SpilledRows) else base, dtype=np.float32)  # an IndexFlatIP would copy it
         return _blocks(lambda q: _knn_blas(q, b, k), queries)
     rng = np.random.default_rng(0)  # deterministic projection: the principal axes of a sample of both sides
     # the sampled rows of [base, *queries] gathered part by part: stacking them all first copied every row (at 1M
@@ -208,14 +246,17 @@ def _search(base: np.ndarray, queries: list[np.ndarray], k: int, reduce_above: f
     with _one_thread_each():  # eigh's last bits depend on BLAS's thread count; its two threads on busy cores spin
         _, vecs = np.linalg.eigh(sample.T @ sample)
         proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
-        reduced = np.ascontiguousarray(base @ proj, dtype=np.float32)
-        projected = [q @ proj for q in queries]
+        reduced = np.ascontiguousarray(_project(base, proj), dtype=np.float32)
+        projected = [_project(q, proj) for q in queries]
+    spilled = isinstance(base, SpilledRows)
 
     def found(q: np.ndarray, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sims, ids = _knn_blas(qp, reduced, k)
         for s in range(0, len(q), 256):  # 256 x POOL gathered rows: 13 MB at 256 numbers
             blk = ids[s : s + 256]
-            full = np.einsum("qd,qkd->qk", q[s : s + 256], base[np.maximum(blk, 0)])
+            rows = np.maximum(blk, 0)
+            near = base[rows.ravel()].reshape(*rows.shape, d) if spilled else base[rows]  # a file reads row lists
+            full = np.einsum("qd,qkd->qk", q[s : s + 256], near)
             full = np.where(blk >= 0, full, -np.inf).astype(np.float32)
             order = np.argsort(-full, axis=1, kind="stable")
             sims[s : s + 256] = np.take_along_axis(full, order, axis=1)
@@ -245,11 +286,13 @@ def _blocks(fn, queries: list[np.ndarray], projected: list[np.ndarray] | None = 
         parts = _on_cores(lambda job: fn(queries[job[0]][job[1] : job[2]], projected[job[0]][job[1] : job[2]]), jobs)
     out = []
     for i, q in enumerate(queries):
-        mine = [p for job, p in zip(jobs, parts) if job[0] == i]
+        mine = [j for j, job in enumerate(jobs) if job[0] == i]
         if not mine:  # an empty query set: one call, as before
             out.append(fn(q) if projected is None else fn(q, projected[i]))
         else:
-            out.append((np.concatenate([m[0] for m in mine]), np.concatenate([m[1] for m in mine])))
+            out.append((np.concatenate([parts[j][0] for j in mine]), np.concatenate([parts[j][1] for j in mine])))
+            for j in mine:  # a set's blocks dropped once joined: never every block and every join at once
+                parts[j] = None
     return out
 
 
@@ -347,11 +390,22 @@ def base_hubness(base: np.ndarray, others: np.ndarray | list[np.ndarray], hub_k:
     return back.mean(axis=1)
 
 
+#: Queries whose CSLS re-ranking (:func:`_csls_best`) runs at a time.
+CSLS_ROWS = 4096
+
+
 def _csls_best(found: list, mirrored: list[bool], r_t: np.ndarray, hub_k: int, k: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` best base rows per query by CSLS from the raw searches ``found`` (one (sims, ids) per query set:
     the same queries as is, mirrored (``mirrored`` flags), or under other hypotheses), each base row once, in
-    its best set. ``r_q``: a query's best mean similarity to its ``hub_k`` nearest over the sets."""
+    its best set. ``r_q``: a query's best mean similarity to its ``hub_k`` nearest over the sets. Every query's
+    answer is its own: run over CSLS_ROWS queries at a time, its working arrays (~7 kB a query for two sets of
+    POOL) stay bounded (~0.7 GB for the 100k queries of 1M images, all at once)."""
+    nq = len(found[0][0])
+    if nq > CSLS_ROWS:
+        parts = [_csls_best([(sims[lo : lo + CSLS_ROWS], ids[lo : lo + CSLS_ROWS]) for sims, ids in found], mirrored,
+                            r_t, hub_k, k) for lo in range(0, nq, CSLS_ROWS)]
+        return tuple(np.concatenate(c) for c in zip(*parts))  # type: ignore[return-value]
     hk = min(hub_k, found[0][0].shape[1])
     r_q = np.max([s[:, :hk].mean(axis=1) for s, _ in found], axis=0)
     sims = np.concatenate([s for s, _ in found], axis=1)
@@ -465,7 +519,7 @@ def cross_pairs(thumbs: np.ndarray, base_r: np.ndarray, query_r: np.ndarray, k: 
         qi, r = np.nonzero(ids >= 0)
         return base_rows[ids[qi, r]], query_rows[qi], r, sc[qi, r], mir[qi, r]
 
-    base_pix = _view_rows(thumbs, vectors, "pixels", base_r, False)[0]
+    base_pix = _view_rows(thumbs, vectors, "pixels", base_r, False, spill=True)[0]
     if "framed" in cross:
         fq, fb = query_r[_framed_rows(thumbs, query_r)], base_r[_framed_rows(thumbs, base_r)]
         parts = []
@@ -475,7 +529,7 @@ def cross_pairs(thumbs: np.ndarray, base_r: np.ndarray, query_r: np.ndarray, k: 
                                           reduce_above=CROSS_REDUCE_ABOVE), base_r, fq))
         if len(fb):
             q, q_m = _view_rows(thumbs, vectors, "pixels", query_r, True)
-            parts.append(rows_of(csls_knn(_view_rows(thumbs, vectors, "content", fb, False)[0], q, k, pool=CROSS_POOL,
+            parts.append(rows_of(csls_knn(_view_rows(thumbs, vectors, "content", fb, False, spill=True)[0], q, k, pool=CROSS_POOL,
                                           mirrored_queries=q_m, reduce_above=CROSS_REDUCE_ABOVE), fb, query_r))
         if parts:
             out.append(("framed", *(np.concatenate(c) for c in zip(*parts))))
@@ -529,7 +583,7 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
                 # not every valid row of every view, as is and mirrored (5.8 kB an image)
                 base_r, query_r = rows_v[base], rows_v[query]
                 q, q_m = _view_rows(thumbs, vectors, view, query_r, True)
-                sc, ids, _, mir = csls_knn(_view_rows(thumbs, vectors, view, base_r, False)[0], q, k_pixel,
+                sc, ids, _, mir = csls_knn(_view_rows(thumbs, vectors, view, base_r, False, spill=True)[0], q, k_pixel,
                                            mirrored_queries=q_m)
                 del q, q_m
                 qi, r = np.nonzero(ids >= 0)
@@ -610,7 +664,7 @@ def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: i
     q_pos = np.array([pos[int(q)] for q in queries], np.int64)
     found: set[tuple[int, int]] = set()
     for view in views:  # one view at a time, made now unless given; the mirrored view only for the queries
-        vec = _view_rows(thumbs, vectors, view, rows, False)[0]
+        vec = _view_rows(thumbs, vectors, view, rows, False, spill=True)[0]
         _, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=_view_rows(thumbs, vectors, view, rows[q_pos], True)[1])
         del vec
         for qi, row in zip(q_pos.tolist(), ids.tolist()):

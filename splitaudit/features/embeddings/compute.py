@@ -256,10 +256,12 @@ def embed_dataset(
             have[i] = True
     del cached
     if todo:
-        cols = {"path": np.array([records[i].path for i in todo], dtype=object), "pixels": np.empty(len(todo), dtype=object)}
+        cols = {"path": np.empty(len(todo), dtype=object), "pixels": np.empty(len(todo), dtype=object)}
         for j, i in enumerate(todo):
-            if records[i].array_index >= 0:
-                cols["pixels"][j] = arrays[records[i].split][records[i].array_index]
+            r = records[i]  # read once: a RecordTable makes the record when read
+            cols["path"][j] = r.path
+            if r.array_index >= 0:
+                cols["pixels"][j] = arrays[r.split][r.array_index]
         idx = np.asarray(todo)
         unstored: list[int] = []  # rows computed, not yet written to the cache (written ~1k at a time)
 
