@@ -216,9 +216,13 @@ def _pillow_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
 
 
 def _standardise(v: np.ndarray) -> np.ndarray:
+    """Rows of ``v`` (flattened per view), zero-mean and unit-norm. ``v`` is float and the caller's scratch: it is
+    standardised in place (the same values as ``v - mean`` over ``np.linalg.norm``, without their copies)."""
     v = v.reshape(len(v), -1)
-    v = v - v.mean(axis=1, keepdims=True)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)
+    v -= v.mean(axis=1, keepdims=True)
+    # np.linalg.norm(v, axis=1)'s own sum (add.reduce of the squares), without its conjugate copy
+    v /= np.maximum(np.sqrt(np.add.reduce(v * v, axis=1, keepdims=True)), 1e-6)
+    return v
 
 
 def standard_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
