@@ -187,7 +187,8 @@ def mirror_views(views: np.ndarray, t: np.ndarray) -> np.ndarray:
         clip = _layout()[2]
         for (side, first, lack), (cols, ops) in zip(missing, _mirror_operators()):
             n = _operators()[side][0]
-            rows_t = _rounded(cols @ img.T, clip)  # type: ignore[operator]  # the horizontal pass of those crops, transposed
+            # the horizontal pass of those crops, transposed
+            rows_t = _rounded(cols @ img.T, clip)  # type: ignore[operator]
             block = _rounded(ops @ rows_t.T, clip).reshape(n, SIDE, len(lack), SIDE)  # type: ignore[operator]
             for j, kx in enumerate(lack):
                 out[first + np.arange(n) * n + kx] = block[:, :, j, :]
