@@ -236,3 +236,16 @@ def test_an_error_in_a_helper_thread_is_raised_by_the_loop(photos: dict[str, np.
     else:
         raise AssertionError("no error")
     assert threading.active_count() == before
+
+
+def test_standardise_in_place_gives_the_former_values(photos: dict[str, np.ndarray]) -> None:
+    """_standardise works in place on the caller's float copy and sums the squares itself: every value equals the
+    former ``(v - mean) / max(np.linalg.norm(v - mean), 1e-6)``, on real crop views, a blank and a white image."""
+    thumbs = [np.zeros((THUMB, THUMB), np.float32), np.full((THUMB, THUMB), 255, np.float32)]
+    thumbs += [thumbnail(np.ascontiguousarray(p[:40, :40])) for p in photos.values()]
+    for t in thumbs:
+        for v in (raw_views(t), raw_views(t, True)):
+            x = v.reshape(len(v), -1).astype(np.float32)
+            x = x - x.mean(axis=1, keepdims=True)
+            former = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+            np.testing.assert_array_equal(_standardise(v.astype(np.float32)), former)

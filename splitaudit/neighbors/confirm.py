@@ -115,24 +115,38 @@ def _rounded(x: np.ndarray, clip: bool) -> np.ndarray:
     return x
 
 
+@lru_cache(maxsize=1)
+def _sparse_layout() -> tuple[object, list[tuple[int, int, int, object]]]:
+    """:func:`_layout`'s operators as sparse (CSR) matrices: every output pixel of a crop view has 2-5 non-zero
+    weights of the dense rows' 96 (2,182 of the stacked horizontal operator's 59,904 numbers), so the products do
+    ~20x fewer multiplications. The sums are exact (:func:`exact_sums`): the sparse products give the very same
+    values as the dense ones, in whatever order they add."""
+    from scipy.sparse import csr_matrix
+
+    ops_all, parts, _ = _layout()
+    return csr_matrix(ops_all), [(n, lo, hi, csr_matrix(ops)) for n, lo, hi, ops in parts]
+
+
 def raw_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
     """The thumbnail's crops (all scales, 3x3 positions), each resized to SIDE×SIDE: (V, SIDE, SIDE) uint8 (grey
-    levels, rounded: a quarter of the float32 bytes); optionally of its mirror. Computed as matrix products with
+    levels, rounded: a quarter of the float32 bytes); optionally of its mirror. Computed as products with
     Pillow's BILINEAR weights (:func:`_operators`: ~0.5 ms an orientation against ~2 ms for 37 Pillow crops and
     resizes), rounded after each pass as Pillow rounds: at most a grey level apart (fixed-point ties). The sums are
-    exact (:func:`_layout`), so the horizontal pass of every side is one product."""
+    exact (:func:`_layout`), so the horizontal pass of every side is one product, and the products are sparse
+    (:func:`_sparse_layout`: 0.46 ms an image against 1.03 for the dense ones, the same values)."""
     img = np.asarray(t, np.float64)
     if mirrored:
         img = img[:, ::-1]
-    ops_all, parts, clip = _layout()
+    clip = _layout()[2]
+    ops_all, parts = _sparse_layout()
     # rounded after each pass, as Pillow's 8-bit resampling (horizontal, then vertical) rounds
     # (half up, as Pillow's fixed point rounds: upscaled small images land on halves often)
-    rows = _rounded(img @ ops_all.T, clip)
+    rows_t = _rounded(ops_all @ img.T, clip)  # type: ignore[operator]  # the horizontal pass, transposed: (624, THUMB)
     out = np.empty((len(_crops()), SIDE, SIDE), np.uint8)
     at = 0
     for n, lo, hi, ops in parts:
         # every (y, x) offset pair of this side as SIDE x SIDE blocks, in _crops' order (y, then x)
-        block = _rounded(ops @ rows[:, lo:hi], clip)
+        block = _rounded(ops @ rows_t[lo:hi].T, clip)  # type: ignore[operator]
         out[at : at + n * n] = block.reshape(n, SIDE, n, SIDE).transpose(0, 2, 1, 3).reshape(n * n, SIDE, SIDE)
         at += n * n
     return out
@@ -170,15 +184,28 @@ def mirror_views(views: np.ndarray, t: np.ndarray) -> np.ndarray:
     out[have] = views[src[have]][:, :, ::-1]
     if missing:
         img = np.asarray(t, np.float64)[:, ::-1]
-        ops_list = _operators()
         clip = _layout()[2]
-        for side, first, lack in missing:
-            n, ops = ops_list[side]
-            cols = np.concatenate([ops[k * SIDE : (k + 1) * SIDE] for k in lack])
-            rows = _rounded(img @ cols.T, clip)  # (THUMB, len(lack) x SIDE): the horizontal pass of those crops
-            block = _rounded(ops @ rows, clip).reshape(n, SIDE, len(lack), SIDE)
+        for (side, first, lack), (cols, ops) in zip(missing, _mirror_operators()):
+            n = _operators()[side][0]
+            # the horizontal pass of those crops, transposed
+            rows_t = _rounded(cols @ img.T, clip)  # type: ignore[operator]
+            block = _rounded(ops @ rows_t.T, clip).reshape(n, SIDE, len(lack), SIDE)  # type: ignore[operator]
             for j, kx in enumerate(lack):
                 out[first + np.arange(n) * n + kx] = block[:, :, j, :]
+    return out
+
+
+@lru_cache(maxsize=1)
+def _mirror_operators() -> list[tuple[object, object]]:
+    """Per side of :func:`_mirror_map`'s missing crops: the horizontal operator of those crops alone (their offsets'
+    rows, stacked) and the side's vertical operator, sparse (exact sums: see :func:`_sparse_layout`)."""
+    from scipy.sparse import csr_matrix
+
+    ops_list = _operators()
+    out = []
+    for side, _, lack in _mirror_map()[1]:
+        ops = ops_list[side][1]
+        out.append((csr_matrix(np.concatenate([ops[k * SIDE : (k + 1) * SIDE] for k in lack])), csr_matrix(ops)))
     return out
 
 
@@ -190,9 +217,13 @@ def _pillow_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
 
 
 def _standardise(v: np.ndarray) -> np.ndarray:
+    """Rows of ``v`` (flattened per view), zero-mean and unit-norm. ``v`` is float and the caller's scratch: it is
+    standardised in place (the same values as ``v - mean`` over ``np.linalg.norm``, without their copies)."""
     v = v.reshape(len(v), -1)
-    v = v - v.mean(axis=1, keepdims=True)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)
+    v -= v.mean(axis=1, keepdims=True)
+    # np.linalg.norm(v, axis=1)'s own sum (add.reduce of the squares), without its conjugate copy
+    v /= np.maximum(np.sqrt(np.add.reduce(v * v, axis=1, keepdims=True)), 1e-6)
+    return v
 
 
 def standard_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
