@@ -21,6 +21,22 @@ def _unit(n: int, d: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def _spill_everything(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """Every array above 0 bytes spilled to a file (the real SpilledRows), each write's row count recorded."""
+    from splitaudit import memory
+
+    made: list[int] = []
+
+    class Recorded(memory.SpilledRows):
+        def write(self, start, rows):  # type: ignore[no-untyped-def]
+            made.append(len(rows))
+            super().write(start, rows)
+
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    monkeypatch.setattr(memory, "SpilledRows", Recorded)
+    return made
+
+
 @pytest.mark.parametrize("block", [1, 7, matches.COSINE_BLOCK])
 def test_pair_cosines_in_blocks_equal_the_whole_gather(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
     emb = _unit(500, 64, 0)
@@ -210,15 +226,7 @@ def test_base_views_in_a_file_give_the_same_candidates_and_negatives(photos: dic
     want_views = candidates.view_vectors(thumbs, rows=rows, mirror=False)
     want = candidates.candidate_pairs(thumbs, split, valid=valid)
     want_within = candidates.pairs_within(thumbs, rows, rows[::4])
-    made: list[int] = []
-
-    class Recorded(memory.SpilledRows):
-        def write(self, start, rows):  # type: ignore[no-untyped-def]
-            made.append(len(rows))
-            super().write(start, rows)
-
-    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
-    monkeypatch.setattr(memory, "SpilledRows", Recorded)
+    made = _spill_everything(monkeypatch)
     monkeypatch.setattr(candidates, "VIEW_CHUNK", 50)
     spilled = candidates.view_vectors(thumbs, rows=rows, mirror=False, spill=True)
     for view in want_views:
@@ -283,15 +291,7 @@ def test_screen_with_its_images_in_a_file_gives_the_same_answer(photos: dict[str
     rng = np.random.default_rng(1)
     a, b = rng.integers(0, len(thumbs) // 2, 300), rng.integers(len(thumbs) // 2, len(thumbs), 300)
     in_memory = verify.screen(thumbs, a, b, workers=1)
-    made = []
-
-    class Recorded(memory.SpilledRows):
-        def write(self, start, rows):  # type: ignore[no-untyped-def]
-            made.append(len(rows))
-            super().write(start, rows)
-
-    monkeypatch.setattr(memory, "SPILL_BYTES", 0)
-    monkeypatch.setattr(memory, "SpilledRows", Recorded)
+    made = _spill_everything(monkeypatch)
     monkeypatch.setattr(screen_module, "BLOCK", 16)
     before = set(glob.glob(f"{tempfile.gettempdir()}/splitaudit-rows-*"))
     spilled = verify.screen(thumbs, a, b, workers=1)
