@@ -322,6 +322,20 @@ def _matrix(k: float, theta: float, dx: float, dy: float, c: float) -> np.ndarra
     return np.array([[co, -si, c - (co * px - si * py)], [si, co, c - (si * px + co * py)]])
 
 
+def too_far(params: np.ndarray, side: int) -> np.ndarray:
+    """Per parameter row (k, theta, dx, dy in working pixels): b's centre lies further from a's than MAX_OFFSET of
+    the side beyond what a crop allows. A view zoomed k times lies inside the other's frame while its centre is
+    within side (1 - 1/k) / 2 of the other's on each axis (a 25% corner crop: 12.5% off on both axes, 0.18 of the
+    side in all, past MAX_OFFSET while every pixel of it is the source's); only the offset past that counts. At
+    zoom 1 this is MAX_OFFSET itself: a neighbouring crop of one scene is another framing, not a copy."""
+    params = np.asarray(params, np.float64).reshape(-1, 4)
+    k = np.maximum(params[:, 0], 1e-6)
+    slack = 0.5 * side * np.abs(1.0 - 1.0 / k)
+    ex = np.maximum(np.abs(params[:, 2]) - slack, 0.0)
+    ey = np.maximum(np.abs(params[:, 3]) - slack, 0.0)
+    return ex * ex + ey * ey > (MAX_OFFSET * side) ** 2
+
+
 def _inset(box: np.ndarray, side: int) -> np.ndarray:
     """The content boxes (P, 4) less MARGIN (scaled to ``side``) on each side, where the band-pass saw padding or
     fill; a box too small for that is kept whole."""
@@ -469,7 +483,7 @@ class _Stack:
             ncc = np.where(den > 1e-9, cov / np.where(den > 1e-9, den, 1.0), 0.0)
             k = params[rows, 0]
             ov = n / np.minimum(self.area[rows], self.area_b[rows] / (k * k))
-            far = params[rows, 2] ** 2 + params[rows, 3] ** 2 > (MAX_OFFSET * self.side) ** 2
+            far = too_far(params[rows], self.side)
             overlap[rows] = np.where(far, 0.0, ov)
             score[rows] = np.where(far | (ov < MIN_OVERLAP), 0.0, ncc)
         return score, overlap
@@ -570,10 +584,12 @@ def _refine_stack(stack: _Stack, params: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _too_far(n: int, tw: int, side: int) -> np.ndarray:
-    """Template placements whose centre lies more than MAX_OFFSET of the side from the image's centre."""
+def _too_far(n: int, tw: int, side: int, f: float = 1.0) -> np.ndarray:
+    """Template placements (of an image shrunk by ``f``) whose centre lies too far from the image's centre
+    (:func:`too_far`)."""
     off = np.arange(n) + (tw - 1) / 2.0 - (side - 1) / 2.0
-    return (off[:, None] ** 2 + off[None, :] ** 2) > (MAX_OFFSET * side) ** 2
+    ex = np.maximum(np.abs(off) - 0.5 * side * (1.0 - f), 0.0)
+    return (ex[:, None] ** 2 + ex[None, :] ** 2) > (MAX_OFFSET * side) ** 2
 
 
 def _template_match(x: np.ndarray, y: np.ndarray, f: float, theta: float) -> tuple[float, float, float]:
@@ -596,7 +612,7 @@ def _template_match(x: np.ndarray, y: np.ndarray, f: float, theta: float) -> tup
         tmpl = cv2.warpAffine(y, m, (tw, tw), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REFLECT)
     res = cv2.matchTemplate(x, tmpl, cv2.TM_CCOEFF_NORMED)
-    res[_too_far(res.shape[0], tw, side)] = -1.0
+    res[_too_far(res.shape[0], tw, side, f)] = -1.0
     _, peak, _, (px, py) = cv2.minMaxLoc(res)
 
     def sub(lo: float, mid: float, hi: float) -> float:  # plain floats: np.clip on scalars was 3% of a registration
