@@ -71,6 +71,9 @@ FRAME_EDGE = 16.0
 #: The largest offset of b's centre from a's (share of the side): a window moved further is another framing of
 #: the scene (a neighbouring crop), not a copy; copies shift a few pixels or crop at most ~20% (offset 10%).
 MAX_OFFSET = 0.15
+#: A view inside the other's frame may lie further off-centre than MAX_OFFSET, as far as its zoom allows, to within
+#: this share of the side (:func:`too_far`): a crop of 25% from a corner, or a rotated crop.
+CONTAINED = 0.03
 #: Working pixels left out of the score along each edge of a content box: the band-pass there saw the image's
 #: reflected border or a frame's fill, which a shifted or re-framed copy does not share.
 MARGIN = 3
@@ -324,16 +327,19 @@ def _matrix(k: float, theta: float, dx: float, dy: float, c: float) -> np.ndarra
 
 def too_far(params: np.ndarray, side: int) -> np.ndarray:
     """Per parameter row (k, theta, dx, dy in working pixels): b's centre lies further from a's than MAX_OFFSET of
-    the side beyond what a crop allows. A view zoomed k times lies inside the other's frame while its centre is
-    within side (1 - 1/k) / 2 of the other's on each axis (a 25% corner crop: 12.5% off on both axes, 0.18 of the
-    side in all, past MAX_OFFSET while every pixel of it is the source's); only the offset past that counts. At
-    zoom 1 this is MAX_OFFSET itself: a neighbouring crop of one scene is another framing, not a copy."""
+    the side, and the smaller view is not inside the larger one (to within CONTAINED of the side). A view zoomed k
+    times lies inside the other's frame while its centre is within side (1 - 1/k) / 2 of the other's on each axis: a
+    25% corner crop is 12.5% off on both axes, 0.18 of the side in all, past MAX_OFFSET while every pixel of it is
+    the source's. At zoom 1 only MAX_OFFSET counts: a neighbouring crop of one scene is another framing, not a copy.
+    The two allowances are not added: a neighbouring crop zoomed 7% and 17% off (a distinct 32-px tile that passed
+    the level rule) is neither."""
     params = np.asarray(params, np.float64).reshape(-1, 4)
     k = np.maximum(params[:, 0], 1e-6)
     slack = 0.5 * side * np.abs(1.0 - 1.0 / k)
     ex = np.maximum(np.abs(params[:, 2]) - slack, 0.0)
     ey = np.maximum(np.abs(params[:, 3]) - slack, 0.0)
-    return ex * ex + ey * ey > (MAX_OFFSET * side) ** 2
+    return ((params[:, 2] ** 2 + params[:, 3] ** 2 > (MAX_OFFSET * side) ** 2)
+            & (ex * ex + ey * ey > (CONTAINED * side) ** 2))
 
 
 def _inset(box: np.ndarray, side: int) -> np.ndarray:
@@ -589,7 +595,8 @@ def _too_far(n: int, tw: int, side: int, f: float = 1.0) -> np.ndarray:
     (:func:`too_far`)."""
     off = np.arange(n) + (tw - 1) / 2.0 - (side - 1) / 2.0
     ex = np.maximum(np.abs(off) - 0.5 * side * (1.0 - f), 0.0)
-    return (ex[:, None] ** 2 + ex[None, :] ** 2) > (MAX_OFFSET * side) ** 2
+    return (((off[:, None] ** 2 + off[None, :] ** 2) > (MAX_OFFSET * side) ** 2)
+            & ((ex[:, None] ** 2 + ex[None, :] ** 2) > (CONTAINED * side) ** 2))
 
 
 def _template_match(x: np.ndarray, y: np.ndarray, f: float, theta: float) -> tuple[float, float, float]:
@@ -805,6 +812,30 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
             if turn.any():
                 start_p[turn] = _rotated_starts(sub.take(turn), start_p[turn])
         params[todo] = _refine_stack(sub, start_p)
+    return _scored(prep, ia, ib, flipped, params, peak, stack, tries)
+
+
+def register_from(prep: Prepared, ia: np.ndarray, ib: np.ndarray, mirrored: np.ndarray, params: np.ndarray, *,
+                  tries: tuple[float, ...] = ()) -> Registered:
+    """:func:`register_pairs` from whole starts (``mirrored`` and ``params``, P x 4: k, theta, dx, dy in working
+    pixels, as :mod:`.keypoints` fits them): no template search, the sub-pixel refinement and the final scores
+    only. The template peak is NaN."""
+    ia = np.asarray(ia, np.int64)
+    ib = np.asarray(ib, np.int64)
+    side = prep.image.shape[1]
+    flipped = np.asarray(mirrored, bool)
+    b = prep.image[ib].copy()
+    b[flipped] = b[flipped][:, :, ::-1]
+    box_b = prep.box[ib].copy()
+    box_b[flipped] = mirror_box(box_b[flipped], side)
+    stack = _Stack(prep.image[ia], prep.box[ia], b, box_b)
+    params = _refine_stack(stack, np.asarray(params, np.float64).reshape(-1, 4)) if len(ia) else np.zeros((0, 4))
+    return _scored(prep, ia, ib, flipped, params, np.full(len(ia), math.nan), stack, tries)
+
+
+def _scored(prep: Prepared, ia: np.ndarray, ib: np.ndarray, flipped: np.ndarray, params: np.ndarray, peak: np.ndarray,
+            stack: _Stack, tries: tuple[float, ...]) -> Registered:
+    """The final score and the grey-level agreements of pairs registered at ``params`` (:func:`register_pairs`)."""
     score, overlap = stack.final(params, tries)
     gb = prep.grey[ib].copy()
     gb[flipped] = gb[flipped][:, :, ::-1]
