@@ -347,13 +347,25 @@ class AuditContext:
             # (which hash alike) from distinct images that collide
             return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
                 thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None, have_embedding=have,
-                hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers, aspect=shown_aspect(f)))
+                hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers, aspect=shown_aspect(f),
+                keys=self._keys(valid)))
 
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
         # of the key, so a changed algorithm never serves results of the old one.
         inputs = ("copies-v1", _verifier_code(), self.hash_options.max_pixels, self.split_index, valid, tuple(f["digest"]),
                   self.backbone, have, hp.a, hp.b, "trust-by-calibration")
         return self.stored(("copies", max_phash, max_dhash), inputs, compute, CopyMatches.from_arrays)
+
+    def _keys(self, valid: np.ndarray):  # type: ignore[no-untyped-def]
+        """The copy stage's key images (:func:`~splitaudit.neighbors.keypoints.record_keys`): photos whose smaller
+        side is :data:`~splitaudit.neighbors.keypoints.KEY_FROM` px or more; None when there are none."""
+        from ..neighbors.keypoints import KEY_FROM, record_keys
+
+        f = self.features
+        eligible = valid & (np.minimum(f["width"], f["height"]) >= KEY_FROM)
+        if not eligible.any():
+            return None
+        return record_keys(self.dataset, eligible, max_pixels=self.hash_options.max_pixels, engine=self.engine)
 
     def computed_copies(self) -> CopyMatches | None:
         """The copy stage's result at the default radii if a check ran it in this run (``None`` otherwise)."""
@@ -401,10 +413,10 @@ def staged_call(name: str, total: int, fn: Callable[[], T]) -> T:
 
 def _verifier_code() -> bytes:
     """A digest of the copy stage's source code (candidates, registration, verification, calibration)."""
-    from ..neighbors import calibrate, candidates, register, verify
+    from ..neighbors import calibrate, candidates, keypoints, register, screen, verify
 
     h = hashlib.sha256()
-    for module in (candidates, register, verify, calibrate):
+    for module in (candidates, register, verify, calibrate, screen, keypoints):
         with open(module.__file__, "rb") as fh:  # type: ignore[arg-type]
             h.update(fh.read())
     return h.digest()

@@ -32,6 +32,8 @@ Deterministic (seeded). Every value goes into the report (:class:`Calibration`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import io
 import math
 from dataclasses import dataclass
@@ -389,15 +391,18 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
               positive_sample: int = POSITIVE_SAMPLE, seed: int = 0,
               vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, per_image: int = 2,
               workers: int | None = None, hash_pairs: tuple[np.ndarray, np.ndarray] | None = None,
-              aspect: np.ndarray | None = None) -> Calibration:
+              aspect: np.ndarray | None = None,
+              keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> Calibration:
     """The copy and similar cuts for this dataset, from its training images (see the module docstring).
     ``vectors``: the candidate search's :func:`~.candidates.view_vectors` of all ``thumbs``, when at hand;
     ``per_image``: neighbours registered per sampled image (by screen score), as the decisions do; ``workers``:
     threads of the screen and the registration (the answer does not depend on them); ``hash_pairs``: the
     dataset's hash matches (record pairs), for :func:`distinct_hash_rate`; ``aspect``: the records' relative
-    shapes (:func:`~.verify.relative_aspect`), as the decisions register them."""
+    shapes (:func:`~.verify.relative_aspect`), as the decisions register them; ``keys``: the records' key images,
+    for the second opinion of local features the decisions get (:func:`~.verify.keypoint_registration`): null pairs
+    scoring :data:`~.verify.KEYS_FROM` or more get it too, so the cut is of the scores the decisions read."""
     from .candidates import pairs_within
-    from .verify import level, level_agreement, pixel_agreement, screen, select, verify_pairs
+    from .verify import KEYS_FROM, keypoint_registration, level, level_agreement, pixel_agreement, screen, select, take_better, verify_pairs
 
     if not 0 < target_rate < similar_rate < 1:
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
@@ -416,6 +421,12 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
     reg = verify_pairs(thumbs, qb, qa, start=sc.select(keep), prune=False, workers=workers, aspect=aspect)
+    if keys is not None:
+        columns = reg.to_arrays()
+        second = np.flatnonzero(reg.score >= KEYS_FROM)
+        rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect)
+        take_better(columns, second[rows], better)
+        reg = type(reg)(**columns)
     null = np.full(len(queries), -1.0)
     pos_of = {int(q): i for i, q in enumerate(queries)}
     for q, s in zip(qa.tolist(), reg.score.tolist()):

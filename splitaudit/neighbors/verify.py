@@ -14,6 +14,7 @@ bounded by the eval image count, not by the candidate count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -32,6 +33,9 @@ PAIR_BYTES = 160_000
 #: Pairs registered per eval image: its best PER_IMAGE candidates by screen score, and its best PER_IMAGE hash
 #: matches.
 PER_IMAGE = 2
+#: Registered pairs scoring this or more (and under their copy cut) get the second opinion of local features, where
+#: the caller gives key images (photos): the registration's own bound of pairs worth refining (:data:`~.register.PRUNE`).
+KEYS_FROM = 0.6
 
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
@@ -91,6 +95,49 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
             list(pool.map(lambda begin: gate.run(chunk, begin), range(0, n, CHUNK)))
     release_freed_memory()  # the chunks' working images, freed in the threads' heaps: the next step starts lower
     return Registration(**out)
+
+
+def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                          a: np.ndarray, b: np.ndarray, *, side: int = SIDE, aspect: np.ndarray | None = None
+                          ) -> tuple[np.ndarray, Registration]:
+    """The second opinion of local features (:mod:`.keypoints`): each pair registered from the similarity its
+    keypoints fit, refined and scored like every pair. Returns (the pairs that had such a start, their
+    :class:`Registration`). Pairs of an image shown in another shape (``aspect``, :func:`relative_aspect`) get none:
+    their thumbnails are squeezed before registering, their key images are not."""
+    from .keypoints import keypoint_starts
+    from .register import ASPECT_SAME, register_from
+
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    rows = np.arange(len(a))
+    if aspect is not None:
+        same = np.abs(np.log(np.asarray(aspect, np.float64))) <= np.log(ASPECT_SAME)
+        rows = rows[same[a] & same[b]]
+    found, mirrored, params, _ = keypoint_starts(keys, a[rows], b[rows], side)
+    rows, mirrored, params = rows[found], mirrored[found], params[found]
+    out = {f.name: np.zeros(len(rows), bool if f.name in ("mirrored", "still") else np.float64)
+           for f in fields(Registration)}
+    for s in range(0, len(rows), CHUNK):
+        sel = slice(s, s + CHUNK)
+        ids, inv = np.unique(np.concatenate([a[rows[sel]], b[rows[sel]]]), return_inverse=True)
+        n = len(rows[sel])
+        r = register_from(prepare(thumbs[ids], side), inv[:n], inv[n:], mirrored[sel], params[sel])
+        out["score"][sel], out["mirrored"][sel] = r.score, r.mirrored
+        out["scale"][sel], out["angle"][sel] = r.params[:, 0], r.params[:, 1]
+        out["dx"][sel], out["dy"][sel] = r.params[:, 2] / side, r.params[:, 3] / side
+        out["overlap"][sel] = np.minimum(r.overlap, 1.0)
+        out["mad"][sel], out["spread"][sel], out["still"][sel] = r.mad, r.spread, r.still
+        out["smooth_mad"][sel] = r.smooth_mad
+    return rows, Registration(**out)
+
+
+def take_better(columns: dict[str, np.ndarray], rows: np.ndarray, got: Registration) -> np.ndarray:
+    """Overwrite the :class:`Registration` columns of ``rows`` by ``got`` where it scores higher (in place);
+    returns the rows taken."""
+    better = got.score > np.nan_to_num(columns["score"][rows], nan=-np.inf)
+    for f in fields(Registration):
+        columns[f.name][rows[better]] = getattr(got, f.name)[better]
+    return rows[better]
 
 
 def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
@@ -355,7 +402,9 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool | None = False,
                 calibration=None, seed: int = 0, per_image: int = PER_IMAGE, workers: int | None = None,
-                aspect: np.ndarray | None = None) -> CopyMatches:  # type: ignore[no-untyped-def]
+                aspect: np.ndarray | None = None,
+                keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+                ) -> CopyMatches:  # type: ignore[no-untyped-def]
     """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
     candidate, registration of each eval image's ``per_image`` best candidates and best hash matches,
     calibration on the training split (unless one is given), decisions, and every record's best copy score.
@@ -367,7 +416,10 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     :data:`~.thresholds.HASH_COLLISION_RATE`: copies inside train do not count against the hashes); ``workers``: threads of the screen and the
     registration (default: one per core; the answer does not depend on them); ``aspect``: each record's width /
     height as shown (None: all square, as arrays are): thumbnails are squashed squares, and a copy cut to another
-    shape than its source's is registered in their shared geometry (:func:`relative_aspect`)."""
+    shape than its source's is registered in their shared geometry (:func:`relative_aspect`); ``keys``: the key
+    images of records (:func:`~.keypoints.keypoint_starts`; ok only for photos of
+    :data:`~.keypoints.KEY_FROM` px or more): registered pairs scoring from :data:`KEYS_FROM` up to their copy cut
+    get the second opinion of local features (:func:`keypoint_registration`), the calibration's null pairs alike."""
     from .calibrate import calibrate, crowding
     from .candidates import candidate_pairs, embedding_pairs
 
@@ -385,7 +437,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     if calibration is None:
         hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed,
-                                per_image=per_image, workers=workers, hash_pairs=hashes, aspect=aspect)
+                                per_image=per_image, workers=workers, hash_pairs=hashes, aspect=aspect, keys=keys)
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
 
@@ -400,6 +452,14 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
            for f in fields(Registration)}
     for name, col in reg.items():
         col[keep] = getattr(got, name)
+    if keys is not None:
+        # the pairs a start the dense search cannot reach might decide: registered, scoring from KEYS_FROM to their
+        # copy cut (those above it are copies already)
+        copy_cut, _ = calibration.cuts(crowd[cand.b])
+        score = np.nan_to_num(reg["score"], nan=-1.0)
+        second = np.flatnonzero(keep & (score >= KEYS_FROM) & (score < copy_cut))
+        rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect)
+        take_better(reg, second[rows], better)
     # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration, and an
     # eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
     mad, spread = still_agreement(thumbs, cand.a, cand.b)
