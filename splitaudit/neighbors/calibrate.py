@@ -411,24 +411,29 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     if len(train_rows) < 3:
         return _bare(target_rate, similar_rate, seed)
     queries = np.sort(rng.choice(train_rows, size=min(null_sample, len(train_rows)), replace=False))
-    qa, qb = pairs_within(thumbs, train_rows, queries, vectors=vectors)
+    qa, qb, qrank = pairs_within(thumbs, train_rows, queries, vectors=vectors, ranks=True)
     if vectors is not None:  # the caller's pixel views (114 MiB at 20k): not held through the screen and registration
         vectors.clear()
     sc = screen(thumbs, qb, qa, workers=workers, aspect=aspect)  # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
     keep = select(sc, qa, per_image)
+    # the pairs the decisions also give keypoints (verify.find_copies): a pixel view's nearest, not registered
+    unkept = (qb[~keep & (qrank == 0)], qa[~keep & (qrank == 0)])
     qa, qb = qa[keep], qb[keep]
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
     reg = verify_pairs(thumbs, qb, qa, start=sc.select(keep), prune=False, workers=workers, aspect=aspect)
+    null = np.full(len(queries), -1.0)
+    pos_of = {int(q): i for i, q in enumerate(queries)}
     if keys is not None:
         columns = reg.to_arrays()
         second = np.flatnonzero(reg.score >= KEYS_FROM)
-        rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect)
+        rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect, workers=workers)
         take_better(columns, second[rows], better)
         reg = type(reg)(**columns)
-    null = np.full(len(queries), -1.0)
-    pos_of = {int(q): i for i, q in enumerate(queries)}
+        rows, extra = keypoint_registration(thumbs, keys, *unkept, aspect=aspect, workers=workers)
+        for q, s in zip(unkept[1][rows].tolist(), extra.score.tolist()):
+            null[pos_of[q]] = max(null[pos_of[q]], s)
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)
     prow = np.sort(rng.choice(train_rows, size=min(positive_sample, len(train_rows)), replace=False))

@@ -655,20 +655,26 @@ def _split_pairs(split_index: np.ndarray, rows: np.ndarray):  # type: ignore[no-
 
 def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int = PIXEL_K,
                  views: tuple[str, ...] = VIEWS, vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 cross: tuple[str, ...] = CROSS) -> tuple[np.ndarray, np.ndarray]:
+                 cross: tuple[str, ...] = CROSS, ranks: bool = False) -> tuple[np.ndarray, ...]:
     """Each of ``queries``' k nearest *other* images among ``rows`` in every pixel view (flip-aware, CSLS) and
     every :data:`CROSS` search: the neighbours a calibration draws its negatives from, as the candidate search
-    would propose them. Returns record pairs (query, neighbour), unique."""
+    would propose them. Returns record pairs (query, neighbour), unique, and with ``ranks`` each pair's best rank
+    over the views (0: some view's nearest), as :class:`Candidates`' ``pixel_rank``."""
     rows = np.asarray(rows, np.int64)
     pos = {int(r): i for i, r in enumerate(rows)}
     q_pos = np.array([pos[int(q)] for q in queries], np.int64)
-    found: set[tuple[int, int]] = set()
+    found: dict[tuple[int, int], int] = {}
+
+    def add(pair: tuple[int, int], rank: int) -> None:
+        found[pair] = min(rank, found.get(pair, rank))
+
     for view in views:  # one view at a time, made now unless given; the mirrored view only for the queries
         vec = _view_rows(thumbs, vectors, view, rows, False, spill=True)[0]
         _, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=_view_rows(thumbs, vectors, view, rows[q_pos], True)[1])
         del vec
         for qi, row in zip(q_pos.tolist(), ids.tolist()):
-            found.update((int(rows[qi]), int(rows[j])) for j in row if j >= 0 and j != qi)
+            for rank, j in enumerate(j for j in row if j >= 0 and j != qi):
+                add((int(rows[qi]), int(rows[j])), rank)
         release_freed_memory()
     # the cross searches with one more neighbour each (the query itself is in the base), then its k best others
     for _, nb, q, rank, _, _ in cross_pairs(thumbs, rows, rows[q_pos], CROSS_K + 1, cross, vectors):
@@ -678,6 +684,9 @@ def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: i
         first = np.r_[True, q[order][1:] != q[order][:-1]] if len(order) else np.zeros(0, bool)
         place = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
         sel = order[place < CROSS_K]
-        found.update(zip(q[sel].tolist(), nb[sel].tolist()))
+        for pair, r in zip(zip(q[sel].tolist(), nb[sel].tolist()), place[place < CROSS_K].tolist()):
+            add(pair, int(r))
     pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
+    if ranks:
+        return pairs[:, 0], pairs[:, 1], np.array([found[(int(x), int(y))] for x, y in pairs], np.int64)
     return pairs[:, 0], pairs[:, 1]

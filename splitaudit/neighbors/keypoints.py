@@ -34,7 +34,8 @@ KEY_FROM = 96
 #: suite (``benchmarks/copy_check.py --photo-side 112 --transforms extra``, prototype): with these settings 0.64 of
 #: the 25% corner crops are found from the fitted start, against 0.58 with SIFT at 8x the cost (8.6 against 1.1 ms
 #: an image).
-FEATURES = 500
+FEATURES = 250
+LEVELS = 4
 PATCH = 15
 FAST = 5
 #: Lowe's ratio test: a match is kept when its best distance is under RATIO of the second best.
@@ -45,8 +46,8 @@ MIN_INLIERS = 6
 #: Fits outside these zooms and angles are no start (the refinement's bounds, :data:`~.register.MAX_ZOOM`, with room).
 MAX_ZOOM = 1.5
 MAX_ANGLE = 15.0
-#: Pairs fitted together: their images are decoded and described at once (~36 kB an image in flight).
-CHUNK = 256
+#: Pairs fitted together: their images are decoded and described at once (~24 kB an image in flight).
+CHUNK = 128
 
 Keys = tuple[np.ndarray, np.ndarray]  # (points (n, 2) float32, ORB descriptors (n, 32) uint8)
 
@@ -55,7 +56,7 @@ def describe(grey: np.ndarray) -> Keys:
     """ORB keypoints of one grey uint8 image: their positions and descriptors (none: empty arrays)."""
     import cv2
 
-    orb = cv2.ORB_create(FEATURES, edgeThreshold=PATCH // 2 + 1, patchSize=PATCH, fastThreshold=FAST)
+    orb = cv2.ORB_create(FEATURES, nlevels=LEVELS, edgeThreshold=PATCH // 2 + 1, patchSize=PATCH, fastThreshold=FAST)
     kp, desc = orb.detectAndCompute(np.ascontiguousarray(grey, np.uint8), None)
     if desc is None or not kp:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
@@ -103,11 +104,17 @@ def to_params(m: np.ndarray, key_side: int, side: int) -> np.ndarray | None:
 
 
 def keypoint_starts(keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], a: np.ndarray, b: np.ndarray,
-                    side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                    side: int, *, workers: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per pair (a[j], b[j]): (found, mirrored, params (P, 4) at the working ``side``, inliers): the similarity
     fitted to the two images' keypoints, b as is or mirrored, whichever holds more inliers (at least
     :data:`MIN_INLIERS`). ``keys(rows)``: (key images (n, KEY_SIDE, KEY_SIDE) uint8, ok mask) of those records.
-    Pairs go :data:`CHUNK` at a time; an image is described once per chunk it appears in."""
+    Pairs go :data:`CHUNK` at a time (an image is described once per chunk it appears in), one chunk per thread
+    (``workers``, default one per core; OpenCV releases the GIL); the answer does not depend on them."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..features.runner import default_workers
+
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     p = len(a)
@@ -115,13 +122,14 @@ def keypoint_starts(keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     mirrored = np.zeros(p, bool)
     params = np.zeros((p, 4))
     inliers = np.zeros(p, np.int64)
-    if not p:
-        return found, mirrored, params, inliers
     order = np.lexsort((b, a))  # pairs that share an image close together: it is described once in their chunk
-    for s in range(0, p, CHUNK):  # a chunk of pairs at a time: memory bounded by the chunk, not the pair count
+    reading = threading.Lock()  # ``keys`` decodes (or asks an engine to) one call at a time
+
+    def chunk(s: int) -> None:  # writes its own rows of the answer: chunks run side by side
         sel = order[s : s + CHUNK]
         ids = np.unique(np.concatenate([a[sel], b[sel]]))
-        images, ok = keys(ids)
+        with reading:
+            images, ok = keys(ids)
         key_side = images.shape[1] if images.ndim == 3 and len(images) else KEY_SIDE
         later = set(b[sel].tolist())  # described mirrored too
         described: dict[int, Keys] = {}
@@ -143,6 +151,15 @@ def keypoint_starts(keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
             got = None if best_m is None or best < MIN_INLIERS else to_params(best_m, key_side, side)
             if got is not None:
                 found[j], mirrored[j], params[j], inliers[j] = True, best_f, got, best
+
+    starts = range(0, p, CHUNK)
+    workers = min(default_workers() if workers is None else workers, len(starts))
+    if workers <= 1:
+        for s in starts:
+            chunk(s)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="splitaudit-keys") as pool:
+            list(pool.map(chunk, starts))
     return found, mirrored, params, inliers
 
 

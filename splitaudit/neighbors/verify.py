@@ -35,7 +35,7 @@ PAIR_BYTES = 160_000
 PER_IMAGE = 2
 #: Registered pairs scoring this or more (and under their copy cut) get the second opinion of local features, where
 #: the caller gives key images (photos): the registration's own bound of pairs worth refining (:data:`~.register.PRUNE`).
-KEYS_FROM = 0.6
+KEYS_FROM = 0.8
 
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
@@ -98,8 +98,8 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
 
 
 def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-                          a: np.ndarray, b: np.ndarray, *, side: int = SIDE, aspect: np.ndarray | None = None
-                          ) -> tuple[np.ndarray, Registration]:
+                          a: np.ndarray, b: np.ndarray, *, side: int = SIDE, aspect: np.ndarray | None = None,
+                          workers: int | None = None) -> tuple[np.ndarray, Registration]:
     """The second opinion of local features (:mod:`.keypoints`): each pair registered from the similarity its
     keypoints fit, refined and scored like every pair. Returns (the pairs that had such a start, their
     :class:`Registration`). Pairs of an image shown in another shape (``aspect``, :func:`relative_aspect`) get none:
@@ -113,7 +113,7 @@ def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple
     if aspect is not None:
         same = np.abs(np.log(np.asarray(aspect, np.float64))) <= np.log(ASPECT_SAME)
         rows = rows[same[a] & same[b]]
-    found, mirrored, params, _ = keypoint_starts(keys, a[rows], b[rows], side)
+    found, mirrored, params, _ = keypoint_starts(keys, a[rows], b[rows], side, workers=workers)
     rows, mirrored, params = rows[found], mirrored[found], params[found]
     out = {f.name: np.zeros(len(rows), bool if f.name in ("mirrored", "still") else np.float64)
            for f in fields(Registration)}
@@ -453,13 +453,16 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     for name, col in reg.items():
         col[keep] = getattr(got, name)
     if keys is not None:
-        # the pairs a start the dense search cannot reach might decide: registered, scoring from KEYS_FROM to their
-        # copy cut (those above it are copies already)
+        # the pairs a start the dense search cannot reach might decide: registered ones scoring from KEYS_FROM to
+        # their copy cut (those above it are copies already), and a pixel view's nearest that the screen did not
+        # rank among the best (a 25% corner crop screens at 0.2-0.5: its zoom and offset are past the screen's)
         copy_cut, _ = calibration.cuts(crowd[cand.b])
         score = np.nan_to_num(reg["score"], nan=-1.0)
-        second = np.flatnonzero(keep & (score >= KEYS_FROM) & (score < copy_cut))
-        rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect)
-        take_better(reg, second[rows], better)
+        second = np.flatnonzero((keep & (score >= KEYS_FROM) & (score < copy_cut)) | (~keep & (cand.pixel_rank == 0)))
+        rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect,
+                                             workers=workers)
+        keep = keep.copy()
+        keep[take_better(reg, second[rows], better)] = True
     # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration, and an
     # eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
     mad, spread = still_agreement(thumbs, cand.a, cand.b)

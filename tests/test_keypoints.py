@@ -1,0 +1,184 @@
+"""Local features with RANSAC as the registration's second start, for photos (issue #11): real photo windows at
+112 px, crops the dense search does not reach (25% from a corner), neighbouring crops that keypoints match well but
+that are other framings, and the stage end to end from a user's folders."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from splitaudit.neighbors import register as rg
+from splitaudit.neighbors.keypoints import KEY_SIDE, KeyImages, keypoint_starts
+from splitaudit.neighbors.verify import find_copies, keypoint_registration
+
+OUT = 112  # the photos' side
+THUMB = 64  # their thumbnails' (features.thumbnails.PHOTO)
+
+
+def window(photo: np.ndarray, cx: float, cy: float, region: float, *, zoom: float = 1.0,
+           shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The ``region``-px square of ``photo`` around (cx, cy) (moved by ``shift`` regions), zoomed, as OUT px."""
+    up = 4 * OUT
+    k = region / zoom / up
+    c = (up - 1) / 2
+    centre = np.array([cx + shift[0] * region, cy + shift[1] * region])
+    m = np.hstack([k * np.eye(2), (centre - k * np.array([c, c]))[:, None]])
+    hi = cv2.warpAffine(photo, m, (up, up), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    return cv2.resize(hi, (OUT, OUT), interpolation=cv2.INTER_AREA)
+
+
+def corner_crop(photo: np.ndarray, cx: float, cy: float, region: float, sx: int = 1, sy: int = 1) -> np.ndarray:
+    """25% cut off from one corner: the remaining 75% of the window, grown back to OUT px."""
+    return window(photo, cx, cy, region, zoom=1 / 0.75, shift=(sx * 0.125, sy * 0.125))
+
+
+def thumbs_of(images: np.ndarray) -> np.ndarray:
+    return np.stack([cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+                     for im in images])
+
+
+def keys_of(images: np.ndarray):  # type: ignore[no-untyped-def]
+    """``keys(rows)`` as the check context makes it, over in-memory images (the same batch function)."""
+    got = KeyImages(max_pixels=10**8)({"path": np.full(len(images), None, dtype=object),
+                                       "pixels": np.array(list(images) + [None], dtype=object)[:-1]})
+    return lambda rows: (got["key"][rows], got["ok"][rows])
+
+
+@pytest.fixture(scope="module")
+def windows(photos):  # type: ignore[no-untyped-def]
+    """(images, where): 112-px windows of 96-px regions of four photos, 10 each, textured, not overlapping."""
+    imgs, where = [], []
+    for name in ("astronaut", "coffee", "chelsea", "china"):
+        p = photos[name]
+        h, w = p.shape[:2]
+        n = 0
+        for y in range(40, h - 140, 96):
+            for x in range(40, w - 140, 96):
+                if n < 10 and p[y : y + 96, x : x + 96].std() >= 20:
+                    imgs.append(window(p, x + 48, y + 48, 96))
+                    where.append((name, x + 48.0, y + 48.0))
+                    n += 1
+    return np.stack(imgs), where
+
+
+def test_too_far_allows_what_a_crop_needs_and_no_more() -> None:
+    side = rg.SIDE
+    p = np.array([
+        [1 / 0.75, 0.0, 6.0, 6.0],  # 25% from a corner: inside the source
+        [1 / 0.75, 0.0, -6.0, 6.5],  # the same, a little shifted
+        [1.0, 0.0, 5.0, 5.0],  # a shift within MAX_OFFSET
+        [1.0, 0.0, 12.0, 0.0],  # a neighbouring crop: 25% of the side at zoom 1
+        [1.07, 1.3, -3.8, -8.2],  # zoomed 7% and 19% off: neither inside nor within MAX_OFFSET
+        [0.75, 0.0, -6.0, -6.0],  # the source seen from the crop: the crop inside it
+    ])
+    assert rg.too_far(p, side).tolist() == [False, False, False, True, True, False]
+
+
+def test_keypoints_recover_a_corner_crop_and_its_mirror(photos, windows) -> None:  # type: ignore[no-untyped-def]
+    imgs, where = windows
+    copies, src, mirrored = [], [], []
+    for s in (0, 10, 20, 30):
+        name, cx, cy = where[s]
+        c = corner_crop(photos[name], cx, cy, 96, -1, 1)
+        for flip in (False, True):
+            copies.append(np.ascontiguousarray(c[:, ::-1]) if flip else c)
+            src.append(s)
+            mirrored.append(flip)
+    images = np.concatenate([imgs, np.stack(copies)])
+    keys = keys_of(images)
+    b = len(imgs) + np.arange(len(copies))
+    found, mir, params, inliers = keypoint_starts(keys, np.array(src), b, rg.SIDE)
+    assert found.sum() >= 6, inliers
+    assert (mir[found] == np.array(mirrored)[found]).all()
+    # b shows a's lower-left 75% grown by 1/0.75: its centre 12.5% of the side left of and below a's
+    want = np.array([1 / 0.75, 0.0, -0.125 * rg.SIDE, 0.125 * rg.SIDE])
+    for row, flip in zip(params[found], np.array(mirrored)[found]):
+        k, theta, dx, dy = row
+        assert abs(k - want[0]) < 0.04 and abs(theta) < 1.5, row
+        # a mirrored b is registered flipped back: the offset is the unflipped one
+        assert abs(dx - want[2]) < 1.0 and abs(dy - want[3]) < 1.0, (row, flip)
+    # deterministic, and the same on one thread as on two
+    again = keypoint_starts(keys, np.array(src), b, rg.SIDE, workers=1)
+    for x, y in zip((found, mir, params, inliers), again):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_keypoint_starts_score_corner_crops_high_and_neighbouring_crops_zero(photos, windows) -> None:  # type: ignore[no-untyped-def]
+    """A neighbouring crop matches by keypoints as well as a copy does (most of it is the same pixels) but lies
+    25-40% off at zoom 1: the registration scores it 0 from any start."""
+    imgs, where = windows
+    extra, src, kind = [], [], []
+    for s in (1, 11, 21, 31):
+        name, cx, cy = where[s]
+        extra.append(corner_crop(photos[name], cx, cy, 96, 1, -1))
+        src.append(s)
+        kind.append("copy")
+        extra.append(window(photos[name], cx, cy, 96, shift=(0.3, 0.1)))
+        src.append(s)
+        kind.append("neighbour")
+    images = np.concatenate([imgs, np.stack(extra)])
+    b = len(imgs) + np.arange(len(extra))
+    rows, reg = keypoint_registration(thumbs_of(images), keys_of(images), np.array(src), b)
+    kinds = np.array(kind)[rows]
+    assert (kinds == "neighbour").sum() >= 3, "keypoints match neighbouring crops: the test would prove nothing"
+    assert (reg.score[kinds == "neighbour"] == 0).all(), reg.score
+    assert (reg.score[kinds == "copy"] > 0.97).sum() >= 3, reg.score[kinds == "copy"]
+
+
+def test_find_copies_finds_corner_crops_with_keypoints_only(photos, windows) -> None:  # type: ignore[no-untyped-def]
+    """End to end over arrays: 25% corner crops are copies with the key images given (calibrated with the same
+    second opinion), fewer without; neighbouring crops and distinct windows are not, either way."""
+    imgs, where = windows
+    extra, truth, hard = [], [], []
+    for i, s in enumerate((2, 5, 12, 15, 22, 25, 32, 35)):
+        name, cx, cy = where[s]
+        extra.append(corner_crop(photos[name], cx, cy, 96, (-1) ** i, 1))
+        truth.append(s)
+    for s in (3, 13, 23, 33):
+        name, cx, cy = where[s]
+        extra.append(window(photos[name], cx, cy, 96, shift=(-0.1, 0.3)))
+        hard.append(s)
+    images = np.concatenate([imgs, np.stack(extra)])
+    split = np.zeros(len(images), np.int64)
+    split[len(imgs) :] = 1
+    split[[8, 18, 28, 38]] = 1  # distinct eval windows
+    thumbs = thumbs_of(images)
+    copies = {}
+    for label, keys in (("with", keys_of(images)), ("without", None)):
+        m = find_copies(thumbs, split, keys=keys)
+        copies[label] = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
+    planted = {(s, len(imgs) + i) for i, s in enumerate(truth)}
+    assert copies["with"] <= planted, copies["with"] - planted
+    assert len(copies["with"]) >= 6, copies
+    assert len(copies["with"]) > len(copies["without"]), copies
+    assert copies["without"] <= planted
+
+
+def test_a_corner_crop_is_found_from_a_users_folders(photos, windows, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Through the check context: JPEG files of 112 px get key images (KEY_FROM), read where they lie."""
+    import splitaudit
+
+    imgs, where = windows
+    tr, ev = tmp_path / "train", tmp_path / "val"
+    os.makedirs(tr)
+    os.makedirs(ev)
+    for i, im in enumerate(imgs):
+        if i % 10 == 9:
+            Image.fromarray(im).save(ev / f"distinct{i:02d}.jpg", quality=90)
+        else:
+            Image.fromarray(im).save(tr / f"t{i:02d}.png")
+    crops = {}
+    for s in (4, 14, 24, 34):
+        name, cx, cy = where[s]
+        Image.fromarray(corner_crop(photos[name], cx, cy, 96, 1, 1)).save(ev / f"crop{s:02d}.jpg", quality=85)
+        crops[f"crop{s:02d}.jpg"] = f"t{s:02d}.png"
+    report = splitaudit.audit(str(tr), str(ev), cache=False, backbone="none", select=("near-duplicates",))
+    found = {os.path.basename(f.images[1].path): os.path.basename(f.images[0].path)
+             for f in report.findings if f.check == "near-duplicates"}
+    assert set(found.items()) <= set(crops.items()), found
+    assert len(found) >= 3, found
+    assert KEY_SIDE >= OUT  # the key images are not smaller than these photos
