@@ -131,6 +131,18 @@ def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple
     return rows, Registration(**out)
 
 
+def best_unregistered(b: np.ndarray, registered: np.ndarray, rank: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Mask of each later image's one pair that a pixel view ranks first (``rank`` 0) among its pairs not
+    ``registered``, the highest ``score`` (ties: the earlier row): the keypoints' extra pair per image."""
+    rows = np.flatnonzero(~np.asarray(registered, bool) & (np.asarray(rank) == 0))
+    out = np.zeros(len(b), bool)
+    if len(rows):
+        order = rows[np.lexsort((rows, -np.nan_to_num(np.asarray(score, np.float64)[rows], nan=-np.inf), b[rows]))]
+        first = np.r_[True, b[order][1:] != b[order][:-1]]
+        out[order[first]] = True
+    return out
+
+
 def take_better(columns: dict[str, np.ndarray], rows: np.ndarray, got: Registration) -> np.ndarray:
     """Overwrite the :class:`Registration` columns of ``rows`` by ``got`` where it scores higher (in place);
     returns the rows taken."""
@@ -454,11 +466,15 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         col[keep] = getattr(got, name)
     if keys is not None:
         # the pairs a start the dense search cannot reach might decide: registered ones scoring from KEYS_FROM to
-        # their copy cut (those above it are copies already), and a pixel view's nearest that the screen did not
-        # rank among the best (a 25% corner crop screens at 0.2-0.5: its zoom and offset are past the screen's)
+        # their copy cut (those above it are copies already), and, for each eval image without a copy yet, its
+        # best pixel-view nearest that the screen did not rank among the best (a 25% corner crop screens at
+        # 0.2-0.5: its zoom and offset are past the screen's)
         copy_cut, _ = calibration.cuts(crowd[cand.b])
         score = np.nan_to_num(reg["score"], nan=-1.0)
-        second = np.flatnonzero((keep & (score >= KEYS_FROM) & (score < copy_cut)) | (~keep & (cand.pixel_rank == 0)))
+        decided = np.zeros(n, bool)
+        decided[cand.b[score >= copy_cut]] = True
+        extra = best_unregistered(cand.b, keep | decided[cand.b], cand.pixel_rank, cand.pixel_score)
+        second = np.flatnonzero((keep & (score >= KEYS_FROM) & (score < copy_cut)) | extra)
         rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect,
                                              workers=workers)
         keep = keep.copy()
