@@ -429,8 +429,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     if keys is not None:
         columns = reg.to_arrays()
         second = np.flatnonzero(reg.score >= KEYS_FROM)
-        rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect, workers=workers,
-                                             orientation=reg.mirrored[second].astype(bool))
+        rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect, workers=workers)
         take_better(columns, second[rows], better)
         reg = type(reg)(**columns)
         rows, extra = keypoint_registration(thumbs, keys, *unkept, aspect=aspect, workers=workers)

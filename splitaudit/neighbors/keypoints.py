@@ -106,14 +106,12 @@ def to_params(m: np.ndarray, key_side: int, side: int) -> np.ndarray | None:
 
 
 def keypoint_starts(keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], a: np.ndarray, b: np.ndarray,
-                    side: int, *, workers: int | None = None, orientation: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                    side: int, *, workers: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per pair (a[j], b[j]): (found, mirrored, params (P, 4) at the working ``side``, inliers): the similarity
     fitted to the two images' keypoints, b as is or mirrored, whichever holds more inliers (at least
     :data:`MIN_INLIERS`). ``keys(rows)``: (key images (n, KEY_SIDE, KEY_SIDE) uint8, ok mask) of those records.
     Pairs go :data:`CHUNK` at a time (an image is described once per chunk it appears in), one chunk per thread
-    (``workers``, default one per core; OpenCV releases the GIL); the answer does not depend on them.
-    ``orientation``: per pair, b mirrored or not as the dense search chose it; only that one is fitted."""
+    (``workers``, default one per core; OpenCV releases the GIL); the answer does not depend on them."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -135,24 +133,20 @@ def keypoint_starts(keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
         with reading:
             images, ok = keys(ids)
         key_side = images.shape[1] if images.ndim == 3 and len(images) else KEY_SIDE
-        later = set(b[sel].tolist() if orientation is None else b[sel][orientation[sel]].tolist())  # mirrored too
+        later = set(b[sel].tolist())  # described mirrored too
         described: dict[int, Keys] = {}
         flipped: dict[int, Keys] = {}
-        plain = set(a[sel].tolist()) | set(b[sel].tolist() if orientation is None else b[sel][~orientation[sel]].tolist())
         for r, img, good in zip(ids.tolist(), images, ok.tolist()):
             if good:
-                if r in plain:
-                    described[r] = describe(img)
+                described[r] = describe(img)
                 if r in later:
                     flipped[r] = describe(img[:, ::-1])
         for j in sel.tolist():
             i, k = int(a[j]), int(b[j])
-            ways = (False, True) if orientation is None else (bool(orientation[j]),)
-            if i not in described or any(k not in (flipped if fl else described) for fl in ways):
+            if i not in described or k not in described:
                 continue
             best, best_m, best_f = 0, None, False
-            for fl in ways:
-                kb = flipped[k] if fl else described[k]
+            for fl, kb in ((False, described[k]), (True, flipped[k])):
                 n, m = fit(described[i], kb)
                 if n > best:
                     best, best_m, best_f = n, m, fl

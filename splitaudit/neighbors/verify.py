@@ -101,8 +101,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
 
 def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                           a: np.ndarray, b: np.ndarray, *, side: int = SIDE, aspect: np.ndarray | None = None,
-                          workers: int | None = None, orientation: np.ndarray | None = None
-                          ) -> tuple[np.ndarray, Registration]:
+                          workers: int | None = None) -> tuple[np.ndarray, Registration]:
     """The second opinion of local features (:mod:`.keypoints`): each pair registered from the similarity its
     keypoints fit, refined and scored like every pair. Returns (the pairs that had such a start, their
     :class:`Registration`). Pairs of an image shown in another shape (``aspect``, :func:`relative_aspect`) get none:
@@ -116,8 +115,7 @@ def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple
     if aspect is not None:
         same = np.abs(np.log(np.asarray(aspect, np.float64))) <= np.log(ASPECT_SAME)
         rows = rows[same[a] & same[b]]
-    found, mirrored, params, _ = keypoint_starts(keys, a[rows], b[rows], side, workers=workers,
-                                                 orientation=None if orientation is None else orientation[rows])
+    found, mirrored, params, _ = keypoint_starts(keys, a[rows], b[rows], side, workers=workers)
     rows, mirrored, params = rows[found], mirrored[found], params[found]
     out = {f.name: np.zeros(len(rows), bool if f.name in ("mirrored", "still") else np.float64)
            for f in fields(Registration)}
@@ -480,18 +478,10 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         decided[cand.b[score >= copy_cut]] = True
         extra = best_unregistered(cand.b, keep | decided[cand.b], cand.pixel_rank, cand.pixel_score)
         second = np.flatnonzero((keep & (score >= KEYS_FROM) & (score < copy_cut)) | extra)
-        # a registered pair's orientation, which a score of KEYS_FROM or more confirms, is the only one fitted; the
-        # unregistered get both (the screen's choice for them was wrong for 7 of the 112-px suite's 19 corner crops
-        # found)
-        both = second[~keep[second]]
-        once = second[keep[second]]
-        rows, better = keypoint_registration(thumbs, keys, cand.a[once], cand.b[once], aspect=aspect,
-                                             workers=workers, orientation=reg["mirrored"][once].astype(bool))
-        take_better(reg, once[rows], better)
-        rows, better = keypoint_registration(thumbs, keys, cand.a[both], cand.b[both], aspect=aspect,
+        rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect,
                                              workers=workers)
         keep = keep.copy()
-        keep[take_better(reg, both[rows], better)] = True
+        keep[take_better(reg, second[rows], better)] = True
     # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration, and an
     # eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
     mad, spread = still_agreement(thumbs, cand.a, cand.b)
