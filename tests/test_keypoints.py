@@ -50,6 +50,10 @@ def keys_of(images: np.ndarray):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def windows(photos):  # type: ignore[no-untyped-def]
+    return photo_windows(photos)
+
+
+def photo_windows(photos):  # type: ignore[no-untyped-def]
     """(images, where): 112-px windows of 96-px regions of four photos, 10 each, textured, not overlapping."""
     imgs, where = [], []
     for name in ("astronaut", "coffee", "chelsea", "china"):
@@ -158,12 +162,11 @@ def test_find_copies_finds_corner_crops_with_keypoints_only(photos, windows) -> 
     assert copies["without"] <= planted
 
 
-def test_a_corner_crop_is_found_from_a_users_folders(photos, windows, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Through the check context: JPEG files of 112 px get key images (KEY_FROM), read where they lie."""
-    import splitaudit
-
+def write_corner_crops(photos, windows, root):  # type: ignore[no-untyped-def]
+    """The windows as a user's folders (train PNG, a few distinct ones in val as JPEG) with four 25% corner crops
+    in val; returns (train folder, val folder, {crop file: its source's file})."""
     imgs, where = windows
-    tr, ev = tmp_path / "train", tmp_path / "val"
+    tr, ev = root / "train", root / "val"
     os.makedirs(tr)
     os.makedirs(ev)
     for i, im in enumerate(imgs):
@@ -176,6 +179,14 @@ def test_a_corner_crop_is_found_from_a_users_folders(photos, windows, tmp_path) 
         name, cx, cy = where[s]
         Image.fromarray(corner_crop(photos[name], cx, cy, 96, 1, 1)).save(ev / f"crop{s:02d}.jpg", quality=85)
         crops[f"crop{s:02d}.jpg"] = f"t{s:02d}.png"
+    return tr, ev, crops
+
+
+def test_a_corner_crop_is_found_from_a_users_folders(photos, windows, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Through the check context: JPEG files of 112 px get key images (KEY_FROM), read where they lie."""
+    import splitaudit
+
+    tr, ev, crops = write_corner_crops(photos, windows, tmp_path)
     report = splitaudit.audit(str(tr), str(ev), cache=False, backbone="none", select=("near-duplicates",))
     found = {os.path.basename(f.images[1].path): os.path.basename(f.images[0].path)
              for f in report.findings if f.check == "near-duplicates"}

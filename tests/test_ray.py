@@ -117,6 +117,20 @@ def test_ray_report_equals_local(cluster, planted_data):
     assert _report(planted_data, engine="ray", ray_address=cluster) == local
 
 
+def test_ray_key_images_equal_local(cluster, photos, tmp_path):
+    """Photos of 112 px get the keypoints' second opinion (their key images decoded by the cluster's workers): the
+    report equals the local engine's, and the corner crops are found."""
+    from test_keypoints import photo_windows, write_corner_crops
+
+    tr, ev, crops = write_corner_crops(photos, photo_windows(photos), tmp_path)
+    local = splitaudit.audit(str(tr), str(ev), backbone="none", cache=False)
+    found = {os.path.basename(f.images[1].path) for f in local.findings if f.check == "near-duplicates"}
+    assert len(found & set(crops)) >= 3, found
+    ray_json = splitaudit.audit(str(tr), str(ev), backbone="none", cache=False, engine="ray",
+                                ray_address=cluster).to_json()
+    assert ray_json == local.to_json()
+
+
 def test_ray_cli_and_cache(cluster, planted_data, tmp_path):
     """The CLI flags reach the engine; a warm re-check on Ray reads the driver's cache and sends nothing."""
     out_local, out_ray = tmp_path / "local.json", tmp_path / "ray.json"
