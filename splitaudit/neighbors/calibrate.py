@@ -402,7 +402,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     for the second opinion of local features the decisions get (:func:`~.verify.keypoint_registration`): null pairs
     scoring :data:`~.verify.KEYS_FROM` or more get it too, so the cut is of the scores the decisions read."""
     from .candidates import pairs_within
-    from .verify import KEYS_FROM, best_unregistered, keypoint_registration, level, level_agreement, pixel_agreement, screen, select, take_better, verify_pairs
+    from .verify import KEYS_FROM, _best_per_image, best_unregistered, keypoint_registration, level, level_agreement, pixel_agreement, screen, select, take_better, verify_pairs
 
     if not 0 < target_rate < similar_rate < 1:
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
@@ -428,7 +428,8 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     pos_of = {int(q): i for i, q in enumerate(queries)}
     if keys is not None:
         columns = reg.to_arrays()
-        second = np.flatnonzero(reg.score >= KEYS_FROM)
+        # as the decisions: each sampled image's best registered pair, at KEYS_FROM or more
+        second = np.flatnonzero(_best_per_image(reg.score, qa, 1, np.ones(len(qa), bool)) & (reg.score >= KEYS_FROM))
         rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect, workers=workers)
         take_better(columns, second[rows], better)
         reg = type(reg)(**columns)

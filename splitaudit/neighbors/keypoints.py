@@ -49,7 +49,7 @@ MIN_INLIERS = 6
 MAX_ZOOM = 1.5
 MAX_ANGLE = 15.0
 #: Pairs fitted together: their images are decoded and described at once (~24 kB an image in flight).
-CHUNK = 128
+CHUNK = 256
 
 Keys = tuple[np.ndarray, np.ndarray]  # (points (n, 2) float32, ORB descriptors (n, 32) uint8)
 
@@ -124,7 +124,8 @@ def keypoint_starts(keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     mirrored = np.zeros(p, bool)
     params = np.zeros((p, 4))
     inliers = np.zeros(p, np.int64)
-    order = np.lexsort((b, a))  # pairs that share an image close together: it is described once in their chunk
+    # pairs by their later image: its two pairs (and its mirrored description) fall in one chunk, described once
+    order = np.lexsort((a, b))
     reading = threading.Lock()  # ``keys`` decodes (or asks an engine to) one call at a time
 
     def chunk(s: int) -> None:  # writes its own rows of the answer: chunks run side by side

@@ -468,16 +468,18 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     for name, col in reg.items():
         col[keep] = getattr(got, name)
     if keys is not None:
-        # the pairs a start the dense search cannot reach might decide: registered ones scoring from KEYS_FROM to
-        # their copy cut (those above it are copies already), and, for each eval image without a copy yet, its
-        # best pixel-view nearest that the screen did not rank among the best (a 25% corner crop screens at
-        # 0.2-0.5: its zoom and offset are past the screen's)
+        # for each eval image without a copy yet, the two pairs a start the dense search cannot reach might decide:
+        # its best registered pair if it scores KEYS_FROM or more, and its best pixel-view nearest that the screen
+        # did not rank among the registered (a 25% corner crop screens at 0.2-0.5: its zoom and offset are past the
+        # screen's). At most two pairs an eval image; none for those decided already.
         copy_cut, _ = calibration.cuts(crowd[cand.b])
         score = np.nan_to_num(reg["score"], nan=-1.0)
         decided = np.zeros(n, bool)
         decided[cand.b[score >= copy_cut]] = True
-        extra = best_unregistered(cand.b, keep | decided[cand.b], cand.pixel_rank, cand.pixel_score)
-        second = np.flatnonzero((keep & (score >= KEYS_FROM) & (score < copy_cut)) | extra)
+        open_ = ~decided[cand.b]
+        best = _best_per_image(score, cand.b, 1, keep)
+        extra = best_unregistered(cand.b, keep | ~open_, cand.pixel_rank, cand.pixel_score)
+        second = np.flatnonzero((best & open_ & (score >= KEYS_FROM)) | extra)
         rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect,
                                              workers=workers)
         keep = keep.copy()
