@@ -262,6 +262,87 @@ def test_search_on_a_base_in_a_file_projects_it_in_fixed_blocks(monkeypatch: pyt
     rows.close()
 
 
+def test_projection_of_rows_in_a_file_made_per_slice_is_the_projection_in_blocks(monkeypatch: pytest.MonkeyPatch
+                                                                                  ) -> None:
+    # a query set in a file is projected when its blocks are searched: every slice holds the numbers _project
+    # gives (the same PROJECT_BLOCK cuts, bit for bit), wherever the slice starts and ends
+    from splitaudit.memory import SpilledRows
+    from splitaudit.neighbors import candidates
+
+    monkeypatch.setattr(candidates, "PROJECT_BLOCK", 300)
+    x = _unit(2000, 64, 8)
+    rows = SpilledRows(x.shape, np.float32)
+    rows.write(0, x)
+    proj = np.random.default_rng(9).normal(size=(64, 8)).astype(np.float32)
+    want = candidates._project(rows, proj)
+    lazy = candidates._Projected(rows, proj)
+    assert len(lazy) == 2000
+    for lo, hi in ((0, 2000), (0, 300), (150, 450), (299, 301), (256, 512), (1999, 2000), (600, 600), (1900, 5000)):
+        got = lazy[lo:hi]
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want[lo:hi])
+    np.testing.assert_array_equal(lazy[:], want)
+    rows.close()
+
+
+@pytest.mark.parametrize("block", [300, 4096])
+def test_search_with_queries_in_a_file_projects_them_per_block(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the hubness search's queries are a whole base (in a file at scale): searched in blocks of faiss's query
+    # block size, each projected as it is searched; with one projection block the answer is that of the queries
+    # in memory bit for bit, with several the same rows (the projections' last bits may differ from one product)
+    import faiss
+
+    from splitaudit.memory import SpilledRows
+    from splitaudit.neighbors import candidates
+
+    monkeypatch.setattr(candidates, "PROJECT_BLOCK", block)
+    base, queries = _unit(150, 64, 10), _unit(2000, 64, 11)
+    rows = SpilledRows(queries.shape, np.float32)
+    rows.write(0, queries)
+    old = faiss.cvar.distance_compute_blas_query_bs
+    faiss.cvar.distance_compute_blas_query_bs = 256  # query blocks that cross the projection's blocks
+    try:
+        (ws, wi), = candidates._search(base, [queries], 10, 0.0)
+        (gs, gi), = candidates._search(base, [rows], 10, 0.0)
+        (ns, ni), = candidates._search(base, [rows], 10, 0.0, ids=False)
+    finally:
+        faiss.cvar.distance_compute_blas_query_bs = old
+    np.testing.assert_array_equal(gi, wi)
+    if block >= len(queries):
+        np.testing.assert_array_equal(gs, ws)
+    np.testing.assert_allclose(gs, ws, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(ns, gs)  # ids=False: the same similarities, no ids
+    assert ni.shape == (len(queries), 0)
+    rows.close()
+
+
+def test_hubness_keeps_the_similarities_of_the_search_with_ids() -> None:
+    # base_hubness searches without ids (its queries are every base row): the same means as from the full answer
+    from splitaudit.neighbors import candidates
+
+    base, queries = _unit(900, 32, 12), _unit(300, 32, 13)
+    for reduce_above in (0.0, 1e12):
+        want = candidates._search(queries, [base], 5, reduce_above)[0][0].mean(axis=1)
+        np.testing.assert_array_equal(candidates.base_hubness(base, [queries], 5, reduce_above), want)
+
+
+def test_positions_of_queries_among_rows_are_the_dicts() -> None:
+    from splitaudit.neighbors import candidates
+
+    rows = np.random.default_rng(14).permutation(5000)[:3000].astype(np.int64)
+    values = rows[np.random.default_rng(15).choice(3000, 400, replace=False)]
+    pos = {int(r): i for i, r in enumerate(rows)}
+    np.testing.assert_array_equal(candidates._positions(rows, values), [pos[int(v)] for v in values])
+    np.testing.assert_array_equal(candidates._positions(np.sort(rows), np.sort(values)),
+                                  np.searchsorted(np.sort(rows), np.sort(values)))
+    assert candidates._positions(rows, values[:0]).shape == (0,)
+    missing = np.setdiff1d(np.arange(5000), rows)[:1]
+    with pytest.raises(KeyError):
+        candidates._positions(rows, missing)
+    with pytest.raises(KeyError):
+        candidates._positions(rows[:0], values[:1])
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 4096])
 def test_csls_re_ranking_in_chunks_of_queries_is_the_whole_answer(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from splitaudit.neighbors import candidates

@@ -340,12 +340,15 @@ class FeatureCache:
             return None
 
     def put_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        """Store ``arrays`` under ``key`` as one compressed ``.npz`` (:func:`npz_bytes`)."""
         key = _text_key(key)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        try:
+            value = npz_bytes(arrays)
+        except ValueError:  # an object array: not stored (it would be pickled, and nothing is unpickled from here)
+            return
 
         def w(conn: sqlite3.Connection) -> None:
-            self._write(conn, "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", [(key, buf.getvalue(), time.time())])
+            self._write(conn, "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", [(key, value, time.time())])
             # Keep the blob table bounded: drop the least recently used results.
             conn.execute("DELETE FROM blobs WHERE key NOT IN (SELECT key FROM blobs ORDER BY used DESC LIMIT ?)", (_MAX_BLOBS,))
 
@@ -360,3 +363,23 @@ class FeatureCache:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+#: zlib level of the arrays stored as blobs: the fastest; the copy stage's answer (21 MB of arrays at 100k images)
+#: packs into 3.5 MB at level 1 in ~0.5 s more than uncompressed.
+BLOB_LEVEL = 1
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """``arrays`` as a compressed ``.npz`` (what ``np.savez_compressed`` writes, at :data:`BLOB_LEVEL`; read back by
+    ``np.load``). A blob is held about three times while SQLite stores it (this buffer, the bound copy, the record):
+    uncompressed, the copy stage's answer so took +65 MiB at 100k images (~0.6 GB at 1M), at the end of the check,
+    above what the stage itself held; compressed, +14 MiB. No object arrays (nothing is pickled)."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, allowZip64=True, compresslevel=BLOB_LEVEL) as zf:
+        for name, value in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    return buf.getvalue()

@@ -219,19 +219,49 @@ def _project(x: np.ndarray | SpilledRows, proj: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Projected:
+    """``_project(x, proj)`` of rows in a file, made when sliced: ``[lo:hi]`` projects the PROJECT_BLOCKs those rows
+    lie in, as :func:`_project` cuts them (the same numbers, bit for bit), and keeps the slice. A query set in a file
+    (the base rows of the hubness search, 900k rows at 1M images) is then never projected whole: 48 numbers a row,
+    ~170 MB at 1M, were held through that search."""
+
+    def __init__(self, x: SpilledRows, proj: np.ndarray) -> None:
+        self.x, self.proj = x, proj
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        lo, hi, step = index.indices(len(self.x))
+        if step != 1:
+            raise IndexError("a projection is sliced by consecutive rows")
+        hi = max(lo, hi)
+        first = lo - lo % PROJECT_BLOCK
+        parts = [self.x[s : s + PROJECT_BLOCK] @ self.proj for s in range(first, hi, PROJECT_BLOCK)]
+        if not parts:
+            return np.empty((0, self.proj.shape[1]), np.result_type(self.x.dtype, self.proj.dtype))
+        return np.concatenate(parts)[lo - first : hi - first]
+
+
 def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRows], k: int,  # type: ignore[no-untyped-def]
-            reduce_above: float = REDUCE_PAIRS):
+            reduce_above: float = REDUCE_PAIRS, ids: bool = True):
     """Top-k inner products of each query set against ``base`` (one index). Searches of more than ``reduce_above``
     base x query pairs run in a PCA space (:data:`REDUCE_DIM`); the found rows' inner products are then recomputed
     on the full vectors and re-sorted. The query blocks run on :func:`_on_cores`. The base and the query sets may
     be rows in a file (a large view, :func:`_view_rows` with ``spill``): in the PCA space only the projection
-    (48 numbers a row) and the rows each query block re-ranks are in memory; an exact search reads the base whole."""
+    (48 numbers a row) and the rows each query block re-ranks are in memory; an exact search reads the base whole.
+    ``ids=False``: each set's ids come back with no columns (the similarities alone are kept, block by block)."""
     k = min(k, len(base))
     d = base.shape[1]
     nq = sum(len(q) for q in queries)
+
+    def answer(sims: np.ndarray, found_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # the hubness search's queries are a whole base: its ids (8 bytes a neighbour) would be dropped unread
+        return (sims, found_ids) if ids else (sims, np.zeros((len(sims), 0), np.int64))
+
     if d <= REDUCE_DIM or len(base) * nq <= reduce_above:
         b = np.ascontiguousarray(base[:] if isinstance(base, SpilledRows) else base, dtype=np.float32)  # an IndexFlatIP would copy it
-        return _blocks(lambda q: _knn_blas(q, b, k), queries)
+        return _blocks(lambda q: answer(*_knn_blas(q, b, k)), queries)
     rng = np.random.default_rng(0)  # deterministic projection: the principal axes of a sample of both sides
     # the sampled rows of [base, *queries] gathered part by part: stacking them all first copied every row (at 1M
     # images, ~1 GB for one view) to keep 8,192
@@ -247,7 +277,8 @@ def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRo
         _, vecs = np.linalg.eigh(sample.T @ sample)
         proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
         reduced = np.ascontiguousarray(_project(base, proj), dtype=np.float32)
-        projected = [_project(q, proj) for q in queries]
+        # a query set in a file is projected block by block as its blocks are searched (never held whole)
+        projected = [_Projected(q, proj) if isinstance(q, SpilledRows) else _project(q, proj) for q in queries]
     spilled = isinstance(base, SpilledRows)
 
     def found(q: np.ndarray, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +292,7 @@ def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRo
             order = np.argsort(-full, axis=1, kind="stable")
             sims[s : s + 256] = np.take_along_axis(full, order, axis=1)
             ids[s : s + 256] = np.take_along_axis(blk, order, axis=1)
-        return sims, ids
+        return answer(sims, ids)
 
     return _blocks(found, queries, projected)
 
@@ -288,7 +319,7 @@ def _blocks(fn, queries: list[np.ndarray], projected: list[np.ndarray] | None = 
     for i, q in enumerate(queries):
         mine = [j for j, job in enumerate(jobs) if job[0] == i]
         if not mine:  # an empty query set: one call, as before
-            out.append(fn(q) if projected is None else fn(q, projected[i]))
+            out.append(fn(q) if projected is None else fn(q, projected[i][:]))
         else:
             out.append((np.concatenate([parts[j][0] for j in mine]), np.concatenate([parts[j][1] for j in mine])))
             for j in mine:  # a set's blocks dropped once joined: never every block and every join at once
@@ -386,7 +417,7 @@ def base_hubness(base: np.ndarray, others: np.ndarray | list[np.ndarray], hub_k:
         others = out
     else:
         others = parts[0] if len(parts) == 1 else np.vstack(parts)
-    back = _search(others, [base], min(hk, total), reduce_above)[0][0]
+    back = _search(others, [base], min(hk, total), reduce_above, ids=False)[0][0]
     return back.mean(axis=1)
 
 
@@ -653,6 +684,18 @@ def _split_pairs(split_index: np.ndarray, rows: np.ndarray):  # type: ignore[no-
             yield later, base, query
 
 
+def _positions(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The position in ``rows`` (distinct) of each of ``values`` (each one of them), as a dict of every row would
+    give it, without that dict: ~100 bytes a row (every training image: ~90 MB at 1M) through the whole search."""
+    order = np.argsort(rows, kind="stable")
+    at = np.searchsorted(rows, values, sorter=order)
+    found = order[np.minimum(at, len(rows) - 1)] if len(rows) else at
+    if len(values) and (not len(rows) or (rows[found] != values).any()):
+        missing = values[rows[found] != values] if len(rows) else values
+        raise KeyError(int(missing[0]))
+    return found.astype(np.int64)
+
+
 def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int = PIXEL_K,
                  views: tuple[str, ...] = VIEWS, vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  cross: tuple[str, ...] = CROSS, ranks: bool = False) -> tuple[np.ndarray, ...]:
@@ -662,8 +705,7 @@ def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: i
     over the views (0: some view's nearest) and that view's CSLS score, as :class:`Candidates`' ``pixel_rank`` and
     ``pixel_score``."""
     rows = np.asarray(rows, np.int64)
-    pos = {int(r): i for i, r in enumerate(rows)}
-    q_pos = np.array([pos[int(q)] for q in queries], np.int64)
+    q_pos = _positions(rows, np.asarray(queries, np.int64))
     found: dict[tuple[int, int], tuple[int, float]] = {}
 
     def add(pair: tuple[int, int], rank: int, score: float) -> None:  # the best rank; at a tie, the higher score
