@@ -402,7 +402,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     for the second opinion of local features the decisions get (:func:`~.verify.keypoint_registration`): null pairs
     scoring :data:`~.verify.KEYS_FROM` or more get it too, so the cut is of the scores the decisions read."""
     from .candidates import pairs_within
-    from .verify import KEYS_FROM, _best_per_image, best_unregistered, keypoint_registration, level, level_agreement, pixel_agreement, screen, select, take_better, verify_pairs
+    from .verify import KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement, screen, select, take_better, verify_pairs
 
     if not 0 < target_rate < similar_rate < 1:
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
@@ -411,15 +411,12 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     if len(train_rows) < 3:
         return _bare(target_rate, similar_rate, seed)
     queries = np.sort(rng.choice(train_rows, size=min(null_sample, len(train_rows)), replace=False))
-    qa, qb, qrank, qscore = pairs_within(thumbs, train_rows, queries, vectors=vectors, ranks=True)
+    qa, qb = pairs_within(thumbs, train_rows, queries, vectors=vectors)
     if vectors is not None:  # the caller's pixel views (114 MiB at 20k): not held through the screen and registration
         vectors.clear()
     sc = screen(thumbs, qb, qa, workers=workers, aspect=aspect)  # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
     keep = select(sc, qa, per_image)
-    # the pair the decisions also give keypoints (verify.find_copies): each image's best unregistered nearest
-    extra = best_unregistered(qa, keep, qrank, qscore)
-    unkept = (qb[extra], qa[extra])
     qa, qb = qa[keep], qb[keep]
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
@@ -433,9 +430,6 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect, workers=workers)
         take_better(columns, second[rows], better)
         reg = type(reg)(**columns)
-        rows, extra = keypoint_registration(thumbs, keys, *unkept, aspect=aspect, workers=workers)
-        for q, s in zip(unkept[1][rows].tolist(), extra.score.tolist()):
-            null[pos_of[q]] = max(null[pos_of[q]], s)
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)
     prow = np.sort(rng.choice(train_rows, size=min(positive_sample, len(train_rows)), replace=False))

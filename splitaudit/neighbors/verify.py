@@ -133,18 +133,6 @@ def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple
     return rows, Registration(**out)
 
 
-def best_unregistered(b: np.ndarray, registered: np.ndarray, rank: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Mask of each later image's one pair that a pixel view ranks first (``rank`` 0) among its pairs not
-    ``registered``, the highest ``score`` (ties: the earlier row): the keypoints' extra pair per image."""
-    rows = np.flatnonzero(~np.asarray(registered, bool) & (np.asarray(rank) == 0))
-    out = np.zeros(len(b), bool)
-    if len(rows):
-        order = rows[np.lexsort((rows, -np.nan_to_num(np.asarray(score, np.float64)[rows], nan=-np.inf), b[rows]))]
-        first = np.r_[True, b[order][1:] != b[order][:-1]]
-        out[order[first]] = True
-    return out
-
-
 def take_better(columns: dict[str, np.ndarray], rows: np.ndarray, got: Registration) -> np.ndarray:
     """Overwrite the :class:`Registration` columns of ``rows`` by ``got`` where it scores higher (in place);
     returns the rows taken."""
@@ -217,8 +205,7 @@ class CopyMatches(Transform):
     its best-scoring candidate in an earlier split (NaN / -1 for none): every eval image's best copy score goes
     into the JSON report. ``calibration``: the values the decisions used. ``screen_score``, ``registered``: per
     pair, the screen's score, and whether the pair was registered (its eval image's best :data:`PER_IMAGE` by
-    screen score, or among its best :data:`PER_IMAGE` hash matches, or scored from a keypoint start:
-    :func:`keypoint_registration`)."""
+    screen score, or among its best :data:`PER_IMAGE` hash matches)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -433,8 +420,9 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     height as shown (None: all square, as arrays are): thumbnails are squashed squares, and a copy cut to another
     shape than its source's is registered in their shared geometry (:func:`relative_aspect`); ``keys``: the key
     images of records (:func:`~.keypoints.keypoint_starts`; ok only for photos of
-    :data:`~.keypoints.KEY_FROM` px or more): registered pairs scoring from :data:`KEYS_FROM` up to their copy cut
-    get the second opinion of local features (:func:`keypoint_registration`), the calibration's null pairs alike."""
+    :data:`~.keypoints.KEY_FROM` px or more): each eval image's best registered pair, when it scores from
+    :data:`KEYS_FROM` up to its copy cut, gets the second opinion of local features (:func:`keypoint_registration`),
+    the calibration's null pairs alike."""
     from .calibrate import calibrate, crowding
     from .candidates import candidate_pairs, embedding_pairs
 
@@ -468,22 +456,17 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     for name, col in reg.items():
         col[keep] = getattr(got, name)
     if keys is not None:
-        # for each eval image without a copy yet, the two pairs a start the dense search cannot reach might decide:
-        # its best registered pair if it scores KEYS_FROM or more, and its best pixel-view nearest that the screen
-        # did not rank among the registered (a 25% corner crop screens at 0.2-0.5: its zoom and offset are past the
-        # screen's). At most two pairs an eval image; none for those decided already.
+        # for each eval image without a copy yet, the pair a start the dense search cannot reach might decide: its
+        # best registered pair, if it scores KEYS_FROM or more (one pair an eval image at most; none for those
+        # decided already)
         copy_cut, _ = calibration.cuts(crowd[cand.b])
         score = np.nan_to_num(reg["score"], nan=-1.0)
         decided = np.zeros(n, bool)
         decided[cand.b[score >= copy_cut]] = True
-        open_ = ~decided[cand.b]
-        best = _best_per_image(score, cand.b, 1, keep)
-        extra = best_unregistered(cand.b, keep | ~open_, cand.pixel_rank, cand.pixel_score)
-        second = np.flatnonzero((best & open_ & (score >= KEYS_FROM)) | extra)
+        second = np.flatnonzero(_best_per_image(score, cand.b, 1, keep) & ~decided[cand.b] & (score >= KEYS_FROM))
         rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect,
                                              workers=workers)
-        keep = keep.copy()
-        keep[take_better(reg, second[rows], better)] = True
+        take_better(reg, second[rows], better)
     # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration, and an
     # eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
     mad, spread = still_agreement(thumbs, cand.a, cand.b)
