@@ -698,42 +698,28 @@ def _positions(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int = PIXEL_K,
                  views: tuple[str, ...] = VIEWS, vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 cross: tuple[str, ...] = CROSS, ranks: bool = False) -> tuple[np.ndarray, ...]:
+                 cross: tuple[str, ...] = CROSS) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``queries``' k nearest *other* images among ``rows`` in every pixel view (flip-aware, CSLS) and
     every :data:`CROSS` search: the neighbours a calibration draws its negatives from, as the candidate search
-    would propose them. Returns record pairs (query, neighbour), unique, and with ``ranks`` each pair's best rank
-    over the views (0: some view's nearest) and that view's CSLS score, as :class:`Candidates`' ``pixel_rank`` and
-    ``pixel_score``."""
+    would propose them. Returns record pairs (query, neighbour), unique."""
     rows = np.asarray(rows, np.int64)
     q_pos = _positions(rows, np.asarray(queries, np.int64))
-    found: dict[tuple[int, int], tuple[int, float]] = {}
-
-    def add(pair: tuple[int, int], rank: int, score: float) -> None:  # the best rank; at a tie, the higher score
-        now = found.get(pair)
-        if now is None or (rank, -score) < (now[0], -now[1]):
-            found[pair] = (rank, score)
-
+    found: set[tuple[int, int]] = set()
     for view in views:  # one view at a time, made now unless given; the mirrored view only for the queries
         vec = _view_rows(thumbs, vectors, view, rows, False, spill=True)[0]
-        sc, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=_view_rows(thumbs, vectors, view, rows[q_pos], True)[1])
+        _, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=_view_rows(thumbs, vectors, view, rows[q_pos], True)[1])
         del vec
-        for qi, row, srow in zip(q_pos.tolist(), ids.tolist(), sc.tolist()):
-            for rank, (j, v) in enumerate((j, v) for j, v in zip(row, srow) if j >= 0 and j != qi):
-                add((int(rows[qi]), int(rows[j])), rank, float(v))
+        for qi, row in zip(q_pos.tolist(), ids.tolist()):
+            found.update((int(rows[qi]), int(rows[j])) for j in row if j >= 0 and j != qi)
         release_freed_memory()
     # the cross searches with one more neighbour each (the query itself is in the base), then its k best others
-    for _, nb, q, rank, score, _ in cross_pairs(thumbs, rows, rows[q_pos], CROSS_K + 1, cross, vectors):
+    for _, nb, q, rank, _, _ in cross_pairs(thumbs, rows, rows[q_pos], CROSS_K + 1, cross, vectors):
         other = nb != q
-        nb, q, rank, score = nb[other], q[other], rank[other], score[other]
+        nb, q, rank = nb[other], q[other], rank[other]
         order = np.lexsort((rank, q))
         first = np.r_[True, q[order][1:] != q[order][:-1]] if len(order) else np.zeros(0, bool)
         place = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
         sel = order[place < CROSS_K]
-        for pair, r, v in zip(zip(q[sel].tolist(), nb[sel].tolist()), place[place < CROSS_K].tolist(), score[sel].tolist()):
-            add(pair, int(r), float(v))
+        found.update(zip(q[sel].tolist(), nb[sel].tolist()))
     pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
-    if ranks:
-        best = [found[(int(x), int(y))] for x, y in pairs]
-        return (pairs[:, 0], pairs[:, 1], np.array([r for r, _ in best], np.int64),
-                np.array([v for _, v in best], np.float64))
     return pairs[:, 0], pairs[:, 1]
