@@ -18,10 +18,12 @@ from splitaudit.neighbors.confirm import (
     aligned_ncc,
     confirm_pairs,
     exact_sums,
+    image_thumbnail,
     mirror_views,
     next_uses,
     pair_order,
     raw_views,
+    record_thumbnails,
     thumbnail,
 )
 
@@ -289,3 +291,31 @@ def test_standardise_in_place_gives_the_former_values(photos: dict[str, np.ndarr
             x = x - x.mean(axis=1, keepdims=True)
             former = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
             np.testing.assert_array_equal(_standardise(v.astype(np.float32)), former)
+
+
+def test_thumbnails_without_the_array_round_trip_are_the_former_ones(photos: dict[str, np.ndarray], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """image_thumbnail (and record_thumbnails, which decodes into it) gives the values of the former
+    ``np.asarray(Image.fromarray(rgb).convert("L").resize((THUMB, THUMB), BILINEAR), float32)``, at THUMB and at
+    other sizes; the files go through load_rgb's own decoding either way."""
+    from splitaudit.features.embeddings.compute import load_rgb
+    from splitaudit.scan import scan
+
+    def former(rgb: np.ndarray) -> np.ndarray:
+        im = Image.fromarray(rgb).convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.float32)
+
+    for k, photo in enumerate(photos.values()):
+        for side in (THUMB, 32, 150):
+            rgb = np.asarray(Image.fromarray(photo).resize((side, side + 7)))
+            got = image_thumbnail(Image.fromarray(rgb))
+            assert got.dtype == np.float32 and got.shape == (THUMB, THUMB)
+            np.testing.assert_array_equal(got, former(rgb))
+            np.testing.assert_array_equal(thumbnail(rgb), former(rgb))
+        folder = tmp_path / ("train", "val")[k % 2] / "c"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo).resize((40 + k, 32)).save(folder / f"{k}.jpg", quality=90)
+        Image.fromarray(photo).resize((120, 96 + k)).save(folder / f"{k}.png")
+    ds = scan([str(tmp_path / "train"), str(tmp_path / "val")])
+    thumb = record_thumbnails(ds, max_pixels=10**8)
+    for i, r in enumerate(ds.records):
+        np.testing.assert_array_equal(thumb(i), former(load_rgb(r.path, None, THUMB)))

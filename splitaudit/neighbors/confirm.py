@@ -32,8 +32,15 @@ _SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
     """Grey float32 THUMB×THUMB from an RGB uint8 image of any size."""
-    im = Image.fromarray(rgb).convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.float32)
+    return image_thumbnail(Image.fromarray(rgb))
+
+
+def image_thumbnail(im: Image.Image) -> np.ndarray:
+    """:func:`thumbnail` of a Pillow RGB image (the same values, without going through an array first)."""
+    grey = im.convert("L")
+    if grey.size != (THUMB, THUMB):  # Pillow's resize to the same size is a copy
+        grey = grey.resize((THUMB, THUMB), Image.Resampling.BILINEAR)
+    return np.frombuffer(grey.tobytes(), np.uint8).reshape(THUMB, THUMB).astype(np.float32)
 
 
 def _crops() -> list[tuple[int, int, int]]:
@@ -576,15 +583,16 @@ def pair_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def record_thumbnails(dataset: Dataset, *, max_pixels: int) -> Callable[[int], np.ndarray | None]:
     """``thumb(i)`` for :func:`confirm_pairs`: record i decoded (EXIF-oriented) and turned into a thumbnail."""
-    from ..features.embeddings.compute import load_rgb
+    from ..features.embeddings.compute import load_image
 
     records, arrays = dataset.records, dataset.arrays
 
     def thumb(i: int) -> np.ndarray | None:
         r = records[i]
         px = arrays[r.split][r.array_index] if r.array_index >= 0 else None
-        rgb = load_rgb(r.path, px, THUMB, max_pixels=max_pixels)
-        return None if rgb is None else thumbnail(rgb)
+        # load_rgb's image as Pillow made it: ~80 us an image less than through its RGB array (60k 32-px check)
+        im = load_image(r.path, px, THUMB, max_pixels=max_pixels)
+        return None if im is None else image_thumbnail(im)
 
     return thumb
 
