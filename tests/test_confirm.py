@@ -9,16 +9,21 @@ from PIL import Image
 from splitaudit.neighbors.confirm import (
     SHARES,
     THUMB,
+    NEVER,
     ByteLRU,
+    NextUseCache,
     _operators,
     _pillow_views,
     _standardise,
     aligned_ncc,
     confirm_pairs,
     exact_sums,
+    image_thumbnail,
     mirror_views,
+    next_uses,
     pair_order,
     raw_views,
+    record_thumbnails,
     thumbnail,
 )
 
@@ -44,6 +49,43 @@ def test_byte_lru_never_holds_more_than_its_budget() -> None:
     assert lru.get("none", lambda: None) is None and lru.held <= lru.budget  # a failed decode costs nothing
 
 
+def test_next_uses_gives_each_positions_next_one_with_the_same_key() -> None:
+    keys = np.array([5, 2, 5, 7, 2, 5, 9])
+    assert next_uses(keys).tolist() == [2, 4, 5, NEVER, NEVER, NEVER, NEVER]
+    assert next_uses(np.zeros(0, np.int64)).tolist() == []
+
+
+def test_next_use_cache_lets_go_of_the_value_needed_last_and_keeps_none_never_needed_again() -> None:
+    """Belady's rule on a known request sequence: against LRU on a cyclic sequence one slot larger than the cache
+    (LRU's worst case: it makes every value every time), it makes fewer; never over its budget."""
+    size = 1_000
+    seq = np.tile(np.arange(5), 6)  # five keys in a cycle, a cache of four values
+    nxt = next_uses(seq)
+    far, lru = NextUseCache(4 * size), ByteLRU(4 * size)
+    for r, key in enumerate(seq.tolist()):
+        far.get(key, lambda: np.zeros(size, np.uint8), int(nxt[r]))
+        lru.get(key, lambda: np.zeros(size, np.uint8))
+        assert far.held <= far.budget and far.held == sum(v.nbytes for v, _ in far._items.values() if v is not None)
+    assert lru.made == len(seq) and far.made < 12  # 5 first makes, then about one a cycle
+    assert far.held == 0  # nothing is needed after the last request: nothing kept
+    assert far.peak == 4 * size
+    once = NextUseCache(10 * size)
+    once.get("x", lambda: np.zeros(size, np.uint8), NEVER)
+    assert once.held == 0 and once.made == 1
+    # a value needed later than everything held is not kept in a full cache; a sooner one replaces the farthest
+    full = NextUseCache(2 * size)
+    for key, n in (("a", 10), ("b", 20)):
+        full.get(key, lambda: np.zeros(size, np.uint8), n)
+    full.get("late", lambda: np.zeros(size, np.uint8), 30)
+    assert set(full._items) == {"a", "b"}
+    full.get("soon", lambda: np.zeros(size, np.uint8), 5)
+    assert set(full._items) == {"a", "soon"}
+    full.touch("a", 40)  # a's next use moved past soon's: the next value goes in its place
+    full.get("mid", lambda: np.zeros(size, np.uint8), 15)
+    assert set(full._items) == {"soon", "mid"}
+    assert full.get(None, lambda: None, 1) is None and full.held <= full.budget  # a failed decode costs nothing
+
+
 def _crops(photos: dict[str, np.ndarray], count: int = 3) -> list[np.ndarray]:
     """Four crops of each of ``count`` real photos: copies (a shifted crop, a mirrored one) and a distinct tile."""
     out = []
@@ -66,12 +108,12 @@ def test_confirm_answers_do_not_depend_on_the_cache_budget(photos: dict[str, np.
         decodes[0] += 1
         return thumbnail(images[i])
 
-    caches: list[ByteLRU] = []
+    caches: list[NextUseCache] = []
     roomy = confirm_pairs(a, b, thumb, cache_bytes=2**30, caches=caches)
     assert decodes[0] == n  # each image decoded once when everything fits
     crop_bytes = raw_views(thumbnail(images[0])).nbytes  # one orientation's crop views of one image
     decodes[0] = 0
-    small: list[ByteLRU] = []
+    small: list[NextUseCache] = []
     budget = int(3.5 * crop_bytes / SHARES[1])  # crop views of three images (one orientation each), six thumbnails
     tight = confirm_pairs(a, b, thumb, cache_bytes=budget, caches=small)
     assert all(c.peak <= c.budget for c in small) and sum(c.budget for c in small) <= budget
@@ -120,7 +162,7 @@ def test_pairs_of_one_image_are_visited_together_so_a_small_cache_makes_each_vie
     runs = 1 + int(np.count_nonzero(np.diff(group[a[order]])))
     assert runs == n // 4  # one run of pairs per group
     thumbs = {i: thumbnail(images[i]) for i in range(n)}
-    caches: list[ByteLRU] = []
+    caches: list[NextUseCache] = []
     budget = int(8 * raw_views(thumbs[0]).nbytes / SHARES[1]) + 1
     got = confirm_pairs(a, b, thumbs.__getitem__, cache_bytes=budget, caches=caches)
     assert caches[0].made == n and caches[1].made <= 2 * n
@@ -207,7 +249,7 @@ def test_helper_threads_change_the_work_never_the_answers(photos: dict[str, np.n
     budget = int(3.5 * raw_views(thumbnail(images[0])).nbytes / SHARES[1])
     for workers in (2, 3):
         for cache_bytes in (2**30, budget):
-            caches: list[ByteLRU] = []
+            caches: list[NextUseCache] = []
             got = confirm_pairs(a, b, thumb, workers=workers, cache_bytes=cache_bytes, caches=caches)
             np.testing.assert_array_equal(got.ncc, alone.ncc)
             np.testing.assert_array_equal(got.flipped, alone.flipped)
@@ -249,3 +291,31 @@ def test_standardise_in_place_gives_the_former_values(photos: dict[str, np.ndarr
             x = x - x.mean(axis=1, keepdims=True)
             former = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
             np.testing.assert_array_equal(_standardise(v.astype(np.float32)), former)
+
+
+def test_thumbnails_without_the_array_round_trip_are_the_former_ones(photos: dict[str, np.ndarray], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """image_thumbnail (and record_thumbnails, which decodes into it) gives the values of the former
+    ``np.asarray(Image.fromarray(rgb).convert("L").resize((THUMB, THUMB), BILINEAR), float32)``, at THUMB and at
+    other sizes; the files go through load_rgb's own decoding either way."""
+    from splitaudit.features.embeddings.compute import load_rgb
+    from splitaudit.scan import scan
+
+    def former(rgb: np.ndarray) -> np.ndarray:
+        im = Image.fromarray(rgb).convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.float32)
+
+    for k, photo in enumerate(photos.values()):
+        for side in (THUMB, 32, 150):
+            rgb = np.asarray(Image.fromarray(photo).resize((side, side + 7)))
+            got = image_thumbnail(Image.fromarray(rgb))
+            assert got.dtype == np.float32 and got.shape == (THUMB, THUMB)
+            np.testing.assert_array_equal(got, former(rgb))
+            np.testing.assert_array_equal(thumbnail(rgb), former(rgb))
+        folder = tmp_path / ("train", "val")[k % 2] / "c"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo).resize((40 + k, 32)).save(folder / f"{k}.jpg", quality=90)
+        Image.fromarray(photo).resize((120, 96 + k)).save(folder / f"{k}.png")
+    ds = scan([str(tmp_path / "train"), str(tmp_path / "val")])
+    thumb = record_thumbnails(ds, max_pixels=10**8)
+    for i, r in enumerate(ds.records):
+        np.testing.assert_array_equal(thumb(i), former(load_rgb(r.path, None, THUMB)))

@@ -10,6 +10,7 @@ one of these alignments, a different shot of the same scene does not.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +32,15 @@ _SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
     """Grey float32 THUMB×THUMB from an RGB uint8 image of any size."""
-    im = Image.fromarray(rgb).convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.float32)
+    return image_thumbnail(Image.fromarray(rgb))
+
+
+def image_thumbnail(im: Image.Image) -> np.ndarray:
+    """:func:`thumbnail` of a Pillow RGB image (the same values, without going through an array first)."""
+    grey = im.convert("L")
+    if grey.size != (THUMB, THUMB):  # Pillow's resize to the same size is a copy
+        grey = grey.resize((THUMB, THUMB), Image.Resampling.BILINEAR)
+    return np.frombuffer(grey.tobytes(), np.uint8).reshape(THUMB, THUMB).astype(np.float32)
 
 
 def _crops() -> list[tuple[int, int, int]]:
@@ -256,12 +264,14 @@ class Confirmation(Columns):
 
 
 #: Bytes kept while confirming pairs: thumbnails (9 kB each, uint8), crop views (85 kB per image and orientation,
-#: uint8) and standardised views (341 kB, float32; pairs come sorted by their first image, whose views are reused at
-#: once). A cache of 2048 images' float32 views held 0.7 GB at a 20k-photo check's peak, 512 still 175 MB.
+#: uint8) and standardised views (341 kB, float32; pairs come sorted by their earlier image, whose views are reused
+#: at once). A cache of 2048 images' float32 views held 0.7 GB at a 20k-photo check's peak, 512 still 175 MB.
 CACHE_BYTES = 48 * 2**20
-#: Shares of :data:`CACHE_BYTES`: thumbnails (re-making views from a kept one costs no decode), crop views (the
-#: dear part: 37 crops and resizes, ~6 ms), standardised views (a cheap NumPy pass over the crop views).
-SHARES = (0.125, 0.625, 0.25)
+#: Shares of :data:`CACHE_BYTES`: thumbnails (re-making views from a kept one costs no decode), crop views (37
+#: crops and resizes, ~0.5 ms an orientation), standardised views (a NumPy pass over the crop views, ~0.3 ms: made
+#: for 3 of every 4 requests with a quarter of the bytes on the 60k 32-px check; half of them: 98k for 272k requests
+#: of 78k distinct views, crop views 84k for 78k).
+SHARES = (0.125, 0.375, 0.5)
 
 
 class ByteLRU:
@@ -291,14 +301,90 @@ class ByteLRU:
         return value
 
 
+#: A next use that never comes (:class:`NextUseCache`).
+NEVER = 1 << 62
+
+
+class NextUseCache:
+    """A memo of arrays bounded by the bytes it holds that, when full, lets go of the value whose next use is
+    farthest away (Belady's rule: the caller knows every future request, the pairs' order is fixed up front), and
+    keeps no value that is never used again. The same attributes as :class:`ByteLRU`: :attr:`held`, :attr:`peak`,
+    :attr:`made`. On the 60k 32-px check's 90,803 hash matches, at :data:`CACHE_BYTES`, it made 24% fewer values
+    than the LRU memo (docs/performance.md, twelfth session)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = int(budget)
+        self.held = self.peak = self.made = 0
+        self._items: dict[object, tuple[np.ndarray | None, int]] = {}  # key -> (value, its next use)
+        self._heap: list[tuple[int, int, object]] = []  # (-next use, tie, key); stale entries are skipped
+        self._tie = 0
+
+    def _push(self, key: object, next_use: int) -> None:
+        self._tie += 1
+        heapq.heappush(self._heap, (-next_use, self._tie, key))
+        if len(self._heap) > 4 * len(self._items) + 64:  # drop the stale entries now and then: bounded bookkeeping
+            self._heap = [(-n, t, k) for t, (k, (_, n)) in enumerate(self._items.items())]
+            heapq.heapify(self._heap)
+
+    def touch(self, key: object, next_use: int) -> None:
+        """The key (if held) is next used at ``next_use``; a value never used again is let go at once."""
+        if key in self._items:
+            if next_use >= NEVER:
+                value = self._items.pop(key)[0]
+                self.held -= 0 if value is None else value.nbytes
+                return
+            self._items[key] = (self._items[key][0], next_use)
+            self._push(key, next_use)
+
+    def get(self, key: object, make: Callable[[], np.ndarray | None], next_use: int) -> np.ndarray | None:
+        """The value of ``key`` (made if not held), next needed at request ``next_use`` (:data:`NEVER`: not again)."""
+        if key in self._items:
+            value = self._items[key][0]
+            self.touch(key, next_use)
+            return value
+        value = make()
+        self.made += 1
+        size = 0 if value is None else value.nbytes
+        if next_use >= NEVER or size > self.budget:
+            return value
+        while self.held + size > self.budget:
+            neg, _, k = self._heap[0]
+            held = self._items.get(k)
+            if held is None or held[1] != -neg:  # stale: that key was touched again, or let go
+                heapq.heappop(self._heap)
+                continue
+            if -neg <= next_use:  # all that is held is needed sooner than this value: it is not kept
+                return value
+            heapq.heappop(self._heap)
+            del self._items[k]
+            self.held -= 0 if held[0] is None else held[0].nbytes
+        self._items[key] = (value, next_use)
+        self._push(key, next_use)
+        self.held += size
+        self.peak = max(self.peak, self.held)
+        return value
+
+
+def next_uses(keys: np.ndarray) -> np.ndarray:
+    """For each position of ``keys`` (integers), the next position holding the same key (:data:`NEVER` if none)."""
+    keys = np.asarray(keys, np.int64)
+    out = np.full(len(keys), NEVER, np.int64)
+    if len(keys):
+        at = np.lexsort((np.arange(len(keys)), keys))  # by key, then position
+        same = keys[at[1:]] == keys[at[:-1]]
+        out[at[:-1][same]] = at[1:][same]
+    return out
+
+
 def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarray | None], *,
-                  cache_bytes: int = CACHE_BYTES, caches: list[ByteLRU] | None = None,
+                  cache_bytes: int = CACHE_BYTES, caches: list[NextUseCache] | None = None,
                   workers: int | None = None) -> Confirmation:
     """Aligned NCC of each pair ``(a[j], b[j])``, with ``thumb(i)`` giving image i's :func:`thumbnail` (or ``None``).
 
-    Each image's thumbnail and crop views are computed once while they stay among the most recently used within
-    ``cache_bytes`` (uniform datasets send thousands of pairs that share images); pairs are visited in
-    :func:`pair_order`, so an image's pairs come close together while its views are cached. ``caches``: a list that receives the three caches
+    Each image's thumbnail and crop views are computed once while they are kept within ``cache_bytes`` (uniform
+    datasets send thousands of pairs that share images); pairs are visited in :func:`pair_order`, so an image's
+    pairs come close together, and the memos (:class:`NextUseCache`), which know that order, keep the values needed
+    soonest. ``caches``: a list that receives the three caches
     (thumbnails, crop views, standardised views), to see what they held. ``workers`` (default: one per core): with
     more than one, as many helper threads decode the images and make their crop views (:class:`_Prepared`) a few
     images ahead of the pairs that first need them; ``thumb`` must then be safe to call from threads. Each value is
@@ -306,10 +392,17 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
     """
     from ..features.runner import default_workers
 
-    thumbs, crops, views = (ByteLRU(int(cache_bytes * share)) for share in SHARES)
+    thumbs, crops, views = (NextUseCache(int(cache_bytes * share)) for share in SHARES)
     if caches is not None:
         caches.extend((thumbs, crops, views))
     order = pair_order(a, b).tolist()
+    # the requests in the loop's order, three a pair: a's views, b's, b's mirrored (key: 2 x image + mirrored); each
+    # cache knows when a value is next needed: the view itself (views, crop views), any view of its image (thumbnails)
+    ordered = np.asarray(order, np.int64)
+    codes = np.stack([2 * np.asarray(a, np.int64)[ordered], 2 * np.asarray(b, np.int64)[ordered],
+                      2 * np.asarray(b, np.int64)[ordered] + 1], axis=1).ravel()
+    next_view = next_uses(codes).tolist()
+    next_image = next_uses(codes // 2).tolist()
     workers = default_workers() if workers is None else workers
     prep = _Prepared(a, b, order, thumb, workers) if workers > 1 and len(order) >= PREPARE_FROM else None
     ready: OrderedDict[tuple[int, bool], np.ndarray] = OrderedDict()  # crop views a helper made, until used
@@ -328,22 +421,32 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
         # raw_views() crops the thumbnail as uint8: keeping it so is exact, in a quarter of the bytes
         return None if t is None else t.astype(np.uint8)
 
-    def view(i: int, mirrored: bool) -> np.ndarray | None:
+    def view(i: int, mirrored: bool, r: int) -> np.ndarray | None:
+        """Image i's standardised views (mirrored or not), asked for by request r."""
+        nv, ni = next_view[r], next_image[r]
+
         def crop() -> np.ndarray | None:
-            t = thumbs.get(i, lambda: grey(i))
+            t = thumbs.get(i, lambda: grey(i), ni)
             made = ready.pop((i, mirrored), None)
             if made is not None:
                 return made
             if t is None or not mirrored:
                 return None if t is None else raw_views(t)
             # the mirror's crops are mostly the thumbnail's own, flipped (a quarter of the work): kept or made here
-            return mirror_views(crops.get((i, False), lambda: raw_views(t)), t)  # type: ignore[arg-type]
+            return mirror_views(crops.get((i, False), lambda: raw_views(t), ni), t)  # type: ignore[arg-type]
 
         def make() -> np.ndarray | None:
-            c = crops.get((i, mirrored), crop)
+            c = crops.get((i, mirrored), crop, nv if mirrored else ni)
             return None if c is None else _standardise(c.astype(np.float32))
 
-        return views.get((i, mirrored), make)
+        got = views.get((i, mirrored), make, nv)
+        # the lower caches learn when the image is next needed even when this request did not reach them; after
+        # it, not before: a touch lets go of a value never needed again, which making this view may still need
+        thumbs.touch(i, ni)
+        crops.touch((i, False), ni)  # the own crop views serve the mirror's too: needed by any view of the image
+        if mirrored:
+            crops.touch((i, True), nv)
+        return got
 
     ncc = np.full(len(a), np.nan)
     fl = np.zeros(len(a), bool)
@@ -351,10 +454,10 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
         try:
             if prep is not None:
                 prep.start()
-            for j in order:
-                va, vb = view(int(a[j]), False), view(int(b[j]), False)
+            for k, j in enumerate(order):
+                va, vb = view(int(a[j]), False, 3 * k), view(int(b[j]), False, 3 * k + 1)
                 if va is not None and vb is not None:
-                    vbm = view(int(b[j]), True)
+                    vbm = view(int(b[j]), True, 3 * k + 2)
                     assert vbm is not None
                     ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
         finally:
@@ -456,9 +559,11 @@ def _one_blas_thread():  # type: ignore[no-untyped-def]
 def pair_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """An order of the pairs ``(a[j], b[j])`` in which each image's pairs come close together: the images are
     numbered in the reverse Cuthill-McKee order of the pair graph (which keeps linked images at nearby numbers) and
-    the pairs sorted by their later image, then their earlier one. On a 20k-photo check's 84k hash pairs (11.8k
-    images) a 48 MiB cache then makes 27k images' crop views instead of 156k in order of the first image (145k with
-    the former 512-image cache), and decodes each image once instead of 5 times. Any order gives the same answers."""
+    the pairs sorted by their earlier image, then their later one. On a 20k-photo check's 84k hash pairs (11.8k
+    images) a 48 MiB cache made 27k images' crop views sorted by the later image instead of 156k in order of the
+    first image, and decoded each image once instead of 5 times; on the 60k 32-px check's 90,803 (44.8k images),
+    sorted by the earlier image, the LRU memos made 130k standardised views instead of 145k, and the
+    :class:`NextUseCache` memos 98k instead of 109k (twelfth session). Any order gives the same answers."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import reverse_cuthill_mckee
 
@@ -473,20 +578,21 @@ def pair_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     pos = np.empty(len(ids), np.int64)
     pos[perm] = np.arange(len(ids))
     pa, pb = pos[ia], pos[ib]
-    return np.lexsort((np.minimum(pa, pb), np.maximum(pa, pb)))
+    return np.lexsort((np.maximum(pa, pb), np.minimum(pa, pb)))
 
 
 def record_thumbnails(dataset: Dataset, *, max_pixels: int) -> Callable[[int], np.ndarray | None]:
     """``thumb(i)`` for :func:`confirm_pairs`: record i decoded (EXIF-oriented) and turned into a thumbnail."""
-    from ..features.embeddings.compute import load_rgb
+    from ..features.embeddings.compute import load_image
 
     records, arrays = dataset.records, dataset.arrays
 
     def thumb(i: int) -> np.ndarray | None:
         r = records[i]
         px = arrays[r.split][r.array_index] if r.array_index >= 0 else None
-        rgb = load_rgb(r.path, px, THUMB, max_pixels=max_pixels)
-        return None if rgb is None else thumbnail(rgb)
+        # load_rgb's image as Pillow made it: ~80 us an image less than through its RGB array (60k 32-px check)
+        im = load_image(r.path, px, THUMB, max_pixels=max_pixels)
+        return None if im is None else image_thumbnail(im)
 
     return thumb
 

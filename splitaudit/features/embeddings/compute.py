@@ -50,6 +50,13 @@ MAX_AUTO_SIDE = 128
 
 def load_rgb(path: str | None, pixels: np.ndarray | None, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
     """The image as the network sees it (S×S×3 uint8, squashed, EXIF-oriented), or ``None`` if it cannot be decoded."""
+    im = load_image(path, pixels, size, max_pixels=max_pixels)
+    return None if im is None else np.asarray(im, dtype=np.uint8)
+
+
+def load_image(path: str | None, pixels: np.ndarray | None, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> Image.Image | None:
+    """:func:`load_rgb`'s image as a Pillow RGB image (for a caller that goes on in Pillow: no array round trip)."""
     try:
         if pixels is not None:
             im = Image.fromarray(pixels[..., 0], "L") if pixels.shape[-1] == 1 else Image.fromarray(pixels, "RGB")
@@ -69,7 +76,7 @@ def load_rgb(path: str | None, pixels: np.ndarray | None, size: int, *, max_pixe
                     im.draft("RGB", (size, size))
                 im = decode.load(im, draft_size=None)
         rgb = decode.to_rgb(im)
-        return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.uint8)
+        return rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     except (decode.DecodeFailure, OSError, ValueError):
         return None
 
