@@ -6,7 +6,7 @@ on 64-px thumbnails. A crop of 25% from a corner (zoom 1.33, the centre 18% of t
 cropped copy lies outside that search or in a flat part of it; keypoints find such a transform directly, in one fit.
 Here it is only a start: the pair is then refined and scored by the same band-passed NCC as every other pair
 (:func:`~.register.register_from`), so the calibrated cut still decides, and the calibration's null pairs get the
-same second opinion (:func:`~.verify.second_opinion`).
+same second opinion (:func:`~.verify.keypoint_registration`).
 
 Images are described at :data:`KEY_SIDE` px, squashed and EXIF-oriented as the thumbnails are, and only those whose
 smaller native side is :data:`KEY_FROM` px or more: tiny images have too few keypoints, and dense registration is

@@ -33,10 +33,10 @@ PAIR_BYTES = 160_000
 #: Pairs registered per eval image: its best PER_IMAGE candidates by screen score, and its best PER_IMAGE hash
 #: matches.
 PER_IMAGE = 2
-#: Registered pairs scoring this or more (and under their copy cut) get the second opinion of local features, where
-#: the caller gives key images (photos). Measured on the 112-px held-out-like suite: of the registered pairs that
-#: keypoint starts raised to 0.98 or more, 4 of 103 had scored under 0.8 (at 0.6, the registration's own PRUNE),
-#: while on 2,000 overlapping crops of real photos (``benchmarks/peers.py``' set) 0.8 spared 70 of 1,122 pairs.
+#: An eval image's best registered pair scoring this or more (and under its copy cut) gets the second opinion of
+#: local features, where the caller gives key images (photos). Measured on the 112-px held-out-like suite: of the
+#: registered pairs that keypoint starts raised to 0.98 or more, 4 of 103 had scored under 0.8 (at 0.6, the
+#: registration's own PRUNE).
 KEYS_FROM = 0.8
 
 
