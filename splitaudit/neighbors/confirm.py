@@ -606,16 +606,9 @@ class ThumbnailBatch:
     max_pixels: int
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..features.embeddings.compute import load_rgb
+        from ..features.embeddings.compute import decoded_batch
 
-        n = len(batch["path"])
-        pixels = batch.get("pixels", np.full(n, None, dtype=object))
-        out = np.zeros((n, THUMB, THUMB), np.uint8)
-        ok = np.zeros(n, bool)
-        for i in range(n):
-            rgb = load_rgb(batch["path"][i], pixels[i], THUMB, max_pixels=self.max_pixels)
-            if rgb is not None:
-                out[i], ok[i] = thumbnail(rgb), True
+        out, ok = decoded_batch(batch, THUMB, self.max_pixels, thumbnail)
         return {"thumb": out, "ok": ok}
 
 

@@ -181,16 +181,9 @@ class KeyImages:
     max_pixels: int
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..features.embeddings.compute import load_rgb
+        from ..features.embeddings.compute import decoded_batch
 
-        n = len(batch["path"])
-        pixels = batch.get("pixels", np.full(n, None, dtype=object))
-        out = np.zeros((n, KEY_SIDE, KEY_SIDE), np.uint8)
-        ok = np.zeros(n, bool)
-        for i in range(n):
-            rgb = load_rgb(batch["path"][i], pixels[i], KEY_SIDE, max_pixels=self.max_pixels)
-            if rgb is not None:
-                out[i], ok[i] = key_image(rgb), True
+        out, ok = decoded_batch(batch, KEY_SIDE, self.max_pixels, key_image)
         return {"key": out, "ok": ok}
 
 

@@ -48,6 +48,21 @@ def auto_image_size(widths: np.ndarray, heights: np.ndarray) -> int:
 MAX_AUTO_SIDE = 128
 
 
+def decoded_batch(batch: dict[str, np.ndarray], size: int, max_pixels: int,
+                  convert: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each record of a batch (columns ``path``, ``pixels``) as :func:`load_rgb` decodes it at ``size``, turned
+    by ``convert`` into a (size, size) uint8 image: (n, size, size) uint8 and the ok mask (not ok: undecodable)."""
+    n = len(batch["path"])
+    pixels = batch.get("pixels", np.full(n, None, dtype=object))
+    out = np.zeros((n, size, size), np.uint8)
+    ok = np.zeros(n, bool)
+    for i in range(n):
+        rgb = load_rgb(batch["path"][i], pixels[i], size, max_pixels=max_pixels)
+        if rgb is not None:
+            out[i], ok[i] = convert(rgb), True
+    return out, ok
+
+
 def load_rgb(path: str | None, pixels: np.ndarray | None, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
     """The image as the network sees it (S×S×3 uint8, squashed, EXIF-oriented), or ``None`` if it cannot be decoded."""
     im = load_image(path, pixels, size, max_pixels=max_pixels)
