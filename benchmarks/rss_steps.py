@@ -22,11 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import scale  # noqa: E402
 
 
-def _mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=20_000)
@@ -41,7 +36,7 @@ def main() -> None:
     stack, rows, t0 = ["top"], [], time.perf_counter()
 
     def mark(event: str) -> None:
-        rows.append((stack[-1], event, round(_mb("VmRSS")), round(_mb("VmHWM")), round(time.perf_counter() - t0, 1)))
+        rows.append((stack[-1], event, round(scale._status_mb("VmRSS")), round(scale._status_mb("VmHWM")), round(time.perf_counter() - t0, 1)))
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
 

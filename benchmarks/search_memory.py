@@ -17,15 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import scale  # noqa: E402
 from splitaudit.memory import SpilledRows  # noqa: E402
 from splitaudit.neighbors import candidates  # noqa: E402
-
-
-def _mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
 
 
 def main() -> None:
@@ -35,7 +32,7 @@ def main() -> None:
     rows: list[tuple] = []
 
     def mark(event: str) -> None:
-        rows.append((event, round(_mb("VmRSS")), round(_mb("VmHWM"))))
+        rows.append((event, round(scale._status_mb("VmRSS")), round(scale._status_mb("VmHWM"))))
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
 
