@@ -26,7 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--json", type=Path, help="write the check's JSON report here")
-    ap.add_argument("--cache", help="an empty folder to use as the cache and keep (default: a fresh one, removed after)")
+    ap.add_argument("--cache",
+                    help="an empty folder to use as the cache and keep (default: a fresh one, removed after)")
     a = ap.parse_args()
 
     from splitaudit.checks import context
@@ -36,7 +37,8 @@ def main() -> None:
     stack, rows, t0 = ["top"], [], time.perf_counter()
 
     def mark(event: str) -> None:
-        rows.append((stack[-1], event, round(scale._status_mb("VmRSS")), round(scale._status_mb("VmHWM")), round(time.perf_counter() - t0, 1)))
+        rss, peak = round(scale._status_mb("VmRSS")), round(scale._status_mb("VmHWM"))
+        rows.append((stack[-1], event, rss, peak, round(time.perf_counter() - t0, 1)))
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
 
