@@ -49,7 +49,7 @@ MIN_INLIERS = 6
 MAX_ZOOM = 1.5
 MAX_ANGLE = 15.0
 #: Pairs fitted together: their images are decoded and described at once (~24 kB an image in flight).
-CHUNK = 256
+CHUNK = 64
 
 Keys = tuple[np.ndarray, np.ndarray]  # (points (n, 2) float32, ORB descriptors (n, 32) uint8)
 
