@@ -206,6 +206,10 @@ class Options:
     verify: bool = _setting(
         True, "skip the copy verifier (registration of candidate pairs): copies are then found by hashes and "
         "embeddings only", commands=COMMANDS, types=(bool,), desc="true or false", flag="--no-verify", keyed=True)
+    keypoints: bool = _setting(
+        True, "skip the copy verifier's second opinion of local features (ORB keypoints and RANSAC, photos of 96 px "
+        "and more): faster on photos, fewer rotated and cropped copies found", commands=COMMANDS, types=(bool,),
+        desc="true or false", flag="--no-keypoints", keyed=True)
     image_size: int | None = _setting(
         None, "network input side (default: 2x the median side, 64 to 128 px)", commands=COMMANDS,
         types=(int,), desc="an integer number of pixels", parse=int, metavar="PX", keyed=True)
@@ -286,6 +290,7 @@ class Options:
         _bool("draft", self.draft)
         _int("max_pixels", self.max_pixels, 1)
         _bool("verify", self.verify)
+        _bool("keypoints", self.keypoints)
         if self.backbone not in BACKBONES:
             raise invalid_parameter("backbone", list(BACKBONES), self.backbone)
         put("weights", _path("weights", self.weights))

@@ -209,3 +209,25 @@ def test_a_corner_crop_is_found_from_a_users_folders(photos, windows, tmp_path) 
     assert set(found.items()) <= set(crops.items()), found
     assert len(found) >= 3, found
     assert KEY_SIDE >= OUT  # the key images are not smaller than these photos
+
+
+def test_no_keypoints_option_turns_the_second_opinion_off(photos, windows, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``keypoints=False`` (``--no-keypoints``): the run gives the copy stage no key images; with the default, the
+    112-px files get theirs, decoded from the files as the thumbnails are."""
+    from splitaudit.options import Options
+    from splitaudit.run import open_run
+
+    tr, ev, _ = write_corner_crops(photos, windows, tmp_path)
+    for on in (True, False):
+        with open_run((str(tr), str(ev)), options=Options(cache=False, backbone="none", keypoints=on)) as ctx:
+            thumbs, ok = ctx.thumbnails
+            keys = ctx._keys(ok)
+            if not on:
+                assert keys is None
+                continue
+            rows = np.arange(3)
+            images, good = keys(rows)
+            assert good.all() and images.shape == (3, KEY_SIDE, KEY_SIDE)
+            # the key image is the same picture as the thumbnail (both squashed grey views of the file)
+            small = np.stack([cv2.resize(im, thumbs.shape[1:], interpolation=cv2.INTER_AREA) for im in images])
+            assert np.abs(small.astype(np.float64) - thumbs[rows]).mean() < 4.0

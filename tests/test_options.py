@@ -111,11 +111,11 @@ ALTERNATES: dict[str, Any] = {
     "cache": False, "cache_dir": "/tmp/splitaudit-options-test", "workers": 3, "draft": False, "max_pixels": 1000,
     "backbone": "mobilenet_v3_small", "weights": None, "image_size": 96, "baseline": "/tmp/bl.json", "epochs": 3,
     "batch_size": 16, "input_scale": "0-1", "seed": 5, "metric": "loss", "probe_dropout": 0.25, "probe_l2": 0.5, "probe_noise": 0.125,
-    "tolerance": 0.5, "prefer": "drop", "verify": False, "engine": "ray", "ray_address": "127.0.0.1:6379",
+    "tolerance": 0.5, "prefer": "drop", "verify": False, "keypoints": False, "engine": "ray", "ray_address": "127.0.0.1:6379",
     "validation_split": 0.2,
     "html_originals": "link", "html_embed_mib": 2.5, "html_max_pixels": 65536,
 }
-KEYED = {"draft", "max_pixels", "backbone", "weights", "image_size", "verify"}
+KEYED = {"draft", "max_pixels", "backbone", "weights", "image_size", "verify", "keypoints"}
 
 
 def test_cache_key_changes_with_result_settings_only(tmp_path: Path) -> None:

@@ -353,14 +353,17 @@ class AuditContext:
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
         # of the key, so a changed algorithm never serves results of the old one.
         inputs = ("copies-v1", _verifier_code(), self.hash_options.max_pixels, self.split_index, valid, tuple(f["digest"]),
-                  self.backbone, have, hp.a, hp.b, "trust-by-calibration")
+                  self.backbone, have, hp.a, hp.b, "trust-by-calibration", ("keypoints", self.options.keypoints))
         return self.stored(("copies", max_phash, max_dhash), inputs, compute, CopyMatches.from_arrays)
 
     def _keys(self, valid: np.ndarray):  # type: ignore[no-untyped-def]
         """The copy stage's key images (:func:`~splitaudit.neighbors.keypoints.record_keys`): photos whose smaller
-        side is :data:`~splitaudit.neighbors.keypoints.KEY_FROM` px or more; None when there are none."""
+        side is :data:`~splitaudit.neighbors.keypoints.KEY_FROM` px or more; None when there are none or the options
+        turn keypoints off."""
         from ..neighbors.keypoints import KEY_FROM, record_keys
 
+        if not self.options.keypoints:
+            return None
         f = self.features
         eligible = valid & (np.minimum(f["width"], f["height"]) >= KEY_FROM)
         if not eligible.any():
