@@ -172,7 +172,8 @@ def test_find_copies_finds_more_rotated_and_cropped_copies_with_keypoints(photos
     planted = {(s, len(imgs) + i) for i, s in enumerate(truth)}
     assert copies["with"] <= planted and copies["without"] <= planted, (copies, planted)
     assert copies["without"] <= copies["with"], copies
-    assert len(copies["with"]) >= len(copies["without"]) + 3, (len(copies["with"]), len(copies["without"]))
+    # 23 against 19 here; a margin of 2 leaves room for another CPU's last bits in borderline scores
+    assert len(copies["with"]) >= len(copies["without"]) + 2, (len(copies["with"]), len(copies["without"]))
     print(f"{len(planted)} copies: {len(copies['with'])} found with key images, {len(copies['without'])} without")
 
 
