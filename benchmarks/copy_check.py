@@ -37,6 +37,8 @@ def _cpu() -> float:
 
 #: ``--image-size``: the backbone's input side (0: the tool's automatic choice).
 IMAGE_SIZE = 0
+#: The copy stage's keypoints (``--no-keypoints``: off, as ``splitaudit check --no-keypoints``).
+KEYPOINTS = True
 #: ``--files``: (folder, aspect, smallest resize factor): the suite written as a user's folders (under
 #: folder/copy-check-files) and read from there.
 FILES: tuple[str, float, float] | None = None
@@ -87,7 +89,7 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
         *inputs, names = write_folders(suite, *FILES)
         record = {n: i for i, n in enumerate(names)}
     t0, c0 = time.perf_counter(), _cpu()
-    report = splitaudit.audit(*inputs, cache=False, backbone=backbone, verify=verify,
+    report = splitaudit.audit(*inputs, cache=False, backbone=backbone, verify=verify, keypoints=KEYPOINTS,
                               **({"image_size": IMAGE_SIZE} if IMAGE_SIZE and backbone != "none" else {}),
                               select=("exact-duplicates", "pixel-duplicates", "near-duplicates", "similar-images"))
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -177,10 +179,12 @@ def main() -> None:
     ap.add_argument("--files", metavar="DIR", help="write the photo suites as folders under DIR/copy-check-files "
                     "(train PNG, eval JPEG resized; replaced on each run) and audit the folders")
     ap.add_argument("--aspect", type=float, default=1.0, help="with --files: the images' width / height")
+    ap.add_argument("--no-keypoints", action="store_true", help="the copy stage without its keypoints")
     ap.add_argument("--resize-from", type=float, default=1.0, help="with --files: eval images resized by [this, 1]")
     args = ap.parse_args()
-    global IMAGE_SIZE, FILES
+    global IMAGE_SIZE, FILES, KEYPOINTS
     IMAGE_SIZE = args.image_size
+    KEYPOINTS = not args.no_keypoints
     if args.files:
         FILES = (args.files, args.aspect, args.resize_from)
     extra = lambda side: extra_transforms(side) if args.transforms == "extra" else None  # noqa: E731

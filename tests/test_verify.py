@@ -750,3 +750,38 @@ def test_a_copy_resampled_with_a_smoother_kernel_scores_as_a_copy(tiles) -> None
     assert (tried >= plain - 1e-9).all()
     # measured: 36 of 36 at 0.998 or more with the tries, 3 of 36 without
     assert (tried >= 0.998).mean() >= 0.9 and (plain >= 0.998).mean() <= 0.3, (np.sort(tried)[:4], np.sort(plain)[-4:])
+
+
+def test_screen_ranks_the_source_of_a_corner_crop_first(tiles) -> None:  # type: ignore[no-untyped-def]
+    """A 20-25% crop from a corner (zoom 1.25-1.33, its centre 14-18% of the side off) is screened at the variant
+    that shows the copy smaller, with the shift a crop inside its source may take: its source outscores the other
+    tiles of the same photos (among the PER_IMAGE pairs registered), and the starts at that variant lie at a shift
+    the registration may take."""
+    from splitaudit.neighbors.register import too_far
+    from splitaudit.neighbors.verify import PER_IMAGE, screen, select
+
+    imgs, where, photos = tiles
+    corners = ((1, 1), (-1, 1), (1, -1), (-1, -1))
+    rows = list(range(2, len(imgs), 6))
+    copies = []
+    for j, s in enumerate(rows):
+        name, cx, cy = where[s]
+        crop = (0.25, 0.2)[j % 2]
+        ox, oy = corners[j % 4]
+        region = 64 * (1 - crop)
+        copies.append(window(photos[name], cx + ox * 32 * crop, cy + oy * 32 * crop, region))
+    thumbs = np.concatenate([imgs, np.stack(copies)])
+    n, m = len(imgs), len(copies)
+    a = np.tile(np.arange(n), m)
+    b = np.repeat(np.arange(n, n + m), n)
+    sc = screen(thumbs, a, b)
+    keep = select(sc, b, PER_IMAGE)
+    source = np.zeros(len(a), bool)
+    for j, s in enumerate(rows):
+        source[(a == s) & (b == n + j)] = True
+    assert keep[source].all()
+    quarter = source & np.isin(b, n + np.arange(0, m, 2)) & (sc.scale > 1.2)
+    assert quarter.sum() >= 2  # the 25% crops (at 1.15 they may rank too, at a worse start)
+    side = 24  # the screen's half-resolution side, in whose pixels dx, dy are shares
+    params = np.stack([sc.scale[quarter], sc.angle[quarter], sc.dx[quarter] * side, sc.dy[quarter] * side], axis=1)
+    assert not too_far(params, side).any()

@@ -7,7 +7,8 @@ comes from one batched FFT per pair and variant. The best normalised peak is the
 shift are the starting point of the registration's refinement. Pairs under the calibrated screen cut (chosen so
 that the dataset's own synthetic copies pass it, see :mod:`.calibrate`) are not registered.
 
-Work per pair: one product of spectra and one inverse FFT of 24 x 24 per variant (10), with no Python per pair.
+Work per pair: one product of spectra and one inverse FFT of 24 x 24 per variant (12, mirrored ones included),
+with no Python per pair.
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ import math
 
 import numpy as np
 
-from .register import MAX_OFFSET, Prepared, Registration, _batch
+from .register import MAX_OFFSET, Prepared, Registration, _batch, too_far
 
 #: b is tried at these (zoom, angle in degrees): the grid points lie within ~8% of any zoom in [0.8, 1.25] and
-#: within 3.5 deg of any rotation up to 10 deg (at half resolution, the correlation peak survives that much).
-VARIANTS = ((1.0, 0.0), (1.15, 0.0), (1 / 1.15, 0.0), (1.0, 7.0), (1.0, -7.0))
+#: within 3.5 deg of any rotation up to 10 deg (at half resolution, the correlation peak survives that much), and
+#: b shown 1.3 times smaller: an eval image that is a 20-25% crop of a train image from a corner (zoom 1.25-1.33,
+#: its centre 14-18% of the side off) screened under distinct neighbours without it.
+VARIANTS = ((1.0, 0.0), (1.15, 0.0), (1 / 1.15, 0.0), (1.0, 7.0), (1.0, -7.0), (1 / 1.3, 0.0))
+#: Each variant's peak counts this much. The farther reach of the 1.3 zoom (shifts a crop inside its source may
+#: take) also lets distinct, overlapping crops of one photo outscore an eval image's true partner: it must win by
+#: 5%. Measured on what each eval image's registered pairs hold (screen alone, the same pairs as the suites):
+#: 25% corner crops 0.19 -> 0.76 (32 px) and 0.33 -> 0.88 (112 px), 20% corner crops + JPEG q60 0.78 -> 0.82 and
+#: 0.85 -> 0.88 (`benchmarks/copy_check.py --transforms extra`); on peers.py's 2,000 overlapping photos the copies
+#: of the default check 434 -> 433 of 436 (unweighted: 422, and 4 eval images lost).
+WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 0.95)
 #: Zero padding of the FFT (pixels added to the half-resolution side). None: the Hann window already takes the
 #: edges to zero, so a shift of up to MAX_OFFSET wraps little (padding to 32 px cost 1.7x the work).
 PAD = 0
@@ -35,15 +45,26 @@ def _window(side: int) -> np.ndarray:
     return w[:, None] * w[None, :]
 
 
+#: The farthest shift any variant may take, as a share of the side (a 25% corner crop at zoom 1.3: ~0.19).
+REACH = 0.25
+
+
 @functools.lru_cache(maxsize=4)
-def _shifts(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat indices into a padded correlation of every shift within MAX_OFFSET of the side, and the shifts."""
-    r = math.ceil(MAX_OFFSET * side)
+def _shifts(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices into a padded correlation of the shifts within REACH of the side, the shifts, and per variant
+    (mirrored ones after) and shift 0 where the registration may take that shift and -inf where it may not
+    (:func:`~.register.too_far`: MAX_OFFSET of the side, or further for a view that lies inside the other)."""
+    r = math.ceil(REACH * side)
     sy, sx = np.mgrid[-r : r + 1, -r : r + 1]
-    keep = sx**2 + sy**2 <= (MAX_OFFSET * side) ** 2
-    sx, sy = sx[keep], sy[keep]
+    keep = sx**2 + sy**2 <= (REACH * side) ** 2
+    sx, sy = sx[keep].astype(np.float64), sy[keep].astype(np.float64)
     p = side + PAD
-    return (sy % p) * p + (sx % p), sx.astype(np.float64), sy.astype(np.float64)
+    penalty = np.zeros((len(VARIANTS), len(sx)), np.float32)
+    for v, (z, _) in enumerate(VARIANTS):
+        # as the screen's answer reads it (screen_pairs): k = 1 / z, d = -s
+        far = too_far(np.stack([np.full(len(sx), 1.0 / z), np.zeros(len(sx)), -sx, -sy], axis=1), side)
+        penalty[v, far] = -np.inf
+    return (sy.astype(np.int64) % p) * p + (sx.astype(np.int64) % p), sx, sy, np.concatenate([penalty, penalty])
 
 
 def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np.ndarray:
@@ -73,7 +94,7 @@ def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np
 
 
 #: Pairs screened per block of at most this many distinct b images: only the block's spectra are held
-#: (25 kB per b image with its 10 variants, 2.5 kB per a image).
+#: (30 kB per b image with its 12 variants, 2.5 kB per a image).
 BLOCK = 256
 
 
@@ -96,7 +117,7 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
         rows = order[first[s] : first[s + BLOCK] if s + BLOCK < len(ub) else n]
         score[rows], best[rows], shift[rows] = _screen_block(prep.small, ia[rows], ib[rows], mirror, workers)
     side = prep.small.shape[1]
-    _, sx, sy = _shifts(side)
+    _, sx, sy, _ = _shifts(side)
     zoom = np.array([VARIANTS[v % len(VARIANTS)][0] for v in range(nv)])
     theta = np.array([VARIANTS[v % len(VARIANTS)][1] for v in range(nv)])
     # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
@@ -116,7 +137,10 @@ def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: boo
 
     n = len(ia)
     side = small.shape[1]
-    flat, _, _ = _shifts(side)
+    flat, _, _, penalty = _shifts(side)
+    weight = np.array(WEIGHTS * (2 if mirror else 1), np.float32)[:, None]
+    if not mirror:
+        penalty = penalty[: len(VARIANTS)]
     p = side + PAD
     ua, inv_a = np.unique(ia, return_inverse=True)
     ub, inv_b = np.unique(ib, return_inverse=True)
@@ -133,7 +157,7 @@ def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: boo
     def chunk(s: int) -> None:  # its own rows of the outputs: chunks run side by side
         x, y = inv_a[s : s + CHUNK], inv_b[s : s + CHUNK]
         corr = sfft.irfft2(np.conj(fa[x])[:, None] * fb[y], s=(p, p), axes=(2, 3))  # sum_u a(u) b_v(u + s)
-        at = corr.reshape(len(x), nv, p * p)[:, :, flat]
+        at = corr.reshape(len(x), nv, p * p)[:, :, flat] * weight + penalty  # shifts the registration refuses: never
         peak = at.max(axis=2)
         v = peak.argmax(axis=1)
         score[s : s + CHUNK] = peak[np.arange(len(x)), v]
