@@ -231,3 +231,33 @@ def test_no_keypoints_option_turns_the_second_opinion_off(photos, windows, tmp_p
             # the key image is the same picture as the thumbnail (both squashed grey views of the file)
             small = np.stack([cv2.resize(im, thumbs.shape[1:], interpolation=cv2.INTER_AREA) for im in images])
             assert np.abs(small.astype(np.float64) - thumbs[rows]).mean() < 4.0
+
+
+def test_the_nulls_second_opinion_spares_pairs_already_over_every_cut(photos, windows, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The calibration's null gets the keypoints' second opinion as the decisions do: a sampled training image's best
+    pair at KEYS_FROM or more, but not one at CEILING, which no cut can refuse (exact copies inside train); rotated
+    crops inside train (scoring under CEILING from the dense search) still get it."""
+    from splitaudit.neighbors import verify
+    from splitaudit.neighbors.calibrate import calibrate
+
+    imgs, where = windows
+    dups = [1, 11, 21, 31]
+    crops = [2, 12, 22, 32]
+    extra = [imgs[s] for s in dups]
+    for s in crops:
+        name, cx, cy = where[s]
+        extra.append(window(photos[name], cx, cy, 96, **HARD["rotate 7 + crop 12%"]))
+    images = np.concatenate([imgs, np.stack(extra)])
+    n = len(imgs)
+    given: list[tuple[int, int]] = []
+    real = verify.keypoint_registration
+
+    def recorded(thumbs, keys, a, b, **kw):  # type: ignore[no-untyped-def]
+        given.extend(zip(np.asarray(a).tolist(), np.asarray(b).tolist()))
+        return real(thumbs, keys, a, b, **kw)
+
+    monkeypatch.setattr(verify, "keypoint_registration", recorded)
+    calibrate(thumbs_of(images), np.arange(len(images)), keys=keys_of(images), seed=0)
+    pairs = {frozenset(p) for p in given}
+    assert not pairs & {frozenset((s, n + i)) for i, s in enumerate(dups)}, given
+    assert pairs & {frozenset((s, n + len(dups) + i)) for i, s in enumerate(crops)}, given
