@@ -1,6 +1,6 @@
 """Peak driver RSS of a cold hash-only check per step of the copy stage (and per stage), on ``scale.py``'s images.
 
-    python benchmarks/rss_steps.py --n 100000 [--json out.json] [--cache empty-folder]
+    python benchmarks/rss_steps.py --n 100000 [--json out.json] [--cache empty-folder] [--engine ray]
 
 Like ``scale.py rss`` (no sampling thread: the kernel's high-water mark, VmHWM, read and reset through
 ``/proc/self/clear_refs``), but the mark is read and reset at every call and return of the copy stage's steps
@@ -26,6 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--json", type=Path, help="write the check's JSON report here")
+    ap.add_argument("--engine", default="local", choices=("local", "ray"), help="ray: a local Ray runtime")
     ap.add_argument("--cache",
                     help="an empty folder to use as the cache and keep (default: a fresh one, removed after)")
     a = ap.parse_args()
@@ -64,6 +65,9 @@ def main() -> None:
     wrap(calibrate, "calibrate")
     wrap(calibrate, "positive_scores")
     wrap(per_image, "compute_per_image")
+    for name in ("confirm_pairs", "thumbnails", "merge_matches"):
+        if hasattr(context, name):
+            wrap(context, name)
     seen: set[str] = set()
 
     def on_stage(stage: str, done: int, total: int) -> None:
@@ -71,7 +75,7 @@ def main() -> None:
             seen.add(stage)
             mark("stage " + stage)
 
-    _, report, _ = scale._audit(a.n, "local", on_stage=on_stage, cache_dir=a.cache)
+    _, report, _ = scale._audit(a.n, a.engine, on_stage=on_stage, cache_dir=a.cache)
     mark("end")
     for r in rows:
         print(json.dumps(r))

@@ -598,3 +598,14 @@ def test_audit_with_spilled_embeddings_gives_the_same_report(planted, tmp_path: 
     got = splitaudit.audit(*planted.splits, cache_dir=tmp_path / "file").to_json()
     assert [w for _, w in spilled] == [False] and spilled[0][0][1] > 0  # the embeddings, read-only from the file
     assert got == want
+
+
+def test_a_driver_can_limit_its_malloc_heaps() -> None:
+    """The Ray driver's heap limit (memory.limit_arenas) takes effect on glibc, the platform CI and users run."""
+    import platform
+
+    from splitaudit.memory import limit_arenas
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt's M_ARENA_MAX is glibc's")
+    assert limit_arenas(8)  # the glibc default on this many cores or more: changes nothing here

@@ -131,6 +131,38 @@ def test_ray_key_images_equal_local(cluster, photos, tmp_path):
     assert ray_json == local.to_json()
 
 
+def test_ray_confirmation_thumbnails_go_to_a_file_and_equal_local(cluster, planted_data, monkeypatch):
+    """The pixel confirmation's thumbnails decoded on the cluster: above SPILL_BYTES they come back a chunk per call
+    into a temporary file (the driver never holds them whole), and every one equals the local decode."""
+    from splitaudit import memory
+    from splitaudit.features.engine import Engine
+    from splitaudit.neighbors import confirm
+    from splitaudit.scan import scan
+
+    dataset = scan([str(p) for p in planted_data.splits])
+    n = len(dataset.records)
+    rows = np.arange(n)
+    here = confirm.record_thumbnails(dataset, max_pixels=10**8)
+    made = []
+    real = memory.SpilledRows
+
+    class Counted(real):  # type: ignore[misc,valid-type]
+        def __init__(self, *args, **kw):  # type: ignore[no-untyped-def]
+            made.append(args[0])
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(memory, "SpilledRows", Counted)
+    monkeypatch.setattr(memory, "SPILL_BYTES", 1)
+    monkeypatch.setattr(confirm, "ENGINE_CHUNK", 7)  # several engine calls
+    there = confirm.engine_thumbnails(dataset, rows, Engine("ray", cluster, None), max_pixels=10**8)
+    assert made == [(n, confirm.THUMB, confirm.THUMB)]
+    for i in rows.tolist():
+        a, b = here(i), there(i)
+        assert (a is None) == (b is None), i
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
 def test_ray_cli_and_cache(cluster, planted_data, tmp_path):
     """The CLI flags reach the engine; a warm re-check on Ray reads the driver's cache and sends nothing."""
     out_local, out_ray = tmp_path / "local.json", tmp_path / "ray.json"

@@ -60,6 +60,10 @@ def connect(address: str | None = None) -> None:
         return
     import splitaudit
 
+    from ..memory import limit_arenas
+
+    limit_arenas()  # before Ray's threads start allocating in this driver
+
     package = os.path.dirname(os.path.abspath(splitaudit.__file__))
     # No address: RAY_ADDRESS if set, else a new local runtime (never silently joining a cluster found on disk).
     target = address or os.environ.get("RAY_ADDRESS") or "local"

@@ -612,19 +612,39 @@ class ThumbnailBatch:
         return {"thumb": out, "ok": ok}
 
 
+#: Records decoded per engine call by :func:`engine_thumbnails` once its thumbnails go to a file (~9 kB each).
+ENGINE_CHUNK = 4096
+
+
 def engine_thumbnails(dataset: Dataset, rows: np.ndarray, engine, *, max_pixels: int) -> Callable[[int], np.ndarray | None]:  # type: ignore[no-untyped-def]
     """``thumb(i)`` like :func:`record_thumbnails`, with the images of ``rows`` decoded up front on ``engine``: on a
-    cluster, the workers read the files (the driver may not see them)."""
+    cluster, the workers read the files (the driver may not see them). Above
+    :data:`~splitaudit.memory.SPILL_BYTES` they are decoded :data:`ENGINE_CHUNK` records per call and written to a
+    temporary file read back per image, so the driver holds none of them whole: held in memory, a 100k-image
+    hash-only check's driver grew 534 MB in the copy stage on Ray against 247 MB locally (docs/scale.md)."""
     from ..features.table import batch_columns
+    from ..memory import SPILL_BYTES, SpilledRows
 
     rows = np.unique(rows)
-    got = engine.map(ThumbnailBatch(max_pixels), batch_columns([dataset.records[i] for i in rows], dataset.arrays),
-                     releases_gil=True)  # decoding: threads locally, no fork of this large process
-    at = {int(i): j for j, i in enumerate(rows)}
+    n = len(rows)
+    spill = n * THUMB * THUMB > SPILL_BYTES
+    thumbs = SpilledRows((n, THUMB, THUMB), np.uint8) if spill else np.zeros((n, THUMB, THUMB), np.uint8)
+    ok = np.zeros(n, bool)
+    step = ENGINE_CHUNK if spill else max(1, n)
+    for s in range(0, n, step):
+        part = rows[s : s + step]
+        got = engine.map(ThumbnailBatch(max_pixels), batch_columns([dataset.records[i] for i in part], dataset.arrays),
+                         releases_gil=True)  # decoding: threads locally, no fork of this large process
+        if spill:
+            thumbs.write(s, got["thumb"])  # type: ignore[union-attr]
+        else:
+            thumbs[s : s + len(part)] = got["thumb"]
+        ok[s : s + len(part)] = got["ok"]
+        del got
 
     def thumb(i: int) -> np.ndarray | None:
-        j = at[int(i)]
-        return got["thumb"][j].astype(np.float32) if got["ok"][j] else None
+        j = int(np.searchsorted(rows, i))
+        return np.asarray(thumbs[j]).astype(np.float32) if ok[j] else None
 
     return thumb
 
