@@ -785,3 +785,39 @@ def test_screen_ranks_the_source_of_a_corner_crop_first(tiles) -> None:  # type:
     side = 24  # the screen's half-resolution side, in whose pixels dx, dy are shares
     params = np.stack([sc.scale[quarter], sc.angle[quarter], sc.dx[quarter] * side, sc.dy[quarter] * side], axis=1)
     assert not too_far(params, side).any()
+
+
+def test_the_outward_screen_adds_the_crop_of_an_eval_image(tiles) -> None:  # type: ignore[no-untyped-def]
+    """The other way round: a train image that is a 20-25% corner crop of an eval image. The outward screen (b
+    shown bigger) adds that pair to the registered ones where the main screen's slots went to other tiles of the
+    same photos, starts it zoomed out, and the registration then finds the crop; the main slots stay as they were."""
+    from splitaudit.neighbors.verify import PER_IMAGE, screen, screen_outward, select, verify_pairs, widen
+
+    imgs, where, photos = tiles
+    corners = ((1, 1), (-1, 1), (1, -1), (-1, -1))
+    rows = list(range(2, len(imgs), 4))
+    crops = []
+    for j, s in enumerate(rows):
+        name, cx, cy = where[s]
+        crop = (0.25, 0.2)[j % 2]
+        ox, oy = corners[j % 4]
+        crops.append(window(photos[name], cx + ox * 32 * crop, cy + oy * 32 * crop, 64 * (1 - crop)))
+    # train: the crops and every tile but their sources; eval: the sources
+    others = [i for i in range(len(imgs)) if i not in rows]
+    thumbs = np.concatenate([np.stack(crops), imgs[others], imgs[rows]])
+    n_train, m = len(crops) + len(others), len(rows)
+    a = np.tile(np.arange(n_train), m)
+    b = np.repeat(np.arange(n_train, n_train + m), n_train)
+    sc, out = screen_outward(thumbs, a, b)
+    main = select(sc, b, PER_IMAGE)
+    np.testing.assert_array_equal(sc.score, screen(thumbs, a, b).score)  # the main screen is the same one
+    keep, start = widen(sc, out, b, main)
+    assert (keep | ~main).all()  # slots are only added, one an eval image at most
+    assert np.bincount(b[keep & ~main] - n_train, minlength=m).max() <= 1
+    partner = a == (b - n_train)  # crop j is train row j, its source eval row n_train + j
+    added = partner & keep & ~main
+    assert added.sum() >= 2  # the main screen alone missed some crops' sources...
+    assert keep[partner].sum() >= m - 1  # ...and now nearly every one is registered
+    got = verify_pairs(thumbs, a[added], b[added], start=start.select(added))
+    assert (got.score > 0.9).all()
+    assert (got.scale < 0.85).all()  # b (the source) shows the crop's content smaller

@@ -273,14 +273,15 @@ def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generat
     """The registration of synthetic copies of ``rows`` onto them (one transform each, in turn: a
     :class:`~.register.Registration`) and each copy's transform index, by the path the decisions take (screen, then
     registration from the screen's start)."""
-    from .verify import screen, verify_pairs
+    from .verify import screen_outward, verify_pairs, widen
 
     copies = np.stack([synthetic_copy(thumbs[r], TRANSFORMS[i % len(TRANSFORMS)], rng) for i, r in enumerate(rows)])
     both = np.concatenate([thumbs[rows], copies])
     m = len(rows)
     a, b = np.arange(m), np.arange(m, 2 * m)
     shape = None if aspect is None else np.concatenate([aspect[rows], aspect[rows]])  # a copy keeps its source's
-    reg = verify_pairs(both, a, b, start=screen(both, a, b, workers=workers, aspect=shape), workers=workers, aspect=shape)
+    _, start = widen(*screen_outward(both, a, b, workers=workers, aspect=shape), b, np.ones(m, bool))
+    reg = verify_pairs(both, a, b, start=start, workers=workers, aspect=shape)
     return reg, np.arange(m) % len(TRANSFORMS)
 
 
@@ -402,7 +403,8 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     for the second opinion of local features the decisions get (:func:`~.verify.keypoint_registration`): null pairs
     scoring :data:`~.verify.KEYS_FROM` or more get it too, so the cut is of the scores the decisions read."""
     from .candidates import pairs_within
-    from .verify import KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement, screen, select, take_better, verify_pairs
+    from .verify import (KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement,
+                         screen_outward, select, take_better, verify_pairs, widen)
 
     if not 0 < target_rate < similar_rate < 1:
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
@@ -414,13 +416,14 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     qa, qb = pairs_within(thumbs, train_rows, queries, vectors=vectors)
     if vectors is not None:  # the caller's pixel views (114 MiB at 20k): not held through the screen and registration
         vectors.clear()
-    sc = screen(thumbs, qb, qa, workers=workers, aspect=aspect)  # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
+    # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
+    sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect)
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
-    keep = select(sc, qa, per_image)
+    keep, start = widen(sc, out, qa, select(sc, qa, per_image))
     qa, qb = qa[keep], qb[keep]
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
-    reg = verify_pairs(thumbs, qb, qa, start=sc.select(keep), prune=False, workers=workers, aspect=aspect)
+    reg = verify_pairs(thumbs, qb, qa, start=start.select(keep), prune=False, workers=workers, aspect=aspect)
     null = np.full(len(queries), -1.0)
     pos_of = {int(q): i for i, q in enumerate(queries)}
     if keys is not None:

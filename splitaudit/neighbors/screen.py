@@ -32,6 +32,12 @@ VARIANTS = ((1.0, 0.0), (1.15, 0.0), (1 / 1.15, 0.0), (1.0, 7.0), (1.0, -7.0), (
 #: 0.85 -> 0.88 (`benchmarks/copy_check.py --transforms extra`); on peers.py's 2,000 overlapping photos the copies
 #: of the default check 434 -> 433 of 436 (unweighted: 422, and 4 eval images lost).
 WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 0.95)
+#: b shown 1.3 times bigger: a *train* image that is a 20-25% corner crop of its eval image (the last of VARIANTS
+#: the other way round). Screened apart (:func:`~.verify.screen_outward`): in VARIANTS its peaks took the
+#: registration slots of true partners (distinct overlapping crops of one photo outscored them), so it only adds a
+#: pair, where its peak beats every other of the eval image's (:func:`~.verify.widen`).
+OUTWARD = ((1.3, 0.0),)
+OUTWARD_WEIGHTS = (0.95,)
 #: Zero padding of the FFT (pixels added to the half-resolution side). None: the Hann window already takes the
 #: edges to zero, so a shift of up to MAX_OFFSET wraps little (padding to 32 px cost 1.7x the work).
 PAD = 0
@@ -49,8 +55,9 @@ def _window(side: int) -> np.ndarray:
 REACH = 0.25
 
 
-@functools.lru_cache(maxsize=4)
-def _shifts(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=8)
+def _shifts(side: int, variants: tuple[tuple[float, float], ...] = VARIANTS
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Flat indices into a padded correlation of the shifts within REACH of the side, the shifts, and per variant
     (mirrored ones after) and shift 0 where the registration may take that shift and -inf where it may not
     (:func:`~.register.too_far`: MAX_OFFSET of the side, or further for a view that lies inside the other)."""
@@ -59,8 +66,8 @@ def _shifts(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     keep = sx**2 + sy**2 <= (REACH * side) ** 2
     sx, sy = sx[keep].astype(np.float64), sy[keep].astype(np.float64)
     p = side + PAD
-    penalty = np.zeros((len(VARIANTS), len(sx)), np.float32)
-    for v, (z, _) in enumerate(VARIANTS):
+    penalty = np.zeros((len(variants), len(sx)), np.float32)
+    for v, (z, _) in enumerate(variants):
         # as the screen's answer reads it (screen_pairs): k = 1 / z, d = -s
         far = too_far(np.stack([np.full(len(sx), 1.0 / z), np.zeros(len(sx)), -sx, -sy], axis=1), side)
         penalty[v, far] = -np.inf
@@ -98,36 +105,42 @@ def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np
 BLOCK = 256
 
 
-def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, workers: int | None = None
+def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, workers: int | None = None,
+                 variants: tuple[tuple[float, float], ...] = VARIANTS, weights: tuple[float, ...] = WEIGHTS
                  ) -> Registration:
     """Screen the pairs (``prep`` rows ``ia[i]``, ``ib[i]``): see the module docstring. The answer is a
     :class:`~.register.Registration` (the screen's score and its best variant and shift; ``overlap`` NaN): the
     registration's starting point. Pairs run in blocks of :data:`BLOCK` distinct b images (bounded memory), each
-    block's chunks on ``workers`` threads (default: one per core; the answer does not depend on them)."""
+    block's chunks on ``workers`` threads (default: one per core; the answer does not depend on them).
+    ``variants``/``weights``: b's (zoom, angle) tried and what each one's peak counts (:data:`VARIANTS`,
+    :data:`WEIGHTS`; :data:`OUTWARD` for the pairs' other screen)."""
+    if len(weights) != len(variants):
+        raise ValueError("weights: one per variant")
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
     n = len(ia)
     score = np.zeros(n)
     best = np.zeros(n, np.int64)
     shift = np.zeros(n, np.int64)
-    nv = len(VARIANTS) * (2 if mirror else 1)
+    nv = len(variants) * (2 if mirror else 1)
     order = np.argsort(ib, kind="stable")
     ub, first = np.unique(ib[order], return_index=True)
     for s in range(0, len(ub), BLOCK):
         rows = order[first[s] : first[s + BLOCK] if s + BLOCK < len(ub) else n]
-        score[rows], best[rows], shift[rows] = _screen_block(prep.small, ia[rows], ib[rows], mirror, workers)
+        score[rows], best[rows], shift[rows] = _screen_block(prep.small, ia[rows], ib[rows], mirror, workers,
+                                                        variants, weights)
     side = prep.small.shape[1]
-    _, sx, sy, _ = _shifts(side)
-    zoom = np.array([VARIANTS[v % len(VARIANTS)][0] for v in range(nv)])
-    theta = np.array([VARIANTS[v % len(VARIANTS)][1] for v in range(nv)])
+    _, sx, sy, _ = _shifts(side, variants)
+    zoom = np.array([variants[v % len(variants)][0] for v in range(nv)])
+    theta = np.array([variants[v % len(variants)][1] for v in range(nv)])
     # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
-    return Registration(score, best >= len(VARIANTS), 1.0 / zoom[best], theta[best], -sx[shift] / side,
+    return Registration(score, best >= len(variants), 1.0 / zoom[best], theta[best], -sx[shift] / side,
                         -sy[shift] / side, np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool),
                         np.full(n, np.nan))
 
 
-def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool, workers: int | None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool, workers: int | None,
+                  variants: tuple[tuple[float, float], ...], weights: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(score, best variant, best shift index) of the pairs (ia, ib)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -137,19 +150,19 @@ def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: boo
 
     n = len(ia)
     side = small.shape[1]
-    flat, _, _, penalty = _shifts(side)
-    weight = np.array(WEIGHTS * (2 if mirror else 1), np.float32)[:, None]
+    flat, _, _, penalty = _shifts(side, variants)
+    weight = np.array(tuple(weights) * (2 if mirror else 1), np.float32)[:, None]
     if not mirror:
-        penalty = penalty[: len(VARIANTS)]
+        penalty = penalty[: len(variants)]
     p = side + PAD
     ua, inv_a = np.unique(ia, return_inverse=True)
     ub, inv_b = np.unique(ib, return_inverse=True)
     fa = _spectra(small[ua], ((1.0, 0.0),))[:, 0]
-    nv = len(VARIANTS) * (2 if mirror else 1)
+    nv = len(variants) * (2 if mirror else 1)
     fb = np.zeros((len(ub), nv, p, p // 2 + 1), np.complex64)
-    fb[:, : len(VARIANTS)] = _spectra(small[ub], VARIANTS)
+    fb[:, : len(variants)] = _spectra(small[ub], variants)
     if mirror:
-        fb[:, len(VARIANTS) :] = _spectra(np.ascontiguousarray(small[ub][:, :, ::-1]), VARIANTS)
+        fb[:, len(variants) :] = _spectra(np.ascontiguousarray(small[ub][:, :, ::-1]), variants)
     score = np.zeros(n)
     best = np.zeros(n, np.int64)
     shift = np.zeros(n, np.int64)

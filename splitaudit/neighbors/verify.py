@@ -147,6 +147,39 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
     image is kept: ~2.3 kB each; in a temporary file above :data:`~splitaudit.memory.SPILL_BYTES`, 230 MB at 100k
     images, read back block by block), all pairs screened at once."""
+    from .screen import VARIANTS, WEIGHTS
+
+    return _screens(thumbs, a, b, ((VARIANTS, WEIGHTS),), side, mirror, workers, aspect)[0]
+
+
+def screen_outward(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
+                   workers: int | None = None, aspect: np.ndarray | None = None) -> tuple[Registration, Registration]:
+    """:func:`screen`, and the pairs' screen with b shown bigger (:data:`~.screen.OUTWARD`: the train image a crop
+    of the eval image), from one preparation of the images."""
+    from .screen import OUTWARD, OUTWARD_WEIGHTS, VARIANTS, WEIGHTS
+
+    main, out = _screens(thumbs, a, b, ((VARIANTS, WEIGHTS), (OUTWARD, OUTWARD_WEIGHTS)), side, mirror, workers, aspect)
+    return main, out
+
+
+def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, Registration]:
+    """The pairs to register and their starts, given the main screen ``sc``, the outward one ``out`` and the main
+    selection ``keep``: each later image's best pair by ``out`` joins where its outward peak beats every main peak of
+    that image (one pair more at most; the main slots are not given up), and every pair starts from whichever screen
+    scored it higher."""
+    b = np.asarray(b, np.int64)
+    top = np.full(int(b.max()) + 1 if len(b) else 0, -np.inf)
+    np.maximum.at(top, b, sc.score)
+    extra = _best_per_image(out.score, b, 1, np.ones(len(b), bool)) & (out.score > top[b])
+    take = out.score > sc.score
+    start = Registration(**{f.name: np.where(take, getattr(out, f.name), getattr(sc, f.name))
+                            for f in fields(Registration)})
+    return keep | extra, start
+
+
+def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int, mirror: bool,  # type: ignore[no-untyped-def]
+             workers: int | None, aspect: np.ndarray | None) -> list[Registration]:
+    """One :func:`.screen.screen_pairs` answer per (variants, weights) of ``groups``, the images prepared once."""
     from ..memory import SPILL_BYTES, SpilledRows
 
     a = np.asarray(a, np.int64)
@@ -166,7 +199,8 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),  # type: ignore[arg-type]
                     np.zeros((0, side, side), np.float32))
     try:
-        return screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers)
+        return [screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers, variants=v, weights=w)
+                for v, w in groups]
     finally:
         if spill:
             small.close()  # type: ignore[union-attr]
@@ -445,12 +479,12 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         from .thresholds import HASH_COLLISION_RATE
 
         trust_hashes = bool(calibration.hash_distinct_rate <= HASH_COLLISION_RATE)  # NaN (not measured): no
-    sc = screen(thumbs, cand.a, cand.b, workers=workers, aspect=aspect)
+    sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect)
     # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
     proposed = cand.pixel_rank >= 0
     crowd = crowding(cand.b[proposed], sc.score[proposed], n)
-    keep = select(sc, cand.b, per_image, hashed=cand.hashed)
-    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=sc.select(keep), workers=workers, aspect=aspect)
+    keep, start = widen(sc, out, cand.b, select(sc, cand.b, per_image, hashed=cand.hashed))
+    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start.select(keep), workers=workers, aspect=aspect)
     reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad", "smooth_mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
            for f in fields(Registration)}
     for name, col in reg.items():
