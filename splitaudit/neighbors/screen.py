@@ -2,13 +2,14 @@
 
 Most candidates are distinct images; registering each costs milliseconds. The screen scores all pairs at once:
 at half the working resolution, image b is warped by a few zooms and rotations (:data:`VARIANTS`), as is and
-mirrored, and the cross-correlation of the windowed, band-passed images over every shift up to ``MAX_OFFSET``
-comes from one batched FFT per pair and variant. The best normalised peak is the screen score; its variant and
-shift are the starting point of the registration's refinement. Pairs under the calibrated screen cut (chosen so
-that the dataset's own synthetic copies pass it, see :mod:`.calibrate`) are not registered.
+mirrored, and the cross-correlation of the windowed, band-passed images over every shift the registration may take
+(up to :data:`REACH` of the side) comes from one batched FFT per pair and variant. The best weighted peak is the
+screen score; its variant and shift are the starting point of the registration's refinement. Each eval image's
+best pairs by screen score are registered (:func:`~.verify.select`); a second screen, b shown bigger
+(:data:`OUTWARD`), only adds a pair (:func:`~.verify.widen`).
 
-Work per pair: one product of spectra and one inverse FFT of 24 x 24 per variant (12, mirrored ones included),
-with no Python per pair.
+Work per pair: one product of spectra and one inverse FFT of 24 x 24 per variant (14 with the outward screen,
+mirrored ones included), with no Python per pair.
 """
 
 from __future__ import annotations
