@@ -821,3 +821,14 @@ def test_the_outward_screen_adds_the_crop_of_an_eval_image(tiles) -> None:  # ty
     got = verify_pairs(thumbs, a[added], b[added], start=start.select(added))
     assert (got.score > 0.9).all()
     assert (got.scale < 0.85).all()  # b (the source) shows the crop's content smaller
+
+
+def test_screen_pairs_wants_one_weight_per_variant(tiles) -> None:  # type: ignore[no-untyped-def]
+    from splitaudit.neighbors.screen import OUTWARD, screen_pairs
+    from splitaudit.neighbors.verify import SIDE, prepare
+
+    imgs, _, _ = tiles
+    prep = prepare(imgs[:4], SIDE)
+    with pytest.raises(InvalidParameterError, match="'weights'"):
+        screen_pairs(prep, np.array([0, 1]), np.array([2, 3]), variants=OUTWARD, weights=(1.0, 0.9))
+    assert len(screen_pairs(prep, np.array([0, 1]), np.array([2, 3]), variants=OUTWARD, weights=(0.95,))) == 2

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from ..errors import invalid_parameter
 from .register import MAX_OFFSET, Prepared, Registration, _batch, too_far
 
 #: b is tried at these (zoom, angle in degrees): the grid points lie within ~8% of any zoom in [0.8, 1.25] and
@@ -116,7 +117,7 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     ``variants``/``weights``: b's (zoom, angle) tried and what each one's peak counts (:data:`VARIANTS`,
     :data:`WEIGHTS`; :data:`OUTWARD` for the pairs' other screen)."""
     if len(weights) != len(variants):
-        raise ValueError("weights: one per variant")
+        raise invalid_parameter("weights", f"one weight per variant ({len(variants)})", tuple(weights))
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
     n = len(ia)
