@@ -752,6 +752,18 @@ def test_a_copy_resampled_with_a_smoother_kernel_scores_as_a_copy(tiles) -> None
     assert (tried >= 0.998).mean() >= 0.9 and (plain >= 0.998).mean() <= 0.3, (np.sort(tried)[:4], np.sort(plain)[-4:])
 
 
+def corner_crops(where: list, photos: dict, rows: list[int]) -> list[np.ndarray]:
+    """For each tile of ``rows``, a crop of its 64-px region cut 25% or 20% (in turn) from each corner in turn."""
+    corners = ((1, 1), (-1, 1), (1, -1), (-1, -1))
+    out = []
+    for j, s in enumerate(rows):
+        name, cx, cy = where[s]
+        crop = (0.25, 0.2)[j % 2]
+        ox, oy = corners[j % 4]
+        out.append(window(photos[name], cx + ox * 32 * crop, cy + oy * 32 * crop, 64 * (1 - crop)))
+    return out
+
+
 def test_screen_ranks_the_source_of_a_corner_crop_first(tiles) -> None:  # type: ignore[no-untyped-def]
     """A 20-25% crop from a corner (zoom 1.25-1.33, its centre 14-18% of the side off) is screened at the variant
     that shows the copy smaller, with the shift a crop inside its source may take: its source outscores the other
@@ -761,15 +773,8 @@ def test_screen_ranks_the_source_of_a_corner_crop_first(tiles) -> None:  # type:
     from splitaudit.neighbors.verify import PER_IMAGE, screen, select
 
     imgs, where, photos = tiles
-    corners = ((1, 1), (-1, 1), (1, -1), (-1, -1))
     rows = list(range(2, len(imgs), 6))
-    copies = []
-    for j, s in enumerate(rows):
-        name, cx, cy = where[s]
-        crop = (0.25, 0.2)[j % 2]
-        ox, oy = corners[j % 4]
-        region = 64 * (1 - crop)
-        copies.append(window(photos[name], cx + ox * 32 * crop, cy + oy * 32 * crop, region))
+    copies = corner_crops(where, photos, rows)
     thumbs = np.concatenate([imgs, np.stack(copies)])
     n, m = len(imgs), len(copies)
     a = np.tile(np.arange(n), m)
@@ -794,14 +799,8 @@ def test_the_outward_screen_adds_the_crop_of_an_eval_image(tiles) -> None:  # ty
     from splitaudit.neighbors.verify import PER_IMAGE, screen, screen_outward, select, verify_pairs, widen
 
     imgs, where, photos = tiles
-    corners = ((1, 1), (-1, 1), (1, -1), (-1, -1))
     rows = list(range(2, len(imgs), 4))
-    crops = []
-    for j, s in enumerate(rows):
-        name, cx, cy = where[s]
-        crop = (0.25, 0.2)[j % 2]
-        ox, oy = corners[j % 4]
-        crops.append(window(photos[name], cx + ox * 32 * crop, cy + oy * 32 * crop, 64 * (1 - crop)))
+    crops = corner_crops(where, photos, rows)
     # train: the crops and every tile but their sources; eval: the sources
     others = [i for i in range(len(imgs)) if i not in rows]
     thumbs = np.concatenate([np.stack(crops), imgs[others], imgs[rows]])
