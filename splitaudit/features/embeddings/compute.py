@@ -91,6 +91,8 @@ def load_image(path: str | None, pixels: np.ndarray | None, size: int, *, max_pi
                     im.draft("RGB", (size, size))
                 im = decode.load(im, draft_size=None)
         rgb = decode.to_rgb(im)
+        if rgb.size == (size, size):  # a photo the DCT scale already brought to the input: resize would only copy it
+            return rgb
         return rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     except (decode.DecodeFailure, OSError, ValueError):
         return None
