@@ -39,6 +39,8 @@ def _cpu() -> float:
 IMAGE_SIZE = 0
 #: The copy stage's keypoints (``--no-keypoints``: off, as ``splitaudit check --no-keypoints``).
 KEYPOINTS = True
+#: False pairs printed per run (``--false-pairs``): each as "train A ~ eval B" (suite indices) with its evidence.
+FALSE_PAIRS = 5
 #: ``--files``: (folder, aspect, smallest resize factor): the suite written as a user's folders (under
 #: folder/copy-check-files) and read from there.
 FILES: tuple[str, float, float] | None = None
@@ -129,7 +131,7 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
            "per": {k: float(np.mean(v)) for k, v in by_name.items()}, "false": 1e3 * len(false) / len(ev),
            "false_sim": 1e3 * len(false_sim) / len(ev), "false_by_score": by_score, "hard": hard, "n_hard": len(suite.hard),
            "copies": report.copies,
-           "false_why": [f"train {a} ~ eval {b}: {why[(a, b)]}" for a, b in sorted(found) if (a, b) not in known][:5]}
+           "false_why": [f"train {a} ~ eval {b}: {why[(a, b)]}" for a, b in sorted(found) if (a, b) not in known][:FALSE_PAIRS]}
     if gt is not None:
         out["gt"] = sum((j, i) in found for i, j, _ in gt), len(gt)
         # the issue's target counts test images: each with at least one of its train duplicates found
@@ -181,9 +183,11 @@ def main() -> None:
     ap.add_argument("--aspect", type=float, default=1.0, help="with --files: the images' width / height")
     ap.add_argument("--no-keypoints", action="store_true", help="the copy stage without its keypoints")
     ap.add_argument("--resize-from", type=float, default=1.0, help="with --files: eval images resized by [this, 1]")
+    ap.add_argument("--false-pairs", type=int, default=FALSE_PAIRS, help="false pairs printed per run (to review them)")
     args = ap.parse_args()
-    global IMAGE_SIZE, FILES, KEYPOINTS
+    global IMAGE_SIZE, FILES, KEYPOINTS, FALSE_PAIRS
     IMAGE_SIZE = args.image_size
+    FALSE_PAIRS = args.false_pairs
     KEYPOINTS = not args.no_keypoints
     if args.files:
         FILES = (args.files, args.aspect, args.resize_from)
