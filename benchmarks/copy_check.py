@@ -167,6 +167,7 @@ def show(name: str, suite: Suite, backbone: str, gt: list | None = None) -> None
 
 
 def main() -> None:
+    global IMAGE_SIZE, FILES, KEYPOINTS, FALSE_PAIRS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", choices=("tiny", "photo", "fmnist", "all"), default="all")
     ap.add_argument("--backbone", default="none")
@@ -185,7 +186,6 @@ def main() -> None:
     ap.add_argument("--resize-from", type=float, default=1.0, help="with --files: eval images resized by [this, 1]")
     ap.add_argument("--false-pairs", type=int, default=FALSE_PAIRS, help="false pairs printed per run (to review them)")
     args = ap.parse_args()
-    global IMAGE_SIZE, FILES, KEYPOINTS, FALSE_PAIRS
     IMAGE_SIZE = args.image_size
     FALSE_PAIRS = args.false_pairs
     KEYPOINTS = not args.no_keypoints
