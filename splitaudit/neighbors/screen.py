@@ -57,8 +57,8 @@ def _window(side: int) -> np.ndarray:
 #: The screen's score is its best peak's height between the grid's shifts (:func:`subpixel_peak`) for variants
 #: within this zoom of b as it is; the 1.3 zooms keep the grid's peak: they reach the farther shifts of corner crops,
 #: where distinct overlapping crops of one scene compete, and their weights were set against grid peaks (lifted too,
-#: they gave distinct crops of a retina's rim and of sparse star fields registration slots and 5 false pairs on the
-#: 32- and 128-px suites; near zooms only: none of them).
+#: they gave distinct crops of a retina's rim and of sparse star fields registration slots: 6 false pairs more than
+#: with the near zooms alone on the 32-, 128- and 256-px suites and the 32-px files).
 SUBPIXEL_ZOOM = 1.2
 
 
