@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import invalid_parameter
+from .register import PLAIN_DATASET, plain_share
 
 #: False pairs per eval image aimed at by the copy cut, and by the similar-images band.
 TARGET_RATE = 1e-3
@@ -123,6 +124,11 @@ class Calibration:
     level_cut: float = math.nan
     level_null: float = math.nan
     level_pairs: int = 0
+    #: The training images' share with a content box side that is an object's outline on a plain background
+    #: (:func:`~.register.plain_share`), and whether the run treats the dataset as one of objects on a plain background
+    #: (that share at least :data:`~.register.PLAIN_DATASET`): box sides that are outlines are no frames then.
+    plain_share: float = math.nan
+    plain_background: bool = False
 
     def cuts(self, crowding: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """(copy cut, similar cut) for images of the given :func:`crowding` (NaN: none measured, the median is
@@ -269,7 +275,7 @@ def synthetic_copy(img: np.ndarray, spec: Recipe, rng: np.random.Generator) -> n
 
 
 def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generator, workers: int | None = None,  # type: ignore[no-untyped-def]
-                    aspect: np.ndarray | None = None):
+                    aspect: np.ndarray | None = None, plain: bool = False):
     """The registration of synthetic copies of ``rows`` onto them (one transform each, in turn: a
     :class:`~.register.Registration`) and each copy's transform index, by the path the decisions take (screen, then
     registration from the screen's start)."""
@@ -280,8 +286,8 @@ def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generat
     m = len(rows)
     a, b = np.arange(m), np.arange(m, 2 * m)
     shape = None if aspect is None else np.concatenate([aspect[rows], aspect[rows]])  # a copy keeps its source's
-    _, start = widen(*screen_outward(both, a, b, workers=workers, aspect=shape), b, np.ones(m, bool))
-    reg = verify_pairs(both, a, b, start=start, workers=workers, aspect=shape)
+    _, start = widen(*screen_outward(both, a, b, workers=workers, aspect=shape, plain=plain), b, np.ones(m, bool))
+    reg = verify_pairs(both, a, b, start=start, workers=workers, aspect=shape, plain=plain)
     return reg, np.arange(m) % len(TRANSFORMS)
 
 
@@ -393,7 +399,8 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
               vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, per_image: int = 2,
               workers: int | None = None, hash_pairs: tuple[np.ndarray, np.ndarray] | None = None,
               aspect: np.ndarray | None = None,
-              keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> Calibration:
+              keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+              plain: bool | None = None) -> Calibration:
     """The copy and similar cuts for this dataset, from its training images (see the module docstring).
     ``vectors``: the candidate search's :func:`~.candidates.view_vectors` of all ``thumbs``, when at hand;
     ``per_image``: neighbours registered per sampled image (by screen score), as the decisions do; ``workers``:
@@ -401,7 +408,9 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     dataset's hash matches (record pairs), for :func:`distinct_hash_rate`; ``aspect``: the records' relative
     shapes (:func:`~.verify.relative_aspect`), as the decisions register them; ``keys``: the records' key images,
     for the second opinion of local features the decisions get (:func:`~.verify.keypoint_registration`): null pairs
-    scoring :data:`~.verify.KEYS_FROM` or more get it too, so the cut is of the scores the decisions read."""
+    scoring :data:`~.verify.KEYS_FROM` or more get it too, so the cut is of the scores the decisions read;
+    ``plain``: whether the dataset is one of objects on a plain background (:data:`~.register.PLAIN_DATASET`; None:
+    measured on the training images, :func:`~.register.plain_share`), as every registration of the run takes it."""
     from .candidates import pairs_within
     from .verify import (KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement,
                          screen_outward, select, take_better, verify_pairs, widen)
@@ -410,20 +419,25 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
     train_rows = np.asarray(train_rows, np.int64)
     rng = np.random.default_rng(seed)
+    share = plain_share(thumbs, train_rows)
+    if plain is None:
+        plain = share >= PLAIN_DATASET
+    shape_values = dict(plain_share=share, plain_background=bool(plain))
     if len(train_rows) < 3:
-        return _bare(target_rate, similar_rate, seed)
+        return _bare(target_rate, similar_rate, seed, **shape_values)
     queries = np.sort(rng.choice(train_rows, size=min(null_sample, len(train_rows)), replace=False))
     qa, qb = pairs_within(thumbs, train_rows, queries, vectors=vectors)
     if vectors is not None:  # the caller's pixel views (114 MiB at 20k): not held through the screen and registration
         vectors.clear()
     # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
-    sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect)
+    sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect, plain=plain)
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
     keep, start = widen(sc, out, qa, select(sc, qa, per_image))
     qa, qb = qa[keep], qb[keep]
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
-    reg = verify_pairs(thumbs, qb, qa, start=start.select(keep), prune=False, workers=workers, aspect=aspect)
+    reg = verify_pairs(thumbs, qb, qa, start=start.select(keep), prune=False, workers=workers, aspect=aspect,
+                       plain=plain)
     null = np.full(len(queries), -1.0)
     pos_of = {int(q): i for i, q in enumerate(queries)}
     if keys is not None:
@@ -433,13 +447,14 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         # copy under any cut (on peers.py's 2,000 overlapping photos that spared ~30% of the null's keypoint pairs)
         second = np.flatnonzero(_best_per_image(reg.score, qa, 1, np.ones(len(qa), bool)) & (reg.score >= KEYS_FROM)
                                 & (reg.score < CEILING))
-        rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect, workers=workers)
+        rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect, workers=workers,
+                                             plain=plain)
         take_better(columns, second[rows], better)
         reg = type(reg)(**columns)
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)
     prow = np.sort(rng.choice(train_rows, size=min(positive_sample, len(train_rows)), replace=False))
-    preg, kind = positive_scores(thumbs, prow, rng, workers, aspect)
+    preg, kind = positive_scores(thumbs, prow, rng, workers, aspect, plain)
     pos = preg.score
     p05 = float(np.quantile(pos, 0.05))
     # sampled images whose pixels agree with another training image (a registered overlap only where the structure
@@ -452,7 +467,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     floor, sim_floor = (SMALL_FLOOR, SMALL_SIMILAR_FLOOR) if len(null) < SMALL_NULL else (FLOOR, FLOOR)
     fin = crowd[np.isfinite(crowd)]
     lo, hi, mid = (float(fin.min()), float(fin.max()), float(np.median(fin))) if len(fin) else (0.0, 0.0, 0.0)
-    model_values = dict(crowding_intercept=model.intercept, crowding_slope=model.slope, crowding_lo=lo,
+    model_values = dict(shape_values, crowding_intercept=model.intercept, crowding_slope=model.slope, crowding_lo=lo,
                         crowding_hi=hi, crowding_median=mid, copy_residual=model.copy_residual,
                         similar_residual=model.similar_residual, copy_floor=floor, similar_floor=sim_floor)
     if hash_pairs is not None:

@@ -42,14 +42,15 @@ KEYS_FROM = 0.8
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
                  start: Registration | None = None, prune: bool = True, workers: int | None = None,
-                 aspect: np.ndarray | None = None) -> Registration:
+                 aspect: np.ndarray | None = None, plain: bool = False) -> Registration:
     """Register and score every pair (``thumbs[a[i]]``, ``thumbs[b[i]]``): a copy score per pair and the transform
     that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair). ``start``:
     each pair's :func:`screen` answer, the starting point that replaces the half-resolution search. ``prune``:
     pairs whose template peak stays under :data:`~.register.PRUNE` skip the refinement (the calibration's null
     does not prune: its scores, low ones included, are what the cut is fitted to). ``workers``: threads (default:
     one per core); the answer does not depend on them. ``aspect``: per thumbnail, its image's width / height
-    relative to the dataset's (:func:`~.register.unsquash`; None: all alike)."""
+    relative to the dataset's (:func:`~.register.unsquash`; None: all alike). ``plain``: objects on a plain
+    background (:func:`~.register.plain_sides`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..features.runner import default_workers
@@ -67,7 +68,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
     def chunk(begin: int) -> None:  # writes its own rows of ``out``: chunks run side by side
         sel = order[begin : begin + CHUNK]
         ids, inv = np.unique(np.concatenate([a[sel], b[sel]]), return_inverse=True)
-        prep = prepare(thumbs[ids], side, None if aspect is None else aspect[ids])
+        prep = prepare(thumbs[ids], side, None if aspect is None else aspect[ids], plain)
         ia, ib = inv[: len(sel)], inv[len(sel) :]
         seeds = None if start is None else list(zip(start.mirrored[sel].tolist(), start.scale[sel].tolist(),
                                                     start.angle[sel].tolist()))
@@ -101,7 +102,7 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
 
 def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                           a: np.ndarray, b: np.ndarray, *, side: int = SIDE, aspect: np.ndarray | None = None,
-                          workers: int | None = None) -> tuple[np.ndarray, Registration]:
+                          workers: int | None = None, plain: bool = False) -> tuple[np.ndarray, Registration]:
     """The second opinion of local features (:mod:`.keypoints`): each pair registered from the similarity its
     keypoints fit, refined and scored like every pair. Returns (the pairs that had such a start, their
     :class:`Registration`). Pairs of an image shown in another shape (``aspect``, :func:`relative_aspect`) get none:
@@ -123,7 +124,7 @@ def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple
         sel = slice(s, s + CHUNK)
         ids, inv = np.unique(np.concatenate([a[rows[sel]], b[rows[sel]]]), return_inverse=True)
         n = len(rows[sel])
-        r = register_from(prepare(thumbs[ids], side), inv[:n], inv[n:], mirrored[sel], params[sel])
+        r = register_from(prepare(thumbs[ids], side, plain=plain), inv[:n], inv[n:], mirrored[sel], params[sel])
         out["score"][sel], out["mirrored"][sel] = r.score, r.mirrored
         out["scale"][sel], out["angle"][sel] = r.params[:, 0], r.params[:, 1]
         out["dx"][sel], out["dy"][sel] = r.params[:, 2] / side, r.params[:, 3] / side
@@ -143,23 +144,25 @@ def take_better(columns: dict[str, np.ndarray], rows: np.ndarray, got: Registrat
 
 
 def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
-           workers: int | None = None, aspect: np.ndarray | None = None) -> Registration:
+           workers: int | None = None, aspect: np.ndarray | None = None, plain: bool = False) -> Registration:
     """:func:`.screen.screen_pairs` over thumbnails: every image prepared once (only its half-resolution working
     images, as is and mirrored, are kept: ~4.6 kB an image; in temporary files above
     :data:`~splitaudit.memory.SPILL_BYTES`, 460 MB at 100k images, read back block by block), all pairs screened at
     once."""
     from .screen import VARIANTS, WEIGHTS
 
-    return _screens(thumbs, a, b, ((VARIANTS, WEIGHTS),), side, mirror, workers, aspect)[0]
+    return _screens(thumbs, a, b, ((VARIANTS, WEIGHTS),), side, mirror, workers, aspect, plain)[0]
 
 
 def screen_outward(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
-                   workers: int | None = None, aspect: np.ndarray | None = None) -> tuple[Registration, Registration]:
+                   workers: int | None = None, aspect: np.ndarray | None = None, plain: bool = False
+                   ) -> tuple[Registration, Registration]:
     """:func:`screen`, and the pairs' screen with b shown bigger (:data:`~.screen.OUTWARD`: the train image a crop
     of the eval image), from one preparation of the images."""
     from .screen import OUTWARD, OUTWARD_WEIGHTS, VARIANTS, WEIGHTS
 
-    main, out = _screens(thumbs, a, b, ((VARIANTS, WEIGHTS), (OUTWARD, OUTWARD_WEIGHTS)), side, mirror, workers, aspect)
+    main, out = _screens(thumbs, a, b, ((VARIANTS, WEIGHTS), (OUTWARD, OUTWARD_WEIGHTS)), side, mirror, workers, aspect,
+                         plain)
     return main, out
 
 
@@ -179,7 +182,7 @@ def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray) 
 
 
 def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int, mirror: bool,  # type: ignore[no-untyped-def]
-             workers: int | None, aspect: np.ndarray | None) -> list[Registration]:
+             workers: int | None, aspect: np.ndarray | None, plain: bool = False) -> list[Registration]:
     """One :func:`.screen.screen_pairs` answer per (variants, weights) of ``groups``, the images prepared once."""
     from ..memory import SPILL_BYTES, SpilledRows
 
@@ -193,7 +196,7 @@ def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int
                            else (np.zeros(shape, np.float32), np.zeros(shape, np.float32)))
     box = np.zeros((len(ids), 4), np.int64)
     for s in range(0, len(ids), CHUNK):  # only the half-resolution images are kept: not every chunk's full one
-        p = prepare(thumbs[ids[s : s + CHUNK]], side, None if aspect is None else aspect[ids[s : s + CHUNK]])
+        p = prepare(thumbs[ids[s : s + CHUNK]], side, None if aspect is None else aspect[ids[s : s + CHUNK]], plain)
         for rows, got in ((small, p.small), (small_mirror, p.small_mirror)):
             if spill:
                 rows.write(s, got)  # type: ignore[union-attr]
@@ -402,7 +405,8 @@ def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy:
 
 
 def demote_apertures(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, copy: np.ndarray, similar: np.ndarray,
-                     evidence: np.ndarray, aspect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     evidence: np.ndarray, aspect: np.ndarray | None = None, plain: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Copies decided by their registration alone whose two images are both one edge (:data:`~.register.APERTURE`)
     move to the similar band: a copy of such an image and another crop of the same edge are not told apart by
     registering them. ``evidence``: pairs backed otherwise (a hash match, the pixel agreement as they lie), which
@@ -414,7 +418,7 @@ def demote_apertures(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, copy: np.
         return copy, similar
     ids, inv = np.unique(np.concatenate([a[check], b[check]]), return_inverse=True)
     iso = np.concatenate([isotropy(prepare(thumbs[ids[s : s + CHUNK]], SIDE,
-                                           None if aspect is None else aspect[ids[s : s + CHUNK]]))
+                                           None if aspect is None else aspect[ids[s : s + CHUNK]], plain))
                           for s in range(0, len(ids), CHUNK)])
     flat = np.maximum(iso[inv[: len(check)]], iso[inv[len(check) :]]) < APERTURE
     copy, similar = copy.copy(), similar.copy()
@@ -480,16 +484,19 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed,
                                 per_image=per_image, workers=workers, hash_pairs=hashes, aspect=aspect, keys=keys)
+    # objects on a plain background or not: decided on the training images, once for every image of the run
+    plain = bool(calibration.plain_background)
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
 
         trust_hashes = bool(calibration.hash_distinct_rate <= HASH_COLLISION_RATE)  # NaN (not measured): no
-    sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect)
+    sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect, plain=plain)
     # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
     proposed = cand.pixel_rank >= 0
     crowd = crowding(cand.b[proposed], sc.score[proposed], n)
     keep, start = widen(sc, out, cand.b, select(sc, cand.b, per_image, hashed=cand.hashed))
-    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start.select(keep), workers=workers, aspect=aspect)
+    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start.select(keep), workers=workers, aspect=aspect,
+                       plain=plain)
     reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad", "smooth_mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
            for f in fields(Registration)}
     for name, col in reg.items():
@@ -504,7 +511,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         decided[cand.b[score >= copy_cut]] = True
         second = np.flatnonzero(_best_per_image(score, cand.b, 1, keep) & ~decided[cand.b] & (score >= KEYS_FROM))
         rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect,
-                                             workers=workers)
+                                             workers=workers, plain=plain)
         take_better(reg, second[rows], better)
     # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration, and an
     # eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
@@ -519,7 +526,8 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                            crowding=crowd[cand.b])
     # the level rule leans on the structural score too: not independent evidence against a better-scoring partner
     copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed | pixels, copy, similar)
-    copy, similar = demote_apertures(thumbs, cand.a, cand.b, copy, similar, cand.hashed | (pixels & reg["still"]), aspect)
+    copy, similar = demote_apertures(thumbs, cand.a, cand.b, copy, similar, cand.hashed | (pixels & reg["still"]), aspect,
+                                     plain)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
     score = np.nan_to_num(reg["score"], nan=-np.inf)
