@@ -898,11 +898,9 @@ def test_screen_pairs_wants_one_weight_per_variant(tiles) -> None:  # type: igno
     assert len(screen_pairs(prep, np.array([0, 1]), np.array([2, 3]), variants=OUTWARD, weights=(0.95,))) == 2
 
 
-def test_a_garment_within_four_grey_levels_of_its_train_twin_is_a_copy_whatever_its_registration() -> None:
-    """Fashion-MNIST's test image 6428 lies 3.88 grey levels (mean absolute difference at 28 px) from train image
-    12545: a duplicate by the dataset's ground truth. Registered, the overlap agrees a little better (3.51) at a
-    structural score of 0.953, under the similar band of 1,500 training garments: the whole images as they lie
-    must still count as agreeing pixels (they did not when the registered overlap took their place)."""
+def fmnist_twin(train: int, test: int) -> tuple[np.ndarray, int]:
+    """A Fashion-MNIST ground-truth pair (train and test index, within 4 grey levels at 28 px) among 1,500 other
+    training garments, as 32-px thumbnails: (images, the row of the train twin; the test image is the last)."""
     import gzip
 
     path = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -912,13 +910,34 @@ def test_a_garment_within_four_grey_levels_of_its_train_twin_is_a_copy_whatever_
         xtr = np.frombuffer(fh.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(path.replace("train-", "t10k-"), "rb") as fh:
         xte = np.frombuffer(fh.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
-    assert np.abs(xte[6428].astype(np.int16) - xtr[12545]).mean() <= 4
+    assert np.abs(xte[test].astype(np.int16) - xtr[train]).mean() <= 4
     to32 = lambda a: np.repeat(cv2.resize(a, (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)[..., None], 3, axis=2)  # noqa: E731
-    train = [12545, *range(1500)]
-    imgs = np.stack([to32(xtr[k]) for k in train] + [to32(xte[6428])])
-    c = find_copies(imgs, np.r_[np.zeros(len(train), np.int64), 1])
-    k = np.flatnonzero((c.a == 0) & (c.b == len(train)))
+    rows = [train, *range(1500)]
+    return np.stack([to32(xtr[k]) for k in rows] + [to32(xte[test])]), 0
+
+
+def test_a_garment_within_four_grey_levels_of_its_train_twin_is_a_copy_whatever_its_registration() -> None:
+    """Fashion-MNIST's test image 6428 lies 3.88 grey levels (mean absolute difference at 28 px) from train image
+    12545: a duplicate by the dataset's ground truth. Registered, the overlap agrees a little better (3.51) at a
+    structural score of 0.953, under the similar band of 1,500 training garments: the whole images as they lie
+    must still count as agreeing pixels (they did not when the registered overlap took their place)."""
+    imgs, twin = fmnist_twin(12545, 6428)
+    c = find_copies(imgs, np.r_[np.zeros(len(imgs) - 1, np.int64), 1])
+    k = np.flatnonzero((c.a == twin) & (c.b == len(imgs) - 1))
     assert len(k) == 1
     _, similar_cut = c.cuts(c.b[k])
     assert c.score[k[0]] < similar_cut[0]  # the structural score alone would not decide it
     assert c.copy[k[0]], (c.score[k], c.mad[k], c.still[k])
+
+
+def test_pixels_that_agree_as_they_lie_keep_a_one_edge_garment_a_copy() -> None:
+    """Fashion-MNIST's test image 5898 and train image 20075 (3.89 grey levels apart at 28 px, 3.72 at 32 px): both
+    are nearly one straight edge (:func:`~splitaudit.neighbors.verify.demote_apertures` moves such pairs, decided
+    by registration alone, to the similar band), but their pixels agree as they lie: independent evidence that
+    keeps the copy (it was demoted when the registered overlap's agreement had taken the place of the whole
+    images')."""
+    imgs, twin = fmnist_twin(20075, 5898)
+    c = find_copies(imgs, np.r_[np.zeros(len(imgs) - 1, np.int64), 1])
+    k = np.flatnonzero((c.a == twin) & (c.b == len(imgs) - 1))
+    assert len(k) == 1 and not c.still[k[0]]
+    assert c.copy[k[0]], (c.score[k], c.mad[k], c.similar[k])

@@ -523,14 +523,15 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     # the whole images as they lie agree on their own, whatever the registration: a registered overlap that agrees a
     # little better (Fashion-MNIST: a test image 3.88 grey levels from its train twin, 3.51 on the overlap) must not
     # put the pair under the structural test the overlap's agreement needs
-    pixels = pixel_agreement(reg["mad"], reg["spread"], reg["still"], reg["score"], similar_cut) | pixel_agreement(mad, spread)
+    as_they_lie = pixel_agreement(mad, spread)
+    pixels = pixel_agreement(reg["mad"], reg["spread"], reg["still"], reg["score"], similar_cut) | as_they_lie
     levels = level_agreement(reg["smooth_mad"], reg["spread"], reg["score"], similar_cut, calibration.level_cut)
     copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes, pixels=pixels | levels,
                            crowding=crowd[cand.b])
     # the level rule leans on the structural score too: not independent evidence against a better-scoring partner
     copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed | pixels, copy, similar)
-    copy, similar = demote_apertures(thumbs, cand.a, cand.b, copy, similar, cand.hashed | (pixels & reg["still"]), aspect,
-                                     plain)
+    copy, similar = demote_apertures(thumbs, cand.a, cand.b, copy, similar, cand.hashed | (pixels & reg["still"]) | as_they_lie,
+                                     aspect, plain)
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
     score = np.nan_to_num(reg["score"], nan=-np.inf)
