@@ -413,7 +413,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     measured on the training images, :func:`~.register.plain_share`), as every registration of the run takes it."""
     from .candidates import pairs_within
     from .verify import (KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement,
-                         screen_outward, select, take_better, verify_pairs, widen)
+                         screen_outward, select, still_agreement, take_better, verify_pairs, widen)
 
     if not 0 < target_rate < similar_rate < 1:
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
@@ -433,6 +433,9 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect, plain=plain)
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
     keep, start = widen(sc, out, qa, select(sc, qa, per_image))
+    # every neighbour compared as it lies, registered or not (as find_copies compares every candidate): pixels that
+    # agree so make a copy inside train whatever the registration
+    lying = qa[pixel_agreement(*still_agreement(thumbs, qb, qa))]
     qa, qb = qa[keep], qb[keep]
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
@@ -461,8 +464,8 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     # scores like a copy too): copies inside train, or look-alikes the pixel rule would call copies (reported: a
     # count far above the copies the dataset is known to hold says so)
     agree = pixel_agreement(reg.mad, reg.spread, reg.still, reg.score, p05)
-    null_pixel_agree = len(set(qa[agree].tolist()))
-    agreeing = np.isin(queries, qa[agree])
+    null_pixel_agree = len(set(qa[agree].tolist()) | set(lying.tolist()))
+    agreeing = np.isin(queries, qa[agree]) | np.isin(queries, lying)
     model = null_model(null, crowd, p05, target_rate, similar_rate, agreeing=agreeing)
     floor, sim_floor = (SMALL_FLOOR, SMALL_SIMILAR_FLOOR) if len(null) < SMALL_NULL else (FLOOR, FLOOR)
     fin = crowd[np.isfinite(crowd)]
