@@ -22,7 +22,7 @@ from ..features.embeddings.backbones import NONE, BackboneSpec
 from ..features.table import full_pixel_digests
 from ..neighbors import HashPairs, hash_pairs
 from ..neighbors.blank import near_blank
-from ..neighbors.confirm import Confirmation, confirm_pairs, thumbnails
+from ..neighbors.confirm import Confirmation, confirm_records
 from ..neighbors.dense import dense_candidates
 from ..neighbors.matches import DensePairs, Matches, merge_matches
 from ..neighbors.verify import CopyMatches, find_copies
@@ -233,9 +233,9 @@ class AuditContext:
 
     # -- neighbours ----------------------------------------------------------------------------------------------
     def _confirm(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
-        return staged_call(VERIFY, len(a), lambda: confirm_pairs(
-            a, b, thumbnails(self.dataset, a, b, max_pixels=self.hash_options.max_pixels, engine=self.engine),
-            workers=self.options.workers))
+        return staged_call(VERIFY, len(a), lambda: confirm_records(
+            self.dataset, a, b, max_pixels=self.hash_options.max_pixels, workers=self.options.workers,
+            engine=self.engine))
 
     def confirmed(self, a: np.ndarray, b: np.ndarray) -> Confirmation:
         """:func:`~splitaudit.neighbors.confirm.confirm_pairs` of these exact pairs, kept for this exact dataset."""

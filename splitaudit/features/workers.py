@@ -1,0 +1,278 @@
+"""Fresh worker processes for array work that holds the GIL, fed over pipes with plain arrays (never pickles).
+
+Threads cannot split work that is mostly small NumPy and SciPy calls (the pixel confirmation's crop views: two
+threads ran 1.2x one); forked workers would, but a fork of a run's large process counts its pages once more per
+worker in every process's resident memory. These workers are new interpreters (``python -m
+splitaudit.features.workers``): they import only what their job needs (~50 MB each), never import the caller's
+``__main__`` (a user's unguarded Keras script is not run again, as spawn would), and hold nothing but their job.
+
+A job is a name from :data:`JOBS` (an allow-list: the worker imports nothing else), JSON arguments and NumPy
+arrays; its answer is arrays. On the wire each message is an 8-byte length, a JSON header (arguments, and each
+array's name, dtype and shape) and the arrays' bytes. A job that raises is an error in the caller
+(:class:`WorkerError`); a worker that dies is one too. Workers ignore Ctrl-C (the caller stops them), end when their
+input closes, and are killed with the caller (Linux: ``PR_SET_PDEATHSIG``): none outlives the command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import SplitauditError
+
+Arrays = dict[str, np.ndarray]
+#: The jobs a worker runs: name -> ``module:function``, each ``function(args: dict, arrays: Arrays) -> Arrays``.
+JOBS = {"confirm": "splitaudit.neighbors.confirm:confirm_job"}
+_LENGTH = struct.Struct("<Q")
+#: The array kinds a message carries: booleans, integers, floats (no objects, nothing that needs unpickling).
+_KINDS = "biuf"
+
+
+class WorkerError(SplitauditError):
+    """A worker's job raised, or the worker process died."""
+
+
+# -- the wire ----------------------------------------------------------------------------------------------------
+def write_message(out: IO[bytes], header: dict[str, Any], arrays: Arrays | None = None) -> None:
+    """One message: ``header`` (JSON-able) and ``arrays`` (numeric, any shape), flushed."""
+    arrays = arrays or {}
+    parts = []
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.kind not in _KINDS:
+            raise TypeError(f"array {name!r} has dtype {a.dtype}: only numbers and booleans go to a worker")
+        parts.append(a)
+    head = json.dumps({**header, "arrays": [[n, a.dtype.str, list(a.shape)] for n, a in zip(arrays, parts)]}).encode()
+    out.write(_LENGTH.pack(len(head)))
+    out.write(head)
+    for a in parts:
+        out.write(memoryview(a).cast("B"))
+    out.flush()
+
+
+def _read_exact(inp: IO[bytes], n: int) -> bytes:
+    data = inp.read(n)
+    if data is None or len(data) != n:
+        raise EOFError("the pipe closed mid-message" if data else "the pipe closed")
+    return data
+
+
+def read_message(inp: IO[bytes]) -> tuple[dict[str, Any], Arrays]:
+    """The next message of :func:`write_message`; ``EOFError`` when the pipe closed."""
+    (length,) = _LENGTH.unpack(_read_exact(inp, _LENGTH.size))
+    header = json.loads(_read_exact(inp, length))
+    arrays: Arrays = {}
+    for name, dtype, shape in header.pop("arrays"):
+        dt = np.dtype(dtype)
+        if dt.kind not in _KINDS:
+            raise ValueError(f"array {name!r} of dtype {dt} in a worker message")
+        count = int(np.prod(shape, dtype=np.int64))
+        arrays[name] = np.frombuffer(_read_exact(inp, count * dt.itemsize) if count else b"", dt).reshape(shape)
+    return header, arrays
+
+
+# -- the worker side -----------------------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when the one that started it dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _job(name: str):  # type: ignore[no-untyped-def]
+    import importlib
+
+    module, _, function = JOBS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def serve(inp: IO[bytes], out: IO[bytes]) -> None:
+    """The worker's loop: a job per message until the input closes."""
+    import traceback
+
+    while True:
+        try:
+            header, arrays = read_message(inp)
+        except EOFError:
+            return
+        try:
+            if header.get("job") not in JOBS:
+                raise ValueError(f"no job {header.get('job')!r} (jobs: {sorted(JOBS)})")
+            answer = _job(header["job"])(header.get("args", {}), arrays)
+            write_message(out, {"ok": True}, answer)
+        except Exception as e:  # sent back: the caller raises it
+            write_message(out, {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the caller decides
+    _die_with_parent()
+    if os.getppid() == 1:  # the caller died before the line above
+        return
+    serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+# -- the caller side -----------------------------------------------------------------------------------------------
+def available() -> bool:
+    """Whether fresh interpreters can be started here (an embedded or frozen Python may have no executable)."""
+    return bool(sys.executable) and not getattr(sys, "frozen", False)
+
+
+class WorkerPool:
+    """``workers`` fresh worker processes; :meth:`map` runs jobs on them. A context manager: leaving it stops them."""
+
+    def __init__(self, workers: int) -> None:
+        import splitaudit
+
+        # the same splitaudit as the caller's (a source tree on sys.path, not an installed copy), BLAS on one thread
+        # (the jobs' products are small; more threads would only fight the other workers for the cores)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(splitaudit.__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.procs: list[subprocess.Popen] = []
+        try:
+            for _ in range(workers):
+                self.procs.append(subprocess.Popen([sys.executable, "-m", "splitaudit.features.workers"], env=env,
+                                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.DEVNULL, close_fds=True))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker: its input closed (it ends after its job), killed if it has not ended within a second."""
+        for p in self.procs:
+            if p.stdin is not None:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        self.procs = []
+
+    def map(self, job: str, tasks: Iterable[tuple[dict[str, Any], Arrays]]) -> Iterator[Arrays]:
+        """Run ``job`` on each ``(args, arrays)`` of ``tasks``; the answers in task order. One task per worker at a
+        time, each worker taking the next when it is free (tasks of unequal cost balance themselves); at most
+        twice the workers' tasks are made ahead of the answers."""
+        if job not in JOBS:
+            raise WorkerError(f"no job {job!r} (jobs: {sorted(JOBS)})")
+        todo: queue.Queue = queue.Queue(maxsize=max(1, len(self.procs)))
+        answers: dict[int, tuple[bool, Any]] = {}
+        done = threading.Condition()
+        stop = threading.Event()
+
+        def feed(proc: subprocess.Popen) -> None:
+            while not stop.is_set():
+                item = todo.get()
+                if item is None:
+                    return
+                k, (args, arrays) = item
+                try:
+                    write_message(proc.stdin, {"job": job, "args": args}, arrays)  # type: ignore[arg-type]
+                    header, out = read_message(proc.stdout)  # type: ignore[arg-type]
+                    got = (True, out) if header.get("ok") else (False, WorkerError(
+                        f"a worker's {job!r} job failed: {header.get('error')}\n{header.get('traceback', '')}".rstrip()))
+                except (OSError, EOFError, ValueError) as e:
+                    got = (False, WorkerError(f"a worker process stopped (exit code {proc.poll()}): {e}"))
+                with done:
+                    answers[k] = got
+                    done.notify_all()
+                if not got[0]:
+                    return
+
+        threads = [threading.Thread(target=feed, args=(p,), name="splitaudit-feed", daemon=True) for p in self.procs]
+        for t in threads:
+            t.start()
+        sent = 0
+        try:
+            it = iter(tasks)
+            exhausted = False
+            for want in _count():
+                # keep the queue full, never more than 2 x workers tasks beyond the answer wanted next
+                while not exhausted and sent < want + 2 * len(self.procs):
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    while True:  # a bounded wait: a dead feeder must not leave this put hanging
+                        try:
+                            todo.put((sent, item), timeout=0.2)
+                            break
+                        except queue.Full:
+                            if not any(t.is_alive() for t in threads):
+                                raise _failure(answers) from None
+                    sent += 1
+                if want >= sent:
+                    return
+                with done:
+                    while want not in answers:
+                        if not any(t.is_alive() for t in threads):
+                            raise _failure(answers)
+                        done.wait(0.2)
+                    ok, value = answers.pop(want)
+                if not ok:
+                    raise value
+                yield value
+        finally:
+            stop.set()
+            while True:  # unblock the feeders: drop what is queued, then one end mark each
+                try:
+                    todo.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in threads:
+                try:
+                    todo.put_nowait(None)
+                except queue.Full:
+                    break
+            if any(t.is_alive() for t in threads):
+                self.close()  # a feeder still waits on its worker's answer: stopping the workers ends that wait
+            for t in threads:
+                t.join()
+
+
+def _failure(answers: dict[int, tuple[bool, Any]]) -> BaseException:
+    """The first failed answer's error (what stopped the workers), else a plain one."""
+    for k in sorted(answers):
+        if not answers[k][0]:
+            return answers[k][1]
+    return WorkerError("every worker process stopped")
+
+
+def _count() -> Iterator[int]:
+    k = 0
+    while True:
+        yield k
+        k += 1
+
+
+if __name__ == "__main__":
+    main()
