@@ -172,6 +172,9 @@ def pool_kind(workers: int, rows: int, *, releases_gil: bool = False) -> str:
     deadlocks), where TensorFlow, PyTorch or JAX is imported (a worker must never carry it), in a daemonic process
     (it may not have children), without fork (Windows), and for work that releases the GIL, where threads keep
     pace with processes and add no memory (forked workers' resident pages count the parent's again).
+    One stage holds the GIL late in a run, when forking is unsafe or costly: the pixel confirmation of hash matches
+    runs on fresh interpreters of :mod:`splitaudit.features.workers` (``python -m``: no ``__main__`` re-imported,
+    plain arrays over pipes), not on this policy's pools.
     """
     if workers <= 1 or rows < _MIN_ROWS_FOR_POOL:
         return "inline"

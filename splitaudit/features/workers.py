@@ -48,7 +48,8 @@ def write_message(out: IO[bytes], header: dict[str, Any], arrays: Arrays | None 
     arrays = arrays or {}
     parts = []
     for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
+        a = a if a.flags.c_contiguous else np.array(a, order="C")  # (ascontiguousarray makes a 0-d array 1-d)
         if a.dtype.kind not in _KINDS:
             raise TypeError(f"array {name!r} has dtype {a.dtype}: only numbers and booleans go to a worker")
         parts.append(a)
@@ -56,7 +57,8 @@ def write_message(out: IO[bytes], header: dict[str, Any], arrays: Arrays | None 
     out.write(_LENGTH.pack(len(head)))
     out.write(head)
     for a in parts:
-        out.write(memoryview(a).cast("B"))
+        if a.size:  # (a view with a zero in its shape cannot be cast to bytes: nothing to write)
+            out.write(memoryview(a.reshape(-1).view(np.uint8)))
     out.flush()
 
 
@@ -180,7 +182,9 @@ class WorkerPool:
     def map(self, job: str, tasks: Iterable[tuple[dict[str, Any], Arrays]]) -> Iterator[Arrays]:
         """Run ``job`` on each ``(args, arrays)`` of ``tasks``; the answers in task order. One task per worker at a
         time, each worker taking the next when it is free (tasks of unequal cost balance themselves); at most
-        twice the workers' tasks are made ahead of the answers."""
+        twice the workers' tasks are made ahead of the answers. Close the generator (``contextlib.closing``) where
+        it may be left unfinished: its clean-up must not wait for the garbage collector, which swallows a Ctrl-C
+        raised in it."""
         if job not in JOBS:
             raise WorkerError(f"no job {job!r} (jobs: {sorted(JOBS)})")
         todo: queue.Queue = queue.Queue(maxsize=max(1, len(self.procs)))

@@ -679,6 +679,8 @@ def confirm_on_workers(dataset: Dataset, a: np.ndarray, b: np.ndarray, *, max_pi
     time, each job decoding its own images (file paths, or the pixels of in-memory records) with its own memos of
     ``CACHE_BYTES / workers``. The crop views and correlations hold the GIL: two threads ran 1.2x one, two
     processes ~1.9x (20k-photo check's 21k pairs: 9.5 s on threads, 5.8 s of work on two processes)."""
+    from contextlib import closing
+
     from ..features.workers import WorkerPool
 
     a = np.asarray(a, np.int64)
@@ -711,8 +713,10 @@ def confirm_on_workers(dataset: Dataset, a: np.ndarray, b: np.ndarray, *, max_pi
     segments = [order[s : s + JOB_PAIRS] for s in range(0, len(order), JOB_PAIRS)]
     ncc = np.full(len(a), np.nan)
     fl = np.zeros(len(a), bool)
-    with WorkerPool(min(workers, len(segments))) as pool:
-        for sel, got in zip(segments, pool.map("confirm", (task(sel) for sel in segments))):
+    # the answers' generator is closed here, not when collected: a Ctrl-C that lands in its clean-up must stop the
+    # run, and one raised while the collector runs it is swallowed ("Exception ignored"; the run went on)
+    with WorkerPool(min(workers, len(segments))) as pool, closing(pool.map("confirm", map(task, segments))) as answers:
+        for sel, got in zip(segments, answers):
             ncc[sel], fl[sel] = got["ncc"], got["flipped"]
     return Confirmation(ncc, fl)
 

@@ -1,0 +1,182 @@
+"""Fresh worker processes (``splitaudit.features.workers``): plain arrays over pipes, the pixel confirmation run on
+them gives the answers of the in-process loop bit for bit, a failing job is an error in the caller, and no worker
+outlives its caller (closed, interrupted with Ctrl-C, or killed). Real photos, real processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+import pytest
+from conftest import save, sigint_as_in_a_terminal
+
+from splitaudit.features.workers import JOBS, WorkerError, WorkerPool, read_message, write_message
+from splitaudit.neighbors.confirm import (JOB_PAIRS, WORKERS_FROM, confirm_on_workers, confirm_pairs, confirm_records,
+                                          record_thumbnails)
+from splitaudit.scan import scan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_message_carries_its_arguments_and_arrays_exactly() -> None:
+    buf = io.BytesIO()
+    arrays = {"f": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), "i": np.arange(5, dtype=np.int64)[::-1],
+              "u": np.zeros((0, 7), np.uint8), "b": np.array([True, False]), "d": np.array(np.pi)}
+    write_message(buf, {"job": "x", "args": {"paths": ["a.jpg", None], "n": 3}}, arrays)
+    write_message(buf, {"ok": True})
+    buf.seek(0)
+    header, got = read_message(buf)
+    assert header == {"job": "x", "args": {"paths": ["a.jpg", None], "n": 3}}
+    assert list(got) == list(arrays)
+    for name, a in arrays.items():
+        assert got[name].dtype == a.dtype and got[name].shape == a.shape and np.array_equal(got[name], a)
+    assert read_message(buf) == ({"ok": True}, {})
+    with pytest.raises(EOFError):
+        read_message(buf)
+    with pytest.raises(TypeError, match="only numbers"):
+        write_message(io.BytesIO(), {}, {"o": np.array(["a", None], dtype=object)})
+
+
+def _copies(photos: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Crops of real photos: each photo's copies (shifted by a few pixels, mirrored) and distinct tiles of it."""
+    out = []
+    for photo in photos.values():
+        if photo.ndim == 2:
+            photo = np.stack([photo] * 3, axis=-1)
+        photo = photo[..., :3]
+        s = min(photo.shape[:2]) // 3
+        for dy, dx in ((0, 0), (4, 6), (1, 1), (s, s), (s + 3, s - 2), (2 * s, 0), (0, 2 * s), (s, 0), (0, s)):
+            out.append(np.ascontiguousarray(photo[dy : dy + s, dx : dx + s]))
+        out.append(np.ascontiguousarray(photo[:s, :s][:, ::-1]))
+    return out
+
+
+def test_confirmation_on_workers_equals_the_loop_for_files_and_in_memory_images(photos: dict[str, np.ndarray],
+                                                                               tmp_path: Path) -> None:
+    """Every pair of real photo crops, saved as JPEG files (one of them not an image) and given as arrays: the
+    workers' answers are the in-process loop's, bit for bit, whatever the jobs' cut."""
+    images = _copies(photos)
+    for i, im in enumerate(images):
+        save(tmp_path / ("train" if i % 3 else "val") / f"{i:03d}.jpg", Image.fromarray(im))
+    (tmp_path / "train" / "zzz.jpg").write_bytes(b"not a jpeg at all")
+    on_disk = scan([str(tmp_path / "train"), str(tmp_path / "val")])
+    in_memory = scan({"train": np.stack([np.asarray(_square(im)) for im in images[:30]]),
+                      "val": np.stack([np.asarray(_square(im)) for im in images[30:]])})
+    for ds in (on_disk, in_memory):
+        n = len(ds.records)
+        a, b = (x.ravel() for x in np.triu_indices(n, 1))
+        assert len(a) > 2 * JOB_PAIRS  # several jobs on each worker
+        want = confirm_pairs(a, b, record_thumbnails(ds, max_pixels=10**8), workers=1)
+        got = confirm_on_workers(ds, a, b, max_pixels=10**8, workers=2)
+        np.testing.assert_array_equal(got.ncc, want.ncc)
+        np.testing.assert_array_equal(got.flipped, want.flipped)
+        assert (want.ncc > 0.95).sum() >= len(photos) and (want.ncc < 0.8).sum() > len(a) // 2  # copies and others
+    bad = [k for k, r in enumerate(on_disk.records) if r.path.endswith("zzz.jpg")][0]
+    got = confirm_on_workers(on_disk, np.array([0, bad]), np.array([bad, 1]), max_pixels=10**8, workers=2)
+    assert np.isnan(got.ncc).all()
+    # the records' entry point sends this many pairs to the workers, with the same answers
+    a, b = (x.ravel() for x in np.triu_indices(len(on_disk.records), 1))
+    a, b = np.tile(a, -(-WORKERS_FROM // len(a))), np.tile(b, -(-WORKERS_FROM // len(b)))
+    want = confirm_pairs(a, b, record_thumbnails(on_disk, max_pixels=10**8), workers=1)
+    got = confirm_records(on_disk, a, b, max_pixels=10**8, workers=2)
+    np.testing.assert_array_equal(got.ncc, want.ncc)
+
+
+def _square(im: np.ndarray, side: int = 96) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(im).resize((side, side), Image.Resampling.BILINEAR))
+
+
+def test_a_failing_job_is_an_error_in_the_caller_and_the_workers_stop() -> None:
+    with pytest.raises(WorkerError, match="no job 'nope'"):
+        with WorkerPool(1) as pool:
+            list(pool.map("nope", [({}, {})]))
+    pool = WorkerPool(2)
+    procs = list(pool.procs)
+    with pytest.raises(WorkerError, match="KeyError: 'pixels'"):
+        with pool:  # the job's own error (arrays it needs are missing), raised here
+            list(pool.map("confirm", [({"paths": [], "max_pixels": 1, "cache_bytes": 1}, {})] * 3))
+    assert all(p.poll() is not None for p in procs)
+    assert set(JOBS) == {"confirm"}
+
+
+_CALLER = textwrap.dedent("""
+    import sys, numpy as np
+    from splitaudit.scan import scan
+    from splitaudit.neighbors.confirm import confirm_on_workers
+    ds = scan([sys.argv[1] + "/train", sys.argv[1] + "/val"])
+    n = len(ds.records)
+    a, b = (x.ravel() for x in np.triu_indices(n, 1))
+    for _ in range(1000):  # far longer than the test waits
+        confirm_on_workers(ds, a, b, max_pixels=10**8, workers=2)
+""")
+
+
+def _workers_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == pid and b"splitaudit.features.workers" in cmd:
+                out.append(int(entry))
+    return out
+
+
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(p)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_no_worker_outlives_its_caller(photos: dict[str, np.ndarray], tmp_path: Path, how: str) -> None:
+    """A caller busy confirming on two workers, stopped by Ctrl-C (SIGINT to its whole process group, as a terminal
+    sends it) or killed outright (SIGKILL: it cannot stop them itself): every worker is gone soon after."""
+    for i, im in enumerate(_copies(photos)):
+        save(tmp_path / ("train" if i % 3 else "val") / f"{i:03d}.jpg", Image.fromarray(im))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", _CALLER, str(tmp_path)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=sigint_as_in_a_terminal)
+    workers: list[int] = []
+    for _ in range(3000):  # up to a minute for the scan and the workers' start
+        workers = _workers_of(proc.pid)
+        if len(workers) == 2 or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert len(workers) == 2, proc.communicate()[1]
+    time.sleep(0.5)  # busy in a job
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    for _ in range(500):  # a worker ends within its job, or at once when killed with its caller
+        if not _alive(workers):
+            break
+        time.sleep(0.02)
+    assert _alive(workers) == []
