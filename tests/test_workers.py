@@ -180,3 +180,27 @@ def test_no_worker_outlives_its_caller(photos: dict[str, np.ndarray], tmp_path: 
             break
         time.sleep(0.02)
     assert _alive(workers) == []
+
+
+def test_a_worker_that_dies_is_an_error_with_its_reason(photos: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """A worker killed in the middle of its job (here: SIGKILL from outside, as the kernel's OOM killer would) stops
+    the caller with an error naming it; the other worker is stopped too."""
+    for i, im in enumerate(_copies(photos)):
+        save(tmp_path / ("train" if i % 3 else "val") / f"{i:03d}.jpg", Image.fromarray(im))
+    ds = scan([str(tmp_path / "train"), str(tmp_path / "val")])
+    a, b = (x.ravel() for x in np.triu_indices(len(ds.records), 1))
+    from contextlib import closing
+
+    pool = WorkerPool(2)
+    procs = list(pool.procs)
+    tasks = [({"paths": [r.path for r in ds.records], "max_pixels": 10**8, "cache_bytes": 2**20},
+              {"a": a, "b": b, "pixels": np.zeros(0, np.uint8), "pixel_shape": np.zeros((len(ds.records), 3), np.int64),
+               "pixel_offset": np.zeros(len(ds.records), np.int64)})] * 6
+    with pytest.raises(WorkerError, match=r"worker process stopped \(exit code -9\)"):
+        with pool, closing(pool.map("confirm", tasks)) as answers:
+            first = next(answers)
+            assert np.isfinite(first["ncc"]).all() and len(first["ncc"]) == len(a)
+            os.kill(procs[0].pid, signal.SIGKILL)
+            for _ in answers:
+                pass
+    assert all(p.poll() is not None for p in procs)

@@ -22,6 +22,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -146,11 +147,14 @@ class WorkerPool:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.procs: list[subprocess.Popen] = []
+        self._errors: dict[int, IO[bytes]] = {}  # each worker's stderr, in a file: read when it dies
         try:
             for _ in range(workers):
-                self.procs.append(subprocess.Popen([sys.executable, "-m", "splitaudit.features.workers"], env=env,
-                                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                   stderr=subprocess.DEVNULL, close_fds=True))
+                err = tempfile.TemporaryFile()
+                p = subprocess.Popen([sys.executable, "-m", "splitaudit.features.workers"], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, close_fds=True)
+                self.procs.append(p)
+                self._errors[p.pid] = err
         except BaseException:
             self.close()
             raise
@@ -177,7 +181,22 @@ class WorkerPool:
                 p.wait()
             if p.stdout is not None:
                 p.stdout.close()
-        self.procs = []
+        for err in self._errors.values():
+            err.close()
+        self.procs, self._errors = [], {}
+
+    def _last_words(self, proc: subprocess.Popen) -> str:
+        """The end of a dead worker's stderr (why it died), on one line."""
+        err = self._errors.get(proc.pid)
+        if err is None:
+            return ""
+        try:
+            proc.wait(timeout=1.0)
+            err.seek(0)
+            lines = err.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return ""
+        return f": {lines[-1]}" if lines else ""
 
     def map(self, job: str, tasks: Iterable[tuple[dict[str, Any], Arrays]]) -> Iterator[Arrays]:
         """Run ``job`` on each ``(args, arrays)`` of ``tasks``; the answers in task order. One task per worker at a
@@ -204,7 +223,8 @@ class WorkerPool:
                     got = (True, out) if header.get("ok") else (False, WorkerError(
                         f"a worker's {job!r} job failed: {header.get('error')}\n{header.get('traceback', '')}".rstrip()))
                 except (OSError, EOFError, ValueError) as e:
-                    got = (False, WorkerError(f"a worker process stopped (exit code {proc.poll()}): {e}"))
+                    words = self._last_words(proc)
+                    got = (False, WorkerError(f"a worker process stopped (exit code {proc.poll()}){words or ': ' + str(e)}"))
                 with done:
                     answers[k] = got
                     done.notify_all()
