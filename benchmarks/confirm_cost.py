@@ -1,7 +1,7 @@
 """CPU-seconds of the pixel confirmation of hash matches (``neighbors.confirm.confirm_pairs``) on a check's own pairs.
 
     python benchmarks/confirm_cost.py dump DATA CACHE pairs.npz       # a check on DATA (train/, val/), cached in CACHE
-    python benchmarks/confirm_cost.py run DATA pairs.npz [--pairs N] [--workers W] [--save out.npz]
+    python benchmarks/confirm_cost.py run DATA pairs.npz [--pairs N] [--workers W] [--processes] [--save out.npz]
     python benchmarks/confirm_cost.py same a.npz b.npz                # every NCC and mirror flag equal?
 
 ``dump`` runs a default check on DATA (a warm CACHE makes it quick; a cold one runs the whole check) with the
@@ -9,6 +9,8 @@ confirmation recomputed, and saves the pairs it confirms (the hash matches whose
 answers. ``run`` replays ``confirm_pairs`` on those pairs (the first N in the confirmation's own pair order: its
 caches see the same locality), as the check calls it, and prints its user and system CPU-seconds, wall seconds,
 how many thumbnails, crop views and standardised views it made, and whether every answer equals the dumped one.
+``--processes``: as the check runs it from ``confirm.WORKERS_FROM`` pairs on, on ``--workers`` worker processes
+(``confirm.confirm_on_workers``; their CPU is not in this process's figures: wall time and the answers only).
 For an A/B of two trees, run it with ``PYTHONPATH`` set to each, interleaved (A B A B).
 """
 
@@ -50,7 +52,7 @@ def dump(data: str, cache: str, out: str) -> None:
     splitaudit.audit(*_folders(data), cache_dir=cache)
 
 
-def run(data: str, pairs: str, n: int | None, workers: int, save: str | None) -> None:
+def run(data: str, pairs: str, n: int | None, workers: int, save: str | None, processes: bool = False) -> None:
     from splitaudit.checks.context import AuditContext
     from splitaudit.neighbors.confirm import confirm_pairs, pair_order, record_thumbnails
     from splitaudit.options import Options
@@ -65,7 +67,12 @@ def run(data: str, pairs: str, n: int | None, workers: int, save: str | None) ->
     thumb = record_thumbnails(ds, max_pixels=AuditContext(ds, Options()).hash_options.max_pixels)
     caches: list = []
     t0, w0 = os.times(), time.perf_counter()
-    got = confirm_pairs(a, b, thumb, caches=caches, workers=workers)
+    if processes:
+        from splitaudit.neighbors.confirm import confirm_on_workers
+
+        got = confirm_on_workers(ds, a, b, max_pixels=AuditContext(ds, Options()).hash_options.max_pixels, workers=workers)
+    else:
+        got = confirm_pairs(a, b, thumb, caches=caches, workers=workers)
     t1, wall = os.times(), time.perf_counter() - w0
     same = np.array_equal(got.ncc, ncc, equal_nan=True) and np.array_equal(got.flipped, flipped)
     print(f"{len(a)} pairs, {len(np.unique(np.concatenate([a, b])))} images, workers {workers}: "
@@ -95,6 +102,7 @@ def main() -> int:
     r.add_argument("--pairs", dest="n", type=int, default=None)
     r.add_argument("--workers", type=int, default=1)
     r.add_argument("--save")
+    r.add_argument("--processes", action="store_true")
     s = sub.add_parser("same")
     s.add_argument("first")
     s.add_argument("second")
@@ -102,7 +110,7 @@ def main() -> int:
     if args.cmd == "dump":
         dump(args.data, args.cache, args.out)
     elif args.cmd == "run":
-        run(args.data, args.pairs, args.n, args.workers, args.save)
+        run(args.data, args.pairs, args.n, args.workers, args.save, args.processes)
     else:
         return same(args.first, args.second)
     return 0

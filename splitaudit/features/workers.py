@@ -136,9 +136,12 @@ def available() -> bool:
 
 
 class WorkerPool:
-    """``workers`` fresh worker processes; :meth:`map` runs jobs on them. A context manager: leaving it stops them."""
+    """``workers`` fresh worker processes, and ``local`` threads of this process running the same jobs in it (this
+    process is one worker less to start, and its own memory is already counted); :meth:`map` runs jobs on them. A
+    context manager: leaving it stops them."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, local: int = 0) -> None:
+        self.local = local
         import splitaudit
 
         # the same splitaudit as the caller's (a source tree on sys.path, not an installed copy), BLAS on one thread
@@ -206,7 +209,7 @@ class WorkerPool:
         raised in it."""
         if job not in JOBS:
             raise WorkerError(f"no job {job!r} (jobs: {sorted(JOBS)})")
-        todo: queue.Queue = queue.Queue(maxsize=max(1, len(self.procs)))
+        todo: queue.Queue = queue.Queue(maxsize=max(1, len(self.procs) + self.local))
         answers: dict[int, tuple[bool, Any]] = {}
         done = threading.Condition()
         stop = threading.Event()
@@ -231,7 +234,26 @@ class WorkerPool:
                 if not got[0]:
                     return
 
+        def run_here() -> None:  # a job in this process (it holds the GIL: one such thread beside the feeders)
+            fn = _job(job)
+            while not stop.is_set():
+                item = todo.get()
+                if item is None:
+                    return
+                k, (args, arrays) = item
+                try:
+                    got = (True, fn(args, arrays))
+                except Exception as e:
+                    got = (False, WorkerError(f"a {job!r} job failed: {type(e).__name__}: {e}"))
+                    got[1].__cause__ = e
+                with done:
+                    answers[k] = got
+                    done.notify_all()
+                if not got[0]:
+                    return
+
         threads = [threading.Thread(target=feed, args=(p,), name="splitaudit-feed", daemon=True) for p in self.procs]
+        threads += [threading.Thread(target=run_here, name="splitaudit-job", daemon=True) for _ in range(self.local)]
         for t in threads:
             t.start()
         sent = 0
@@ -240,7 +262,7 @@ class WorkerPool:
             exhausted = False
             for want in _count():
                 # keep the queue full, never more than 2 x workers tasks beyond the answer wanted next
-                while not exhausted and sent < want + 2 * len(self.procs):
+                while not exhausted and sent < want + 2 * (len(self.procs) + self.local):
                     try:
                         item = next(it)
                     except StopIteration:

@@ -652,6 +652,8 @@ def engine_thumbnails(dataset: Dataset, rows: np.ndarray, engine, *, max_pixels:
 #: Pairs from which the confirmation runs in worker processes (:func:`confirm_on_workers`): below, starting the
 #: interpreters (~0.3 s each) costs about what they save.
 WORKERS_FROM = 4096
+#: Each worker's memos (:data:`CACHE_BYTES` for one loop): a job's pairs share few images beyond the next few pairs.
+WORKER_CACHE_BYTES = 8 * 2**20
 #: Pairs per worker job, consecutive in :func:`pair_order` (an image's pairs come close together, so few images are
 #: decoded by two jobs: 6% more decodes than one loop on a 20k-photo check's 21k pairs).
 JOB_PAIRS = 1024
@@ -674,11 +676,11 @@ def confirm_records(dataset: Dataset, a: np.ndarray, b: np.ndarray, *, max_pixel
 
 def confirm_on_workers(dataset: Dataset, a: np.ndarray, b: np.ndarray, *, max_pixels: int, workers: int
                        ) -> Confirmation:
-    """:func:`confirm_pairs` of records ``(a[j], b[j])`` on ``workers`` worker processes
-    (:class:`~splitaudit.features.workers.WorkerPool`): the pairs in :func:`pair_order`, :data:`JOB_PAIRS` at a
-    time, each job decoding its own images (file paths, or the pixels of in-memory records) with its own memos of
-    ``CACHE_BYTES / workers``. The crop views and correlations hold the GIL: two threads ran 1.2x one, two
-    processes ~1.9x (20k-photo check's 21k pairs: 9.5 s on threads, 5.8 s of work on two processes)."""
+    """:func:`confirm_pairs` of records ``(a[j], b[j])`` on ``workers`` workers: ``workers - 1`` worker processes
+    (:class:`~splitaudit.features.workers.WorkerPool`) and this process. The pairs go in :func:`pair_order`,
+    :data:`JOB_PAIRS` at a time, each job decoding its own images (file paths, or the pixels of in-memory records)
+    with its own memos of :data:`WORKER_CACHE_BYTES`. The crop views and correlations hold the GIL: two threads ran
+    1.2x one (20k-photo check's 21k pairs: 9.5 s on threads, 6.2 s on this process and one worker)."""
     from contextlib import closing
 
     from ..features.workers import WorkerPool
@@ -706,7 +708,7 @@ def confirm_on_workers(dataset: Dataset, a: np.ndarray, b: np.ndarray, *, max_pi
                 pixels.append(px.ravel())
                 at += px.size
         flat = np.concatenate(pixels) if pixels else np.zeros(0, np.uint8)
-        args = {"paths": paths, "max_pixels": int(max_pixels), "cache_bytes": CACHE_BYTES // workers}
+        args = {"paths": paths, "max_pixels": int(max_pixels), "cache_bytes": WORKER_CACHE_BYTES}
         return args, {"a": inv[: len(sel)], "b": inv[len(sel) :], "pixels": flat, "pixel_shape": shapes,
                       "pixel_offset": offsets}
 
@@ -715,7 +717,9 @@ def confirm_on_workers(dataset: Dataset, a: np.ndarray, b: np.ndarray, *, max_pi
     fl = np.zeros(len(a), bool)
     # the answers' generator is closed here, not when collected: a Ctrl-C that lands in its clean-up must stop the
     # run, and one raised while the collector runs it is swallowed ("Exception ignored"; the run went on)
-    with WorkerPool(min(workers, len(segments))) as pool, closing(pool.map("confirm", map(task, segments))) as answers:
+    # this process runs jobs too (it would only wait otherwise): one worker process fewer, ~80 MB less in all
+    with WorkerPool(min(workers, len(segments)) - 1, local=1) as pool, \
+            closing(pool.map("confirm", map(task, segments))) as answers:
         for sel, got in zip(segments, answers):
             ncc[sel], fl[sel] = got["ncc"], got["flipped"]
     return Confirmation(ncc, fl)
