@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -214,46 +214,48 @@ class WorkerPool:
         done = threading.Condition()
         stop = threading.Event()
 
-        def feed(proc: subprocess.Popen) -> None:
+        def slot(run_one: Callable[[dict[str, Any], Arrays], tuple[bool, Any]]) -> None:
+            """Take the next task until the end mark; a failed task ends the slot (its error is the answer)."""
             while not stop.is_set():
                 item = todo.get()
                 if item is None:
                     return
                 k, (args, arrays) = item
+                got = run_one(args, arrays)
+                with done:
+                    answers[k] = got
+                    done.notify_all()
+                if not got[0]:
+                    return
+
+        def in_worker(proc: subprocess.Popen) -> Callable[[dict[str, Any], Arrays], tuple[bool, Any]]:
+            def run_one(args: dict[str, Any], arrays: Arrays) -> tuple[bool, Any]:
                 try:
                     write_message(proc.stdin, {"job": job, "args": args}, arrays)  # type: ignore[arg-type]
                     header, out = read_message(proc.stdout)  # type: ignore[arg-type]
-                    got = (True, out) if header.get("ok") else (False, WorkerError(
-                        f"a worker's {job!r} job failed: {header.get('error')}\n{header.get('traceback', '')}".rstrip()))
                 except (OSError, EOFError, ValueError) as e:
                     words = self._last_words(proc)
-                    got = (False, WorkerError(f"a worker process stopped (exit code {proc.poll()}){words or ': ' + str(e)}"))
-                with done:
-                    answers[k] = got
-                    done.notify_all()
-                if not got[0]:
-                    return
+                    return False, WorkerError(f"a worker process stopped (exit code {proc.poll()}){words or ': ' + str(e)}")
+                if header.get("ok"):
+                    return True, out
+                return False, WorkerError(
+                    f"a worker's {job!r} job failed: {header.get('error')}\n{header.get('traceback', '')}".rstrip())
 
-        def run_here() -> None:  # a job in this process (it holds the GIL: one such thread beside the feeders)
-            fn = _job(job)
-            while not stop.is_set():
-                item = todo.get()
-                if item is None:
-                    return
-                k, (args, arrays) = item
-                try:
-                    got = (True, fn(args, arrays))
-                except Exception as e:
-                    got = (False, WorkerError(f"a {job!r} job failed: {type(e).__name__}: {e}"))
-                    got[1].__cause__ = e
-                with done:
-                    answers[k] = got
-                    done.notify_all()
-                if not got[0]:
-                    return
+            return run_one
 
-        threads = [threading.Thread(target=feed, args=(p,), name="splitaudit-feed", daemon=True) for p in self.procs]
-        threads += [threading.Thread(target=run_here, name="splitaudit-job", daemon=True) for _ in range(self.local)]
+        def here(args: dict[str, Any], arrays: Arrays) -> tuple[bool, Any]:
+            # a job in this process: it holds the GIL, beside the feeders' short waits on their pipes
+            try:
+                return True, _job(job)(args, arrays)
+            except Exception as e:
+                err = WorkerError(f"a {job!r} job failed: {type(e).__name__}: {e}")
+                err.__cause__ = e
+                return False, err
+
+        threads = [threading.Thread(target=slot, args=(in_worker(p),), name="splitaudit-feed", daemon=True)
+                   for p in self.procs]
+        threads += [threading.Thread(target=slot, args=(here,), name="splitaudit-job", daemon=True)
+                    for _ in range(self.local)]
         for t in threads:
             t.start()
         sent = 0
