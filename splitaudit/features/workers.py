@@ -87,12 +87,14 @@ def read_message(inp: IO[bytes]) -> tuple[dict[str, Any], Arrays]:
 # -- the worker side -----------------------------------------------------------------------------------------------
 def _die_with_parent() -> None:
     """Linux: this process gets SIGTERM when the one that started it dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         pass
 
 
@@ -123,8 +125,9 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the caller decides
+    parent = os.getppid()
     _die_with_parent()
-    if os.getppid() == 1:  # the caller died before the line above
+    if os.getppid() != parent:  # the caller died before the line above (this process was handed to another)
         return
     serve(sys.stdin.buffer, sys.stdout.buffer)
 
