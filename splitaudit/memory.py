@@ -42,6 +42,43 @@ def limit_arenas(arenas: int = DRIVER_ARENAS) -> bool:
 SPILL_BYTES = 32 * 2**20
 
 
+def read_rows(path: str, shape: tuple[int, ...], dtype: object, rows) -> "np.ndarray":  # type: ignore[name-defined,no-untyped-def]
+    """Rows ``rows`` (row numbers, any order, repeats allowed) of the C-ordered ``shape`` array of ``dtype`` in the file
+    at ``path`` (a :class:`SpilledRows` file: another process, a worker, reads the rows it needs itself)."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)  # type: ignore[call-overload]
+    rows = np.asarray(rows, np.int64)
+    # Plain reads of the distinct rows, one per run of consecutive rows, into the answer's own memory. Not through
+    # a mapping: the page cache holds large folios (ext4, Linux 6.16+), and a fault maps a whole folio, so 400
+    # rows scattered over a 100 MB file mapped all of it into this process while they were read (+100 MB of
+    # resident size for 400 kB of rows).
+    out = np.empty((len(rows), *shape[1:]), dtype)
+    if not len(rows):
+        return out
+    unique, inverse = np.unique(rows, return_inverse=True)
+    buf = out if len(unique) == len(rows) and (len(rows) < 2 or bool((np.diff(rows) > 0).all())) else \
+        np.empty((len(unique), *shape[1:]), dtype)
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    view = memoryview(buf.reshape(-1).view(np.uint8))
+    cuts = np.flatnonzero(np.diff(unique) != 1) + 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(unique)]):
+            want, at = (hi - lo) * row_bytes, int(unique[lo]) * row_bytes
+            done = 0
+            while done < want:
+                got = os.preadv(fd, [view[lo * row_bytes + done : hi * row_bytes]], at + done)
+                if got <= 0:
+                    raise OSError(f"short read of {path}")
+                done += got
+    finally:
+        os.close(fd)
+    if buf is not out:
+        out[...] = buf[inverse.reshape(-1)]
+    return out
+
+
 class SpilledRows:
     """The rows of a large array in a temporary file, read back by index (``x[rows]``, ``x[a:b]``, ``len``,
     ``shape``): a read copies the rows out of the file with plain reads, so the rows live in the page cache, not in
@@ -145,34 +182,7 @@ class SpilledRows:
             finally:
                 m._mmap.close()  # type: ignore[attr-defined]
                 del m
-        # Plain reads of the distinct rows, one per run of consecutive rows, into the answer's own memory. Not through
-        # a mapping: the page cache holds large folios (ext4, Linux 6.16+), and a fault maps a whole folio, so 400
-        # rows scattered over a 100 MB file mapped all of it into this process while they were read (+100 MB of
-        # resident size for 400 kB of rows).
-        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
-        if not len(rows):
-            return out
-        unique, inverse = np.unique(rows, return_inverse=True)
-        buf = out if len(unique) == len(rows) and (len(rows) < 2 or bool((np.diff(rows) > 0).all())) else \
-            np.empty((len(unique), *self.shape[1:]), self.dtype)
-        row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        view = memoryview(buf.reshape(-1).view(np.uint8))
-        cuts = np.flatnonzero(np.diff(unique) != 1) + 1
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(unique)]):
-                want, at = (hi - lo) * row_bytes, int(unique[lo]) * row_bytes
-                done = 0
-                while done < want:
-                    got = os.preadv(fd, [view[lo * row_bytes + done : hi * row_bytes]], at + done)
-                    if got <= 0:
-                        raise OSError(f"short read of {self.path}")
-                    done += got
-        finally:
-            os.close(fd)
-        if buf is not out:
-            out[...] = buf[inverse.reshape(-1)]
-        return out
+        return read_rows(self.path, self.shape, self.dtype, rows)
 
     def close(self) -> None:
         if getattr(self, "path", None):

@@ -108,7 +108,7 @@ def test_a_failing_job_is_an_error_in_the_caller_and_the_workers_stop() -> None:
     assert all(p.poll() is not None for p in procs)
     with pytest.raises(WorkerError, match="KeyError: 'pixels'"), WorkerPool(0, local=1) as here:  # run in this process
         list(here.map("confirm", [({"paths": [], "max_pixels": 1, "cache_bytes": 1}, {})]))
-    assert set(JOBS) == {"confirm"}
+    assert set(JOBS) == {"confirm", "register", "screen"}
 
 
 _CALLER = textwrap.dedent("""
@@ -208,3 +208,79 @@ def test_a_worker_that_dies_is_an_error_with_its_reason(photos: dict[str, np.nda
             for _ in answers:
                 pass
     assert all(p.poll() is not None for p in procs)
+
+
+def _stage_thumbs(photos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """64-px thumbnails of overlapping tiles of the real photos (train), and eval images: copies of some (shifted
+    by a few pixels, mirrored, re-cropped) and tiles of the photos' other parts (distinct, alike)."""
+    from conftest import tiles_of
+
+    train, val = [], []
+    for photo in photos.values():
+        photo = np.stack([photo] * 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
+        tiles = tiles_of(photo, 96, 24, step=40)
+        train += [np.asarray(t.resize((64, 64))) for t in tiles[:16]]
+        val += [np.asarray(t.resize((64, 64))) for t in tiles[16:]]
+        for t in tiles[:8]:
+            a = np.asarray(t)
+            val.append(np.asarray(Image.fromarray(np.ascontiguousarray(a[3:, 2:])).resize((64, 64))))
+            val.append(np.ascontiguousarray(np.asarray(t.resize((64, 64)))[:, ::-1]))
+    thumbs = np.stack(train + val)
+    return thumbs, np.r_[np.zeros(len(train), np.int64), np.ones(len(val), np.int64)]
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_the_copy_stage_on_a_worker_process_equals_it_on_threads(photos: dict[str, np.ndarray], spill: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # the screen's blocks and the registration's chunks run on the pool (this process and one worker) as they run
+    # on threads: the same answer to the last bit, the screen's images in memory or read by the worker from the
+    # caller's temporary files; one pool serves the whole stage (its worker answers jobs from several calls)
+    from splitaudit import memory
+    from splitaudit.features.workers import local_pool
+    from splitaudit.neighbors import screen, verify
+
+    thumbs, split = _stage_thumbs(photos)
+    monkeypatch.setattr(verify, "CHUNK", 32)  # many small jobs, as a large dataset has many large ones
+    monkeypatch.setattr(screen, "BLOCK", 8)
+    if spill:
+        monkeypatch.setattr(memory, "SPILL_BYTES", 0)
+    threads = verify.copies_to_arrays(verify.find_copies(thumbs, split, workers=2))
+    pool = local_pool(2)
+    assert pool is not None and pool.procs == []  # started by the first job that needs it
+    with pool:
+        on_pool = verify.copies_to_arrays(verify.find_copies(thumbs, split, workers=2, pool=pool))
+        worker = pool.procs[0]
+        assert worker.poll() is None  # alive between the stage's calls: one start for the stage
+    assert worker.poll() is not None
+    assert pool.answered["processes"] >= 8 and pool.answered["here"] >= 8
+    assert threads.keys() == on_pool.keys()
+    for name in threads:
+        np.testing.assert_array_equal(on_pool[name], threads[name], err_msg=name)
+    copies = verify.copies_from_arrays(on_pool)
+    assert copies is not None and copies.copy.sum() >= 8  # the planted copies found: a stage that did its work
+
+
+def test_a_map_read_to_its_end_or_left_at_its_last_answer_keeps_the_workers(photos: dict[str, np.ndarray]) -> None:
+    # a stage shares one pool between its calls; only a map stopped with jobs still running stops the workers
+    from contextlib import closing
+
+    from splitaudit.neighbors.verify import register_job
+
+    thumbs, _ = _stage_thumbs(photos)
+    rng = np.random.default_rng(0)
+    task = ({"side": 48, "mirror": True, "prune": True, "tries": [], "plain": False},
+            {"thumbs": thumbs[:40], "ia": rng.integers(0, 40, 30), "ib": rng.integers(0, 40, 30)})
+    want = register_job(*task)
+    with WorkerPool(1, local=1) as pool:
+        worker = pool.procs[0]
+        assert len(list(pool.map("register", [task] * 4))) == 4
+        with closing(pool.map("register", [task] * 4)) as answers:
+            for _, got in zip(range(4), answers):  # the generator left at its last answer, then closed
+                for name in want:
+                    np.testing.assert_array_equal(got[name], want[name])
+        assert pool.procs == [worker] and worker.poll() is None
+        heavy = (task[0], {"thumbs": thumbs, "ia": rng.integers(0, len(thumbs), 600),
+                           "ib": rng.integers(0, len(thumbs), 600)})  # seconds a job: still running when abandoned
+        with closing(pool.map("register", [task] + [heavy] * 5)) as answers:
+            next(answers)  # abandoned with jobs queued or running: the workers are stopped
+        assert worker.poll() is not None

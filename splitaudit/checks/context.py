@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Hashable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +21,7 @@ from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
 from ..features.engine import Engine
 from ..features.embeddings.backbones import NONE, BackboneSpec
 from ..features.table import full_pixel_digests
+from ..features.workers import local_pool
 from ..neighbors import HashPairs, hash_pairs
 from ..neighbors.blank import near_blank
 from ..neighbors.confirm import Confirmation, confirm_records
@@ -344,11 +346,13 @@ class AuditContext:
 
         def compute() -> CopyMatches:
             # whether a hash match is a copy on its own is decided by the stage: it tells copies inside train
-            # (which hash alike) from distinct images that collide
-            return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
-                thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None, have_embedding=have,
-                hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers, aspect=shown_aspect(f),
-                keys=self._keys(valid)))
+            # (which hash alike) from distinct images that collide; the screen and the registration hold the GIL
+            # most of the time: their blocks run on a worker process beside this one
+            with local_pool(self.options.workers, self.engine) or nullcontext() as pool:
+                return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
+                    thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None,
+                    have_embedding=have, hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers,
+                    aspect=shown_aspect(f), keys=self._keys(valid), pool=pool))
 
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
         # of the key, so a changed algorithm never serves results of the old one.

@@ -33,7 +33,8 @@ from ..errors import SplitauditError
 
 Arrays = dict[str, np.ndarray]
 #: The jobs a worker runs: name -> ``module:function``, each ``function(args: dict, arrays: Arrays) -> Arrays``.
-JOBS = {"confirm": "splitaudit.neighbors.confirm:confirm_job"}
+JOBS = {"confirm": "splitaudit.neighbors.confirm:confirm_job", "register": "splitaudit.neighbors.verify:register_job",
+        "screen": "splitaudit.neighbors.screen:screen_job"}
 _LENGTH = struct.Struct("<Q")
 #: The array kinds a message carries: booleans, integers, floats (no objects, nothing that needs unpickling).
 _KINDS = "biuf"
@@ -138,13 +139,37 @@ def available() -> bool:
     return bool(sys.executable) and not getattr(sys, "frozen", False)
 
 
+def local_pool(workers: int | None, engine: Any = None) -> WorkerPool | None:
+    """The pool a stage's GIL-bound array jobs share: this process and ``workers - 1`` worker processes, started
+    lazily; ``None`` where it cannot help (one worker, a distributed engine, no interpreter to start). Close it
+    (``with``) when the stage ends."""
+    from .runner import default_workers
+
+    workers = default_workers() if workers is None else workers
+    if workers <= 1 or (engine is not None and engine.distributed) or not available():
+        return None
+    return WorkerPool(workers - 1, local=1, lazy=True)
+
+
 class WorkerPool:
     """``workers`` fresh worker processes, and ``local`` threads of this process running the same jobs in it (this
     process is one worker less to start, and its own memory is already counted); :meth:`map` runs jobs on them. A
-    context manager: leaving it stops them."""
+    context manager: leaving it stops them. ``lazy``: the processes start with the first :meth:`map` (a run that
+    turns out too small for them never pays their start, ~0.3 s and ~75 MB each)."""
 
-    def __init__(self, workers: int, local: int = 0) -> None:
+    def __init__(self, workers: int, local: int = 0, *, lazy: bool = False) -> None:
         self.local = local
+        #: jobs answered so far: in worker processes, and in this process
+        self.answered = {"processes": 0, "here": 0}
+        self.procs: list[subprocess.Popen] = []
+        self._errors: dict[int, IO[bytes]] = {}  # each worker's stderr, in a file: read when it dies
+        self._todo = workers  # processes not started yet (``lazy``: started by the first map, if one comes)
+        if not lazy:
+            self._start()
+
+    def _start(self) -> None:
+        if not self._todo:
+            return
         import splitaudit
 
         # the same splitaudit as the caller's (a source tree on sys.path, not an installed copy), BLAS on one thread
@@ -152,10 +177,9 @@ class WorkerPool:
         root = os.path.dirname(os.path.dirname(os.path.abspath(splitaudit.__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.procs: list[subprocess.Popen] = []
-        self._errors: dict[int, IO[bytes]] = {}  # each worker's stderr, in a file: read when it dies
+        todo, self._todo = self._todo, 0
         try:
-            for _ in range(workers):
+            for _ in range(todo):
                 err = tempfile.TemporaryFile()
                 p = subprocess.Popen([sys.executable, "-m", "splitaudit.features.workers"], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, close_fds=True)
@@ -189,7 +213,7 @@ class WorkerPool:
                 p.stdout.close()
         for err in self._errors.values():
             err.close()
-        self.procs, self._errors = [], {}
+        self.procs, self._errors, self._todo = [], {}, 0
 
     def _last_words(self, proc: subprocess.Popen) -> str:
         """The end of a dead worker's stderr (why it died), on one line."""
@@ -212,12 +236,13 @@ class WorkerPool:
         raised in it."""
         if job not in JOBS:
             raise WorkerError(f"no job {job!r} (jobs: {sorted(JOBS)})")
+        self._start()
         todo: queue.Queue = queue.Queue(maxsize=max(1, len(self.procs) + self.local))
         answers: dict[int, tuple[bool, Any]] = {}
         done = threading.Condition()
         stop = threading.Event()
 
-        def slot(run_one: Callable[[dict[str, Any], Arrays], tuple[bool, Any]]) -> None:
+        def slot(run_one: Callable[[dict[str, Any], Arrays], tuple[bool, Any]], where: str) -> None:
             """Take the next task until the end mark; a failed task ends the slot (its error is the answer)."""
             while not stop.is_set():
                 item = todo.get()
@@ -227,6 +252,7 @@ class WorkerPool:
                 got = run_one(args, arrays)
                 with done:
                     answers[k] = got
+                    self.answered[where] += got[0]
                     done.notify_all()
                 if not got[0]:
                     return
@@ -255,13 +281,13 @@ class WorkerPool:
                 err.__cause__ = e
                 return False, err
 
-        threads = [threading.Thread(target=slot, args=(in_worker(p),), name="splitaudit-feed", daemon=True)
+        threads = [threading.Thread(target=slot, args=(in_worker(p), "processes"), name="splitaudit-feed", daemon=True)
                    for p in self.procs]
-        threads += [threading.Thread(target=slot, args=(here,), name="splitaudit-job", daemon=True)
+        threads += [threading.Thread(target=slot, args=(here, "here"), name="splitaudit-job", daemon=True)
                     for _ in range(self.local)]
         for t in threads:
             t.start()
-        sent = 0
+        sent = yielded = 0
         try:
             it = iter(tasks)
             exhausted = False
@@ -291,12 +317,15 @@ class WorkerPool:
                     ok, value = answers.pop(want)
                 if not ok:
                     raise value
+                yielded += 1
                 yield value
         finally:
             stop.set()
+            dropped = 0
             while True:  # unblock the feeders: drop what is queued, then one end mark each
                 try:
                     todo.get_nowait()
+                    dropped += 1
                 except queue.Empty:
                     break
             for _ in threads:
@@ -304,8 +333,11 @@ class WorkerPool:
                     todo.put_nowait(None)
                 except queue.Full:
                     break
-            if any(t.is_alive() for t in threads):
+            with done:
+                running = sent - yielded - len(answers) - dropped
+            if running > 0:
                 self.close()  # a feeder still waits on its worker's answer: stopping the workers ends that wait
+            # else every feeder is idle and takes its end mark: the workers stay for the next map
             for t in threads:
                 t.join()
 

@@ -275,7 +275,7 @@ def synthetic_copy(img: np.ndarray, spec: Recipe, rng: np.random.Generator) -> n
 
 
 def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generator, workers: int | None = None,  # type: ignore[no-untyped-def]
-                    aspect: np.ndarray | None = None, plain: bool = False):
+                    aspect: np.ndarray | None = None, plain: bool = False, pool=None):
     """The registration of synthetic copies of ``rows`` onto them (one transform each, in turn: a
     :class:`~.register.Registration`) and each copy's transform index, by the path the decisions take (screen, then
     registration from the screen's start)."""
@@ -286,8 +286,9 @@ def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generat
     m = len(rows)
     a, b = np.arange(m), np.arange(m, 2 * m)
     shape = None if aspect is None else np.concatenate([aspect[rows], aspect[rows]])  # a copy keeps its source's
-    _, start = widen(*screen_outward(both, a, b, workers=workers, aspect=shape, plain=plain), b, np.ones(m, bool))
-    reg = verify_pairs(both, a, b, start=start, workers=workers, aspect=shape, plain=plain)
+    _, start = widen(*screen_outward(both, a, b, workers=workers, aspect=shape, plain=plain, pool=pool), b,
+                     np.ones(m, bool))
+    reg = verify_pairs(both, a, b, start=start, workers=workers, aspect=shape, plain=plain, pool=pool)
     return reg, np.arange(m) % len(TRANSFORMS)
 
 
@@ -400,7 +401,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
               workers: int | None = None, hash_pairs: tuple[np.ndarray, np.ndarray] | None = None,
               aspect: np.ndarray | None = None,
               keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-              plain: bool | None = None) -> Calibration:
+              plain: bool | None = None, pool=None) -> Calibration:  # type: ignore[no-untyped-def]
     """The copy and similar cuts for this dataset, from its training images (see the module docstring).
     ``vectors``: the candidate search's :func:`~.candidates.view_vectors` of all ``thumbs``, when at hand;
     ``per_image``: neighbours registered per sampled image (by screen score), as the decisions do; ``workers``:
@@ -410,7 +411,8 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     for the second opinion of local features the decisions get (:func:`~.verify.keypoint_registration`): null pairs
     scoring :data:`~.verify.KEYS_FROM` or more get it too, so the cut is of the scores the decisions read;
     ``plain``: whether the dataset is one of objects on a plain background (:data:`~.register.PLAIN_DATASET`; None:
-    measured on the training images, :func:`~.register.plain_share`), as every registration of the run takes it."""
+    measured on the training images, :func:`~.register.plain_share`), as every registration of the run takes it;
+    ``pool``: worker processes for the screen and the registration (:func:`~.verify.find_copies`)."""
     from .candidates import pairs_within
     from .verify import (KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement,
                          screen_outward, select, still_agreement, take_better, verify_pairs, widen)
@@ -430,7 +432,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     if vectors is not None:  # the caller's pixel views (114 MiB at 20k): not held through the screen and registration
         vectors.clear()
     # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
-    sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect, plain=plain)
+    sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect, plain=plain, pool=pool)
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
     keep, start = widen(sc, out, qa, select(sc, qa, per_image))
     # every neighbour compared as it lies, registered or not (as find_copies compares every candidate): pixels that
@@ -440,7 +442,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
     reg = verify_pairs(thumbs, qb, qa, start=start.select(keep), prune=False, workers=workers, aspect=aspect,
-                       plain=plain)
+                       plain=plain, pool=pool)
     null = np.full(len(queries), -1.0)
     pos_of = {int(q): i for i, q in enumerate(queries)}
     if keys is not None:
@@ -457,7 +459,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)
     prow = np.sort(rng.choice(train_rows, size=min(positive_sample, len(train_rows)), replace=False))
-    preg, kind = positive_scores(thumbs, prow, rng, workers, aspect, plain)
+    preg, kind = positive_scores(thumbs, prow, rng, workers, aspect, plain, pool)
     pos = preg.score
     p05 = float(np.quantile(pos, 0.05))
     # sampled images whose pixels agree with another training image (a registered overlap only where the structure

@@ -139,8 +139,8 @@ BLOCK = 256
 
 
 def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, workers: int | None = None,
-                 variants: tuple[tuple[float, float], ...] = VARIANTS, weights: tuple[float, ...] = WEIGHTS
-                 ) -> Registration:
+                 variants: tuple[tuple[float, float], ...] = VARIANTS, weights: tuple[float, ...] = WEIGHTS,
+                 pool=None) -> Registration:  # type: ignore[no-untyped-def]
     """Screen the pairs (``prep`` rows ``ia[i]``, ``ib[i]``): see the module docstring. The answer is a
     :class:`~.register.Registration` (the screen's score and its best variant and shift; ``overlap`` NaN): the
     registration's starting point. Pairs run in blocks of :data:`BLOCK` distinct b images (bounded memory), each
@@ -158,10 +158,38 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     nv = len(variants) * (2 if mirror else 1)
     order = np.argsort(ib, kind="stable")
     ub, first = np.unique(ib[order], return_index=True)
-    for s in range(0, len(ub), BLOCK):
-        rows = order[first[s] : first[s + BLOCK] if s + BLOCK < len(ub) else n]
-        score[rows], best[rows], shift[rows] = _screen_block(prep.small, prep.small_mirror, ia[rows], ib[rows], mirror,
-                                                             workers, variants, weights)
+    blocks = [order[first[s] : first[s + BLOCK] if s + BLOCK < len(ub) else n] for s in range(0, len(ub), BLOCK)]
+    if pool is not None and len(blocks) > 1:
+        from contextlib import closing
+
+        from ..memory import SpilledRows
+
+        args: dict = {"mirror": mirror, "variants": [list(v) for v in variants], "weights": list(weights)}
+        # images in temporary files: each job reads its rows itself (gathered here, they kept this process busy
+        # with reads while its own job waited: 60k 32-px images, 3 s of the screen's 11)
+        spilled = isinstance(prep.small, SpilledRows) and (not mirror or isinstance(prep.small_mirror, SpilledRows))
+        if spilled:
+            args["files"] = [prep.small.path] + ([prep.small_mirror.path] if mirror else [])  # type: ignore[union-attr]
+            args["shape"], args["dtype"] = list(prep.small.shape), prep.small.dtype.str
+
+        def task(rows: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
+            ids, inv = np.unique(np.concatenate([ia[rows], ib[rows]]), return_inverse=True)
+            arrays = {"ia": inv[: len(rows)], "ib": inv[len(rows) :]}
+            if spilled:
+                arrays["ids"] = ids
+            else:
+                arrays["small"] = np.asarray(prep.small[ids])
+                if mirror:
+                    arrays["small_mirror"] = np.asarray(prep.small_mirror[ids])
+            return args, arrays
+
+        with closing(pool.map("screen", map(task, blocks))) as answers:
+            for rows, got in zip(blocks, answers):
+                score[rows], best[rows], shift[rows] = got["score"], got["best"], got["shift"]
+    else:
+        for rows in blocks:
+            score[rows], best[rows], shift[rows] = _screen_block(prep.small, prep.small_mirror, ia[rows], ib[rows],
+                                                                 mirror, workers, variants, weights)
     side = prep.small.shape[1]
     _, sx, sy, _ = _shifts(side, variants)
     zoom = np.array([variants[v % len(variants)][0] for v in range(nv)])
@@ -170,6 +198,26 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     return Registration(score, best >= len(variants), 1.0 / zoom[best], theta[best], -sx[shift] / side,
                         -sy[shift] / side, np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool),
                         np.full(n, np.nan))
+
+
+def screen_job(args: dict, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One block of :func:`screen_pairs` (a worker job, :mod:`~splitaudit.features.workers`): its pairs' (score, best
+    variant, best shift), from the half-resolution images of the block's images only: sent (``small``,
+    ``small_mirror``), or read from the caller's temporary files (``files``: rows ``ids``)."""
+    mirror = bool(args["mirror"])
+    if "files" in args:  # the rows ``ids`` of the caller's spilled images
+        from ..memory import read_rows
+
+        shape, dtype = tuple(int(v) for v in args["shape"]), np.dtype(args["dtype"])
+        small = read_rows(args["files"][0], shape, dtype, arrays["ids"])
+        small_mirror = read_rows(args["files"][1], shape, dtype, arrays["ids"]) if mirror else small
+    else:
+        small = arrays["small"]
+        small_mirror = arrays["small_mirror"] if mirror else small
+    variants = tuple((float(z), float(t)) for z, t in args["variants"])
+    score, best, shift = _screen_block(small, small_mirror, arrays["ia"], arrays["ib"], mirror, 1, variants,
+                                       tuple(float(w) for w in args["weights"]))
+    return {"score": score, "best": best, "shift": shift}
 
 
 def _screen_block(small: np.ndarray, small_mirror: np.ndarray, ia: np.ndarray, ib: np.ndarray, mirror: bool,

@@ -42,7 +42,7 @@ KEYS_FROM = 0.8
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
                  start: Registration | None = None, prune: bool = True, workers: int | None = None,
-                 aspect: np.ndarray | None = None, plain: bool = False) -> Registration:
+                 aspect: np.ndarray | None = None, plain: bool = False, pool=None) -> Registration:  # type: ignore[no-untyped-def]
     """Register and score every pair (``thumbs[a[i]]``, ``thumbs[b[i]]``): a copy score per pair and the transform
     that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair). ``start``:
     each pair's :func:`screen` answer, the starting point that replaces the half-resolution search. ``prune``:
@@ -65,25 +65,33 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
 
     tries = register.RESOLUTION_TRIES if thumbs.shape[1] < side else ()
 
+    def columns(sel: np.ndarray) -> dict[str, np.ndarray]:
+        ids, inv = np.unique(np.concatenate([a[sel], b[sel]]), return_inverse=True)
+        got = {"thumbs": thumbs[ids], "ia": inv[: len(sel)], "ib": inv[len(sel) :]}
+        if aspect is not None:
+            got["aspect"] = np.asarray(aspect)[ids]
+        if start is not None:
+            got["start_mirrored"] = start.mirrored[sel]
+            got["start_scale"], got["start_angle"] = start.scale[sel], start.angle[sel]
+        return got
+
+    args = {"side": side, "mirror": mirror, "prune": prune, "tries": list(tries), "plain": plain}
+
     def chunk(begin: int) -> None:  # writes its own rows of ``out``: chunks run side by side
         sel = order[begin : begin + CHUNK]
-        ids, inv = np.unique(np.concatenate([a[sel], b[sel]]), return_inverse=True)
-        prep = prepare(thumbs[ids], side, None if aspect is None else aspect[ids], plain)
-        ia, ib = inv[: len(sel)], inv[len(sel) :]
-        seeds = None if start is None else list(zip(start.mirrored[sel].tolist(), start.scale[sel].tolist(),
-                                                    start.angle[sel].tolist()))
-        r = register_pairs(prep, ia, ib, mirror=mirror, starts=seeds, prune=prune, tries=tries)
-        out["score"][sel] = r.score
-        out["mirrored"][sel] = r.mirrored
-        out["scale"][sel] = r.params[:, 0]  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
-        out["angle"][sel] = r.params[:, 1]
-        out["dx"][sel] = r.params[:, 2] / side
-        out["dy"][sel] = r.params[:, 3] / side
-        out["overlap"][sel] = np.minimum(r.overlap, 1.0)
-        out["mad"][sel] = r.mad
-        out["spread"][sel] = r.spread
-        out["still"][sel] = r.still
-        out["smooth_mad"][sel] = r.smooth_mad
+        for k, v in register_job(args, columns(sel)).items():
+            out[k][sel] = v
+
+    segments = [order[s : s + CHUNK] for s in range(0, n, CHUNK)]
+    if pool is not None and len(segments) > 1:
+        from contextlib import closing
+
+        with closing(pool.map("register", ((args, columns(sel)) for sel in segments))) as answers:
+            for sel, got in zip(segments, answers):
+                for k, v in got.items():
+                    out[k][sel] = v
+        release_freed_memory()
+        return Registration(**out)
 
     # Threads, not processes: the time goes to OpenCV's template matching and warps and to large NumPy operations,
     # which release the GIL; a thread adds no memory of its own and works where forking is unsafe (TensorFlow or
@@ -93,11 +101,29 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
         for begin in range(0, n, CHUNK):
             chunk(begin)
     else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="splitaudit-verify") as pool:
+        with ThreadPoolExecutor(workers, thread_name_prefix="splitaudit-verify") as threads:
             gate = MemoryGate(CHUNK * PAIR_BYTES)
-            list(pool.map(lambda begin: gate.run(chunk, begin), range(0, n, CHUNK)))
+            list(threads.map(lambda begin: gate.run(chunk, begin), range(0, n, CHUNK)))
     release_freed_memory()  # the chunks' working images, freed in the threads' heaps: the next step starts lower
     return Registration(**out)
+
+
+def register_job(args: dict, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One chunk of :func:`verify_pairs` (also a worker job, :mod:`~splitaudit.features.workers`): the pairs
+    (``thumbs[ia[p]]``, ``thumbs[ib[p]]``) registered and scored; the :class:`Registration`'s columns."""
+    images, ia, ib = arrays["thumbs"], arrays["ia"], arrays["ib"]
+    side = int(args["side"])
+    prep = prepare(images, side, arrays.get("aspect"), bool(args["plain"]))
+    seeds = None
+    if "start_mirrored" in arrays:
+        seeds = list(zip(arrays["start_mirrored"].tolist(), arrays["start_scale"].tolist(),
+                         arrays["start_angle"].tolist()))
+    r = register_pairs(prep, ia, ib, mirror=bool(args["mirror"]), starts=seeds, prune=bool(args["prune"]),
+                       tries=tuple(args["tries"]))
+    return {"score": r.score, "mirrored": r.mirrored,
+            "scale": r.params[:, 0], "angle": r.params[:, 1],  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
+            "dx": r.params[:, 2] / side, "dy": r.params[:, 3] / side, "overlap": np.minimum(r.overlap, 1.0),
+            "mad": r.mad, "spread": r.spread, "still": r.still, "smooth_mad": r.smooth_mad}
 
 
 def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
@@ -155,14 +181,14 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
 
 
 def screen_outward(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
-                   workers: int | None = None, aspect: np.ndarray | None = None, plain: bool = False
-                   ) -> tuple[Registration, Registration]:
+                   workers: int | None = None, aspect: np.ndarray | None = None, plain: bool = False,
+                   pool=None) -> tuple[Registration, Registration]:  # type: ignore[no-untyped-def]
     """:func:`screen`, and the pairs' screen with b shown bigger (:data:`~.screen.OUTWARD`: the train image a crop
     of the eval image), from one preparation of the images."""
     from .screen import OUTWARD, OUTWARD_WEIGHTS, VARIANTS, WEIGHTS
 
     main, out = _screens(thumbs, a, b, ((VARIANTS, WEIGHTS), (OUTWARD, OUTWARD_WEIGHTS)), side, mirror, workers, aspect,
-                         plain)
+                         plain, pool)
     return main, out
 
 
@@ -182,7 +208,7 @@ def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray) 
 
 
 def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int, mirror: bool,  # type: ignore[no-untyped-def]
-             workers: int | None, aspect: np.ndarray | None, plain: bool = False) -> list[Registration]:
+             workers: int | None, aspect: np.ndarray | None, plain: bool = False, pool=None) -> list[Registration]:
     """One :func:`.screen.screen_pairs` answer per (variants, weights) of ``groups``, the images prepared once."""
     from ..memory import SPILL_BYTES, SpilledRows
 
@@ -206,8 +232,8 @@ def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int
     z = np.zeros((0, side, side), np.float32)
     prep = Prepared(z, small, box, np.zeros(len(ids), np.float32), z, small_mirror)  # type: ignore[arg-type]
     try:
-        return [screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers, variants=v, weights=w)
-                for v, w in groups]
+        return [screen_pairs(prep, inv[: len(a)], inv[len(a) :], mirror=mirror, workers=workers, variants=v, weights=w,
+                             pool=pool) for v, w in groups]
     finally:
         if spill:
             small.close()  # type: ignore[union-attr]
@@ -448,7 +474,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool | None = False,
                 calibration=None, seed: int = 0, per_image: int = PER_IMAGE, workers: int | None = None,
                 aspect: np.ndarray | None = None,
-                keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+                keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None, pool=None
                 ) -> CopyMatches:  # type: ignore[no-untyped-def]
     """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
     candidate, registration of each eval image's ``per_image`` best candidates and best hash matches,
@@ -465,7 +491,9 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     images of records (:func:`~.keypoints.keypoint_starts`; ok only for photos of
     :data:`~.keypoints.KEY_FROM` px or more): each eval image's best registered pair, when it scores from
     :data:`KEYS_FROM` up to its copy cut, gets the second opinion of local features (:func:`keypoint_registration`),
-    the calibration's null pairs alike."""
+    the calibration's null pairs alike; ``pool``: a :class:`~splitaudit.features.workers.WorkerPool` the screen's
+    blocks and the registration's chunks run on (:func:`~splitaudit.features.workers.local_pool`; the answer is the
+    same)."""
     from .calibrate import calibrate, crowding
     from .candidates import candidate_pairs, embedding_pairs
 
@@ -483,20 +511,21 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     if calibration is None:
         hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
         calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed,
-                                per_image=per_image, workers=workers, hash_pairs=hashes, aspect=aspect, keys=keys)
+                                per_image=per_image, workers=workers, hash_pairs=hashes, aspect=aspect, keys=keys,
+                                pool=pool)
     # objects on a plain background or not: decided on the training images, once for every image of the run
     plain = bool(calibration.plain_background)
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
 
         trust_hashes = bool(calibration.hash_distinct_rate <= HASH_COLLISION_RATE)  # NaN (not measured): no
-    sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect, plain=plain)
+    sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect, plain=plain, pool=pool)
     # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
     proposed = cand.pixel_rank >= 0
     crowd = crowding(cand.b[proposed], sc.score[proposed], n)
     keep, start = widen(sc, out, cand.b, select(sc, cand.b, per_image, hashed=cand.hashed))
     got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start.select(keep), workers=workers, aspect=aspect,
-                       plain=plain)
+                       plain=plain, pool=pool)
     reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad", "smooth_mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
            for f in fields(Registration)}
     for name, col in reg.items():
