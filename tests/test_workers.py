@@ -211,20 +211,21 @@ def test_a_worker_that_dies_is_an_error_with_its_reason(photos: dict[str, np.nda
 
 
 def _stage_thumbs(photos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """64-px thumbnails of overlapping tiles of the real photos (train), and eval images: copies of some (shifted
-    by a few pixels, mirrored, re-cropped) and tiles of the photos' other parts (distinct, alike)."""
+    """32-px thumbnails (tiny images: the copy stage's pool runs their screen and registration) of overlapping tiles
+    of the real photos (train), and eval images: copies of some (re-cropped by a few pixels, mirrored) and tiles of
+    the photos' other parts (distinct, alike)."""
     from conftest import tiles_of
 
     train, val = [], []
     for photo in photos.values():
         photo = np.stack([photo] * 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
         tiles = tiles_of(photo, 96, 24, step=40)
-        train += [np.asarray(t.resize((64, 64))) for t in tiles[:16]]
-        val += [np.asarray(t.resize((64, 64))) for t in tiles[16:]]
+        train += [np.asarray(t.resize((32, 32))) for t in tiles[:16]]
+        val += [np.asarray(t.resize((32, 32))) for t in tiles[16:]]
         for t in tiles[:8]:
             a = np.asarray(t)
-            val.append(np.asarray(Image.fromarray(np.ascontiguousarray(a[3:, 2:])).resize((64, 64))))
-            val.append(np.ascontiguousarray(np.asarray(t.resize((64, 64)))[:, ::-1]))
+            val.append(np.asarray(Image.fromarray(np.ascontiguousarray(a[3:, 2:])).resize((32, 32))))
+            val.append(np.ascontiguousarray(np.asarray(t.resize((32, 32)))[:, ::-1]))
     thumbs = np.stack(train + val)
     return thumbs, np.r_[np.zeros(len(train), np.int64), np.ones(len(val), np.int64)]
 
@@ -232,7 +233,7 @@ def _stage_thumbs(photos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray
 @pytest.mark.parametrize("spill", [False, True])
 def test_the_copy_stage_on_a_worker_process_equals_it_on_threads(photos: dict[str, np.ndarray], spill: bool,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    # the screen's blocks and the registration's chunks run on the pool (this process and one worker) as they run
+    # tiny images' screen blocks and registration chunks run on the pool (this process and one worker) as they run
     # on threads: the same answer to the last bit, the screen's images in memory or read by the worker from the
     # caller's temporary files; one pool serves the whole stage (its worker answers jobs from several calls)
     from splitaudit import memory
@@ -260,6 +261,18 @@ def test_the_copy_stage_on_a_worker_process_equals_it_on_threads(photos: dict[st
     assert copies is not None and copies.copy.sum() >= 8  # the planted copies found: a stage that did its work
 
 
+def test_photos_copy_stage_runs_on_threads_and_starts_no_worker(photos: dict[str, np.ndarray]) -> None:
+    # photos' thumbnails (64 px): threads register as fast as a worker would, which would only add memory
+    from splitaudit.features.workers import local_pool
+    from splitaudit.neighbors import verify
+
+    thumbs, split = _stage_thumbs(photos)
+    big = np.stack([np.asarray(Image.fromarray(t).resize((64, 64))) for t in thumbs])
+    with local_pool(2) as pool:
+        verify.find_copies(big, split, workers=2, pool=pool)
+        assert pool.procs == [] and pool.answered == {"processes": 0, "here": 0}
+
+
 def test_a_map_read_to_its_end_or_left_at_its_last_answer_keeps_the_workers(photos: dict[str, np.ndarray]) -> None:
     # a stage shares one pool between its calls; only a map stopped with jobs still running stops the workers
     from contextlib import closing
@@ -268,7 +281,7 @@ def test_a_map_read_to_its_end_or_left_at_its_last_answer_keeps_the_workers(phot
 
     thumbs, _ = _stage_thumbs(photos)
     rng = np.random.default_rng(0)
-    task = ({"side": 48, "mirror": True, "prune": True, "tries": [], "plain": False},
+    task = ({"side": 48, "mirror": True, "prune": True, "tries": [0.9, 1.3], "plain": False},
             {"thumbs": thumbs[:40], "ia": rng.integers(0, 40, 30), "ib": rng.integers(0, 40, 30)})
     want = register_job(*task)
     with WorkerPool(1, local=1) as pool:

@@ -346,8 +346,8 @@ class AuditContext:
 
         def compute() -> CopyMatches:
             # whether a hash match is a copy on its own is decided by the stage: it tells copies inside train
-            # (which hash alike) from distinct images that collide; the screen and the registration hold the GIL
-            # most of the time: their blocks run on a worker process beside this one
+            # (which hash alike) from distinct images that collide; tiny images' screen and registration hold the
+            # GIL most of the time: their blocks run on a worker process beside this one (started if needed)
             with local_pool(self.options.workers, self.engine) or nullcontext() as pool:
                 return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
                     thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None,

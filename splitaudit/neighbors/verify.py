@@ -23,10 +23,13 @@ from ..memory import MemoryGate, release_freed_memory
 from .register import LEVEL_SOFTEN, PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, Transform, prepare, register_pairs
 from .screen import screen_pairs
 
-#: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image, ~30 kB
-#: per pair in flight), one chunk per thread. The chunks' pairs matter to the last digits (a pair's place in
-#: register's stacks), not which thread runs them or when.
-CHUNK = 512
+#: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image, ~160 kB
+#: per pair in flight), one chunk per thread or worker. The chunks' pairs matter to the last digits (a pair's place in
+#: register's stacks: 512-pair chunks against 256 moved 7 of 2,048 pairs' scores by at most 1.5e-6), not which thread
+#: or process runs them or when. 256 rather than 512: two threads registered the 20k-photo check's 9,218 pairs in
+#: 2.9 s against 4.6 s (each chunk's large temporary arrays, faulted in afresh, held the threads back), and a worker
+#: process peaks at ~115 MB against ~155 MB.
+CHUNK = 256
 #: Working memory of one chunk in flight per pair (two chunks of 512 pairs added 140-175 MiB to a 20k-photo check):
 #: a second chunk starts beside the first only within :data:`~splitaudit.memory.BUDGET_BYTES`.
 PAIR_BYTES = 160_000
@@ -492,8 +495,8 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     :data:`~.keypoints.KEY_FROM` px or more): each eval image's best registered pair, when it scores from
     :data:`KEYS_FROM` up to its copy cut, gets the second opinion of local features (:func:`keypoint_registration`),
     the calibration's null pairs alike; ``pool``: a :class:`~splitaudit.features.workers.WorkerPool` the screen's
-    blocks and the registration's chunks run on (:func:`~splitaudit.features.workers.local_pool`; the answer is the
-    same)."""
+    blocks and the registration's chunks of tiny images (thumbnails smaller than :data:`~.register.SIDE`) run on
+    (:func:`~splitaudit.features.workers.local_pool`; the answer is the same)."""
     from .calibrate import calibrate, crowding
     from .candidates import candidate_pairs, embedding_pairs
 
@@ -501,6 +504,12 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     n = len(split_index)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
     aspect = None if aspect is None else relative_aspect(aspect, valid & (split_index == 0))
+    if thumbs.shape[1] >= SIDE:
+        # Photos' thumbnails: two threads register as fast as this process and a worker (20k photos' 9,218 pairs:
+        # 2.9 s against 2.7 s), and the worker would hold ~115 MB more. Tiny images grown to the working side are
+        # also scored blurred (RESOLUTION_TRIES), more work under the GIL: 60k 32-px images' 27,978 pairs took
+        # 14.1 s on threads, 9.0 s on the pool; their screen 11.7 against 10.2 s.
+        pool = None
     # the embedding search first: it gathers the splits' rows (98 MiB at 20k photos) while the pixel views (114 MiB)
     # do not exist yet
     embedded = embedding_pairs(split_index, embeddings, have_embedding, valid=valid)
