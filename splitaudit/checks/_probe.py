@@ -340,22 +340,36 @@ def class_probe(x: np.ndarray, y: np.ndarray, n_classes: int, fit: np.ndarray, *
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..features.runner import default_workers
+
     tr, ev = np.flatnonzero(fit), np.flatnonzero(~fit)
     proba = np.zeros((len(x), n_classes))
     full = np.full((len(x), n_classes), np.nan)
     assign = np.random.default_rng(seed).integers(0, folds, len(ev))
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x[tr], y[tr]))
+
+    def fold(f: int) -> None:  # each fit writes its own rows: the fits run side by side
+        part, held = splits[f]
+        model = _logistic().fit(x[tr[part]], y[tr[part]])
+        proba[tr[held]] = _aligned(model, x[tr[held]], n_classes)
+        mine = ev[assign == f]
+        if len(mine):
+            proba[mine] = _aligned(model, x[mine], n_classes)
+
+    def whole() -> None:
+        model = _logistic().fit(x[tr], y[tr])
+        full[ev] = _aligned(model, x[ev], n_classes)
+
+    jobs = [lambda f=f: fold(f) for f in range(len(splits))] + ([whole] if len(ev) else [])
     with _one_thread(), warnings.catch_warnings():
         # A probe that ranks images by difficulty needs no exact optimum; lbfgs' iteration limit is no user concern.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for f, (part, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x[tr], y[tr])):
-            model = _logistic().fit(x[tr[part]], y[tr[part]])
-            proba[tr[held]] = _aligned(model, x[tr[held]], n_classes)
-            mine = ev[assign == f]
-            if len(mine):
-                proba[mine] = _aligned(model, x[mine], n_classes)
-        if len(ev):
-            model = _logistic().fit(x[tr], y[tr])
-            full[ev] = _aligned(model, x[ev], n_classes)
+        # Fits on threads, BLAS on one thread each: their products release the GIL (the 60k 32-px check's six fits
+        # took 5.5 s one after another). The same models either way: each fit is deterministic on its own.
+        with ThreadPoolExecutor(max(1, min(default_workers(), len(jobs))), thread_name_prefix="splitaudit-probe") as pool:
+            list(pool.map(lambda job: job(), jobs))
     return proba, full
 
 
