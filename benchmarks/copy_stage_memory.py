@@ -1,7 +1,7 @@
 """Peak RSS of the copy stage (``neighbors.verify.find_copies``) step by step, on inputs saved once.
 
     python benchmarks/copy_stage_memory.py dump /tmp/sa-scale/manifest-100000.csv CACHE in100k.npz  # or DATA (train/, val/)
-    python benchmarks/copy_stage_memory.py run in100k.npz --save out.npz     # this tree (PYTHONPATH decides)
+    python benchmarks/copy_stage_memory.py run in100k.npz --save out.npz [--pool]  # this tree (PYTHONPATH decides)
     python benchmarks/copy_stage_memory.py same out-before.npz out-after.npz  # every array of the answer equal?
 
 ``dump`` runs a hash-only check's features, thumbnails and hash pairs (cached in CACHE) and saves what the check
@@ -50,7 +50,10 @@ def dump(source: str, cache: str, out: str) -> None:
     print(out, thumbs.shape, int(valid.sum()), "valid,", len(hp.a), "hash pairs")
 
 
-def run(inputs: str, save: str | None) -> None:
+def run(inputs: str, save: str | None, pool: bool = False) -> None:
+    from contextlib import nullcontext
+
+    from splitaudit.features.workers import local_pool
     from splitaudit.neighbors import calibrate, candidates, verify
 
     peaks: dict[str, float] = {}
@@ -79,7 +82,7 @@ def run(inputs: str, save: str | None) -> None:
 
         setattr(module, name, labelled)
 
-    for name in ("screen", "verify_pairs", "still_agreement"):
+    for name in ("screen", "screen_outward", "verify_pairs", "still_agreement"):
         wrap(verify, name)
     wrap(calibrate, "calibrate")
     wrap(candidates, "candidate_pairs")
@@ -87,8 +90,9 @@ def run(inputs: str, save: str | None) -> None:
     before = _mb("VmRSS")
     switch("find_copies")
     t0 = time.perf_counter()
-    m = verify.find_copies(d["thumbs"], d["split_index"], valid=d["valid"], hash_a=d["hash_a"], hash_b=d["hash_b"],
-                           trust_hashes=bool(d["trust"]))
+    with (local_pool(None) if pool else nullcontext()) as workers:
+        m = verify.find_copies(d["thumbs"], d["split_index"], valid=d["valid"], hash_a=d["hash_a"], hash_b=d["hash_b"],
+                               trust_hashes=bool(d["trust"]), pool=workers)
     wall = time.perf_counter() - t0
     switch("after")
     print(json.dumps({"images": len(d["split_index"]), "rss_before_mib": round(before), "wall_s": round(wall, 1),
@@ -119,6 +123,8 @@ def main() -> int:
     p = sub.add_parser("run")
     p.add_argument("inputs")
     p.add_argument("--save")
+    p.add_argument("--pool", action="store_true", help="as a check runs it: with the worker pool (tiny images use it; "
+                                                         "the peaks above count this process only)")
     p = sub.add_parser("same")
     p.add_argument("first")
     p.add_argument("second")
@@ -126,7 +132,7 @@ def main() -> int:
     if a.what == "dump":
         dump(a.source, a.cache, a.out)
     elif a.what == "run":
-        run(a.inputs, a.save)
+        run(a.inputs, a.save, a.pool)
     else:
         return same(a.first, a.second)
     return 0

@@ -188,7 +188,7 @@ class Options:
         None, "cache folder (default: $SPLITAUDIT_CACHE_DIR or ~/.cache/splitaudit)", commands=COMMANDS,
         types=(str,), desc="a folder path", parse=str, metavar="DIR", path=True)
     workers: int | None = _setting(
-        None, "decoding processes, the threads of the copy verifier, and the worker processes of the pixel confirmation (default: one per core)", commands=COMMANDS,
+        None, "decoding processes, the threads of the copy verifier, and the worker processes of the pixel confirmation and of tiny images' copy verifier (default: one per core)", commands=COMMANDS,
         types=(int,), desc="an integer >= 1", parse=int, metavar="N")
     draft: bool = _setting(
         True, "decode JPEGs at full scale for hashing (slower, same verdicts)", commands=COMMANDS,
