@@ -186,6 +186,48 @@ def test_no_worker_outlives_its_caller(photos: dict[str, np.ndarray], tmp_path: 
     assert _alive(workers) == []
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_no_copy_stage_worker_outlives_the_command(photos: dict[str, np.ndarray], tmp_path: Path, how: str) -> None:
+    """``splitaudit check`` on tiny images, whose copy stage screens and registers on a worker process, stopped by
+    Ctrl-C (its whole process group) or SIGKILL while that worker runs: the worker is gone soon after."""
+    from conftest import tiles_of
+
+    n = 0
+    for photo in photos.values():
+        photo = np.stack([photo] * 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
+        for t in tiles_of(photo, 48, 150, step=12):
+            save(tmp_path / ("val" if n % 2 else "train") / f"{n:04d}.png", t.resize((32, 32)))
+            n += 1
+    assert n >= 600  # more than one screen block and registration chunk: the stage's pool is used
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "splitaudit", "check", str(tmp_path / "train"), str(tmp_path / "val"),
+           "--backbone", "none", "--cache-dir", str(tmp_path / "cache"), "-q"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=sigint_as_in_a_terminal)
+    workers: list[int] = []
+    for _ in range(6000):  # up to two minutes for the features and the copy stage's first block
+        workers = _workers_of(proc.pid)
+        if workers or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    if len(workers) != 1:
+        proc.kill()
+        raise AssertionError((workers, proc.returncode, proc.communicate()[1][-2000:]))
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert proc.returncode != 0
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    for _ in range(500):
+        if not _alive(workers):
+            break
+        time.sleep(0.02)
+    assert _alive(workers) == []
+
+
 def test_a_worker_that_dies_is_an_error_with_its_reason(photos: dict[str, np.ndarray], tmp_path: Path) -> None:
     """A worker killed in the middle of its job (here: SIGKILL from outside, as the kernel's OOM killer would) stops
     the caller with an error naming it; the other worker is stopped too."""
