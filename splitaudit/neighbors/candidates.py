@@ -90,19 +90,37 @@ def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS, *, rows: np
             raise invalid_parameter("view", VIEWS, view)
     count = len(thumbs) if rows is None else len(rows)
     if count > VIEW_CHUNK or rows is not None:  # in chunks: the working arrays stay in cache (3x faster on 70k images)
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for s in range(0, count, VIEW_CHUNK):  # written into the result: no second copy of every view
-            part = view_vectors(thumbs[s : s + VIEW_CHUNK] if rows is None else thumbs[rows[s : s + VIEW_CHUNK]],
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..features.runner import default_workers
+
+        def make(s: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+            return view_vectors(thumbs[s : s + VIEW_CHUNK] if rows is None else thumbs[rows[s : s + VIEW_CHUNK]],
                                 views, mirror=mirror)
-            for v in views:
-                if v not in out:
-                    out[v] = tuple(None if x is None else _view_array((count, x.shape[1]), x.dtype, spill)
-                                   for x in part[v])  # type: ignore[assignment]
-                for o in range(2 if mirror else 1):
-                    if isinstance(out[v][o], SpilledRows):
-                        out[v][o].write(s, part[v][o])
-                    else:
-                        out[v][o][s : s + VIEW_CHUNK] = part[v][o]
+
+        starts = list(range(0, count, VIEW_CHUNK))
+        # chunks side by side on threads, a wave of one per thread at a time (the block means, resizes and FFTs
+        # release the GIL; each image's views are its own, so the numbers do not change)
+        side = max(1, min(default_workers(), len(starts)))
+        pool = ThreadPoolExecutor(side, thread_name_prefix="splitaudit-views") if side > 1 else None
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        try:
+            for w in range(0, len(starts), side):
+                wave = starts[w : w + side]
+                for s, part in zip(wave, pool.map(make, wave) if pool else map(make, wave)):
+                    # written into the result: no second copy of every view
+                    for v in views:
+                        if v not in out:
+                            out[v] = tuple(None if x is None else _view_array((count, x.shape[1]), x.dtype, spill)
+                                           for x in part[v])  # type: ignore[assignment]
+                        for o in range(2 if mirror else 1):
+                            if isinstance(out[v][o], SpilledRows):
+                                out[v][o].write(s, part[v][o])
+                            else:
+                                out[v][o][s : s + VIEW_CHUNK] = part[v][o]
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         if not out:  # no rows
             z = np.zeros((0, 0), np.float32)
             out = {v: (z, z if mirror else None) for v in views}  # type: ignore[misc]
