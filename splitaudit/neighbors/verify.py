@@ -224,14 +224,28 @@ def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int
     small, small_mirror = ((SpilledRows(shape, np.float32), SpilledRows(shape, np.float32)) if spill
                            else (np.zeros(shape, np.float32), np.zeros(shape, np.float32)))
     box = np.zeros((len(ids), 4), np.int64)
-    for s in range(0, len(ids), CHUNK):  # only the half-resolution images are kept: not every chunk's full one
-        p = prepare(thumbs[ids[s : s + CHUNK]], side, None if aspect is None else aspect[ids[s : s + CHUNK]], plain)
-        for rows, got in ((small, p.small), (small_mirror, p.small_mirror)):
-            if spill:
-                rows.write(s, got)  # type: ignore[union-attr]
-            else:
-                rows[s : s + CHUNK] = got
-        box[s : s + CHUNK] = p.box
+
+    def made(s: int) -> Prepared:
+        return prepare(thumbs[ids[s : s + CHUNK]], side, None if aspect is None else aspect[ids[s : s + CHUNK]], plain)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..features.runner import default_workers
+
+    # chunks prepared two at a time on threads (each image's working images are its own: the same numbers; 20k
+    # thumbnails 1.1 -> 0.6 s), only their half-resolution images kept: not every chunk's full one
+    starts = list(range(0, len(ids), CHUNK))
+    side_by_side = max(1, min(default_workers() if workers is None else workers, len(starts)))
+    with ThreadPoolExecutor(side_by_side, thread_name_prefix="splitaudit-prepare") as threads:
+        for w in range(0, len(starts), side_by_side):
+            wave = starts[w : w + side_by_side]
+            for s, p in zip(wave, threads.map(made, wave)):
+                for rows, got in ((small, p.small), (small_mirror, p.small_mirror)):
+                    if spill:
+                        rows.write(s, got)  # type: ignore[union-attr]
+                    else:
+                        rows[s : s + CHUNK] = got
+                box[s : s + CHUNK] = p.box
     z = np.zeros((0, side, side), np.float32)
     prep = Prepared(z, small, box, np.zeros(len(ids), np.float32), z, small_mirror)  # type: ignore[arg-type]
     try:
