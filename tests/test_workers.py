@@ -111,6 +111,49 @@ def test_a_failing_job_is_an_error_in_the_caller_and_the_workers_stop() -> None:
     assert set(JOBS) == {"confirm", "register", "screen"}
 
 
+class _FailsOnce(io.RawIOBase):
+    """An output whose writes fail once, when they reach ``after`` bytes (as a pipe's write can fail, for a moment),
+    and succeed before and after."""
+
+    def __init__(self, after: int) -> None:
+        self.data, self.after, self.failed = bytearray(), after, False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[no-untyped-def,override]
+        b = bytes(b)
+        if not self.failed and len(self.data) + len(b) > self.after:
+            self.failed = True
+            self.data += b[: self.after - len(self.data)]
+            raise OSError(5, "Input/output error")
+        self.data += b
+        return len(b)
+
+
+def test_a_worker_whose_answer_fails_half_written_ends_and_writes_nothing_more(photos: dict[str, np.ndarray]) -> None:
+    # A worker that sent an error message behind a half-written answer and went on left its caller reading that
+    # message as the rest of the answer and waiting for bytes that never came (a 60k check hung so, once). It now
+    # ends: the caller reads a closed pipe and names it.
+    from splitaudit.features.workers import serve
+
+    thumbs, _ = _stage_thumbs(photos)
+    rng = np.random.default_rng(1)
+    task = ({"side": 48, "mirror": True, "prune": True, "tries": [0.9, 1.3], "plain": False},
+            {"thumbs": thumbs[:40], "ia": rng.integers(0, 40, 30), "ib": rng.integers(0, 40, 30)})
+    inp = io.BytesIO()
+    for _ in range(2):
+        write_message(inp, {"job": "register", "args": task[0]}, task[1])
+    whole = io.BytesIO()
+    serve(io.BytesIO(inp.getvalue()), whole)  # both answered when nothing fails
+    assert len(whole.getvalue()) > 2 * 600
+    inp.seek(0)
+    out = _FailsOnce(after=600)
+    with pytest.raises(OSError, match="Input/output error"):
+        serve(inp, out)
+    assert bytes(out.data) == whole.getvalue()[:600]  # the first answer's start, and nothing after it
+
+
 _CALLER = textwrap.dedent("""
     import sys, numpy as np
     from splitaudit.scan import scan

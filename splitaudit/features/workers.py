@@ -48,15 +48,23 @@ class WorkerError(SplitauditError):
 # -- the wire ----------------------------------------------------------------------------------------------------
 def write_message(out: IO[bytes], header: dict[str, Any], arrays: Arrays | None = None) -> None:
     """One message: ``header`` (JSON-able) and ``arrays`` (numeric, any shape), flushed."""
-    arrays = arrays or {}
+    _send(out, *_frame(header, arrays))
+
+
+def _frame(header: dict[str, Any], arrays: Arrays | None) -> tuple[bytes, list[np.ndarray]]:
+    """A message's header bytes and its arrays, checked: what can be refused is refused before a byte is written."""
     parts = []
-    for name, a in arrays.items():
+    for name, a in (arrays or {}).items():
         a = np.asarray(a)
         a = a if a.flags.c_contiguous else np.array(a, order="C")  # (ascontiguousarray makes a 0-d array 1-d)
         if a.dtype.kind not in _KINDS:
             raise TypeError(f"array {name!r} has dtype {a.dtype}: only numbers and booleans go to a worker")
         parts.append(a)
-    head = json.dumps({**header, "arrays": [[n, a.dtype.str, list(a.shape)] for n, a in zip(arrays, parts)]}).encode()
+    head = json.dumps({**header, "arrays": [[n, a.dtype.str, list(a.shape)] for n, a in zip(arrays or {}, parts)]})
+    return head.encode(), parts
+
+
+def _send(out: IO[bytes], head: bytes, parts: list[np.ndarray]) -> None:
     out.write(_LENGTH.pack(len(head)))
     out.write(head)
     for a in parts:
@@ -120,13 +128,19 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
             if header.get("job") not in JOBS:
                 raise ValueError(f"no job {header.get('job')!r} (jobs: {sorted(JOBS)})")
             answer = _job(header["job"])(header.get("args", {}), arrays)
-            write_message(out, {"ok": True}, answer)
+            message = _frame({"ok": True}, answer)
             del answer, arrays
-            # the job's working arrays, freed into this process's heap: handed back, so an idle worker holds only
-            # its interpreter (~75 MB) while the caller works (a registration job's heap kept ~30 MB more)
-            release_freed_memory()
         except Exception as e:  # sent back: the caller raises it
-            write_message(out, {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+            message = _frame({"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()},
+                             None)
+        # Not inside the try: a message that failed half-written must not be followed by an error message, which
+        # the caller would read as the rest of the first one and then wait for bytes that never come. An error
+        # here ends this process (its traceback in stderr); the caller reads the closed pipe and names it.
+        _send(out, *message)
+        del message
+        # the job's working arrays, freed into this process's heap: handed back, so an idle worker holds only its
+        # interpreter (~75 MB) while the caller works (a registration job's heap kept ~30 MB more)
+        release_freed_memory()
 
 
 def main() -> None:
