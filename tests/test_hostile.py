@@ -26,6 +26,7 @@ from splitaudit import audit
 from splitaudit.checks import all_checks
 from splitaudit.errors import SplitauditError
 from splitaudit.features import FeatureCache, compute_features
+from splitaudit.features.cache import SCHEMA_VERSION
 from splitaudit.features import decode
 from splitaudit.render import render_github, render_terminal
 from splitaudit.render.escape import printable
@@ -151,7 +152,7 @@ def test_cache_faults_run_without_cache_with_one_warning(tmp_path: Path, photos:
     cache_dir = {"dir-is-a-file": blocker, "under-a-file": blocker / "cache", "proc": Path("/proc/self/splitaudit"),
                  "database-is-a-folder": tmp_path / "cache"}[fault]
     if fault == "database-is-a-folder":
-        (cache_dir / "cache-v2.sqlite3").mkdir(parents=True)
+        (cache_dir / f"cache-v{SCHEMA_VERSION}.sqlite3").mkdir(parents=True)
     with caplog.at_level(logging.WARNING, logger="splitaudit"):
         report = audit(train, val, backbone="none", cache_dir=cache_dir)
     warnings = [r for r in caplog.records if "continuing without it" in r.getMessage()]
@@ -321,7 +322,7 @@ def test_sigint_keeps_finished_work_and_exits_130(tmp_path: Path, photos: dict[s
 
 
 def _interrupt_and_check(proc: subprocess.Popen, cache_dir: Path, root: Path, n: int) -> None:
-    db = cache_dir / "cache-v2.sqlite3"
+    db = cache_dir / f"cache-v{SCHEMA_VERSION}.sqlite3"
     stored = 0
     for _ in range(600):  # interrupt as soon as the first batch of features is in the cache (work-bounded wait)
         if proc.poll() is not None:
@@ -339,7 +340,7 @@ def _interrupt_and_check(proc: subprocess.Popen, cache_dir: Path, root: Path, n:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["cache-v2.sqlite3"]  # no -wal / -shm left
+    assert sorted(p.name for p in cache_dir.iterdir()) == [f"cache-v{SCHEMA_VERSION}.sqlite3"]  # no -wal / -shm left
     dataset = scan([root / "train", root / "val"])
     with FeatureCache(cache_dir) as cache:
         table = compute_features(dataset, cache=cache, workers=1)

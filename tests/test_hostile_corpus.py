@@ -22,6 +22,8 @@ from PIL import Image
 
 from conftest import save, tiles_of
 
+from splitaudit.features.cache import SCHEMA_VERSION
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180  # per case; a healthy case takes a few seconds
 
@@ -136,9 +138,9 @@ def _cases() -> list[Case]:
     add("unknown-select", _with(nothing, "--select", "no-such-check"), 2)
     add("cache-dir-is-a-file", _with(lambda r, t, v, x: (r.parent / "blocker").write_text("x"), "--cache-dir", "ROOT:blocker"), 0)
     add("cache-dir-under-a-file", _with(lambda r, t, v, x: (r.parent / "blocker").write_text("x"), "--cache-dir", "ROOT:blocker/c"), 0)
-    add("cache-db-is-a-folder", _with(lambda r, t, v, x: (r.parent / "cache" / "cache-v2.sqlite3").mkdir(parents=True),
+    add("cache-db-is-a-folder", _with(lambda r, t, v, x: (r.parent / "cache" / f"cache-v{SCHEMA_VERSION}.sqlite3").mkdir(parents=True),
                                       "--cache-dir", "ROOT:cache"), 0)
-    add("cache-db-is-garbage", _with(lambda r, t, v, x: (_mkdir(r.parent / "cache") / "cache-v2.sqlite3").write_bytes(b"garbage" * 100),
+    add("cache-db-is-garbage", _with(lambda r, t, v, x: (_mkdir(r.parent / "cache") / f"cache-v{SCHEMA_VERSION}.sqlite3").write_bytes(b"garbage" * 100),
                                      "--cache-dir", "ROOT:cache"), 0)
     add("cache-in-proc", _with(nothing, "--cache-dir", "/proc/self/splitaudit-cache"), 0)
     add("output-is-a-folder", _with(lambda r, t, v, x: _mkdir(r.parent / "out"), "--output", "ROOT:out"), 2)
