@@ -200,5 +200,20 @@ def test_report_json_is_json_dumps_text_written_piece_by_piece(hostile: AuditRep
         assert report.to_json() == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     odd = {"é\u2028\"x\"": [float("nan"), float("inf"), -0.0, 1e-300, 2**70, True, None, {}, [], ""],
            "b": {"z": [[]], "a": {"\x00": "😀"}}, "a": 0.1 + 0.2}
-    assert indented_json(odd) == json.dumps(odd, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Name(str):
+        pass
+
+    odder = {"t": (1, (2.5, ()), [{}]), "keys": [{3: "int", -1: "ints"}, {2.5: "float", float("nan"): "nan"},
+                                                 {True: "t", False: "f"}, {None: "n"}], "-inf": -float("inf"),
+             "deep": [[[[{"k": [None, False, Level.HIGH, Name("s\n\t\u00e9")]}]]]], "big": -(2**100), "tiny": 5e-324,
+             "e": [1e16, 1e22, 123456789.0, -1.5e-7]}
+    for doc in (odd, odder, {"x": odder, "y": [odd, odder]}, [odder], 0.0, None, True, "é"):
+        assert indented_json(doc) == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     assert indented_json([]) == "[]\n" and indented_json("s") == '"s"\n'
+    with pytest.raises(TypeError):
+        indented_json({"a": object()})

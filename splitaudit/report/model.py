@@ -273,16 +273,90 @@ class AuditReport:
 
 
 def indented_json(document: Any) -> str:
-    """``json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\\n"``, the same text, written piece by
-    piece into one buffer: with ``indent`` the encoder is Python's, and ``json.dumps`` joins a list of all its pieces
-    (millions at 20k photos: +76 MiB for an 11 MB report, against +25 MiB here; issue #16)."""
+    """``json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\\n"``, the same text, made faster and
+    in less memory. With ``indent`` the standard library's encoder is its pure-Python one, a generator per nested value:
+    the 60k-image check's 32 MB report took 5.1 s (issue #16). Here each value is written by one plain recursive call
+    into one buffer (``json.dumps`` also joins a list of all its pieces: +76 MiB for an 11 MB report). Strings and
+    floats are encoded by the very functions ``json`` uses (``encode_basestring``, ``float.__repr__``)."""
     import io
 
     out = io.StringIO()
-    for piece in json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False).iterencode(document):
-        out.write(piece)
+    _indented(document, out.write, "\n")
     out.write("\n")
     return out.getvalue()
+
+
+def _indented(o: Any, write: Any, newline: str) -> None:
+    """Write ``o`` as ``json``'s encoder with ``indent=2, sort_keys=True, ensure_ascii=False`` does; ``newline`` is
+    the line break and the indentation of ``o``'s own line."""
+    if isinstance(o, str):
+        write(_encode_string(o))
+    elif o is None:
+        write("null")
+    elif o is True:
+        write("true")
+    elif o is False:
+        write("false")
+    elif isinstance(o, int):
+        write(int.__repr__(o))
+    elif isinstance(o, float):
+        write(_float_text(o))
+    elif isinstance(o, (list, tuple)):
+        if not o:
+            write("[]")
+            return
+        inner = newline + "  "
+        write("[")
+        sep = inner
+        for v in o:
+            write(sep)
+            sep = "," + inner
+            _indented(v, write, inner)
+        write(newline + "]")
+    elif isinstance(o, dict):
+        if not o:
+            write("{}")
+            return
+        inner = newline + "  "
+        write("{")
+        sep = inner
+        for k, v in sorted(o.items()):
+            write(sep + _encode_string(_key_text(k)) + ": ")
+            sep = "," + inner
+            _indented(v, write, inner)
+        write(newline + "}")
+    else:
+        raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # (ensure_ascii=False: json's own)
+
+
+def _float_text(o: float) -> str:
+    if o != o:
+        return "NaN"
+    if o == float("inf"):
+        return "Infinity"
+    if o == -float("inf"):
+        return "-Infinity"
+    return float.__repr__(o)
+
+
+def _key_text(k: Any) -> str:
+    """A dict key as ``json`` writes it (its rules: strings, numbers, booleans and None only)."""
+    if isinstance(k, str):
+        return k
+    if isinstance(k, float):
+        return _float_text(k)
+    if k is True:
+        return "true"
+    if k is False:
+        return "false"
+    if k is None:
+        return "null"
+    if isinstance(k, int):
+        return int.__repr__(k)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {k.__class__.__name__}")
 
 
 def _clean(value: Any) -> Any:
