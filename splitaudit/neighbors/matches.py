@@ -102,11 +102,14 @@ def merge_matches(
     extra_b = ([dense.b] if dense is not None else []) + ([copies.b[matched]] if copies is not None else [])
     a = np.concatenate([hp.a, ea, ba] + extra_a).astype(np.int64)
     b = np.concatenate([hp.b, eb, bb] + extra_b).astype(np.int64)
+    n = len(f)
     if len(a):
-        pair_ids = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
-        a, b = pair_ids[:, 0], pair_ids[:, 1]
-    digests = f["digest"]
-    same_bytes = np.fromiter((digests[x] == digests[y] for x, y in zip(a, b)), dtype=bool, count=len(a))
+        # each pair once, ordered by (a, b): one integer key a pair (a row-wise unique of the (m, 2) array sorts
+        # structured rows: 0.6 s for the 60k check's 1.0M pairs)
+        key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+        a, b = key // n, key % n
+    codes = _codes(f["digest"])
+    same_bytes = codes[a] == codes[b]
     dp, dd, fl = best_orientation(f, a, b)
     # Pixel identity is only possible between different files of equal size that hash (almost) alike; only those
     # rows need a full-resolution decode when they were hashed in JPEG draft mode.
@@ -120,10 +123,9 @@ def merge_matches(
     ncc = np.full(len(a), np.nan)
     ncc_flipped = np.zeros(len(a), bool)
     if dense is not None and len(dense):
-        at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a, b))}
-        for x, y, v, vf in zip(dense.a.tolist(), dense.b.tolist(), dense.ncc, dense.flipped):
-            j = at[(min(x, y), max(x, y))]
-            candidate[j], ncc[j], ncc_flipped[j] = True, v, vf
+        da, db = np.asarray(dense.a, np.int64), np.asarray(dense.b, np.int64)
+        j, k = _rows_of(a, b, da, db)  # every dense pair is one of the pairs
+        candidate[j], ncc[j], ncc_flipped[j] = True, np.asarray(dense.ncc)[k], np.asarray(dense.flipped)[k]
     hashed = (dp <= max_phash) & (dd <= max_dhash)
     if emb.shape[1] and not trust_hashes():
         cos = np.nan_to_num(cosine, nan=-1.0)
@@ -197,16 +199,39 @@ def copy_columns(a: np.ndarray, b: np.ndarray, copies: CopyMatches | None) -> li
     cols = [np.full(n, np.nan), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), *(np.full(n, np.nan) for _ in range(6))]
     if copies is None or not len(copies) or not n:
         return cols
-    at = {(int(x), int(y)): j for j, (x, y) in enumerate(zip(a.tolist(), b.tolist()))}
     src = (copies.score, copies.copy, copies.similar, copies.mirrored, copies.scale, copies.angle, copies.dx, copies.dy,
            copies.mad, level(copies.smooth_mad, copies.spread))
-    for k, (x, y) in enumerate(zip(copies.a.tolist(), copies.b.tolist())):
-        j = at.get((min(x, y), max(x, y)))
-        if j is None:  # not a matched pair (scored below the band): its score is in the report's copies object
-            continue
-        for col, values in zip(cols, src):
-            col[j] = values[k]
+    # a copy pair that is not a matched pair (scored below the band) has its score in the report's copies object only
+    j, k = _rows_of(a, b, np.asarray(copies.a, np.int64), np.asarray(copies.b, np.int64))
+    for col, values in zip(cols, src):
+        col[j] = np.asarray(values)[k]
     return cols
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """One integer per row, equal where the values are equal (``==``, ``None`` included): content digests compared
+    by row number instead of pair by pair (1.0M pairs at 60k images)."""
+    index: dict = {}
+    return np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, count=len(values))
+
+
+def _rows_of(a: np.ndarray, b: np.ndarray, qa: np.ndarray, qb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the query pairs (``qa``, ``qb``, either order) are among the pairs (``a``, ``b``; ``a < b``): (rows of the
+    pairs, rows of the queries), for the queries that are there, each pair row once with its last query (as a loop
+    writing query by query would leave it)."""
+    if not len(a) or not len(qa):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    n = int(max(a.max(), b.max(), qa.max(), qb.max())) + 1
+    keys = a * n + b
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    wanted = np.minimum(qa, qb) * n + np.maximum(qa, qb)
+    at = np.searchsorted(sorted_keys, wanted, side="right") - 1  # the last of equal keys: a dict's last row
+    found = at >= 0
+    found[found] = sorted_keys[at[found]] == wanted[found]
+    rows, queries = order[at[found]], np.flatnonzero(found)
+    last = len(rows) - 1 - np.unique(rows[::-1], return_index=True)[1]  # a pair row's last query wins
+    return rows[last], queries[last]
 
 
 #: Each image of an identical-byte group is paired with at most this many (the first) members of each earlier split:
