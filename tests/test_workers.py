@@ -154,6 +154,41 @@ def test_a_worker_whose_answer_fails_half_written_ends_and_writes_nothing_more(p
     assert bytes(out.data) == whole.getvalue()[:600]  # the first answer's start, and nothing after it
 
 
+def test_a_worker_that_stops_answering_is_an_error_not_a_hang(photos: dict[str, np.ndarray], monkeypatch) -> None:
+    # A worker stopped mid-job (SIGSTOP here; under py-spy a worker's answer once lost bytes on the way, and caller
+    # and worker waited for each other): once it has used no CPU for STALL_S seconds while its answer is awaited,
+    # the map raises and the worker is stopped, instead of waiting forever
+    import threading
+
+    import splitaudit.features.workers as W
+
+    monkeypatch.setattr(W, "STALL_S", 1.0)
+    thumbs, _ = _stage_thumbs(photos)
+    rng = np.random.default_rng(2)
+    heavy = ({"side": 48, "mirror": True, "prune": True, "tries": [0.9, 1.3], "plain": False},
+             {"thumbs": thumbs, "ia": rng.integers(0, len(thumbs), 600), "ib": rng.integers(0, len(thumbs), 600)})
+    with WorkerPool(1) as pool:
+        worker = pool.procs[0]
+        start = W._cpu_ticks(worker.pid)
+        assert start is not None
+
+        def stop_once_computing() -> None:  # after the worker has read its task and computed for a while
+            while (W._cpu_ticks(worker.pid) or 0) < start + 5 and worker.poll() is None:
+                time.sleep(0.01)
+            os.kill(worker.pid, signal.SIGSTOP)
+
+        stopper = threading.Thread(target=stop_once_computing)
+        stopper.start()
+        try:
+            with pytest.raises(WorkerError, match="stopped answering"):
+                list(pool.map("register", [heavy] * 3))
+            assert worker.poll() is not None  # stopped by the pool, not left behind
+        finally:
+            stopper.join()
+            if worker.poll() is None:
+                os.kill(worker.pid, signal.SIGKILL)
+
+
 _CALLER = textwrap.dedent("""
     import sys, numpy as np
     from splitaudit.scan import scan

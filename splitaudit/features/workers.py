@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
@@ -43,6 +44,23 @@ _KINDS = "biuf"
 
 class WorkerError(SplitauditError):
     """A worker's job raised, or the worker process died."""
+
+
+#: Seconds a worker may sit without using any CPU while its answer is awaited before the caller gives up on it
+#: (Linux; a job computes or reads files all along). Under ``py-spy record --subprocesses`` a worker's answer once
+#: in a few cold 60k checks lost ~24 kB between the worker's writes and the pipe (its own count of bytes written
+#: was above the kernel's), and caller and worker then waited for each other forever; now that is an error.
+STALL_S = 120.0
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """A process's user + system CPU time in clock ticks (``/proc``), or ``None`` where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # -- the wire ----------------------------------------------------------------------------------------------------
@@ -214,8 +232,13 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Stop every worker: its input closed (it ends after its job), killed if it has not ended within a second."""
+    def close(self, now: bool = False) -> None:
+        """Stop every worker: its input closed (it ends after its job), killed if it has not ended within a second.
+        ``now``: killed first (jobs abandoned: a feeder may be blocked writing to a worker that no longer reads, and
+        holds the lock closing its input needs)."""
+        if now:
+            for p in self.procs:
+                p.kill()
         for p in self.procs:
             if p.stdin is not None:
                 try:
@@ -276,14 +299,33 @@ class WorkerPool:
                 if not got[0]:
                     return
 
+        busy: dict[int, list] = {}  # worker pid -> [CPU ticks last seen, when they last moved] while a job runs
+
+        def stalled() -> subprocess.Popen | None:
+            """A worker with a job that has used no CPU for :data:`STALL_S` seconds."""
+            now = time.monotonic()
+            for proc in self.procs:
+                seen = busy.get(proc.pid)
+                ticks = _cpu_ticks(proc.pid) if seen is not None else None
+                if seen is None or ticks is None:
+                    continue
+                if ticks != seen[0]:
+                    seen[0], seen[1] = ticks, now
+                elif now - seen[1] > STALL_S:
+                    return proc
+            return None
+
         def in_worker(proc: subprocess.Popen) -> Callable[[dict[str, Any], Arrays], tuple[bool, Any]]:
             def run_one(args: dict[str, Any], arrays: Arrays) -> tuple[bool, Any]:
+                busy[proc.pid] = [_cpu_ticks(proc.pid), time.monotonic()]
                 try:
                     write_message(proc.stdin, {"job": job, "args": args}, arrays)  # type: ignore[arg-type]
                     header, out = read_message(proc.stdout)  # type: ignore[arg-type]
                 except (OSError, EOFError, ValueError) as e:
                     words = self._last_words(proc)
                     return False, WorkerError(f"a worker process stopped (exit code {proc.poll()}){words or ': ' + str(e)}")
+                finally:
+                    busy.pop(proc.pid, None)
                 if header.get("ok"):
                     return True, out
                 return False, WorkerError(
@@ -333,6 +375,10 @@ class WorkerPool:
                         if not any(t.is_alive() for t in threads):
                             raise _failure(answers)
                         done.wait(0.2)
+                        stuck = stalled() if want not in answers else None
+                        if stuck is not None:  # (leaving stops the workers: its feeder's wait ends too)
+                            raise WorkerError(f"a worker process (pid {stuck.pid}) stopped answering: its {job!r} job "
+                                              f"used no CPU for {STALL_S:.0f} s while its answer was awaited")
                     ok, value = answers.pop(want)
                 if not ok:
                     raise value
@@ -355,7 +401,7 @@ class WorkerPool:
             with done:
                 running = sent - yielded - len(answers) - dropped
             if running > 0:
-                self.close()  # a feeder still waits on its worker's answer: stopping the workers ends that wait
+                self.close(now=True)  # a feeder still waits on its worker: stopping the workers ends that wait
             # else every feeder is idle and takes its end mark: the workers stay for the next map
             for t in threads:
                 t.join()
