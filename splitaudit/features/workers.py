@@ -9,7 +9,8 @@ splitaudit.features.workers``): they import only what their job needs (~50 MB ea
 A job is a name from :data:`JOBS` (an allow-list: the worker imports nothing else), JSON arguments and NumPy
 arrays; its answer is arrays. On the wire each message is an 8-byte length, a JSON header (arguments, and each
 array's name, dtype and shape) and the arrays' bytes. A job that raises is an error in the caller
-(:class:`WorkerError`); a worker that dies is one too. Workers ignore Ctrl-C (the caller stops them), end when their
+(:class:`WorkerError`); a worker that dies is one too, and so is one that uses no CPU for :data:`STALL_S` seconds while
+its answer is awaited (Linux). Workers ignore Ctrl-C (the caller stops them), end when their
 input closes, and are killed with the caller (Linux: ``PR_SET_PDEATHSIG``): none outlives the command.
 """
 
