@@ -52,6 +52,10 @@ class WorkerError(SplitauditError):
 #: in a few cold 60k checks lost ~24 kB between the worker's writes and the pipe (its own count of bytes written
 #: was above the kernel's), and caller and worker then waited for each other forever; now that is an error.
 STALL_S = 120.0
+#: ... "no CPU" meaning less than this share of one core over those seconds: a debugger's or profiler's ptrace stops
+#: add a clock tick now and then to a worker that waits (~1 in 10 s under py-spy at 50 samples a second), while a
+#: job computes ~100 a second.
+STALL_SHARE = 0.05
 
 
 def _cpu_ticks(pid: int) -> int | None:
@@ -300,20 +304,21 @@ class WorkerPool:
                 if not got[0]:
                     return
 
-        busy: dict[int, list] = {}  # worker pid -> [CPU ticks last seen, when they last moved] while a job runs
+        busy: dict[int, list] = {}  # worker pid -> [CPU ticks, time] at the start of the window, while a job runs
+        per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
         def stalled() -> subprocess.Popen | None:
-            """A worker with a job that has used no CPU for :data:`STALL_S` seconds."""
+            """A worker with a job that used (almost) no CPU in the last :data:`STALL_S` seconds."""
             now = time.monotonic()
             for proc in self.procs:
                 seen = busy.get(proc.pid)
                 ticks = _cpu_ticks(proc.pid) if seen is not None else None
-                if seen is None or ticks is None:
+                if seen is None or ticks is None or seen[0] is None:
                     continue
-                if ticks != seen[0]:
-                    seen[0], seen[1] = ticks, now
-                elif now - seen[1] > STALL_S:
-                    return proc
+                if now - seen[1] >= STALL_S:
+                    if ticks - seen[0] < STALL_SHARE * STALL_S * per_second:
+                        return proc
+                    seen[0], seen[1] = ticks, now  # it computes: a new window
             return None
 
         def in_worker(proc: subprocess.Popen) -> Callable[[dict[str, Any], Arrays], tuple[bool, Any]]:
@@ -379,7 +384,7 @@ class WorkerPool:
                         stuck = stalled() if want not in answers else None
                         if stuck is not None:  # (leaving stops the workers: its feeder's wait ends too)
                             raise WorkerError(f"a worker process (pid {stuck.pid}) stopped answering: its {job!r} job "
-                                              f"used no CPU for {STALL_S:.0f} s while its answer was awaited")
+                                              f"used almost no CPU for {STALL_S:.0f} s while its answer was awaited")
                     ok, value = answers.pop(want)
                 if not ok:
                     raise value
