@@ -286,6 +286,12 @@ def _list_checks() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``splitaudit`` script; returns the exit code."""
+    from .memory import limit_arenas
+
+    # This process is ours: its threads share two malloc heaps. glibc gives each thread its own (up to 8 per core),
+    # and the copy stage's threads (the calibration beside the eval images' registration) left freed working
+    # arrays in theirs: a 20k-photo check peaked at 522 MiB against 459 with two heaps (docs/performance.md).
+    limit_arenas()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

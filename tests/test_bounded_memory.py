@@ -610,3 +610,40 @@ def test_a_driver_can_limit_its_malloc_heaps() -> None:
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt's M_ARENA_MAX is glibc's")
     assert limit_arenas(8)  # the glibc default on this many cores or more: changes nothing here
+
+
+_HEAPS = """
+import ctypes, sys, threading
+if sys.argv[1] == "cli":
+    from splitaudit.cli import main
+    main(["checks"])
+held, ready = [], threading.Barrier(6)
+def work():
+    held.append([bytes(1000) for _ in range(2000)])  # malloc'd blocks (pymalloc takes 512 bytes at most)
+    ready.wait()
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+fh = libc.fopen(sys.argv[2].encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(fh))
+libc.fclose(ctypes.c_void_p(fh))
+"""
+
+
+def test_the_cli_process_threads_share_two_malloc_heaps(tmp_path: Path) -> None:
+    """The command's process limits its malloc heaps before any stage starts a thread (six threads allocating at
+    once share two heaps); a plain interpreter gives them one each (what the count would read without the limit)."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_info and M_ARENA_MAX are glibc's")
+    heaps = {}
+    for how in ("cli", "plain"):
+        out = tmp_path / f"{how}.xml"
+        subprocess.run([sys.executable, "-c", _HEAPS, how, str(out)], check=True, capture_output=True, timeout=300)
+        heaps[how] = out.read_text().count("<heap nr=")
+    assert heaps["cli"] <= 2 < heaps["plain"], heaps

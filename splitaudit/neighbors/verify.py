@@ -15,6 +15,8 @@ bounded by the eval image count, not by the candidate count.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -486,6 +488,14 @@ def relative_aspect(aspect: np.ndarray, reference: np.ndarray) -> np.ndarray | N
     return r if (np.abs(np.log(r)) > np.log(ASPECT_SAME)).any() else None
 
 
+def _one_thread_calling(fn, *args):  # type: ignore[no-untyped-def]
+    """``fn(*args)`` with faiss's OpenMP at one thread in this thread (its thread count is each thread's own)."""
+    from .candidates import _faiss_one_thread
+
+    _faiss_one_thread()
+    return fn(*args)
+
+
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool | None = False,
@@ -524,31 +534,57 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         # also scored blurred (RESOLUTION_TRIES), more work under the GIL: 60k 32-px images' 27,978 pairs took
         # 14.1 s on threads, 9.0 s on the pool; their screen 11.7 against 10.2 s.
         pool = None
-    # the embedding search first: it gathers the splits' rows (98 MiB at 20k photos) while the pixel views (114 MiB)
-    # do not exist yet
-    embedded = embedding_pairs(split_index, embeddings, have_embedding, valid=valid)
-    release_freed_memory()  # its gathered rows, and the pages it read of spilled embeddings
-    # the pixel views are made per search, for the rows it reads (not held for every image: 5.8 kB an image)
-    cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
-                           hash_a=hash_a, hash_b=hash_b, embedded=embedded)
-    if calibration is None:
-        hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
-        calibration = calibrate(thumbs, np.flatnonzero(valid & (split_index == 0)), seed=seed,
-                                per_image=per_image, workers=workers, hash_pairs=hashes, aspect=aspect, keys=keys,
-                                pool=pool)
-    # objects on a plain background or not: decided on the training images, once for every image of the run
-    plain = bool(calibration.plain_background)
+    train = np.flatnonzero(valid & (split_index == 0))
+    hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
+
+    def calibrated(plain: bool | None = None):  # type: ignore[no-untyped-def]
+        return calibrate(thumbs, train, seed=seed, per_image=per_image, workers=workers, hash_pairs=hashes,
+                         aspect=aspect, keys=keys, plain=plain, pool=pool)
+
+    with ExitStack() as beside:
+        pending = None
+        if calibration is None and pool is None:
+            # The calibration reads the training images alone: it runs on a thread of its own beside the eval
+            # images' search, screen and registration, each of them partly serial (2,000 photos: the stage took
+            # 3.1 s wall for 4.4 CPU-s on two cores, one after the other). A worker pool is not shared between
+            # threads: with one, the two run in turn. BLAS and OpenMP stay at one thread each meanwhile, so that
+            # the cores are not oversubscribed and no product runs at a thread count that depends on timing.
+            from .candidates import _one_thread_each
+            from .register import PLAIN_DATASET, plain_share
+
+            beside.enter_context(_one_thread_each())
+            # objects on a plain background or not, as the calibration decides it: the screen needs it first
+            plain = bool(plain_share(thumbs, train) >= PLAIN_DATASET)
+            thread = beside.enter_context(ThreadPoolExecutor(1, thread_name_prefix="splitaudit-calibrate"))
+            pending = thread.submit(_one_thread_calling, calibrated, plain)
+        # the embedding search first: it gathers the splits' rows (98 MiB at 20k photos) while the pixel views
+        # (114 MiB) do not exist yet
+        embedded = embedding_pairs(split_index, embeddings, have_embedding, valid=valid)
+        release_freed_memory()  # its gathered rows, and the pages it read of spilled embeddings
+        # the pixel views are made per search, for the rows it reads (not held for every image: 5.8 kB an image)
+        cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
+                               hash_a=hash_a, hash_b=hash_b, embedded=embedded)
+        if pending is None:
+            if calibration is None:
+                calibration = calibrated()
+            # objects on a plain background or not: decided on the training images, once for every image of the run
+            plain = bool(calibration.plain_background)
+        sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect, plain=plain, pool=pool)
+        # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
+        proposed = cand.pixel_rank >= 0
+        crowd = crowding(cand.b[proposed], sc.score[proposed], n)
+        keep, start = widen(sc, out, cand.b, select(sc, cand.b, per_image, hashed=cand.hashed))
+        got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start.select(keep), workers=workers,
+                           aspect=aspect, plain=plain, pool=pool)
+        # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration,
+        # and an eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
+        mad, spread = still_agreement(thumbs, cand.a, cand.b)
+        if pending is not None:
+            calibration = pending.result()
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
 
         trust_hashes = bool(calibration.hash_distinct_rate <= HASH_COLLISION_RATE)  # NaN (not measured): no
-    sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect, plain=plain, pool=pool)
-    # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
-    proposed = cand.pixel_rank >= 0
-    crowd = crowding(cand.b[proposed], sc.score[proposed], n)
-    keep, start = widen(sc, out, cand.b, select(sc, cand.b, per_image, hashed=cand.hashed))
-    got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start.select(keep), workers=workers, aspect=aspect,
-                       plain=plain, pool=pool)
     reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad", "smooth_mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
            for f in fields(Registration)}
     for name, col in reg.items():
@@ -565,9 +601,6 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         rows, better = keypoint_registration(thumbs, keys, cand.a[second], cand.b[second], aspect=aspect,
                                              workers=workers, plain=plain)
         take_better(reg, second[rows], better)
-    # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration, and an
-    # eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
-    mad, spread = still_agreement(thumbs, cand.a, cand.b)
     closer = ~(np.nan_to_num(reg["mad"], nan=np.inf) <= mad)
     reg["mad"][closer], reg["spread"][closer], reg["still"][closer] = mad[closer], spread[closer], True
     reg["smooth_mad"][closer] = np.nan  # the level rule reads registered overlaps only
