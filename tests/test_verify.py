@@ -976,32 +976,45 @@ def test_the_null_sets_aside_a_train_twin_whose_pixels_agree_as_they_lie() -> No
     assert cal.null_pixel_agree >= 2, cal  # each of the two is a sampled image with the other as its neighbour
 
 
-def test_the_calibration_beside_the_eval_pairs_gives_the_answer_it_gives_before_them(photos) -> None:  # type: ignore[no-untyped-def]
-    """Photos' calibration runs on a thread of its own beside the eval images' search, screen and registration: the
-    copy stage's every column equals the stage's with the same calibration made first, and the process's BLAS
-    thread limits are what they were before the stage."""
-    import threading
+@pytest.mark.parametrize("side", [64, 32])
+def test_the_calibration_beside_the_eval_pairs_gives_the_answer_it_gives_before_them(photos, side: int) -> None:  # type: ignore[no-untyped-def]
+    """The calibration runs on a thread of its own beside the eval images' search, screen and registration (tiny
+    images: beside the search, on the worker pool the screen then takes over): the copy stage's every column
+    equals the stage's with the same calibration made first, and the process's BLAS thread limits are what they
+    were before the stage."""
+    from contextlib import nullcontext
 
     from conftest import tiles_of
-    from threadpoolctl import threadpool_info
+
+    from splitaudit.features.workers import local_pool
 
     tiles = [t for p in photos.values() for t in tiles_of(p, 96, 24, step=40)]
-    thumbs = np.stack([np.asarray(t.resize((64, 64))) for t in tiles])
+    thumbs = np.stack([np.asarray(t.resize((side, side))) for t in tiles])
     split = (np.arange(len(thumbs)) % 4 == 0).astype(np.int64)
+    with (local_pool(2) if side < rg.SIDE else nullcontext()) as pool:
+        _beside_equals_before(thumbs, split, pool)
+        assert pool is None or pool.answered["processes"] > 0  # the worker served the stage
+
+
+def _beside_equals_before(thumbs: np.ndarray, split: np.ndarray, pool) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from threadpoolctl import threadpool_info
+
     # find_copies first: the libraries it loads (faiss's OpenMP and OpenBLAS) are in the picture from then on
-    find_copies(thumbs[:8], split[:8], workers=2)
+    find_copies(thumbs[:8], split[:8], workers=2, pool=pool)
     limits = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
     names: set[str] = set()
     threading.setprofile(lambda *_: names.add(threading.current_thread().name))
     try:
-        beside = find_copies(thumbs, split, workers=2)
+        beside = find_copies(thumbs, split, workers=2, pool=pool)
     finally:
         threading.setprofile(None)  # type: ignore[arg-type]
-    assert any(n.startswith("splitaudit-calibrate") for n in names), names
+    assert any(n.startswith("splitaudit-eval-pairs") for n in names), names
     assert {i["filepath"]: i["num_threads"] for i in threadpool_info()} == limits
-    first = calibrate(thumbs, np.flatnonzero(split == 0), per_image=2, workers=2)
+    first = calibrate(thumbs, np.flatnonzero(split == 0), per_image=2, workers=2, pool=pool)
     assert first == beside.calibration
-    after = find_copies(thumbs, split, workers=2, calibration=first)
+    after = find_copies(thumbs, split, workers=2, calibration=first, pool=pool)
     got, want = beside.to_arrays(), after.to_arrays()
     assert got.keys() == want.keys()
     for name in want:

@@ -15,8 +15,6 @@ bounded by the eval image count, not by the candidate count.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -488,12 +486,33 @@ def relative_aspect(aspect: np.ndarray, reference: np.ndarray) -> np.ndarray | N
     return r if (np.abs(np.log(r)) > np.log(ASPECT_SAME)).any() else None
 
 
-def _one_thread_calling(fn, *args):  # type: ignore[no-untyped-def]
-    """``fn(*args)`` with faiss's OpenMP at one thread in this thread (its thread count is each thread's own)."""
-    from .candidates import _faiss_one_thread
+class _Beside:
+    """``fn(*args)`` on a thread of its own, faiss's OpenMP at one thread there (its thread count is each thread's
+    own); :meth:`result` waits for it and returns its value or raises its error. A daemon thread: when the caller
+    fails or is interrupted meanwhile, it does not wait for this work, and the interpreter's exit does not either.
+    It must not start a worker pool's processes: they get SIGTERM when the thread that started them ends."""
 
-    _faiss_one_thread()
-    return fn(*args)
+    def __init__(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="splitaudit-eval-pairs", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:  # type: ignore[no-untyped-def]
+        from .candidates import _faiss_one_thread
+
+        try:
+            _faiss_one_thread()
+            self._value = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            self._error = exc
+
+    def result(self):  # type: ignore[no-untyped-def]
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
@@ -521,7 +540,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     the calibration's null pairs alike; ``pool``: a :class:`~splitaudit.features.workers.WorkerPool` the screen's
     blocks and the registration's chunks of tiny images (thumbnails smaller than :data:`~.register.SIDE`) run on
     (:func:`~splitaudit.features.workers.local_pool`; the answer is the same)."""
-    from .calibrate import calibrate, crowding
+    from .calibrate import crowding
     from .candidates import candidate_pairs, embedding_pairs
 
     split_index = np.asarray(split_index)
@@ -537,38 +556,16 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     train = np.flatnonzero(valid & (split_index == 0))
     hashes = None if hash_a is None or hash_b is None else (np.asarray(hash_a), np.asarray(hash_b))
 
-    def calibrated(plain: bool | None = None):  # type: ignore[no-untyped-def]
-        return calibrate(thumbs, train, seed=seed, per_image=per_image, workers=workers, hash_pairs=hashes,
-                         aspect=aspect, keys=keys, plain=plain, pool=pool)
-
-    with ExitStack() as beside:
-        pending = None
-        if calibration is None and pool is None:
-            # The calibration reads the training images alone: it runs on a thread of its own beside the eval
-            # images' search, screen and registration, each of them partly serial (2,000 photos: the stage took
-            # 3.1 s wall for 4.4 CPU-s on two cores, one after the other). A worker pool is not shared between
-            # threads: with one, the two run in turn. BLAS and OpenMP stay at one thread each meanwhile, so that
-            # the cores are not oversubscribed and no product runs at a thread count that depends on timing.
-            from .candidates import _one_thread_each
-            from .register import PLAIN_DATASET, plain_share
-
-            beside.enter_context(_one_thread_each())
-            # objects on a plain background or not, as the calibration decides it: the screen needs it first
-            plain = bool(plain_share(thumbs, train) >= PLAIN_DATASET)
-            thread = beside.enter_context(ThreadPoolExecutor(1, thread_name_prefix="splitaudit-calibrate"))
-            pending = thread.submit(_one_thread_calling, calibrated, plain)
+    def search():  # type: ignore[no-untyped-def]
         # the embedding search first: it gathers the splits' rows (98 MiB at 20k photos) while the pixel views
         # (114 MiB) do not exist yet
         embedded = embedding_pairs(split_index, embeddings, have_embedding, valid=valid)
         release_freed_memory()  # its gathered rows, and the pages it read of spilled embeddings
         # the pixel views are made per search, for the rows it reads (not held for every image: 5.8 kB an image)
-        cand = candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings, have_embedding=have_embedding,
-                               hash_a=hash_a, hash_b=hash_b, embedded=embedded)
-        if pending is None:
-            if calibration is None:
-                calibration = calibrated()
-            # objects on a plain background or not: decided on the training images, once for every image of the run
-            plain = bool(calibration.plain_background)
+        return candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings,
+                               have_embedding=have_embedding, hash_a=hash_a, hash_b=hash_b, embedded=embedded)
+
+    def register(cand, plain: bool):  # type: ignore[no-untyped-def]
         sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect, plain=plain, pool=pool)
         # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
         proposed = cand.pixel_rank >= 0
@@ -579,8 +576,36 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration,
         # and an eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
         mad, spread = still_agreement(thumbs, cand.a, cand.b)
-        if pending is not None:
-            calibration = pending.result()
+        return sc, crowd, keep, got, mad, spread
+
+    if calibration is not None:
+        # objects on a plain background or not: decided on the training images, once for every image of the run
+        plain = bool(calibration.plain_background)
+        cand = search()
+        sc, crowd, keep, got, mad, spread = register(cand, plain)
+    else:
+        # The calibration reads the training images alone: the eval images' search, screen and registration run on
+        # a thread of their own beside it, each side partly serial (2,000 photos: the stage took 3.1 s wall for
+        # 4.4 CPU-s on two cores, one after the other). A worker pool serves this thread alone (its processes die
+        # with the thread that started them): with one (tiny images), the calibration has it while the other thread
+        # searches, and the eval images' screen and registration follow here. BLAS and OpenMP stay at one thread
+        # each meanwhile, so that the cores are not oversubscribed and no product runs at a thread count that
+        # depends on timing.
+        from .calibrate import calibrate
+        from .candidates import _one_thread_each
+        from .register import PLAIN_DATASET, plain_share
+
+        with _one_thread_each():
+            # objects on a plain background or not, as the calibration decides it: the screen needs it first
+            plain = bool(plain_share(thumbs, train) >= PLAIN_DATASET)
+            beside = _Beside(search if pool is not None else lambda: (c := search(), register(c, plain)))
+            calibration = calibrate(thumbs, train, seed=seed, per_image=per_image, workers=workers,
+                                    hash_pairs=hashes, aspect=aspect, keys=keys, plain=plain, pool=pool)
+            if pool is not None:
+                cand = beside.result()
+                sc, crowd, keep, got, mad, spread = register(cand, plain)
+            else:
+                cand, (sc, crowd, keep, got, mad, spread) = beside.result()
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
 
