@@ -486,6 +486,12 @@ def relative_aspect(aspect: np.ndarray, reference: np.ndarray) -> np.ndarray | N
     return r if (np.abs(np.log(r)) > np.log(ASPECT_SAME)).any() else None
 
 
+#: Bytes of one image's pixel views (:func:`~.candidates.view_vectors`: 729 float32 numbers, as is and mirrored),
+#: and the most the copy stage holds for every image at once, for the searches of both its threads to share.
+VIEW_BYTES = 729 * 4 * 2
+HELD_VIEWS_BYTES = 32 * 2**20
+
+
 class _Beside:
     """``fn(*args)`` on a thread of its own, faiss's OpenMP at one thread there (its thread count is each thread's
     own); :meth:`result` waits for it and returns its value or raises its error. A daemon thread: when the caller
@@ -563,7 +569,8 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         release_freed_memory()  # its gathered rows, and the pages it read of spilled embeddings
         # the pixel views are made per search, for the rows it reads (not held for every image: 5.8 kB an image)
         return candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings,
-                               have_embedding=have_embedding, hash_a=hash_a, hash_b=hash_b, embedded=embedded)
+                               have_embedding=have_embedding, hash_a=hash_a, hash_b=hash_b, embedded=embedded,
+                               vectors=vectors)
 
     def register(cand, plain: bool):  # type: ignore[no-untyped-def]
         sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect, plain=plain, pool=pool)
@@ -578,6 +585,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         mad, spread = still_agreement(thumbs, cand.a, cand.b)
         return sc, crowd, keep, got, mad, spread
 
+    vectors = None  # every image's pixel views, made once for both threads where they are small (below)
     if calibration is not None:
         # objects on a plain background or not: decided on the training images, once for every image of the run
         plain = bool(calibration.plain_background)
@@ -592,20 +600,27 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         # each meanwhile, so that the cores are not oversubscribed and no product runs at a thread count that
         # depends on timing.
         from .calibrate import calibrate
-        from .candidates import _one_thread_each
+        from .candidates import _one_thread_each, view_vectors
         from .register import PLAIN_DATASET, plain_share
 
         with _one_thread_each():
             # objects on a plain background or not, as the calibration decides it: the screen needs it first
             plain = bool(plain_share(thumbs, train) >= PLAIN_DATASET)
+            if isinstance(thumbs, np.ndarray) and len(thumbs) * VIEW_BYTES <= HELD_VIEWS_BYTES:
+                # each search would make its rows' views again (the candidates', the calibration's, the cross
+                # searches': ~1.1 thread-s of 2,000 photos' stage); the same numbers, each image's views its own
+                vectors = view_vectors(thumbs)
             beside = _Beside(search if pool is not None else lambda: (c := search(), register(c, plain)))
+            # the calibration lets go of its copy of the views after its searches
             calibration = calibrate(thumbs, train, seed=seed, per_image=per_image, workers=workers,
-                                    hash_pairs=hashes, aspect=aspect, keys=keys, plain=plain, pool=pool)
+                                    hash_pairs=hashes, aspect=aspect, keys=keys, plain=plain, pool=pool,
+                                    vectors=None if vectors is None else dict(vectors))
             if pool is not None:
                 cand = beside.result()
                 sc, crowd, keep, got, mad, spread = register(cand, plain)
             else:
                 cand, (sc, crowd, keep, got, mad, spread) = beside.result()
+            vectors = None
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
 
