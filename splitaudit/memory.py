@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import sys
@@ -79,6 +80,18 @@ def read_rows(path: str, shape: tuple[int, ...], dtype: object, rows) -> "np.nda
     return out
 
 
+#: Every :class:`SpilledRows` whose file exists. A thread that is not waited for (the copy stage's helper, a daemon:
+#: an interrupted run does not wait for it) may still hold one when the interpreter exits, and an object never
+#: collected never removes its file: the files left are removed at exit.
+_LIVE_FILES: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _remove_spilled_files() -> None:
+    for rows in list(_LIVE_FILES):
+        rows.close()
+
+
 class SpilledRows:
     """The rows of a large array in a temporary file, read back by index (``x[rows]``, ``x[a:b]``, ``len``,
     ``shape``): a read copies the rows out of the file with plain reads, so the rows live in the page cache, not in
@@ -93,6 +106,7 @@ class SpilledRows:
 
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)  # type: ignore[call-overload]
         fd, self.path = tempfile.mkstemp(prefix="splitaudit-rows-", suffix=".bin", dir=folder)
+        _LIVE_FILES.add(self)
         with open(fd, "wb") as fh:
             fh.truncate(int(np.prod(self.shape)) * self.dtype.itemsize)
 
@@ -185,6 +199,7 @@ class SpilledRows:
         return read_rows(self.path, self.shape, self.dtype, rows)
 
     def close(self) -> None:
+        _LIVE_FILES.discard(self)
         if getattr(self, "path", None):
             try:
                 os.remove(self.path)

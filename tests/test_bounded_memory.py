@@ -647,3 +647,26 @@ def test_the_cli_process_threads_share_two_malloc_heaps(tmp_path: Path) -> None:
         subprocess.run([sys.executable, "-c", _HEAPS, how, str(out)], check=True, capture_output=True, timeout=300)
         heaps[how] = out.read_text().count("<heap nr=")
     assert heaps["cli"] <= 2 < heaps["plain"], heaps
+
+
+_HELD_AT_EXIT = """
+import sys, threading
+from splitaudit.memory import SpilledRows
+held = SpilledRows((1000, 64), "float32", folder=sys.argv[1])
+print(held.path, flush=True)
+# a daemon thread still using the rows when the interpreter exits (the copy stage's helper after a Ctrl-C)
+threading.Thread(target=lambda rows=held: threading.Event().wait(), daemon=True).start()
+del held
+"""
+
+
+def test_a_spilled_file_a_daemon_thread_still_holds_is_removed_at_exit(tmp_path: Path) -> None:
+    """A temporary rows file whose object is never collected (a daemon thread holds it when the interpreter exits)
+    is removed at exit: an interrupted run leaves nothing in the temporary folder."""
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    got = subprocess.run([sys.executable, "-c", _HELD_AT_EXIT, str(folder)], capture_output=True, text=True,
+                         timeout=300, check=True)
+    path = got.stdout.strip()
+    assert path.startswith(str(folder)), got.stdout
+    assert not os.path.exists(path) and list(folder.iterdir()) == []
