@@ -6,6 +6,7 @@ import atexit
 import ctypes
 import os
 import sys
+import threading
 import weakref
 
 
@@ -82,13 +83,20 @@ def read_rows(path: str, shape: tuple[int, ...], dtype: object, rows) -> "np.nda
 
 #: Every :class:`SpilledRows` whose file exists. A thread that is not waited for (the copy stage's helper, a daemon:
 #: an interrupted run does not wait for it) may still hold one when the interpreter exits, and an object never
-#: collected never removes its file: the files left are removed at exit.
+#: collected never removes its file: the files left are removed at exit, and none is made after that (the thread
+#: runs on while the exit handlers run).
 _LIVE_FILES: weakref.WeakSet = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+_EXITING = False
 
 
 @atexit.register
 def _remove_spilled_files() -> None:
-    for rows in list(_LIVE_FILES):
+    global _EXITING
+    with _LIVE_LOCK:
+        _EXITING = True
+        left = list(_LIVE_FILES)
+    for rows in left:
         rows.close()
 
 
@@ -105,8 +113,11 @@ class SpilledRows:
         import numpy as np
 
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)  # type: ignore[call-overload]
-        fd, self.path = tempfile.mkstemp(prefix="splitaudit-rows-", suffix=".bin", dir=folder)
-        _LIVE_FILES.add(self)
+        with _LIVE_LOCK:
+            if _EXITING:  # callers that can go on without the file take an OSError so (candidates._view_array)
+                raise OSError("the interpreter is exiting: no new temporary rows file")
+            fd, self.path = tempfile.mkstemp(prefix="splitaudit-rows-", suffix=".bin", dir=folder)
+            _LIVE_FILES.add(self)
         with open(fd, "wb") as fh:
             fh.truncate(int(np.prod(self.shape)) * self.dtype.itemsize)
 
@@ -156,6 +167,9 @@ class SpilledRows:
             raise ValueError(f"cannot see rows of shape {self.shape} as {shape}")
         out = object.__new__(SpilledRows)
         out.shape, out.dtype, out.path = shape, self.dtype, self.path
+        with _LIVE_LOCK:  # the file's owner, removed at exit, is the new object
+            _LIVE_FILES.add(out)
+            _LIVE_FILES.discard(self)
         self.path = ""
         return out
 
@@ -199,13 +213,14 @@ class SpilledRows:
         return read_rows(self.path, self.shape, self.dtype, rows)
 
     def close(self) -> None:
-        _LIVE_FILES.discard(self)
         if getattr(self, "path", None):
             try:
                 os.remove(self.path)
             except OSError:
                 pass
             self.path = ""
+        if _LIVE_FILES is not None:  # None when collected while the interpreter tears this module down
+            _LIVE_FILES.discard(self)
 
     __del__ = close
 

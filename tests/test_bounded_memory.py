@@ -652,7 +652,7 @@ def test_the_cli_process_threads_share_two_malloc_heaps(tmp_path: Path) -> None:
 _HELD_AT_EXIT = """
 import sys, threading
 from splitaudit.memory import SpilledRows
-held = SpilledRows((1000, 64), "float32", folder=sys.argv[1])
+held = SpilledRows((1000, 64), "float32", folder=sys.argv[1]).reshape(1000, 8, 8)  # the file's new owner
 print(held.path, flush=True)
 # a daemon thread still using the rows when the interpreter exits (the copy stage's helper after a Ctrl-C)
 threading.Thread(target=lambda rows=held: threading.Event().wait(), daemon=True).start()
