@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/copy_check.py [--suite tiny|photo|fmnist|all] [--backbone none|efficientnet_lite0]
                                       [--fmnist-train N] [--fmnist-test N] [--photo-side N]
-                                      [--transforms standard|extra] [--files DIR [--aspect A] [--resize-from F]]
+                                      [--transforms standard|extra|colour] [--files DIR [--aspect A] [--resize-from F]]
 
 The suites are those of ``benchmarks/copy_suites.py`` (real photos cut into 32-px and 128-px regions with planted
 re-cropped / re-graded / framed / mirrored copies and hard negatives; Fashion-MNIST with planted copies and its
@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from copy_suites import Suite, extra_transforms, fmnist_suite, photo_suite  # noqa: E402
+from copy_suites import COLOUR_TRANSFORMS, Suite, extra_transforms, fmnist_suite, photo_suite  # noqa: E402
 
 
 def _cpu() -> float:
@@ -177,8 +177,9 @@ def main() -> None:
     ap.add_argument("--fmnist-test", type=int, default=10000)
     ap.add_argument("--photo-side", type=int, default=128, help="side of the photo suite's images")
     ap.add_argument("--image-size", type=int, default=0, help="the backbone's input side (default: automatic)")
-    ap.add_argument("--transforms", choices=("standard", "extra"), default="standard",
-                    help="the photo suites' copies: the standard list, or the held-out-like extra one (copy_suites.py)")
+    ap.add_argument("--transforms", choices=("standard", "extra", "colour"), default="standard",
+                    help="the photo suites' copies: the standard list, the held-out-like extra one, or strong colour "
+                    "changes (copy_suites.py)")
     ap.add_argument("--files", metavar="DIR", help="write the photo suites as folders under DIR/copy-check-files "
                     "(train PNG, eval JPEG resized; replaced on each run) and audit the folders")
     ap.add_argument("--aspect", type=float, default=1.0, help="with --files: the images' width / height")
@@ -191,7 +192,8 @@ def main() -> None:
     KEYPOINTS = not args.no_keypoints
     if args.files:
         FILES = (args.files, args.aspect, args.resize_from)
-    extra = lambda side: extra_transforms(side) if args.transforms == "extra" else None  # noqa: E731
+    extra = lambda side: (extra_transforms(side) if args.transforms == "extra"  # noqa: E731
+                          else COLOUR_TRANSFORMS if args.transforms == "colour" else None)
     if args.suite in ("tiny", "all"):
         show("32-px photos", photo_suite(32, args.sources, transforms=extra(32)), args.backbone)
     if args.suite in ("photo", "all"):

@@ -82,6 +82,9 @@ class Spec(Recipe):
     #: what fills the side a translation left: "black" (a constant), "wrap" (``np.roll``), "reflect" (OpenCV's
     #: BORDER_REFLECT_101, Keras' RandomTranslation default)
     fill: str = "black"
+    #: a stronger colour change than ``grade`` (``--transforms colour``): "cast", "saturate", "desaturate",
+    #: "hue", "sepia", "contrast", "bright", "fade" (see :func:`recolour`)
+    colour: str = ""
 
 
 TRANSFORMS: dict[str, Spec] = {
@@ -137,6 +140,63 @@ EXTRA_TRANSFORMS: dict[str, Spec] = {
 }
 
 
+#: ``--transforms colour`` (twenty-first session): colour changes stronger than the calibration's ``grade`` (gain
+#: 0.8-1.2 a channel, gamma 0.8-1.25, offset +-0.08), as photo filters, colour-jitter augmentations saved to disk
+#: and re-scans make them -- the issue's "re-graded in colour or brightness" and "strong colour changes" -- alone
+#: and after the geometric changes a re-crop brings. Never tuned on.
+COLOUR_TRANSFORMS: dict[str, Spec] = {
+    "colour cast": Spec(colour="cast"),
+    "saturate x1.8": Spec(colour="saturate"),
+    "desaturate x0.3": Spec(colour="desaturate"),
+    "hue 25-40 deg": Spec(colour="hue"),
+    "sepia": Spec(colour="sepia"),
+    "strong contrast": Spec(colour="contrast"),
+    "brighten, clipped": Spec(colour="bright"),
+    "faded": Spec(colour="fade"),
+    "cast + shift 1": Spec(colour="cast", shift=1),
+    "hue + zoom 5%": Spec(colour="hue", zoom=1.05),
+    "sepia + crop 10%": Spec(colour="sepia", crop=0.1, crop_pos=(1.0, 0.0)),
+    "contrast + jpeg q60": Spec(colour="contrast", jpeg=60),
+    "saturate + mirror + shift 2": Spec(colour="saturate", mirror=True, shift=2),
+    "fade + frame 6%": Spec(colour="fade", frame=0.06),
+    "bright + rotate 4": Spec(colour="bright", rotate=4),
+}
+
+
+def recolour(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``img`` (h, w, 3) uint8 with a strong colour change ``kind`` (random strength from ``rng``)."""
+    import cv2
+
+    x = img.astype(np.float32) / 255.0
+    if kind == "cast":  # a white balance off by a lot: one channel up, another down
+        gain = np.ones(3, np.float32)
+        up, down = rng.choice(3, 2, replace=False)
+        gain[up], gain[down] = rng.uniform(1.25, 1.5), rng.uniform(0.55, 0.75)
+        x = x * gain
+    elif kind in ("saturate", "desaturate", "hue"):
+        hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)  # float: H in degrees
+        if kind == "hue":
+            hsv[..., 0] = (hsv[..., 0] + rng.choice([-1, 1]) * rng.uniform(25, 40)) % 360
+        else:
+            hsv[..., 1] = np.clip(hsv[..., 1] * (1.8 if kind == "saturate" else 0.3), 0, 1)
+        x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    elif kind == "sepia":
+        m = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32)
+        x = x @ m.T
+    elif kind == "contrast":  # an S-curve around the image's own mean, then a gamma
+        mu = float(x.mean())
+        x = 1 / (1 + np.exp(-rng.uniform(6, 9) * (x - mu)))
+        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
+        x = x ** rng.uniform(0.7, 1.4)
+    elif kind == "bright":  # exposure up: highlights clip
+        x = x * rng.uniform(1.35, 1.6) + 0.05
+    elif kind == "fade":  # a faded print: lifted blacks, lowered whites, a warm tint
+        x = 0.25 + 0.6 * x + np.array([0.04, 0.01, -0.04], np.float32)
+    else:
+        raise ValueError(f"unknown colour change {kind!r}")
+    return np.clip(np.round(255 * x), 0, 255).astype(np.uint8)
+
+
 def extra_transforms(side: int) -> dict[str, Spec]:
     """:data:`EXTRA_TRANSFORMS` with shifts and translations scaled from a 112-px side to ``side``."""
     from dataclasses import replace
@@ -188,6 +248,8 @@ def render(src: np.ndarray, cx: float, cy: float, region: float, out: int, spec:
         gamma = rng.uniform(0.8, 1.25)
         off = rng.uniform(-0.08, 0.08, 3)
         img = np.clip(255 * ((x**gamma) * gain + off), 0, 255).astype(np.uint8)
+    if spec.colour:
+        img = recolour(img, spec.colour, rng)
     if spec.grey:
         g = (img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
         img = np.repeat(g[..., None], 3, axis=2)
