@@ -143,6 +143,23 @@ def _write(path: str, text: str, *, newline: str | None = None) -> None:
         raise SplitauditError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
 
 
+def _write_json(path: str | None, report: Any) -> None:
+    """The report's JSON written to ``path`` (None: standard output) a few MB at a time: a 1M-image check's report is
+    71 MB of text, which the whole string held at the check's peak (issue #15). The document is made before the file
+    is opened, so a failure there leaves no partial file."""
+    from .report.model import write_indented_json
+
+    document = report.to_dict()
+    if path is None:
+        write_indented_json(document, sys.stdout)
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            write_indented_json(document, fh)
+    except OSError as exc:
+        raise SplitauditError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
+
+
 def _run_check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -168,7 +185,10 @@ def _run_check(args: argparse.Namespace) -> int:
         print(f"wrote {n} accepted finding(s) to {args.write_baseline}", file=sys.stderr)
 
     if invocation.output:
-        _write(invocation.output, render(fmt, report, options=options, output=invocation.output))
+        if fmt == "json":
+            _write_json(invocation.output, report)
+        else:
+            _write(invocation.output, render(fmt, report, options=options, output=invocation.output))
         print(("FAIL " if report.failed else "PASS ") + report.verdict.reason, file=sys.stderr)
     elif fmt == "terminal":
         console = Console()
@@ -176,6 +196,8 @@ def _run_check(args: argparse.Namespace) -> int:
             console.print(("FAIL " if report.failed else "PASS ") + report.verdict.reason, markup=False, highlight=False, soft_wrap=True)
         else:
             print_report(report, console)
+    elif fmt == "json":
+        _write_json(None, report)
     else:
         sys.stdout.write(render(fmt, report, options=options))
     if report.failed and not invocation.exit_zero:

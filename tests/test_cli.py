@@ -56,6 +56,10 @@ def test_json_is_byte_identical_across_runs_and_complete(planted: Planted, tmp_p
     assert set(pair) == {"id", "check", "severity", "message", "category", "images", "evidence", "data"}
     assert [set(i) for i in pair["images"]] == [{"split", "path", "label"}] * 2
     assert {e["stage"] for e in pair["evidence"]} >= {"phash", "dhash"}
+    # the JSON written to a file (in chunks) is the text written to standard output
+    out = tmp_path / "report.json"
+    c = run("check", *map(str, planted.splits), "--format", "json", "--no-cache", "--output", str(out))
+    assert c.returncode == 1 and c.stdout == "" and out.read_text(encoding="utf-8") == a.stdout
 
 
 def test_output_file_and_select_ignore(planted: Planted, tmp_path: Path) -> None:

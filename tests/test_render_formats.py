@@ -217,3 +217,34 @@ def test_report_json_is_json_dumps_text_written_piece_by_piece(hostile: AuditRep
     assert indented_json([]) == "[]\n" and indented_json("s") == '"s"\n'
     with pytest.raises(TypeError):
         indented_json({"a": object()})
+
+
+def test_report_json_written_in_chunks_is_the_same_text(hostile: AuditReport, planted: Planted) -> None:
+    # the CLI streams the JSON to its file a few MB at a time (a 1M-image check's report is 71 MB): whatever the
+    # chunk, the file holds to_json's text, and a chunk smaller than the text means several writes
+    import io
+
+    from splitaudit.report.model import indented_json, write_indented_json
+
+    class Counted(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            Counted.writes += 1
+            return super().write(text)
+
+    docs = [r.to_dict() for r in (hostile, splitaudit.audit(*planted.splits, backbone="none"))]
+    docs += [{"é\u2028": [float("nan"), (1, ()), {}, [[]], {3: None}]}, [], "s", 0.5]
+    for doc in docs:
+        whole = indented_json(doc)
+        for chunk in (1, 97, 1 << 22):
+            Counted.writes = 0
+            fh = Counted()
+            write_indented_json(doc, fh, chunk=chunk)
+            assert fh.getvalue() == whole, chunk
+            if chunk == 97 and len(whole) > 10 * chunk and whole.count("[\n") > 1:
+                assert Counted.writes > 2, (Counted.writes, len(whole))
+    report = splitaudit.audit(*planted.splits, backbone="none")
+    fh = io.StringIO()
+    report.write_json(fh)
+    assert fh.getvalue() == report.to_json()

@@ -263,6 +263,10 @@ class AuditReport:
     def to_json(self) -> str:
         return indented_json(self.to_dict())
 
+    def write_json(self, fh: Any) -> None:
+        """:meth:`to_json`'s text written to the text file ``fh`` a few MB at a time (:func:`write_indented_json`)."""
+        write_indented_json(self.to_dict(), fh)
+
     def _repr_html_(self) -> str:
         """Jupyter shows a report as the curator's HTML page (one self-contained document). Without embedded
         originals: a notebook keeps its outputs, and megabytes of them per report would bloat it."""
@@ -286,9 +290,33 @@ def indented_json(document: Any) -> str:
     return out.getvalue()
 
 
-def _indented(o: Any, write: Any, newline: str) -> None:
+#: Characters :func:`write_indented_json` gathers before it hands them to the file.
+JSON_CHUNK = 1 << 22
+
+
+def write_indented_json(document: Any, fh: Any, chunk: int = JSON_CHUNK) -> None:
+    """Write :func:`indented_json`'s text of ``document`` to the text file ``fh``, never holding more than about
+    ``chunk`` characters of it: a 1M-image check's report is 71 MB of text, and its buffer and the string made from
+    it raised the check's peak by ~140 MB (issue #15). Gathered in a buffer and handed over at list items once it
+    holds ``chunk`` characters: one file write per small piece would be several times slower."""
+    import io
+
+    out = io.StringIO()
+
+    def flush() -> None:
+        if out.tell() >= chunk:
+            fh.write(out.getvalue())
+            out.seek(0)
+            out.truncate()
+
+    _indented(document, out.write, "\n", flush)
+    out.write("\n")
+    fh.write(out.getvalue())
+
+
+def _indented(o: Any, write: Any, newline: str, flush: Any = None) -> None:
     """Write ``o`` as ``json``'s encoder with ``indent=2, sort_keys=True, ensure_ascii=False`` does; ``newline`` is
-    the line break and the indentation of ``o``'s own line."""
+    the line break and the indentation of ``o``'s own line; ``flush()`` is called after each list item."""
     if isinstance(o, str):
         write(_encode_string(o))
     elif o is None:
@@ -311,7 +339,9 @@ def _indented(o: Any, write: Any, newline: str) -> None:
         for v in o:
             write(sep)
             sep = "," + inner
-            _indented(v, write, inner)
+            _indented(v, write, inner, flush)
+            if flush is not None:
+                flush()
         write(newline + "]")
     elif isinstance(o, dict):
         if not o:
@@ -323,7 +353,7 @@ def _indented(o: Any, write: Any, newline: str) -> None:
         for k, v in sorted(o.items()):
             write(sep + _encode_string(_key_text(k)) + ": ")
             sep = "," + inner
-            _indented(v, write, inner)
+            _indented(v, write, inner, flush)
         write(newline + "}")
     else:
         raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
