@@ -5,6 +5,7 @@
     python benchmarks/scale.py engines --folder /tmp/splitaudit-peers/photos-2000 --embed --rounds 2  # A B A B
     python benchmarks/scale.py hashstage --n 20000 --rounds 2  # the hash stage alone, local vs Ray, A B A B
     python benchmarks/scale.py rss --n 100000 --engine local [--json out.json]  # peak driver RSS of a hash-only check
+    python benchmarks/scale.py cli --n 1000000 [--json out.json]  # the same through the CLI's process, per stage
     python benchmarks/scale.py search --base 1000000 --queries 100000 --dim 256   # dense
     python benchmarks/scale.py binary --base 1000000 --queries 100000   # Hamming radius search, flat vs MIH
 
@@ -279,6 +280,68 @@ def rss(n: int, engine: str, json_out: Path | None = None) -> None:
                       "load": os.getloadavg()}), flush=True)
 
 
+def _proc_status(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of process ``pid`` in MiB (empty once it has gone)."""
+    out: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def cli(n: int, json_out: Path | None = None) -> None:
+    """Peak RSS of the CLI's own process (the driver: what a user runs, with its allocator settings) over a cold
+    hash-only ``splitaudit check --manifest`` of ``n`` images, per stage: at each stage's first progress line the
+    process's high-water mark (VmHWM) is read, then reset (``/proc/PID/clear_refs``), so each stage's peak is its
+    own; the last segment (from "measuring images") includes the later checks and the JSON report's writing. Pool
+    workers are not counted (as ``rss``). Printed: one line per stage as it starts, then the run's JSON summary."""
+    import subprocess
+    import threading
+
+    cache = tempfile.mkdtemp(prefix="sa-cli-cache-")
+    out = json_out or Path(cache) / "report.json"
+    cmd = [sys.executable, "-m", "splitaudit", "check", "--manifest", str(manifest(n)), "--backbone", "none",
+           "--cache-dir", cache, "--format", "json", "--output", str(out), "--exit-zero"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE)
+    stages: list[dict] = []
+
+    def follow() -> None:  # reads the progress lines; a stage's first line closes the one before
+        for raw in proc.stderr:  # type: ignore[union-attr]
+            line = raw.decode(errors="replace").rstrip()
+            parts = line.split(": ")
+            stage = parts[1] if len(parts) >= 3 else line
+            if any(s["stage"] == stage for s in stages):
+                continue
+            st = _proc_status(proc.pid)
+            if stages:
+                stages[-1]["peak_mib"] = round(st.get("VmHWM", 0))
+            try:
+                with open(f"/proc/{proc.pid}/clear_refs", "w") as fh:
+                    fh.write("5")
+            except OSError:
+                pass
+            stages.append({"stage": stage, "at_s": round(time.perf_counter() - t0, 1), "rss_mib": round(st.get("VmRSS", 0))})
+            print(json.dumps(stages[-1]), flush=True)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    rc = proc.wait()
+    reader.join()
+    wall = time.perf_counter() - t0
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)
+    peaks = [s["peak_mib"] for s in stages if "peak_mib" in s]
+    print(json.dumps({"n": n, "rc": rc, "seconds": round(wall, 1), "peak_cli_rss_mib": max(peaks, default=0),
+                      "stages": stages, "load": os.getloadavg()}), flush=True)
+
+
 def _clustered(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
     """Unit vectors around random cluster centres (a stand-in for CNN embeddings: dense clusters, a long tail)."""
     out = np.empty((n, dim), np.float32)
@@ -404,7 +467,7 @@ def _exact(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["data", "engines", "hashstage", "rss", "search", "binary"])
+    ap.add_argument("what", choices=["data", "engines", "hashstage", "rss", "cli", "search", "binary"])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--engine", default="local", choices=["local", "ray"])
     ap.add_argument("--embed", action="store_true", help="also time the embedding stage (efficientnet_lite0)")
@@ -422,7 +485,7 @@ def main() -> None:
                     help="binary index methods to time over all rows (flat, mih, auto; -sharded: one base per split)")
     ap.add_argument("--max-phash", type=int, default=6)
     ap.add_argument("--max-dhash", type=int, default=12)
-    ap.add_argument("--json", type=Path, help="rss: write the check's JSON report here (after the measurement)")
+    ap.add_argument("--json", type=Path, help="rss, cli: write the check's JSON report here")
     a = ap.parse_args()
     if a.what == "data":
         make_data(a.n)
@@ -438,6 +501,8 @@ def main() -> None:
         hash_stage(a.n, a.rounds)
     elif a.what == "rss":
         rss(a.n, a.engine, a.json)
+    elif a.what == "cli":
+        cli(a.n, a.json)
     elif a.what == "binary":
         binary(a.base, a.queries, [m for m in a.binary_methods.split(",") if m], a.max_phash, a.max_dhash, a.sample)
     else:
