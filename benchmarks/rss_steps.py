@@ -1,6 +1,6 @@
 """Peak driver RSS of a cold hash-only check per step of the copy stage (and per stage), on ``scale.py``'s images.
 
-    python benchmarks/rss_steps.py --n 100000 [--json out.json] [--cache empty-folder] [--engine ray]
+    python benchmarks/rss_steps.py --n 100000 [--json out.json] [--cache empty-folder] [--engine ray] [--arenas]
 
 Like ``scale.py rss`` (no sampling thread: the kernel's high-water mark, VmHWM, read and reset through
 ``/proc/self/clear_refs``), but the mark is read and reset at every call and return of the copy stage's steps
@@ -29,7 +29,12 @@ def main() -> None:
     ap.add_argument("--engine", default="local", choices=("local", "ray"), help="ray: a local Ray runtime")
     ap.add_argument("--cache",
                     help="an empty folder to use as the cache and keep (default: a fresh one, removed after)")
+    ap.add_argument("--arenas", action="store_true", help="two malloc heaps, as the CLI's process has them")
     a = ap.parse_args()
+    if a.arenas:
+        from splitaudit.memory import limit_arenas
+
+        limit_arenas()
 
     from splitaudit.checks import context
     from splitaudit.features import per_image

@@ -144,18 +144,33 @@ def _write(path: str, text: str, *, newline: str | None = None) -> None:
 
 
 def _write_json(path: str | None, report: Any) -> None:
-    """The report's JSON written to ``path`` (None: standard output) a few MB at a time: a 1M-image check's report is
-    71 MB of text, which the whole string held at the check's peak (issue #15). The document is made before the file
-    is opened, so a failure there leaves no partial file."""
-    from .report.model import write_indented_json
-
-    document = report.to_dict()
+    """The report's JSON written to ``path`` (None: standard output) a few MB at a time, each finding made as it is
+    written (:meth:`~splitaudit.report.model.AuditReport.write_json`): a 1M-image check's report is 71 MB of text,
+    and the whole string and the findings' dictionaries were the run's peak (issue #15). A regular file is written
+    beside its place and moved there when complete: a failure midway leaves the file that was there, as rendering
+    the whole text first did."""
     if path is None:
-        write_indented_json(document, sys.stdout)
+        report.write_json(sys.stdout)
         return
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            write_indented_json(document, fh)
+        if os.path.exists(path) and not os.path.isfile(path):  # a device or a pipe: written as it comes
+            with open(path, "w", encoding="utf-8") as fh:
+                report.write_json(fh)
+            return
+        import tempfile
+
+        fd, part = tempfile.mkstemp(prefix=".splitaudit-", suffix=".part", dir=os.path.dirname(os.path.abspath(path)))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                mask = os.umask(0)
+                os.umask(mask)
+                os.fchmod(fd, 0o666 & ~mask)  # the mode open() gives a new file, not mkstemp's 0600
+                report.write_json(fh)
+            os.replace(part, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
     except OSError as exc:
         raise SplitauditError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
 

@@ -60,6 +60,25 @@ def test_json_is_byte_identical_across_runs_and_complete(planted: Planted, tmp_p
     out = tmp_path / "report.json"
     c = run("check", *map(str, planted.splits), "--format", "json", "--no-cache", "--output", str(out))
     assert c.returncode == 1 and c.stdout == "" and out.read_text(encoding="utf-8") == a.stdout
+    # written beside its place and moved there: nothing else is left, and the file has a new file's usual mode
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["report.json"]
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+    # a write that fails midway (the file size limit, EFBIG; Python ignores SIGXFSZ): a one-line error, exit 2,
+    # the report that was there kept and no partial file left
+    import resource
+
+    out.write_text("an earlier report\n", encoding="utf-8")
+    limited = subprocess.run([sys.executable, "-m", "splitaudit", "check", *map(str, planted.splits), "--backbone", "none",
+                              "--format", "json", "--no-cache", "--output", str(out)], capture_output=True, text=True,
+                             timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)))
+    assert limited.returncode == 2, limited.stderr
+    assert limited.stderr.splitlines()[-1].startswith("splitaudit: error: cannot write"), limited.stderr
+    assert out.read_text(encoding="utf-8") == "an earlier report\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["report.json"]
 
 
 def test_output_file_and_select_ignore(planted: Planted, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -249,6 +249,9 @@ class AuditReport:
         return [f for f in self.findings if f.check == check]
 
     def to_dict(self) -> dict[str, Any]:
+        return self._document([f.to_dict() for f in self.findings])
+
+    def _document(self, findings: Any) -> dict[str, Any]:
         return {
             "schema_version": JSON_SCHEMA_VERSION,
             "verdict": self.verdict.to_dict(),
@@ -257,15 +260,17 @@ class AuditReport:
             "embeddings": _clean(dict(self.embeddings)) or None,
             "copies": _clean(dict(self.copies)) or None,
             "distribution": _clean(dict(self.distribution)),
-            "findings": [f.to_dict() for f in self.findings],
+            "findings": findings,
         }
 
     def to_json(self) -> str:
         return indented_json(self.to_dict())
 
     def write_json(self, fh: Any) -> None:
-        """:meth:`to_json`'s text written to the text file ``fh`` a few MB at a time (:func:`write_indented_json`)."""
-        write_indented_json(self.to_dict(), fh)
+        """:meth:`to_json`'s text written to the text file ``fh`` a few MB at a time (:func:`write_indented_json`),
+        each finding's dictionary made as it is written: a 1M-image check's 45,817 findings as dictionaries held
+        ~150 MB at the run's peak (issue #15)."""
+        write_indented_json(self._document(_Each(self.findings, Finding.to_dict)), fh)
 
     def _repr_html_(self) -> str:
         """Jupyter shows a report as the curator's HTML page (one self-contained document). Without embedded
@@ -288,6 +293,22 @@ def indented_json(document: Any) -> str:
     _indented(document, out.write, "\n")
     out.write("\n")
     return out.getvalue()
+
+
+class _Each:
+    """A list for :func:`write_indented_json` whose items are made as they are written: ``fn(item)`` for each of
+    ``items``."""
+
+    __slots__ = ("fn", "items")
+
+    def __init__(self, items: Sequence[Any], fn: Any) -> None:
+        self.items, self.fn = items, fn
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.fn, self.items)
 
 
 #: Characters :func:`write_indented_json` gathers before it hands them to the file.
@@ -329,7 +350,7 @@ def _indented(o: Any, write: Any, newline: str, flush: Any = None) -> None:
         write(int.__repr__(o))
     elif isinstance(o, float):
         write(_float_text(o))
-    elif isinstance(o, (list, tuple)):
+    elif isinstance(o, (list, tuple, _Each)):
         if not o:
             write("[]")
             return
