@@ -146,25 +146,34 @@ def _write(path: str, text: str, *, newline: str | None = None) -> None:
 def _write_json(path: str | None, report: Any) -> None:
     """The report's JSON written to ``path`` (None: standard output) a few MB at a time, each finding made as it is
     written (:meth:`~splitaudit.report.model.AuditReport.write_json`): a 1M-image check's report is 71 MB of text,
-    and the whole string and the findings' dictionaries were the run's peak (issue #15). A regular file is written
-    beside its place and moved there when complete: a failure midway leaves the file that was there, as rendering
-    the whole text first did."""
+    and the whole string and the findings' dictionaries were held at its end (issue #15). A regular file is written
+    beside its place and moved there when complete: a failure midway leaves the file that was there. Where nothing
+    can be made beside it (a link, a device, a pipe, a writable file in a read-only folder) it is written in place."""
     if path is None:
         report.write_json(sys.stdout)
         return
+    import stat
+    import tempfile
+
     try:
-        if os.path.exists(path) and not os.path.isfile(path):  # a device or a pipe: written as it comes
+        part = None
+        # a new file, or a regular one (not a link, a device or a pipe, which are written in place)
+        if not os.path.lexists(path) or (os.path.isfile(path) and not os.path.islink(path)):
+            with contextlib.suppress(OSError):  # none may be made beside it (a writable file in a read-only folder)
+                fd, part = tempfile.mkstemp(prefix=".splitaudit-", suffix=".part", dir=os.path.dirname(os.path.abspath(path)))
+        if part is None:
             with open(path, "w", encoding="utf-8") as fh:
                 report.write_json(fh)
             return
-        import tempfile
-
-        fd, part = tempfile.mkstemp(prefix=".splitaudit-", suffix=".part", dir=os.path.dirname(os.path.abspath(path)))
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                mask = os.umask(0)
-                os.umask(mask)
-                os.fchmod(fd, 0o666 & ~mask)  # the mode open() gives a new file, not mkstemp's 0600
+                if os.path.exists(path):  # the mode the file had, as writing into it kept it
+                    mode = stat.S_IMODE(os.stat(path).st_mode)
+                else:  # the mode open() gives a new file, not mkstemp's 0600
+                    mode = os.umask(0)
+                    os.umask(mode)
+                    mode = 0o666 & ~mode
+                os.fchmod(fd, mode)
                 report.write_json(fh)
             os.replace(part, path)
         except BaseException:

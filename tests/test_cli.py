@@ -67,6 +67,18 @@ def test_json_is_byte_identical_across_runs_and_complete(planted: Planted, tmp_p
     os.umask(mask)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["report.json"]
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+    # a file that was there keeps its mode; a link is written through, not replaced by a file
+    out.chmod(0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(out)
+    out.write_text("old\n", encoding="utf-8")
+    e = run("check", *map(str, planted.splits), "--format", "json", "--no-cache", "--output", str(link))
+    assert e.returncode == 1 and link.is_symlink() and out.read_text(encoding="utf-8") == a.stdout
+    assert out.stat().st_mode & 0o777 == 0o640
+    link.unlink()
+    out.write_text("old\n", encoding="utf-8")
+    f = run("check", *map(str, planted.splits), "--format", "json", "--no-cache", "--output", str(out))
+    assert f.returncode == 1 and out.read_text(encoding="utf-8") == a.stdout and out.stat().st_mode & 0o777 == 0o640
     # a write that fails midway (the file size limit, EFBIG; Python ignores SIGXFSZ): a one-line error, exit 2,
     # the report that was there kept and no partial file left
     import resource
