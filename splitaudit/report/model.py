@@ -268,8 +268,8 @@ class AuditReport:
 
     def write_json(self, fh: Any) -> None:
         """:meth:`to_json`'s text written to the text file ``fh`` a few MB at a time (:func:`write_indented_json`),
-        each finding's dictionary made as it is written: a 1M-image check's 45,817 findings as dictionaries held
-        ~150 MB at the run's peak (issue #15)."""
+        each finding's dictionary made as it is written, not all of them first (a 1M-image check has 45,817; issue
+        #15)."""
         write_indented_json(self._document(_Each(self.findings, Finding.to_dict)), fh)
 
     def _repr_html_(self) -> str:
