@@ -264,3 +264,28 @@ def test_shift_inside_one_class_and_a_format_change_are_named(tmp_path: Path, di
     assert len(fmt) == 1 and fmt[0].data["eval"] == {"PNG": 0.0, "WEBP": 1.0}, show(report)
     # WebP has no grey mode (the files decode as RGB): reported too. The pixels are the same: no appearance finding.
     assert {f.data["property"] for f in report.by_check("image-properties")} <= {"format", "mode", "file_size"}, show(report)
+
+
+def test_property_matrix_is_made_for_the_rows_asked(tmp_path: Path, digits) -> None:
+    """The probes' standardised properties, made per row set, are the rows of one matrix: z-scores over the usable
+    images with their squares, unknown values filled, any subset and order the same rows."""
+    from splitaudit.checks import AuditContext
+    from splitaudit.checks._probe import property_features
+    from splitaudit.options import Options
+    from splitaudit.scan import scan
+
+    x, y, _ = digits
+    splits = write(tmp_path / "d", x[:80], y[:80], random_val(80))
+    source = next(iter(sorted(splits[0].rglob("*.png"))))
+    (splits[1] / "0" / "truncated.png").write_bytes(source.read_bytes()[:60])
+    ctx = AuditContext(scan(list(splits)), Options(backbone="none"))
+    matrix, have = property_features(ctx)
+    n = len(ctx.dataset.records)
+    whole = matrix[np.arange(n)]
+    assert whole.shape == matrix.shape and whole.shape[1] >= 8 and have.sum() == n - 1
+    assert np.isfinite(whole).all()  # the undecodable file's row is filled, not NaN
+    z = whole[have][:, 0::2]
+    assert np.allclose(z.mean(axis=0), 0, atol=1e-9) and np.allclose(z.std(axis=0), 1)
+    assert np.array_equal(whole[:, 1::2], whole[:, 0::2] ** 2)
+    rows = np.random.default_rng(0).permutation(n)[:17]
+    assert np.array_equal(matrix[rows], whole[rows])
