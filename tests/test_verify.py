@@ -1019,3 +1019,57 @@ def _beside_equals_before(thumbs: np.ndarray, split: np.ndarray, pool) -> None: 
     assert got.keys() == want.keys()
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_a_large_base_is_searched_in_cells_and_finds_the_copies_exhaustive_search_finds(photos, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """From IVF_FROM base rows the candidate searches visit the nearest IVF cells of the base's PCA projections, not
+    every row. Here (the threshold lowered to this base of overlapping windows, dense like real photo crops) the
+    planted copies' sources are found as often as by the exhaustive search, and the answer is the same every time and
+    whatever the query sets' cut: the cells come from the base alone, with fixed seeds."""
+    from splitaudit.neighbors import candidates as cd
+
+    base, where = [], []
+    for name, p in photos.items():
+        h, w = p.shape[:2]
+        for cy in range(40, h - 40, 14):
+            for cx in range(40, w - 40, 14):
+                if p[cy - 32 : cy + 32, cx - 32 : cx + 32].std() >= 20:
+                    base.append(window(p, cx, cy, 64))
+                    where.append((name, cx, cy))
+    base = np.stack(base)
+    rng = np.random.default_rng(5)
+    src = np.sort(rng.choice(len(base), 150, replace=False))
+    kinds = list(COPIES.values())
+    copies = []
+    for j, s in enumerate(src.tolist()):
+        kw, edit = kinds[j % len(kinds)]
+        name, cx, cy = where[s]
+        im = window(photos[name], cx, cy, 64, **kw)
+        copies.append(edit(im) if edit else im)
+    thumbs = np.concatenate([base, np.stack(copies)])
+    split = np.r_[np.zeros(len(base), np.int64), np.ones(len(copies), np.int64)]
+    assert len(base) > 2_000
+
+    def found(cand) -> np.ndarray:  # type: ignore[no-untyped-def]
+        pairs = set(zip(cand.a.tolist(), cand.b.tolist()))
+        return np.array([(int(s), len(base) + j) in pairs for j, s in enumerate(src)])
+
+    exhaustive = cd.candidate_pairs(thumbs, split)
+    monkeypatch.setattr(cd, "IVF_FROM", 1_000)
+    monkeypatch.setattr(cd, "REDUCE_PAIRS", 1e5)  # the views' searches are reduced (and so in cells) here too
+    assert cd.use_cells(len(base), len(copies), 256)
+    in_cells = cd.candidate_pairs(thumbs, split)
+    assert found(exhaustive).mean() > 0.9
+    assert found(in_cells).sum() >= found(exhaustive).sum() - 1
+    # the same every time; the cells are a function of the base alone
+    again = cd.candidate_pairs(thumbs, split)
+    assert all(np.array_equal(getattr(in_cells, f), getattr(again, f), equal_nan=f.endswith("score"))
+               for f in ("a", "b", "pixel_rank", "pixel_score", "pixel_view"))
+    view = pixel_vectors(thumbs)
+    cells = cd.PcaCells(view[: len(base)])
+    assert cells.index.ntotal == len(base) and 0 < cells.index.nprobe < cells.index.nlist
+    whole = cd._search(view[: len(base)], [view[len(base) :]], 20, reduce_above=0, cells=cells)[0]
+    parts = cd._search(view[: len(base)], [view[len(base) : len(base) + 70], view[len(base) + 70 :]], 20, reduce_above=0,
+                       cells=cd.PcaCells(view[: len(base)]))
+    assert np.array_equal(whole[1], np.concatenate([parts[0][1], parts[1][1]]))
+    assert np.array_equal(whole[0], np.concatenate([parts[0][0], parts[1][0]]))

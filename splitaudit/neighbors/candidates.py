@@ -201,6 +201,12 @@ def pixel_vectors(thumbs: np.ndarray, view: str = "pixels", *, mirrored: bool = 
 #: (exhaustive, BLAS), and the POOL found are re-ranked with the full vectors: 5x less work for 256-number views.
 REDUCE_DIM = 48
 REDUCE_PAIRS = 2e8
+#: From this many base rows, a search in the PCA space (more than REDUCE_PAIRS pairs) visits only the nearest cells
+#: of an IVF index over the base's projections (:class:`PcaCells`) instead of every row: the exhaustive searches grew
+#: with base x queries, 747 s x n^2 (n in millions) of the copy stage (docs/scale.md). Measured at 1M images
+#: (794k base rows of real thumbnails, ``benchmarks/copy_search.py``): 2.7x faster than exhaustive at 3.6% of the
+#: cells, recall@6 0.994 against it, and planted copies' sources found as often within 0.2 points.
+IVF_FROM = 500_000
 #: Exact searches of at least this many queries run through BLAS (faiss's own threshold of 1.15, 128,000, left the
 #: calibration's 400 queries on its one-query-at-a-time path: 10 GFLOP/s against 60 on one core).
 BLAS_FROM = 20
@@ -261,46 +267,97 @@ class _Projected:
         return np.concatenate(parts)[lo - first : hi - first]
 
 
+class PcaCells:
+    """A base's rows on their first :data:`REDUCE_DIM` principal axes, in the cells of an IVF index (faiss
+    ``IndexIVFFlat``, inner product): made once for a base and searched by any number of query sets (the crop
+    hypotheses' chunks). The axes and the cells come from samples of the base alone, drawn with fixed seeds, and are
+    trained on one thread: the same base gives the same cells, whatever the queries or the machine's cores."""
+
+    def __init__(self, base: np.ndarray | SpilledRows) -> None:
+        import faiss
+
+        from .dense import ivf_nlist, ivf_nprobe
+
+        n, d = base.shape
+        rng = np.random.default_rng(0)
+        sample = np.asarray(base[np.sort(rng.choice(n, size=min(n, 8192), replace=False))], np.float64)
+        sample -= sample.mean(axis=0)
+        nlist = ivf_nlist(n)
+        with _one_thread_each():
+            _, vecs = np.linalg.eigh(sample.T @ sample)
+            self.proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
+            train = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))  # faiss asks 39 a cell
+            self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(REDUCE_DIM), REDUCE_DIM, nlist, faiss.METRIC_INNER_PRODUCT)
+            self.index.cp.seed, self.index.cp.niter = 1234, 10
+            self.index.train(np.ascontiguousarray(_project(base[train], self.proj), dtype=np.float32))
+            for lo in range(0, n, PROJECT_BLOCK):  # added block by block: the projections are never held twice
+                self.index.add(np.ascontiguousarray(base[lo : lo + PROJECT_BLOCK] @ self.proj, dtype=np.float32))
+        self.index.nprobe = ivf_nprobe(nlist)
+
+    def search(self, projected: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(np.ascontiguousarray(projected, dtype=np.float32), k)
+
+
+def use_cells(n_base: int, n_queries: int, d: int, reduce_above: float | None = None) -> bool:
+    """Whether a search of ``n_queries`` rows into ``n_base`` runs on :class:`PcaCells`."""
+    return n_base >= IVF_FROM and d > REDUCE_DIM and n_base * n_queries > _reduce_above(reduce_above)
+
+
+def _reduce_above(value: float | None) -> float:
+    return REDUCE_PAIRS if value is None else value  # read when called: the module's value of the moment
+
+
 def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRows], k: int,  # type: ignore[no-untyped-def]
-            reduce_above: float = REDUCE_PAIRS, ids: bool = True):
+            reduce_above: float | None = None, ids: bool = True, cells: PcaCells | None = None):
     """Top-k inner products of each query set against ``base`` (one index). Searches of more than ``reduce_above``
     base x query pairs run in a PCA space (:data:`REDUCE_DIM`); the found rows' inner products are then recomputed
     on the full vectors and re-sorted. The query blocks run on :func:`_on_cores`. The base and the query sets may
     be rows in a file (a large view, :func:`_view_rows` with ``spill``): in the PCA space only the projection
     (48 numbers a row) and the rows each query block re-ranks are in memory; an exact search reads the base whole.
-    ``ids=False``: each set's ids come back with no columns (the similarities alone are kept, block by block)."""
+    ``ids=False``: each set's ids come back with no columns (the similarities alone are kept, block by block).
+    From :data:`IVF_FROM` base rows the PCA-space search visits the nearest cells of ``cells`` (made here unless
+    given: :class:`PcaCells`) instead of every row."""
     k = min(k, len(base))
     d = base.shape[1]
     nq = sum(len(q) for q in queries)
+    reduce_above = _reduce_above(reduce_above)
+    if cells is None and use_cells(len(base), nq, d, reduce_above):
+        cells = PcaCells(base)
 
     def answer(sims: np.ndarray, found_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # the hubness search's queries are a whole base: its ids (8 bytes a neighbour) would be dropped unread
         return (sims, found_ids) if ids else (sims, np.zeros((len(sims), 0), np.int64))
 
-    if d <= REDUCE_DIM or len(base) * nq <= reduce_above:
+    if cells is None and (d <= REDUCE_DIM or len(base) * nq <= reduce_above):
         b = np.ascontiguousarray(base[:] if isinstance(base, SpilledRows) else base, dtype=np.float32)  # an IndexFlatIP would copy it
         return _blocks(lambda q: answer(*_knn_blas(q, b, k)), queries)
-    rng = np.random.default_rng(0)  # deterministic projection: the principal axes of a sample of both sides
-    # the sampled rows of [base, *queries] gathered part by part: stacking them all first copied every row (at 1M
-    # images, ~1 GB for one view) to keep 8,192
-    parts = [base, *queries]
-    bounds = np.cumsum([0, *map(len, parts)])
-    pick = rng.choice(int(bounds[-1]), size=min(int(bounds[-1]), 8192), replace=False)
-    sample = np.empty((len(pick), d), np.float64)
-    for x, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
-        inside = (pick >= lo) & (pick < hi)
-        sample[inside] = x[pick[inside] - lo]
-    sample -= sample.mean(axis=0)
-    with _one_thread_each():  # eigh's last bits depend on BLAS's thread count; its two threads on busy cores spin
-        _, vecs = np.linalg.eigh(sample.T @ sample)
-        proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
-        reduced = np.ascontiguousarray(_project(base, proj), dtype=np.float32)
+    if cells is not None:
+        proj = cells.proj
+        near_rows = cells.search
+    else:
+        rng = np.random.default_rng(0)  # deterministic projection: the principal axes of a sample of both sides
+        # the sampled rows of [base, *queries] gathered part by part: stacking them all first copied every row (at 1M
+        # images, ~1 GB for one view) to keep 8,192
+        parts = [base, *queries]
+        bounds = np.cumsum([0, *map(len, parts)])
+        pick = rng.choice(int(bounds[-1]), size=min(int(bounds[-1]), 8192), replace=False)
+        sample = np.empty((len(pick), d), np.float64)
+        for x, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+            inside = (pick >= lo) & (pick < hi)
+            sample[inside] = x[pick[inside] - lo]
+        sample -= sample.mean(axis=0)
+        with _one_thread_each():  # eigh's last bits depend on BLAS's thread count; its two threads on busy cores spin
+            _, vecs = np.linalg.eigh(sample.T @ sample)
+            proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
+            reduced = np.ascontiguousarray(_project(base, proj), dtype=np.float32)
+        near_rows = lambda qp, k: _knn_blas(qp, reduced, k)  # noqa: E731
+    with _one_thread_each():
         # a query set in a file is projected block by block as its blocks are searched (never held whole)
         projected = [_Projected(q, proj) if isinstance(q, SpilledRows) else _project(q, proj) for q in queries]
     spilled = isinstance(base, SpilledRows)
 
     def found(q: np.ndarray, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sims, ids = _knn_blas(qp, reduced, k)
+        sims, ids = near_rows(qp, k)
         for s in range(0, len(q), 256):  # 256 x POOL gathered rows: 13 MB at 256 numbers
             blk = ids[s : s + 256]
             rows = np.maximum(blk, 0)
@@ -393,7 +450,7 @@ def _one_thread_each():  # type: ignore[no-untyped-def]
 
 
 def csls_knn(base: np.ndarray, queries: np.ndarray, k: int = K, *, hub_k: int = HUB_K, pool: int = POOL,
-             mirrored_queries: np.ndarray | None = None, reduce_above: float = REDUCE_PAIRS
+             mirrored_queries: np.ndarray | None = None, reduce_above: float | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` best base rows of each query by CSLS over unit-norm vectors.
 
@@ -414,7 +471,7 @@ def _no_neighbours(q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 def base_hubness(base: np.ndarray, others: np.ndarray | list[np.ndarray], hub_k: int = HUB_K,
-                 reduce_above: float = REDUCE_PAIRS) -> np.ndarray:
+                 reduce_above: float | None = None) -> np.ndarray:
     """CSLS's ``r_t``: each base row's mean similarity to its nearest ``others`` (the other side of the
     translation), from a sample of at most HUB_SAMPLE of them and a neighbourhood shrunk in proportion (the same
     share of the others). ``others``: one array, or a list of arrays read as their rows stacked in order (the
@@ -586,10 +643,12 @@ def cross_pairs(thumbs: np.ndarray, base_r: np.ndarray, query_r: np.ndarray, k: 
         # the base's hubness against the queries as they are, once; the hypotheses chunk by chunk (bounded memory)
         r_t = base_hubness(base_pix, _view_rows(thumbs, vectors, "pixels", query_r, False)[0], HUB_K, CROSS_REDUCE_ABOVE)
         parts = []
+        # every chunk searches one base: its cells (a large base's) are made once
+        cells = PcaCells(base_pix) if use_cells(len(base_r), len(query_r), base_pix.shape[1], CROSS_REDUCE_ABOVE) else None
         for s in range(0, len(query_r), CROP_CHUNK):
             rows = query_r[s : s + CROP_CHUNK]
             sets = crop_hypotheses(thumbs[rows])
-            found = _search(base_pix, sets, CROSS_POOL, CROSS_REDUCE_ABOVE)
+            found = _search(base_pix, sets, CROSS_POOL, CROSS_REDUCE_ABOVE, cells=cells)
             parts.append(rows_of(_csls_best(found, [False] * len(sets), r_t, HUB_K, min(k, len(base_r))), base_r, rows))
         out.append(("crops", *(np.concatenate(c) for c in zip(*parts))))
     release_freed_memory()
