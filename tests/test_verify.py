@@ -1056,8 +1056,10 @@ def test_a_large_base_is_searched_in_cells_and_finds_the_copies_exhaustive_searc
 
     exhaustive = cd.candidate_pairs(thumbs, split)
     monkeypatch.setattr(cd, "IVF_FROM", 1_000)
+    monkeypatch.setattr(cd, "IVF_QUERIES", 100)
     monkeypatch.setattr(cd, "REDUCE_PAIRS", 1e5)  # the views' searches are reduced (and so in cells) here too
     assert cd.use_cells(len(base), len(copies), 256)
+    assert not cd.use_cells(len(base), 99, 256) and not cd.use_cells(999, len(copies), 256)  # few queries, small base
     in_cells = cd.candidate_pairs(thumbs, split)
     assert found(exhaustive).mean() > 0.9
     assert found(in_cells).sum() >= found(exhaustive).sum() - 1

@@ -207,6 +207,10 @@ REDUCE_PAIRS = 2e8
 #: (794k base rows of real thumbnails, ``benchmarks/copy_search.py``): 2.7x faster than exhaustive at 3.6% of the
 #: cells, recall@6 0.994 against it, and planted copies' sources found as often within 0.2 points.
 IVF_FROM = 500_000
+#: ... and from this many queries (all sets together): making the cells (k-means, then every base row assigned,
+#: ~3-4 s at 800k rows) costs about what searching ~20k queries exhaustively does, so the calibration's few hundred
+#: sampled queries stay exhaustive.
+IVF_QUERIES = 20_000
 #: Exact searches of at least this many queries run through BLAS (faiss's own threshold of 1.15, 128,000, left the
 #: calibration's 400 queries on its one-query-at-a-time path: 10 GFLOP/s against 60 on one core).
 BLAS_FROM = 20
@@ -300,7 +304,8 @@ class PcaCells:
 
 def use_cells(n_base: int, n_queries: int, d: int, reduce_above: float | None = None) -> bool:
     """Whether a search of ``n_queries`` rows into ``n_base`` runs on :class:`PcaCells`."""
-    return n_base >= IVF_FROM and d > REDUCE_DIM and n_base * n_queries > _reduce_above(reduce_above)
+    return (n_base >= IVF_FROM and n_queries >= IVF_QUERIES and d > REDUCE_DIM
+            and n_base * n_queries > _reduce_above(reduce_above))
 
 
 def _reduce_above(value: float | None) -> float:
