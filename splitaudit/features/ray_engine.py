@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -162,7 +163,9 @@ def batches_per_block(rows: int, batch_size: int, actors: bool, cpus: float) -> 
 
 
 def _blocks(columns: Columns, batch_size: int, per_block: int = BATCHES_PER_BLOCK) -> tuple[list[Any], Any]:
-    """Arrow tables of ``per_block`` batches with the row numbers, and the object-store ref of in-memory images."""
+    """Object-store refs of Arrow tables of ``per_block`` batches with the row numbers, and the ref of in-memory
+    images. Each table is put as soon as it is made: the driver never holds a window's tables at once (~150 MB at
+    1M rows, benchmarks/scale.py rss)."""
     import pyarrow as pa
     import ray
 
@@ -188,7 +191,7 @@ def _blocks(columns: Columns, batch_size: int, per_block: int = BATCHES_PER_BLOC
             data[k] = pa.array(v[s].tolist(), type=types[k]) if k in types else pa.array(v[s])
         if "pixels" in columns:
             data[PIXEL_INDEX] = pa.array(pixel_index[s] if pixel_index is not None else np.full(s.stop - s.start, -1, np.int64))
-        tables.append(pa.table(data))
+        tables.append(ray.put(pa.table(data)))
     return tables, pixels_ref
 
 
@@ -213,8 +216,15 @@ def ray_iter_batches(fn: BatchFn, columns: Columns, *, address: str | None = Non
         tables, pixels_ref = _blocks(part, batch_size, batches_per_block(size, batch_size, actors, cpus))
         for batch in _mapped(tables, _OnWorker(fn, tuple(columns), pixels_ref, batch_size), actors):
             rows = np.asarray(batch.pop(ROW), dtype=np.int64) + offset
-            yield rows, {k: objects(v.tolist()) if v.dtype.kind in "OUSV" else v for k, v in batch.items()}
+            yield rows, {k: _objects(v) if v.dtype.kind in "OUSV" else v for k, v in batch.items()}
         del tables, pixels_ref
+
+
+def _objects(column: np.ndarray) -> np.ndarray:
+    """An object column back from Arrow, its text values interned: Arrow gives every row its own ``"ok"``, where the
+    local pool's unpickled batches share one (50 bytes a row per text column: ~150 MB more at 1M images)."""
+    values = column.tolist()
+    return objects([sys.intern(v) if type(v) is str else v for v in values])
 
 
 def ray_map_batches(fn: BatchFn, columns: Columns, *, address: str | None = None, batch_size: int = 64,
@@ -246,12 +256,13 @@ def ray_map_batches(fn: BatchFn, columns: Columns, *, address: str | None = None
 
 
 def _mapped(tables: list[Any], call: _OnWorker, actors: bool) -> Iterator[dict[str, np.ndarray]]:
-    """The output batches of ``call`` over ``tables``, one call per whole block (``batch_size=None``; ``call``
-    cuts it into the local batches), as they finish (streaming, in no particular order)."""
+    """The output batches of ``call`` over ``tables`` (object-store refs), one call per whole block
+    (``batch_size=None``; ``call`` cuts it into the local batches), as they finish (streaming, in no particular
+    order)."""
     import ray
     import ray.data
 
-    ds = ray.data.from_arrow(tables)
+    ds = ray.data.from_arrow_refs(tables)
     with warnings.catch_warnings():
         # Ray Data's own default is to retry forever; a bounded count needs the (deprecated) remote-args route.
         warnings.simplefilter("ignore", DeprecationWarning)
