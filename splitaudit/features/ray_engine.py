@@ -50,6 +50,7 @@ MAX_BATCHES_PER_TASK = 256
 IDLE_WORKER_MS = 60_000
 
 _pixel_stores: dict[str, list[np.ndarray]] = {}  # per worker process: the in-memory images of the current job
+_preparing: list[Any] = []  # the driver's refs to its workers' preparation tasks (never waited for)
 
 
 def connect(address: str | None = None) -> None:
@@ -94,10 +95,41 @@ def connect(address: str | None = None) -> None:
     else:
         ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  runtime_env={"py_modules": [package], "excludes": ["__pycache__"]})
+    if target == "local":
+        _prepare_workers(int(ray.cluster_resources().get("CPU", 1)))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # splitaudit reports progress itself
+    # Ray Data reserves a share of the cluster for each operator of a pipeline; with ours (the input blocks, then
+    # one map) on 2 CPUs the map's second task waited ~1 s for its first to end, in every run, and a slot idled
+    # ~200 ms between tasks: both slots busy half the time, a 100k hash stage 6.2 s against 4.7 s without the
+    # reservation (benchmarks/ray_timeline.py, docs/scale.md). Our one map may use the whole cluster.
+    context.op_resource_reservation_enabled = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" on every run
+
+
+def prepare_worker() -> None:
+    """Import the hash stage's modules and do its one-time set-up in this worker process (what the local pool's
+    forked workers inherit from the driver)."""
+    import importlib
+
+    from .extract import warm_up
+    from .hashing import WORKER_MODULES
+
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+    warm_up()
+
+
+def _prepare_workers(cpus: int) -> None:
+    """One :func:`prepare_worker` task per CPU of a runtime we started, not waited for: the idle workers Ray starts
+    with it import splitaudit, NumPy, Pillow and SciPy while the driver goes on (building the first blocks, Ray
+    Data's start), instead of when the first batches come (~3 s of a first run on the 2-core machine, 1.27-1.66x
+    local; docs/scale.md)."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=0)(prepare_worker)
+    _preparing.extend(remote.remote() for _ in range(max(1, cpus)))
 
 
 @dataclass(frozen=True)
