@@ -39,8 +39,9 @@ MAX_RETRIES = 3
 WINDOW = 1_000_000
 #: Batches per Arrow block (one Ray task or actor call each): blocks start at multiples of the batch size, so the
 #: batches are still the local ones. An actor queues its next calls, but a task slot stays idle between one task's
-#: end and the next one's start: ~200 ms per task on the 2-core machine (Ray Data's executor polls every 100 ms,
-#: then leases a worker; benchmarks/scale.py hashstage), a core idle 30% of the time with 1,024-row tasks. So tasks
+#: end and the next one's start: ~200 ms per task on the 2-core machine with Ray Data's per-operator reservation,
+#: 33-42 ms without it (see :func:`connect`; benchmarks/ray_timeline.py), a core idle 30% of the time with
+#: 1,024-row tasks under the reservation. So tasks
 #: get bigger blocks: about TASK_WAVES blocks per CPU of the cluster (a slower worker or a retry then costs at most
 #: a share of the stage), between BATCHES_PER_BLOCK and MAX_BATCHES_PER_TASK batches each.
 BATCHES_PER_BLOCK = 16
