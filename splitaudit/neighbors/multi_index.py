@@ -24,8 +24,10 @@ from ..features.hashing import hamming
 #: Parts of at most this many bits (a table is 2**bits + 1 offsets) and keys within at most MAX_FLIPS bits probed.
 MAX_BITS = 22
 MAX_FLIPS = 2
-#: Candidates checked per step: bounds the temporary arrays (~300 MB) whatever the buckets hold.
-STEP = 4_000_000
+#: Candidates checked per step: bounds the temporary arrays whatever the buckets hold. Small steps stay in the CPU
+#: caches: on 1M real hashes 64k took 35-43 s where 4M took 67 s, and one 8,192-query search's arrays peaked at
+#: 9 MiB instead of 219 (benchmarks/hash_pairs.py, docs/scale.md); random codes were as fast or faster.
+STEP = 64_000
 #: Cost of one candidate here relative to one comparison of faiss' exhaustive scan, a probe's extra cost in a table
 #: too big for the CPU caches (over LARGE_TABLE bits: a random read in 32 MB), and the speed-up the prediction must
 #: promise before the multi-index is used. Measured on the 2-core development machine with 1.1M random codes and
