@@ -302,6 +302,51 @@ def test_sharded_searches_merge_exactly(cluster):
     np.testing.assert_allclose(s2, sims, atol=1e-6)  # BLAS blocking may change the last bit of a cosine
 
 
+def test_copy_stage_jobs_run_as_the_clusters_tasks(cluster, photos, monkeypatch):
+    """Tiny images' screen and registration jobs, and the pixel confirmation's, run as the cluster's tasks (its
+    nodes cannot read the driver's temporary files, so the jobs get their rows): every column equals the one the
+    local worker processes give, and the tasks answered every job."""
+    from test_workers import _copies, _stage_thumbs
+
+    from splitaudit import memory
+    from splitaudit.features.engine import Engine
+    from splitaudit.features.workers import local_pool
+    from splitaudit.neighbors import confirm, screen, verify
+    from splitaudit.scan import scan
+
+    thumbs, split = _stage_thumbs(photos)
+    monkeypatch.setattr(verify, "CHUNK", 32)  # many small jobs, as a large dataset has many large ones
+    monkeypatch.setattr(screen, "BLOCK", 8)
+    monkeypatch.setattr(memory, "SPILL_BYTES", 0)  # the screen's images in temporary files, as at scale
+    with local_pool(2) as pool:
+        here = verify.copies_to_arrays(verify.find_copies(thumbs, split, workers=2, pool=pool))
+    engine = Engine("ray", cluster)
+    with engine.job_pool() as pool:
+        assert not pool.files_shared  # a cluster joined by address
+        there = verify.copies_to_arrays(verify.find_copies(thumbs, split, workers=2, pool=pool))
+        assert pool.answered["tasks"] >= 16
+    assert here.keys() == there.keys()
+    for name in here:
+        np.testing.assert_array_equal(there[name], here[name], err_msg=name)
+    assert verify.copies_from_arrays(there).copy.sum() >= 8  # the planted copies found: the stage did its work
+
+    from PIL import Image
+
+    arrays = [np.asarray(Image.fromarray(im).resize((96, 96))) for im in _copies(photos)]
+    ds = scan({"train": np.stack(arrays[: len(arrays) // 2]), "val": np.stack(arrays[len(arrays) // 2 :])})
+    a, b = (x.ravel() for x in np.triu_indices(len(ds.records), 1))
+    monkeypatch.setattr(confirm, "JOB_PAIRS", 128)
+    want = confirm.confirm_records(ds, a, b, max_pixels=10**8, workers=2)
+    with engine.job_pool() as pool:
+        got = confirm.confirm_on_workers(ds, a, b, max_pixels=10**8, workers=2, pool=pool)
+        assert pool.answered["tasks"] == -(-len(a) // 128)
+    monkeypatch.setattr(confirm, "WORKERS_FROM", 64)  # the records' entry point sends these pairs to the cluster
+    for got in (got, confirm.confirm_records(ds, a, b, max_pixels=10**8, workers=2, engine=engine)):
+        np.testing.assert_array_equal(got.ncc, want.ncc)
+        np.testing.assert_array_equal(got.flipped, want.flipped)
+    assert (want.ncc > 0.95).sum() >= len(photos)  # the copies among them
+
+
 @dataclass(frozen=True)
 class _BatchShape:
     """A batch function whose output depends on how the rows were cut into batches: each row gets its batch's first

@@ -21,7 +21,6 @@ from ..features import FeatureCache, FeatureTable, HashOptions, compute_features
 from ..features.engine import Engine
 from ..features.embeddings.backbones import NONE, BackboneSpec
 from ..features.table import full_pixel_digests
-from ..features.workers import local_pool
 from ..neighbors import HashPairs, hash_pairs
 from ..neighbors.blank import near_blank
 from ..neighbors.confirm import Confirmation, confirm_records
@@ -348,7 +347,7 @@ class AuditContext:
             # whether a hash match is a copy on its own is decided by the stage: it tells copies inside train
             # (which hash alike) from distinct images that collide; tiny images' screen and registration hold the
             # GIL most of the time: their blocks run on a worker process beside this one (started if needed)
-            with local_pool(self.options.workers, self.engine) or nullcontext() as pool:
+            with self.engine.job_pool() or nullcontext() as pool:
                 return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
                     thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None,
                     have_embedding=have, hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers,

@@ -76,6 +76,19 @@ class Engine:
 
         return ray_iter_batches(fn, columns, address=self.address, batch_size=batch_size, actors=True)
 
+    def job_pool(self):  # type: ignore[no-untyped-def]
+        """Where a stage's GIL-bound array jobs run (:data:`~splitaudit.features.workers.JOBS`), or ``None`` where
+        nothing can help (one local worker): locally this process and ``workers - 1`` worker processes
+        (:func:`~splitaudit.features.workers.local_pool`), on Ray the cluster's tasks
+        (:class:`~splitaudit.features.ray_engine.RayPool`). Close it (``with``) when the stage ends."""
+        if self.name == "local":
+            from .workers import local_pool
+
+            return local_pool(self.workers)
+        from .ray_engine import RayPool
+
+        return RayPool(self.address)
+
     def starmap(self, fn: Callable[..., T], shared: tuple, tasks: Sequence[tuple]) -> list[T]:
         """``[fn(*shared, *task) for task in tasks]``: here in order, or on Ray one task each with the ``shared``
         arrays put in the object store once (the search's shards)."""

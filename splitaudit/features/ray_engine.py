@@ -19,7 +19,8 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,7 @@ IDLE_WORKER_MS = 60_000
 
 _pixel_stores: dict[str, list[np.ndarray]] = {}  # per worker process: the in-memory images of the current job
 _preparing: list[Any] = []  # the driver's refs to its workers' preparation tasks (never waited for)
+_runtime: dict[str, bool] = {}  # "here": whether this process started the runtime it uses (on this machine)
 
 
 def connect(address: str | None = None) -> None:
@@ -96,6 +98,7 @@ def connect(address: str | None = None) -> None:
     else:
         ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  runtime_env={"py_modules": [package], "excludes": ["__pycache__"]})
+    _runtime["here"] = target == "local"
     if target == "local":
         _prepare_workers(int(ray.cluster_resources().get("CPU", 1)))
     context = ray.data.DataContext.get_current()
@@ -314,6 +317,78 @@ def _mapped(tables: list[Any], call: _OnWorker, actors: bool) -> Iterator[dict[s
             mapped = ds.map_batches(call, batch_size=None, batch_format="numpy", num_cpus=1,
                                     max_retries=MAX_RETRIES)
     return mapped.iter_batches(batch_format="numpy", batch_size=None)
+
+
+def run_job(name: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One job of :data:`~splitaudit.features.workers.JOBS` (an allow-list, as in a local worker process)."""
+    from .workers import JOBS, _job
+
+    if name not in JOBS:
+        raise ValueError(f"no job {name!r} (jobs: {sorted(JOBS)})")
+    return _job(name)(args, arrays)
+
+
+class RayPool:
+    """The :class:`~splitaudit.features.workers.WorkerPool` interface on Ray: the copy stage's and the pixel
+    confirmation's array jobs (screen, registration, confirmation: GIL-bound NumPy work, which a local run splits
+    over worker processes) as Ray tasks, one CPU each, spread over the cluster instead of held in the driver's one
+    process. Jobs are pure functions of their arguments, so a task whose worker died is retried exactly.
+
+    ``files_shared``: whether the tasks can read files the driver writes (true only for a runtime this process
+    started on this machine); jobs are sent their arrays otherwise."""
+
+    def __init__(self, address: str | None = None) -> None:
+        connect(address)
+        import ray
+
+        self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.files_shared = bool(_runtime.get("here"))
+        #: jobs answered so far (as WorkerPool counts them)
+        self.answered = {"tasks": 0}
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to stop: the tasks' workers belong to the cluster."""
+
+    def map(self, job: str, tasks: Iterable[tuple[dict[str, Any], dict[str, np.ndarray]]]) -> Iterator[dict[str, np.ndarray]]:
+        """``job`` on each ``(args, arrays)`` of ``tasks`` as Ray tasks; the answers in task order. At most twice
+        the cluster's CPUs of tasks are submitted ahead of the answer wanted next (the driver's and the object
+        store's memory stay bounded); a job that raises is a :class:`~splitaudit.features.workers.WorkerError`.
+        Leaving the generator early cancels the tasks still queued."""
+        import ray
+
+        from .workers import JOBS, WorkerError
+
+        if job not in JOBS:
+            raise WorkerError(f"no job {job!r} (jobs: {sorted(JOBS)})")
+        remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_job)
+        pending: deque[Any] = deque()
+
+        def answer() -> dict[str, np.ndarray]:
+            ref = pending.popleft()
+            try:
+                got = ray.get(ref)
+            except ray.exceptions.RayError as e:  # the job raised, or its worker died more than MAX_RETRIES times
+                cause = getattr(e, "cause", None) or e
+                raise WorkerError(f"a {job!r} job failed on the cluster: {type(cause).__name__}: {cause}") from e
+            self.answered["tasks"] += 1
+            return got
+
+        try:
+            for args, arrays in tasks:
+                pending.append(remote.remote(job, args, arrays))
+                if len(pending) >= 2 * self.slots:
+                    yield answer()
+            while pending:
+                yield answer()
+        finally:
+            for ref in pending:  # abandoned (an error, or the caller stopped reading): nothing more to compute
+                ray.cancel(ref)
 
 
 def ray_starmap(fn: Callable[..., Any], shared: tuple, tasks: Sequence[tuple], *, address: str | None = None) -> list[Any]:

@@ -181,14 +181,14 @@ def available() -> bool:
     return bool(sys.executable) and not getattr(sys, "frozen", False)
 
 
-def local_pool(workers: int | None, engine: Any = None) -> WorkerPool | None:
-    """The pool a stage's GIL-bound array jobs share: this process and ``workers - 1`` worker processes, started
-    lazily; ``None`` where it cannot help (one worker, a distributed engine, no interpreter to start). Close it
-    (``with``) when the stage ends."""
+def local_pool(workers: int | None) -> WorkerPool | None:
+    """The pool a stage's GIL-bound array jobs share on this machine: this process and ``workers - 1`` worker
+    processes, started lazily; ``None`` where it cannot help (one worker, no interpreter to start). Close it
+    (``with``) when the stage ends. (On Ray: :meth:`~splitaudit.features.engine.Engine.job_pool`.)"""
     from .runner import default_workers
 
     workers = default_workers() if workers is None else workers
-    if workers <= 1 or (engine is not None and engine.distributed) or not available():
+    if workers <= 1 or not available():
         return None
     return WorkerPool(workers - 1, local=1, lazy=True)
 

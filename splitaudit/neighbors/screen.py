@@ -167,7 +167,9 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
         args: dict = {"mirror": mirror, "variants": [list(v) for v in variants], "weights": list(weights)}
         # images in temporary files: each job reads its rows itself (gathered here, they kept this process busy
         # with reads while its own job waited: 60k 32-px images, 3 s of the screen's 11)
-        spilled = isinstance(prep.small, SpilledRows) and (not mirror or isinstance(prep.small_mirror, SpilledRows))
+        # (not on a cluster's nodes, which cannot read this machine's files: there the jobs get their rows)
+        spilled = (getattr(pool, "files_shared", True) and isinstance(prep.small, SpilledRows)
+                   and (not mirror or isinstance(prep.small_mirror, SpilledRows)))
         if spilled:
             args["files"] = [prep.small.path] + ([prep.small_mirror.path] if mirror else [])  # type: ignore[union-attr]
             args["shape"], args["dtype"] = list(prep.small.shape), prep.small.dtype.str

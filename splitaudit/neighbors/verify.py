@@ -545,7 +545,8 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     :data:`KEYS_FROM` up to its copy cut, gets the second opinion of local features (:func:`keypoint_registration`),
     the calibration's null pairs alike; ``pool``: a :class:`~splitaudit.features.workers.WorkerPool` the screen's
     blocks and the registration's chunks of tiny images (thumbnails smaller than :data:`~.register.SIDE`) run on
-    (:func:`~splitaudit.features.workers.local_pool`; the answer is the same)."""
+    (:meth:`~splitaudit.features.engine.Engine.job_pool`: local worker processes, or Ray tasks; the answer is the
+    same)."""
     from .calibrate import crowding
     from .candidates import candidate_pairs, embedding_pairs
 
