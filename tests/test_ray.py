@@ -5,6 +5,7 @@ mid-run; and the message when Ray is not installed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -392,3 +393,33 @@ def test_task_blocks_follow_the_cluster_size():
     assert batches_per_block(10**7, 64, False, 2) == MAX_BATCHES_PER_TASK
     assert batches_per_block(20_000, 64, False, 1000) == BATCHES_PER_BLOCK
     assert batches_per_block(20_000, 64, True, 2) == BATCHES_PER_BLOCK
+
+
+def test_a_runtime_started_here_is_ready_before_its_first_execution(tmp_path):
+    """A local runtime that ``connect`` starts (in a fresh process: this module's driver is joined to the test
+    cluster) already has Ray Data's own actors and prepared workers before any dataset runs, and Ray Data's
+    per-operator reservation is off; the first map then gives the local columns."""
+    script = tmp_path / "start.py"
+    script.write_text(
+        "import json, ray\n"
+        "from ray.data import DataContext\n"
+        "from splitaudit.features import ray_engine\n"
+        "ray_engine.connect(None)\n"
+        "actors = [(n, s) for n, s in (('datasets_stats_actor', '_dataset_stats_actor'),\n"
+        "          ('AutoscalingCoordinator', 'AutoscalingCoordinator'), ('ActorLocationTracker', 'ActorLocationTracker'))]\n"
+        "found = []\n"
+        "for name, space in actors:\n"
+        "    try:\n"
+        "        ray.get_actor(name, namespace=space); found.append(name)\n"
+        "    except ValueError:\n"
+        "        pass\n"
+        "ray.get(ray_engine._preparing)\n"
+        "print(json.dumps({'found': found, 'prepared': len(ray_engine._preparing), 'here': ray_engine._runtime['here'],\n"
+        "                  'reservation': DataContext.get_current().op_resource_reservation_enabled}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"found": ["datasets_stats_actor", "AutoscalingCoordinator", "ActorLocationTracker"],
+                   "prepared": got["prepared"], "here": True, "reservation": False} and got["prepared"] >= 1
