@@ -1075,3 +1075,22 @@ def test_a_large_base_is_searched_in_cells_and_finds_the_copies_exhaustive_searc
                        cells=cd.PcaCells(view[: len(base)]))
     assert np.array_equal(whole[1], np.concatenate([parts[0][1], parts[1][1]]))
     assert np.array_equal(whole[0], np.concatenate([parts[0][0], parts[1][0]]))
+    assert cells.index.nprobe == cd.cells_probed(cells.index.nlist)
+
+
+def test_the_cells_visited_are_a_share_up_to_1m_images_and_a_fixed_count_beyond() -> None:
+    """The copy stage's cells: ~4% visited while that is at most MAX_CELLS_PROBED (every base of 1M images' 794k
+    training rows or fewer: the figures measured there hold), then that count, so a query's work grows with the
+    base's square root (2 sqrt(n) cells) and not with the base."""
+    from splitaudit.neighbors import candidates as cd
+    from splitaudit.neighbors import dense
+
+    for base_rows in (500_000, 794_058):  # IVF_FROM, and 1M of benchmarks/scale.py's images
+        nlist = dense.ivf_nlist(base_rows)
+        assert cd.cells_probed(nlist) == dense.ivf_nprobe(nlist) <= cd.MAX_CELLS_PROBED
+    work = []
+    for base_rows in (10**7, 10**8):
+        nlist = dense.ivf_nlist(base_rows)
+        assert cd.cells_probed(nlist) == cd.MAX_CELLS_PROBED < dense.ivf_nprobe(nlist)
+        work.append(cd.cells_probed(nlist) * base_rows / nlist)  # rows a query compares
+    assert 3 < work[1] / work[0] < 3.4  # ~sqrt(10) for 10x the base

@@ -212,6 +212,12 @@ IVF_FROM = 500_000
 #: ~3-4 s at 800k rows) costs about what searching ~20k queries exhaustively does, so the calibration's few hundred
 #: sampled queries stay exhaustive.
 IVF_QUERIES = 20_000
+#: The most cells a query visits: the count the share above reaches at ~800k base rows (1M images). What a search
+#: loses against the exhaustive one depends on how many cells it visits more than on their share: planted copies'
+#: sources missed per view at 9 cells were 0.008-0.022 at 238k base rows (976 cells) and 0.002-0.026 at 794k (1,782),
+#: while at one share they fell with the base (``benchmarks/copy_search.py --nprobes``, docs/scale.md). A fixed count
+#: makes a query's work grow with the square root of the base (2 sqrt(n) cells) instead of with the base.
+MAX_CELLS_PROBED = 68
 #: Exact searches of at least this many queries run through BLAS (faiss's own threshold of 1.15, 128,000, left the
 #: calibration's 400 queries on its one-query-at-a-time path: 10 GFLOP/s against 60 on one core).
 BLAS_FROM = 20
@@ -281,7 +287,7 @@ class PcaCells:
     def __init__(self, base: np.ndarray | SpilledRows) -> None:
         import faiss
 
-        from .dense import ivf_nlist, ivf_nprobe
+        from .dense import ivf_nlist
 
         n, d = base.shape
         rng = np.random.default_rng(0)
@@ -303,10 +309,18 @@ class PcaCells:
                                              for lo in range(0, len(train), PROJECT_BLOCK)]))
             for lo in range(0, n, PROJECT_BLOCK):  # added block by block: the projections are never held twice
                 self.index.add(np.ascontiguousarray(base[lo : lo + PROJECT_BLOCK] @ self.proj, dtype=np.float32))
-        self.index.nprobe = ivf_nprobe(nlist)
+        self.index.nprobe = cells_probed(nlist)
 
     def search(self, projected: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(np.ascontiguousarray(projected, dtype=np.float32), k)
+
+
+def cells_probed(nlist: int) -> int:
+    """Cells a query visits in :class:`PcaCells` of ``nlist`` cells: ~4% of them (``dense.ivf_nprobe``), at most
+    :data:`MAX_CELLS_PROBED`."""
+    from .dense import ivf_nprobe
+
+    return min(ivf_nprobe(nlist), MAX_CELLS_PROBED)
 
 
 def use_cells(n_base: int, n_queries: int, d: int, reduce_above: float | None = None) -> bool:
