@@ -53,7 +53,14 @@ def main() -> None:
     ap.add_argument("--views", nargs="+", default=["pixels", "coarse", "content", "spectrum"])
     ap.add_argument("--nprobes", default="", help="also search the cells visiting these many of them (comma-separated: "
                     "the share a larger base would use; default: only the built-in count)")
+    ap.add_argument("--nlist-factor", type=float, default=1.0,
+                    help="cells made: this times the built-in 2 sqrt(n) (finer cells at the same n, as a larger base has)")
     args = ap.parse_args()
+    if args.nlist_factor != 1.0:
+        from splitaudit.neighbors import dense
+
+        built_nlist = dense.ivf_nlist
+        dense.ivf_nlist = lambda n: int(built_nlist(n) * args.nlist_factor)  # read by PcaCells when made
 
     import tempfile
 
