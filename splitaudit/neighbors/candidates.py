@@ -214,8 +214,9 @@ IVF_FROM = 500_000
 IVF_QUERIES = 20_000
 #: The most cells a query visits: the count the share above reaches at ~800k base rows (1M images). What a search
 #: loses against the exhaustive one depends on how many cells it visits more than on their share: planted copies'
-#: sources missed per view at 9 cells were 0.008-0.022 at 238k base rows (976 cells) and 0.002-0.026 at 794k (1,782),
-#: while at one share they fell with the base (``benchmarks/copy_search.py --nprobes``, docs/scale.md). A fixed count
+#: sources missed per view at 9 cells were 0.008-0.022 at 238k base rows (976 cells) and 0.004-0.026 at 794k (1,782),
+#: while at one share they fell with the base, and the 794k rows in twice the cells lost the same at each count
+#: (``benchmarks/copy_search.py --nprobes``, ``--nlist-factor``; docs/scale.md). A fixed count
 #: makes a query's work grow with the square root of the base (2 sqrt(n) cells) instead of with the base.
 MAX_CELLS_PROBED = 68
 #: Exact searches of at least this many queries run through BLAS (faiss's own threshold of 1.15, 128,000, left the
