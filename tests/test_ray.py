@@ -348,6 +348,45 @@ def test_copy_stage_jobs_run_as_the_clusters_tasks(cluster, photos, monkeypatch)
     assert (want.ncc > 0.95).sum() >= len(photos)  # the copies among them
 
 
+def test_a_job_whose_worker_is_killed_is_retried_with_the_same_answer(cluster, photos, tmp_path, monkeypatch):
+    """The copy stage's first job on the cluster kills its own worker process: Ray retries it (the jobs are pure),
+    and every column of the stage equals the local worker processes' answer."""
+    from ray import cloudpickle
+    from test_workers import _stage_thumbs
+
+    from splitaudit.features import ray_engine
+    from splitaudit.features.engine import Engine
+    from splitaudit.features.workers import local_pool
+    from splitaudit.neighbors import screen, verify
+
+    thumbs, split = _stage_thumbs(photos)
+    monkeypatch.setattr(verify, "CHUNK", 32)
+    monkeypatch.setattr(screen, "BLOCK", 8)
+    with local_pool(2) as pool:
+        here = verify.copies_to_arrays(verify.find_copies(thumbs, split, workers=2, pool=pool))
+    marker = str(tmp_path / "killed")
+    real = ray_engine.run_job
+
+    def kill_once(name, args, arrays):  # type: ignore[no-untyped-def]
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return real(name, args, arrays)
+        os.kill(os.getpid(), signal.SIGKILL)  # mid-stage: other jobs are queued or done
+        raise AssertionError("unreachable")
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the cluster cannot import this test module
+    monkeypatch.setattr(ray_engine, "run_job", kill_once)
+    try:
+        with Engine("ray", cluster).job_pool() as pool:
+            there = verify.copies_to_arrays(verify.find_copies(thumbs, split, workers=2, pool=pool))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert os.path.exists(marker)  # a worker really died, and Ray ran its job again
+    for name in here:
+        np.testing.assert_array_equal(there[name], here[name], err_msg=name)
+
+
 @dataclass(frozen=True)
 class _BatchShape:
     """A batch function whose output depends on how the rows were cut into batches: each row gets its batch's first
