@@ -462,3 +462,26 @@ def test_a_runtime_started_here_is_ready_before_its_first_execution(tmp_path):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"found": ["datasets_stats_actor", "AutoscalingCoordinator", "ActorLocationTracker"],
                    "prepared": got["prepared"], "here": True, "reservation": False} and got["prepared"] >= 1
+
+
+def test_a_failed_job_is_one_error_and_ray_prints_no_unread_failures(tmp_path):
+    """A job that raises on the cluster is one WorkerError naming it; the pool's other tasks, cancelled or failed
+    the same way, are read before it is raised, so Ray prints no "Unhandled error" tracebacks after it."""
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "import gc, time\n"
+        "from splitaudit.features.engine import Engine\n"
+        "from splitaudit.features.workers import WorkerError\n"
+        "pool = Engine('ray').job_pool()\n"
+        "try:\n"
+        "    list(pool.map('register', [({'side': 64}, {}) for _ in range(8)]))\n"
+        "except WorkerError as e:\n"
+        "    print('error:', e)\n"
+        "gc.collect()\n"
+        "time.sleep(2)\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "error: a 'register' job failed on the cluster: KeyError: 'thumbs'" in out.stdout
+    assert "Unhandled error" not in out.stderr, out.stderr[-2000:]

@@ -35,6 +35,8 @@ PIXEL_INDEX = "_pix"
 #: bounded, so an image that crashes its decoder fails the run instead of looping.
 MAX_RETRIES = 3
 
+#: Seconds a job pool left early waits for its cancelled tasks to end (see :class:`RayPool`).
+CANCEL_WAIT_S = 5.0
 #: Rows per Ray Data pipeline: the driver builds (and the object store holds) only this many rows' input blocks at a
 #: time, ~100 bytes a row, whatever the dataset's size.
 WINDOW = 1_000_000
@@ -408,6 +410,15 @@ class RayPool:
         finally:
             for ref in pending:  # abandoned (an error, or the caller stopped reading): nothing more to compute
                 ray.cancel(ref)
+            if pending:
+                # their outcomes read (and dropped): Ray prints every failed task nobody read as an "Unhandled
+                # error" with its traceback, after the one-line error the caller is about to show
+                done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
+                for ref in done:
+                    try:
+                        ray.get(ref)
+                    except Exception:  # noqa: BLE001 - the first failure is the one raised
+                        pass
 
 
 def ray_starmap(fn: Callable[..., Any], shared: tuple, tasks: Sequence[tuple], *, address: str | None = None) -> list[Any]:
