@@ -434,12 +434,23 @@ def test_task_blocks_follow_the_cluster_size():
     assert batches_per_block(20_000, 64, True, 2) == BATCHES_PER_BLOCK
 
 
+def _in_a_fresh_process(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
+    """``code`` run by a new Python that starts its own local Ray runtime (this module's driver is joined to the test
+    cluster), this tree's splitaudit first on its path; it must exit 0."""
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
 def test_a_runtime_started_here_is_ready_before_its_first_execution(tmp_path):
     """A local runtime that ``connect`` starts (in a fresh process: this module's driver is joined to the test
     cluster) already has Ray Data's own actors and prepared workers before any dataset runs, and Ray Data's
     per-operator reservation is off; the first map then gives the local columns."""
-    script = tmp_path / "start.py"
-    script.write_text(
+    out = _in_a_fresh_process(tmp_path, 
         "import json, ray\n"
         "from ray.data import DataContext\n"
         "from splitaudit.features import ray_engine\n"
@@ -455,10 +466,6 @@ def test_a_runtime_started_here_is_ready_before_its_first_execution(tmp_path):
         "ray.get(ray_engine._preparing)\n"
         "print(json.dumps({'found': found, 'prepared': len(ray_engine._preparing), 'here': ray_engine._runtime['here'],\n"
         "                  'reservation': DataContext.get_current().op_resource_reservation_enabled}))\n")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"found": ["datasets_stats_actor", "AutoscalingCoordinator", "ActorLocationTracker"],
                    "prepared": got["prepared"], "here": True, "reservation": False} and got["prepared"] >= 1
@@ -467,8 +474,7 @@ def test_a_runtime_started_here_is_ready_before_its_first_execution(tmp_path):
 def test_a_failed_job_is_one_error_and_ray_prints_no_unread_failures(tmp_path):
     """A job that raises on the cluster is one WorkerError naming it; the pool's other tasks, cancelled or failed
     the same way, are read before it is raised, so Ray prints no "Unhandled error" tracebacks after it."""
-    script = tmp_path / "fail.py"
-    script.write_text(
+    out = _in_a_fresh_process(tmp_path, 
         "import gc, time\n"
         "from splitaudit.features.engine import Engine\n"
         "from splitaudit.features.workers import WorkerError\n"
@@ -479,9 +485,5 @@ def test_a_failed_job_is_one_error_and_ray_prints_no_unread_failures(tmp_path):
         "    print('error:', e)\n"
         "gc.collect()\n"
         "time.sleep(2)\n")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
     assert "error: a 'register' job failed on the cluster: KeyError: 'thumbs'" in out.stdout
     assert "Unhandled error" not in out.stderr, out.stderr[-2000:]
