@@ -428,13 +428,13 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     if len(train_rows) < 3:
         return _bare(target_rate, similar_rate, seed, **shape_values)
     queries = np.sort(rng.choice(train_rows, size=min(null_sample, len(train_rows)), replace=False))
-    qa, qb = pairs_within(thumbs, train_rows, queries, vectors=vectors)
+    qa, qb, nearest = pairs_within(thumbs, train_rows, queries, vectors=vectors)
     if vectors is not None:  # the caller's pixel views (114 MiB at 20k): not held through the screen and registration
         vectors.clear()
     # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
     sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect, plain=plain, pool=pool)
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
-    keep, start = widen(sc, out, qa, select(sc, qa, per_image))
+    keep, start = widen(sc, out, qa, select(sc, qa, per_image, nearest=nearest))  # as find_copies selects
     # every neighbour compared as it lies, registered or not (as find_copies compares every candidate): pixels that
     # agree so make a copy inside train whatever the registration
     lying = qa[pixel_agreement(*still_agreement(thumbs, qb, qa))]

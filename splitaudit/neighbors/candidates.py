@@ -802,19 +802,27 @@ def _positions(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int = PIXEL_K,
                  views: tuple[str, ...] = VIEWS, vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 cross: tuple[str, ...] = CROSS) -> tuple[np.ndarray, np.ndarray]:
+                 cross: tuple[str, ...] = CROSS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each of ``queries``' k nearest *other* images among ``rows`` in every pixel view (flip-aware, CSLS) and
     every :data:`CROSS` search: the neighbours a calibration draws its negatives from, as the candidate search
-    would propose them. Returns record pairs (query, neighbour), unique."""
+    would propose them. Returns record pairs (query, neighbour), unique, and ``nearest``: the neighbour was some
+    search's nearest other image (a candidate's ``pixel_rank`` 0)."""
     rows = np.asarray(rows, np.int64)
     q_pos = _positions(rows, np.asarray(queries, np.int64))
-    found: set[tuple[int, int]] = set()
+    found: dict[tuple[int, int], bool] = {}  # pair -> some search's nearest other image
+
+    def add(pairs, first: bool) -> None:  # type: ignore[no-untyped-def]
+        for pair in pairs:
+            found[pair] = found.get(pair, False) or first
+
     for view in views:  # one view at a time, made now unless given; the mirrored view only for the queries
         vec = _view_rows(thumbs, vectors, view, rows, False, spill=True)[0]
         _, ids, _, _ = csls_knn(vec, vec[q_pos], k + 1, mirrored_queries=_view_rows(thumbs, vectors, view, rows[q_pos], True)[1])
         del vec
         for qi, row in zip(q_pos.tolist(), ids.tolist()):
-            found.update((int(rows[qi]), int(rows[j])) for j in row if j >= 0 and j != qi)
+            others = [int(rows[j]) for j in row if j >= 0 and j != qi]
+            add([(int(rows[qi]), j) for j in others[:1]], True)
+            add([(int(rows[qi]), j) for j in others[1:]], False)
         release_freed_memory()
     # the cross searches with one more neighbour each (the query itself is in the base), then its k best others
     for _, nb, q, rank, _, _ in cross_pairs(thumbs, rows, rows[q_pos], CROSS_K + 1, cross, vectors):
@@ -824,6 +832,9 @@ def pairs_within(thumbs: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: i
         first = np.r_[True, q[order][1:] != q[order][:-1]] if len(order) else np.zeros(0, bool)
         place = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
         sel = order[place < CROSS_K]
-        found.update(zip(q[sel].tolist(), nb[sel].tolist()))
-    pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
-    return pairs[:, 0], pairs[:, 1]
+        for first in (True, False):
+            chosen = sel[(place[place < CROSS_K] == 0) == first]
+            add(zip(q[chosen].tolist(), nb[chosen].tolist()), first)
+    keys = sorted(found)
+    pairs = np.array(keys, np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1], np.array([found[key] for key in keys], bool)
