@@ -411,11 +411,12 @@ def halve(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _batch(cv2.pyrDown, image), _batch(cv2.pyrDown, np.ascontiguousarray(image[:, :, ::-1]))
 
 
-#: The aperture problem: a pair whose two images both have structure this close to one direction (the smaller
-#: eigenvalue of the band-passed structure tensor under APERTURE of the larger: one edge, and flat colour either side)
-#: registers along that edge wherever a stretch of it fits. A copy and a neighbouring crop of the edge then score
-#: alike (benchmarks/copy_suites.py: every false pair of the 32-px, 128-px and 256-px suites was two crops of the
-#: retina's rim, isotropy 0.004-0.014; 5 of 900 and 2 of 378 planted copies have both images under 0.015).
+#: The aperture problem: a pair where an image has structure this close to one direction (the smaller eigenvalue of
+#: the band-passed structure tensor under APERTURE of the larger: one edge, and flat colour either side) registers
+#: along that edge wherever a stretch of it fits. A copy and a neighbouring crop of the edge then score alike
+#: (benchmarks/copy_suites.py: every false pair of the 32-px, 128-px and 256-px suites was two crops of the retina's
+#: rim, isotropy 0.004-0.014; 5 of 900 and 2 of 378 planted copies have both images under 0.015). Since the
+#: twenty-fifth session one such image is enough (:func:`~.verify.demote_apertures`).
 APERTURE = 0.015
 
 

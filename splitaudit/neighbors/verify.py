@@ -458,10 +458,13 @@ def demote_secondary(b: np.ndarray, score: np.ndarray, hashed: np.ndarray, copy:
 def demote_apertures(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, copy: np.ndarray, similar: np.ndarray,
                      evidence: np.ndarray, aspect: np.ndarray | None = None, plain: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Copies decided by their registration alone whose two images are both one edge (:data:`~.register.APERTURE`)
+    """Copies decided by their registration alone where either image is one edge (:data:`~.register.APERTURE`)
     move to the similar band: a copy of such an image and another crop of the same edge are not told apart by
-    registering them. ``evidence``: pairs backed otherwise (a hash match, the pixel agreement as they lie), which
-    keep their decision. Only the images of those pairs are measured (a few per copy found)."""
+    registering them. Either, not both: the score is read on the overlap, and where one image is one edge so is a
+    true copy's overlap, whatever the other image holds beyond it (a crop of the rim at isotropy 0.008 against
+    another crop at 0.019 registered at 0.98, mirrored, scaled 0.75). ``evidence``: pairs backed otherwise (a hash
+    match, the pixel agreement as they lie), which keep their decision. Only the images of those pairs are
+    measured (a few per copy found)."""
     from .register import APERTURE, isotropy, prepare
 
     check = np.flatnonzero(copy & ~evidence)
@@ -471,7 +474,7 @@ def demote_apertures(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, copy: np.
     iso = np.concatenate([isotropy(prepare(thumbs[ids[s : s + CHUNK]], SIDE,
                                            None if aspect is None else aspect[ids[s : s + CHUNK]], plain))
                           for s in range(0, len(ids), CHUNK)])
-    flat = np.maximum(iso[inv[: len(check)]], iso[inv[len(check) :]]) < APERTURE
+    flat = np.minimum(iso[inv[: len(check)]], iso[inv[len(check) :]]) < APERTURE
     copy, similar = copy.copy(), similar.copy()
     copy[check[flat]] = False
     similar[check[flat]] = True
