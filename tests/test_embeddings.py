@@ -77,11 +77,14 @@ def test_uniform_dataset_gives_no_flood(photos: dict) -> None:
     flagged_none = {f.images[1].path for f in verified_only.findings}
     assert {"x[0]", "x[1]", "x[2]"} <= flagged_none and len(flagged_none) <= 3 + 0.01 * len(va), sorted(flagged_none)
     report = splitaudit.audit((x[tr], y[tr]), (x_val, y_val), select=["near-duplicates", "exact-duplicates", "similar-images"])
-    flagged = {f.images[1].path for f in report.findings}
+    flagged = {f.images[1].path for f in report.findings if f.check != "similar-images"}
+    warned = {f.images[1].path for f in report.findings if f.check == "similar-images"}
     assert {"x[0]", "x[1]", "x[2]"} <= flagged
-    # hashes alone flood this dataset; the cascade keeps the findings to the leaks plus a handful
+    # hashes alone flood this dataset; the cascade keeps the errors to the leaks plus a handful (3 more here, each a
+    # digit drawn alike by one hand, 6-10 grey levels apart on average), and the similar-images warnings to as few
     assert len(hash_only.findings) > 50
     assert len(flagged) <= 3 + 0.01 * len(va), sorted(flagged)
+    assert len(warned - flagged) <= 0.01 * len(va), sorted(warned)
 
 
 def test_embeddings_are_cached_and_the_network_not_loaded_again(planted: Planted) -> None:

@@ -172,8 +172,9 @@ def test_find_copies_finds_more_rotated_and_cropped_copies_with_keypoints(photos
     planted = {(s, len(imgs) + i) for i, s in enumerate(truth)}
     assert copies["with"] <= planted and copies["without"] <= planted, (copies, planted)
     assert copies["without"] <= copies["with"], copies
-    # 23 against 19 here; a margin of 2 leaves room for another CPU's last bits in borderline scores
-    assert len(copies["with"]) >= len(copies["without"]) + 2, (len(copies["with"]), len(copies["without"]))
+    # 25 against 24 here (23 against 19 before the twenty-fifth session: the dense registration of each pixel
+    # search's nearest window now finds most of what the keypoints found)
+    assert len(copies["with"]) > len(copies["without"]), (len(copies["with"]), len(copies["without"]))
 
 
 def write_corner_crops(photos, windows, root):  # type: ignore[no-untyped-def]
