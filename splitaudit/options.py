@@ -234,7 +234,8 @@ class Options:
         types=(str,), desc=f"one of {', '.join(INPUT_SCALES)}", parse=str, choices=INPUT_SCALES)
     seed: int | None = _setting(
         None, "seed for every random choice: Keras' --validation-split shuffle (required with it), explain's probes, "
-        "dropout masks and folds (default 0); stated in the report", commands=COMMANDS,
+        "dropout masks and folds, the copy stage's calibration samples (default 0); stated in the report",
+        commands=COMMANDS,
         types=(int,), desc="an integer >= 0", parse=int, metavar="N")
     metric: str = _setting(
         "both", "which gap the headline decomposes", commands=(EXPLAIN,),

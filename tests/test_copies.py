@@ -152,6 +152,24 @@ def test_a_warm_run_reads_the_stage_from_the_cache(recropped: tuple[list[Path], 
     assert splitaudit.audit(*splits, backbone="none", select=("near-duplicates",), cache_dir=cache, verify=False).copies == {}
 
 
+def test_the_seed_draws_the_calibrations_samples(recropped: tuple[list[Path], dict[str, str]], tmp_path: Path) -> None:
+    """--seed draws the copy stage's calibration samples (its synthetic copies' transforms): the default is seed 0,
+    another seed is another draw of this dataset's cuts, stated in the report, and a cache written at one seed never
+    serves another."""
+    splits, _ = recropped
+    cache = tmp_path / "cache"
+    kw = dict(backbone="none", select=("near-duplicates",), cache_dir=cache)
+    default = json.loads(splitaudit.audit(*splits, **kw).to_json())["copies"]["calibration"]
+    zero = json.loads(splitaudit.audit(*splits, seed=0, **kw).to_json())["copies"]["calibration"]
+    one = json.loads(splitaudit.audit(*splits, seed=1, **kw).to_json())["copies"]["calibration"]
+    fresh = json.loads(splitaudit.audit(*splits, backbone="none", select=("near-duplicates",), seed=1,
+                                        cache=False).to_json())["copies"]["calibration"]
+    assert default == zero and default["seed"] == 0
+    assert one == fresh and one["seed"] == 1  # computed at seed 1, not read back from seed 0's entry
+    # the same training images, other synthetic copies: their scores' quantiles move
+    assert one["positive_q05"] != zero["positive_q05"] or one["positive_q50"] != zero["positive_q50"]
+
+
 def test_tiny_images_copies_are_verified_at_their_own_size(photos: dict[str, np.ndarray]) -> None:
     """32-px images (CIFAR-like arrays): a copy shifted by 2 px and re-graded is found; other crops are not."""
     rng = np.random.default_rng(0)

@@ -343,6 +343,10 @@ class AuditContext:
         # Near-blank images match on identical pixels only (neighbors.blank): nothing to register.
         valid = f.ok & have_thumb & ~near_blank(f["spread"], f.ok)
 
+        # the calibration's samples (its null and its synthetic copies) are drawn with the run's --seed: another
+        # seed is another draw of the same dataset's cuts, a check of how much a borderline decision rests on it
+        seed = 0 if self.options.seed is None else int(self.options.seed)
+
         def compute() -> CopyMatches:
             # whether a hash match is a copy on its own is decided by the stage: it tells copies inside train
             # (which hash alike) from distinct images that collide; tiny images' screen and registration hold the
@@ -351,12 +355,14 @@ class AuditContext:
                 return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
                     thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None,
                     have_embedding=have, hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers,
-                    aspect=shown_aspect(f), keys=self._keys(valid), pool=pool))
+                    aspect=shown_aspect(f), keys=self._keys(valid), pool=pool, seed=seed))
 
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
-        # of the key, so a changed algorithm never serves results of the old one.
+        # of the key, so a changed algorithm never serves results of the old one. (The default seed adds nothing to
+        # the key: caches written before the seed was read stay valid.)
         inputs = ("copies-v1", _verifier_code(), self.hash_options.max_pixels, self.split_index, valid, tuple(f["digest"]),
-                  self.backbone, have, hp.a, hp.b, "trust-by-calibration", ("keypoints", self.options.keypoints))
+                  self.backbone, have, hp.a, hp.b, "trust-by-calibration", ("keypoints", self.options.keypoints),
+                  *((("seed", seed),) if seed else ()))
         return self.stored(("copies", max_phash, max_dhash), inputs, compute, CopyMatches.from_arrays)
 
     def _keys(self, valid: np.ndarray):  # type: ignore[no-untyped-def]
