@@ -3,6 +3,7 @@
 Run:  python benchmarks/copy_check.py [--suite tiny|photo|fmnist|all] [--backbone none|efficientnet_lite0]
                                       [--fmnist-train N] [--fmnist-test N] [--photo-side N]
                                       [--transforms standard|extra|colour] [--files DIR [--aspect A] [--resize-from F]]
+                                      [--seeds 0,1,2]
 
 The suites are those of ``benchmarks/copy_suites.py`` (real photos cut into 32-px and 128-px regions with planted
 re-cropped / re-graded / framed / mirrored copies and hard negatives; Fashion-MNIST with planted copies and its
@@ -11,6 +12,11 @@ once with ``verify=False`` (hashes and embeddings only), in one run. Printed per
 copies as ``near-duplicates`` errors (overall, per transform, worst transform), eval images wrongly reported per
 1,000 eval images (a pair that is neither planted nor a known copy), hard negatives reported, Fashion-MNIST's
 ground truth found, and the wall time of the audit. Deterministic data; times are from one run on a shared machine.
+
+``--seeds``: the verifier's run again at each further seed (``audit(seed=...)``: the copy calibration's samples),
+its recall and false pairs printed per seed with their mean. The calibration's draw alone moves a suite's recall by up
+to 1-2 points (docs/copies.md, twenty-sixth session): a difference between two commits smaller than that spread, at
+one seed, is not evidence.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ IMAGE_SIZE = 0
 KEYPOINTS = True
 #: False pairs printed per run (``--false-pairs``): each as "train A ~ eval B" (suite indices) with its evidence.
 FALSE_PAIRS = 5
+#: ``--seeds``: the calibration seeds of the verifier's runs (the first one's run is printed in full).
+SEEDS = (0,)
 #: ``--files``: (folder, aspect, smallest resize factor): the suite written as a user's folders (under
 #: folder/copy-check-files) and read from there.
 FILES: tuple[str, float, float] | None = None
@@ -79,7 +87,7 @@ def write_folders(suite: Suite, root: str, aspect: float, resize_from: float,
     return os.path.dirname(tr), os.path.dirname(ev), names
 
 
-def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
+def run(suite: Suite, backbone: str, verify: bool, gt: list | None, seed: int = 0) -> dict:
     import splitaudit
 
     tr = np.flatnonzero(suite.split == 0)
@@ -91,7 +99,7 @@ def run(suite: Suite, backbone: str, verify: bool, gt: list | None) -> dict:
         *inputs, names = write_folders(suite, *FILES)
         record = {n: i for i, n in enumerate(names)}
     t0, c0 = time.perf_counter(), _cpu()
-    report = splitaudit.audit(*inputs, cache=False, backbone=backbone, verify=verify, keypoints=KEYPOINTS,
+    report = splitaudit.audit(*inputs, cache=False, backbone=backbone, verify=verify, keypoints=KEYPOINTS, seed=seed,
                               **({"image_size": IMAGE_SIZE} if IMAGE_SIZE and backbone != "none" else {}),
                               select=("exact-duplicates", "pixel-duplicates", "near-duplicates", "similar-images"))
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -144,7 +152,7 @@ def show(name: str, suite: Suite, backbone: str, gt: list | None = None) -> None
     n_ev = int((suite.split == 1).sum())
     print(f"== {name}: {int((suite.split == 0).sum())} train, {n_ev} eval, {len(suite.planted)} planted, "
           f"{len(suite.hard)} hard negatives; backbone {backbone} ==")
-    res = {v: run(suite, backbone, v, gt) for v in (True, False)}
+    res = {v: run(suite, backbone, v, gt, SEEDS[0]) for v in (True, False)}
     for v, r in res.items():
         label = "verifier on " if v else "verifier off"
         worst = min(r["per"].items(), key=lambda kv: kv[1]) if r["per"] else ("-", float("nan"))
@@ -155,6 +163,12 @@ def show(name: str, suite: Suite, backbone: str, gt: list | None = None) -> None
               f"(similar-band {r['false_sim']:.1f}), hard negatives reported {r['hard']}/{r['n_hard']}{extra}, "
               f"audit {r['wall']:.1f} s, {r['cpu']:.1f} CPU-s")
     on, off = res[True], res[False]
+    if len(SEEDS) > 1:
+        more = [on] + [run(suite, backbone, True, gt, s) for s in SEEDS[1:]]
+        print(f"  verifier on, seeds {', '.join(map(str, SEEDS))}: recall "
+              + " / ".join(f"{r['recall']:.3f}" for r in more) + f" (mean {np.mean([r['recall'] for r in more]):.3f}), "
+              f"false " + " / ".join(f"{r['false']:.2f}" for r in more) + " per 1k eval, copy cut "
+              + " / ".join(f"{r['copies'].get('calibration', {}).get('copy_cut', float('nan')):.4f}" for r in more))
     for line in on["false_why"]:
         print(f"    false pair (verifier on) {line}")
     print(f"  wall ratio on/off: {on['wall'] / off['wall']:.2f}; CPU ratio on/off: {on['cpu'] / off['cpu']:.2f}")
@@ -167,7 +181,7 @@ def show(name: str, suite: Suite, backbone: str, gt: list | None = None) -> None
 
 
 def main() -> None:
-    global IMAGE_SIZE, FILES, KEYPOINTS, FALSE_PAIRS
+    global IMAGE_SIZE, FILES, KEYPOINTS, FALSE_PAIRS, SEEDS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", choices=("tiny", "photo", "fmnist", "all"), default="all")
     ap.add_argument("--backbone", default="none")
@@ -186,7 +200,9 @@ def main() -> None:
     ap.add_argument("--no-keypoints", action="store_true", help="the copy stage without its keypoints")
     ap.add_argument("--resize-from", type=float, default=1.0, help="with --files: eval images resized by [this, 1]")
     ap.add_argument("--false-pairs", type=int, default=FALSE_PAIRS, help="false pairs printed per run (to review them)")
+    ap.add_argument("--seeds", default="0", help="comma-separated calibration seeds of the verifier's runs")
     args = ap.parse_args()
+    SEEDS = tuple(int(x) for x in args.seeds.split(","))
     IMAGE_SIZE = args.image_size
     FALSE_PAIRS = args.false_pairs
     KEYPOINTS = not args.no_keypoints
