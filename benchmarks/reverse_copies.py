@@ -1,6 +1,6 @@
 """Copies planted the other way round: the crop (or any transformed copy) in train, its source in eval.
 
-    OMP_NUM_THREADS=1 python benchmarks/reverse_copies.py [--side 112]
+    OMP_NUM_THREADS=1 python benchmarks/reverse_copies.py [--side 112] [--seeds 0,1,2]
 
 The copy suites (`copy_check.py`) plant the eval image as the copy of a train image. This builds one subset of the
 held-out-like suite (`--transforms extra`) in which each chosen source keeps one copy (the transforms spread over
@@ -63,7 +63,10 @@ def build(full: Suite, reverse: bool) -> Suite:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--side", type=int, default=112)
-    side = ap.parse_args().side
+    ap.add_argument("--seeds", default="0", help="comma-separated calibration seeds (copy_check.py --seeds)")
+    args = ap.parse_args()
+    side = args.side
+    copy_check.SEEDS = tuple(int(x) for x in args.seeds.split(","))
     full = photo_suite(side, 150, transforms=extra_transforms(side))
     for reverse in (False, True):
         suite = build(full, reverse)
