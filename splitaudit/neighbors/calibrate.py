@@ -286,8 +286,8 @@ def positive_scores(thumbs: np.ndarray, rows: np.ndarray, rng: np.random.Generat
     m = len(rows)
     a, b = np.arange(m), np.arange(m, 2 * m)
     shape = None if aspect is None else np.concatenate([aspect[rows], aspect[rows]])  # a copy keeps its source's
-    _, start = widen(*screen_outward(both, a, b, workers=workers, aspect=shape, plain=plain, pool=pool), b,
-                     np.ones(m, bool))
+    _, start, _ = widen(*screen_outward(both, a, b, workers=workers, aspect=shape, plain=plain, pool=pool), b,
+                        np.ones(m, bool))
     reg = verify_pairs(both, a, b, start=start, workers=workers, aspect=shape, plain=plain, pool=pool)
     return reg, np.arange(m) % len(TRANSFORMS)
 
@@ -413,7 +413,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     ``plain``: whether the dataset is one of objects on a plain background (:data:`~.register.PLAIN_DATASET`; None:
     measured on the training images, :func:`~.register.plain_share`), as every registration of the run takes it;
     ``pool``: worker processes for the screen and the registration (:func:`~.verify.find_copies`)."""
-    from .candidates import pairs_within
+    from .candidates import inside_best, pairs_within
     from .verify import (KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement,
                          screen_outward, select, still_agreement, take_better, verify_pairs, widen)
 
@@ -434,7 +434,8 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     # the neighbour is "a" (earlier), the sampled image "b", as a candidate pair
     sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect, plain=plain, pool=pool)
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
-    keep, start = widen(sc, out, qa, select(sc, qa, per_image, nearest=nearest))  # as find_copies selects
+    inside = inside_best(thumbs, qb, qa)  # as find_copies: each sampled image's neighbour that best lies inside it
+    keep, start, also = widen(sc, out, qa, select(sc, qa, per_image, nearest=nearest | inside), both=inside)
     # every neighbour compared as it lies, registered or not (as find_copies compares every candidate): pixels that
     # agree so make a copy inside train whatever the registration
     lying = qa[pixel_agreement(*still_agreement(thumbs, qb, qa))]
@@ -442,7 +443,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
     reg = verify_pairs(thumbs, qb, qa, start=start.select(keep), prune=False, workers=workers, aspect=aspect,
-                       plain=plain, pool=pool)
+                       plain=plain, pool=pool, also=also.select(keep))
     null = np.full(len(queries), -1.0)
     pos_of = {int(q): i for i, q in enumerate(queries)}
     if keys is not None:

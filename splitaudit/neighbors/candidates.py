@@ -682,6 +682,49 @@ def cross_pairs(thumbs: np.ndarray, base_r: np.ndarray, query_r: np.ndarray, k: 
     return out
 
 
+#: Pairs whose :func:`inside_best` scores are computed at a time (9 crop hypotheses of 256 numbers each: ~9 kB a pair).
+INSIDE_CHUNK = 4096
+#: :func:`inside_best` keeps a pair only where its earlier image matches inside the later one by this much more than
+#: the two match as whole images (the inner products of the ``crops`` hypotheses and of the ``pixels`` views): a crop
+#: lies inside its source far better than it matches it whole, a look-alike barely better. Measured on
+#: `benchmarks/reverse_copies.py` (each eval image's best pair among its candidates): corner crops 0.15-0.84 (8 of
+#: 12 at 0.3 or more; those under it mostly match whole too), other images' best pairs 0.02-0.06 (median) and
+#: 0.20-0.30 (90th percentile). Each pair kept costs a registration from two starts.
+INSIDE_MARGIN = 0.3
+
+
+def inside_best(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mask over the candidate pairs (``a`` earlier, ``b`` later): each later image's pair whose earlier image, shrunk
+    and placed as the ``crops`` search places a query (:func:`crop_hypotheses`), best matches inside the later
+    image's ``pixels`` view (the inner product over the window, the best of the 3 x 3 spots; ties: the earlier row),
+    where that beats the two images' whole-view match by :data:`INSIDE_MARGIN`. A train image cut 20-25% from a
+    corner of its eval image is usually a candidate (the embeddings propose it) but no search ranks it first and the
+    screens score it low; this finds it among the candidates already there, with no search of its own (an ``inside``
+    search over every train image added 12.6% to a 60k check: docs/copies.md, twenty-sixth session)."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    if not len(a):
+        return np.zeros(0, bool)
+    score = np.full(len(a), -np.inf, np.float32)
+    margin = np.zeros(len(a), np.float32)
+    ub, b_pos = np.unique(b, return_inverse=True)
+    pix_b = pixel_vectors(thumbs[ub])
+    order = np.argsort(a, kind="stable")
+    for s in range(0, len(order), INSIDE_CHUNK):
+        rows = order[s : s + INSIDE_CHUNK]
+        ua, a_pos = np.unique(a[rows], return_inverse=True)
+        pb = pix_b[b_pos[rows]]
+        got = np.full(len(rows), -np.inf, np.float32)
+        for h in crop_hypotheses(thumbs[ua]):  # one (len(ua), 256) array per spot
+            got = np.maximum(got, np.einsum("pd,pd->p", h[a_pos], pb))
+        score[rows] = got
+        margin[rows] = got - np.einsum("pd,pd->p", pixel_vectors(thumbs[ua])[a_pos], pb)
+    first = np.lexsort((np.arange(len(a)), -score, b))
+    keep = np.zeros(len(a), bool)
+    keep[first[np.r_[True, b[first][1:] != b[first][:-1]]]] = True
+    return keep & (margin >= INSIDE_MARGIN)
+
+
 def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                     embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                     hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None,

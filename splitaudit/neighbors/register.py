@@ -828,7 +828,8 @@ def _frame_zooms(box_a: np.ndarray, box_b: np.ndarray, side: int) -> list[float]
 
 
 def _start(prep: Prepared, i: int, j: int, *, mirror: bool, refine: bool, start: tuple[bool, float, float] | None,
-           prune: bool) -> tuple[bool, tuple[float, float, float, float], float, bool]:
+           prune: bool, also: tuple[bool, float, float] | None = None
+           ) -> tuple[bool, tuple[float, float, float, float], float, bool]:
     """The template search of one pair (:func:`register_pairs`, steps 1-2): (mirrored, (k, theta, dx, dy) in
     working pixels, template peak, whether to refine)."""
     side = prep.image.shape[1]
@@ -843,6 +844,8 @@ def _start(prep: Prepared, i: int, j: int, *, mirror: bool, refine: bool, start:
     else:
         fl, k, theta = bool(start[0]), float(start[1]), float(start[2])
         hyps = [(math.nan, fl, (k * z, theta, 0.0, 0.0)) for z in (1.0, START_ZOOM, 1.0 / START_ZOOM)]
+        if also is not None:  # the other screen's start, at its own zoom only
+            hyps.append((math.nan, bool(also[0]), (float(also[1]), float(also[2]), 0.0, 0.0)))
         peak = math.nan
     flipped, (k, theta, dx, dy) = hyps[0][1], hyps[0][2]
     params = (k, theta, dx * side / half, dy * side / half)
@@ -911,13 +914,15 @@ def smooth(grey: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
 
 def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, refine: bool = True,
                    starts: list[tuple[bool, float, float]] | None = None, prune: bool = True,
-                   tries: tuple[float, ...] = ()) -> Registered:
+                   tries: tuple[float, ...] = (), also: list[tuple[bool, float, float] | None] | None = None
+                   ) -> Registered:
     """Register image ``ib[p]`` (b) onto image ``ia[p]`` (a) for every pair p. The template search runs per pair
     (``starts[p]``: (mirrored, zoom, angle) found by :mod:`.screen`; the half-resolution search is then skipped:
     zooms around the start are re-found at full resolution, and zoom 1 in both orientations, since symmetric
     objects fool the screen's choice); the sub-pixel refinement and the final scores run for all pairs at once
     (:class:`_Stack`). With ``prune``, pairs peaking under PRUNE are not refined (they score lower, but none would
-    reach the similar band). ``tries``: the final score's blurs (:data:`RESOLUTION_TRIES`; none: as registered)."""
+    reach the similar band). ``tries``: the final score's blurs (:data:`RESOLUTION_TRIES`; none: as registered).
+    ``also[p]``: a second (mirrored, zoom, angle) start of pair p re-found beside ``starts[p]`` (None: none)."""
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
     p = len(ia)
@@ -928,7 +933,8 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
     todo = np.zeros(p, bool)
     for n, (i, j) in enumerate(zip(ia.tolist(), ib.tolist())):
         flipped[n], params[n], peak[n], todo[n] = _start(prep, i, j, mirror=mirror, refine=refine,
-                                                         start=None if starts is None else starts[n], prune=prune)
+                                                         start=None if starts is None else starts[n], prune=prune,
+                                                         also=None if also is None else also[n])
     b = prep.image[ib].copy()
     b[flipped] = b[flipped][:, :, ::-1]
     box_b = prep.box[ib].copy()

@@ -8,12 +8,14 @@ its over-fitting: level, contrast and grey conversion drop out, structure has to
 
 :func:`find_copies` is the whole stage over plain arrays: candidates, a vectorised screen of every candidate
 (:mod:`.screen`), registration of each eval image's :data:`PER_IMAGE` best candidates by screen score (and of
-its best :data:`PER_IMAGE` hash matches, and each pixel search's nearest image) from the screen's start, calibration, decisions. The registration work is
-bounded by the eval image count, not by the candidate count.
+its best :data:`PER_IMAGE` hash matches, each pixel search's nearest image, and the candidate that best lies inside
+it, :func:`~.candidates.inside_best`, from both screens' starts) from the screen's start, calibration, decisions.
+The registration work is bounded by the eval image count, not by the candidate count.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
@@ -45,10 +47,12 @@ KEYS_FROM = 0.8
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
                  start: Registration | None = None, prune: bool = True, workers: int | None = None,
-                 aspect: np.ndarray | None = None, plain: bool = False, pool=None) -> Registration:  # type: ignore[no-untyped-def]
+                 aspect: np.ndarray | None = None, plain: bool = False, pool=None,  # type: ignore[no-untyped-def]
+                 also: Registration | None = None) -> Registration:
     """Register and score every pair (``thumbs[a[i]]``, ``thumbs[b[i]]``): a copy score per pair and the transform
     that maps a onto b. Deterministic; the work is bounded by the pair count (a fixed search per pair). ``start``:
-    each pair's :func:`screen` answer, the starting point that replaces the half-resolution search. ``prune``:
+    each pair's :func:`screen` answer, the starting point that replaces the half-resolution search; ``also``: a
+    second start per pair, tried beside it where its score is not NaN (:func:`widen`). ``prune``:
     pairs whose template peak stays under :data:`~.register.PRUNE` skip the refinement (the calibration's null
     does not prune: its scores, low ones included, are what the cut is fitted to). ``workers``: threads (default:
     one per core); the answer does not depend on them. ``aspect``: per thumbnail, its image's width / height
@@ -76,6 +80,11 @@ def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int 
         if start is not None:
             got["start_mirrored"] = start.mirrored[sel]
             got["start_scale"], got["start_angle"] = start.scale[sel], start.angle[sel]
+        if also is not None:
+            on = np.isfinite(also.score[sel])
+            got["also_mirrored"] = also.mirrored[sel]
+            got["also_scale"] = np.where(on, also.scale[sel], np.nan)
+            got["also_angle"] = also.angle[sel]
         return got
 
     args = {"side": side, "mirror": mirror, "prune": prune, "tries": list(tries), "plain": plain}
@@ -121,8 +130,12 @@ def register_job(args: dict, arrays: dict[str, np.ndarray]) -> dict[str, np.ndar
     if "start_mirrored" in arrays:
         seeds = list(zip(arrays["start_mirrored"].tolist(), arrays["start_scale"].tolist(),
                          arrays["start_angle"].tolist()))
+    others = None
+    if "also_mirrored" in arrays:
+        others = [None if not math.isfinite(k) else (fl, k, t) for fl, k, t in
+                  zip(arrays["also_mirrored"].tolist(), arrays["also_scale"].tolist(), arrays["also_angle"].tolist())]
     r = register_pairs(prep, ia, ib, mirror=bool(args["mirror"]), starts=seeds, prune=bool(args["prune"]),
-                       tries=tuple(args["tries"]))
+                       tries=tuple(args["tries"]), also=others)
     return {"score": r.score, "mirrored": r.mirrored,
             "scale": r.params[:, 0], "angle": r.params[:, 1],  # x_b = k R (x_a - c - d) + c: b shows a k times bigger
             "dx": r.params[:, 2] / side, "dy": r.params[:, 3] / side, "overlap": np.minimum(r.overlap, 1.0),
@@ -195,11 +208,13 @@ def screen_outward(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: in
     return main, out
 
 
-def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, Registration]:
+def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray, both: np.ndarray | None = None
+          ) -> tuple[np.ndarray, Registration, Registration]:
     """The pairs to register and their starts, given the main screen ``sc``, the outward one ``out`` and the main
     selection ``keep``: each later image's best pair by ``out`` joins where its outward peak beats every main peak of
     that image (one pair more at most; the main slots are not given up), and every pair starts from whichever screen
-    scored it higher."""
+    scored it higher. The third answer, ``also``: for the pairs of ``both``, the other screen's start, which their
+    registration tries too (score NaN elsewhere; :func:`verify_pairs`)."""
     b = np.asarray(b, np.int64)
     top = np.full(int(b.max()) + 1 if len(b) else 0, -np.inf)
     np.maximum.at(top, b, sc.score)
@@ -207,7 +222,10 @@ def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray) 
     take = out.score > sc.score
     start = Registration(**{f.name: np.where(take, getattr(out, f.name), getattr(sc, f.name))
                             for f in fields(Registration)})
-    return keep | extra, start
+    other = {f.name: np.where(take, getattr(sc, f.name), getattr(out, f.name)) for f in fields(Registration)}
+    on = np.zeros(len(b), bool) if both is None else np.asarray(both, bool)
+    also = Registration(**{**other, "score": np.where(on, other["score"], np.nan)})
+    return keep | extra, start, also
 
 
 def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int, mirror: bool,  # type: ignore[no-untyped-def]
@@ -279,7 +297,8 @@ def select(sc: Registration, b: np.ndarray, per_image: int = PER_IMAGE, hashed: 
     registered), and it ranks a photo cut 20% off a corner low whatever else is there (only registering the nearest
     pairs that screen within 0.1 of the best kept none of the 32-px photo suites' gains). Bounds the registration
     work to 2 x ``per_image`` pairs per eval image, and one per pixel search (:data:`~.candidates.VIEWS` and
-    :data:`~.candidates.CROSS`), whatever the candidate count."""
+    :data:`~.candidates.CROSS`), whatever the candidate count (:func:`find_copies` passes one more ``nearest`` pair an
+    eval image: the candidate that best lies inside it, :func:`~.candidates.inside_best`)."""
     b = np.asarray(b, np.int64)
     keep = _best_per_image(sc.score, b, per_image, np.ones(len(b), bool))
     if hashed is not None:
@@ -559,7 +578,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     (:meth:`~splitaudit.features.engine.Engine.job_pool`: local worker processes, or Ray tasks; the answer is the
     same)."""
     from .calibrate import crowding
-    from .candidates import candidate_pairs, embedding_pairs
+    from .candidates import candidate_pairs, embedding_pairs, inside_best
 
     split_index = np.asarray(split_index)
     n = len(split_index)
@@ -589,10 +608,13 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         # each eval image's crowding, from its pixel-view candidates as the calibration measures its null's
         proposed = cand.pixel_rank >= 0
         crowd = crowding(cand.b[proposed], sc.score[proposed], n)
-        keep, start = widen(sc, out, cand.b, select(sc, cand.b, per_image, hashed=cand.hashed,
-                                                     nearest=cand.pixel_rank == 0))
+        # each eval image's candidate that best lies inside it (a train image cut from a corner of it) is
+        # registered too, from both screens' starts: the main screen often peaks higher for it, at a zoom near 1
+        inside = inside_best(thumbs, cand.a, cand.b)
+        keep, start, also = widen(sc, out, cand.b, select(sc, cand.b, per_image, hashed=cand.hashed,
+                                                           nearest=(cand.pixel_rank == 0) | inside), both=inside)
         got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start.select(keep), workers=workers,
-                           aspect=aspect, plain=plain, pool=pool)
+                           aspect=aspect, plain=plain, pool=pool, also=also.select(keep))
         # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration,
         # and an eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
         mad, spread = still_agreement(thumbs, cand.a, cand.b)
