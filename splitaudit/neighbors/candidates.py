@@ -708,12 +708,13 @@ def inside_best(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     score = np.full(len(a), -np.inf, np.float32)
     margin = np.zeros(len(a), np.float32)
     ub, b_pos = np.unique(b, return_inverse=True)
-    pix_b = pixel_vectors(thumbs[ub])
+    # the later images' views made once, chunk by chunk (in a temporary file when large: 100k eval images, 100 MB)
+    pix_b = _view_rows(thumbs, None, "pixels", ub, False, spill=True)[0]
     order = np.argsort(a, kind="stable")
     for s in range(0, len(order), INSIDE_CHUNK):
         rows = order[s : s + INSIDE_CHUNK]
         ua, a_pos = np.unique(a[rows], return_inverse=True)
-        pb = pix_b[b_pos[rows]]
+        pb = np.asarray(pix_b[b_pos[rows]], np.float32)
         got = np.full(len(rows), -np.inf, np.float32)
         for h in crop_hypotheses(thumbs[ua]):  # one (len(ua), 256) array per spot
             got = np.maximum(got, np.einsum("pd,pd->p", h[a_pos], pb))
@@ -722,6 +723,8 @@ def inside_best(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     first = np.lexsort((np.arange(len(a)), -score, b))
     keep = np.zeros(len(a), bool)
     keep[first[np.r_[True, b[first][1:] != b[first][:-1]]]] = True
+    if isinstance(pix_b, SpilledRows):
+        pix_b.close()
     return keep & (margin >= INSIDE_MARGIN)
 
 
