@@ -687,7 +687,7 @@ INSIDE_CHUNK = 4096
 #: :func:`inside_best` keeps a pair only where its earlier image matches inside the later one by this much more than
 #: the two match as whole images (the inner products of the ``crops`` hypotheses and of the ``pixels`` views): a crop
 #: lies inside its source far better than it matches it whole, a look-alike barely better. Measured on
-#: `benchmarks/reverse_copies.py` (each eval image's best pair among its candidates): corner crops 0.15-0.84 (8 of
+#: `benchmarks/reverse_copies.py` (each eval image's best pair among its candidates): corner crops -0.10 to 0.84 (7 of
 #: 12 at 0.3 or more; those under it mostly match whole too), other images' best pairs 0.02-0.06 (median) and
 #: 0.20-0.30 (90th percentile). Each pair kept costs a registration from two starts.
 INSIDE_MARGIN = 0.3
