@@ -1232,3 +1232,38 @@ def test_inside_best_finds_the_train_crop_among_an_eval_images_candidates(crowde
     # the answer does not depend on the pairs' order
     shuffle = np.random.default_rng(0).permutation(len(a))
     np.testing.assert_array_equal(inside_best(thumbs, a[shuffle], b[shuffle]), best[shuffle])
+
+
+def test_crop_hypotheses_are_the_view_of_the_shrunk_image_pasted_on_a_blank_canvas(crowded_tiles) -> None:  # type: ignore[no-untyped-def]
+    """The ``crops`` search's query views, computed with pooling products, equal their definition: the image shrunk
+    to CROP_WINDOW, pasted at each spot of a zero 32-px canvas, the canvas's 2 x 2 cell means over the cells' share
+    inside the window, mean-centred and zero outside it, unit norm. Grey and colour, 32- and 64-px thumbnails."""
+    import cv2
+
+    from splitaudit.neighbors.candidates import CROP_POSITIONS, CROP_WINDOW, PIXEL_SIDE, crop_hypotheses
+
+    imgs = crowded_tiles[0][:50]
+    big = np.stack([cv2.resize(t, (64, 64), interpolation=cv2.INTER_LINEAR) for t in imgs])
+    for thumbs in (imgs, big, rg.to_grey(imgs).round().astype(np.uint8)):
+        g = rg.to_grey(thumbs)
+        if g.shape[1:] != (32, 32):
+            g = np.stack([cv2.resize(x, (32, 32), interpolation=cv2.INTER_AREA) for x in g])
+        w = round(32 * CROP_WINDOW)
+        small = np.stack([cv2.resize(x, (w, w), interpolation=cv2.INTER_AREA) for x in g])
+        f = 32 // PIXEL_SIDE
+        want = []
+        for oy in np.linspace(0, 32 - w, CROP_POSITIONS).round().astype(int):
+            for ox in np.linspace(0, 32 - w, CROP_POSITIONS).round().astype(int):
+                canvas = np.zeros((len(g), 32, 32), np.float64)
+                mask = np.zeros((32, 32))
+                canvas[:, oy : oy + w, ox : ox + w] = small
+                mask[oy : oy + w, ox : ox + w] = 1
+                m = mask.reshape(PIXEL_SIDE, f, PIXEL_SIDE, f).mean(axis=(1, 3))
+                c = canvas.reshape(len(g), PIXEL_SIDE, f, PIXEL_SIDE, f).mean(axis=(2, 4)) / np.maximum(m, 1e-6)
+                v = ((c - ((c * m).sum(axis=(1, 2)) / m.sum())[:, None, None]) * m).reshape(len(g), -1)
+                want.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+        got = crop_hypotheses(thumbs)
+        assert len(got) == CROP_POSITIONS**2 and all(h.shape == (len(g), PIXEL_SIDE**2) for h in got)
+        for h, ref in zip(got, want):
+            assert h.dtype == np.float32
+            np.testing.assert_allclose(h, ref, atol=2e-6)

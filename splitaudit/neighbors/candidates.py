@@ -618,16 +618,21 @@ def crop_hypotheses(thumbs: np.ndarray) -> list[np.ndarray]:
     w = round(32 * CROP_WINDOW)
     small = _batch(lambda c: cv2.resize(c, (w, w), interpolation=cv2.INTER_AREA), np.ascontiguousarray(g), 4)
     f = 32 // PIXEL_SIDE
+    # the view's cell means as two products with a pooling matrix (a cell's f pixels, 1/f each), the window's rows
+    # and columns only: the same numbers as pooling a zero canvas with the window pasted in, 3x faster (the
+    # ``inside`` pick and the ``crops`` search run this for every candidate's train image)
+    pool = np.kron(np.eye(PIXEL_SIDE, dtype=np.float32), np.full((1, f), 1.0 / f, np.float32))
+    spots = np.linspace(0, 32 - w, CROP_POSITIONS).round().astype(int).tolist()
+    flat = small.reshape(n * w, w)
+    # pooled along x, laid out (w, n * PIXEL_SIDE): pooling along y is then one product too
+    across = {o: (flat @ pool[:, o : o + w].T).reshape(n, w, PIXEL_SIDE).transpose(1, 0, 2).reshape(w, -1)
+              for o in spots}
     out = []
-    for oy in np.linspace(0, 32 - w, CROP_POSITIONS).round().astype(int).tolist():
-        for ox in np.linspace(0, 32 - w, CROP_POSITIONS).round().astype(int).tolist():
-            canvas = np.zeros((n, 32, 32), np.float32)
-            mask = np.zeros((32, 32), np.float32)
-            canvas[:, oy : oy + w, ox : ox + w] = small
-            mask[oy : oy + w, ox : ox + w] = 1.0
-            # on the view's grid: a cell's share inside the window, and the window's content there
-            m = mask.reshape(PIXEL_SIDE, f, PIXEL_SIDE, f).mean(axis=(1, 3))
-            c = canvas.reshape(n, PIXEL_SIDE, f, PIXEL_SIDE, f).mean(axis=(2, 4)) / np.maximum(m, 1e-6)
+    for oy in spots:
+        py = pool[:, oy : oy + w]
+        for ox in spots:
+            m = np.outer(py.sum(1), pool[:, ox : ox + w].sum(1))  # a cell's share inside the window
+            c = (py @ across[ox]).reshape(PIXEL_SIDE, n, PIXEL_SIDE).transpose(1, 0, 2) / np.maximum(m, 1e-6)
             mu = (c * m).sum(axis=(1, 2)) / m.sum()
             v = ((c - mu[:, None, None]) * m).reshape(n, -1)
             out.append((v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)).astype(np.float32))

@@ -375,10 +375,15 @@ def still_agreement(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[n
     mad = np.full(len(a), np.inf)
     spread = np.full(len(a), np.nan)
     for s in range(0, len(a), STILL_CHUNK):
-        ga = to_grey(thumbs[a[s : s + STILL_CHUNK]])
-        gb = to_grey(thumbs[b[s : s + STILL_CHUNK]])
-        as_is = np.abs(ga - gb).mean(axis=(1, 2))
-        mirrored = np.abs(ga - gb[:, :, ::-1]).mean(axis=(1, 2))
+        # each image of the chunk made grey once (an image is in several pairs), differences in one buffer
+        ids, inv = np.unique(np.concatenate([a[s : s + STILL_CHUNK], b[s : s + STILL_CHUNK]]), return_inverse=True)
+        grey = to_grey(thumbs[ids])
+        ga, gb = grey[inv[: len(inv) // 2]], grey[inv[len(inv) // 2 :]]
+        diff = np.subtract(ga, gb)
+        as_is = np.abs(diff, out=diff).mean(axis=(1, 2))
+        np.subtract(ga, gb[:, :, ::-1], out=diff)
+        mirrored = np.abs(diff, out=diff).mean(axis=(1, 2))
+        del diff, grey
         mad[s : s + STILL_CHUNK] = np.minimum(as_is, mirrored)
         near = np.flatnonzero(np.minimum(as_is, mirrored) <= PIXEL_MAD)
         if len(near):
