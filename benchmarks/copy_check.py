@@ -201,6 +201,8 @@ def main() -> None:
     ap.add_argument("--resize-from", type=float, default=1.0, help="with --files: eval images resized by [this, 1]")
     ap.add_argument("--false-pairs", type=int, default=FALSE_PAIRS, help="false pairs printed per run (to review them)")
     ap.add_argument("--seeds", default="0", help="comma-separated calibration seeds of the verifier's runs")
+    ap.add_argument("--contamination", type=float, default=0.03,
+                    help="the photo suites: the share of training regions that also get a copy inside train")
     args = ap.parse_args()
     SEEDS = tuple(int(x) for x in args.seeds.split(","))
     IMAGE_SIZE = args.image_size
@@ -211,10 +213,11 @@ def main() -> None:
     extra = lambda side: (extra_transforms(side) if args.transforms == "extra"  # noqa: E731
                           else COLOUR_TRANSFORMS if args.transforms == "colour" else None)
     if args.suite in ("tiny", "all"):
-        show("32-px photos", photo_suite(32, args.sources, transforms=extra(32)), args.backbone)
-    if args.suite in ("photo", "all"):
-        show(f"{args.photo_side}-px photos", photo_suite(args.photo_side, args.sources, transforms=extra(args.photo_side)),
+        show("32-px photos", photo_suite(32, args.sources, transforms=extra(32), contamination=args.contamination),
              args.backbone)
+    if args.suite in ("photo", "all"):
+        show(f"{args.photo_side}-px photos", photo_suite(args.photo_side, args.sources, transforms=extra(args.photo_side),
+                                                         contamination=args.contamination), args.backbone)
     if args.suite in ("fmnist", "all"):
         made = fmnist_suite(args.fmnist_train, args.fmnist_copies, args.fmnist_test)
         if made is None:
