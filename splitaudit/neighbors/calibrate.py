@@ -21,7 +21,8 @@
   likely copy, and the model refitted without it, until no more is set aside (the set only grows, so this ends).
   Testing against the rest's own tail, not setting aside everything that scores like a copy, is what keeps distinct
   look-alikes (garments: a third of the null scores like the synthetic copies) in the null, where they must move the
-  cut. The cut never falls below the maximum residual of the kept null (a distinct neighbour seen to score x says x
+  cut. Where the copies are a quarter of the null or more, the rest's tail is theirs: a first test against the tail
+  of the samples that do not score like copies sets them aside (:func:`null_model`). The cut never falls below the maximum residual of the kept null (a distinct neighbour seen to score x says x
   is no copy evidence here), nor, with fewer than ``SMALL_NULL`` samples, below ``SMALL_FLOOR``
   (``SMALL_SIMILAR_FLOOR`` for the band). Cuts stay in [``FLOOR``, ``CEILING``]; crowding is clipped to the null's
   range (no extrapolation).
