@@ -5,7 +5,9 @@
 Like ``scale.py rss`` (no sampling thread: the kernel's high-water mark, VmHWM, read and reset through
 ``/proc/self/clear_refs``), but the mark is read and reset at every call and return of the copy stage's steps
 (candidate searches, calibration, screen, registration, ...) and of the thumbnails' computation, so each line says
-which step a peak was in: ``[segment that just ended, event, RSS now MiB, that segment's peak MiB, seconds]``.
+which step a peak was in: ``[segment that just ended, event, RSS now MiB, that segment's peak MiB, seconds,
+thread]`` (the segment is the thread's own innermost step;
+the peak is the process's since the last mark on any thread).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,11 +43,17 @@ def main() -> None:
     from splitaudit.features import per_image
     from splitaudit.neighbors import calibrate, candidates, verify
 
-    stack, rows, t0 = ["top"], [], time.perf_counter()
+    rows, t0, local = [], time.perf_counter(), threading.local()
+
+    def stack() -> list[str]:  # each thread's own steps (two threads run the copy stage's searches at once)
+        if not hasattr(local, "steps"):
+            local.steps = ["top"]
+        return local.steps
 
     def mark(event: str) -> None:
         rss, peak = round(scale._status_mb("VmRSS")), round(scale._status_mb("VmHWM"))
-        rows.append((stack[-1], event, rss, peak, round(time.perf_counter() - t0, 1)))
+        # the thread's name too: the calibration and the eval images' search run on two threads at once
+        rows.append((stack()[-1], event, rss, peak, round(time.perf_counter() - t0, 1), threading.current_thread().name))
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
 
@@ -53,19 +62,19 @@ def main() -> None:
 
         def step(*args, **kw):  # type: ignore[no-untyped-def]
             mark("enter " + name)
-            stack.append(name)
+            stack().append(name)
             try:
                 return fn(*args, **kw)
             finally:
                 mark("exit " + name)
-                stack.pop()
+                stack().pop()
 
         setattr(module, name, step)
 
     wrap(context, "find_copies")
     for name in ("candidate_pairs", "cross_pairs", "csls_knn", "pairs_within"):
         wrap(candidates, name)
-    for name in ("screen", "verify_pairs", "still_agreement"):
+    for name in ("screen", "screen_outward", "widen", "verify_pairs", "still_agreement"):
         wrap(verify, name)
     wrap(calibrate, "calibrate")
     wrap(calibrate, "positive_scores")

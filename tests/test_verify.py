@@ -909,7 +909,14 @@ def test_the_outward_screen_adds_the_crop_of_an_eval_image(tiles) -> None:  # ty
     sc, out = screen_outward(thumbs, a, b)
     main = select(sc, b, PER_IMAGE)
     np.testing.assert_array_equal(sc.score, screen(thumbs, a, b).score)  # the main screen is the same one
-    keep, start, _ = widen(sc, out, b, main)
+    keep, start, also = widen(sc, out, b, main, both=b % 2 == 0)
+    # the starts of the kept pairs alone (what the copy stage asks, not every candidate's) are the same values
+    kept, start_kept, also_kept = widen(sc, out, b, main, both=b % 2 == 0, kept_only=True)
+    np.testing.assert_array_equal(kept, keep)
+    for name, col in start.select(keep).to_arrays().items():
+        np.testing.assert_array_equal(getattr(start_kept, name), col)
+        np.testing.assert_array_equal(getattr(also_kept, name), getattr(also.select(keep), name))
+    assert len(start_kept) == keep.sum() < len(b)
     assert (keep | ~main).all()  # slots are only added, one an eval image at most
     assert np.bincount(b[keep & ~main] - n_train, minlength=m).max() <= 1
     partner = a == (b - n_train)  # crop j is train row j, its source eval row n_train + j

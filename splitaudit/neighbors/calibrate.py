@@ -456,15 +456,16 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     sc, out = screen_outward(thumbs, qb, qa, workers=workers, aspect=aspect, plain=plain, pool=pool)
     crowd = crowding(qa, sc.score, len(thumbs))[queries]  # as find_copies measures an eval image's
     inside = inside_best(thumbs, qb, qa)  # as find_copies: each sampled image's neighbour that best lies inside it
-    keep, start, also = widen(sc, out, qa, select(sc, qa, per_image, nearest=nearest | inside), both=inside)
+    keep, start, also = widen(sc, out, qa, select(sc, qa, per_image, nearest=nearest | inside), both=inside,
+                              kept_only=True)
     # every neighbour compared as it lies, registered or not (as find_copies compares every candidate): pixels that
     # agree so make a copy inside train whatever the registration
     lying = qa[pixel_agreement(*still_agreement(thumbs, qb, qa))]
     qa, qb = qa[keep], qb[keep]
     # unpruned: every null pair refined, so the null is each sampled image's best registration (the decisions skip
     # only pairs that cannot reach the similar band)
-    reg = verify_pairs(thumbs, qb, qa, start=start.select(keep), prune=False, workers=workers, aspect=aspect,
-                       plain=plain, pool=pool, also=also.select(keep))
+    reg = verify_pairs(thumbs, qb, qa, start=start, prune=False, workers=workers, aspect=aspect,
+                       plain=plain, pool=pool, also=also)
     null = np.full(len(queries), -1.0)
     pos_of = {int(q): i for i, q in enumerate(queries)}
     if keys is not None:

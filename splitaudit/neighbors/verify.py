@@ -208,24 +208,28 @@ def screen_outward(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: in
     return main, out
 
 
-def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray, both: np.ndarray | None = None
-          ) -> tuple[np.ndarray, Registration, Registration]:
+def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray, both: np.ndarray | None = None,
+          *, kept_only: bool = False) -> tuple[np.ndarray, Registration, Registration]:
     """The pairs to register and their starts, given the main screen ``sc``, the outward one ``out`` and the main
     selection ``keep``: each later image's best pair by ``out`` joins where its outward peak beats every main peak of
     that image (one pair more at most; the main slots are not given up), and every pair starts from whichever screen
     scored it higher. The third answer, ``also``: for the pairs of ``both``, the other screen's start, which their
-    registration tries too (score NaN elsewhere; :func:`verify_pairs`)."""
+    registration tries too (score NaN elsewhere; :func:`verify_pairs`). ``kept_only``: the starts of the pairs to
+    register alone (``start.select(keep)``, the same values), not of every pair: the copy stage's 1.78M candidates
+    at 1M images made three full copies of the screen's 11 columns (~130 MB each) to keep a sixth of their rows."""
     b = np.asarray(b, np.int64)
     top = np.full(int(b.max()) + 1 if len(b) else 0, -np.inf)
     np.maximum.at(top, b, sc.score)
     extra = _best_per_image(out.score, b, 1, np.ones(len(b), bool)) & (out.score > top[b])
-    take = out.score > sc.score
-    start = Registration(**{f.name: np.where(take, getattr(out, f.name), getattr(sc, f.name))
+    keep = keep | extra
+    rows = np.flatnonzero(keep) if kept_only else slice(None)
+    take = out.score[rows] > sc.score[rows]
+    start = Registration(**{f.name: np.where(take, getattr(out, f.name)[rows], getattr(sc, f.name)[rows])
                             for f in fields(Registration)})
-    other = {f.name: np.where(take, getattr(sc, f.name), getattr(out, f.name)) for f in fields(Registration)}
+    other = {f.name: np.where(take, getattr(sc, f.name)[rows], getattr(out, f.name)[rows]) for f in fields(Registration)}
     on = np.zeros(len(b), bool) if both is None else np.asarray(both, bool)
-    also = Registration(**{**other, "score": np.where(on, other["score"], np.nan)})
-    return keep | extra, start, also
+    also = Registration(**{**other, "score": np.where(on[rows], other["score"], np.nan)})
+    return keep, start, also
 
 
 def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int, mirror: bool,  # type: ignore[no-untyped-def]
@@ -617,20 +621,24 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         # registered too, from both screens' starts: the main screen often peaks higher for it, at a zoom near 1
         inside = inside_best(thumbs, cand.a, cand.b)
         keep, start, also = widen(sc, out, cand.b, select(sc, cand.b, per_image, hashed=cand.hashed,
-                                                           nearest=(cand.pixel_rank == 0) | inside), both=inside)
-        got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start.select(keep), workers=workers,
-                           aspect=aspect, plain=plain, pool=pool, also=also.select(keep))
+                                                           nearest=(cand.pixel_rank == 0) | inside), both=inside,
+                                  kept_only=True)
+        del out
+        got = verify_pairs(thumbs, cand.a[keep], cand.b[keep], start=start, workers=workers, aspect=aspect,
+                           plain=plain, pool=pool, also=also)
+        del start, also
         # every candidate, registered or not, compared as it lies: a pixel-level duplicate needs no registration,
         # and an eval image with several such train duplicates (Fashion-MNIST) has only its best few registered
         mad, spread = still_agreement(thumbs, cand.a, cand.b)
-        return sc, crowd, keep, got, mad, spread
+        # the screen's score alone is kept (its other ten columns: ~120 MB at 1M images' 1.78M candidates)
+        return sc.score, crowd, keep, got, mad, spread
 
     vectors = None  # every image's pixel views, made once for both threads where they are small (below)
     if calibration is not None:
         # objects on a plain background or not: decided on the training images, once for every image of the run
         plain = bool(calibration.plain_background)
         cand = search()
-        sc, crowd, keep, got, mad, spread = register(cand, plain)
+        screen_score, crowd, keep, got, mad, spread = register(cand, plain)
     else:
         # The calibration reads the training images alone: the eval images' search, screen and registration run on
         # a thread of their own beside it, each side partly serial (2,000 photos: the stage took 3.1 s wall for
@@ -657,9 +665,9 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                                     vectors=None if vectors is None else dict(vectors))
             if pool is not None:
                 cand = beside.result()
-                sc, crowd, keep, got, mad, spread = register(cand, plain)
+                screen_score, crowd, keep, got, mad, spread = register(cand, plain)
             else:
-                cand, (sc, crowd, keep, got, mad, spread) = beside.result()
+                cand, (screen_score, crowd, keep, got, mad, spread) = beside.result()
             vectors = None
     if trust_hashes is None:
         from .thresholds import HASH_COLLISION_RATE
@@ -707,7 +715,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
             partner[cand.b[j]] = cand.a[j]
     return CopyMatches(**reg, a=cand.a, b=cand.b, pixel_rank=cand.pixel_rank, embed_rank=cand.embed_rank,
                        hashed=cand.hashed, copy=copy, similar=similar, best_score=best, best_partner=partner,
-                       calibration=calibration, screen_score=sc.score, registered=keep, crowding=crowd)
+                       calibration=calibration, screen_score=screen_score, registered=keep, crowding=crowd)
 
 
 def as_dict(calibration) -> dict[str, float | int]:  # type: ignore[no-untyped-def]
