@@ -5,7 +5,7 @@
     python benchmarks/scale.py engines --folder /tmp/splitaudit-peers/photos-2000 --embed --rounds 2  # A B A B
     python benchmarks/scale.py hashstage --n 20000 --rounds 2  # the hash stage alone, local vs Ray, A B A B
     python benchmarks/scale.py rss --n 100000 --engine local [--json out.json]  # peak driver RSS of a hash-only check
-    python benchmarks/scale.py cli --n 1000000 [--json out.json]  # the same through the CLI's process, per stage
+    python benchmarks/scale.py cli --n 1000000 [--engine ray] [--json out.json]  # the same through the CLI's process
     python benchmarks/scale.py search --base 1000000 --queries 100000 --dim 256   # dense
     python benchmarks/scale.py binary --base 1000000 --queries 100000   # Hamming radius search, flat vs MIH
 
@@ -307,9 +307,10 @@ def _proc_status(pid: int) -> dict[str, float]:
     return out
 
 
-def cli(n: int, json_out: Path | None = None) -> None:
+def cli(n: int, json_out: Path | None = None, engine: str = "local") -> None:
     """Peak RSS of the CLI's own process (the driver: what a user runs, with its allocator settings) over a cold
-    hash-only ``splitaudit check --manifest`` of ``n`` images, per stage: at each stage's first progress line the
+    hash-only ``splitaudit check --manifest`` of ``n`` images (``--engine ray``: a local Ray runtime the CLI starts,
+    its driver the CLI's process), per stage: at each stage's first progress line the
     process's high-water mark (VmHWM) is read, then reset (``/proc/PID/clear_refs``), so each stage's peak is its
     own; the last segment (from "measuring images") includes the later checks and the JSON report's writing. Pool
     workers are not counted (as ``rss``). Printed: one line per stage as it starts, then the run's JSON summary."""
@@ -319,7 +320,7 @@ def cli(n: int, json_out: Path | None = None) -> None:
     cache = tempfile.mkdtemp(prefix="sa-cli-cache-")
     out = json_out or Path(cache) / "report.json"
     cmd = [sys.executable, "-m", "splitaudit", "check", "--manifest", str(manifest(n)), "--backbone", "none",
-           "--cache-dir", cache, "--format", "json", "--output", str(out), "--exit-zero"]
+           "--cache-dir", cache, "--format", "json", "--output", str(out), "--exit-zero", "--engine", engine]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE)
     stages: list[dict] = []
@@ -351,7 +352,7 @@ def cli(n: int, json_out: Path | None = None) -> None:
 
     shutil.rmtree(cache, ignore_errors=True)
     peaks = [s["peak_mib"] for s in stages if "peak_mib" in s]
-    print(json.dumps({"n": n, "rc": rc, "seconds": round(wall, 1), "peak_cli_rss_mib": max(peaks, default=0),
+    print(json.dumps({"n": n, "engine": engine, "rc": rc, "seconds": round(wall, 1), "peak_cli_rss_mib": max(peaks, default=0),
                       "stages": stages, "load": os.getloadavg()}), flush=True)
 
 
@@ -515,7 +516,7 @@ def main() -> None:
     elif a.what == "rss":
         rss(a.n, a.engine, a.json)
     elif a.what == "cli":
-        cli(a.n, a.json)
+        cli(a.n, a.json, a.engine)
     elif a.what == "binary":
         binary(a.base, a.queries, [m for m in a.binary_methods.split(",") if m], a.max_phash, a.max_dhash, a.sample)
     else:

@@ -335,7 +335,7 @@ def _reduce_above(value: float | None) -> float:
 
 
 def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRows], k: int,  # type: ignore[no-untyped-def]
-            reduce_above: float | None = None, ids: bool = True, cells: PcaCells | None = None):
+            reduce_above: float | None = None, ids: bool = True, cells: PcaCells | None = None, combine=None):
     """Top-k inner products of each query set against ``base`` (one index). Searches of more than ``reduce_above``
     base x query pairs run in a PCA space (:data:`REDUCE_DIM`); the found rows' inner products are then recomputed
     on the full vectors and re-sorted. The query blocks run on :func:`_on_cores`. The base and the query sets may
@@ -343,7 +343,9 @@ def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRo
     (48 numbers a row) and the rows each query block re-ranks are in memory; an exact search reads the base whole.
     ``ids=False``: each set's ids come back with no columns (the similarities alone are kept, block by block).
     From :data:`IVF_FROM` base rows the PCA-space search visits the nearest cells of ``cells`` (made here unless
-    given: :class:`PcaCells`) instead of every row."""
+    given: :class:`PcaCells`) instead of every row. ``combine``: query sets of one length (the same queries under
+    other hypotheses) are searched a block of rows at a time, and ``combine([(sims, ids) per set])`` of each block
+    is returned, joined over the blocks (a tuple of arrays), instead of every set's answer."""
     k = min(k, len(base))
     d = base.shape[1]
     nq = sum(len(q) for q in queries)
@@ -357,7 +359,7 @@ def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRo
 
     if cells is None and (d <= REDUCE_DIM or len(base) * nq <= reduce_above):
         b = np.ascontiguousarray(base[:] if isinstance(base, SpilledRows) else base, dtype=np.float32)  # an IndexFlatIP would copy it
-        return _blocks(lambda q: answer(*_knn_blas(q, b, k)), queries)
+        return _blocks(lambda q: answer(*_knn_blas(q, b, k)), queries, combine=combine)
     if cells is not None:
         proj = cells.proj
         near_rows = cells.search
@@ -396,22 +398,44 @@ def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRo
             ids[s : s + 256] = np.take_along_axis(blk, order, axis=1)
         return answer(sims, ids)
 
-    return _blocks(found, queries, projected)
+    return _blocks(found, queries, projected, combine=combine)
 
 
-def _blocks(fn, queries: list[np.ndarray], projected: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignore[no-untyped-def]
-    """``fn(rows)`` (or ``fn(rows, projected rows)``) -> (sims, ids) over blocks of each query set, run by
-    :func:`_on_cores` and put together per set. The blocks are cut where faiss's exhaustive search cuts its own
-    query blocks (``distance_compute_blas_query_bs`` rows), a short last one joined to the one before (it stays on the
-    BLAS path): every inner product is the same product it was in one call, so the answer does not depend on it."""
+def _cuts(n: int) -> list[int]:
+    """Where a query set of ``n`` rows is cut into blocks (:func:`_blocks`)."""
     import faiss
 
     bs = max(int(faiss.cvar.distance_compute_blas_query_bs), BLAS_FROM)
+    cuts = list(range(0, n, bs)) + [n]
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] < BLAS_FROM:
+        del cuts[-2]
+    return cuts
+
+
+def _blocks(fn, queries: list[np.ndarray], projected: list[np.ndarray] | None = None,  # type: ignore[no-untyped-def]
+            combine=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``fn(rows)`` (or ``fn(rows, projected rows)``) -> (sims, ids) over blocks of each query set, run by
+    :func:`_on_cores` and put together per set. The blocks are cut where faiss's exhaustive search cuts its own
+    query blocks (``distance_compute_blas_query_bs`` rows), a short last one joined to the one before (it stays on the
+    BLAS path): every inner product is the same product it was in one call, so the answer does not depend on it.
+    ``combine`` (sets of one length): a job is one block of rows of every set, its answer ``combine`` of theirs, and
+    the jobs' answers are joined (the same blocks, so the same numbers, as set by set)."""
+    if combine is not None and len({len(q) for q in queries}) == 1 and len(queries[0]):
+        cuts = _cuts(len(queries[0]))
+
+        def job(span: tuple[int, int]):  # type: ignore[no-untyped-def]
+            lo, hi = span
+            if projected is None:
+                return combine([fn(q[lo:hi]) for q in queries])
+            return combine([fn(q[lo:hi], p[lo:hi]) for q, p in zip(queries, projected)])
+
+        done = _on_cores(job, list(zip(cuts[:-1], cuts[1:])))
+        return tuple(np.concatenate(c) for c in zip(*done))  # type: ignore[return-value]
+    if combine is not None:
+        return combine(_blocks(fn, queries, projected))
     jobs = []
     for i, q in enumerate(queries):
-        cuts = list(range(0, len(q), bs)) + [len(q)]
-        if len(cuts) > 2 and cuts[-1] - cuts[-2] < BLAS_FROM:
-            del cuts[-2]
+        cuts = _cuts(len(q))
         jobs.extend((i, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]))
     if projected is None:
         parts = _on_cores(lambda job: fn(queries[job[0]][job[1] : job[2]]), jobs)
@@ -487,9 +511,11 @@ def csls_knn(base: np.ndarray, queries: np.ndarray, k: int = K, *, hub_k: int = 
     if len(base) == 0 or len(queries) == 0:
         return _no_neighbours(len(queries), k)
     sets = [queries] if mirrored_queries is None else [queries, mirrored_queries]
-    found = _search(base, sets, pool, reduce_above)
     r_t = base_hubness(base, sets, hub_k, reduce_above)  # the sets as they are: no stacked copy of every query
-    return _csls_best(found, [False, mirrored_queries is not None], r_t, hub_k, k)
+    mirrored = [False, mirrored_queries is not None]
+    # each block of queries re-ranked as soon as it is searched: the raw pools of every query (POOL neighbours, as
+    # is and mirrored: 120 MB for the 100k queries of 1M images, and as much again while joined) are never held
+    return _search(base, sets, pool, reduce_above, combine=lambda found: _csls_best(found, mirrored, r_t, hub_k, k))
 
 
 def _no_neighbours(q: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
