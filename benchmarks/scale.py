@@ -294,13 +294,14 @@ def rss(n: int, engine: str, json_out: Path | None = None) -> None:
 
 
 def _proc_status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of process ``pid`` in MiB (empty once it has gone)."""
+    """VmRSS, VmHWM and the resident size by kind (RssAnon, RssFile, RssShmem) of process ``pid`` in MiB (empty once
+    it has gone)."""
     out: dict[str, float] = {}
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
                 key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
                     out[key] = int(value.split()[0]) / 1024
     except OSError:
         pass
@@ -340,7 +341,9 @@ def cli(n: int, json_out: Path | None = None, engine: str = "local") -> None:
                     fh.write("5")
             except OSError:
                 pass
-            stages.append({"stage": stage, "at_s": round(time.perf_counter() - t0, 1), "rss_mib": round(st.get("VmRSS", 0))})
+            # the resident size by kind: the heap, files' pages (libraries), shared memory (Ray's object store)
+            stages.append({"stage": stage, "at_s": round(time.perf_counter() - t0, 1), "rss_mib": round(st.get("VmRSS", 0)),
+                           **{k.lower().replace("rss", "") + "_mib": round(st.get(k, 0)) for k in ("RssAnon", "RssFile", "RssShmem")}})
             print(json.dumps(stages[-1]), flush=True)
 
     reader = threading.Thread(target=follow, daemon=True)
