@@ -18,10 +18,11 @@ cv2 = pytest.importorskip("cv2")
 from splitaudit.errors import InvalidParameterError
 from splitaudit.neighbors import candidates
 from splitaudit.neighbors import register as rg
+from splitaudit.neighbors import verify
 from splitaudit.neighbors.calibrate import TAIL_FROM, calibrate, tail_cut
 from splitaudit.neighbors.candidates import candidate_pairs, csls_knn, pixel_vectors
 from splitaudit.neighbors.register import PLAIN_DATASET, plain_share
-from splitaudit.neighbors.verify import decide, find_copies, pixel_agreement, screen, verify_pairs
+from splitaudit.neighbors.verify import CopyMatches, decide, find_copies, pixel_agreement, screen, verify_pairs
 
 SIDE = 32
 
@@ -388,6 +389,20 @@ def test_find_copies_end_to_end(tiles, calibration) -> None:  # type: ignore[no-
     ev = np.flatnonzero(split == 1)
     assert np.isfinite(m.best_score[ev]).all() and np.isnan(m.best_score[split == 0]).all()
     assert (m.best_partner[len(imgs) :] == truth).all()
+    # the registration is held for the registered pairs alone: read whole or at some rows it is the same column, NaN
+    # or 0 where a pair was not registered, and the run cache's plain arrays give it back
+    assert len(m.registration) == m.registered.sum() < len(m)
+    rows = np.random.default_rng(0).integers(0, len(m), 200)
+    for name in verify.REGISTERED_ONLY + ("mad", "copy"):
+        np.testing.assert_array_equal(m.at(name, rows), getattr(m, name)[rows])
+    for name in verify.REGISTERED_ONLY + ("mad", "spread", "still"):
+        np.testing.assert_array_equal(getattr(m, name)[m.registered], getattr(m.registration, name))
+    assert not m.mirrored[~m.registered].any() and (m.scale[~m.registered] == 0).all()
+    back = CopyMatches.from_arrays(m.to_arrays())
+    assert back is not None
+    np.testing.assert_equal(vars(back.calibration), vars(m.calibration))  # NaN where not measured, alike
+    for name, col in m.pairs().items():
+        np.testing.assert_array_equal(back.pairs()[name], col)
 
 
 def test_deterministic_and_bounded(tiles, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

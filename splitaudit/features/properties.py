@@ -238,8 +238,12 @@ def compute_properties(
         _PropertyVectors(max_pixels), table="properties", version=property_version(max_pixels), width=len(MEASURED),
         dtype="<f8", records=records, arrays=arrays, rows=rows, digests=digests, cache=cache, workers=workers,
         progress=progress, engine=engine)
-    matrix = np.where(ok[:, None], matrix, np.nan)
-    return {k: matrix[:, j].copy() for j, k in enumerate(MEASURED)}, computed
+    # NaN where not measured, in place, and each column a view of the one matrix: a new matrix and copied columns
+    # were two more of it at once (48 MB each at 1M images, the peak of the check's last stage; issue #15)
+    if not matrix.flags.writeable:
+        matrix = matrix.copy()
+    matrix[~ok] = np.nan
+    return {k: matrix[:, j] for j, k in enumerate(MEASURED)}, computed
 
 
 @dataclass(frozen=True)

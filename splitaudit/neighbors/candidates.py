@@ -39,6 +39,8 @@ PIXEL_SIDE = 16
 K = 10
 PIXEL_K = 6
 HUB_K = 10
+#: The most neighbours a view may propose per image (its ranks are stored as int16).
+MAX_K = 32767
 #: Neighbours fetched by the raw search before CSLS re-ranking picks the best K.
 POOL = 50
 #: The base side's hubness is measured against at most this many (sampled) queries.
@@ -778,8 +780,8 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
     n = len(split_index)
     if len(thumbs) != n:
         raise invalid_parameter("thumbs", f"an array with one row per record ({n})", len(thumbs))
-    if k_pixel < 0 or k_embed < 0:
-        raise invalid_parameter("k_pixel/k_embed", "integers >= 0", (k_pixel, k_embed))
+    if not (0 <= k_pixel <= MAX_K and 0 <= k_embed <= MAX_K):
+        raise invalid_parameter("k_pixel/k_embed", f"integers from 0 to {MAX_K}", (k_pixel, k_embed))
     for view in views:
         if view not in VIEWS:
             raise invalid_parameter("views", VIEWS, view)
@@ -826,10 +828,11 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
         return out
 
     view_names = np.array(list(views) + list(CROSS) + [""], dtype=object)
+    # ranks are below k (int16: the copy stage keeps both rank columns to the run's end, 1.78M rows at 1M images)
     return Candidates(
-        keys // n, keys % n, col(pa, pb, prank, -1, np.int64), col(pa, pb, pscore, np.nan, np.float64),
+        keys // n, keys % n, col(pa, pb, prank, -1, np.int16), col(pa, pb, pscore, np.nan, np.float64),
         col(pa, pb, pmir, False, bool), view_names[col(pa, pb, pview, len(view_names) - 1, np.int64)],
-        col(ea, eb, erank, -1, np.int64), col(ea, eb, escore, np.nan, np.float64),
+        col(ea, eb, erank, -1, np.int16), col(ea, eb, escore, np.nan, np.float64),
         col(ha, hb, np.ones(len(ha), bool), False, bool))
 
 

@@ -199,12 +199,13 @@ def copy_columns(a: np.ndarray, b: np.ndarray, copies: CopyMatches | None) -> li
     cols = [np.full(n, np.nan), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), *(np.full(n, np.nan) for _ in range(6))]
     if copies is None or not len(copies) or not n:
         return cols
-    src = (copies.score, copies.copy, copies.similar, copies.mirrored, copies.scale, copies.angle, copies.dx, copies.dy,
-           copies.mad, level(copies.smooth_mad, copies.spread))
     # a copy pair that is not a matched pair (scored below the band) has its score in the report's copies object only
     j, k = _rows_of(a, b, np.asarray(copies.a, np.int64), np.asarray(copies.b, np.int64))
+    # the copy stage's columns at those rows alone (its registration's are held for its registered pairs only)
+    names = ("score", "copy", "similar", "mirrored", "scale", "angle", "dx", "dy", "mad")
+    src = [copies.at(name, k) for name in names] + [level(copies.at("smooth_mad", k), copies.at("spread", k))]
     for col, values in zip(cols, src):
-        col[j] = np.asarray(values)[k]
+        col[j] = values
     return cols
 
 

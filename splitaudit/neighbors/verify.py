@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from ..memory import MemoryGate, release_freed_memory
-from .register import LEVEL_SOFTEN, PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, Transform, prepare, register_pairs
+from .register import LEVEL_SOFTEN, PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, prepare, register_pairs
 from .screen import screen_pairs
 
 #: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image, ~160 kB
@@ -312,16 +312,37 @@ def select(sc: Registration, b: np.ndarray, per_image: int = PER_IMAGE, hashed: 
     return keep
 
 
+#: The registration's columns that only registered pairs have (NaN or 0 for every other candidate): a
+#: :class:`CopyMatches` holds them for its registered pairs alone: at 300k images, 150k of its 510k candidates are
+#: registered, and the whole columns (seven of floats, one of flags) held 21 MB more to the run's end.
+REGISTERED_ONLY = ("score", "mirrored", "scale", "angle", "dx", "dy", "overlap", "smooth_mad")
+
+
+#: The registration's columns whose value for a pair not registered is NaN (the others': 0 or False).
+UNREGISTERED_NAN = ("score", "mad", "smooth_mad")
+
+
+def _fill(name: str) -> object:
+    """A pair's value in the registration's column ``name`` when it was not registered (as :func:`find_copies`
+    fills it)."""
+    return np.nan if name in UNREGISTERED_NAN else 0
+
+
 @dataclass(frozen=True)
-class CopyMatches(Transform):
+class CopyMatches:
     """The copy stage's answer over record indices: candidate pairs ``a`` (earlier split) -> ``b`` (later split)
-    with the candidate evidence, the registration (the :class:`~.register.Transform` fields; NaN score where a
-    pair was not registered) and the decision. ``copy``: a confirmed copy (the near-duplicates error);
-    ``similar``: the uncertain band (the similar-images warning). ``best_score`` / ``best_partner``: per record,
-    its best-scoring candidate in an earlier split (NaN / -1 for none): every eval image's best copy score goes
-    into the JSON report. ``calibration``: the values the decisions used. ``screen_score``, ``registered``: per
-    pair, the screen's score, and whether the pair was registered (its eval image's best :data:`PER_IMAGE` by
-    screen score, among its best :data:`PER_IMAGE` hash matches, or a pixel search's nearest: :func:`select`)."""
+    with the candidate evidence, the registration and the decision. ``copy``: a confirmed copy (the near-duplicates
+    error); ``similar``: the uncertain band (the similar-images warning). ``best_score`` / ``best_partner``: per
+    record, its best-scoring candidate in an earlier split (NaN / -1 for none): every eval image's best copy score
+    goes into the JSON report. ``calibration``: the values the decisions used. ``screen_score``, ``registered``:
+    per pair, the screen's score, and whether the pair was registered (its eval image's best :data:`PER_IMAGE` by
+    screen score, among its best :data:`PER_IMAGE` hash matches, or a pixel search's nearest: :func:`select`).
+
+    ``mad``, ``spread``, ``still``: every pair's pixel agreement (:class:`~.register.Transform`: on the registered
+    overlap, or of the two images as they lie, whichever agrees better). ``registration``: the
+    :class:`~.register.Registration` of the registered pairs alone, in pair order. The :data:`REGISTERED_ONLY`
+    columns read as attributes (``score``, ``scale``, ...) are made whole on each read, NaN or 0 where a pair was
+    not registered; :meth:`at` reads some rows of one without making it."""
 
     a: np.ndarray
     b: np.ndarray
@@ -333,22 +354,80 @@ class CopyMatches(Transform):
     best_score: np.ndarray
     best_partner: np.ndarray
     calibration: object  # a calibrate.Calibration
-    screen_score: np.ndarray | None = None
-    registered: np.ndarray | None = None
-    crowding: np.ndarray | None = None  # per record: calibrate.crowding (NaN: no candidates)
+    screen_score: np.ndarray
+    registered: np.ndarray
+    crowding: np.ndarray  # per record: calibrate.crowding (NaN: no candidates)
+    mad: np.ndarray
+    spread: np.ndarray
+    still: np.ndarray
+    registration: Registration
+
+    @property
+    def score(self) -> np.ndarray:
+        return self._whole("score")
+
+    @property
+    def mirrored(self) -> np.ndarray:
+        return self._whole("mirrored")
+
+    @property
+    def scale(self) -> np.ndarray:
+        return self._whole("scale")
+
+    @property
+    def angle(self) -> np.ndarray:
+        return self._whole("angle")
+
+    @property
+    def dx(self) -> np.ndarray:
+        return self._whole("dx")
+
+    @property
+    def dy(self) -> np.ndarray:
+        return self._whole("dy")
+
+    @property
+    def overlap(self) -> np.ndarray:
+        return self._whole("overlap")
+
+    @property
+    def smooth_mad(self) -> np.ndarray:
+        return self._whole("smooth_mad")
+
+    def _whole(self, name: str) -> np.ndarray:
+        values = getattr(self.registration, name)
+        out = np.full(len(self), _fill(name), values.dtype)
+        out[self.registered] = values
+        return out
+
+    def at(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` (a field's or a :data:`REGISTERED_ONLY` one's) at pair ``rows``, made for those rows."""
+        rows = np.asarray(rows, np.int64)
+        if name not in REGISTERED_ONLY:
+            return np.asarray(getattr(self, name))[rows]
+        values = getattr(self.registration, name)
+        out = np.full(len(rows), _fill(name), values.dtype)
+        # where each registered pair sits among the registered ones: its rank in the pair order
+        where = np.flatnonzero(self.registered)
+        pos = np.searchsorted(where, rows)
+        hit = pos < len(where)
+        hit[hit] = where[pos[hit]] == rows[hit]
+        out[hit] = values[pos[hit]]
+        return out
 
     def cuts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(copy cut, similar cut) of the records ``rows`` (eval images: each image's own, by its crowding)."""
-        x = np.full(len(rows), np.nan) if self.crowding is None else self.crowding[np.asarray(rows, np.int64)]
-        return self.calibration.cuts(x)  # type: ignore[attr-defined]
+        return self.calibration.cuts(self.crowding[np.asarray(rows, np.int64)])  # type: ignore[attr-defined]
 
     def __len__(self) -> int:
         return len(self.a)
 
     def pairs(self) -> dict[str, np.ndarray]:
-        """The per-pair columns (for a table, a cache entry or a report)."""
-        skip = {"best_score", "best_partner", "calibration", "crowding"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip and getattr(self, f.name) is not None}
+        """The per-pair columns, every registration column made whole (for a table or a saved file)."""
+        skip = {"best_score", "best_partner", "calibration", "crowding", "registration"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        out.update({name: getattr(self, name) for name in REGISTERED_ONLY})
+        return out
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return copies_to_arrays(self)
@@ -673,8 +752,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         from .thresholds import HASH_COLLISION_RATE
 
         trust_hashes = bool(calibration.hash_distinct_rate <= HASH_COLLISION_RATE)  # NaN (not measured): no
-    reg = {f.name: np.full(len(cand), np.nan) if f.name in ("score", "mad", "smooth_mad") else np.zeros(len(cand), getattr(got, f.name).dtype)
-           for f in fields(Registration)}
+    reg = {f.name: np.full(len(cand), _fill(f.name), getattr(got, f.name).dtype) for f in fields(Registration)}
     for name, col in reg.items():
         col[keep] = getattr(got, name)
     if keys is not None:
@@ -713,9 +791,11 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         if keep[j]:
             best[cand.b[j]] = reg["score"][j]
             partner[cand.b[j]] = cand.a[j]
-    return CopyMatches(**reg, a=cand.a, b=cand.b, pixel_rank=cand.pixel_rank, embed_rank=cand.embed_rank,
+    registration = Registration(**{name: col[keep] for name, col in reg.items()})
+    return CopyMatches(a=cand.a, b=cand.b, pixel_rank=cand.pixel_rank, embed_rank=cand.embed_rank,
                        hashed=cand.hashed, copy=copy, similar=similar, best_score=best, best_partner=partner,
-                       calibration=calibration, screen_score=screen_score, registered=keep, crowding=crowd)
+                       calibration=calibration, screen_score=screen_score, registered=keep, crowding=crowd,
+                       mad=reg["mad"], spread=reg["spread"], still=reg["still"], registration=registration)
 
 
 def as_dict(calibration) -> dict[str, float | int]:  # type: ignore[no-untyped-def]
@@ -725,8 +805,9 @@ def as_dict(calibration) -> dict[str, float | int]:  # type: ignore[no-untyped-d
 
 def copies_to_arrays(c: CopyMatches) -> dict[str, np.ndarray]:
     """Plain arrays of a :class:`CopyMatches` (the run cache stores them: nothing executable)."""
-    out = {f.name: getattr(c, f.name) for f in fields(c) if f.name != "calibration"}
+    out = {f.name: getattr(c, f.name) for f in fields(c) if f.name not in ("calibration", "registration")}
     out.update({f"calibration.{k}": np.asarray(v) for k, v in asdict(c.calibration).items()})
+    out.update({f"registration.{k}": v for k, v in c.registration.to_arrays().items()})
     return out
 
 
@@ -734,9 +815,12 @@ def copies_from_arrays(arrays: dict[str, np.ndarray]) -> CopyMatches | None:
     """:func:`copies_to_arrays` reversed; ``None`` when the arrays are not of this shape (an older layout)."""
     from .calibrate import Calibration
 
-    names = [f.name for f in fields(CopyMatches) if f.name != "calibration"]
+    names = [f.name for f in fields(CopyMatches) if f.name not in ("calibration", "registration")]
     cal_names = [f.name for f in fields(Calibration)]
     if not all(n in arrays for n in names) or not all(f"calibration.{n}" in arrays for n in cal_names):
         return None
+    registration = Registration.from_arrays({k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("registration.")})
+    if registration is None or len(registration) != int(np.count_nonzero(arrays["registered"])):
+        return None
     cal = Calibration(**{n: arrays[f"calibration.{n}"].item() for n in cal_names})
-    return CopyMatches(**{n: arrays[n] for n in names}, calibration=cal)
+    return CopyMatches(**{n: arrays[n] for n in names}, calibration=cal, registration=registration)
