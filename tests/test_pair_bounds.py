@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from splitaudit import Options, audit
-from splitaudit.neighbors.matches import CONFIRM_LINKS, _codes, _rows_of, best_links
+from splitaudit.neighbors.matches import CONFIRM_LINKS, _rows_of, best_links, equal_values
 from splitaudit.progress import VERIFY
 from splitaudit.run import open_run
 
@@ -36,9 +36,11 @@ def test_pair_lookups_answer_as_the_dict_loops_they_replace() -> None:
     rows, queries = _rows_of(a, b, qa, qb)
     assert dict(zip(rows.tolist(), queries.tolist())) == want and len(rows) == len(want) > 20
     assert [len(x) for x in _rows_of(a[:0], b[:0], qa, qb)] == [0, 0]
-    digests = np.array([b"x", None, b"y", b"x", None, b""], dtype=object)
-    codes = _codes(digests)
-    assert [[codes[i] == codes[j] for j in range(6)] for i in range(6)] == [[x == y for y in digests] for x in digests]
+    # digests compared by row: None equals only None; values that share their first 8 bytes are told apart
+    digests = np.array([b"x", None, b"y", b"x", None, b"", b"abcdefgh1", b"abcdefgh2", b"abcdefgh1", b"\0" * 8],
+                       dtype=object)
+    i, j = (x.ravel() for x in np.meshgrid(np.arange(len(digests)), np.arange(len(digests))))
+    assert equal_values(digests, i, j).tolist() == [digests[x] == digests[y] for x, y in zip(i, j)]
 
 
 def test_best_links_keeps_each_images_best_partners() -> None:

@@ -320,7 +320,7 @@ class AuditContext:
             from ..memory import release_freed_memory, spill_rows
 
             f = self.features
-            rows = np.flatnonzero(f.ok).tolist()
+            rows = np.flatnonzero(f.ok)
             side = thumbnail_side(f["width"][f.ok], f["height"][f.ok])
             thumbs, ok, _ = compute_thumbnails(self.dataset.records, self.dataset.arrays, rows, f["digest"], side=side,
                                                cache=self.cache, workers=self.options.workers,
@@ -401,7 +401,7 @@ class AuditContext:
             from ..features.properties import compute_properties
 
             f = self.features
-            rows = np.flatnonzero(f.ok).tolist()
+            rows = np.flatnonzero(f.ok)
             return compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
                                       max_pixels=self.hash_options.max_pixels, engine=self.engine,
                                       progress=self._ticker("measuring images", len(rows)))

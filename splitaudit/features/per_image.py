@@ -35,10 +35,12 @@ CHUNK_BYTES = 16 * 2**20
 #: The whole matrix is also kept as one cache blob (an unchanged dataset read in one query) up to this size; a
 #: bigger one is read back per digest, a chunk at a time (a blob is written and read through whole copies).
 BLOB_MAX = 16 * 2**20
+#: Row numbers turned into Python ints at a time (for the cache key).
+ROW_BLOCK = 65536
 
 
 def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtype: str, records: Sequence[Any],
-                      arrays: dict, rows: Sequence[int], digests: Sequence[bytes], cache: Any | None = None,
+                      arrays: dict, rows: Sequence[int] | np.ndarray, digests: Sequence[bytes], cache: Any | None = None,
                       workers: int | None = None, progress: Progress | None = None, engine: Any | None = None,
                       spill: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """(matrix (n, width) of ``dtype``, ok mask (n,), how many rows were computed rather than read from the cache).
@@ -55,11 +57,14 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
     if progress:  # announce the stage before the cache look-ups and the workers' start-up
         progress(0)
     n = len(records)
-    rows = [int(i) for i in rows]
+    # Row numbers as one array, read a block at a time as Python ints: lists of a million ints (the rows, the rows to
+    # compute) were ~50 MB of small objects at 1M images, and the heap kept most of it after they were freed.
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     h = hashlib.sha256(f"{table}:{version}:{width}:{dtype}:".encode())
-    for i in rows:
-        h.update(i.to_bytes(8, "little"))
-        h.update(digests[i] or b"")
+    for s in range(0, len(rows), ROW_BLOCK):
+        for i in rows[s : s + ROW_BLOCK].tolist():
+            h.update(i.to_bytes(8, "little"))
+            h.update(digests[i] or b"")
     key = h.hexdigest()
     blob = n * width * np.dtype(dtype).itemsize <= BLOB_MAX
     if cache is not None and blob:
@@ -73,11 +78,12 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
     matrix: Any = SpilledRows((n, width), dtype) if spilled else np.zeros((n, width), dtype)
     ok = np.zeros(n, bool)
     chunk = max(64, CHUNK_BYTES // max(1, width * np.dtype(dtype).itemsize))
-    todo: list[int] = []
+    missing: list[np.ndarray] = []
     for s in range(0, len(rows), chunk):
-        part = rows[s : s + chunk]
+        part = rows[s : s + chunk].tolist()
         known = cache.vectors_for(table, [digests[i] for i in part], version, dtype) if cache is not None else {}
         hits: list[int] = []
+        todo_part: list[int] = []
         for i in part:
             v = known.get(digests[i]) if digests[i] else None
             if v is not None and len(v) == width:
@@ -86,15 +92,18 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
                     matrix[i] = v
                 ok[i] = True
             else:
-                todo.append(i)
+                todo_part.append(i)
         if spilled and hits:
             matrix.write_rows(hits, np.stack([known[digests[i]] for i in hits]))
-        del known
+        missing.append(np.asarray(todo_part, np.int64))
+        del known, part, hits, todo_part
+    todo = np.concatenate(missing) if missing else np.zeros(0, np.int64)
+    del missing
     if progress and len(rows) > len(todo):
         progress(len(rows) - len(todo))
-    run = resolve_engine(engine, workers=workers) if todo else None
+    run = resolve_engine(engine, workers=workers) if len(todo) else None
     for s in range(0, len(todo), chunk):
-        part = todo[s : s + chunk]
+        part = todo[s : s + chunk].tolist()
         # Every per-image function decodes whole images (Pillow, NumPy reductions: no GIL held): threads locally.
         out = run.map(fn, batch_columns(records, arrays, part), progress=progress, releases_gil=True)  # type: ignore[union-attr]
         got, good = out["vector"].astype(dtype, copy=False), out["ok"].astype(bool)

@@ -221,7 +221,7 @@ def property_version(max_pixels: int) -> str:
 def compute_properties(
     records: Sequence,
     arrays: dict,
-    rows: Sequence[int],
+    rows: Sequence[int] | np.ndarray,
     digests: Sequence[bytes],
     *,
     cache: object | None = None,

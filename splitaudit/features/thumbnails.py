@@ -88,7 +88,7 @@ class _Thumbnails:
         return thumbnails_batch(batch, self.side, self.max_pixels)
 
 
-def compute_thumbnails(records: Sequence, arrays: dict, rows: Sequence[int], digests: Sequence[bytes], *, side: int,
+def compute_thumbnails(records: Sequence, arrays: dict, rows: Sequence[int] | np.ndarray, digests: Sequence[bytes], *, side: int,
                        cache: object | None = None, workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                        progress: Callable[[int], None] | None = None, engine: object | None = None,
                        spill: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
