@@ -400,11 +400,16 @@ class AuditContext:
         def compute() -> tuple[dict[str, np.ndarray], int]:
             from ..features.properties import compute_properties
 
+            from ..memory import release_freed_memory
+
             f = self.features
             rows = np.flatnonzero(f.ok)
-            return compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
-                                      max_pixels=self.hash_options.max_pixels, engine=self.engine,
-                                      progress=self._ticker("measuring images", len(rows)))
+            try:
+                return compute_properties(self.dataset.records, self.dataset.arrays, rows, f["digest"], cache=self.cache,
+                                          max_pixels=self.hash_options.max_pixels, engine=self.engine,
+                                          progress=self._ticker("measuring images", len(rows)))
+            finally:
+                release_freed_memory()  # the decoding threads' heaps: the checks that read the properties start lower
 
         return self.memo("properties", compute)
 

@@ -32,6 +32,9 @@ def batch_columns(records: Sequence[Any], arrays: dict, rows: Sequence[int]) -> 
 #: about this many bytes of a chunk's vectors besides (20k 64-px thumbnails are 78 MiB; whole, the job's outputs,
 #: their concatenation and the cache's copies held four times that at once).
 CHUNK_BYTES = 16 * 2**20
+#: ... and at most this many rows: a row also costs its path, its digest and its cache look-up, whatever its vector's
+#: width (the properties' 48 bytes a row made 350k-row chunks, ~70 MB of those at once at 1M images).
+CHUNK_ROWS = 65536
 #: The whole matrix is also kept as one cache blob (an unchanged dataset read in one query) up to this size; a
 #: bigger one is read back per digest, a chunk at a time (a blob is written and read through whole copies).
 BLOB_MAX = 16 * 2**20
@@ -77,7 +80,7 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
     spilled = spill and not blob and n * width * np.dtype(dtype).itemsize > SPILL_BYTES
     matrix: Any = SpilledRows((n, width), dtype) if spilled else np.zeros((n, width), dtype)
     ok = np.zeros(n, bool)
-    chunk = max(64, CHUNK_BYTES // max(1, width * np.dtype(dtype).itemsize))
+    chunk = max(64, min(CHUNK_ROWS, CHUNK_BYTES // max(1, width * np.dtype(dtype).itemsize)))
     missing: list[np.ndarray] = []
     for s in range(0, len(rows), chunk):
         part = rows[s : s + chunk].tolist()
