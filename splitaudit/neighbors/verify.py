@@ -328,6 +328,16 @@ def _fill(name: str) -> object:
     return np.nan if name in UNREGISTERED_NAN else 0
 
 
+class _Whole:
+    """A :class:`CopyMatches` column of the registration, read whole: NaN or 0 where a pair was not registered."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: CopyMatches | None, owner: type | None = None) -> np.ndarray:
+        return self if obj is None else obj._whole(self.name)  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class CopyMatches:
     """The copy stage's answer over record indices: candidate pairs ``a`` (earlier split) -> ``b`` (later split)
@@ -362,37 +372,15 @@ class CopyMatches:
     still: np.ndarray
     registration: Registration
 
-    @property
-    def score(self) -> np.ndarray:
-        return self._whole("score")
-
-    @property
-    def mirrored(self) -> np.ndarray:
-        return self._whole("mirrored")
-
-    @property
-    def scale(self) -> np.ndarray:
-        return self._whole("scale")
-
-    @property
-    def angle(self) -> np.ndarray:
-        return self._whole("angle")
-
-    @property
-    def dx(self) -> np.ndarray:
-        return self._whole("dx")
-
-    @property
-    def dy(self) -> np.ndarray:
-        return self._whole("dy")
-
-    @property
-    def overlap(self) -> np.ndarray:
-        return self._whole("overlap")
-
-    @property
-    def smooth_mad(self) -> np.ndarray:
-        return self._whole("smooth_mad")
+    # the REGISTERED_ONLY columns, made whole on each read
+    score = _Whole()
+    mirrored = _Whole()
+    scale = _Whole()
+    angle = _Whole()
+    dx = _Whole()
+    dy = _Whole()
+    overlap = _Whole()
+    smooth_mad = _Whole()
 
     def _whole(self, name: str) -> np.ndarray:
         values = getattr(self.registration, name)
