@@ -14,7 +14,6 @@ class is reported for that class. Thresholds and their measurement: docs/distrib
 from __future__ import annotations
 
 import math
-
 from collections import Counter
 
 import numpy as np
