@@ -11,7 +11,9 @@ import numpy as np
 from .checks import AuditContext
 from .options import CHECK, Options, build_options
 from .progress import CHECKS, stage
+from .features.engine import objects
 from .report import AuditReport, Policy, build_report
+from .report.model import BestCopies
 from .report.baseline import Baseline, resolve_baseline
 from .run import Progress, open_run
 
@@ -107,17 +109,15 @@ def copy_summary(ctx: AuditContext) -> dict[str, Any]:
         return {}
     from dataclasses import asdict
 
-    s = ctx.split_index
-    later = np.flatnonzero(s > 0)
-    cut = found.cuts(later)[0]
-    best: dict[str, list[dict[str, Any]]] = {}
-    for i, c in zip(later.tolist(), cut.tolist()):
-        r = ctx.ref(i)
-        score, partner = float(found.best_score[i]), int(found.best_partner[i])
-        other = ctx.ref(partner) if partner >= 0 else None
-        best.setdefault(r.split, []).append({
-            "path": r.path, "score": None if np.isnan(score) else round(score, 4), "cut": round(c, 4),
-            "partner": f"{other.split}/{other.path}" if other is not None else None})
+    s, records = ctx.split_index, ctx.dataset.records
+    best: dict[str, BestCopies] = {}
+    for k in np.unique(s[s > 0]).tolist():
+        rows = np.flatnonzero(s == k)
+        other = [records[j] if j >= 0 else None for j in found.best_partner[rows].tolist()]
+        best[records[rows[0]].split] = BestCopies(
+            paths=objects([records[i].relpath for i in rows.tolist()]), scores=found.best_score[rows],
+            cuts=found.cuts(rows)[0], partner_splits=objects([r.split if r is not None else None for r in other]),
+            partner_paths=objects([r.relpath if r is not None else None for r in other]))
     return {"calibration": asdict(found.calibration), "candidates": len(found), "copies": int(found.copy.sum()),
             "similar": int(found.similar.sum()), "best": best}
 

@@ -17,7 +17,7 @@ from splitaudit.render import RENDERERS
 from splitaudit.render.github import render_github
 from splitaudit.render.markdown import TOP_FINDINGS, render_markdown
 from splitaudit.render.sarif import render_sarif, sarif_document
-from splitaudit.report.model import AuditReport, Evidence, Finding, ImageRef, Severity, SplitSummary, Verdict
+from splitaudit.report.model import AuditReport, BestCopies, Evidence, Finding, ImageRef, Severity, SplitSummary, Verdict, _clean
 
 from conftest import Planted, save
 
@@ -248,3 +248,9 @@ def test_report_json_written_in_chunks_is_the_same_text(hostile: AuditReport, pl
     fh = io.StringIO()
     report.write_json(fh)
     assert fh.getvalue() == report.to_json()
+    # ... with each eval image's best copy made as it is written (a dictionary per image, 100k at 1M images)
+    best = report.copies["best"]
+    assert best and all(isinstance(rows, BestCopies) and len(rows) > 0 for rows in best.values())
+    listed = json.loads(fh.getvalue())["copies"]["best"]
+    assert listed == {split: [_clean(row) for row in rows] for split, rows in best.items()}
+    assert any(row["partner"] is not None for rows in listed.values() for row in rows)

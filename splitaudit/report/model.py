@@ -221,6 +221,43 @@ class Verdict:
         }
 
 
+class LazyRows(Sequence):
+    """A long list of the report (a dictionary per image) whose items are made when read, from arrays: the JSON
+    writer (:meth:`AuditReport.write_json`) cleans and writes them one at a time; ``to_dict`` makes them a list."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, eq=False)
+class BestCopies(LazyRows):
+    """``copies.best`` of one split: each evaluation image's best copy score (``None`` without candidates), the cut
+    it was held to and its partner (``"split/path"``, ``None`` without one), in record order. A dictionary per image
+    made at once held ~40 MiB from the checks' end to the report's at 1M images (100k eval images; issue #15); the
+    arrays hold 40 bytes an image, the strings being the records' own."""
+
+    paths: Any  # object array: each image's path in its split
+    scores: Any  # float array, NaN where the image had no candidate
+    cuts: Any  # float array
+    partner_splits: Any  # object array: the partner's split, None without a partner
+    partner_paths: Any  # object array
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        score, split = float(self.scores[i]), self.partner_splits[i]
+        return {"path": self.paths[i], "score": None if score != score else round(score, 4),
+                "cut": round(float(self.cuts[i]), 4),
+                "partner": f"{split}/{self.partner_paths[i]}" if split is not None else None}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(self.__getitem__, range(len(self)))
+
+
 @dataclass(frozen=True)
 class AuditReport:
     """The result of :func:`splitaudit.audit`: splits, findings (sorted, most severe first) and the verdict."""
@@ -251,14 +288,14 @@ class AuditReport:
     def to_dict(self) -> dict[str, Any]:
         return self._document([f.to_dict() for f in self.findings])
 
-    def _document(self, findings: Any) -> dict[str, Any]:
+    def _document(self, findings: Any, lazy: bool = False) -> dict[str, Any]:
         return {
             "schema_version": JSON_SCHEMA_VERSION,
             "verdict": self.verdict.to_dict(),
             "splits": [s.to_dict() for s in self.splits],
             "checks": {name: _clean(dict(params)) for name, params in self.checks},
             "embeddings": _clean(dict(self.embeddings)) or None,
-            "copies": _clean(dict(self.copies)) or None,
+            "copies": _clean(dict(self.copies), lazy) or None,
             "distribution": _clean(dict(self.distribution)),
             "findings": findings,
         }
@@ -270,7 +307,7 @@ class AuditReport:
         """:meth:`to_json`'s text written to the text file ``fh`` a few MB at a time (:func:`write_indented_json`),
         each finding's dictionary made as it is written, not all of them first (a 1M-image check has 45,817; issue
         #15)."""
-        write_indented_json(self._document(_Each(self.findings, Finding.to_dict)), fh)
+        write_indented_json(self._document(_Each(self.findings, Finding.to_dict), lazy=True), fh)
 
     def _repr_html_(self) -> str:
         """Jupyter shows a report as the curator's HTML page (one self-contained document). Without embedded
@@ -410,8 +447,11 @@ def _key_text(k: Any) -> str:
     raise TypeError(f"keys must be str, int, float, bool or None, not {k.__class__.__name__}")
 
 
-def _clean(value: Any) -> Any:
-    """JSON-ready and deterministic: floats rounded to 6 significant digits, tuples as lists, NumPy scalars unwrapped."""
+def _clean(value: Any, lazy: bool = False) -> Any:
+    """JSON-ready and deterministic: floats rounded to 6 significant digits, tuples as lists, NumPy scalars unwrapped.
+    ``lazy``: a :class:`LazyRows` stays lazy, each item cleaned as it is written (:func:`write_indented_json`)."""
+    if isinstance(value, LazyRows):
+        return _Each(value, _clean) if lazy else [_clean(v) for v in value]
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, enum.Enum):
@@ -423,7 +463,7 @@ def _clean(value: Any) -> Any:
     if isinstance(value, int):
         return value
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): _clean(v, lazy) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [_clean(v, lazy) for v in value]
     return str(value)
