@@ -58,9 +58,12 @@ def duplicate_mask(m: Matches, ncc_threshold: float) -> np.ndarray:
     return m.same_bytes | m.same_pixels | (m.hashed & (m.cos_ok | pixel_ok)) | (m.candidate & pixel_ok) | m.copy
 
 
-def cross_split(ctx: AuditContext, m: Matches) -> Matches:
+def cross_split(ctx: AuditContext, m: Matches, keep: np.ndarray | None = None) -> Matches:
+    """The pairs of ``m`` across two splits (and in the mask ``keep`` over ``m``): one selection, one copy of the
+    columns (a copy per mask held tens of MiB at 1M images, issue #15)."""
     s = ctx.split_index
-    return m.select(s[m.a] != s[m.b])
+    cross = s[m.a] != s[m.b]
+    return m.select(cross if keep is None else cross & keep)
 
 
 def pair_findings(ctx: AuditContext, m: Matches, *, check: str, category: str, max_matches_per_image: int,

@@ -10,6 +10,6 @@ from .registry import Count, register
 
 @register("exact-duplicates", summary="Identical files (same bytes) in two different splits.", leak=True, display="pair")
 def exact_duplicates(ctx: AuditContext, *, max_matches_per_image: Count = 5) -> list[Finding]:
-    m = cross_split(ctx, ctx.matches())
-    return pair_findings(ctx, m.select(m.same_bytes), check="exact-duplicates", category="exact",
+    m = ctx.matches()
+    return pair_findings(ctx, cross_split(ctx, m, m.same_bytes), check="exact-duplicates", category="exact",
                          max_matches_per_image=max_matches_per_image)

@@ -29,6 +29,7 @@ def near_duplicates(
     on this dataset), or when it is an embedding candidate (see ``similar-images``) whose aligned pixel correlation
     reaches ``min_ncc``.
     """
-    m = cross_split(ctx, ctx.matches(max_phash, max_dhash, min_similarity, max_ratio))
-    return pair_findings(ctx, m.select(duplicate_mask(m, ctx.ncc_threshold(min_ncc)) & ~m.same_pixels), check="near-duplicates",
-                         category="near-duplicate", max_matches_per_image=max_matches_per_image)
+    m = ctx.matches(max_phash, max_dhash, min_similarity, max_ratio)
+    m = cross_split(ctx, m, duplicate_mask(m, ctx.ncc_threshold(min_ncc)) & ~m.same_pixels)
+    return pair_findings(ctx, m, check="near-duplicates", category="near-duplicate",
+                         max_matches_per_image=max_matches_per_image)

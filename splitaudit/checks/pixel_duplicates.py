@@ -13,8 +13,8 @@ from .registry import Count, register
 
 @register("pixel-duplicates", summary="Different files with identical decoded pixels in two splits (PNG vs WebP, stripped EXIF, another orientation tag).", leak=True, display="pair")
 def pixel_duplicates(ctx: AuditContext, *, max_matches_per_image: Count = 5) -> list[Finding]:
-    m = cross_split(ctx, ctx.matches())
-    findings = pair_findings(ctx, m.select(m.same_pixels & ~m.same_bytes), check="pixel-duplicates",
+    m = ctx.matches()
+    findings = pair_findings(ctx, cross_split(ctx, m, m.same_pixels & ~m.same_bytes), check="pixel-duplicates",
                              category="identical-pixels", max_matches_per_image=max_matches_per_image)
     return findings + _orientation_copies(ctx)
 
