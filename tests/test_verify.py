@@ -924,6 +924,12 @@ def test_the_outward_screen_adds_the_crop_of_an_eval_image(tiles) -> None:  # ty
     sc, out = screen_outward(thumbs, a, b)
     main = select(sc, b, PER_IMAGE)
     np.testing.assert_array_equal(sc.score, screen(thumbs, a, b).score)  # the main screen is the same one
+    # the screen's answer is compact (14 bytes a pair, not a registration's 74); its starts are made for any rows
+    assert sc.score.itemsize + sc.best.itemsize + sc.shift.itemsize == 14
+    whole, some = screen(thumbs, a, b), np.flatnonzero(b % 3 == 0)
+    for name, col in whole.select(some).to_arrays().items():
+        np.testing.assert_array_equal(getattr(sc.start(some), name), col)
+    assert whole.mirrored.any() and (whole.scale != 1).any() and (whole.dx != 0).any()  # not vacuous
     keep, start, also = widen(sc, out, b, main, both=b % 2 == 0)
     # the starts of the kept pairs alone (what the copy stage asks, not every candidate's) are the same values
     kept, start_kept, also_kept = widen(sc, out, b, main, both=b % 2 == 0, kept_only=True)

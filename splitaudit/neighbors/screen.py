@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -133,6 +134,36 @@ def _spectra(small: np.ndarray, variants: tuple[tuple[float, float], ...]) -> np
     return out
 
 
+@dataclass(frozen=True)
+class Screen:
+    """The screen's answer per pair, compact: its ``score``, its best variant ``best`` (index into ``variants``, the
+    mirrored ones after them) and best ``shift`` (index into :func:`_shifts`' grid for the half-resolution ``side``).
+    :meth:`start` makes the :class:`~.register.Registration` a registration starts from, for the rows that need one:
+    made whole for every pair it took 74 bytes a pair, and the two screens of a 1M-image check's 1.78M candidates
+    held ~260 MB at once (issue #15); this is 14."""
+
+    score: np.ndarray
+    best: np.ndarray
+    shift: np.ndarray
+    variants: tuple[tuple[float, float], ...]
+    side: int
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def start(self, rows: np.ndarray | slice = slice(None)) -> Registration:
+        """The screen's answer for ``rows`` as a registration's start (``overlap`` and the pixel columns NaN)."""
+        best, shift = np.asarray(self.best[rows], np.int64), np.asarray(self.shift[rows], np.int64)
+        n, nv = len(best), len(self.variants)
+        _, sx, sy, _ = _shifts(self.side, self.variants)
+        zoom = np.array([z for z, _ in self.variants])[best % nv]
+        theta = np.array([t for _, t in self.variants])[best % nv]
+        # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
+        return Registration(self.score[rows], best >= nv, 1.0 / zoom, theta, -sx[shift] / self.side,
+                            -sy[shift] / self.side, np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan),
+                            np.zeros(n, bool), np.full(n, np.nan))
+
+
 #: Pairs screened per block of at most this many distinct b images: only the block's spectra are held
 #: (30 kB per b image with its 12 variants, 2.5 kB per a image).
 BLOCK = 256
@@ -140,10 +171,9 @@ BLOCK = 256
 
 def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool = True, workers: int | None = None,
                  variants: tuple[tuple[float, float], ...] = VARIANTS, weights: tuple[float, ...] = WEIGHTS,
-                 pool=None) -> Registration:  # type: ignore[no-untyped-def]
+                 pool=None) -> Screen:  # type: ignore[no-untyped-def]
     """Screen the pairs (``prep`` rows ``ia[i]``, ``ib[i]``): see the module docstring. The answer is a
-    :class:`~.register.Registration` (the screen's score and its best variant and shift; ``overlap`` NaN): the
-    registration's starting point. Pairs run in blocks of :data:`BLOCK` distinct b images (bounded memory), each
+    :class:`Screen` (the screen's score and its best variant and shift): the registration's starting point. Pairs run in blocks of :data:`BLOCK` distinct b images (bounded memory), each
     block's chunks on ``workers`` threads (default: one per core; the answer does not depend on them).
     ``variants``/``weights``: b's (zoom, angle) tried and what each one's peak counts (:data:`VARIANTS`,
     :data:`WEIGHTS`; :data:`OUTWARD` for the pairs' other screen)."""
@@ -153,9 +183,8 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
     ib = np.asarray(ib, np.int64)
     n = len(ia)
     score = np.zeros(n)
-    best = np.zeros(n, np.int64)
-    shift = np.zeros(n, np.int64)
-    nv = len(variants) * (2 if mirror else 1)
+    best = np.zeros(n, np.int16)  # < 2 x the variants
+    shift = np.zeros(n, np.int32)  # < the shifts within REACH (197 at the working side of 64-px thumbnails)
     order = np.argsort(ib, kind="stable")
     ub, first = np.unique(ib[order], return_index=True)
     blocks = [order[first[s] : first[s + BLOCK] if s + BLOCK < len(ub) else n] for s in range(0, len(ub), BLOCK)]
@@ -192,14 +221,7 @@ def screen_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bool
         for rows in blocks:
             score[rows], best[rows], shift[rows] = _screen_block(prep.small, prep.small_mirror, ia[rows], ib[rows],
                                                                  mirror, workers, variants, weights)
-    side = prep.small.shape[1]
-    _, sx, sy, _ = _shifts(side, variants)
-    zoom = np.array([variants[v % len(variants)][0] for v in range(nv)])
-    theta = np.array([variants[v % len(variants)][1] for v in range(nv)])
-    # a(u) ~ b_v(u + s) = b(R (u + s - c) / z + c): x_b = k R (x_a - c - d) + c with k = 1/z, d = -s
-    return Registration(score, best >= len(variants), 1.0 / zoom[best], theta[best], -sx[shift] / side,
-                        -sy[shift] / side, np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool),
-                        np.full(n, np.nan))
+    return Screen(score, best, shift, tuple(variants), prep.small.shape[1])
 
 
 def screen_job(args: dict, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

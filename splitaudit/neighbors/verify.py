@@ -23,7 +23,7 @@ import numpy as np
 
 from ..memory import MemoryGate, release_freed_memory
 from .register import LEVEL_SOFTEN, PIXEL_MAD, PIXEL_SPREAD, SIDE, Prepared, Registration, prepare, register_pairs
-from .screen import screen_pairs
+from .screen import Screen, screen_pairs
 
 #: Pairs are verified in chunks whose images are prepared together (bounded memory: ~9 kB per prepared image, ~160 kB
 #: per pair in flight), one chunk per thread or worker. The chunks' pairs matter to the last digits (a pair's place in
@@ -193,14 +193,15 @@ def screen(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE
     once."""
     from .screen import VARIANTS, WEIGHTS
 
-    return _screens(thumbs, a, b, ((VARIANTS, WEIGHTS),), side, mirror, workers, aspect, plain)[0]
+    return _screens(thumbs, a, b, ((VARIANTS, WEIGHTS),), side, mirror, workers, aspect, plain)[0].start()
 
 
 def screen_outward(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
                    workers: int | None = None, aspect: np.ndarray | None = None, plain: bool = False,
-                   pool=None) -> tuple[Registration, Registration]:  # type: ignore[no-untyped-def]
-    """:func:`screen`, and the pairs' screen with b shown bigger (:data:`~.screen.OUTWARD`: the train image a crop
-    of the eval image), from one preparation of the images."""
+                   pool=None) -> tuple[Screen, Screen]:  # type: ignore[no-untyped-def]
+    """:func:`screen`'s answer as a :class:`~.screen.Screen` (its start made for the pairs registered alone,
+    :func:`widen`), and the pairs' screen with b shown bigger (:data:`~.screen.OUTWARD`: the train image a crop of
+    the eval image), from one preparation of the images."""
     from .screen import OUTWARD, OUTWARD_WEIGHTS, VARIANTS, WEIGHTS
 
     main, out = _screens(thumbs, a, b, ((VARIANTS, WEIGHTS), (OUTWARD, OUTWARD_WEIGHTS)), side, mirror, workers, aspect,
@@ -208,7 +209,7 @@ def screen_outward(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: in
     return main, out
 
 
-def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray, both: np.ndarray | None = None,
+def widen(sc: Screen, out: Screen, b: np.ndarray, keep: np.ndarray, both: np.ndarray | None = None,
           *, kept_only: bool = False) -> tuple[np.ndarray, Registration, Registration]:
     """The pairs to register and their starts, given the main screen ``sc``, the outward one ``out`` and the main
     selection ``keep``: each later image's best pair by ``out`` joins where its outward peak beats every main peak of
@@ -224,16 +225,18 @@ def widen(sc: Registration, out: Registration, b: np.ndarray, keep: np.ndarray, 
     keep = keep | extra
     rows = np.flatnonzero(keep) if kept_only else slice(None)
     take = out.score[rows] > sc.score[rows]
-    start = Registration(**{f.name: np.where(take, getattr(out, f.name)[rows], getattr(sc, f.name)[rows])
+    main, outward = sc.start(rows), out.start(rows)
+    start = Registration(**{f.name: np.where(take, getattr(outward, f.name), getattr(main, f.name))
                             for f in fields(Registration)})
-    other = {f.name: np.where(take, getattr(sc, f.name)[rows], getattr(out, f.name)[rows]) for f in fields(Registration)}
+    other = {f.name: np.where(take, getattr(main, f.name), getattr(outward, f.name)) for f in fields(Registration)}
+    del main, outward
     on = np.zeros(len(b), bool) if both is None else np.asarray(both, bool)
     also = Registration(**{**other, "score": np.where(on[rows], other["score"], np.nan)})
     return keep, start, also
 
 
 def _screens(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, groups, side: int, mirror: bool,  # type: ignore[no-untyped-def]
-             workers: int | None, aspect: np.ndarray | None, plain: bool = False, pool=None) -> list[Registration]:
+             workers: int | None, aspect: np.ndarray | None, plain: bool = False, pool=None) -> list[Screen]:
     """One :func:`.screen.screen_pairs` answer per (variants, weights) of ``groups``, the images prepared once."""
     from ..memory import SPILL_BYTES, SpilledRows
 
@@ -291,7 +294,7 @@ def _best_per_image(score: np.ndarray, b: np.ndarray, per_image: int, among: np.
     return keep
 
 
-def select(sc: Registration, b: np.ndarray, per_image: int = PER_IMAGE, hashed: np.ndarray | None = None,
+def select(sc: Screen | Registration, b: np.ndarray, per_image: int = PER_IMAGE, hashed: np.ndarray | None = None,
            nearest: np.ndarray | None = None) -> np.ndarray:
     """The pairs worth registering: each later image's ``per_image`` best pairs by screen score, its
     ``per_image`` best hash matches (uniform data -- garments, digits -- hash alike by the dozen per image), and
