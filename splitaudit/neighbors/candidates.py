@@ -380,11 +380,23 @@ def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRo
         with _one_thread_each():  # eigh's last bits depend on BLAS's thread count; its two threads on busy cores spin
             _, vecs = np.linalg.eigh(sample.T @ sample)
             proj = np.ascontiguousarray(vecs[:, ::-1][:, :REDUCE_DIM], dtype=np.float32)
+        if _streams(base, queries):
+            with _one_thread_each():
+                found_near = _near_streamed(base, [_project(q, proj) for q in queries], proj, k)
+            return _blocks(_reranked(base, k, lambda got, k: got, answer), queries, found_near, combine=combine)
+        with _one_thread_each():
             reduced = np.ascontiguousarray(_project(base, proj), dtype=np.float32)
         near_rows = lambda qp, k: _knn_blas(qp, reduced, k)  # noqa: E731
     with _one_thread_each():
         # a query set in a file is projected block by block as its blocks are searched (never held whole)
         projected = [_Projected(q, proj) if isinstance(q, SpilledRows) else _project(q, proj) for q in queries]
+    return _blocks(_reranked(base, k, near_rows, answer), queries, projected, combine=combine)
+
+
+def _reranked(base: np.ndarray | SpilledRows, k: int, near_rows, answer):  # type: ignore[no-untyped-def]
+    """``found(q, qp)``: the ``k`` rows of ``base`` that ``near_rows(qp, k)`` finds in the PCA space for the queries
+    ``q``, re-ranked by their inner products on the full vectors."""
+    d = base.shape[1]
     spilled = isinstance(base, SpilledRows)
 
     def found(q: np.ndarray, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -400,7 +412,64 @@ def _search(base: np.ndarray | SpilledRows, queries: list[np.ndarray | SpilledRo
             ids[s : s + 256] = np.take_along_axis(blk, order, axis=1)
         return answer(sims, ids)
 
-    return _blocks(found, queries, projected, combine=combine)
+    return found
+
+
+#: A PCA-space search whose base's projection would take more than this many bytes, with few queries (one block
+#: of faiss's, :func:`_cuts`, per set), streams the base instead (:func:`_near_streamed`): the calibration's
+#: searches of a few hundred sampled images among 900k training images held the base's projection whole, ~170 MB
+#: at 1M images, beside the eval images' search on the other thread (issue #15).
+STREAM_ABOVE = 64 * 2**20
+#: Base rows projected and searched at a time by a streamed search (a whole number of PROJECT_BLOCKs).
+STREAM_ROWS = 8 * PROJECT_BLOCK
+
+
+def _streams(base: np.ndarray | SpilledRows, queries: list) -> bool:
+    """Whether :func:`_search` streams the base (see :data:`STREAM_ABOVE`): rows in a file, so that its
+    projection is made PROJECT_BLOCK rows at a time either way (the same numbers, bit for bit)."""
+    return (isinstance(base, SpilledRows) and len(base) * REDUCE_DIM * 4 > STREAM_ABOVE
+            and all(len(_cuts(len(q))) <= 2 for q in queries))
+
+
+class _Near:
+    """A query set's neighbours found beforehand (:func:`_near_streamed`), sliced as its rows are."""
+
+    def __init__(self, sims: np.ndarray, ids: np.ndarray) -> None:
+        self.sims, self.ids = sims, ids
+
+    def __len__(self) -> int:
+        return len(self.sims)
+
+    def __getitem__(self, index: slice) -> tuple[np.ndarray, np.ndarray]:
+        return self.sims[index], self.ids[index]
+
+
+def _near_streamed(base: SpilledRows, projected: list[np.ndarray], proj: np.ndarray, k: int) -> list[_Near]:
+    """Each projected query set's ``k`` nearest base rows in the PCA space (inner product), the base projected and
+    searched :data:`STREAM_ROWS` at a time and the blocks' answers merged: the answer of one search of the whole
+    projection, bit for bit. The projection is made PROJECT_BLOCK rows at a time as :func:`_project` makes it, and
+    faiss compares its database 1,024 rows at a time (``distance_compute_blas_database_bs``), so every inner product
+    is the same product. Ties as faiss's heaps break them: of rows equally close at the k-th place the lower ones are
+    kept (a row replaces a kept one only when strictly closer, and rows come in order), and equal similarities are
+    listed higher row first."""
+    sims = [np.full((len(p), k), -np.inf, np.float32) for p in projected]
+    ids = [np.full((len(p), k), -1, np.int64) for p in projected]
+    rows = _Projected(base, proj)
+    for lo in range(0, len(base), STREAM_ROWS):
+        reduced = np.ascontiguousarray(rows[lo : lo + STREAM_ROWS], dtype=np.float32)
+        for j, p in enumerate(projected):
+            if not len(p):
+                continue
+            s, i = _knn_blas(p, reduced, min(k, len(reduced)))
+            both_s = np.concatenate([sims[j], s], axis=1)
+            both_i = np.concatenate([ids[j], np.where(i >= 0, i + lo, -1)], axis=1)
+            kept = np.lexsort((np.where(both_i >= 0, both_i, np.iinfo(np.int64).max), -both_s), axis=1)[:, :k]
+            sims[j], ids[j] = np.take_along_axis(both_s, kept, axis=1), np.take_along_axis(both_i, kept, axis=1)
+    out = []
+    for s, i in zip(sims, ids):
+        order = np.lexsort((-i, -s), axis=1)
+        out.append(_Near(np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)))
+    return out
 
 
 def _cuts(n: int) -> list[int]:
