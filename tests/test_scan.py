@@ -77,6 +77,28 @@ def test_manifest_with_groups(clean: Planted, tmp_path: Path) -> None:
     assert leaks[0].data["counts"] == {"train": 1, "val": 1}
 
 
+def test_a_shuffled_manifest_still_has_train_as_its_training_split(clean: Planted) -> None:
+    # rows in any order (a manifest written from a shuffled table): the split named train is the one the others are
+    # compared with, not the split of the first row; the other splits keep their order of appearance
+    from splitaudit.scan.manifest import read_manifest
+
+    train = sorted(clean.split("train").rglob("*.jpg"))
+    val = sorted(clean.split("val").rglob("*.jpg"))
+    rel = lambda p: p.relative_to(clean.root).as_posix()  # noqa: E731
+    rows = [f"{rel(val[0])},{val[0].parent.name},val", f"{rel(train[0])},{train[0].parent.name},Test"]
+    rows += [f"{rel(p)},{p.parent.name},TRAIN" for p in train] + [f"{rel(p)},{p.parent.name},val" for p in val[1:]]
+    manifest = clean.root / "shuffled.csv"
+    manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    specs, records = read_manifest(manifest)
+    assert [s.name for s in specs] == ["TRAIN", "val", "Test"]
+    assert [r.split for r in records] == ["TRAIN"] * len(train) + ["val"] * len(val) + ["Test"]
+    report = splitaudit.audit(manifest=manifest, backbone="none", select=("exact-duplicates",))
+    leak = {s.name: s.leak_fraction for s in report.splits}
+    assert leak["TRAIN"] == 0 and leak["Test"] == 1.0  # the test image is a training file listed again
+    (finding,) = report.by_check("exact-duplicates")
+    assert [i.split for i in finding.images] == ["TRAIN", "Test"]
+
+
 def test_manifest_missing_column_is_a_clear_error(tmp_path: Path) -> None:
     m = tmp_path / "m.csv"
     m.write_text("path,split\na.jpg,train\n")

@@ -12,6 +12,10 @@ from .folders import group_of
 from .records import ImageRecord, SplitSpec
 
 REQUIRED_COLUMNS = ("path", "label", "split")
+#: A split of one of these names (any case) is the training split, the first, wherever its rows appear: the other
+#: splits are compared with the first one, and a shuffled manifest whose first row is a validation image made the
+#: validation split the training one.
+TRAINING_NAMES = ("train", "training")
 #: Distinct texts shared between records at most (groups may be as many as the rows: then only the first ones).
 SHARED_MAX = 100_000
 
@@ -26,7 +30,8 @@ def _regular_fd(path: str) -> int:
 
 
 def read_manifest(manifest: str | os.PathLike[str], *, group_pattern: re.Pattern[str] | None = None) -> tuple[list[SplitSpec], list[ImageRecord]]:
-    """Records for every row; paths are relative to the manifest's folder. Splits keep first-appearance order."""
+    """Records for every row; paths are relative to the manifest's folder. Splits keep first-appearance order, but
+    for a split named as :data:`TRAINING_NAMES` are, which comes first."""
     manifest = os.fspath(manifest)
     base = os.path.dirname(os.path.abspath(manifest))
     splits: dict[str, SplitSpec] = {}
@@ -50,7 +55,10 @@ def read_manifest(manifest: str | os.PathLike[str], *, group_pattern: re.Pattern
         raise SplitauditError(f"cannot read manifest {manifest!r}: {exc.strerror or exc}") from exc
     except (csv.Error, UnicodeDecodeError) as exc:
         raise SplitauditError(f"manifest {manifest!r} is not valid CSV: {exc}") from exc
-    # Group records by split in first-appearance order so every later stage sees contiguous splits.
+    training = [name for name in splits if name.lower() in TRAINING_NAMES]
+    if len(training) == 1:
+        splits = {training[0]: splits[training[0]], **splits}
+    # Group records by split in that order so every later stage sees contiguous splits.
     order = {name: i for i, name in enumerate(splits)}
     records.sort(key=lambda r: order[r.split])
     return list(splits.values()), records
