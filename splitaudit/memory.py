@@ -12,13 +12,21 @@ import weakref
 
 def release_freed_memory() -> None:
     """Hand freed buffers back to the OS (glibc keeps them otherwise, one heap per thread that allocated): the
-    network's, and a neighbour stage's working arrays, so the later stages start from what is still in use. The
-    pages read from :func:`spill_array`'s files leave this process too (they stay in the page cache)."""
+    network's, a neighbour stage's working arrays, a Ray stage's blocks (Arrow's heap too), so the later stages
+    start from what is still in use. The pages read from :func:`spill_array`'s files leave this process too (they
+    stay in the page cache)."""
     drop_spilled_pages()
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
+    arrow = sys.modules.get("pyarrow")  # (imported by the Ray engine alone: never imported here)
+    if arrow is not None:
+        try:
+            # Arrow's own heap (mimalloc) keeps the pages of the Ray engine's blocks after they are freed
+            arrow.default_memory_pool().release_unused()
+        except AttributeError:  # a pyarrow before 13 has no such call
             pass
 
 

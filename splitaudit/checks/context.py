@@ -128,9 +128,15 @@ class AuditContext:
     @cached_property
     def features(self) -> FeatureTable:
         """Digests and hashes of every record (from the cache where possible)."""
+        from ..memory import release_freed_memory
+
         tick = self._ticker("hashing images", len(self.dataset.records))
-        return compute_features(self.dataset, options=self.hash_options, cache=self.cache, progress=tick,
-                                engine=self.engine)
+        table = compute_features(self.dataset, options=self.hash_options, cache=self.cache, progress=tick,
+                                 engine=self.engine)
+        # the stage's batches and the cache's rows are freed by now but kept by the heaps: 40 MiB at 200k images on
+        # Ray (benchmarks/results/ray-driver-trim-thirtieth.txt)
+        release_freed_memory()
+        return table
 
     def pixel_digests(self, rows: np.ndarray) -> np.ndarray:
         """The full-resolution pixel digest column with ``rows`` filled in (the confirm stage's output; the feature

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..memory import release_freed_memory
 from .engine import objects, require_ray
 from .runner import BatchFn, Columns
 
@@ -309,6 +310,9 @@ def ray_map_batches(fn: BatchFn, columns: Columns, *, address: str | None = None
             progress(len(rows))
     if not filled.all():  # pragma: no cover - Ray raises first when a batch fails for good
         raise RuntimeError(f"the Ray run returned {int(filled.sum())} of {n} rows")
+    # the input tables' Python lists and the blocks read back are freed by now, in glibc's heaps and Arrow's: at
+    # 200k images the hash stage left 53 MiB of such pages in the driver (45 glibc's, 8 Arrow's)
+    release_freed_memory()
     return out
 
 
