@@ -12,6 +12,7 @@ from .checks import AuditContext
 from .options import CHECK, Options, build_options
 from .progress import CHECKS, stage
 from .features.engine import objects
+from .memory import release_freed_memory
 from .report import AuditReport, Policy, build_report
 from .report.model import BestCopies
 from .report.baseline import Baseline, resolve_baseline
@@ -91,6 +92,7 @@ def run_checks(ctx: AuditContext, *, baseline: Baseline | None = None, timings: 
         stage(CHECKS, k, len(selected))
         t0 = time.perf_counter()
         results.append((check.name, params, check.run(ctx, params)))
+        release_freed_memory()  # the check's working arrays: the next check starts from what is still held
         timings[f"check:{check.name}"] = time.perf_counter() - t0
     stage(CHECKS, len(selected), len(selected))
     o = ctx.options

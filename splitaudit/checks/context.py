@@ -311,7 +311,14 @@ class AuditContext:
                 pixel_digests=self.pixel_digests, confirm=self.confirmed,
                 copies=self.copies(max_phash, max_dhash) if self.options.verify else None)
 
-        return self.memo(("matches", max_phash, max_dhash, min_similarity, max_ratio), compute)
+        def merged() -> Matches:
+            from ..memory import release_freed_memory
+
+            m = compute()
+            release_freed_memory()  # the merge's working columns (~130 MiB at 1M images): the checks start lower
+            return m
+
+        return self.memo(("matches", max_phash, max_dhash, min_similarity, max_ratio), merged)
 
     # -- copies: the verifier (issue #11) ------------------------------------------------------------------------
     @property
