@@ -140,3 +140,44 @@ def test_json_with_embeddings_is_byte_identical_cold_and_warm(planted: Planted, 
     doc = cold.to_dict()["embeddings"]
     assert doc["backbone"].startswith("efficientnet_lite0:") and doc["image_size"] == 128  # 64-px tiles: 2x
     assert 0.85 <= doc["similarity_threshold"] <= 0.98 and doc["hashes_trusted"] is True
+
+
+def test_lanes_embed_every_batch_in_order_with_the_vectors_of_one_interpreter(tmp_path: Path, photos: dict) -> None:
+    """The converted network in lanes (each thread decodes and embeds whole batches on an interpreter of its own)
+    gives the vectors of one interpreter, in the rows' order, and every lane does some of the work."""
+    import os
+
+    from splitaudit.features.embeddings.backbones import BackboneSpec
+    from splitaudit.features.embeddings.compute import EmbedBatch, embed_rows, lanes
+
+    train, _ = _photo_dataset(tmp_path, photos)
+    paths = sorted(str(p) for p in train.rglob("*.jpg"))
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    paths.insert(5, str(tmp_path / "broken.jpg"))  # a row that does not decode keeps its place
+    cols = {"path": np.array(paths, dtype=object), "pixels": np.full(len(paths), None, dtype=object)}
+    work = EmbedBatch(BackboneSpec(image_size=64), model_dir=os.environ["SPLITAUDIT_MODEL_DIR"], threads=1)
+    one = embed_rows(work, cols, threads=1, batch_size=4)  # a single lane: this interpreter, batch after batch
+    assert one["embedded"].sum() == len(paths) - 1 and not one["embedded"][5]
+
+    copies = lanes(work, 3)
+    assert copies[0] is work and len({id(c) for c in copies}) == 3 and all(c.threads == 1 for c in copies)
+    assert lanes(EmbedBatch(BackboneSpec(image_size=64), runtime="keras"), 3)[0].runtime == "keras"
+    assert len(lanes(EmbedBatch(BackboneSpec(image_size=64), runtime="keras"), 3)) == 1
+
+    calls: dict[int, int] = {}
+    import splitaudit.features.embeddings.compute as compute
+
+    real = compute.EmbedBatch.__call__
+
+    def counted(self, batch):  # type: ignore[no-untyped-def]
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        return real(self, batch)
+
+    compute.EmbedBatch.__call__ = counted  # type: ignore[method-assign]
+    try:
+        many = embed_rows(work, cols, threads=3, batch_size=2)
+    finally:
+        compute.EmbedBatch.__call__ = real  # type: ignore[method-assign]
+    assert np.array_equal(many["embedded"], one["embedded"])
+    assert np.array_equal(many["embedding"], one["embedding"])  # bit for bit, in the rows' order
+    assert sum(calls.values()) == -(-len(paths) // 2) and len(calls) >= 2, calls

@@ -1,17 +1,19 @@
 """Embeddings of a dataset: decode and resize in threads while the network runs, cache by content digest.
 
 ``EmbedBatch`` is the unit of work in Ray Data's callable-class form (the model is loaded once per worker, then
-called on batches of records). Locally, :func:`iter_embedded` runs it in this process with a bounded read-ahead of
-decoded batches on a thread pool: Pillow releases the GIL while decoding and resizing, so the CPU work overlaps
-inference and memory stays at a few batches whatever the dataset size. On the Ray engine the same object runs in
-an actor pool (:mod:`splitaudit.features.engine`).
+called on batches of records). Locally, :func:`iter_embedded` runs it in this process on threads with a bounded
+read-ahead: the converted network in *lanes* (each thread decodes its batch and runs it through an interpreter of
+its own), the Keras network here while threads decode ahead. Pillow and the interpreter release the GIL, and memory
+stays at a few batches whatever the dataset size. On the Ray engine the same object runs in an actor pool
+(:mod:`splitaudit.features.engine`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,35 +183,82 @@ def inference_batch(size: int) -> int:
     return int(min(64, max(1, 2 ** round(np.log2(65536 / (size * size))))))
 
 
+#: At most this many lanes (interpreters side by side: ~35 MiB each); more cores give each lane more threads.
+MAX_LANES = 4
+
+
+def lanes(work: EmbedBatch, cores: int) -> list[EmbedBatch]:
+    """Copies of ``work`` to run side by side on ``cores`` cores, each loading its own interpreter with ``cores //
+    lanes`` threads (the first is ``work`` itself when its thread count already is that). One lane for the Keras
+    runtime (one model, on a GPU where there is one) or one core.
+
+    Why lanes: XNNPACK splits each layer over its threads, which wait for each other (spinning) after every layer,
+    and a decoding thread takes their core meanwhile. Whole batches side by side, each decoded and embedded by one
+    thread, do not wait: 877 -> 1,050 img/s for 128-px photos and 3,300 -> 3,800 img/s for 64-px ones on 2 cores
+    (docs/performance.md), the same vectors bit for bit (an interpreter's answer does not depend on its threads)."""
+    if work.runtime != "litert" or cores < 2:
+        return [work]
+    n = min(cores, MAX_LANES)
+    per = cores // n
+    first = work if work.threads == per else replace(work, threads=per, _backbone=None)
+    return [first] + [replace(first, _backbone=None) for _ in range(n - 1)]
+
+
+def lane_threads(cores: int) -> int:
+    """The interpreter threads of each of :func:`lanes`' copies on ``cores`` cores."""
+    return max(1, cores // min(max(cores, 1), MAX_LANES))
+
+
 def iter_embedded(
     work: EmbedBatch,
     columns: dict[str, np.ndarray],
     *,
     batch_size: int = EMBED_BATCH,
-    threads: int = 2,
+    threads: int | None = None,
     read_ahead: int = 3,
 ) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
-    """``work`` over ``columns`` batch by batch, in order, as (rows, output); up to ``read_ahead`` batches are decoded
-    ahead on ``threads`` threads while the network runs, so memory holds a few batches whatever the dataset size."""
+    """``work`` over ``columns`` batch by batch, in order, as (rows, output), on ``threads`` threads (default: one
+    per core). The converted network runs in :func:`lanes`: each thread decodes a batch and embeds it on a copy of
+    ``work`` of its own, ``threads + read_ahead - 1`` batches in flight. The Keras network runs here, while up to
+    ``read_ahead`` batches are decoded ahead on the threads. Memory holds a few batches whatever the dataset size."""
+    from ..runner import default_workers
+
+    threads = default_workers() if threads is None else max(1, int(threads))
     n = len(columns["path"])
     slices = iter([slice(s, min(n, s + batch_size)) for s in range(0, n, batch_size)])
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: list[tuple[slice, Future[tuple[np.ndarray, np.ndarray]]]] = []
+    copies = lanes(work, threads)
+    if len(copies) > 1:
+        copies[0].backbone  # loaded (converted if need be) once, before the lanes load their own copies of the file
+    free: SimpleQueue[EmbedBatch] = SimpleQueue()
+    for lane in copies:
+        free.put(lane)
+
+    def whole(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        lane = free.get()  # as many threads as lanes: one is always free
+        try:
+            return lane(batch)
+        finally:
+            free.put(lane)
+
+    task: Callable[[dict[str, np.ndarray]], Any] = whole if len(copies) > 1 else work.decode
+    ahead = read_ahead + len(copies) - 1 if len(copies) > 1 else read_ahead
+    with ThreadPoolExecutor(max_workers=len(copies) if len(copies) > 1 else threads) as pool:
+        pending: list[tuple[slice, Future[Any]]] = []
 
         def submit() -> None:
             s = next(slices, None)
             if s is not None:
-                pending.append((s, pool.submit(work.decode, {k: v[s] for k, v in columns.items()})))
+                pending.append((s, pool.submit(task, {k: v[s] for k, v in columns.items()})))
 
         try:
-            for _ in range(read_ahead):
+            for _ in range(ahead):
                 submit()
             while pending:
                 s, future = pending.pop(0)
-                stack, ok = future.result()
-                submit()  # keep the read-ahead full while the network runs on this batch
-                yield s, work.embed_decoded(stack, ok)
-        finally:  # interrupted or abandoned: drop the queued decodes instead of finishing them
+                got = future.result()
+                submit()  # keep the read-ahead full while this batch is handed on
+                yield s, (got if len(copies) > 1 else work.embed_decoded(*got))
+        finally:  # interrupted or abandoned: drop the queued batches instead of finishing them
             for _, future in pending:
                 future.cancel()
 
@@ -219,7 +268,7 @@ def embed_rows(
     columns: dict[str, np.ndarray],
     *,
     batch_size: int = EMBED_BATCH,
-    threads: int = 2,
+    threads: int | None = None,
     read_ahead: int = 3,
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
@@ -261,9 +310,12 @@ def embed_dataset(
     cached = cache.embeddings_for([digests[i] for i in rows], spec.identity) if cache is not None else {}
     todo = [i for i in rows if digests[i] not in cached]
     engine = resolve_engine(engine)
-    # On a cluster each actor holds one CPU, so its interpreter gets one thread (not one per core of its machine).
+    # On a cluster each actor holds one CPU, so its interpreter gets one thread (not one per core of its machine);
+    # here the interpreter is the first of iter_embedded's lanes, with a lane's threads.
+    from ..runner import default_workers
+
     work = EmbedBatch(spec, max_pixels, model_dir=str(model_dir(getattr(cache, "directory", None))),
-                      threads=1 if engine.distributed else None)
+                      threads=1 if engine.distributed else lane_threads(default_workers()))
     if todo:
         with staged(LOAD_MODEL):  # seconds before the first batch: say so
             dim = work.backbone.dim
