@@ -77,6 +77,38 @@ def test_projection_of_some_rows_converts_them_in_blocks_with_the_same_digits(mo
     np.testing.assert_array_equal(_probe.project(x, rows=np.arange(100, 800)), _probe.project(x[100:800]))
 
 
+def test_many_rows_are_projected_on_the_components_of_a_sample_holding_a_block_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # above PCA_FIT_ROWS the components are scikit-learn's PCA of a seeded sample of rows, and every row is
+    # projected on them a block at a time: the float64 copy of all rows (614 MB at 60k x 1280) is never made
+    import tracemalloc
+
+    monkeypatch.setattr(_probe, "PCA_FIT_ROWS", 600)
+    monkeypatch.setattr(_probe, "PROJECT_ROWS", 256)
+    rng = np.random.default_rng(6)
+    x = (rng.normal(size=(5000, 16)) @ rng.normal(size=(16, 400)) + 0.2 * rng.normal(size=(5000, 400))).astype(np.float32)
+    rows = np.flatnonzero(rng.random(len(x)) > 0.1)
+    tracemalloc.start()
+    got = _probe.project(x, rows=rows)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.5 * len(rows) * x.shape[1] * 8, peak  # the old way held every row in float64, and more
+    fit = np.sort(np.random.default_rng(_probe.SEED).choice(rows, 600, replace=False))
+    with _probe._one_thread():
+        pca = PCA(n_components=_probe.PCA_DIM, svd_solver="randomized", random_state=_probe.SEED)
+        pca.fit(x[fit].astype(np.float64))
+        want = (x[rows].astype(np.float64) - pca.mean_) @ pca.components_.T
+    want /= want.std(axis=0, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    # the sample's components span the data's: each of the leading 16 (the planted directions) lies in the span of
+    # the 16 fitted on every row
+    monkeypatch.setattr(_probe, "PCA_FIT_ROWS", 20_000)
+    whole = _probe.project(x, rows=rows)[:, :16]
+    coef, *_ = np.linalg.lstsq(whole, got[:, :16], rcond=None)
+    explained = 1 - ((got[:, :16] - whole @ coef) ** 2).sum(axis=0) / (got[:, :16] ** 2).sum(axis=0)
+    assert explained.min() > 0.99, explained
+
+
 def test_projection_imports_neither_scikit_learn_nor_pandas_and_is_its_pca(tmp_path: Path) -> None:
     # scikit-learn's import loads pandas, pyarrow and scipy.stats: ~150 MiB resident in every default check. In a
     # process that never imported it, the projection is still scikit-learn's, bit for bit: scipy.linalg's BLAS
