@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/peers.py [--sets 2000,20000] [--peers fastdup,imagededup,cleanvision] [--rounds 2]
                                  [--small 60000] [--workdir DIR] [--venvs DIR] [--setup-only] [--skip-stage]
+                                 [--stage-only]
 
 Installs nothing into the project's environment: each peer gets its own venv (``--venvs``, default
 ``~/.cache/splitaudit-bench/venvs``; built once, reused), from its PyPI release. A peer that fails to install or to
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--venvs", type=Path, default=Path.home() / ".cache" / "splitaudit-bench" / "venvs")
     ap.add_argument("--setup-only", action="store_true", help="build the venvs and the data sets, measure nothing")
     ap.add_argument("--skip-stage", action="store_true")
+    ap.add_argument("--stage-only", action="store_true", help="only the embedding stage against the raw forward pass")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     peers = [p for p in args.peers.split(",") if p]
@@ -365,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"converting the default network for {PHOTO_SIDE} px (once per install): {warm_model(PHOTO_SIDE):.1f} s", flush=True)
     results: dict = {"load_start": os.getloadavg()[0], "rows": []}
-    for n, data in sets.items():
+    for n, data in ({} if args.stage_only else sets).items():
         print(f"\n{n} photos ({SIDE} px), cold caches, best of {args.rounds} interleaved rounds:", flush=True)
         results["rows"] += compare(data, peers, args.venvs, args.rounds, scratch)
     if not args.skip_stage and sets:
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         results["stage"] = st
         print(f"\nembedding stage vs raw forward pass ({st['images']} images, {PHOTO_SIDE} px): stage {st['stage_img_s']:.1f} img/s, "
               f"raw {st['raw_img_s']:.1f} img/s, ratio {st['ratio']:.2f}", flush=True)
-    if args.small:
+    if args.small and not args.stage_only:
         sm = small_check(args.workdir / f"small-{args.small}", args.small, scratch)
         results["small"] = sm
         print(f"\ncold default check of {sm['images']} 32-px images: {sm['wall']:.1f} s wall, peak {sm['peak_mib']:.0f} MiB "
