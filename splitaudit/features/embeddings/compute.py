@@ -300,8 +300,8 @@ def embed_dataset(
     Returns the matrix aligned with ``records``, a mask of rows that have an embedding, and the number computed
     (the rest came from the cache, keyed by content digest and ``spec.identity``). Vectors go straight into the
     one n×D matrix (and to the cache batch by batch): no second copy of the dataset's vectors is ever held. The
-    misses are embedded on ``engine`` (:class:`~splitaudit.features.engine.Engine`; default: here, decoding ahead
-    on threads) by the same batch function: on Ray, in actors that load the backbone once each.
+    misses are embedded on ``engine`` (:class:`~splitaudit.features.engine.Engine`; default: here, in
+    :func:`iter_embedded`'s lanes) by the same batch function: on Ray, in actors that load the backbone once each.
     """
     from ..engine import resolve_engine
     from .litert import model_dir
