@@ -52,6 +52,38 @@ def limit_arenas(arenas: int = DRIVER_ARENAS) -> bool:
 SPILL_BYTES = 32 * 2**20
 
 
+#: Rows of a file at most this many bytes apart are read by one call, the bytes between them into a scratch buffer:
+#: a call costs ~7-10 us (the system call and this module's loop), copying 32 kB from the page cache ~3 us.
+MERGE_GAP_BYTES = 32 * 1024
+#: Buffers of one ``preadv`` call at most (Linux's ``IOV_MAX`` is 1024).
+MAX_BUFFERS = 1024
+
+
+def read_plan(unique: "np.ndarray", row_bytes: int) -> tuple[list[int], list[int], list[tuple[int, int]]]:  # type: ignore[name-defined]
+    """How :func:`read_rows` reads the sorted distinct row numbers ``unique``: the runs of consecutive rows (their
+    first and end positions in ``unique``) and the groups of runs read by one call each (first and end run). Runs
+    are joined while the rows between two of them take at most :data:`MERGE_GAP_BYTES` and the call's buffers (a run
+    and a gap each) stay within :data:`MAX_BUFFERS`."""
+    import numpy as np
+
+    if not len(unique):
+        return [], [], []
+    cuts = np.flatnonzero(np.diff(unique) != 1) + 1
+    starts, ends = [0, *cuts.tolist()], [*cuts.tolist(), len(unique)]
+    gap_rows = (np.diff(unique)[cuts - 1] - 1).tolist()
+    max_gap = MERGE_GAP_BYTES // max(int(row_bytes), 1)
+    groups: list[tuple[int, int]] = []
+    first, buffers = 0, 1
+    for i, gap in enumerate(gap_rows):  # the rows between run i and run i + 1
+        if gap <= max_gap and buffers + 2 <= MAX_BUFFERS:
+            buffers += 2
+        else:
+            groups.append((first, i + 1))
+            first, buffers = i + 1, 1
+    groups.append((first, len(starts)))
+    return starts, ends, groups
+
+
 def read_rows(path: str, shape: tuple[int, ...], dtype: object, rows) -> "np.ndarray":  # type: ignore[name-defined,no-untyped-def]
     """Rows ``rows`` (row numbers, any order, repeats allowed) of the C-ordered ``shape`` array of ``dtype`` in the file
     at ``path`` (a :class:`SpilledRows` file: another process, a worker, reads the rows it needs itself)."""
@@ -59,10 +91,11 @@ def read_rows(path: str, shape: tuple[int, ...], dtype: object, rows) -> "np.nda
 
     dtype = np.dtype(dtype)  # type: ignore[call-overload]
     rows = np.asarray(rows, np.int64)
-    # Plain reads of the distinct rows, one per run of consecutive rows, into the answer's own memory. Not through
-    # a mapping: the page cache holds large folios (ext4, Linux 6.16+), and a fault maps a whole folio, so 400
-    # rows scattered over a 100 MB file mapped all of it into this process while they were read (+100 MB of
-    # resident size for 400 kB of rows).
+    # Plain reads of the distinct rows into the answer's own memory, not through a mapping: the page cache holds
+    # large folios (ext4, Linux 6.16+), and a fault maps a whole folio, so 400 rows scattered over a 100 MB file
+    # mapped all of it into this process while they were read (+100 MB of resident size for 400 kB of rows). One
+    # call a group of nearby rows (read_plan), the file's bytes between them into a scratch buffer: a search's
+    # thousands of scattered rows took a call a row.
     out = np.empty((len(rows), *shape[1:]), dtype)
     if not len(rows):
         return out
@@ -71,17 +104,31 @@ def read_rows(path: str, shape: tuple[int, ...], dtype: object, rows) -> "np.nda
         np.empty((len(unique), *shape[1:]), dtype)
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     view = memoryview(buf.reshape(-1).view(np.uint8))
-    cuts = np.flatnonzero(np.diff(unique) != 1) + 1
+    starts, ends, groups = read_plan(unique, row_bytes)
+    first_row = unique[starts].tolist()
+    scratch = memoryview(bytearray(min(MERGE_GAP_BYTES, row_bytes * (int(unique[-1]) - int(unique[0]) + 1))))
     fd = os.open(path, os.O_RDONLY)
     try:
-        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(unique)]):
-            want, at = (hi - lo) * row_bytes, int(unique[lo]) * row_bytes
-            done = 0
-            while done < want:
-                got = os.preadv(fd, [view[lo * row_bytes + done : hi * row_bytes]], at + done)
+        for g0, g1 in groups:
+            # the group's runs into their places in buf, the rows between them into the scratch buffer
+            parts: list[memoryview] = []
+            for r in range(g0, g1):
+                if r > g0:
+                    gap = first_row[r] - first_row[r - 1] - (ends[r - 1] - starts[r - 1])
+                    parts.append(scratch[: gap * row_bytes])
+                parts.append(view[starts[r] * row_bytes : ends[r] * row_bytes])
+            at = first_row[g0] * row_bytes
+            left = sum(len(p) for p in parts)
+            while left:
+                got = os.preadv(fd, parts, at)
                 if got <= 0:
                     raise OSError(f"short read of {path}")
-                done += got
+                at, left = at + got, left - got
+                while left and got:  # a short read (rare for a regular file): on from where it stopped
+                    if got >= len(parts[0]):
+                        got -= len(parts.pop(0))
+                    else:
+                        parts[0], got = parts[0][got:], 0
     finally:
         os.close(fd)
     if buf is not out:

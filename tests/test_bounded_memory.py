@@ -772,3 +772,38 @@ def test_a_spilled_file_a_daemon_thread_still_holds_is_removed_at_exit(tmp_path:
     path = got.stdout.strip()
     assert path.startswith(str(folder)), got.stdout
     assert not os.path.exists(path) and list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(("d", "dtype"), [(729, np.float32), (1024, np.uint8), (20_000, np.uint8), (3, np.int16)])
+def test_rows_read_from_a_file_in_groups_are_the_rows(tmp_path: Path, d: int, dtype: type) -> None:
+    # read_rows joins nearby runs of rows into one call (the bytes between them read into a scratch buffer): any
+    # rows, in any order, with repeats, give the array's rows, and the plan keeps its gaps and buffers bounded
+    from splitaudit import memory
+
+    rng = np.random.default_rng(d)
+    n = 3000
+    x = rng.integers(0, 120, (n, d)).astype(dtype)
+    path = tmp_path / "rows.bin"
+    x.tofile(path)
+    row_bytes = d * np.dtype(dtype).itemsize
+    patterns = [rng.integers(0, n, 1500), rng.integers(0, n, 5), np.sort(rng.choice(n, 2000, replace=False)),
+                np.arange(7, n - 2), np.arange(0, n, 2), np.arange(0, n, 40), np.array([n - 1, 0, n - 1]),
+                np.array([5]), np.zeros(0, np.int64)]
+    for rows in patterns:
+        np.testing.assert_array_equal(memory.read_rows(str(path), x.shape, dtype, rows), x[rows])
+        unique = np.unique(rows)
+        starts, ends, groups = memory.read_plan(unique, row_bytes)
+        assert [s for s in starts[1:]] == ends[:-1] and (not len(unique) or ends[-1] == len(unique))
+        max_gap = memory.MERGE_GAP_BYTES // row_bytes
+        for g0, g1 in groups:
+            assert 2 * (g1 - g0) - 1 <= memory.MAX_BUFFERS
+            for r in range(g0 + 1, g1):  # joined runs lie at most max_gap rows apart
+                assert unique[starts[r]] - unique[ends[r - 1] - 1] - 1 <= max_gap
+            if g1 < len(starts):  # a group ends where the next run lies too far, or the buffers are full
+                gap = unique[starts[g1]] - unique[ends[g1 - 1] - 1] - 1
+                assert gap > max_gap or 2 * (g1 - g0 + 1) - 1 > memory.MAX_BUFFERS
+    every_other = memory.read_plan(np.arange(0, n, 2), row_bytes)
+    if row_bytes <= memory.MERGE_GAP_BYTES:  # every other row: 1,500 runs read by a few calls
+        assert len(every_other[2]) == -(-1500 // ((memory.MAX_BUFFERS + 1) // 2))
+    else:  # rows too large to read a gap with: one call a run
+        assert len(every_other[2]) == 1500
