@@ -1350,3 +1350,43 @@ def test_the_null_survives_a_third_of_copies_inside_train_and_keeps_look_alikes(
                       similar_residual=model.similar_residual, copy_floor=0.0, similar_floor=0.0)
     cut, _ = cal.cuts(crowd[held])
     assert np.mean(looks[held] >= cut) < 3e-3, np.mean(looks[held] >= cut)
+
+
+def test_work_either_thread_may_take_runs_once_and_hands_its_answer_or_error_to_the_other() -> None:
+    """The eval images' cross searches run on whichever thread claims them first (the calibration's, once done, or
+    the helper's, once it has searched the views); the other waits for the answer, or gets the error."""
+    import threading
+
+    from splitaudit.neighbors.verify import _EitherThread
+
+    calls: list[str] = []
+    release = threading.Event()
+
+    def work() -> int:
+        calls.append(threading.current_thread().name)
+        release.wait(5)
+        return 42
+
+    either = _EitherThread(work)
+    got: list[int] = []
+    helper = threading.Thread(target=lambda: got.append(either.result()), name="helper")
+    helper.start()
+    while not calls:  # the helper claimed it first and runs it
+        threading.Event().wait(0.01)
+    either.claim()  # this thread comes second: nothing to run
+    release.set()
+    helper.join(5)
+    assert got == [42] and calls == ["helper"]
+    assert either.result() == 42 and calls == ["helper"]
+
+    either = _EitherThread(lambda: 1 // 0)  # claimed here: the error is raised here and handed to the waiter
+    with pytest.raises(ZeroDivisionError):
+        either.claim()
+    with pytest.raises(ZeroDivisionError):
+        either.result()
+
+    either = _EitherThread(lambda: calls.append("never"))  # this side failed before claiming: the waiter gets why
+    either.cancel(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        either.result()
+    assert "never" not in calls

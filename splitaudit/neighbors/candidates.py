@@ -19,6 +19,7 @@ cells of an IVF index there (:class:`PcaCells`; ``benchmarks/copy_search.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -836,11 +837,13 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
                     k_pixel: int = PIXEL_K, k_embed: int = K, views: tuple[str, ...] = VIEWS,
                     vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                     embedded: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-                    cross: tuple[str, ...] = CROSS) -> Candidates:
+                    cross: tuple[str, ...] = CROSS, crossed: Callable[[], list[tuple]] | None = None) -> Candidates:
     """Candidates from every later split into all earlier ones, from the pixel view (flip-aware, CSLS), the
     embedding view (CSLS) and given hash pairs, unioned. ``embedded``: :func:`embedding_pairs` of these
     arguments, when the caller ran that search first (before the pixel views were made: the two never held at
-    once). ``cross``: the :data:`CROSS` searches run beside the views (``pixel_view`` names them too).
+    once). ``cross``: the :data:`CROSS` searches run beside the views (``pixel_view`` names them too); ``crossed``:
+    called for their :func:`cross_part` instead, when the caller runs them (on another thread, while this one
+    searches the views).
 
     ``thumbs``: (N, s, s[, 3]) pixels of every record (rows where ``valid`` is False are ignored: unreadable);
     ``embeddings``: (N, D) unit-norm rows, ``have_embedding`` marking the rows that have one; ``hash_a``/
@@ -872,9 +875,8 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
                 qi, r = np.nonzero(ids >= 0)
                 pix.append((rows_v[base[ids[qi, r]]], rows_v[query[qi]], r, sc[qi, r], mir[qi, r], np.full(len(r), vi)))
             release_freed_memory()  # the view's search arrays, freed: the next view starts from what is in use
-        for _, base, query in _split_pairs(s[valid], np.ones(len(rows_v), bool)):
-            for name, *found in cross_pairs(thumbs, rows_v[base], rows_v[query], CROSS_K, cross, vectors):
-                pix.append((*found, np.full(len(found[0]), len(views) + CROSS.index(name))))
+        pix.extend(cross_part(thumbs, s, valid=valid, views=views, cross=cross, vectors=vectors)
+                   if crossed is None else crossed())
     pa, pb, prank, pscore, pmir, pview = (np.concatenate(c) for c in zip(*pix))
     # one row per pair: its best rank over the pixel views (ties: the view listed first)
     order = np.lexsort((pview, prank, pb, pa))
@@ -903,6 +905,22 @@ def candidate_pairs(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.nd
         col(pa, pb, pmir, False, bool), view_names[col(pa, pb, pview, len(view_names) - 1, np.int64)],
         col(ea, eb, erank, -1, np.int16), col(ea, eb, escore, np.nan, np.float64),
         col(ha, hb, np.ones(len(ha), bool), False, bool))
+
+
+def cross_part(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
+               views: tuple[str, ...] = VIEWS, cross: tuple[str, ...] = CROSS,
+               vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> list[tuple]:
+    """:func:`candidate_pairs`' :data:`CROSS` searches on their own, as its rows of pixel-view pairs (a, b, rank,
+    score, mirrored, view number after ``views``): a caller may run them on another thread than the views'
+    searches (the copy stage does) and hand them over as ``crossed``."""
+    s = np.asarray(split_index)
+    valid = np.ones(len(s), bool) if valid is None else np.asarray(valid, bool)
+    rows_v = np.flatnonzero(valid)
+    out: list[tuple] = []
+    for _, base, query in _split_pairs(s[valid], np.ones(len(rows_v), bool)):
+        for name, *found in cross_pairs(thumbs, rows_v[base], rows_v[query], CROSS_K, cross, vectors):
+            out.append((*found, np.full(len(found[0]), len(views) + CROSS.index(name))))
+    return out
 
 
 def embedding_pairs(split_index: np.ndarray, embeddings: np.ndarray | None, have_embedding: np.ndarray | None = None,

@@ -630,6 +630,43 @@ class _Beside:
         return self._value
 
 
+class _EitherThread:
+    """``fn()`` run once, by the first of two threads to :meth:`claim` it; :meth:`result` claims it too, then waits
+    for its value or raises its error. :meth:`cancel` hands ``exc`` to the waiter when the claiming side failed
+    before it claimed."""
+
+    def __init__(self, fn) -> None:  # type: ignore[no-untyped-def]
+        import threading
+        from concurrent.futures import Future
+
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._claimed = False
+        self._done: Future = Future()
+
+    def _take(self) -> bool:
+        with self._lock:
+            taken, self._claimed = not self._claimed, True
+        return taken
+
+    def claim(self) -> None:
+        """Run ``fn`` here unless a thread has already claimed it."""
+        if self._take():
+            try:
+                self._done.set_result(self._fn())
+            except BaseException as exc:
+                self._done.set_exception(exc)
+                raise
+
+    def cancel(self, exc: BaseException) -> None:
+        if self._take():
+            self._done.set_exception(exc)
+
+    def result(self):  # type: ignore[no-untyped-def]
+        self.claim()
+        return self._done.result()
+
+
 def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, have_embedding: np.ndarray | None = None,
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool | None = False,
@@ -657,7 +694,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     (:meth:`~splitaudit.features.engine.Engine.job_pool`: local worker processes, or Ray tasks; the answer is the
     same)."""
     from .calibrate import crowding
-    from .candidates import candidate_pairs, embedding_pairs, inside_best
+    from .candidates import candidate_pairs, cross_part, embedding_pairs, inside_best
 
     split_index = np.asarray(split_index)
     n = len(split_index)
@@ -680,7 +717,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         # the pixel views are made per search, for the rows it reads (not held for every image: 5.8 kB an image)
         return candidate_pairs(thumbs, split_index, valid=valid, embeddings=embeddings,
                                have_embedding=have_embedding, hash_a=hash_a, hash_b=hash_b, embedded=embedded,
-                               vectors=vectors)
+                               vectors=vectors, crossed=None if crossed is None else crossed.result)
 
     def register(cand, plain: bool):  # type: ignore[no-untyped-def]
         sc, out = screen_outward(thumbs, cand.a, cand.b, workers=workers, aspect=aspect, plain=plain, pool=pool)
@@ -704,6 +741,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         return sc.score, crowd, keep, got, mad, spread
 
     vectors = None  # every image's pixel views, made once for both threads where they are small (below)
+    crossed: _EitherThread | None = None  # the eval images' cross searches, run by the thread free first (below)
     if calibration is not None:
         # objects on a plain background or not: decided on the training images, once for every image of the run
         plain = bool(calibration.plain_background)
@@ -728,11 +766,24 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                 # each search would make its rows' views again (the candidates', the calibration's, the cross
                 # searches': ~1.1 thread-s of 2,000 photos' stage); the same numbers, each image's views its own
                 vectors = view_vectors(thumbs)
+            # With a pool (tiny images), the eval images' cross searches run on whichever thread is free first: here
+            # once the calibration is done, or on the helper once it has searched the views. On 60k 32-px images the
+            # calibration took 13 s of the helper's 35 s of search, and the other core idled meanwhile. The same
+            # searches, so the same candidates.
+            crossed = _EitherThread(lambda: cross_part(thumbs, split_index, valid=valid, vectors=vectors)) \
+                if pool is not None else None
             beside = _Beside(search if pool is not None else lambda: (c := search(), register(c, plain)))
-            # the calibration lets go of its copy of the views after its searches
-            calibration = calibrate(thumbs, train, seed=seed, per_image=per_image, workers=workers,
-                                    hash_pairs=hashes, aspect=aspect, keys=keys, plain=plain, pool=pool,
-                                    vectors=None if vectors is None else dict(vectors))
+            try:
+                # the calibration lets go of its copy of the views after its searches
+                calibration = calibrate(thumbs, train, seed=seed, per_image=per_image, workers=workers,
+                                        hash_pairs=hashes, aspect=aspect, keys=keys, plain=plain, pool=pool,
+                                        vectors=None if vectors is None else dict(vectors))
+                if crossed is not None:
+                    crossed.claim()
+            except BaseException as exc:
+                if crossed is not None:
+                    crossed.cancel(exc)  # the helper stops waiting for them
+                raise
             if pool is not None:
                 cand = beside.result()
                 screen_score, crowd, keep, got, mad, spread = register(cand, plain)
