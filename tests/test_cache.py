@@ -182,3 +182,26 @@ def test_per_image_vectors_take_about_their_own_size_on_disk(tmp_path: Path) -> 
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     payload = thumbs.nbytes + emb.nbytes + 2 * n * 40  # the rows' bytes, keys included
     assert _db(tmp_path / "c").stat().st_size < 2 * payload  # (1.5x: a 2.5 kB row has a 4 kB page; 2.6x before)
+
+
+def test_a_fresh_cache_is_not_searched_by_content_digest(planted: Planted, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The digest pass (moved or copied files found by their content) reads every file that missed the stat fast
+    # path: in a fresh cache it can find nothing, so the first run leaves the digests to the extract stage. Once
+    # the cache holds features, a new file is digested and found by content (the test above).
+    from splitaudit.features import table
+
+    digested: list[str] = []
+    real = table.file_digest
+    monkeypatch.setattr(table, "file_digest", lambda path: (digested.append(path), real(path))[1])
+    cache = tmp_path / "c"
+    with FeatureCache(cache) as fresh:
+        assert not fresh.holds_features()
+    first = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
+    assert digested == [] and first.cache["hits"] == 0
+    with FeatureCache(cache) as used:
+        assert used.holds_features()
+    shutil.copy(planted.split("train") / "cat" / "cat_09.jpg", planted.split("test") / "cat" / "moved_here.jpg")
+    second = splitaudit.audit(*planted.splits, cache_dir=cache, backbone="none")
+    assert [Path(p).name for p in digested] == ["moved_here.jpg"] and second.cache["misses"] == 0
+    assert splitaudit.audit(*planted.splits, backbone="none", cache=False).to_json() == \
+        splitaudit.audit(*planted.splits, cache_dir=tmp_path / "c2", backbone="none").to_json()

@@ -250,6 +250,10 @@ class FeatureCache:
                                                "VALUES (?, ?, ?, ?, ?, ?)", values), None)
 
     # -- features, keyed by content ------------------------------------------------------------------------------
+    def holds_features(self) -> bool:
+        """Whether any image's features are cached (a fresh cache holds none, so no digest can find one)."""
+        return bool(self._run(lambda c: c.execute("SELECT 1 FROM features LIMIT 1").fetchone() is not None, False))
+
     def features_for(self, digests: Sequence[bytes], variant: str) -> dict[bytes, tuple[Any, ...]]:
         """Cached feature rows (in ``FEATURE_FIELDS`` order, hashes as uint64) for these digests."""
         cols = ", ".join(FEATURE_FIELDS)
