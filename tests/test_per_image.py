@@ -137,3 +137,31 @@ def test_thumbnails_are_the_area_average_at_any_ratio(photos: dict[str, np.ndarr
     want = _coverage(h, 64) @ grey @ _coverage(w, 64).T
     got = thumbnail_of(None, photo, 64).astype(np.float64)
     assert np.abs(got - want).max() <= 1.0, np.abs(got - want).max()
+
+
+def test_value_thumbnails_are_each_pixels_largest_channel_and_a_grey_images_own_grey(photos: dict[str, np.ndarray],
+                                                                                       tmp_path: Path) -> None:
+    """The copy verifier's second channel: max(R, G, B) shrunk by the same area average (arrays and JPEG files, the
+    file decoded in colour, not straight to grey); a grey image's value is its grey; another channel is an error."""
+    from PIL import Image
+
+    from conftest import save
+    from splitaudit.errors import InvalidParameterError
+    from splitaudit.features.thumbnails import compute_thumbnails, thumbnail_of
+
+    photo = photos["coffee"][30:230, 50:250]
+    value = photo.max(axis=2).astype(np.float64)
+    want = _coverage(200, 64) @ value @ _coverage(200, 64).T
+    got = thumbnail_of(None, photo, 64, channel="value").astype(np.float64)
+    luma = thumbnail_of(None, photo, 64).astype(np.float64)
+    assert np.abs(got - want).max() <= 1.0
+    assert (got >= luma - 1).all() and (got - luma).mean() > 10  # a colourful photo: the value is well above its luma
+    path = save(tmp_path / "coffee.jpg", Image.fromarray(photo), quality=95)
+    from_file = thumbnail_of(str(path), None, 64, channel="value").astype(np.float64)
+    assert np.abs(from_file - want).mean() < 3 and (from_file - thumbnail_of(str(path), None, 64)).mean() > 10
+    grey = np.asarray(Image.fromarray(photo).convert("L"))
+    gpath = save(tmp_path / "grey.png", Image.fromarray(grey), fmt="PNG")
+    np.testing.assert_array_equal(thumbnail_of(str(gpath), None, 64, channel="value"), thumbnail_of(str(gpath), None, 64))
+    ds = scan({"train": photo[None, :32, :32], "val": photo[None, 32:64, :32]})
+    with pytest.raises(InvalidParameterError, match="'channel'.*'luma', 'value'.*'hue'"):
+        compute_thumbnails(ds.records, ds.arrays, [0], [b"x", b"y"], side=SIDE, channel="hue")
