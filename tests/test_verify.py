@@ -838,6 +838,27 @@ def test_two_crops_of_one_edge_are_not_copies_by_registration(tiles) -> None:  #
     assert (copy == ~one_edge).all()
 
 
+def test_a_value_that_is_one_edge_is_not_read() -> None:
+    """The HSV value of a red retina is its red channel: its rim with little of the vessels the luma holds. Where
+    either image's value is one edge (:data:`~.register.APERTURE`), the value's score is not read (NaN), as the
+    aperture rule would not trust the luma's there; elsewhere it is."""
+    from splitaudit.neighbors.register import APERTURE, isotropy, prepare
+
+    here, along = _rim_windows()
+    n = len(here)
+    both = np.concatenate([here, along])
+    a, b = np.arange(n), np.arange(n, 2 * n)
+    got = verify_pairs(both, a, b, start=screen(both, a, b))
+    columns = {"scale": got.scale, "angle": got.angle, "dx": got.dx, "dy": got.dy, "mirrored": got.mirrored}
+    value = both.max(axis=-1)
+    read = verify.value_scores(lambda rows: (value[rows], np.ones(len(rows), bool)), both, a, b, columns, np.arange(n))
+    iso_luma, iso_value = isotropy(prepare(both)), isotropy(prepare(value))
+    flat = np.minimum(iso_value[a], iso_value[b]) < APERTURE
+    # the value is one edge more often than the luma: the case the rule is for
+    assert flat.sum() > (np.minimum(iso_luma[a], iso_luma[b]) < APERTURE).sum(), (np.round(iso_luma, 4), np.round(iso_value, 4))
+    assert np.isnan(read[flat]).all() and np.isfinite(read[~flat]).all() and (~flat).any()
+
+
 def test_a_copy_resampled_with_a_smoother_kernel_scores_as_a_copy(tiles) -> None:  # type: ignore[no-untyped-def]
     """A copy made with another resampling kernel than its source (the source grown to 32 px bicubic, the copy
     re-rendered bilinear and area-averaged, as Fashion-MNIST's planted copies are) lacks the finest band the score
@@ -1390,3 +1411,53 @@ def test_work_either_thread_may_take_runs_once_and_hands_its_answer_or_error_to_
     with pytest.raises(KeyboardInterrupt):
         either.result()
     assert "never" not in calls
+
+
+def _hsv_edit(img: np.ndarray, hue: float = 0.0, saturation: float = 1.0) -> np.ndarray:
+    """``img`` with its hue turned and its saturation scaled in HSV space, as TensorFlow's ``adjust_hue`` /
+    ``adjust_saturation`` and colour-jitter augmentations edit colour."""
+    x = cv2.cvtColor(img.astype(np.float32) / 255, cv2.COLOR_RGB2HSV)
+    x[..., 0] = (x[..., 0] + hue) % 360
+    x[..., 1] = np.clip(x[..., 1] * saturation, 0, 1)
+    return np.clip(np.round(255 * cv2.cvtColor(x, cv2.COLOR_HSV2RGB)), 0, 255).astype(np.uint8)
+
+
+def test_copies_recoloured_in_hsv_space_are_found_on_their_value(tiles) -> None:  # type: ignore[no-untyped-def]
+    """Hue and saturation edits keep each pixel's largest channel (the HSV value) and move its luma: scored on the
+    value too, every such copy is found; on the luma alone some are not; distinct tiles stay far under the cut."""
+    imgs, where, photos = tiles
+    edits = [({"shift": (1.0, 0.0)}, {"hue": 35}), ({}, {"hue": -30}), ({"shift": (0.0, 1.0)}, {"saturation": 1.8}),
+             ({"shift": (1.0, 1.0)}, {"saturation": 0.3}), ({}, {"hue": 30, "saturation": 1.5})]
+    sources = [3, 14, 27, 38, 45]
+    extra = [_hsv_edit(window(photos[where[s][0]], *where[s][1:], 64, **kw), **edit)
+             for s, (kw, edit) in zip(sources, edits)]
+    thumbs = np.concatenate([imgs, np.stack(extra)])
+    split = np.zeros(len(thumbs), np.int64)
+    split[len(imgs) :] = 1
+    split[[7, 20, 33, 46]] = 1  # distinct eval images
+    train = np.flatnonzero(split == 0)
+    values = lambda rows: (thumbs[rows].max(axis=-1), np.ones(len(rows), bool))  # noqa: E731
+    truth = {(s, len(imgs) + i) for i, s in enumerate(sources)}
+    found, best = {}, {}
+    for name, v in (("luma", None), ("value", values)):
+        cal = calibrate(thumbs, train, null_sample=44, positive_sample=26, seed=0, values=v)
+        m = find_copies(thumbs, split, calibration=cal, per_image=2, values=v)
+        found[name] = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
+        best[name] = m.best_score
+    assert found["value"] == truth
+    assert len(found["luma"]) < len(truth)  # else this test proves nothing
+    copies = np.arange(len(imgs), len(thumbs))
+    # copies decided on their luma keep its score (an eval image with a copy already is not read again); the others
+    # score higher on their value
+    raised = best["value"][copies] > best["luma"][copies]
+    assert (best["value"][copies] >= best["luma"][copies]).all() and raised.sum() >= len(truth) - len(found["luma"])
+    # a pair is read on the value where one image is in colour; two grey images keep their luma's score
+    a, b = np.array([3, 14]), np.array([len(imgs), len(imgs) + 1])
+    columns = {"scale": np.ones(2), "angle": np.zeros(2), "dx": np.zeros(2), "dy": np.zeros(2),
+               "mirrored": np.zeros(2, bool)}
+    grey_only = lambda rows: (thumbs[rows].max(axis=-1), np.zeros(len(rows), bool))  # noqa: E731
+    assert np.isnan(verify.value_scores(grey_only, thumbs, a, b, columns, np.arange(2))).all()
+    assert np.isfinite(verify.value_scores(values, thumbs, a, b, columns, np.arange(2))).all()
+    distinct = np.array([7, 20, 33, 46])
+    np.testing.assert_array_equal(best["value"][distinct], best["luma"][distinct])  # far under VALUE_FROM
+    assert (best["value"][distinct] < verify.VALUE_FROM).all()

@@ -368,7 +368,8 @@ class AuditContext:
                 return staged_call(VERIFY, int(valid.sum()), lambda: find_copies(
                     thumbs, self.split_index, valid=valid, embeddings=emb if emb.shape[1] else None,
                     have_embedding=have, hash_a=hp.a, hash_b=hp.b, trust_hashes=None, workers=self.options.workers,
-                    aspect=shown_aspect(f), keys=self._keys(valid), pool=pool, seed=seed))
+                    aspect=shown_aspect(f), keys=self._keys(valid), pool=pool, seed=seed,
+                    values=self._values(valid, thumbs)))
 
         # Thumbnails are a function of each image's content (digest) and max_pixels; the verifier's own code is part
         # of the key, so a changed algorithm never serves results of the old one. (The default seed adds nothing to
@@ -391,6 +392,19 @@ class AuditContext:
         if not eligible.any():
             return None
         return record_keys(self.dataset, eligible, max_pixels=self.hash_options.max_pixels, engine=self.engine)
+
+    def _values(self, valid: np.ndarray, thumbs: np.ndarray):  # type: ignore[no-untyped-def]
+        """The copy stage's HSV-value thumbnails (:func:`~splitaudit.features.thumbnails.value_thumbnails`); None when
+        no valid image is in colour."""
+        from ..features.thumbnails import GREY_MODES, value_thumbnails
+
+        f = self.features
+        colour = valid & np.isin(f["mode"].astype(str), GREY_MODES, invert=True)
+        if not colour.any():
+            return None
+        return value_thumbnails(self.dataset.records, self.dataset.arrays, f["digest"], colour, thumbs,
+                                cache=self.cache, workers=self.options.workers,
+                                max_pixels=self.hash_options.max_pixels, engine=self.engine)
 
     def computed_copies(self) -> CopyMatches | None:
         """The copy stage's result at the default radii if a check ran it in this run (``None`` otherwise)."""

@@ -422,7 +422,9 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
               workers: int | None = None, hash_pairs: tuple[np.ndarray, np.ndarray] | None = None,
               aspect: np.ndarray | None = None,
               keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-              plain: bool | None = None, pool=None) -> Calibration:  # type: ignore[no-untyped-def]
+              plain: bool | None = None, pool=None,
+              values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+              ) -> Calibration:  # type: ignore[no-untyped-def]
     """The copy and similar cuts for this dataset, from its training images (see the module docstring).
     ``vectors``: the candidate search's :func:`~.candidates.view_vectors` of all ``thumbs``, when at hand;
     ``per_image``: neighbours registered per sampled image (by screen score), as the decisions do; ``workers``:
@@ -433,10 +435,12 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     scoring :data:`~.verify.KEYS_FROM` or more get it too, so the cut is of the scores the decisions read;
     ``plain``: whether the dataset is one of objects on a plain background (:data:`~.register.PLAIN_DATASET`; None:
     measured on the training images, :func:`~.register.plain_share`), as every registration of the run takes it;
-    ``pool``: worker processes for the screen and the registration (:func:`~.verify.find_copies`)."""
+    ``pool``: worker processes for the screen and the registration (:func:`~.verify.find_copies`); ``values``: the
+    records' HSV-value thumbnails and colour (:func:`~.verify.value_scores`): null pairs from
+    :data:`~.verify.VALUE_FROM` up are scored on them too (:func:`~.verify.take_value`), as the decisions' pairs are."""
     from .candidates import inside_best, pairs_within
     from .verify import (KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement,
-                         screen_outward, select, still_agreement, take_better, verify_pairs, widen)
+                         screen_outward, select, still_agreement, take_better, take_value, verify_pairs, widen)
 
     if not 0 < target_rate < similar_rate < 1:
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
@@ -478,6 +482,10 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         rows, better = keypoint_registration(thumbs, keys, qb[second], qa[second], aspect=aspect, workers=workers,
                                              plain=plain)
         take_better(columns, second[rows], better)
+        reg = type(reg)(**columns)
+    if values is not None:
+        columns = reg.to_arrays()
+        take_value(values, thumbs, qb, qa, columns, np.ones(len(qa), bool), aspect=aspect, plain=plain)
         reg = type(reg)(**columns)
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)

@@ -43,6 +43,16 @@ PER_IMAGE = 2
 #: registered pairs that keypoint starts raised to 0.98 or more, 4 of 103 had scored under 0.8 (at 0.6, the
 #: registration's own PRUNE).
 KEYS_FROM = 0.8
+#: A registered pair scoring this or more (and under the cuts' CEILING) is also scored on both images' HSV value
+#: (max(R, G, B)), refined from the transform found, where the caller gives the value, and keeps the better score
+#: (the calibration's null pairs alike: the cut is of the scores the decisions read). Hue and saturation edits made
+#: in HSV or HSL space keep the value and move the luma: on the 32-px colour suite such copies scored 0.88-0.97 on
+#: the luma, where the cut is ~0.98, and 0.98-1.0 on the value; the copies it raised over the cut scored 0.875 or
+#: more on the luma. From 0.6 instead (every refined pair), the null's bulk rose with it: the colour suite's recall
+#: was 0.915 against 0.920 at five seeds (scored at the luma's transform, not refined).
+VALUE_FROM = 0.85
+#: Pairs whose value thumbnails are asked for at once (:func:`value_scores`): at most twice as many thumbnails held.
+VALUE_PAIRS = 8192
 
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
@@ -174,6 +184,66 @@ def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple
         out["mad"][sel], out["spread"][sel], out["still"][sel] = r.mad, r.spread, r.still
         out["smooth_mad"][sel] = r.smooth_mad
     return rows, Registration(**out)
+
+
+def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], thumbs: np.ndarray, a: np.ndarray,
+                 b: np.ndarray, columns: dict[str, np.ndarray], rows: np.ndarray, *, side: int = SIDE,
+                 aspect: np.ndarray | None = None, plain: bool = False) -> np.ndarray:
+    """The score of each registered pair ``rows`` (``b[p]`` onto ``a[p]``) read on the two images' HSV value
+    instead of their luma, refined from the transform in ``columns`` (the luma's). ``values(records)``: their value
+    thumbnails (of ``thumbs``' side) and whether each is in colour; NaN where neither image is (a grey image's value
+    is its luma: the same score), or where either image's value is one edge (:data:`~.register.APERTURE`). The value thumbnails are asked for :data:`VALUE_PAIRS` pairs at a time (one job
+    of the engine each, a bounded number of thumbnails held)."""
+    from .register import APERTURE, RESOLUTION_TRIES, isotropy, register_from
+
+    rows = np.asarray(rows, np.int64)
+    out = np.full(len(rows), np.nan)
+    tries = RESOLUTION_TRIES if thumbs.shape[1] < side else ()
+    for s in range(0, len(rows), VALUE_PAIRS):
+        r = rows[s : s + VALUE_PAIRS]
+        ids, inv = np.unique(np.concatenate([a[r], b[r]]), return_inverse=True)
+        v, colour = values(ids)
+        n = len(r)
+        ia, ib = inv[:n], inv[n:]
+        todo = np.flatnonzero(colour[ia] | colour[ib])
+        params = np.column_stack([columns["scale"][r], columns["angle"][r], columns["dx"][r] * side,
+                                  columns["dy"][r] * side])
+        mirrored = columns["mirrored"][r].astype(bool)
+        for c in range(0, len(todo), CHUNK):
+            t = todo[c : c + CHUNK]
+            used, local = np.unique(np.concatenate([ia[t], ib[t]]), return_inverse=True)
+            prep = prepare(np.asarray(v[used]), side, None if aspect is None else np.asarray(aspect)[ids[used]], plain)
+            # refined on the value from the luma's transform: a luma that the edit moved a lot registers a little
+            # off (32-px colour suite: 1,094 of 1,200 copies found scored at the luma's transform, 1,103 refined)
+            got = register_from(prep, local[: len(t)], local[len(t) :], mirrored[t], params[t], tries=tries).score
+            # Where one channel dominates, the value can be one edge where the luma is not (a red retina's rim: its
+            # vessels are in the green): two crops of that edge registered at 0.991 on the value, 0.972 on the luma
+            # (isotropy 0.007 against 0.024). Such a value says nothing: the aperture rule, on the value's images.
+            iso = isotropy(prep)
+            got[np.minimum(iso[local[: len(t)]], iso[local[len(t) :]]) < APERTURE] = np.nan
+            out[s + t] = got
+    return out
+
+
+def take_value(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None, thumbs: np.ndarray,
+               a: np.ndarray, b: np.ndarray, columns: dict[str, np.ndarray], registered: np.ndarray, *,
+               aspect: np.ndarray | None = None, plain: bool = False) -> np.ndarray:
+    """Raise the score of the ``registered`` pairs from :data:`VALUE_FROM` up to the cuts' ceiling, each later image's
+    :data:`PER_IMAGE` best, to their :func:`value_scores` where that is higher (``columns`` in place); returns the
+    rows raised."""
+    from .calibrate import CEILING
+
+    if values is None:
+        return np.zeros(0, np.int64)
+    score = np.nan_to_num(columns["score"], nan=-1.0)
+    # each image's PER_IMAGE best pairs (by the luma's score): on the 60k 32-px check the undecided eval images' every
+    # pair from VALUE_FROM up meant 10,183 value thumbnails and 4.9 s; their best two 5,863 and 3.1 s, the same findings
+    among = np.asarray(registered, bool) & (score >= VALUE_FROM) & (score < CEILING)
+    rows = np.flatnonzero(_best_per_image(score, b, PER_IMAGE, among))
+    got = value_scores(values, thumbs, a, b, columns, rows, aspect=aspect, plain=plain)
+    better = np.nan_to_num(got, nan=-np.inf) > score[rows]
+    columns["score"][rows[better]] = got[better]
+    return rows[better]
 
 
 def take_better(columns: dict[str, np.ndarray], rows: np.ndarray, got: Registration) -> np.ndarray:
@@ -672,7 +742,8 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                 hash_a: np.ndarray | None = None, hash_b: np.ndarray | None = None, trust_hashes: bool | None = False,
                 calibration=None, seed: int = 0, per_image: int = PER_IMAGE, workers: int | None = None,
                 aspect: np.ndarray | None = None,
-                keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None, pool=None
+                keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None, pool=None,
+                values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
                 ) -> CopyMatches:  # type: ignore[no-untyped-def]
     """The copy stage over arrays: candidates (pixel views, embeddings, hashes), a vectorised screen of every
     candidate, registration of each eval image's ``per_image`` best candidates and best hash matches,
@@ -692,7 +763,9 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     the calibration's null pairs alike; ``pool``: a :class:`~splitaudit.features.workers.WorkerPool` the screen's
     blocks and the registration's chunks of tiny images (thumbnails smaller than :data:`~.register.SIDE`) run on
     (:meth:`~splitaudit.features.engine.Engine.job_pool`: local worker processes, or Ray tasks; the answer is the
-    same)."""
+    same); ``values``: the HSV-value thumbnails of records and whether each is in colour (:func:`value_scores`;
+    None: luma only): registered pairs
+    from :data:`VALUE_FROM` up are scored on them too, the calibration's null pairs alike."""
     from .calibrate import crowding
     from .candidates import candidate_pairs, cross_part, embedding_pairs, inside_best
 
@@ -777,6 +850,7 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
                 # the calibration lets go of its copy of the views after its searches
                 calibration = calibrate(thumbs, train, seed=seed, per_image=per_image, workers=workers,
                                         hash_pairs=hashes, aspect=aspect, keys=keys, plain=plain, pool=pool,
+                                        values=values,
                                         vectors=None if vectors is None else dict(vectors))
                 if crossed is not None:
                     crossed.claim()
@@ -817,14 +891,25 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
     # little better (Fashion-MNIST: a test image 3.88 grey levels from its train twin, 3.51 on the overlap) must not
     # put the pair under the structural test the overlap's agreement needs
     as_they_lie = pixel_agreement(mad, spread)
-    pixels = pixel_agreement(reg["mad"], reg["spread"], reg["still"], reg["score"], similar_cut) | as_they_lie
-    levels = level_agreement(reg["smooth_mad"], reg["spread"], reg["score"], similar_cut, calibration.level_cut)
-    copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes, pixels=pixels | levels,
-                           crowding=crowd[cand.b])
-    # the level rule leans on the structural score too: not independent evidence against a better-scoring partner
-    copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed | pixels, copy, similar)
-    copy, similar = demote_apertures(thumbs, cand.a, cand.b, copy, similar, cand.hashed | (pixels & reg["still"]) | as_they_lie,
-                                     aspect, plain)
+
+    def decisions() -> tuple[np.ndarray, np.ndarray]:
+        pixels = pixel_agreement(reg["mad"], reg["spread"], reg["still"], reg["score"], similar_cut) | as_they_lie
+        levels = level_agreement(reg["smooth_mad"], reg["spread"], reg["score"], similar_cut, calibration.level_cut)
+        copy, similar = decide(reg["score"], cand.hashed, calibration, trust_hashes=trust_hashes,
+                               pixels=pixels | levels, crowding=crowd[cand.b])
+        # the level rule leans on the structural score too: not independent evidence against a better-scoring partner
+        copy, similar = demote_secondary(cand.b, reg["score"], cand.hashed | pixels, copy, similar)
+        return demote_apertures(thumbs, cand.a, cand.b, copy, similar,
+                                cand.hashed | (pixels & reg["still"]) | as_they_lie, aspect, plain)
+
+    copy, similar = decisions()
+    if values is not None:
+        # Only the eval images without a copy yet are read on their value: another score of a decided image's pairs
+        # changes none of its decisions (each image's decisions read its own pairs alone).
+        decided = np.zeros(n, bool)
+        decided[cand.b[copy]] = True
+        if len(take_value(values, thumbs, cand.a, cand.b, reg, keep & ~decided[cand.b], aspect=aspect, plain=plain)):
+            copy, similar = decisions()
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
     score = np.nan_to_num(reg["score"], nan=-np.inf)
