@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from copy_suites import COLOUR_TRANSFORMS, Suite, extra_transforms, fmnist_suite, photo_suite  # noqa: E402
+from copy_suites import COLOUR2_TRANSFORMS, COLOUR_TRANSFORMS, Suite, extra_transforms, fmnist_suite, photo_suite  # noqa: E402
 
 
 def _cpu() -> float:
@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--fmnist-test", type=int, default=10000)
     ap.add_argument("--photo-side", type=int, default=128, help="side of the photo suite's images")
     ap.add_argument("--image-size", type=int, default=0, help="the backbone's input side (default: automatic)")
-    ap.add_argument("--transforms", choices=("standard", "extra", "colour"), default="standard",
+    ap.add_argument("--transforms", choices=("standard", "extra", "colour", "colour2"), default="standard",
                     help="the photo suites' copies: the standard list, the held-out-like extra one, or strong colour "
                     "changes (copy_suites.py)")
     ap.add_argument("--files", metavar="DIR", help="write the photo suites as folders under DIR/copy-check-files "
@@ -211,7 +211,8 @@ def main() -> None:
     if args.files:
         FILES = (args.files, args.aspect, args.resize_from)
     extra = lambda side: (extra_transforms(side) if args.transforms == "extra"  # noqa: E731
-                          else COLOUR_TRANSFORMS if args.transforms == "colour" else None)
+                          else COLOUR_TRANSFORMS if args.transforms == "colour"
+                          else COLOUR2_TRANSFORMS if args.transforms == "colour2" else None)
     if args.suite in ("tiny", "all"):
         show("32-px photos", photo_suite(32, args.sources, transforms=extra(32), contamination=args.contamination),
              args.backbone)

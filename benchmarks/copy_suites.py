@@ -163,6 +163,29 @@ COLOUR_TRANSFORMS: dict[str, Spec] = {
 }
 
 
+#: ``--transforms colour2`` (thirty-second session): colour edits made the other ways tools make them, never tuned on:
+#: saturation and hue in HSL space (editors' Hue/Saturation), saturation as Pillow's ImageEnhance.Color and in CIELAB
+#: (both keep the luma, nearly), a hue turn of the YUV chroma plane (ffmpeg's hue filter), a random channel mixer
+#: (a camera profile), greyscale; alone and after a shift, a mirror or a zoom.
+COLOUR2_TRANSFORMS: dict[str, Spec] = {
+    "hsl saturate": Spec(colour="hsl-saturate"),
+    "hsl desaturate": Spec(colour="hsl-desaturate"),
+    "hsl hue": Spec(colour="hsl-hue"),
+    "pil saturate": Spec(colour="pil-saturate"),
+    "pil desaturate": Spec(colour="pil-desaturate"),
+    "lab saturate": Spec(colour="lab-saturate"),
+    "lab desaturate": Spec(colour="lab-desaturate"),
+    "yuv hue": Spec(colour="yuv-hue"),
+    "channel mix": Spec(colour="mix"),
+    "hsl saturate + shift 1": Spec(colour="hsl-saturate", shift=1),
+    "hsl hue + mirror + shift 2": Spec(colour="hsl-hue", mirror=True, shift=2),
+    "lab desaturate + mirror": Spec(colour="lab-desaturate", mirror=True),
+    "mix + zoom 5%": Spec(colour="mix", zoom=1.05),
+    "greyscale": Spec(grey=True),
+    "grey + shift 2": Spec(grey=True, shift=2),
+}
+
+
 def recolour(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """``img`` (h, w, 3) uint8 with a strong colour change ``kind`` (random strength from ``rng``)."""
     import cv2
@@ -192,6 +215,31 @@ def recolour(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray
         x = x * rng.uniform(1.35, 1.6) + 0.05
     elif kind == "fade":  # a faded print: lifted blacks, lowered whites, a warm tint
         x = 0.25 + 0.6 * x + np.array([0.04, 0.01, -0.04], np.float32)
+    elif kind in ("hsl-saturate", "hsl-desaturate", "hsl-hue"):  # editors' Hue/Saturation: HSL keeps its lightness
+        hls = cv2.cvtColor(x, cv2.COLOR_RGB2HLS)
+        if kind == "hsl-hue":
+            hls[..., 0] = (hls[..., 0] + rng.choice([-1, 1]) * rng.uniform(25, 40)) % 360
+        else:
+            hls[..., 2] = np.clip(hls[..., 2] * (rng.uniform(1.5, 1.9) if kind == "hsl-saturate" else rng.uniform(0.2, 0.4)), 0, 1)
+        x = cv2.cvtColor(hls, cv2.COLOR_HLS2RGB)
+    elif kind in ("pil-saturate", "pil-desaturate"):  # Pillow's ImageEnhance.Color: a blend with the luma
+        from PIL import ImageEnhance
+
+        factor = rng.uniform(1.5, 1.9) if kind == "pil-saturate" else rng.uniform(0.2, 0.4)
+        return np.asarray(ImageEnhance.Color(Image.fromarray(img)).enhance(factor))
+    elif kind in ("lab-saturate", "lab-desaturate"):  # chroma scaled in CIELAB
+        lab = cv2.cvtColor(x, cv2.COLOR_RGB2Lab)
+        lab[..., 1:] *= rng.uniform(1.4, 1.7) if kind == "lab-saturate" else rng.uniform(0.3, 0.5)
+        x = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    elif kind == "yuv-hue":  # the chroma plane turned, the luma kept (ffmpeg's hue filter)
+        yuv = cv2.cvtColor(x, cv2.COLOR_RGB2YUV)
+        t = np.deg2rad(rng.choice([-1, 1]) * rng.uniform(25, 40))
+        u, v = yuv[..., 1].copy(), yuv[..., 2].copy()
+        yuv[..., 1], yuv[..., 2] = np.cos(t) * u - np.sin(t) * v, np.sin(t) * u + np.cos(t) * v
+        x = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB)
+    elif kind == "mix":  # a random channel mixer near the identity, rows summing to 1 (a camera profile)
+        m = np.eye(3, dtype=np.float32) + rng.uniform(-0.25, 0.25, (3, 3)).astype(np.float32)
+        x = x @ (m / m.sum(axis=1, keepdims=True)).T
     else:
         raise ValueError(f"unknown colour change {kind!r}")
     return np.clip(np.round(255 * x), 0, 255).astype(np.uint8)
