@@ -838,15 +838,18 @@ def test_two_crops_of_one_edge_are_not_copies_by_registration(tiles) -> None:  #
     assert (copy == ~one_edge).all()
 
 
-def test_a_value_that_is_one_edge_is_not_read() -> None:
+def test_a_value_that_is_one_edge_or_of_an_unedited_colour_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """The HSV value of a red retina is its red channel: its rim with little of the vessels the luma holds. Where
     either image's value is one edge (:data:`~.register.APERTURE`), the value's score is not read (NaN), as the
-    aperture rule would not trust the luma's there; elsewhere it is."""
+    aperture rule would not trust the luma's there; nor where the two images' colour is alike (no colour edit:
+    :func:`~splitaudit.neighbors.verify.recoloured`); elsewhere it is."""
     from splitaudit.neighbors.register import APERTURE, isotropy, prepare
 
     here, along = _rim_windows()
     n = len(here)
-    both = np.concatenate([here, along])
+    # the crops further along the rim with their hue turned: a colour edit, so their value is read (the turn keeps
+    # the value, and its one edge)
+    both = np.concatenate([here, np.stack([_hsv_edit(x, hue=30) for x in along])])
     a, b = np.arange(n), np.arange(n, 2 * n)
     got = verify_pairs(both, a, b, start=screen(both, a, b))
     columns = {"scale": got.scale, "angle": got.angle, "dx": got.dx, "dy": got.dy, "mirrored": got.mirrored}
@@ -857,6 +860,25 @@ def test_a_value_that_is_one_edge_is_not_read() -> None:
     # the value is one edge more often than the luma: the case the rule is for
     assert flat.sum() > (np.minimum(iso_luma[a], iso_luma[b]) < APERTURE).sum(), (np.round(iso_luma, 4), np.round(iso_value, 4))
     assert np.isnan(read[flat]).all() and np.isfinite(read[~flat]).all() and (~flat).any()
+    # as they are, two crops of one colourful scene: mostly the same colourfulness (no colour edit: not read), or a
+    # value that is one edge; no pair's score is raised, where without the colour test one distinct pair would be
+    plain = np.concatenate([here, along])
+    got = verify_pairs(plain, a, b, start=screen(plain, a, b))
+    columns = {"scale": got.scale, "angle": got.angle, "dx": got.dx, "dy": got.dy, "mirrored": got.mirrored}
+    plain_values = lambda rows: (plain[rows].max(axis=-1), np.ones(len(rows), bool))  # noqa: E731
+    alike = ~verify.recoloured(plain.max(axis=-1), rg.to_grey(plain), a, b)
+    assert alike.sum() >= 2 * n // 3, alike
+    read = verify.value_scores(plain_values, plain, a, b, columns, np.arange(n))
+    assert not (read > got.score).any(), (np.round(read, 3), np.round(got.score, 3))
+    monkeypatch.setattr(verify, "RECOLOURED", 0.0)
+    ungated = verify.value_scores(plain_values, plain, a, b, columns, np.arange(n))
+    assert (ungated > got.score + 0.03).any(), (np.round(ungated, 3), np.round(got.score, 3))
+    monkeypatch.undo()
+    # a hue turn, a saturation change and a grey copy are colour edits
+    for edited in (np.stack([_hsv_edit(x, hue=30) for x in here]), np.stack([_hsv_edit(x, saturation=0.6) for x in here]),
+                   np.repeat(rg.to_grey(here).round().astype(np.uint8)[..., None], 3, axis=3)):
+        pair = np.concatenate([here, edited])
+        assert verify.recoloured(pair.max(axis=-1), rg.to_grey(pair), a, b).all()
 
 
 def test_a_copy_resampled_with_a_smoother_kernel_scores_as_a_copy(tiles) -> None:  # type: ignore[no-untyped-def]

@@ -51,6 +51,8 @@ KEYS_FROM = 0.8
 #: more on the luma. From 0.6 instead (every refined pair), the null's bulk rose with it: the colour suite's recall
 #: was 0.915 against 0.920 at five seeds (scored at the luma's transform, not refined).
 VALUE_FROM = 0.85
+#: How far apart (in log) two images' colourfulness must be for their value to be read (:func:`recoloured`).
+RECOLOURED = 0.02
 #: Pairs whose value thumbnails are asked for at once (:func:`value_scores`): at most twice as many thumbnails held.
 VALUE_PAIRS = 8192
 
@@ -192,9 +194,10 @@ def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
     """The score of each registered pair ``rows`` (``b[p]`` onto ``a[p]``) read on the two images' HSV value
     instead of their luma, refined from the transform in ``columns`` (the luma's). ``values(records)``: their value
     thumbnails (of ``thumbs``' side) and whether each is in colour; NaN where neither image is (a grey image's value
-    is its luma: the same score), or where either image's value is one edge (:data:`~.register.APERTURE`). The value thumbnails are asked for :data:`VALUE_PAIRS` pairs at a time (one job
+    is its luma: the same score), where the two images' colour is alike (:func:`recoloured`), or where either image's
+    value is one edge (:data:`~.register.APERTURE`). The value thumbnails are asked for :data:`VALUE_PAIRS` pairs at a time (one job
     of the engine each, a bounded number of thumbnails held)."""
-    from .register import APERTURE, RESOLUTION_TRIES, isotropy, register_from
+    from .register import APERTURE, RESOLUTION_TRIES, isotropy, register_from, to_grey
 
     rows = np.asarray(rows, np.int64)
     out = np.full(len(rows), np.nan)
@@ -205,7 +208,7 @@ def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
         v, colour = values(ids)
         n = len(r)
         ia, ib = inv[:n], inv[n:]
-        todo = np.flatnonzero(colour[ia] | colour[ib])
+        todo = np.flatnonzero((colour[ia] | colour[ib]) & recoloured(v, to_grey(np.asarray(thumbs[ids])), ia, ib))
         params = np.column_stack([columns["scale"][r], columns["angle"][r], columns["dx"][r] * side,
                                   columns["dy"][r] * side])
         mirrored = columns["mirrored"][r].astype(bool)
@@ -223,6 +226,19 @@ def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
             got[np.minimum(iso[local[: len(t)]], iso[local[len(t) :]]) < APERTURE] = np.nan
             out[s + t] = got
     return out
+
+
+def recoloured(value: np.ndarray, luma: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair (``a[p]``, ``b[p]``: rows of the (k, s, s) ``value`` and ``luma`` images): whether the two images'
+    colourfulness differs, the mean of each pixel's value over its luma, relative to the mean value, apart by
+    :data:`RECOLOURED` in log or more. A colour edit moves it (on the colour suites, 98-100% of the hue and
+    saturation edits' copies); two crops of one colourful scene keep it: the value has nothing to say there that
+    the luma does not (crops of the red retina: 0.001-0.036, and their value, its red channel, lacks the vessels
+    the luma holds: 0.99 for distinct crops)."""
+    v = np.asarray(value, np.float32).reshape(len(value), -1)
+    lum = np.asarray(luma, np.float32).reshape(len(luma), -1)
+    chroma = np.maximum((v - lum).mean(axis=1) / np.maximum(v.mean(axis=1), 1.0), 1e-3)
+    return np.abs(np.log(chroma[a] / chroma[b])) >= RECOLOURED
 
 
 def take_value(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None, thumbs: np.ndarray,
