@@ -165,3 +165,26 @@ def test_value_thumbnails_are_each_pixels_largest_channel_and_a_grey_images_own_
     ds = scan({"train": photo[None, :32, :32], "val": photo[None, 32:64, :32]})
     with pytest.raises(InvalidParameterError, match="'channel'.*'luma', 'value'.*'hue'"):
         compute_thumbnails(ds.records, ds.arrays, [0], [b"x", b"y"], side=SIDE, channel="hue")
+
+
+def test_rows_asked_for_now_and_then_are_cached_per_digest_never_as_a_whole_blob(tiles: np.ndarray,
+                                                                                  tmp_path: Path) -> None:
+    """``whole=False`` (the copy stage's value thumbnails: a few rows each time, other rows each time): the rows
+    are kept per content digest and served from there, and no whole-matrix blob is written for each request."""
+    import sqlite3
+
+    ds = scan({"train": tiles[:200], "val": tiles[200:]})
+    digests = [hashlib.sha256(t.tobytes()).digest() for t in tiles]
+    cache = FeatureCache(tmp_path / "cache")
+    db = next((tmp_path / "cache").glob("cache-v*.sqlite3"))
+    blobs = lambda: sqlite3.connect(db).execute("SELECT count(*) FROM blobs").fetchone()[0]  # noqa: E731
+    before = blobs()
+    first, ok, computed = compute_thumbnails(ds.records, ds.arrays, [3, 50, 90], digests, side=SIDE, cache=cache,
+                                             channel="value", whole=False)
+    assert computed == 3 and ok.sum() == 3 and blobs() == before
+    again, _, computed = compute_thumbnails(ds.records, ds.arrays, [50, 90, 120], digests, side=SIDE, cache=cache,
+                                            channel="value", whole=False)
+    assert computed == 1 and blobs() == before  # two of them from their digests
+    np.testing.assert_array_equal(again[[50, 90]], first[[50, 90]])
+    with_blob = compute_thumbnails(ds.records, ds.arrays, [3, 50], digests, side=SIDE, cache=cache, channel="value")
+    assert with_blob[2] == 0 and blobs() == before + 1  # the default keeps the whole matrix too, as before

@@ -45,7 +45,7 @@ ROW_BLOCK = 65536
 def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtype: str, records: Sequence[Any],
                       arrays: dict, rows: Sequence[int] | np.ndarray, digests: Sequence[bytes], cache: Any | None = None,
                       workers: int | None = None, progress: Progress | None = None, engine: Any | None = None,
-                      spill: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+                      spill: bool = False, whole: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """(matrix (n, width) of ``dtype``, ok mask (n,), how many rows were computed rather than read from the cache).
 
     ``fn(batch)`` returns ``{"vector": (m, width), "ok": (m,) bool}``; rows outside ``rows`` are zero and not ok.
@@ -53,7 +53,9 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
     The rows to compute run on ``engine`` (default: the local pool of ``workers`` processes), a chunk of about
     :data:`CHUNK_BYTES` at a time. ``spill``: a matrix of more than :data:`~splitaudit.memory.SPILL_BYTES` is
     written a chunk at a time into a :class:`~splitaudit.memory.SpilledRows` (a temporary file read back by rows)
-    and returned so: the whole matrix is never in memory (the thumbnails: 1 kB an image, 300 MB at 300k images)."""
+    and returned so: the whole matrix is never in memory (the thumbnails: 1 kB an image, 300 MB at 300k images).
+    ``whole=False``: never keep the whole matrix as one blob (a few rows asked for now and then, each time others:
+    their vectors are kept per digest alone)."""
     from ..memory import SPILL_BYTES, SpilledRows
     from .engine import resolve_engine
 
@@ -69,7 +71,7 @@ def compute_per_image(fn: BatchFn, *, table: str, version: str, width: int, dtyp
             h.update(i.to_bytes(8, "little"))
             h.update(digests[i] or b"")
     key = h.hexdigest()
-    blob = n * width * np.dtype(dtype).itemsize <= BLOB_MAX
+    blob = whole and n * width * np.dtype(dtype).itemsize <= BLOB_MAX
     if cache is not None and blob:
         stored = cache.get_arrays(key)
         if stored is not None and set(stored) == {"vector", "ok"} and stored["vector"].shape == (n, width) \

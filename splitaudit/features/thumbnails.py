@@ -110,11 +110,13 @@ class _Thumbnails:
 def compute_thumbnails(records: Sequence, arrays: dict, rows: Sequence[int] | np.ndarray, digests: Sequence[bytes], *, side: int,
                        cache: object | None = None, workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                        progress: Callable[[int], None] | None = None, engine: object | None = None,
-                       spill: bool = False, channel: str = "luma") -> tuple[np.ndarray, np.ndarray, int]:
+                       spill: bool = False, channel: str = "luma", whole: bool = True
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
     """(thumbnails (n, side, side) uint8 of ``channel``, ok mask, how many were computed rather than read from the
     cache).
     ``spill``: above :data:`~splitaudit.memory.SPILL_BYTES` the thumbnails are written into a temporary file as
-    they are made and returned as a :class:`~splitaudit.memory.SpilledRows` (read back by rows), never held whole."""
+    they are made and returned as a :class:`~splitaudit.memory.SpilledRows` (read back by rows), never held whole;
+    ``whole``: see :func:`~.per_image.compute_per_image`."""
     from ..errors import invalid_parameter
     from .per_image import compute_per_image
 
@@ -124,7 +126,7 @@ def compute_thumbnails(records: Sequence, arrays: dict, rows: Sequence[int] | np
     matrix, ok, computed = compute_per_image(
         _Thumbnails(side, max_pixels, channel), table="thumbnails", version=version,
         width=side * side, dtype="|u1", records=records, arrays=arrays, rows=rows, digests=digests, cache=cache,
-        workers=workers, progress=progress, engine=engine, spill=spill)
+        workers=workers, progress=progress, engine=engine, spill=spill, whole=whole)
     return matrix.reshape(len(records), side, side), ok, computed
 
 
@@ -146,7 +148,7 @@ def value_thumbnails(records: Sequence, arrays: dict, digests: Sequence[bytes], 
         need = rows[colour[rows]]
         if len(need):
             got, ok, _ = compute_thumbnails(records, arrays, need, digests, side=side, cache=cache, workers=workers,
-                                            max_pixels=max_pixels, engine=engine, channel="value")
+                                            max_pixels=max_pixels, engine=engine, channel="value", whole=False)
             at = np.flatnonzero(colour[rows])[ok[need]]
             value = got[rows[at]]
             # an RGB image of grey content (R = G = B) has its luma for its value: nothing to read again
