@@ -860,6 +860,13 @@ def test_a_value_that_is_one_edge_or_of_an_unedited_colour_is_not_read(monkeypat
     # the value is one edge more often than the luma: the case the rule is for
     assert flat.sum() > (np.minimum(iso_luma[a], iso_luma[b]) < APERTURE).sum(), (np.round(iso_luma, 4), np.round(iso_value, 4))
     assert np.isnan(read[flat]).all() and np.isfinite(read[~flat]).all() and (~flat).any()
+    # chunks of 4 pairs: the same answer on one thread and on two (the chunks, not the threads, fix the sums)
+    monkeypatch.setattr(verify, "CHUNK", 4)
+    one, two = (verify.value_scores(lambda rows: (value[rows], np.ones(len(rows), bool)), both, a, b, columns,
+                                    np.arange(n), workers=w) for w in (1, 2))
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_allclose(one, read, atol=1e-3)
+    monkeypatch.undo()
     # as they are, two crops of one colourful scene: mostly the same colourfulness (no colour edit: not read), or a
     # value that is one edge; no pair's score is raised, where without the colour test one distinct pair would be
     plain = np.concatenate([here, along])

@@ -485,7 +485,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         reg = type(reg)(**columns)
     if values is not None:
         columns = reg.to_arrays()
-        take_value(values, thumbs, qb, qa, columns, np.ones(len(qa), bool), aspect=aspect, plain=plain)
+        take_value(values, thumbs, qb, qa, columns, np.ones(len(qa), bool), aspect=aspect, plain=plain, workers=workers)
         reg = type(reg)(**columns)
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)

@@ -190,18 +190,23 @@ def keypoint_registration(thumbs: np.ndarray, keys: Callable[[np.ndarray], tuple
 
 def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], thumbs: np.ndarray, a: np.ndarray,
                  b: np.ndarray, columns: dict[str, np.ndarray], rows: np.ndarray, *, side: int = SIDE,
-                 aspect: np.ndarray | None = None, plain: bool = False) -> np.ndarray:
+                 aspect: np.ndarray | None = None, plain: bool = False, workers: int | None = None) -> np.ndarray:
     """The score of each registered pair ``rows`` (``b[p]`` onto ``a[p]``) read on the two images' HSV value
     instead of their luma, refined from the transform in ``columns`` (the luma's). ``values(records)``: their value
     thumbnails (of ``thumbs``' side) and whether each is in colour; NaN where neither image is (a grey image's value
-    is its luma: the same score), where the two images' colour is alike (:func:`recoloured`), or where either image's
-    value is one edge (:data:`~.register.APERTURE`). The value thumbnails are asked for :data:`VALUE_PAIRS` pairs at a time (one job
-    of the engine each, a bounded number of thumbnails held)."""
+    is its luma: the same score), where the two images' colour is alike (:func:`recoloured`), or where either
+    image's value is one edge (:data:`~.register.APERTURE`). The value thumbnails are asked for :data:`VALUE_PAIRS`
+    pairs at a time (one job of the engine each, a bounded number of thumbnails held); their pairs are registered
+    :data:`CHUNK` at a time on ``workers`` threads (default: one per core; the answer does not depend on them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..features.runner import default_workers
     from .register import APERTURE, RESOLUTION_TRIES, isotropy, register_from, to_grey
 
     rows = np.asarray(rows, np.int64)
     out = np.full(len(rows), np.nan)
     tries = RESOLUTION_TRIES if thumbs.shape[1] < side else ()
+    workers = default_workers() if workers is None else workers
     for s in range(0, len(rows), VALUE_PAIRS):
         r = rows[s : s + VALUE_PAIRS]
         ids, inv = np.unique(np.concatenate([a[r], b[r]]), return_inverse=True)
@@ -212,8 +217,8 @@ def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
         params = np.column_stack([columns["scale"][r], columns["angle"][r], columns["dx"][r] * side,
                                   columns["dy"][r] * side])
         mirrored = columns["mirrored"][r].astype(bool)
-        for c in range(0, len(todo), CHUNK):
-            t = todo[c : c + CHUNK]
+
+        def chunk(t: np.ndarray, s: int = s) -> None:  # writes its own rows of ``out``: chunks run side by side
             used, local = np.unique(np.concatenate([ia[t], ib[t]]), return_inverse=True)
             prep = prepare(np.asarray(v[used]), side, None if aspect is None else np.asarray(aspect)[ids[used]], plain)
             # refined on the value from the luma's transform: a luma that the edit moved a lot registers a little
@@ -225,6 +230,15 @@ def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
             iso = isotropy(prep)
             got[np.minimum(iso[local[: len(t)]], iso[local[len(t) :]]) < APERTURE] = np.nan
             out[s + t] = got
+
+        chunks = [todo[c : c + CHUNK] for c in range(0, len(todo), CHUNK)]
+        if workers <= 1 or len(chunks) <= 1:
+            for t in chunks:
+                chunk(t)
+        else:
+            with ThreadPoolExecutor(min(workers, len(chunks)), thread_name_prefix="splitaudit-value") as threads:
+                gate = MemoryGate(CHUNK * PAIR_BYTES)
+                list(threads.map(lambda t: gate.run(chunk, t), chunks))
     return out
 
 
@@ -243,7 +257,7 @@ def recoloured(value: np.ndarray, luma: np.ndarray, a: np.ndarray, b: np.ndarray
 
 def take_value(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None, thumbs: np.ndarray,
                a: np.ndarray, b: np.ndarray, columns: dict[str, np.ndarray], registered: np.ndarray, *,
-               aspect: np.ndarray | None = None, plain: bool = False) -> np.ndarray:
+               aspect: np.ndarray | None = None, plain: bool = False, workers: int | None = None) -> np.ndarray:
     """Raise the score of the ``registered`` pairs from :data:`VALUE_FROM` up to the cuts' ceiling, each later image's
     :data:`PER_IMAGE` best, to their :func:`value_scores` where that is higher (``columns`` in place); returns the
     rows raised."""
@@ -256,7 +270,7 @@ def take_value(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | N
     # pair from VALUE_FROM up meant 10,183 value thumbnails and 4.9 s; their best two 5,863 and 3.1 s, the same findings
     among = np.asarray(registered, bool) & (score >= VALUE_FROM) & (score < CEILING)
     rows = np.flatnonzero(_best_per_image(score, b, PER_IMAGE, among))
-    got = value_scores(values, thumbs, a, b, columns, rows, aspect=aspect, plain=plain)
+    got = value_scores(values, thumbs, a, b, columns, rows, aspect=aspect, plain=plain, workers=workers)
     better = np.nan_to_num(got, nan=-np.inf) > score[rows]
     columns["score"][rows[better]] = got[better]
     return rows[better]
@@ -924,7 +938,8 @@ def find_copies(thumbs: np.ndarray, split_index: np.ndarray, *, valid: np.ndarra
         # changes none of its decisions (each image's decisions read its own pairs alone).
         decided = np.zeros(n, bool)
         decided[cand.b[copy]] = True
-        if len(take_value(values, thumbs, cand.a, cand.b, reg, keep & ~decided[cand.b], aspect=aspect, plain=plain)):
+        if len(take_value(values, thumbs, cand.a, cand.b, reg, keep & ~decided[cand.b], aspect=aspect, plain=plain,
+                          workers=workers)):
             copy, similar = decisions()
     best = np.full(n, np.nan)
     partner = np.full(n, -1, np.int64)
