@@ -174,17 +174,26 @@ def test_the_seed_draws_the_calibrations_samples(recropped: tuple[list[Path], di
     assert one["positive_q05"] != zero["positive_q05"] or one["positive_q50"] != zero["positive_q50"]
 
 
-def test_tiny_images_copies_are_verified_at_their_own_size(photos: dict[str, np.ndarray]) -> None:
-    """32-px images (CIFAR-like arrays): a copy shifted by 2 px and re-graded is found; other crops are not."""
-    rng = np.random.default_rng(0)
-    tiles = []
+def _tiny_windows(photos: dict[str, np.ndarray], seed: int) -> list[tuple[np.ndarray, int, int]]:
+    """72 random 96-px windows (photo, x, y) of six photos, 12 each."""
+    rng = np.random.default_rng(seed)
+    out = []
     for name in ("astronaut", "coffee", "chelsea", "rocket", "china", "flower"):
         p = photos[name]
         h, w = p.shape[:2]
-        for _ in range(12):
-            x, y = int(rng.integers(0, w - 128)), int(rng.integers(0, h - 128))
-            tiles.append((p, x, y))
-    small = lambda p, x, y, s=0: np.asarray(Image.fromarray(p[y + s : y + s + 96, x + s : x + s + 96]).resize((32, 32), Image.Resampling.BOX))  # noqa: E731
+        out += [(p, int(rng.integers(0, w - 128)), int(rng.integers(0, h - 128))) for _ in range(12)]
+    return out
+
+
+def _small(p: np.ndarray, x: int, y: int, s: int = 0) -> np.ndarray:
+    """The 96-px window at (x, y), moved by ``s`` px, as a 32-px image."""
+    return np.asarray(Image.fromarray(p[y + s : y + s + 96, x + s : x + s + 96]).resize((32, 32), Image.Resampling.BOX))
+
+
+def test_tiny_images_copies_are_verified_at_their_own_size(photos: dict[str, np.ndarray]) -> None:
+    """32-px images (CIFAR-like arrays): a copy shifted by 2 px and re-graded is found; other crops are not."""
+    tiles = _tiny_windows(photos, 0)
+    small = _small
     train = np.stack([small(*t) for t in tiles[:60]])
     sources = [3, 17, 29, 41, 55]
     copies = [np.clip(small(*tiles[i], s=6).astype(np.float32) * 0.9 + 12, 0, 255).astype(np.uint8) for i in sources]
@@ -213,14 +222,8 @@ def test_copies_recoloured_in_hsv_space_are_found_through_the_api(photos: dict[s
         x[..., 1] = np.clip(x[..., 1] * sat, 0, 1)
         return np.clip(np.round(255 * cv2.cvtColor(x, cv2.COLOR_HSV2RGB)), 0, 255).astype(np.uint8)
 
-    rng = np.random.default_rng(1)
-    tiles = []
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "china", "flower"):
-        p = photos[name]
-        h, w = p.shape[:2]
-        for _ in range(12):
-            tiles.append((p, int(rng.integers(0, w - 128)), int(rng.integers(0, h - 128))))
-    small = lambda p, x, y, s=0: np.asarray(Image.fromarray(p[y + s : y + s + 96, x + s : x + s + 96]).resize((32, 32), Image.Resampling.BOX))  # noqa: E731
+    tiles = _tiny_windows(photos, 1)
+    small = _small
     train = np.stack([small(*t) for t in tiles[:60]])
     sources = [3, 17, 29, 41, 55, 8]
     # (hue turn, saturation scale) of each copy. Not here: a stronger desaturation of the fourth tile (x0.3 or x0.5)
