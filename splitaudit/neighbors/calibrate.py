@@ -437,10 +437,11 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     measured on the training images, :func:`~.register.plain_share`), as every registration of the run takes it;
     ``pool``: worker processes for the screen and the registration (:func:`~.verify.find_copies`); ``values``: the
     records' HSV-value thumbnails and colour (:func:`~.verify.value_scores`): null pairs from
-    :data:`~.verify.VALUE_FROM` up are scored on them too (:func:`~.verify.take_value`), as the decisions' pairs are."""
+    :data:`~.verify.VALUE_FROM` up are scored on them too (:func:`~.verify.take_readings`, as is every null pair's
+    tone reading), as the decisions' pairs are."""
     from .candidates import inside_best, pairs_within
     from .verify import (KEYS_FROM, _best_per_image, keypoint_registration, level, level_agreement, pixel_agreement,
-                         screen_outward, select, still_agreement, take_better, take_value, verify_pairs, widen)
+                         screen_outward, select, still_agreement, take_better, take_readings, verify_pairs, widen)
 
     if not 0 < target_rate < similar_rate < 1:
         raise invalid_parameter("target_rate/similar_rate", "0 < target_rate < similar_rate < 1", (target_rate, similar_rate))
@@ -483,10 +484,9 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
                                              plain=plain)
         take_better(columns, second[rows], better)
         reg = type(reg)(**columns)
-    if values is not None:
-        columns = reg.to_arrays()
-        take_value(values, thumbs, qb, qa, columns, np.ones(len(qa), bool), aspect=aspect, plain=plain, workers=workers)
-        reg = type(reg)(**columns)
+    columns = reg.to_arrays()
+    take_readings(values, thumbs, qb, qa, columns, np.ones(len(qa), bool), aspect=aspect, plain=plain, workers=workers)
+    reg = type(reg)(**columns)
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)
     prow = np.sort(rng.choice(train_rows, size=min(positive_sample, len(train_rows)), replace=False))
