@@ -226,7 +226,7 @@ def test_copies_whose_levels_were_edited_are_found_through_the_api(photos: dict[
 
     sources = [3, 17, 29, 41, 55, 8, 22, 47, 12, 35, 50, 26]
     kinds = ["bright", "contrast", "sepia"] * 4
-    # three draws of tiles: measured, 10 -> 11 copies of 12 found at each (8 -> 9 at the first)
+    # three draws of tiles: measured, 8 -> 10 copies of 12 found at the first, 10 -> 11 at the others
     for seed in (3, 4, 5):
         tiles = _tiny_windows(photos, seed)
         train = np.stack([_small(*t) for t in tiles[:60]])

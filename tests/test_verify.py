@@ -1539,11 +1539,12 @@ def test_copies_whose_levels_were_edited_are_found_with_them_matched(tiles, monk
     assert (best["tone"][distinct] < verify.TONE_FROM).all()
 
 
-def test_levels_are_matched_only_where_an_edit_clipped_or_curved_them(tiles, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    """The tone reading is NaN for a copy whose levels moved by a gain and offset only (the NCC ignores those; a new
-    fit would only give look-alikes a second chance) but where the gain moved the source's clipped highlights out of
-    the clip. Clipped, curved or sepia copies that the luma scores near a cut (0.9-0.99) are mostly read, and most
-    of them score higher so; its chunks give the same answer on one thread and on two."""
+def test_levels_are_matched_only_where_they_rank_alike(tiles, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The tone reading reads a pair only where its levels rank alike on the overlap (an edit of the levels keeps
+    their order): NaN for distinct tiles of one photo, registered as well as they go. A copy whose levels moved by a
+    gain and offset is read and scores as the luma's NCC does. Clipped, curved or sepia copies that the luma scores
+    near a cut (0.9-0.99) are read, and most of them score higher so. Its chunks give the same answer on one thread
+    and on two."""
     imgs, where, photos = tiles
     srcs = np.arange(0, 48, 4)
     n = len(srcs)
@@ -1556,10 +1557,11 @@ def test_levels_are_matched_only_where_an_edit_clipped_or_curved_them(tiles, mon
         columns = {"scale": got.scale, "angle": got.angle, "dx": got.dx, "dy": got.dy, "mirrored": got.mirrored}
         return got.score, verify.tone_scores(both, a, b, columns, np.arange(n)), (both, columns)
 
+    # the next tile of the same photo (12 tiles a photo): distinct, often of the same texture
+    luma, tone, _ = read([imgs[s + 1] for s in srcs])
+    assert np.isnan(tone).all(), (np.round(tone, 3), np.round(luma, 3))
     luma, tone, _ = read([np.clip(np.round(0.8 * p.astype(np.float32) + 20), 0, 255).astype(np.uint8) for p in plain])
-    # measured: read for 2 of 12, whose sources clip (the gain unclipped them), and there as the luma scores them
-    assert np.isnan(tone).sum() >= n - 3, np.round(tone, 3)
-    assert (np.abs(tone - luma)[np.isfinite(tone)] < 0.01).all(), (np.round(tone, 3), np.round(luma, 3))
+    assert np.isfinite(tone).all() and (np.abs(tone - luma) < 0.01).all(), (np.round(tone, 3), np.round(luma, 3))
     lumas, tones = [], []
     for kind in ("bright", "contrast", "sepia"):
         luma, tone, (both, columns) = read([_levels_edit(p, kind) for p in plain])
@@ -1568,8 +1570,7 @@ def test_levels_are_matched_only_where_an_edit_clipped_or_curved_them(tiles, mon
     luma, tone = np.concatenate(lumas), np.concatenate(tones)
     near = (luma >= 0.9) & (luma < 0.99)
     done = near & np.isfinite(tone)
-    # measured: 12 near a cut, 10 of them read, 9 of those raised (by 0.005-0.085)
-    assert near.sum() >= 8 and done.sum() >= 2 * near.sum() // 3, (np.round(luma, 3), np.round(tone, 3))
+    assert near.sum() >= 8 and done.sum() >= near.sum() - 1, (np.round(luma, 3), np.round(tone, 3))
     assert (tone[done] > luma[done]).sum() >= 0.8 * done.sum() and np.median(tone[done] - luma[done]) > 0.01
     monkeypatch.setattr(verify, "CHUNK", 4)
     one, two = (verify.tone_scores(both, a, b, columns, np.arange(n), workers=w) for w in (1, 2))

@@ -980,14 +980,16 @@ def register_from(prep: Prepared, ia: np.ndarray, ib: np.ndarray, mirrored: np.n
 
 
 #: The tone reading (:func:`tone_matched`): the quantiles of the overlap's grey levels mapped (TONE_LEVELS + 1 of
-#: them: a piecewise-linear curve, few pieces so that distinct images' histograms are not fitted in detail), and the
-#: evidence of an edit that moved the levels other than by a gain and offset that a pair needs to be read so: a
-#: share of the overlap clipped (grey level TONE_CLIP_LEVEL or more, or 255 - that or less) in one image and not
-#: in the other (TONE_CLIPPED), or quantiles that a line fits with 1 - r^2 of TONE_CURVED or more.
+#: them: a piecewise-linear curve, few pieces so that distinct images' histograms are not fitted in detail), read only
+#: where the two images' levels rank alike on the overlap (Spearman's rho of TONE_RANKS or more): an edit of the
+#: levels keeps their order, whatever curve it applies, where two distinct images' orders differ (tiles of one photo:
+#: -0.55-0.76; their copies, 0.93-1.0).
 TONE_LEVELS = 8
-TONE_CLIP_LEVEL = 250.0
-TONE_CLIPPED = 0.01
-TONE_CURVED = 0.02
+TONE_RANKS = 0.9
+#: The ranks are compared where neither image's grey level is clipped (TONE_CLIP or more, 255 - TONE_CLIP or less),
+#: on at least TONE_INSIDE of the overlap.
+TONE_CLIP = 250.0
+TONE_INSIDE = 0.1
 
 
 def _row_quantiles(values: np.ndarray, mask: np.ndarray, qs: np.ndarray) -> np.ndarray:
@@ -1004,15 +1006,31 @@ def _row_quantiles(values: np.ndarray, mask: np.ndarray, qs: np.ndarray) -> np.n
     return vlo + f * (vhi - vlo)
 
 
+def _row_ranks_correlation(u: np.ndarray, w: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, Spearman's rho of ``u`` and ``w`` on the entries under ``mask`` (ties ranked by their average, as a
+    clipped highlight's many equal levels need)."""
+    from scipy.stats import rankdata
+
+    # the entries outside the mask rank above every entry inside it: the inside ranks are 1..n, as among themselves
+    ru = rankdata(np.where(mask, u, np.inf), axis=1)
+    rw = rankdata(np.where(mask, w, np.inf), axis=1)
+    n = np.maximum(np.count_nonzero(mask, axis=1), 1).astype(np.float64)
+    mean = (n + 1) / 2
+    mf = mask.astype(np.float64)
+    cu, cw = (ru - mean[:, None]) * mf, (rw - mean[:, None]) * mf
+    den = np.sqrt((cu * cu).sum(axis=1) * (cw * cw).sum(axis=1))
+    return np.where(den > 0, (cu * cw).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
+
+
 def tone_matched(prep: Prepared, ia: np.ndarray, ib: np.ndarray, mirrored: np.ndarray, params: np.ndarray, *,
                  tries: tuple[float, ...] = ()) -> np.ndarray:
     """The final score of pairs at ``params`` (P x 4, as :func:`register_from` takes them) with a's grey levels first
     mapped onto b's: the piecewise-linear curve through the quantiles of both images' levels on the overlap
     (:data:`TONE_LEVELS`), then band-passed as :func:`prepare` does. An exposure raised until highlights clip, a
     strong contrast curve or sepia move the levels by more than the gain and offset the NCC ignores: their copies
-    scored 0.93-0.98 against cuts of ~0.98 (32-px colour suite). NaN for pairs without evidence of such an edit
-    (:data:`TONE_CLIPPED`, :data:`TONE_CURVED`) or with too small an overlap: re-fitting the levels of look-alike
-    images raises their scores too, and the calibration's null with them (docs/copies.md, thirty-third session)."""
+    scored 0.93-0.98 against cuts of ~0.98 (32-px colour suite). NaN for pairs whose levels do not rank alike
+    (:data:`TONE_RANKS`) or with too small an overlap: re-fitting the levels of distinct images raised the
+    calibration's null with them (docs/copies.md, thirty-third session)."""
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
     p = len(ia)
@@ -1034,22 +1052,17 @@ def tone_matched(prep: Prepared, ia: np.ndarray, ib: np.ndarray, mirrored: np.nd
     for s in range(0, p, BLOCK):
         rows = slice(s, min(p, s + BLOCK))
         mask, n, w = raw._sample(rows, params[rows], raw.mosaic)
-        u = raw.ac[rows]
         ok = n >= 16
         if not ok.any():
             continue
-        m, u, w = mask[ok], u[ok], w[ok]
-        nn = n[ok]
-        share = lambda x, sel: np.count_nonzero(sel & m, axis=1) / nn  # noqa: E731
-        hi, lo = TONE_CLIP_LEVEL, 255.0 - TONE_CLIP_LEVEL
-        clipped = (np.abs(share(u, u >= hi) - share(w, w >= hi)) + np.abs(share(u, u <= lo) - share(w, w <= lo)))
-        qa, qb = _row_quantiles(u, m, qs), _row_quantiles(w, m, qs)
-        ca, cb = qa - qa.mean(axis=1, keepdims=True), qb - qb.mean(axis=1, keepdims=True)
-        den = (ca * ca).sum(axis=1) * (cb * cb).sum(axis=1)
-        r2 = np.where(den > 0, (ca * cb).sum(axis=1) ** 2 / np.where(den > 0, den, 1.0), 1.0)
+        m, u, w = mask[ok], raw.ac[rows][ok], w[ok]
         at = np.arange(s, rows.stop)[ok]
-        xa[at], yb[at] = qa, qb
-        read[at] = (clipped >= TONE_CLIPPED) | (1.0 - r2 >= TONE_CURVED)
+        xa[at], yb[at] = _row_quantiles(u, m, qs), _row_quantiles(w, m, qs)
+        # ranked where neither image is clipped: a clipped highlight is one level in b for many in a, and ties
+        # that many bound the rank correlation far under 1 (a copy brightened until 60% clipped: 0.56)
+        inside = m & (u > 255.0 - TONE_CLIP) & (u < TONE_CLIP) & (w > 255.0 - TONE_CLIP) & (w < TONE_CLIP)
+        enough = np.count_nonzero(inside, axis=1) >= TONE_INSIDE * n[ok]
+        read[at] = enough & (_row_ranks_correlation(u, w, inside) >= TONE_RANKS)
     todo = np.flatnonzero(read)
     if len(todo) == 0:
         return out
