@@ -1577,3 +1577,17 @@ def test_levels_are_matched_only_where_they_rank_alike(tiles, monkeypatch: pytes
     monkeypatch.undo()
     np.testing.assert_array_equal(one, two)
     np.testing.assert_allclose(one, tones[-1], atol=1e-6)
+
+
+def test_average_ranks_are_scipys_rankdata() -> None:
+    """:func:`~splitaudit.neighbors.register.average_ranks` ranks each row as SciPy's ``rankdata`` does, ties (a
+    clipped highlight's equal levels, the masked entries' infinities) sharing their average rank."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 12, (40, 300)).astype(np.float64)  # many ties
+    x[:, :50] = np.inf
+    x[3] = 7.0  # one row of a single value
+    np.testing.assert_array_equal(rg.average_ranks(x), rankdata(x, axis=1))
+    y = rng.normal(size=(5, 1000))
+    np.testing.assert_array_equal(rg.average_ranks(y), rankdata(y, axis=1))

@@ -1006,14 +1006,31 @@ def _row_quantiles(values: np.ndarray, mask: np.ndarray, qs: np.ndarray) -> np.n
     return vlo + f * (vhi - vlo)
 
 
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Per row of ``x`` (P, n), each entry's rank from 1, tied entries sharing their average rank (as
+    ``scipy.stats.rankdata(x, axis=1)``, whose import alone took 0.56 s of a 2,000-photo check)."""
+    p, n = x.shape
+    order = np.argsort(x, axis=1, kind="stable")
+    s = np.take_along_axis(x, order, axis=1)
+    idx = np.broadcast_to(np.arange(n), (p, n))
+    new = np.ones((p, n), bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    end = np.ones((p, n), bool)
+    end[:, :-1] = new[:, 1:]
+    # each sorted position's run of equal values: its first and last position
+    first = np.maximum.accumulate(np.where(new, idx, 0), axis=1)
+    last = np.minimum.accumulate(np.where(end, idx, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty((p, n))
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
 def _row_ranks_correlation(u: np.ndarray, w: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per row, Spearman's rho of ``u`` and ``w`` on the entries under ``mask`` (ties ranked by their average, as a
     clipped highlight's many equal levels need)."""
-    from scipy.stats import rankdata
-
     # the entries outside the mask rank above every entry inside it: the inside ranks are 1..n, as among themselves
-    ru = rankdata(np.where(mask, u, np.inf), axis=1)
-    rw = rankdata(np.where(mask, w, np.inf), axis=1)
+    ru = average_ranks(np.where(mask, u, np.inf))
+    rw = average_ranks(np.where(mask, w, np.inf))
     n = np.maximum(np.count_nonzero(mask, axis=1), 1).astype(np.float64)
     mean = (n + 1) / 2
     mf = mask.astype(np.float64)
