@@ -44,6 +44,19 @@ def _load_photo(name: str) -> np.ndarray:
     return getattr(skimage.data, name)()
 
 
+def levels_edit(img: np.ndarray, kind: str) -> np.ndarray:
+    """``img`` with its grey levels edited by more than a gain and offset: an exposure raised until highlights clip
+    ("bright"), a strong S-curve ("contrast") or sepia toning, as photo filters and re-scans edit them."""
+    x = img.astype(np.float32) / 255
+    if kind == "bright":
+        x = x * 1.5 + 0.05
+    elif kind == "contrast":
+        x = 1 / (1 + np.exp(-8 * (x - x.mean())))
+    else:
+        x = x @ np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32).T
+    return np.clip(np.round(255 * x), 0, 255).astype(np.uint8)
+
+
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     """Real colour photographs as uint8 RGB arrays, by name."""

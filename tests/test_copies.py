@@ -212,17 +212,9 @@ def test_copies_whose_levels_were_edited_are_found_through_the_api(photos: dict[
     """32-px colour arrays: copies with their exposure raised until highlights clip, a strong contrast curve or sepia
     toning (photo filters, auto-levels) are near-duplicates, scored with their grey levels matched; without that
     reading some are missed; distinct crops are not flagged either way."""
-    from splitaudit.neighbors import verify
+    from conftest import levels_edit
 
-    def levels(img: np.ndarray, kind: str) -> np.ndarray:
-        x = img.astype(np.float32) / 255
-        if kind == "bright":
-            x = x * 1.5 + 0.05
-        elif kind == "contrast":
-            x = 1 / (1 + np.exp(-8 * (x - x.mean())))
-        else:
-            x = x @ np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32).T
-        return np.clip(np.round(255 * x), 0, 255).astype(np.uint8)
+    from splitaudit.neighbors import verify
 
     sources = [3, 17, 29, 41, 55, 8, 22, 47, 12, 35, 50, 26]
     kinds = ["bright", "contrast", "sepia"] * 4
@@ -230,7 +222,7 @@ def test_copies_whose_levels_were_edited_are_found_through_the_api(photos: dict[
     for seed in (3, 4, 5):
         tiles = _tiny_windows(photos, seed)
         train = np.stack([_small(*t) for t in tiles[:60]])
-        copies = [levels(_small(*tiles[i], s=3 * (k % 2)), kind) for k, (i, kind) in enumerate(zip(sources, kinds))]
+        copies = [levels_edit(_small(*tiles[i], s=3 * (k % 2)), kind) for k, (i, kind) in enumerate(zip(sources, kinds))]
         val = np.stack(copies + [_small(*t) for t in tiles[60:]])
 
         def found() -> dict[int, int]:

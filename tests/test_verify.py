@@ -1492,29 +1492,18 @@ def test_copies_recoloured_in_hsv_space_are_found_on_their_value(tiles) -> None:
     assert (best["value"][distinct] < verify.VALUE_FROM).all()
 
 
-def _levels_edit(img: np.ndarray, kind: str) -> np.ndarray:
-    """``img`` with its grey levels edited by more than a gain and offset: an exposure raised until highlights clip
-    ("bright"), a strong S-curve ("contrast") or sepia toning, as photo filters and re-scans edit them."""
-    x = img.astype(np.float32) / 255
-    if kind == "bright":
-        x = x * 1.5 + 0.05
-    elif kind == "contrast":
-        x = 1 / (1 + np.exp(-8 * (x - x.mean())))
-    else:
-        x = x @ np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32).T
-    return np.clip(np.round(255 * x), 0, 255).astype(np.uint8)
-
-
 def test_copies_whose_levels_were_edited_are_found_with_them_matched(tiles, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """A clipped exposure, a strong contrast curve or sepia move the grey levels by more than the gain and offset the
     NCC ignores: scored again with a's levels mapped onto b's (:func:`~splitaudit.neighbors.register.tone_matched`),
     each such copy scores at least as high, and more of them are found; distinct tiles are not found either way.
     (These 48 overlapping tiles put the cuts at 0.988-0.995: a rotated or shifted copy here can stay under.)"""
+    from conftest import levels_edit
+
     imgs, where, photos = tiles
     edits = [({"shift": (1.0, 0.0)}, "bright"), ({"angle": 4.0}, "bright"), ({}, "contrast"),
              ({"shift": (0.0, 1.0)}, "contrast"), ({"shift": (1.0, 1.0)}, "sepia"), ({}, "bright")]
     sources = [3, 14, 27, 38, 45, 9]
-    extra = [_levels_edit(window(photos[where[s][0]], *where[s][1:], 64, **kw), kind)
+    extra = [levels_edit(window(photos[where[s][0]], *where[s][1:], 64, **kw), kind)
              for s, (kw, kind) in zip(sources, edits)]
     thumbs = np.concatenate([imgs, np.stack(extra)])
     split = np.zeros(len(thumbs), np.int64)
@@ -1545,6 +1534,8 @@ def test_levels_are_matched_only_where_they_rank_alike(tiles, monkeypatch: pytes
     gain and offset is read and scores as the luma's NCC does. Clipped, curved or sepia copies that the luma scores
     near a cut (0.9-0.99) are read, and most of them score higher so. Its chunks give the same answer on one thread
     and on two."""
+    from conftest import levels_edit
+
     imgs, where, photos = tiles
     srcs = np.arange(0, 48, 4)
     n = len(srcs)
@@ -1564,7 +1555,7 @@ def test_levels_are_matched_only_where_they_rank_alike(tiles, monkeypatch: pytes
     assert np.isfinite(tone).all() and (np.abs(tone - luma) < 0.01).all(), (np.round(tone, 3), np.round(luma, 3))
     lumas, tones = [], []
     for kind in ("bright", "contrast", "sepia"):
-        luma, tone, (both, columns) = read([_levels_edit(p, kind) for p in plain])
+        luma, tone, (both, columns) = read([levels_edit(p, kind) for p in plain])
         lumas.append(luma)
         tones.append(tone)
     luma, tone = np.concatenate(lumas), np.concatenate(tones)

@@ -201,8 +201,6 @@ def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
     image's value is one edge (:data:`~.register.APERTURE`). The value thumbnails are asked for :data:`VALUE_PAIRS`
     pairs at a time (one job of the engine each, a bounded number of thumbnails held); their pairs are registered
     :data:`CHUNK` at a time on ``workers`` threads (default: one per core; the answer does not depend on them)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from ..features.runner import default_workers
     from .register import APERTURE, RESOLUTION_TRIES, isotropy, register_from, to_grey
 
@@ -234,14 +232,7 @@ def value_scores(values: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], 
             got[np.minimum(iso[local[: len(t)]], iso[local[len(t) :]]) < APERTURE] = np.nan
             out[s + t] = got
 
-        chunks = [todo[c : c + CHUNK] for c in range(0, len(todo), CHUNK)]
-        if workers <= 1 or len(chunks) <= 1:
-            for t in chunks:
-                chunk(t)
-        else:
-            with ThreadPoolExecutor(min(workers, len(chunks)), thread_name_prefix="splitaudit-value") as threads:
-                gate = MemoryGate(CHUNK * PAIR_BYTES)
-                list(threads.map(lambda t: gate.run(chunk, t), chunks))
+        _chunks_on_threads(chunk, [todo[c : c + CHUNK] for c in range(0, len(todo), CHUNK)], workers, "value")
     return out
 
 
@@ -252,8 +243,6 @@ def tone_scores(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[
     grey levels mapped onto b's first (:func:`~.register.tone_matched`: NaN where their levels do not rank alike;
     all NaN for objects on a ``plain`` background). Registered :data:`CHUNK` pairs at a time on ``workers``
     threads (the answer does not depend on them)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from ..features.runner import default_workers
     from .register import RESOLUTION_TRIES, tone_matched
 
@@ -274,15 +263,23 @@ def tone_scores(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[
         prep = prepare(np.asarray(thumbs[used]), side, None if aspect is None else np.asarray(aspect)[used], plain)
         out[t] = tone_matched(prep, local[: len(t)], local[len(t) :], mirrored[t], params[t], tries=tries)
 
-    chunks = [np.arange(c, min(len(rows), c + CHUNK)) for c in range(0, len(rows), CHUNK)]
+    _chunks_on_threads(chunk, [np.arange(c, min(len(rows), c + CHUNK)) for c in range(0, len(rows), CHUNK)], workers,
+                       "tone")
+    return out
+
+
+def _chunks_on_threads(chunk: Callable[[np.ndarray], None], chunks: list[np.ndarray], workers: int, name: str) -> None:
+    """``chunk(t)`` of each of ``chunks`` (each writes its own rows of an answer), on up to ``workers`` threads, each
+    chunk's working memory admitted by a :class:`~splitaudit.memory.MemoryGate` of one chunk's pairs."""
+    from concurrent.futures import ThreadPoolExecutor
+
     if workers <= 1 or len(chunks) <= 1:
         for t in chunks:
             chunk(t)
-    else:
-        with ThreadPoolExecutor(min(workers, len(chunks)), thread_name_prefix="splitaudit-tone") as threads:
-            gate = MemoryGate(CHUNK * PAIR_BYTES)
-            list(threads.map(lambda t: gate.run(chunk, t), chunks))
-    return out
+        return
+    with ThreadPoolExecutor(min(workers, len(chunks)), thread_name_prefix=f"splitaudit-{name}") as threads:
+        gate = MemoryGate(CHUNK * PAIR_BYTES)
+        list(threads.map(lambda t: gate.run(chunk, t), chunks))
 
 
 def recoloured(value: np.ndarray, luma: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
