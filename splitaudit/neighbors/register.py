@@ -1010,7 +1010,8 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     """Per row of ``x`` (P, n), each entry's rank from 1, tied entries sharing their average rank (as
     ``scipy.stats.rankdata(x, axis=1)``, whose import alone took 0.56 s of a 2,000-photo check)."""
     p, n = x.shape
-    order = np.argsort(x, axis=1, kind="stable")
+    # any sort: tied entries share their average rank, whichever order they come in (quicksort: ~2x a stable sort)
+    order = np.argsort(x, axis=1)
     s = np.take_along_axis(x, order, axis=1)
     idx = np.broadcast_to(np.arange(n), (p, n))
     new = np.ones((p, n), bool)
@@ -1029,8 +1030,8 @@ def _row_ranks_correlation(u: np.ndarray, w: np.ndarray, mask: np.ndarray) -> np
     """Per row, Spearman's rho of ``u`` and ``w`` on the entries under ``mask`` (ties ranked by their average, as a
     clipped highlight's many equal levels need)."""
     # the entries outside the mask rank above every entry inside it: the inside ranks are 1..n, as among themselves
-    ru = average_ranks(np.where(mask, u, np.inf))
-    rw = average_ranks(np.where(mask, w, np.inf))
+    ru = average_ranks(np.where(mask, u, np.float32(np.inf)))
+    rw = average_ranks(np.where(mask, w, np.float32(np.inf)))
     n = np.maximum(np.count_nonzero(mask, axis=1), 1).astype(np.float64)
     mean = (n + 1) / 2
     mf = mask.astype(np.float64)
