@@ -1451,6 +1451,16 @@ def _hsv_edit(img: np.ndarray, hue: float = 0.0, saturation: float = 1.0) -> np.
     return np.clip(np.round(255 * cv2.cvtColor(x, cv2.COLOR_HSV2RGB)), 0, 255).astype(np.uint8)
 
 
+def _with_copies(imgs: np.ndarray, copies: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 48 tiles and their edited ``copies`` as one set: (thumbnails, split index, training rows); the copies and
+    tiles 7, 20, 33 and 46 (distinct eval images) are the evaluation split."""
+    thumbs = np.concatenate([imgs, np.stack(copies)])
+    split = np.zeros(len(thumbs), np.int64)
+    split[len(imgs) :] = 1
+    split[[7, 20, 33, 46]] = 1
+    return thumbs, split, np.flatnonzero(split == 0)
+
+
 def test_copies_recoloured_in_hsv_space_are_found_on_their_value(tiles) -> None:  # type: ignore[no-untyped-def]
     """Hue and saturation edits keep each pixel's largest channel (the HSV value) and move its luma: scored on the
     value too, every such copy is found; on the luma alone some are not; distinct tiles stay far under the cut."""
@@ -1460,11 +1470,7 @@ def test_copies_recoloured_in_hsv_space_are_found_on_their_value(tiles) -> None:
     sources = [3, 14, 27, 38, 45]
     extra = [_hsv_edit(window(photos[where[s][0]], *where[s][1:], 64, **kw), **edit)
              for s, (kw, edit) in zip(sources, edits)]
-    thumbs = np.concatenate([imgs, np.stack(extra)])
-    split = np.zeros(len(thumbs), np.int64)
-    split[len(imgs) :] = 1
-    split[[7, 20, 33, 46]] = 1  # distinct eval images
-    train = np.flatnonzero(split == 0)
+    thumbs, split, train = _with_copies(imgs, extra)
     values = lambda rows: (thumbs[rows].max(axis=-1), np.ones(len(rows), bool))  # noqa: E731
     truth = {(s, len(imgs) + i) for i, s in enumerate(sources)}
     found, best = {}, {}
@@ -1505,11 +1511,7 @@ def test_copies_whose_levels_were_edited_are_found_with_them_matched(tiles, monk
     sources = [3, 14, 27, 38, 45, 9]
     extra = [levels_edit(window(photos[where[s][0]], *where[s][1:], 64, **kw), kind)
              for s, (kw, kind) in zip(sources, edits)]
-    thumbs = np.concatenate([imgs, np.stack(extra)])
-    split = np.zeros(len(thumbs), np.int64)
-    split[len(imgs) :] = 1
-    split[[7, 20, 33, 46]] = 1  # distinct eval images
-    train = np.flatnonzero(split == 0)
+    thumbs, split, train = _with_copies(imgs, extra)
     truth = {(s, len(imgs) + i) for i, s in enumerate(sources)}
     found, best = {}, {}
     for name, floor in (("luma", 2.0), ("tone", verify.TONE_FROM)):
