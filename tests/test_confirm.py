@@ -8,6 +8,7 @@ from PIL import Image
 
 from splitaudit.neighbors.confirm import (
     SHARES,
+    Views,
     THUMB,
     NEVER,
     ByteLRU,
@@ -98,6 +99,11 @@ def _crops(photos: dict[str, np.ndarray], count: int = 3) -> list[np.ndarray]:
     return out
 
 
+def _view_bytes(image: np.ndarray) -> int:
+    """What one image's :class:`Views` hold."""
+    return Views(raw_views(thumbnail(image).astype(np.uint8))).nbytes
+
+
 def test_confirm_answers_do_not_depend_on_the_cache_budget(photos: dict[str, np.ndarray]) -> None:
     images = _crops(photos)
     n = len(images)
@@ -111,15 +117,17 @@ def test_confirm_answers_do_not_depend_on_the_cache_budget(photos: dict[str, np.
     caches: list[NextUseCache] = []
     roomy = confirm_pairs(a, b, thumb, cache_bytes=2**30, caches=caches)
     assert decodes[0] == n  # each image decoded once when everything fits
-    crop_bytes = raw_views(thumbnail(images[0])).nbytes  # one orientation's crop views of one image
+    view_bytes = _view_bytes(images[0])  # one image's views
     decodes[0] = 0
     small: list[NextUseCache] = []
-    budget = int(3.5 * crop_bytes / SHARES[1])  # crop views of three images (one orientation each), six thumbnails
+    budget = int(3.5 * view_bytes / SHARES[1])  # views of three images, ten thumbnails
     tight = confirm_pairs(a, b, thumb, cache_bytes=budget, caches=small)
     assert all(c.peak <= c.budget for c in small) and sum(c.budget for c in small) <= budget
-    assert small[1].peak >= 3 * crop_bytes and small[0].peak >= 6 * THUMB * THUMB  # the caches were used
-    # every view made once (image 0 is never a b, so never mirrored); with less memory, some made again ...
-    assert small[1].made > caches[1].made == 2 * n - 1
+    assert small[1].peak >= 3 * view_bytes and small[0].peak >= 6 * THUMB * THUMB  # the caches were used
+    # every image's views made once, its mirror's crops once (image 0 is never a b, so never mirrored); with less
+    # memory, some made again ...
+    assert caches[1].made == n and caches[2].made == n - 1
+    assert small[1].made > n
     np.testing.assert_array_equal(tight.ncc, roomy.ncc)  # ... and the very same answers
     np.testing.assert_array_equal(tight.flipped, roomy.flipped)
     # the memo returns what the direct computation gives, pair by pair
@@ -163,9 +171,9 @@ def test_pairs_of_one_image_are_visited_together_so_a_small_cache_makes_each_vie
     assert runs == n // 4  # one run of pairs per group
     thumbs = {i: thumbnail(images[i]) for i in range(n)}
     caches: list[NextUseCache] = []
-    budget = int(8 * raw_views(thumbs[0]).nbytes / SHARES[1]) + 1
+    budget = int(8 * _view_bytes(images[0]) / SHARES[1]) + 1
     got = confirm_pairs(a, b, thumbs.__getitem__, cache_bytes=budget, caches=caches)
-    assert caches[0].made == n and caches[1].made <= 2 * n
+    assert caches[0].made == n and caches[1].made == n and caches[2].made <= n
     within = np.array([aligned_ncc(thumbs[x], thumbs[y])[0] for x, y in zip(a[:5], b[:5])])
     np.testing.assert_array_equal(got.ncc[:5], within)
 
@@ -246,7 +254,7 @@ def test_helper_threads_change_the_work_never_the_answers(photos: dict[str, np.n
 
     alone = confirm_pairs(a, b, thumb, workers=1)
     assert np.isnan(alone.ncc[(a == 5) | (b == 5)]).all() and np.isfinite(alone.ncc[(a != 5) & (b != 5)]).all()
-    budget = int(3.5 * raw_views(thumbnail(images[0])).nbytes / SHARES[1])
+    budget = int(3.5 * _view_bytes(images[0]) / SHARES[1])
     for workers in (2, 3):
         for cache_bytes in (2**30, budget):
             caches: list[NextUseCache] = []
@@ -319,3 +327,25 @@ def test_thumbnails_without_the_array_round_trip_are_the_former_ones(photos: dic
     thumb = record_thumbnails(ds, max_pixels=10**8)
     for i, r in enumerate(ds.records):
         np.testing.assert_array_equal(thumb(i), former(load_rgb(r.path, None, THUMB)))
+
+
+def test_correlating_unstandardised_crops_gives_the_standardised_views_ncc(photos: dict[str, np.ndarray]) -> None:
+    """correlate (crops scaled by their norms, means folded into the product, the mirror's crops read off the
+    image's own) gives the NCC of the definition: every standardised crop of a against b's full view and of b against
+    a's, b as it lies and mirrored (ncc_from_views over standard_views), within float32 rounding, and the same
+    orientation; on crops of real photos, a shifted and a mirrored copy, a blank and a white image."""
+    from splitaudit.neighbors.confirm import correlate, mirror_crops, ncc_from_views, standard_views
+
+    images = _crops(photos)
+    thumbs = [thumbnail(im) for im in images]
+    thumbs += [np.zeros((THUMB, THUMB), np.float32), np.full((THUMB, THUMB), 255, np.float32)]
+    mirrored = 0
+    for x in range(len(thumbs)):
+        for y in range(len(thumbs)):
+            a8, b8 = thumbs[x].astype(np.uint8), thumbs[y].astype(np.uint8)
+            want = ncc_from_views(standard_views(a8), standard_views(b8), standard_views(b8, True))
+            got = correlate(Views(raw_views(a8)), Views(raw_views(b8)), mirror_crops(b8))
+            assert abs(got[0] - want[0]) < 1e-5, (x, y, got, want)
+            assert got[1] == want[1], (x, y, got, want)
+            mirrored += got[1]
+    assert mirrored > 0  # the mirrored crops of each photo were found mirrored

@@ -186,10 +186,19 @@ def mirror_views(views: np.ndarray, t: np.ndarray) -> np.ndarray:
     weights of a crop's output pixel i, read backwards, are those of pixel SIDE-1-i of the crop at the mirrored
     offset, bit for bit), and the sums are exact, so most mirrored crops are crops at the mirrored offset, flipped;
     only those without one (the middle offset of two sides) are computed, on the mirrored thumbnail."""
-    src, missing = _mirror_map()
+    src, _ = _mirror_map()
     out = np.empty_like(views)
     have = src >= 0
     out[have] = views[src[have]][:, :, ::-1]
+    out[~have] = unmirrored_crops(t)
+    return out
+
+
+def unmirrored_crops(t: np.ndarray) -> np.ndarray:
+    """The crops of ``raw_views(t, mirrored=True)`` that are no crop of ``raw_views(t)`` flipped (the middle offset of
+    two sides: :func:`_mirror_map`), in their order there: (6, SIDE, SIDE) uint8."""
+    src, missing = _mirror_map()
+    out = np.empty((len(src), SIDE, SIDE), np.uint8)
     if missing:
         img = np.asarray(t, np.float64)[:, ::-1]
         clip = _layout()[2]
@@ -200,7 +209,7 @@ def mirror_views(views: np.ndarray, t: np.ndarray) -> np.ndarray:
             block = _rounded(ops @ rows_t.T, clip).reshape(n, SIDE, len(lack), SIDE)  # type: ignore[operator]
             for j, kx in enumerate(lack):
                 out[first + np.arange(n) * n + kx] = block[:, :, j, :]
-    return out
+    return out[src < 0]
 
 
 @lru_cache(maxsize=1)
@@ -239,8 +248,71 @@ def standard_views(t: np.ndarray, mirrored: bool = False) -> np.ndarray:
     return _standardise(raw_views(t, mirrored).astype(np.float32))
 
 
+class Views:
+    """One image's crop views as :func:`correlate` reads them: ``rows``, every crop's grey levels standardised (zero
+    mean, unit norm; a flat crop is a zero row, which correlates with nothing), and ``fulls``, the full view so, as it
+    lies and mirrored (2 rows). The means and norms are of whole grey levels, summed exactly.
+
+    Mirrored crops are crops of the image at the mirrored offset, flipped: their NCC with the other image's full view
+    is the crop's with that view flipped, so the mirror's rows are not made (:func:`correlate`)."""
+
+    __slots__ = ("rows", "fulls")
+
+    def __init__(self, views: np.ndarray) -> None:
+        """``views``: :func:`raw_views` of a thumbnail (uint8)."""
+        flat = views.reshape(len(views), -1)
+        n = flat.shape[1]
+        rows = flat.astype(np.float32)
+        total = (rows @ np.ones(n, np.float32)).astype(np.float64)  # sums of whole levels below 2^24: exact
+        squares = np.square(flat, dtype=np.uint16).sum(axis=1, dtype=np.int64).astype(np.float64)  # 255^2 < 2^16
+        centred = np.maximum(squares - total * total / n, 0.0)
+        # a non-flat crop's centred sum of squares is at least (n - 1) / n
+        scale = np.divide(1.0, np.sqrt(centred), out=np.zeros(len(flat)), where=centred > 0.5)
+        # centred before it is scaled: the products then add small terms (with the mean left in, a bright, nearly
+        # flat crop's large terms lost 6e-5 of a pair's NCC to float32 rounding)
+        rows -= (total / n).astype(np.float32)[:, None]
+        rows *= scale.astype(np.float32)[:, None]
+        self.rows = rows
+        self.fulls = np.stack([rows[0], rows[0].reshape(SIDE, SIDE)[:, ::-1].ravel()])
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.fulls.nbytes
+
+    @property
+    def full(self) -> np.ndarray:
+        """The full view standardised, as it lies."""
+        return self.fulls[0]
+
+
+def mirror_crops(t: np.ndarray) -> np.ndarray:
+    """The standardised rows of :func:`unmirrored_crops`: the mirror's crops that :class:`Views` cannot read off the
+    image's own."""
+    return _standardise(unmirrored_crops(t).astype(np.float32))
+
+
+@lru_cache(maxsize=1)
+def _mirrored_rows() -> np.ndarray:
+    """The crops of an image whose flips are crops of its mirror (:func:`_mirror_map`)."""
+    src, _ = _mirror_map()
+    return np.unique(src[src >= 0])
+
+
+def correlate(va: Views, vb: Views, mb: np.ndarray) -> tuple[float, bool]:
+    """Best NCC of a and b (:class:`Views`; ``mb``: :func:`mirror_crops` of b) over a's crops against the whole of b
+    and b's crops against the whole of a (either may be the cropped one), b mirrored or not; and whether mirrored."""
+    # four products with a vector each: one with the two full views as columns took twice as long
+    plain = max(float((va.rows @ vb.fulls[0]).max()), float((vb.rows @ va.fulls[0]).max()))
+    # b mirrored: a's crops against b's full view mirrored; b's mirrored crops against a's full view, which are b's
+    # own crops against a's view mirrored, and those b has no mirror of
+    mirrored = max(float((va.rows @ vb.fulls[1]).max()), float((vb.rows @ va.fulls[1])[_mirrored_rows()].max()),
+                   float((mb @ va.full).max()) if len(mb) else -1.0)
+    return (mirrored, True) if mirrored > plain + 1e-6 else (plain, False)
+
+
 def ncc_from_views(va: np.ndarray, vb: np.ndarray, vb_mirrored: np.ndarray) -> tuple[float, bool]:
-    """Best NCC from precomputed :func:`standard_views` of ``a``, ``b`` and ``b`` mirrored; and whether mirrored."""
+    """Best NCC from precomputed :func:`standard_views` of ``a``, ``b`` and ``b`` mirrored; and whether mirrored (the
+    definition :func:`correlate` computes)."""
     best, flipped = -1.0, False
     for mirrored, v in ((False, vb), (True, vb_mirrored)):
         # a's crops against the whole of b, and b's crops against the whole of a: either may be the cropped one.
@@ -252,7 +324,8 @@ def ncc_from_views(va: np.ndarray, vb: np.ndarray, vb_mirrored: np.ndarray) -> t
 
 def aligned_ncc(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
     """Best NCC between thumbnails ``a`` and ``b`` over crops of either one, mirrored or not; and whether mirrored."""
-    return ncc_from_views(standard_views(a), standard_views(b), standard_views(b, True))
+    a8, b8 = np.asarray(a).astype(np.uint8), np.asarray(b).astype(np.uint8)
+    return correlate(Views(raw_views(a8)), Views(raw_views(b8)), mirror_crops(b8))
 
 
 @dataclass(frozen=True)
@@ -263,15 +336,12 @@ class Confirmation(Columns):
     flipped: np.ndarray
 
 
-#: Bytes kept while confirming pairs: thumbnails (9 kB each, uint8), crop views (85 kB per image and orientation,
-#: uint8) and standardised views (341 kB, float32; pairs come sorted by their earlier image, whose views are reused
-#: at once). A cache of 2048 images' float32 views held 0.7 GB at a 20k-photo check's peak, 512 still 175 MB.
+#: Bytes kept while confirming pairs: thumbnails (9 kB each, uint8), :class:`Views` (359 kB an image, float32) and
+#: the mirror's own crops (55 kB). A cache of 2048 images' float32 views held 0.7 GB at a 20k-photo check's peak.
 CACHE_BYTES = 48 * 2**20
-#: Shares of :data:`CACHE_BYTES`: thumbnails (re-making views from a kept one costs no decode), crop views (37
-#: crops and resizes, ~0.5 ms an orientation), standardised views (a NumPy pass over the crop views, ~0.3 ms: made
-#: for 3 of every 4 requests with a quarter of the bytes on the 60k 32-px check; half of them: 98k for 272k requests
-#: of 78k distinct views, crop views 84k for 78k).
-SHARES = (0.125, 0.375, 0.5)
+#: Shares of :data:`CACHE_BYTES`: thumbnails (re-making views from a kept one costs no decode), :class:`Views` (37
+#: crops and resizes, ~0.35 ms an image), the mirror's own crops (:func:`mirror_crops`, 6 of them).
+SHARES = (0.125, 0.75, 0.125)
 
 
 class ByteLRU:
@@ -392,12 +462,13 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
     """
     from ..features.runner import default_workers
 
-    thumbs, crops, views = (NextUseCache(int(cache_bytes * share)) for share in SHARES)
+    thumbs, views, mirrors = (NextUseCache(int(cache_bytes * share)) for share in SHARES)
     if caches is not None:
-        caches.extend((thumbs, crops, views))
+        caches.extend((thumbs, views, mirrors))
     order = pair_order(a, b).tolist()
-    # the requests in the loop's order, three a pair: a's views, b's, b's mirrored (key: 2 x image + mirrored); each
-    # cache knows when a value is next needed: the view itself (views, crop views), any view of its image (thumbnails)
+    # the requests in the loop's order, three a pair: a's views, b's, b's mirrored crops (key: 2 x image +
+    # mirrored); each cache knows when a value is next needed: the value itself (views, mirrored crops), any value of
+    # its image (thumbnails)
     ordered = np.asarray(order, np.int64)
     codes = np.stack([2 * np.asarray(a, np.int64)[ordered], 2 * np.asarray(b, np.int64)[ordered],
                       2 * np.asarray(b, np.int64)[ordered] + 1], axis=1).ravel()
@@ -405,7 +476,7 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
     next_image = next_uses(codes // 2).tolist()
     workers = default_workers() if workers is None else workers
     prep = _Prepared(a, b, order, thumb, workers) if workers > 1 and len(order) >= PREPARE_FROM else None
-    ready: OrderedDict[tuple[int, bool], np.ndarray] = OrderedDict()  # crop views a helper made, until used
+    ready: OrderedDict[tuple[int, bool], object] = OrderedDict()  # values a helper made, until used
 
     def grey(i: int) -> np.ndarray | None:
         got = prep.take(i) if prep is not None else None
@@ -421,31 +492,21 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
         # raw_views() crops the thumbnail as uint8: keeping it so is exact, in a quarter of the bytes
         return None if t is None else t.astype(np.uint8)
 
-    def view(i: int, mirrored: bool, r: int) -> np.ndarray | None:
-        """Image i's standardised views (mirrored or not), asked for by request r."""
+    def view(i: int, mirrored: bool, r: int):  # type: ignore[no-untyped-def]
+        """Image i's :class:`Views` (``mirrored``: its :func:`mirror_crops`), asked for by request r."""
         nv, ni = next_view[r], next_image[r]
 
-        def crop() -> np.ndarray | None:
+        def make():  # type: ignore[no-untyped-def]
             t = thumbs.get(i, lambda: grey(i), ni)
             made = ready.pop((i, mirrored), None)
-            if made is not None:
+            if made is not None or t is None:
                 return made
-            if t is None or not mirrored:
-                return None if t is None else raw_views(t)
-            # the mirror's crops are mostly the thumbnail's own, flipped (a quarter of the work): kept or made here
-            return mirror_views(crops.get((i, False), lambda: raw_views(t), ni), t)  # type: ignore[arg-type]
+            return mirror_crops(t) if mirrored else Views(raw_views(t))
 
-        def make() -> np.ndarray | None:
-            c = crops.get((i, mirrored), crop, nv if mirrored else ni)
-            return None if c is None else _standardise(c.astype(np.float32))
-
-        got = views.get((i, mirrored), make, nv)
-        # the lower caches learn when the image is next needed even when this request did not reach them; after
-        # it, not before: a touch lets go of a value never needed again, which making this view may still need
+        got = (mirrors if mirrored else views).get(i, make, nv)
+        # the thumbnail learns when the image is next needed even when this request did not reach it; after it, not
+        # before: a touch lets go of a value never needed again, which making this one may still need
         thumbs.touch(i, ni)
-        crops.touch((i, False), ni)  # the own crop views serve the mirror's too: needed by any view of the image
-        if mirrored:
-            crops.touch((i, True), nv)
         return got
 
     ncc = np.full(len(a), np.nan)
@@ -457,9 +518,9 @@ def confirm_pairs(a: np.ndarray, b: np.ndarray, thumb: Callable[[int], np.ndarra
             for k, j in enumerate(order):
                 va, vb = view(int(a[j]), False, 3 * k), view(int(b[j]), False, 3 * k + 1)
                 if va is not None and vb is not None:
-                    vbm = view(int(b[j]), True, 3 * k + 2)
-                    assert vbm is not None
-                    ncc[j], fl[j] = ncc_from_views(va, vb, vbm)
+                    mb = view(int(b[j]), True, 3 * k + 2)
+                    assert mb is not None
+                    ncc[j], fl[j] = correlate(va, vb, mb)
         finally:
             if prep is not None:
                 prep.close()
@@ -513,8 +574,8 @@ class _Prepared:
             try:
                 t = self.thumb(i)
                 g = None if t is None else t.astype(np.uint8)
-                own = None if g is None else raw_views(g)
-                got = (g, own, mirror_views(own, g) if mirrored and own is not None else None)  # type: ignore[arg-type]
+                got = (g, None if g is None else Views(raw_views(g)),
+                       mirror_crops(g) if mirrored and g is not None else None)
             except Exception:  # the loop makes this image itself, and meets the error there
                 got = None
             with self.cond:
