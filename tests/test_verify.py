@@ -1584,3 +1584,71 @@ def test_average_ranks_are_scipys_rankdata() -> None:
     np.testing.assert_array_equal(rg.average_ranks(x), rankdata(x, axis=1))
     y = rng.normal(size=(5, 1000))
     np.testing.assert_array_equal(rg.average_ranks(y), rankdata(y, axis=1))
+
+
+def test_a_jpegs_block_grid_is_read_at_32_px_in_a_coarser_band(tiles, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """block_steps tells 32-px tiles saved as JPEG (quality 50-70) from the same tiles unsaved; jpeg_scores scores
+    only pairs where either image shows the grid, only tiny images (a 64-px thumbnail: all NaN) and not on a plain
+    background; the JPEG copies it reads score higher so, most of them; distinct tiles scored so stay under the
+    copies. One thread or two, the same."""
+    import cv2
+
+    from splitaudit.neighbors.register import JPEG_STEPS, block_steps, to_grey
+
+    imgs, _, _ = tiles
+    small = imgs  # 32 px
+    saved = np.stack([jpeg(t, 50 + 10 * (k % 3)) for k, t in enumerate(small)])
+    steps_saved, steps_raw = block_steps(to_grey(saved)), block_steps(to_grey(small))
+    assert (steps_saved >= JPEG_STEPS).mean() >= 0.4 and (steps_raw >= JPEG_STEPS).mean() <= 0.05, (
+        np.round(steps_saved, 2), np.round(steps_raw, 2))
+    n = 24
+    a = np.arange(n)
+
+    def read(both: np.ndarray, b: np.ndarray, **kw) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+        got = verify_pairs(both, a, b, start=screen(both, a, b))
+        columns = {"scale": got.scale, "angle": got.angle, "dx": got.dx, "dy": got.dy, "mirrored": got.mirrored}
+        return got.score, verify.jpeg_scores(both, a, b, columns, np.arange(n), **kw)
+
+    both = np.concatenate([small[:n], saved[:n]])
+    luma, coarse = read(both, np.arange(n, 2 * n))
+    blocky = steps_saved[:n] >= JPEG_STEPS
+    assert (np.isfinite(coarse) == (blocky | (steps_raw[:n] >= JPEG_STEPS))).all()
+    assert (coarse[blocky] > luma[blocky]).mean() >= 0.7, (np.round(coarse, 3), np.round(luma, 3))
+    # distinct tiles (the next tile of the same photo, saved alike): read, and well under the copies' coarse scores
+    _, other = read(np.concatenate([small[:n], saved[1 : n + 1]]), np.arange(n, 2 * n))
+    assert np.nanmedian(other) < np.nanmedian(coarse[blocky]) - 0.1, (np.round(other, 3), np.round(coarse, 3))
+    assert np.isnan(read(both, np.arange(n, 2 * n), plain=True)[1]).all()
+    big = np.stack([cv2.resize(t, (64, 64), interpolation=cv2.INTER_CUBIC) for t in imgs[:n]])
+    big = np.concatenate([big, np.stack([jpeg(t, 50) for t in big])])
+    assert np.isnan(read(big, np.arange(n, 2 * n))[1]).all()  # 64-px thumbnails (photos'): not read
+    monkeypatch.setattr(verify, "CHUNK", 5)
+    np.testing.assert_array_equal(read(both, np.arange(n, 2 * n), workers=2)[1],
+                                  read(both, np.arange(n, 2 * n), workers=1)[1])
+
+
+def test_copies_saved_as_jpeg_are_found_in_a_coarser_band(tiles, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Copies re-graded and saved as JPEG (quality 35 and 50) at 32 px: their levels moved (no level rule) and the
+    fine band the score reads is lost. Scored in a coarser band too where the block grid shows
+    (:func:`~splitaudit.neighbors.verify.jpeg_scores`), each scores at least as high and more of them are found;
+    distinct tiles are not found either way."""
+    imgs, where, photos = tiles
+    grade = lambda x: np.clip(np.round(0.8 * x.astype(np.float32) + 30), 0, 255).astype(np.uint8)  # noqa: E731
+    edits = [{}, {"shift": (1.0, 0.0)}, {"zoom": 1.08}, {"shift": (0.0, 1.0)}]
+    sources = [3, 14, 27, 38, 45, 9, 1, 22]
+    extra = [jpeg(grade(window(photos[where[s][0]], *where[s][1:], 64, **edits[k % 4])), 35 + 15 * (k % 2))
+             for k, s in enumerate(sources)]
+    thumbs, split, train = _with_copies(imgs, extra)
+    truth = {(s, len(imgs) + i) for i, s in enumerate(sources)}
+    found, best = {}, {}
+    for name, floor in (("usual", 2.0), ("jpeg", verify.JPEG_FROM)):
+        monkeypatch.setattr(verify, "JPEG_FROM", floor)
+        cal = calibrate(thumbs, train, null_sample=44, positive_sample=26, seed=0)
+        m = find_copies(thumbs, split, calibration=cal, per_image=2)
+        found[name] = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
+        best[name] = m.best_score
+    monkeypatch.undo()
+    assert found["usual"] < found["jpeg"] == truth  # measured: 5 of the 8 in the usual band alone
+    copies = np.arange(len(imgs), len(thumbs))
+    assert (best["jpeg"][copies] >= best["usual"][copies]).all()
+    distinct = np.array([7, 20, 33, 46])
+    assert (best["jpeg"][distinct] < cal.copy_cut).all()

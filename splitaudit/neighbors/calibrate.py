@@ -485,7 +485,8 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         take_better(columns, second[rows], better)
         reg = type(reg)(**columns)
     columns = reg.to_arrays()
-    take_readings(values, thumbs, qb, qa, columns, np.ones(len(qa), bool), aspect=aspect, plain=plain, workers=workers)
+    _, structure = take_readings(values, thumbs, qb, qa, columns, np.ones(len(qa), bool), aspect=aspect, plain=plain,
+                                 workers=workers)
     reg = type(reg)(**columns)
     for q, s in zip(qa.tolist(), reg.score.tolist()):
         null[pos_of[q]] = max(null[pos_of[q]], s)
@@ -496,7 +497,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     # sampled images whose pixels agree with another training image (a registered overlap only where the structure
     # scores like a copy too): copies inside train, or look-alikes the pixel rule would call copies (reported: a
     # count far above the copies the dataset is known to hold says so)
-    agree = pixel_agreement(reg.mad, reg.spread, reg.still, reg.score, p05)
+    agree = pixel_agreement(reg.mad, reg.spread, reg.still, structure, p05)
     null_pixel_agree = len(set(qa[agree].tolist()) | set(lying.tolist()))
     agreeing = np.isin(queries, qa[agree]) | np.isin(queries, lying)
     model = null_model(null, crowd, p05, target_rate, similar_rate, agreeing=agreeing)
@@ -511,7 +512,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
         model_values.update(hash_collision_rate=rate, hash_distinct_rate=distinct)
     # the level rule's cut, from the pairs of the null's samples not set aside as likely copies
     sample_of = np.searchsorted(queries, qa)
-    lcut, lenv, lpairs = level_cut(level(reg.smooth_mad, reg.spread), reg.score, ~model.likely[sample_of], p05)
+    lcut, lenv, lpairs = level_cut(level(reg.smooth_mad, reg.spread), structure, ~model.likely[sample_of], p05)
     model_values.update(level_cut=lcut, level_null=lenv, level_pairs=lpairs)
     copy_cut, similar_cut = (float(c) for c in _bare(target_rate, similar_rate, seed, **model_values).cuts(mid))
     # the decisions' rule (verify.decide), hashes aside, at a typical image's cuts
