@@ -1461,6 +1461,22 @@ def _with_copies(imgs: np.ndarray, copies: list[np.ndarray]) -> tuple[np.ndarray
     return thumbs, split, np.flatnonzero(split == 0)
 
 
+def _found_by_floor(thumbs: np.ndarray, split: np.ndarray, train: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+                    floor: str, runs: dict[str, float]) -> tuple[dict, dict, object]:
+    """Per run (name: the value of ``verify.<floor>``, the score a second reading starts from; 2.0: never): the pairs
+    found as copies and every record's best score, calibrated and decided on the same images; and the last
+    calibration."""
+    found, best, cal = {}, {}, None
+    for name, value in runs.items():
+        monkeypatch.setattr(verify, floor, value)
+        cal = calibrate(thumbs, train, null_sample=44, positive_sample=26, seed=0)
+        m = find_copies(thumbs, split, calibration=cal, per_image=2)
+        found[name] = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
+        best[name] = m.best_score
+    monkeypatch.undo()
+    return found, best, cal
+
+
 def test_copies_recoloured_in_hsv_space_are_found_on_their_value(tiles) -> None:  # type: ignore[no-untyped-def]
     """Hue and saturation edits keep each pixel's largest channel (the HSV value) and move its luma: scored on the
     value too, every such copy is found; on the luma alone some are not; distinct tiles stay far under the cut."""
@@ -1513,14 +1529,8 @@ def test_copies_whose_levels_were_edited_are_found_with_them_matched(tiles, monk
              for s, (kw, kind) in zip(sources, edits)]
     thumbs, split, train = _with_copies(imgs, extra)
     truth = {(s, len(imgs) + i) for i, s in enumerate(sources)}
-    found, best = {}, {}
-    for name, floor in (("luma", 2.0), ("tone", verify.TONE_FROM)):
-        monkeypatch.setattr(verify, "TONE_FROM", floor)
-        cal = calibrate(thumbs, train, null_sample=44, positive_sample=26, seed=0)
-        m = find_copies(thumbs, split, calibration=cal, per_image=2)
-        found[name] = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
-        best[name] = m.best_score
-    monkeypatch.undo()
+    found, best, _ = _found_by_floor(thumbs, split, train, monkeypatch, "TONE_FROM",
+                                     {"luma": 2.0, "tone": verify.TONE_FROM})
     assert found["luma"] < found["tone"] <= truth  # measured: 2 of the 6 on the luma alone, 4 with the tone reading
     assert len(found["tone"]) >= 4
     copies = np.arange(len(imgs), len(thumbs))
@@ -1639,14 +1649,8 @@ def test_copies_saved_as_jpeg_are_found_in_a_coarser_band(tiles, monkeypatch: py
              for k, s in enumerate(sources)]
     thumbs, split, train = _with_copies(imgs, extra)
     truth = {(s, len(imgs) + i) for i, s in enumerate(sources)}
-    found, best = {}, {}
-    for name, floor in (("usual", 2.0), ("jpeg", verify.JPEG_FROM)):
-        monkeypatch.setattr(verify, "JPEG_FROM", floor)
-        cal = calibrate(thumbs, train, null_sample=44, positive_sample=26, seed=0)
-        m = find_copies(thumbs, split, calibration=cal, per_image=2)
-        found[name] = {(int(a), int(b)) for a, b, c in zip(m.a, m.b, m.copy) if c}
-        best[name] = m.best_score
-    monkeypatch.undo()
+    found, best, cal = _found_by_floor(thumbs, split, train, monkeypatch, "JPEG_FROM",
+                                       {"usual": 2.0, "jpeg": verify.JPEG_FROM})
     assert found["usual"] < found["jpeg"] == truth  # measured: 5 of the 8 in the usual band alone
     copies = np.arange(len(imgs), len(thumbs))
     assert (best["jpeg"][copies] >= best["usual"][copies]).all()

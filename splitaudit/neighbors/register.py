@@ -934,7 +934,6 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
     p = len(ia)
-    side = prep.image.shape[1]
     flipped = np.zeros(p, bool)
     params = np.zeros((p, 4))
     peak = np.full(p, math.nan)
@@ -943,10 +942,7 @@ def register_pairs(prep: Prepared, ia: np.ndarray, ib: np.ndarray, *, mirror: bo
         flipped[n], params[n], peak[n], todo[n] = _start(prep, i, j, mirror=mirror, refine=refine,
                                                          start=None if starts is None else starts[n], prune=prune,
                                                          also=None if also is None else also[n])
-    b = prep.image[ib].copy()
-    b[flipped] = b[flipped][:, :, ::-1]
-    box_b = prep.box[ib].copy()
-    box_b[flipped] = mirror_box(box_b[flipped], side)
+    b, box_b = _as_b(prep.image, prep.box, ib, flipped)
     stack = _Stack(prep.image[ia], prep.box[ia], b, box_b)
     if todo.any():
         sub = stack.take(todo)
@@ -968,12 +964,8 @@ def register_from(prep: Prepared, ia: np.ndarray, ib: np.ndarray, mirrored: np.n
     only. The template peak is NaN."""
     ia = np.asarray(ia, np.int64)
     ib = np.asarray(ib, np.int64)
-    side = prep.image.shape[1]
     flipped = np.asarray(mirrored, bool)
-    b = prep.image[ib].copy()
-    b[flipped] = b[flipped][:, :, ::-1]
-    box_b = prep.box[ib].copy()
-    box_b[flipped] = mirror_box(box_b[flipped], side)
+    b, box_b = _as_b(prep.image, prep.box, ib, flipped)
     stack = _Stack(prep.image[ia], prep.box[ia], b, box_b)
     params = _refine_stack(stack, np.asarray(params, np.float64).reshape(-1, 4)) if len(ia) else np.zeros((0, 4))
     return _scored(prep, ia, ib, flipped, params, np.full(len(ia), math.nan), stack, tries)
@@ -1027,6 +1019,15 @@ def block_steps(grey: np.ndarray) -> np.ndarray:
     return out
 
 
+def _as_b(images: np.ndarray, box: np.ndarray, ib: np.ndarray, flipped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' b images (rows ``ib`` of ``images``) and their content boxes, mirrored where ``flipped``."""
+    b = images[ib].copy()
+    b[flipped] = b[flipped][:, :, ::-1]
+    box_b = box[ib].copy()
+    box_b[flipped] = mirror_box(box_b[flipped], images.shape[2])
+    return b, box_b
+
+
 def coarse_scores(prep: Prepared, ia: np.ndarray, ib: np.ndarray, mirrored: np.ndarray, params: np.ndarray
                   ) -> np.ndarray:
     """The final score of pairs at ``params`` (P x 4, as :func:`register_from` takes them) with both working greys
@@ -1036,12 +1037,7 @@ def coarse_scores(prep: Prepared, ia: np.ndarray, ib: np.ndarray, mirrored: np.n
     ib = np.asarray(ib, np.int64)
     if len(ia) == 0:
         return np.zeros(0)
-    side = prep.grey.shape[1]
-    flipped = np.asarray(mirrored, bool)
-    gb = prep.grey[ib].copy()
-    gb[flipped] = gb[flipped][:, :, ::-1]
-    box_b = prep.box[ib].copy()
-    box_b[flipped] = mirror_box(box_b[flipped], side)
+    gb, box_b = _as_b(prep.grey, prep.box, ib, np.asarray(mirrored, bool))
     stack = _Stack(band_pass(prep.grey[ia], *JPEG_BAND), prep.box[ia], band_pass(gb, *JPEG_BAND), box_b)
     # no blurred tries (RESOLUTION_TRIES): the band is already coarser than any of them
     return stack.final(np.asarray(params, np.float64).reshape(-1, 4), ())[0]
@@ -1110,13 +1106,9 @@ def tone_matched(prep: Prepared, ia: np.ndarray, ib: np.ndarray, mirrored: np.nd
     out = np.full(p, math.nan)
     if p == 0:
         return out
-    side = prep.grey.shape[1]
     flipped = np.asarray(mirrored, bool)
     params = np.asarray(params, np.float64).reshape(-1, 4)
-    gb = prep.grey[ib].copy()
-    gb[flipped] = gb[flipped][:, :, ::-1]
-    box_b = prep.box[ib].copy()
-    box_b[flipped] = mirror_box(box_b[flipped], side)
+    gb, box_b = _as_b(prep.grey, prep.box, ib, flipped)
     raw = _Stack(prep.grey[ia], prep.box[ia], gb, box_b)
     qs = np.linspace(0.0, 1.0, TONE_LEVELS + 1)
     xa = np.zeros((p, len(qs)))

@@ -248,7 +248,6 @@ def tone_scores(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[
     grey levels mapped onto b's first (:func:`~.register.tone_matched`: NaN where their levels do not rank alike;
     all NaN for objects on a ``plain`` background). Registered :data:`CHUNK` pairs at a time on ``workers``
     threads (the answer does not depend on them)."""
-    from ..features.runner import default_workers
     from .register import RESOLUTION_TRIES, tone_matched
 
     rows = np.asarray(rows, np.int64)
@@ -258,7 +257,20 @@ def tone_scores(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[
         # with the copies (Fashion-MNIST 5k: the copy cut 0.9901 -> 0.9910, recall 0.755 -> 0.745)
         return out
     tries = RESOLUTION_TRIES if thumbs.shape[1] < side else ()
-    workers = default_workers() if workers is None else workers
+    return _read_registered(thumbs, a, b, columns, rows, np.arange(len(rows)), side=side, aspect=aspect, plain=plain,
+                            workers=workers, name="tone",
+                            read=lambda prep, ia, ib, fl, params: tone_matched(prep, ia, ib, fl, params, tries=tries))
+
+
+def _read_registered(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[str, np.ndarray], rows: np.ndarray,
+                     todo: np.ndarray, *, side: int, aspect: np.ndarray | None, plain: bool, workers: int | None,
+                     name: str, read: Callable[..., np.ndarray]) -> np.ndarray:
+    """``read(prep, ia, ib, mirrored, params)`` of the registered pairs ``rows[todo]`` (``b[p]`` onto ``a[p]``) at the
+    transforms in ``columns``, their images prepared :data:`CHUNK` pairs at a time on ``workers`` threads (the answer
+    does not depend on them); NaN for the other rows."""
+    from ..features.runner import default_workers
+
+    out = np.full(len(rows), np.nan)
     params = np.column_stack([columns["scale"][rows], columns["angle"][rows], columns["dx"][rows] * side,
                               columns["dy"][rows] * side])
     mirrored = columns["mirrored"][rows].astype(bool)
@@ -266,10 +278,10 @@ def tone_scores(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[
     def chunk(t: np.ndarray) -> None:  # writes its own rows of ``out``: chunks run side by side
         used, local = np.unique(np.concatenate([a[rows[t]], b[rows[t]]]), return_inverse=True)
         prep = prepare(np.asarray(thumbs[used]), side, None if aspect is None else np.asarray(aspect)[used], plain)
-        out[t] = tone_matched(prep, local[: len(t)], local[len(t) :], mirrored[t], params[t], tries=tries)
+        out[t] = read(prep, local[: len(t)], local[len(t) :], mirrored[t], params[t])
 
-    _chunks_on_threads(chunk, [np.arange(c, min(len(rows), c + CHUNK)) for c in range(0, len(rows), CHUNK)], workers,
-                       "tone")
+    _chunks_on_threads(chunk, [todo[c : c + CHUNK] for c in range(0, len(todo), CHUNK)],
+                       default_workers() if workers is None else workers, name)
     return out
 
 
@@ -283,7 +295,6 @@ def jpeg_scores(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[
     objects on a ``plain`` background (Fashion-MNIST 5k: look-alike garments rose with the copies, the recall at the
     null's 99.5th percentile 0.63 -> 0.40; their resampled edges show steps anywhere). Registered :data:`CHUNK` pairs
     at a time on ``workers`` threads (the answer does not depend on them)."""
-    from ..features.runner import default_workers
     from .register import JPEG_STEPS, block_steps, coarse_scores, to_grey
 
     rows = np.asarray(rows, np.int64)
@@ -293,19 +304,8 @@ def jpeg_scores(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[
     used, local = np.unique(np.concatenate([a[rows], b[rows]]), return_inverse=True)
     steps = block_steps(to_grey(np.asarray(thumbs[used])))
     blocky = np.maximum(steps[local[: len(rows)]], steps[local[len(rows) :]]) >= JPEG_STEPS
-    todo = np.flatnonzero(blocky)
-    params = np.column_stack([columns["scale"][rows], columns["angle"][rows], columns["dx"][rows] * side,
-                              columns["dy"][rows] * side])
-    mirrored = columns["mirrored"][rows].astype(bool)
-
-    def chunk(t: np.ndarray) -> None:  # writes its own rows of ``out``: chunks run side by side
-        ids, here = np.unique(np.concatenate([a[rows[t]], b[rows[t]]]), return_inverse=True)
-        prep = prepare(np.asarray(thumbs[ids]), side, None if aspect is None else np.asarray(aspect)[ids], plain)
-        out[t] = coarse_scores(prep, here[: len(t)], here[len(t) :], mirrored[t], params[t])
-
-    _chunks_on_threads(chunk, [todo[c : c + CHUNK] for c in range(0, len(todo), CHUNK)],
-                       default_workers() if workers is None else workers, "jpeg")
-    return out
+    return _read_registered(thumbs, a, b, columns, rows, np.flatnonzero(blocky), side=side, aspect=aspect, plain=plain,
+                            workers=workers, name="jpeg", read=coarse_scores)
 
 
 def _chunks_on_threads(chunk: Callable[[np.ndarray], None], chunks: list[np.ndarray], workers: int, name: str) -> None:
