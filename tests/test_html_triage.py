@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,8 +236,16 @@ def test_scripted_triage_downloads_a_baseline_that_check_accepts(planted: Plante
         # A click on a decision button works too, and they survive a reload (kept in the browser).
         b.click("tr[data-row='5'] button[data-decision='accept']")
         decided[pairs[5].id] = "accept"
-        b.open(out.as_uri())
-        assert b.js("document.getElementById('triage-status').textContent") == f"4 of {len(pairs)} pairs decided"
+        b.until("document.querySelector(\"tr[data-row='5']\").getAttribute('data-decision') === 'accept'")
+        # Chromium hands a page's storage writes to its browser process asynchronously: on a loaded machine a
+        # reload at once read none of the four (once in a full run); reopened until they show, within the timeout
+        want, deadline = f"4 of {len(pairs)} pairs decided", time.monotonic() + b.timeout
+        while True:
+            b.open(out.as_uri())
+            status = b.js("document.getElementById('triage-status').textContent")
+            if status == want or time.monotonic() > deadline:
+                break
+        assert status == want
         assert b.js("document.querySelectorAll('tr[data-decision]').length") == 4
 
         baseline = b.download("#x-baseline", downloads, "splitaudit-baseline.json")
