@@ -1631,6 +1631,8 @@ def test_a_jpegs_block_grid_is_read_at_32_px_in_a_coarser_band(tiles, monkeypatc
     big = np.stack([cv2.resize(t, (64, 64), interpolation=cv2.INTER_CUBIC) for t in imgs[:n]])
     big = np.concatenate([big, np.stack([jpeg(t, 50) for t in big])])
     assert np.isnan(read(big, np.arange(n, 2 * n))[1]).all()  # 64-px thumbnails (photos'): not read
+    monkeypatch.setattr(verify, "STEPS_BLOCK", 7)  # the steps measured a few images at a time: the same reading
+    np.testing.assert_array_equal(read(both, np.arange(n, 2 * n))[1], coarse)
     monkeypatch.setattr(verify, "CHUNK", 5)
     np.testing.assert_array_equal(read(both, np.arange(n, 2 * n), workers=2)[1],
                                   read(both, np.arange(n, 2 * n), workers=1)[1])

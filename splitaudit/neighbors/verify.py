@@ -63,6 +63,8 @@ TONE_FROM = 0.85
 #: the other readings' floors: a copy saved at quality 50 lost most of the band the luma reads (crop 12% + JPEG q50,
 #: 32 px: 0.87 at the median, some under 0.8).
 JPEG_FROM = 0.75
+#: Images whose block steps are measured at once (:func:`jpeg_scores`; ~16 kB of working arrays each at 32 px).
+STEPS_BLOCK = 1024
 
 
 def verify_pairs(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, *, side: int = SIDE, mirror: bool = True,
@@ -302,7 +304,9 @@ def jpeg_scores(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray, columns: dict[
     if plain or thumbs.shape[1] >= side or not len(rows):
         return out
     used, local = np.unique(np.concatenate([a[rows], b[rows]]), return_inverse=True)
-    steps = block_steps(to_grey(np.asarray(thumbs[used])))
+    # a block of images at a time: the steps' working arrays stay a few MB whatever the eval split's size
+    steps = np.concatenate([block_steps(to_grey(np.asarray(thumbs[used[s : s + STEPS_BLOCK]])))
+                            for s in range(0, len(used), STEPS_BLOCK)])
     blocky = np.maximum(steps[local[: len(rows)]], steps[local[len(rows) :]]) >= JPEG_STEPS
     return _read_registered(thumbs, a, b, columns, rows, np.flatnonzero(blocky), side=side, aspect=aspect, plain=plain,
                             workers=workers, name="jpeg", read=coarse_scores)
