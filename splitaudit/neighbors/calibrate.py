@@ -22,9 +22,11 @@
   Testing against the rest's own tail, not setting aside everything that scores like a copy, is what keeps distinct
   look-alikes (garments: a third of the null scores like the synthetic copies) in the null, where they must move the
   cut. Where the copies are a quarter of the null or more, the rest's tail is theirs: a first test against the tail
-  of the samples that do not score like copies sets them aside (:func:`null_model`). The cut never falls below the maximum residual of the kept null (a distinct neighbour seen to score x says x
-  is no copy evidence here), nor, with fewer than ``SMALL_NULL`` samples, below ``SMALL_FLOOR``
-  (``SMALL_SIMILAR_FLOOR`` for the band). Cuts stay in [``FLOOR``, ``CEILING``]; crowding is clipped to the null's
+  of the samples that do not score like copies sets them aside (:func:`null_model`). Copies scoring under the synthetic
+  copies' 5th percentile (a crop and JPEG) whose blurred levels agree as a copy's do (:func:`level_copies`: the level
+  rule's cut) are set aside too, and the null and that cut read again until none is added. The cut never falls below
+  the maximum residual of the kept null (a distinct neighbour seen to score x says x is no copy evidence here), nor,
+  with fewer than ``SMALL_NULL`` samples, below ``SMALL_FLOOR`` (``SMALL_SIMILAR_FLOOR`` for the band). Cuts stay in [``FLOOR``, ``CEILING``]; crowding is clipped to the null's
   range (no extrapolation).
 * ``similar_cut``: the same tail at ``SIMILAR_RATE`` per eval image (the similar-images warning band).
 
@@ -125,6 +127,9 @@ class Calibration:
     level_cut: float = math.nan
     level_null: float = math.nan
     level_pairs: int = 0
+    #: Sampled training images set aside as copies inside train by their levels (:func:`level_copies`) beyond the
+    #: likely-copy tests and the pixel agreement.
+    null_level_agree: int = 0
     #: The training images' share with a content box side that is an object's outline on a plain background
     #: (:func:`~.register.plain_share`), and whether the run treats the dataset as one of objects on a plain background
     #: (that share at least :data:`~.register.PLAIN_DATASET`): box sides that are outlines are no frames then.
@@ -392,6 +397,21 @@ def level_cut(levels: np.ndarray, scores: np.ndarray, kept: np.ndarray, copy_lik
     return min(LEVEL_CAP, LEVEL_MARGIN * q), q, int(pop.sum())
 
 
+def level_copies(levels: np.ndarray, scores: np.ndarray, kept: np.ndarray, cut: float) -> np.ndarray:
+    """Per null pair: a copy inside train by its levels. Its blurred grey levels agree as a copy's do (a
+    :func:`~.verify.level` at most the level rule's ``cut``) and its structure scores at least the median of the
+    ``kept`` pairs (the population :func:`level_cut` reads). The pixel agreement misses these copies (a crop, a JPEG,
+    a re-grade) and many score under the synthetic copies' 5th percentile, where the likely-copy tests never look: with
+    a tenth of the training regions copied inside train they stayed in the null and raised the copy cut (docs/copies.md,
+    thirty-fifth session)."""
+    lv = np.asarray(levels, np.float64)
+    sc = np.nan_to_num(np.asarray(scores, np.float64), nan=-1.0)
+    ok = np.asarray(kept, bool) & np.isfinite(lv) & (sc > -1.0)
+    if not math.isfinite(cut) or not ok.any():
+        return np.zeros(len(lv), bool)
+    return np.isfinite(lv) & (sc >= np.median(sc[ok])) & (lv <= cut)
+
+
 def distinct_hash_rate(train_rows: np.ndarray, hash_a: np.ndarray, hash_b: np.ndarray, queries: np.ndarray,
                        likely: np.ndarray) -> tuple[float, float]:
     """(share of training images with a hash match inside train, the share of them that are distinct images).
@@ -501,6 +521,21 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     null_pixel_agree = len(set(qa[agree].tolist()) | set(lying.tolist()))
     agreeing = np.isin(queries, qa[agree]) | np.isin(queries, lying)
     model = null_model(null, crowd, p05, target_rate, similar_rate, agreeing=agreeing)
+    # the level rule's cut, from the pairs of the null's samples not set aside as likely copies; the samples whose
+    # pairs it takes for copies (level_copies) are then set aside too and the null and the cut read again, until
+    # none is added: copies left in the cut's population hold it low (with 45% of the training images copied inside
+    # train, at 0.35 of a copy's level), and it rises as they leave (at most LEVEL_CAP; the set only grows)
+    sample_of = np.searchsorted(queries, qa)
+    levels = level(reg.smooth_mad, reg.spread)
+    lcut, lenv, lpairs = level_cut(levels, structure, ~model.likely[sample_of], p05)
+    by_level = np.zeros(len(queries), bool)
+    while True:
+        more = np.isin(queries, qa[level_copies(levels, structure, ~model.likely[sample_of], lcut)]) & ~model.likely
+        if not more.any():
+            break
+        by_level |= more
+        model = null_model(null, crowd, p05, target_rate, similar_rate, agreeing=agreeing | by_level)
+        lcut, lenv, lpairs = level_cut(levels, structure, ~model.likely[sample_of], p05)
     floor, sim_floor = (SMALL_FLOOR, SMALL_SIMILAR_FLOOR) if len(null) < SMALL_NULL else (FLOOR, FLOOR)
     fin = crowd[np.isfinite(crowd)]
     lo, hi, mid = (float(fin.min()), float(fin.max()), float(np.median(fin))) if len(fin) else (0.0, 0.0, 0.0)
@@ -510,10 +545,7 @@ def calibrate(thumbs: np.ndarray, train_rows: np.ndarray, *, target_rate: float 
     if hash_pairs is not None:
         rate, distinct = distinct_hash_rate(train_rows, hash_pairs[0], hash_pairs[1], queries, model.likely)
         model_values.update(hash_collision_rate=rate, hash_distinct_rate=distinct)
-    # the level rule's cut, from the pairs of the null's samples not set aside as likely copies
-    sample_of = np.searchsorted(queries, qa)
-    lcut, lenv, lpairs = level_cut(level(reg.smooth_mad, reg.spread), structure, ~model.likely[sample_of], p05)
-    model_values.update(level_cut=lcut, level_null=lenv, level_pairs=lpairs)
+    model_values.update(level_cut=lcut, level_null=lenv, level_pairs=lpairs, null_level_agree=int(by_level.sum()))
     copy_cut, similar_cut = (float(c) for c in _bare(target_rate, similar_rate, seed, **model_values).cuts(mid))
     # the decisions' rule (verify.decide), hashes aside, at a typical image's cuts
     found = ((pos >= copy_cut) | pixel_agreement(preg.mad, preg.spread, preg.still, pos, similar_cut)
