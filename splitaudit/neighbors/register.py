@@ -68,6 +68,12 @@ FRAME_MAX = 0.3
 FRAME_NOISY = 8.0
 FRAME_COLOUR = 6.0
 FRAME_EDGE = 16.0
+#: Bars on two opposite sides only (a letterbox, a pillarbox) are found through JPEG's noise in the same way, where
+#: both are of one colour, equally wide and edged by content all along: at least BAR_SHARE of the first content line's
+#: pixels PLAIN_OFF grey levels or more off the bars' colour. At 32 px, JPEG q75-94 put a letterbox's black rows at a
+#: grey spread of 2-5 (``benchmarks/copy_check.py --files``: 8 of the 10 missed letterboxed copies had a box of 0-2
+#: rows where the bars were 3 on either side); their content lines' shares were 0.94-1.0.
+BAR_SHARE = 0.9
 #: The largest offset of b's centre from a's (share of the side): a window moved further is another framing of
 #: the scene (a neighbouring crop), not a copy; copies shift a few pixels or crop at most ~20% (offset 10%).
 MAX_OFFSET = 0.15
@@ -165,6 +171,24 @@ def _batch(op, stack: np.ndarray, width: int = 128) -> np.ndarray:  # type: igno
     return np.concatenate(out) if out else np.zeros((0,) + op(np.zeros(stack.shape[1:3], np.float32)).shape, np.float32)
 
 
+def _noisy_run(x: np.ndarray, d: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the outer lines ``x`` (N, limit, length) of one side, with spreads ``d`` (N, limit): the run of lines of the
+    colour ``c`` (N,) within noise (:data:`FRAME_NOISY`, :data:`FRAME_COLOUR`) from the edge, and whether it ends at an
+    edge of the content (a spread or a colour change of :data:`FRAME_EDGE`)."""
+    m = np.median(x, axis=2)
+    r = np.cumprod((d < FRAME_NOISY) & (np.abs(m - c[:, None]) <= FRAME_COLOUR), axis=1).sum(axis=1)
+    nxt = np.minimum(r, d.shape[1] - 1)[:, None]
+    step = ((np.take_along_axis(d, nxt, 1)[:, 0] >= FRAME_EDGE)
+            | (np.abs(np.take_along_axis(m, nxt, 1)[:, 0] - c) >= FRAME_EDGE))
+    return r, (r > 0) & (r < d.shape[1]) & step
+
+
+def _edge_share(x: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The share of the pixels of line ``r`` of ``x`` (N, limit, length) at least :data:`PLAIN_OFF` off the colour ``c``."""
+    line = np.take_along_axis(x, np.minimum(r, x.shape[1] - 1)[:, None, None], 1)[:, 0]
+    return (np.abs(line - c[:, None]) >= PLAIN_OFF).mean(axis=1)
+
+
 def frames(grey: np.ndarray) -> np.ndarray:
     """(N, 4) content boxes x0, y0, x1, y1 (inclusive) inside uniform outer rows and columns (a frame, letterbox
     bars), all images at once; the whole image where (almost) all is uniform."""
@@ -180,21 +204,28 @@ def frames(grey: np.ndarray) -> np.ndarray:
     ring = np.flatnonzero((np.abs(outer - colour[:, None]) <= FRAME_COLOUR).all(axis=1)
                           & (np.stack([d[:, 0] for d in sd], axis=1) < FRAME_NOISY).all(axis=1))
     if len(ring):  # the rows' medians only there (4x the time of the rest for every image)
-        c = colour[ring, None]
-        loose, edged = [], []
-        for x, d in zip(lines, sd):
-            d, m = d[ring], np.median(x[ring], axis=2)
-            r = run((d < FRAME_NOISY) & (np.abs(m - c) <= FRAME_COLOUR))
-            nxt = np.minimum(r, d.shape[1] - 1)[:, None]
-            step = ((np.take_along_axis(d, nxt, 1)[:, 0] >= FRAME_EDGE)
-                    | (np.abs(np.take_along_axis(m, nxt, 1) - c)[:, 0] >= FRAME_EDGE))
-            loose.append(r)
-            edged.append((r > 0) & (r < d.shape[1]) & step)
+        loose, edged = zip(*(_noisy_run(x[ring], d[ring], colour[ring]) for x, d in zip(lines, sd)))
         # a frame: one colour all round, ending at an edge on at least three sides (the fourth may run into content
         # of the frame's colour); a low-contrast photo's sides fade into it
         framed = np.sum(edged, axis=0) >= 3
         for st, r, e in zip(strict, loose, edged):
             st[ring] = np.where(framed & e, np.maximum(st[ring], r), st[ring])
+    for one, other in ((0, 1), (2, 3)):  # letterbox bars (top and bottom), pillarbox bars (left and right)
+        colour_pair = (outer[:, one] + outer[:, other]) / 2
+        pair = np.flatnonzero((np.abs(outer[:, one] - outer[:, other]) <= FRAME_COLOUR)
+                              & (sd[one][:, 0] < FRAME_NOISY) & (sd[other][:, 0] < FRAME_NOISY)
+                              & (strict[one] < my) & (strict[other] < my))
+        if not len(pair):
+            continue
+        c = colour_pair[pair]
+        (r1, e1), (r2, e2) = (_noisy_run(lines[k][pair], sd[k][pair], c) for k in (one, other))
+        # both bars edged by content all along (a garment's outline on a plain background is not: its share is
+        # 0.25 at the median, 0.9 or more for 0.2% of Fashion-MNIST's images), as wide as each other within a pixel
+        # or a quarter (a dark sky over dark ground fades into the scene at two unrelated depths)
+        bars = (e1 & e2 & (np.abs(r1 - r2) <= np.maximum(1, np.maximum(r1, r2) // 4))
+                & (_edge_share(lines[one][pair], r1, c) >= BAR_SHARE) & (_edge_share(lines[other][pair], r2, c) >= BAR_SHARE))
+        for side, r in ((one, r1), (other, r2)):
+            strict[side][pair] = np.where(bars, np.maximum(strict[side][pair], r), strict[side][pair])
     box = np.stack([left, top, w - 1 - right, h - 1 - bottom], axis=1).astype(np.int64)
     tiny = (box[:, 2] - box[:, 0] < w // 4) | (box[:, 3] - box[:, 1] < h // 4)
     box[tiny] = (0, 0, w - 1, h - 1)
