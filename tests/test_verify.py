@@ -805,6 +805,43 @@ def test_letterbox_bars_are_found_through_jpeg_noise(tiles, calibration) -> None
     assert at_cut >= at_cut_before + 3, (at_cut, at_cut_before)  # measured: 21 and 16 of 36
 
 
+def test_a_frame_blended_into_a_copy_stored_smaller_is_left_out_of_the_content_view(crowded_tiles, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A framed copy stored smaller (19-24 px, JPEG) and grown back to 32 px: the box's outer line is half frame, half
+    content, and the content view (a candidate search) took it in. It now leaves it out as the registration does
+    (``register.blended_sides``) where a frame runs all round with content along it (``register.framed_all_round``):
+    more such copies have their source among their nearest in that view. Garments on a plain background, bands on
+    one side and the distinct tiles are not such frames."""
+    from splitaudit.neighbors.register import framed_all_round, frames, to_grey
+
+    imgs, _ = crowded_tiles
+
+    def stored_small(img: np.ndarray, side: int) -> np.ndarray:
+        small = jpeg(cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA), 85)
+        return cv2.resize(small, (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
+
+    src = np.arange(0, len(imgs), max(1, len(imgs) // 60))[:60]
+    copies = np.stack([stored_small(framed(imgs[i], 0.12, (0, 128, 255)[k % 3]), 19 + k % 6) for k, i in enumerate(src)])
+    both = np.concatenate([imgs, copies])
+
+    def nearest() -> int:  # copies whose source is among their PIXEL_K nearest in the content view
+        v = candidates.view_vectors(both, ("content",))["content"][0]
+        top = np.argsort(-(v[len(imgs) :] @ v[: len(imgs)].T), axis=1)[:, : candidates.PIXEL_K]
+        return sum(int(i in top[k]) for k, i in enumerate(src))
+
+    found = nearest()
+    monkeypatch.setattr(rg, "framed_all_round", lambda g, f: np.zeros(len(g), bool))
+    before = nearest()
+    monkeypatch.undo()
+    assert found >= before + 6, (found, before)  # measured: 44 and 33 of 60
+    garments = to_grey(_fashion_thumbs(1000)).astype(np.float32)
+    assert framed_all_round(garments, frames(garments)).sum() <= 10  # measured: 2 of 1,000
+    tiles = to_grey(imgs).astype(np.float32)
+    assert not framed_all_round(tiles, frames(tiles)).any()
+    band = tiles[:24].copy()
+    band[:, :, :3] = 0  # a translation's black fill on one side
+    assert (frames(band)[:, 0] >= 3).all() and not framed_all_round(band, frames(band)).any()
+
+
 def test_a_dark_or_bright_frame_does_not_ring_into_low_contrast_content() -> None:
     """Resized with its image, a black or white frame's step rang into the content (cubic kernels reach two native
     pixels), and on low-contrast content (a sky, a wall: grey spread 3-10) that ringing was much of the band-passed

@@ -87,7 +87,7 @@ def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS, *, rows: np
     import cv2
     import scipy.fft as sfft
 
-    from .register import _batch, frames, to_grey
+    from .register import _batch, blended_sides, frames, framed_all_round, to_grey
 
     for view in views:
         if view not in VIEWS:
@@ -147,6 +147,11 @@ def view_vectors(thumbs: np.ndarray, views: tuple[str, ...] = VIEWS, *, rows: np
             if view == "content":
                 box = frames(grey)
                 framed = np.flatnonzero((box != (0, 0, w - 1, h - 1)).any(axis=1))
+                # a frame all round without its edge blended into the content (a framed copy stored smaller and
+                # grown back: the box's outer line half frame, half content), as the registration prepares it; a
+                # band on one or two sides (a translation's fill) and an object on a plain background keep their box
+                ring = np.flatnonzero(framed_all_round(grey, box))
+                box[ring] = blended_sides(grey[ring], box[ring])
                 x = pix.copy()
                 for i in framed.tolist():
                     x0, y0, x1, y1 = box[i]

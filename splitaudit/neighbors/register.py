@@ -324,6 +324,26 @@ def blended_sides(grey: np.ndarray, f: np.ndarray) -> np.ndarray:
     return out
 
 
+def framed_all_round(grey: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Mask over the images ``grey`` (N, h, w) with content boxes ``f`` (N, 4): a frame on three sides or more, with
+    content along every cut side (at least :data:`BAR_SHARE` of the line inside the box's edge line
+    :data:`PLAIN_OFF` or more off the surround), not an object's outline on a plain background. Vectorised."""
+    n, h, w = grey.shape
+    cut = np.asarray(f) != (0, 0, w - 1, h - 1)
+    out = np.zeros(n, bool)
+    rows = np.flatnonzero(cut.sum(axis=1) >= 3)
+    if not len(rows):
+        return out
+    g, box = np.asarray(grey[rows], np.float32), np.asarray(f, np.int64)[rows]
+    surround = _surround(g, box)
+    ok = np.ones(len(rows), bool)
+    for side, (line, lo, hi) in enumerate(_edge_lines(g, box, 1)):
+        share = _masked_mean((np.abs(line - surround[:, None]) >= PLAIN_OFF).astype(np.float32), lo, hi)
+        ok &= ~cut[rows, side] | (share >= BAR_SHARE)
+    out[rows] = ok
+    return out
+
+
 def plain_share(thumbs: np.ndarray, rows: np.ndarray) -> float:
     """The share of the images ``rows`` of ``thumbs`` (a sample of :data:`PLAIN_SAMPLE`, evenly spaced) with a content
     box side that is an object's outline on a plain background (:func:`plain_sides`); 0 for none."""
