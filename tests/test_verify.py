@@ -1510,12 +1510,13 @@ def test_copies_inside_train_under_the_copy_like_gate_are_set_aside_by_their_lev
     with_rule = calibrate(thumbs, train, seed=0)
     # distinct brick and grass tiles register at 0.94-0.99 with levels of 0.068-0.098, under this split's level cut
     # (0.1): NULL_LEVEL_CAP keeps them in the null (measured: 10 set aside without it, 1 with it, a near-blank tile)
-    assert calibrate(imgs, np.arange(n), seed=0).null_level_agree <= 2
+    clean = calibrate(imgs, np.arange(n), seed=0)
+    assert clean.null_level_agree <= 2
     monkeypatch.setattr(calibrate_module, "level_copies", lambda levels, *_: np.zeros(len(levels), bool))
     without = calibrate(thumbs, train, seed=0)
-    clean = calibrate(imgs, np.arange(n), seed=0)
-    # measured: 4 samples set aside by their levels; cuts 0.9893 against 0.9932 without the rule and 0.9897 on the
-    # clean split
+    # measured: 4 samples set aside by their levels; cuts 0.9902 against 0.9919 without the rule and 0.9891 on the
+    # clean split (0.9893, 0.9932, 0.9892 before register.CROP_ZOOMS, which moved a few null samples' registrations;
+    # the clean split was calibrated without the rule until then, and fell from 0.9897 to 0.9871 so)
     assert with_rule.null_level_agree >= 3 and without.null_level_agree == 0
     assert with_rule.copy_cut < without.copy_cut
     assert abs(with_rule.copy_cut - clean.copy_cut) < 0.5 * abs(without.copy_cut - clean.copy_cut)
